@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from matrixlib.canonical_json import encode_canonical_json, decode_json
+from matrixlib.canonical_json import decode_json, encode_canonical_json
 from matrixlib.room_versions import EventFormat, RoomVersion
 
 # Event types the library refers to by name.

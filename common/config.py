@@ -1,0 +1,145 @@
+"""Myelin's configuration: one YAML file for every process of a deployment.
+
+The single process reads all of it. A split deployment gives every process
+the same file; each reads its own section and the addresses of the others
+(``components``). Unknown keys are refused so a typo is an error at start,
+not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from matrixlib.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+
+COMPONENT_NAMES = ("roomserver", "userapi", "clientapi", "syncapi", "federationapi")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class RateLimit:
+    """A token bucket: ``burst`` requests at once, refilled at ``per_second``."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass
+class RateLimits:
+    enabled: bool = True
+    send_per_user: RateLimit = field(default_factory=lambda: RateLimit(per_second=5.0, burst=20))
+    login_per_ip: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.2, burst=5))
+    register_per_ip: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.2, burst=5))
+
+
+@dataclass
+class Registration:
+    # Registration with m.login.dummy, without email or captcha.
+    open: bool = False
+
+
+@dataclass
+class ComponentAddress:
+    """Where a component listens in a split deployment. In the single
+    process every component runs in process and these are unused."""
+
+    grpc: str = ""
+    http: str = ""
+
+
+@dataclass
+class Config:
+    server_name: str
+    data_dir: Path
+    signing_key_path: Path
+    default_room_version: str = DEFAULT_ROOM_VERSION
+    # The public client-server listener (the router in a split deployment).
+    client_listen: str = "127.0.0.1:8008"
+    # The federation listener; empty turns federation off.
+    federation_listen: str = ""
+    tls_cert_path: str = ""
+    tls_key_path: str = ""
+    # A base PostgreSQL URL; each component gets its own database
+    # (<name>_<component>). Empty: SQLite files in data_dir.
+    postgres_url: str = ""
+    # Kafka bootstrap servers; empty: the embedded log in data_dir/log.
+    kafka_bootstrap: str = ""
+    registration: Registration = field(default_factory=Registration)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    components: dict[str, ComponentAddress] = field(default_factory=dict)
+    # Seconds an event over the input call may wait for the room server.
+    input_timeout_seconds: float = 30.0
+    # A secret for tokens that must not be guessable (e.g. UIA sessions).
+    macaroon_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    def address_of(self, component: str) -> ComponentAddress:
+        return self.components.get(component, ComponentAddress())
+
+    def validate(self) -> None:
+        if not self.server_name:
+            raise ConfigError("server_name is required")
+        if self.default_room_version not in KNOWN_ROOM_VERSIONS:
+            raise ConfigError(f"default_room_version {self.default_room_version!r} is not supported")
+        for name in self.components:
+            if name not in COMPONENT_NAMES:
+                raise ConfigError(f"unknown component {name!r} in components")
+
+
+def _from_dict(cls: Any, data: dict[str, Any], where: str) -> Any:
+    """Builds a dataclass from YAML data, recursing into nested dataclasses
+    and refusing unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown setting {where}.{key}")
+        ftype = fields[key].type
+        if ftype in ("RateLimit", "RateLimits", "Registration"):
+            kwargs[key] = _from_dict(globals()[ftype], value, f"{where}.{key}")
+        elif key == "components":
+            kwargs[key] = {
+                name: _from_dict(ComponentAddress, addr or {}, f"{where}.components.{name}")
+                for name, addr in (value or {}).items()
+            }
+        elif ftype == "Path":
+            kwargs[key] = Path(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_config(path: Path) -> Config:
+    with path.open() as f:
+        data = yaml.safe_load(f) or {}
+    config: Config = _from_dict(Config, data, "config")
+    # Relative paths are relative to the config file, so a data directory
+    # can be moved as a whole.
+    base = path.resolve().parent
+    config.data_dir = (base / config.data_dir).resolve()
+    config.signing_key_path = (base / config.signing_key_path).resolve()
+    config.validate()
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    data["data_dir"] = str(config.data_dir)
+    data["signing_key_path"] = str(config.signing_key_path)
+    return data
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    path.write_text("# Myelin configuration (see README.md)\n" + text)

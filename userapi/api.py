@@ -1,0 +1,35 @@
+"""The user API's Python interface (accounts, devices, access tokens).
+
+Requests and responses are the messages of protos/myelin/userapi/v1/userapi.proto;
+the in-process binding is the implementation itself, the gRPC binding is
+``userapi.grpc.client``. Failures are ``common.errors.MatrixError``s
+(``UnknownToken``, ``UserInUse``, ``Forbidden``...).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from myelin.userapi.v1 import userapi_pb2 as pb
+
+
+class AuthenticationAPI(Protocol):
+    """What every front that serves clients needs: who is calling."""
+
+    async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device: ...
+
+
+class UserAPI(AuthenticationAPI, Protocol):
+    async def query_account_availability(
+        self, req: pb.QueryAccountAvailabilityRequest) -> pb.QueryAccountAvailabilityResponse: ...
+
+    async def perform_account_creation(self, req: pb.PerformAccountCreationRequest) -> pb.Account: ...
+
+    async def perform_password_check(self, req: pb.PerformPasswordCheckRequest) -> pb.Account: ...
+
+    async def perform_device_creation(self, req: pb.PerformDeviceCreationRequest) -> pb.Device: ...
+
+    async def perform_device_deletion(
+        self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse: ...
+
+    async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse: ...
