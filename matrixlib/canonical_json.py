@@ -15,10 +15,15 @@ class CanonicalJSONError(ValueError):
     pass
 
 
-def encode_canonical_json(value: Any) -> bytes:
-    """The canonical encoding of ``value`` as UTF-8 bytes."""
-    _check_values(value)
-    return canonicaljson.encode_canonical_json(value)
+def encode_canonical_json(value: Any, *, strict: bool = True) -> bytes:
+    """The canonical encoding of ``value`` as UTF-8 bytes.
+
+    ``strict=False`` skips the integer-range and float checks: events of room
+    versions 1-5 may hold such values (the spec asks servers to cope), and
+    their hashes and signatures were computed over this same encoding."""
+    if strict:
+        _check_values(value)
+    return bytes(canonicaljson.encode_canonical_json(value))
 
 
 def decode_json(data: bytes | str) -> Any:

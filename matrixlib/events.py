@@ -179,7 +179,7 @@ class Event:
 
     def to_json(self) -> bytes:
         """Canonical JSON of the PDU (what is stored and sent to servers)."""
-        return encode_canonical_json(self.pdu)
+        return encode_canonical_json(self.pdu, strict=self.room_version.strict_canonical_json)
 
     def __repr__(self) -> str:
         return f"<Event {self.event_id} {self.type} {self.state_key!r} in {self.pdu.get('room_id')}>"
