@@ -1,0 +1,36 @@
+"""State snapshots, never a full copy of the state per event.
+
+``roomserver_state_snapshots`` holds one row per distinct state a room has
+been in. A snapshot is either a full base (``delta_depth`` 0: its entries are
+the whole state) or a delta against ``parent_nid`` (its entries are the
+(type, state key) pairs that changed; ``event_nid`` NULL means the pair left
+the state). A new base is written every ``MAX_DELTA_DEPTH`` deltas, so
+loading a snapshot reads a bounded chain. Events that do not change the state
+share their parent's snapshot.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Integer, Table
+
+from roomserver.storage.tables.base import NID, metadata
+
+state_snapshots = Table(
+    "roomserver_state_snapshots",
+    metadata,
+    Column("snapshot_nid", NID, primary_key=True, autoincrement=True),
+    Column("room_nid", BigInteger, nullable=False),
+    Column("parent_nid", BigInteger, nullable=True),
+    Column("delta_depth", Integer, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+state_entries = Table(
+    "roomserver_state_entries",
+    metadata,
+    Column("snapshot_nid", BigInteger, primary_key=True, autoincrement=False),
+    Column("type_nid", BigInteger, primary_key=True, autoincrement=False),
+    Column("state_key_nid", BigInteger, primary_key=True, autoincrement=False),
+    # NULL: removed relative to the parent snapshot.
+    Column("event_nid", BigInteger, nullable=True),
+)
