@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.harness.postgres",
+    "tests.harness.tansu",
 ]
