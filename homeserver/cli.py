@@ -1,0 +1,162 @@
+"""The `myelin` command.
+
+    myelin [--config FILE]                       every component in one process
+    myelin --config FILE roomserver              one component of a split deployment
+           (likewise userapi, clientapi, syncapi, federationapi, router)
+    myelin generate-config --server-name NAME --data-dir DIR -o FILE [flags]
+    myelin --config FILE generate-nginx          the router's table as an nginx server block
+
+A first start without a config file writes one for localhost (and a signing
+key) at the given path, then starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from common.config import COMPONENT_NAMES, ComponentAddress, Config, load_config, save_config
+
+PERSONALITIES = (*COMPONENT_NAMES, "router")
+
+
+def generate_config(
+    *,
+    server_name: str,
+    data_dir: Path,
+    output: Path,
+    client_port: int = 8008,
+    federation_port: int | None = None,
+    open_registration: bool = False,
+    rate_limits: bool = True,
+    postgres_url: str = "",
+    kafka_bootstrap: str = "",
+    split_base_port: int | None = None,
+    default_room_version: str | None = None,
+) -> Config:
+    """Writes a working config and, if missing, a signing key."""
+    from matrixlib.signing import generate_signing_key, write_signing_key_file
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = data_dir / "signing.key"
+    config = Config(server_name=server_name, data_dir=data_dir, signing_key_path=key_path)
+    config.client_listen = f"127.0.0.1:{client_port}"
+    if federation_port:
+        config.federation_listen = f"127.0.0.1:{federation_port}"
+    config.registration.open = open_registration
+    config.rate_limits.enabled = rate_limits
+    config.postgres_url = postgres_url
+    config.kafka_bootstrap = kafka_bootstrap
+    if default_room_version:
+        config.default_room_version = default_room_version
+    if split_base_port:
+        config.components = {
+            "roomserver": ComponentAddress(grpc=f"127.0.0.1:{split_base_port}"),
+            "userapi": ComponentAddress(grpc=f"127.0.0.1:{split_base_port + 1}"),
+            "clientapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 2}"),
+            "syncapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 3}"),
+            "federationapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 4}"),
+        }
+    config.validate()
+    if not key_path.exists():
+        write_signing_key_file(key_path, generate_signing_key("a_" + _random_key_version()))
+    save_config(config, output)
+    return config
+
+
+def _random_key_version() -> str:
+    import secrets
+    import string
+
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(4))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="myelin", description="A Matrix homeserver built on event logs.")
+    parser.add_argument("--config", type=Path, default=Path("data/myelin.yaml"),
+                        help="the config file (written for localhost on first start if missing)")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command")
+    for name in PERSONALITIES:
+        sub.add_parser(name, help=f"run only the {name}")
+    sub.add_parser("generate-nginx", help="print an nginx server block routing one base URL to the components")
+    gen = sub.add_parser("generate-config", help="write a config file and a signing key")
+    gen.add_argument("--server-name", required=True)
+    gen.add_argument("--data-dir", type=Path, required=True)
+    gen.add_argument("-o", "--output", type=Path, required=True)
+    gen.add_argument("--client-port", type=int, default=8008)
+    gen.add_argument("--federation-port", type=int)
+    gen.add_argument("--open-registration", action="store_true",
+                     help="allow registration without verification")
+    gen.add_argument("--no-rate-limits", action="store_true")
+    gen.add_argument("--postgres", default="", help="base PostgreSQL URL; one database per component")
+    gen.add_argument("--kafka", default="", help="Kafka bootstrap servers (host:port)")
+    gen.add_argument("--split-base-port", type=int,
+                     help="give each component its own listener, from this port up")
+    gen.add_argument("--default-room-version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "generate-config":
+        generate_config(
+            server_name=args.server_name, data_dir=args.data_dir, output=args.output,
+            client_port=args.client_port, federation_port=args.federation_port,
+            open_registration=args.open_registration, rate_limits=not args.no_rate_limits,
+            postgres_url=args.postgres, kafka_bootstrap=args.kafka,
+            split_base_port=args.split_base_port, default_room_version=args.default_room_version,
+        )
+        print(f"wrote {args.output}", file=sys.stderr)
+        return
+    if not args.config.exists():
+        if args.command not in (None,):
+            raise SystemExit(f"{args.config} does not exist; write one with `myelin generate-config`")
+        data_dir = args.config.parent
+        generate_config(server_name="localhost", data_dir=data_dir, output=args.config,
+                        open_registration=True)
+        logging.getLogger("myelin").info("wrote a config for localhost to %s", args.config)
+    config = load_config(args.config)
+    if args.command == "generate-nginx":
+        from homeserver.routes import nginx_config
+
+        upstreams = {n: config.address_of(n).http for n in ("clientapi", "syncapi", "federationapi")}
+        print(nginx_config(config.client_listen, upstreams))
+        return
+    if args.command is None:
+        from homeserver.monolith import run_monolith
+
+        _run(run_monolith(config))
+    else:
+        from homeserver.personalities import run_personality
+
+        _run(run_personality(config, args.command))
+
+
+def _run(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Runs until the coroutine ends or SIGINT/SIGTERM cancels it."""
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        await main_coro
+
+    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+        asyncio.run(runner())
+
+
+if __name__ == "__main__":
+    main()

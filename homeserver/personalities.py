@@ -1,0 +1,119 @@
+"""One component per process: a split deployment.
+
+Each personality opens its own database and the shared log (Kafka when
+configured), serves its API over gRPC (room server, user API) or HTTP
+(client API, sync API, federation API), and reaches the components it
+depends on through their gRPC clients, at the addresses in the config's
+``components`` section. The router gives clients one base URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+
+import grpc
+
+from common.config import Config
+from common.http import make_app, serve_app
+from common.log import Log
+from common.logs import open_log
+from matrixlib.signing import read_signing_key_file
+
+logger = logging.getLogger("myelin")
+
+_GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+]
+
+
+def _channel(config: Config, component: str) -> grpc.aio.Channel:
+    address = config.address_of(component).grpc
+    if not address:
+        raise SystemExit(f"config has no components.{component}.grpc address")
+    return grpc.aio.insecure_channel(address, options=_GRPC_OPTIONS)
+
+
+async def _open_log(config: Config, name: str, stack: AsyncExitStack) -> Log:
+    if not config.kafka_bootstrap:
+        # The embedded log lives inside one process; separate processes
+        # share their logs through Kafka.
+        raise SystemExit(f"{name} in its own process needs kafka_bootstrap in the config")
+    log = open_log(config.kafka_bootstrap, config.data_dir / f"log-{name}", f"myelin-{name}")
+    await log.start()
+    stack.push_async_callback(log.close)
+    return log
+
+
+async def run_personality(config: Config, name: str) -> None:
+    if name == "router":
+        from homeserver.router import run_router
+
+        await run_router(config)
+        return
+    signing_key = read_signing_key_file(config.signing_key_path)
+    async with AsyncExitStack() as stack, asyncio.TaskGroup() as tasks:
+        if name == "roomserver":
+            from roomserver.component import open_roomserver
+            from roomserver.grpc.server import serve_grpc as serve_roomserver
+
+            log = await _open_log(config, name, stack)
+            roomserver = await open_roomserver(config, log, signing_key)
+            stack.push_async_callback(roomserver.close)
+            tasks.create_task(roomserver.run(), name="roomserver")
+            await roomserver.ready.wait()
+            server, port = await serve_roomserver(roomserver.api, config.address_of(name).grpc)
+            stack.push_async_callback(server.stop, 5)
+        elif name == "userapi":
+            from userapi.component import open_userapi
+            from userapi.grpc.server import serve_grpc as serve_userapi
+
+            userapi = await open_userapi(config)
+            stack.push_async_callback(userapi.close)
+            server, port = await serve_userapi(userapi.api, config.address_of(name).grpc)
+            stack.push_async_callback(server.stop, 5)
+        elif name == "clientapi":
+            from clientapi.component import open_clientapi
+            from roomserver.grpc.client import GrpcRoomserverClient
+
+            from userapi.grpc.client import GrpcUserAPIClient
+
+            log = await _open_log(config, name, stack)
+            clientapi = await open_clientapi(
+                config, log, GrpcRoomserverClient(_channel(config, "roomserver")),
+                GrpcUserAPIClient(_channel(config, "userapi")), signing_key)
+            stack.push_async_callback(clientapi.close)
+            serving = await serve_app(make_app("myelin_clientapi", [clientapi.blueprint]),
+                                      config.address_of(name).http)
+            stack.push_async_callback(serving.stop)
+            port = serving.port
+        elif name == "syncapi":
+            from roomserver.grpc.client import GrpcRoomserverClient
+            from syncapi.component import open_syncapi
+
+            from userapi.grpc.client import GrpcUserAPIClient
+
+            log = await _open_log(config, name, stack)
+            syncapi = await open_syncapi(config, log, GrpcUserAPIClient(_channel(config, "userapi")),
+                                         GrpcRoomserverClient(_channel(config, "roomserver")))
+            stack.push_async_callback(syncapi.close)
+            tasks.create_task(syncapi.run(), name="syncapi")
+            await syncapi.ready.wait()
+            serving = await serve_app(make_app("myelin_syncapi", [syncapi.blueprint]),
+                                      config.address_of(name).http)
+            stack.push_async_callback(serving.stop)
+            port = serving.port
+        elif name == "federationapi":
+            from federationapi.component import build as build_federationapi
+
+            federationapi = build_federationapi(config, signing_key)
+            serving = await serve_app(make_app("myelin_federationapi", [federationapi.blueprint]),
+                                      config.address_of(name).http)
+            stack.push_async_callback(serving.stop)
+            port = serving.port
+        else:
+            raise SystemExit(f"unknown component {name!r}")
+        logger.info("%s of %s is ready on port %d", name, config.server_name, port)
+        await asyncio.Event().wait()
