@@ -112,7 +112,7 @@ class RunningHomeserver:
             process = self.processes[name]
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -63,15 +63,17 @@ async def test_kill_roomserver_mid_burst_loses_nothing(split: RunningHomeserver)
             assert joined.status_code == 200, joined.text
 
         answered: dict[str, str] = {}
+        quarter_done = asyncio.Event()
 
         async def sender(index: int) -> None:
             for n in range(SENDS_EACH):
                 await _send_with_retries(http, tokens[index], room_id, f"s{index}-m{n}", answered)
+                if len(answered) >= SENDERS * SENDS_EACH // 4:
+                    quarter_done.set()
 
         async def crash() -> None:
             # Wait until the burst is well under way, then kill -9.
-            while len(answered) < SENDERS * SENDS_EACH // 4:
-                await asyncio.sleep(0.05)
+            await quarter_done.wait()
             split.kill("roomserver")
             await asyncio.sleep(1.0)
             await asyncio.to_thread(restart_component, split, "roomserver")
@@ -81,11 +83,11 @@ async def test_kill_roomserver_mid_burst_loses_nothing(split: RunningHomeserver)
 
         # Every answered send is in the room exactly once.
         chunk: list[dict[str, Any]] = []
-        token: str | None = None
+        page_token: str | None = None
         while True:
             params = {"dir": "b", "limit": "100"}
-            if token:
-                params["from"] = token
+            if page_token:
+                params["from"] = page_token
             page = await http.get(f"/_matrix/client/v3/rooms/{room_id}/messages", params=params,
                                   headers=_auth(tokens[0]))
             assert page.status_code == 200, page.text
@@ -93,7 +95,7 @@ async def test_kill_roomserver_mid_burst_loses_nothing(split: RunningHomeserver)
             chunk.extend(body["chunk"])
             if not body.get("end") or not body["chunk"]:
                 break
-            token = body["end"]
+            page_token = body["end"]
         messages = [e for e in chunk if e["type"] == "m.room.message"]
         by_body: dict[str, list[str]] = {}
         for event in messages:
