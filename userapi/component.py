@@ -1,0 +1,46 @@
+"""The user API component: accounts, devices and access tokens.
+
+``build(config, database)`` is the one constructor; ``open_userapi(config)``
+opens the component's own database first. ``component.api`` is the
+in-process binding of ``userapi.api.UserAPI``; ``userapi.grpc.server``
+exposes it over gRPC and ``userapi.grpc.client`` calls it from another
+process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import Config
+from common.storage import Database, database_url_for, open_database
+from userapi.api import UserAPI
+from userapi.internal.passwords import DEFAULT_PARAMS, ScryptParams
+from userapi.internal.userapi import UserAPIInternal
+from userapi.storage.database import UserAPIDatabase
+
+COMPONENT = "userapi"
+
+
+@dataclass
+class UserAPIComponent:
+    api: UserAPI
+    database: Database
+
+    async def close(self) -> None:
+        await self.database.close()
+
+
+def build(config: Config, database: Database, *,
+          password_params: ScryptParams = DEFAULT_PARAMS) -> UserAPIComponent:
+    """``password_params`` lets tests use a cheaper scrypt; servers keep the default."""
+    internal = UserAPIInternal(UserAPIDatabase(database), config.server_name, password_params)
+    return UserAPIComponent(api=internal, database=database)
+
+
+async def open_userapi(config: Config, *,
+                       password_params: ScryptParams = DEFAULT_PARAMS) -> UserAPIComponent:
+    """Opens (and migrates) the user API's database and builds the component;
+    ``close()`` closes the database."""
+    url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
+    database = await open_database(url, COMPONENT)
+    return build(config, database, password_params=password_params)

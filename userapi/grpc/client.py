@@ -1,0 +1,52 @@
+"""The gRPC binding of ``userapi.api.UserAPI``: used by a component in
+another process than the user API."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from myelin.userapi.v1 import userapi_pb2 as pb
+from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
+
+from common import errors
+
+Resp = TypeVar("Resp")
+
+
+async def _call(rpc: Callable[[Any], Awaitable[Resp]], request: Any) -> Resp:
+    try:
+        return await rpc(request)
+    except grpc.aio.AioRpcError as e:
+        raise errors.from_grpc(e) from None
+
+
+class GrpcUserAPIClient:
+    """Implements ``userapi.api.UserAPI`` over a ``grpc.aio`` channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub: Any = pb_grpc.UserAPIStub(channel)
+
+    async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
+        return await _call(self._stub.QueryAccessToken, req)
+
+    async def query_account_availability(
+            self, req: pb.QueryAccountAvailabilityRequest) -> pb.QueryAccountAvailabilityResponse:
+        return await _call(self._stub.QueryAccountAvailability, req)
+
+    async def perform_account_creation(self, req: pb.PerformAccountCreationRequest) -> pb.Account:
+        return await _call(self._stub.PerformAccountCreation, req)
+
+    async def perform_password_check(self, req: pb.PerformPasswordCheckRequest) -> pb.Account:
+        return await _call(self._stub.PerformPasswordCheck, req)
+
+    async def perform_device_creation(self, req: pb.PerformDeviceCreationRequest) -> pb.Device:
+        return await _call(self._stub.PerformDeviceCreation, req)
+
+    async def perform_device_deletion(
+            self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
+        return await _call(self._stub.PerformDeviceDeletion, req)
+
+    async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
+        return await _call(self._stub.QueryDevices, req)

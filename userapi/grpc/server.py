@@ -1,0 +1,76 @@
+"""Serves any ``UserAPI`` implementation over gRPC (``grpc.aio``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from myelin.userapi.v1 import userapi_pb2 as pb
+from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
+
+from common import errors
+from userapi.api import UserAPI
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+async def _call(method: Callable[[Req], Awaitable[Resp]], request: Req,
+                context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+    try:
+        return await method(request)
+    except errors.MatrixError as e:
+        await context.abort(e.grpc_code, e.to_details())
+        raise  # abort raises; this keeps the type checker content
+
+
+class UserAPIServicer(pb_grpc.UserAPIServicer):
+    def __init__(self, impl: UserAPI) -> None:
+        self._impl = impl
+
+    async def QueryAccessToken(self, request: pb.QueryAccessTokenRequest,  # type: ignore[override]
+                               context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
+        return await _call(self._impl.query_access_token, request, context)
+
+    async def QueryAccountAvailability(  # type: ignore[override]
+            self, request: pb.QueryAccountAvailabilityRequest,
+            context: grpc.aio.ServicerContext) -> pb.QueryAccountAvailabilityResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.query_account_availability, request, context)
+
+    async def PerformAccountCreation(  # type: ignore[override]
+            self, request: pb.PerformAccountCreationRequest,
+            context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_account_creation, request, context)
+
+    async def PerformPasswordCheck(  # type: ignore[override]
+            self, request: pb.PerformPasswordCheckRequest,
+            context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_password_check, request, context)
+
+    async def PerformDeviceCreation(  # type: ignore[override]
+            self, request: pb.PerformDeviceCreationRequest,
+            context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_device_creation, request, context)
+
+    async def PerformDeviceDeletion(  # type: ignore[override]
+            self, request: pb.PerformDeviceDeletionRequest,
+            context: grpc.aio.ServicerContext) -> pb.PerformDeviceDeletionResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_device_deletion, request, context)
+
+    async def QueryDevices(  # type: ignore[override]
+            self, request: pb.QueryDevicesRequest,
+            context: grpc.aio.ServicerContext) -> pb.QueryDevicesResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.query_devices, request, context)
+
+
+async def serve_grpc(api: UserAPI, address: str) -> tuple[grpc.aio.Server, int]:
+    """Starts a gRPC server for ``api`` on ``address`` ("host:port"; port 0
+    picks a free one). The caller stops the returned server."""
+    server = grpc.aio.server()
+    pb_grpc.add_UserAPIServicer_to_server(UserAPIServicer(api), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not listen on {address}")
+    await server.start()
+    return server, port

@@ -1,0 +1,143 @@
+"""The user API's logic: the in-process binding of ``userapi.api.UserAPI``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import string
+import time
+
+from myelin.userapi.v1 import userapi_pb2 as pb
+
+from common import errors
+from userapi.internal import localparts, passwords
+from userapi.storage.database import AccountRow, DeviceRow, UserAPIDatabase
+
+# A token is 32 random bytes, URL-safe base64, with a prefix that secret
+# scanners can recognise.
+TOKEN_PREFIX = "myt_"
+TOKEN_BYTES = 32
+DEVICE_ID_LENGTH = 10
+# Writing "last seen" on every request would make every read a write.
+LAST_SEEN_RESOLUTION_MS = 5 * 60 * 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def token_digest(token: str) -> str:
+    """What the database keeps of an access token: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_access_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_device_id() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase) for _ in range(DEVICE_ID_LENGTH))
+
+
+class UserAPIInternal:
+    """Implements ``userapi.api.UserAPI`` against the user API's database."""
+
+    def __init__(self, database: UserAPIDatabase, server_name: str,
+                 password_params: passwords.ScryptParams = passwords.DEFAULT_PARAMS) -> None:
+        self._db = database
+        self._server_name = server_name
+        self._password_params = password_params
+
+    def _user_id(self, localpart: str) -> str:
+        return f"@{localpart}:{self._server_name}"
+
+    def _localpart_of(self, user_id: str) -> str:
+        """The localpart of a local user ID; NotFound for anything else."""
+        if not user_id.startswith("@") or ":" not in user_id:
+            raise errors.InvalidParam(f"not a user ID: {user_id!r}")
+        localpart, _, server = user_id[1:].partition(":")
+        if server != self._server_name:
+            raise errors.NotFound(f"{user_id} is not a local user")
+        return localpart
+
+    def _account(self, row: AccountRow) -> pb.Account:
+        return pb.Account(user_id=self._user_id(row.localpart), localpart=row.localpart,
+                          created_ts=row.created_ts, is_guest=row.is_guest,
+                          deactivated=row.deactivated)
+
+    # -- accounts -------------------------------------------------------------
+
+    async def query_account_availability(
+            self, req: pb.QueryAccountAvailabilityRequest) -> pb.QueryAccountAvailabilityResponse:
+        localparts.check_registrable(req.localpart, self._server_name)
+        taken = await self._db.account_exists(req.localpart)
+        return pb.QueryAccountAvailabilityResponse(available=not taken)
+
+    async def perform_account_creation(self, req: pb.PerformAccountCreationRequest) -> pb.Account:
+        localparts.check_registrable(req.localpart, self._server_name, is_guest=req.is_guest)
+        password_hash = None
+        if req.password:
+            password_hash = await asyncio.to_thread(
+                passwords.hash_password, req.password, self._password_params)
+        row = AccountRow(localpart=req.localpart, password_hash=password_hash,
+                         created_ts=_now_ms(), is_guest=req.is_guest, deactivated=False)
+        if not await self._db.create_account(row):
+            raise errors.UserInUse("User ID already taken.")
+        return self._account(row)
+
+    async def perform_password_check(self, req: pb.PerformPasswordCheckRequest) -> pb.Account:
+        row = await self._db.get_account(req.localpart)
+        if row is None or row.password_hash is None or row.deactivated:
+            await asyncio.to_thread(passwords.burn_time_like_a_check, req.password)
+            raise errors.Forbidden("Invalid username or password")
+        if not await asyncio.to_thread(passwords.verify_password, req.password, row.password_hash):
+            raise errors.Forbidden("Invalid username or password")
+        return self._account(row)
+
+    # -- devices and tokens ---------------------------------------------------
+
+    async def perform_device_creation(self, req: pb.PerformDeviceCreationRequest) -> pb.Device:
+        localpart = self._localpart_of(req.user_id)
+        account = await self._db.get_account(localpart)
+        if account is None or account.deactivated:
+            raise errors.NotFound(f"no account {req.user_id}")
+        device_id = req.device_id or new_device_id()
+        now = _now_ms()
+        token = new_access_token()
+        stored = await self._db.create_device(
+            DeviceRow(user_id=req.user_id, device_id=device_id, display_name=req.display_name,
+                      created_ts=now, last_seen_ts=now, last_seen_ip=req.ip),
+            token_digest(token))
+        return pb.Device(user_id=stored.user_id, device_id=stored.device_id,
+                         display_name=stored.display_name, access_token=token,
+                         last_seen_ts=stored.last_seen_ts, last_seen_ip=stored.last_seen_ip)
+
+    async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
+        if not req.access_token:
+            raise errors.UnknownToken("Unknown access token", extra={"soft_logout": False})
+        owner = await self._db.get_token_owner(token_digest(req.access_token))
+        if owner is None:
+            raise errors.UnknownToken("Unknown access token", extra={"soft_logout": False})
+        last_seen = owner.last_seen_ts
+        now = _now_ms()
+        if now - last_seen >= LAST_SEEN_RESOLUTION_MS:
+            await self._db.touch_device(owner.user_id, owner.device_id, now)
+            last_seen = now
+        return pb.Device(user_id=owner.user_id, device_id=owner.device_id,
+                         display_name=owner.display_name, last_seen_ts=last_seen,
+                         last_seen_ip=owner.last_seen_ip)
+
+    async def perform_device_deletion(
+            self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
+        deleted = await self._db.delete_devices(
+            req.user_id, list(req.device_ids) if req.device_ids else None, req.except_device_id)
+        return pb.PerformDeviceDeletionResponse(deleted=deleted)
+
+    async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
+        rows = await self._db.get_devices(req.user_id)
+        return pb.QueryDevicesResponse(devices=[
+            pb.Device(user_id=row.user_id, device_id=row.device_id, display_name=row.display_name,
+                      last_seen_ts=row.last_seen_ts, last_seen_ip=row.last_seen_ip)
+            for row in rows
+        ])
