@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from matrixlib import ids
 from matrixlib.events import CREATE, POWER_LEVELS, Event, StateKey
 from matrixlib.room_versions import RoomVersion
 
@@ -65,37 +66,10 @@ _NAMED_DEFAULTS: Final[dict[str, int]] = {
 # also take underscores and non-ASCII digits.
 _STRINGY_INT = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*", re.ASCII)
 
-# Appendices, "Server Name": hostname [ ":" port ].
-_SERVER_NAME = re.compile(
-    r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}"      # IPv4 literal
-    r"|\[[0-9A-Fa-f:.]{2,45}\]"               # IPv6 literal
-    r"|[0-9A-Za-z.-]{1,255})"                 # DNS name
-    r"(?::[0-9]{1,5})?",
-    re.ASCII,
-)
-
-
-def is_valid_server_name(server_name: str) -> bool:
-    return _SERVER_NAME.fullmatch(server_name) is not None
-
-
 def is_valid_user_id(user_id: object) -> bool:
-    """Whether ``user_id`` is a user ID the auth rules accept.
-
-    Historical user IDs are accepted (appendices, "Historical User IDs"):
-    the localpart may hold any code point but ``:`` and NUL, and may be
-    empty; the domain must be a server name; the whole at most 255 bytes.
-    """
-    if not isinstance(user_id, str) or not user_id.startswith("@"):
-        return False
-    localpart, sep, domain = user_id[1:].partition(":")
-    if not sep or "\x00" in localpart:
-        return False
-    try:
-        encoded_length = len(user_id.encode("utf-8"))
-    except UnicodeEncodeError:  # lone surrogates
-        return False
-    return encoded_length <= 255 and is_valid_server_name(domain)
+    """Whether ``user_id`` is a user ID the auth rules accept (historical
+    localparts included, appendices "Historical User IDs")."""
+    return isinstance(user_id, str) and ids.is_valid_user_id(user_id)
 
 
 def parse_power_level(value: object, room_version: RoomVersion) -> int | None:
