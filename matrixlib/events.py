@@ -90,7 +90,7 @@ class Event:
         room_id = self.pdu.get("room_id")
         if isinstance(room_id, str):
             return room_id
-        if self.room_version.hydra and self.type == CREATE:
+        if self.room_version.hydra and self.type == CREATE and self.state_key == "":
             # v12: the room ID is the create event's reference hash.
             return "!" + self.event_id[1:]
         raise EventFormatError("event has no room_id")
@@ -162,7 +162,9 @@ class Event:
         if self.type != REDACTION:
             return None
         if self.room_version.updated_redaction_rules:
-            value = self.content.get("redacts", self.pdu.get("redacts"))
+            # Only the content's: a top-level one is not part of the v11
+            # format, and Synapse reads only the content's too.
+            value = self.content.get("redacts")
         else:
             value = self.pdu.get("redacts")
         return value if isinstance(value, str) else None
@@ -220,7 +222,7 @@ def _check_shape(pdu: dict[str, Any], room_version: RoomVersion) -> None:
         raise EventFormatError("state_key must be a string")
     if not isinstance(pdu.get("content", None), dict):
         raise EventFormatError("content must be an object")
-    is_v12_create = room_version.hydra and pdu["type"] == CREATE
+    is_v12_create = room_version.hydra and pdu["type"] == CREATE and pdu.get("state_key") == ""
     if is_v12_create:
         if "room_id" in pdu:
             raise EventFormatError("a room version 12 create event has no room_id")
