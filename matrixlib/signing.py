@@ -56,6 +56,11 @@ class SigningKey:
         return cls(version, nacl.signing.SigningKey(seed))
 
     @property
+    def alg(self) -> str:
+        """The algorithm name (signedjson's attribute name)."""
+        return ED25519
+
+    @property
     def key_id(self) -> str:
         return f"{ED25519}:{self.version}"
 
