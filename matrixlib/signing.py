@@ -277,3 +277,23 @@ def servers_that_must_sign(event: Event) -> set[str]:
         if isinstance(authoriser, str):
             servers.add(_domain_of(authoriser, "join_authorised_via_users_server"))
     return servers
+
+
+def verify_event_signatures(
+    event: Event, verify_keys: Mapping[str, Mapping[str, nacl.signing.VerifyKey]]
+) -> None:
+    """The signature half of "Validating hashes and signatures on received
+    events": every server in ``servers_that_must_sign`` must have signed
+    the (redacted) event with at least one key in ``verify_keys`` (server ->
+    key ID -> key; the caller leaves out keys it does not know or that had
+    expired at the event's ``origin_server_ts``), and every signature made
+    with such a key must verify. Raises ``SignatureError``; the content
+    hash is checked separately (``hashes.check_content_hash``)."""
+    redacted = redact(event.pdu, event.room_version)
+    for server in sorted(servers_that_must_sign(event)):
+        known = verify_keys.get(server, {})
+        key_ids = [k for k in signature_key_ids(redacted, server) if k in known]
+        if not key_ids:
+            raise SignatureError(f"{event.event_id} has no signature of {server} with a known key")
+        for key_id in key_ids:
+            verify_json(redacted, server, key_id, known[key_id])

@@ -13,7 +13,7 @@ import nacl.signing
 import pytest
 
 from matrixlib.events import Event, EventFormatError
-from matrixlib.hashes import check_content_hash, decode_base64, encode_base64
+from matrixlib.hashes import add_content_hash, check_content_hash, decode_base64, encode_base64
 from matrixlib.redaction import redact
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
 from matrixlib.signing import (
@@ -31,6 +31,7 @@ from matrixlib.signing import (
     sign_json,
     signature_key_ids,
     verify_event_signature,
+    verify_event_signatures,
     verify_json,
     write_signing_key_file,
 )
@@ -248,8 +249,6 @@ def test_event_signature_covers_the_content_hash(key: SigningKey) -> None:
     verify_event_signature(forged, V1, SERVER_NAME, KEY_ID, key.verify_key)
     assert not check_content_hash(forged)
     # ... and fixing the hash breaks the signature.
-    from matrixlib.hashes import add_content_hash
-
     with pytest.raises(SignatureError):
         verify_event_signature(add_content_hash(forged), V1, SERVER_NAME, KEY_ID, key.verify_key)
 
@@ -366,3 +365,57 @@ def test_restricted_join_needs_the_authorising_server_from_v8() -> None:
 def test_malformed_sender_is_an_error_not_an_empty_set() -> None:
     with pytest.raises(EventFormatError):
         servers_that_must_sign(_member("10", {"membership": "join"}, sender="@nodomain"))
+
+
+# -- whole-event verification ---------------------------------------------------
+
+def _signed_join(version: str, *signers: tuple[str, SigningKey], content: dict[str, Any] | None = None,
+                 event_id: str | None = None) -> Event:
+    event = _member(version, content or {"membership": "join"}, event_id=event_id)
+    pdu = hash_and_sign_event(event.pdu, event.room_version, signers[0][0], signers[0][1])
+    for server, signer in signers[1:]:
+        pdu = sign_event(pdu, event.room_version, server, signer)
+    return Event(pdu, event.room_version)
+
+
+def test_verify_event_signatures_accepts_the_required_servers(key: SigningKey) -> None:
+    other = generate_signing_key("o")
+    content = {"membership": "join", "join_authorised_via_users_server": "@admin:c.example"}
+    event = _signed_join("9", ("a.example", key), ("c.example", other), content=content)
+    keys = {"a.example": {KEY_ID: key.verify_key}, "c.example": {other.key_id: other.verify_key}}
+    verify_event_signatures(event, keys)
+    # The authorising server's signature is required ...
+    with pytest.raises(SignatureError, match=r"c\.example"):
+        verify_event_signatures(_signed_join("9", ("a.example", key), content=content), keys)
+    # ... and so is a key we know for it.
+    with pytest.raises(SignatureError):
+        verify_event_signatures(event, {"a.example": keys["a.example"]})
+
+
+def test_verify_event_signatures_v1_needs_the_event_id_server(key: SigningKey) -> None:
+    other = generate_signing_key("o")
+    keys = {"a.example": {KEY_ID: key.verify_key}, "b.example": {other.key_id: other.verify_key}}
+    both = _signed_join("1", ("a.example", key), ("b.example", other), event_id="$x:b.example")
+    verify_event_signatures(both, keys)
+    only_sender = _signed_join("1", ("a.example", key), event_id="$x:b.example")
+    with pytest.raises(SignatureError, match=r"b\.example"):
+        verify_event_signatures(only_sender, keys)
+
+
+def test_verify_event_signatures_every_known_key_must_verify(key: SigningKey) -> None:
+    event = _signed_join("10", ("a.example", key))
+    second = generate_signing_key("2")
+    pdu = dict(event.pdu)
+    pdu["signatures"] = {"a.example": {**pdu["signatures"]["a.example"], "ed25519:2": encode_base64(bytes(64))}}
+    forged = Event(pdu, event.room_version)
+    # Unknown key IDs are ignored ...
+    verify_event_signatures(forged, {"a.example": {KEY_ID: key.verify_key}})
+    # ... but a bad signature by a known key fails the event.
+    with pytest.raises(SignatureError):
+        verify_event_signatures(forged, {"a.example": {KEY_ID: key.verify_key, "ed25519:2": second.verify_key}})
+
+
+def test_verify_event_signatures_survives_redaction(key: SigningKey) -> None:
+    event = _signed_join("12", ("a.example", key), content={"membership": "join", "displayname": "A"})
+    redacted = Event(redact(event.pdu, event.room_version), event.room_version)
+    verify_event_signatures(redacted, {"a.example": {KEY_ID: key.verify_key}})
