@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matrixlib.room_versions import RoomVersion
+
+if TYPE_CHECKING:
+    from matrixlib.events import Event
 
 _TOP_LEVEL_KEYS_V1 = frozenset({
     "event_id", "type", "room_id", "sender", "state_key", "content", "hashes",
@@ -104,3 +107,10 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
             redact_content(pdu.get("type"), content, room_version) if isinstance(content, Mapping) else {}
         )
     return redacted
+
+
+def redact_event(event: Event) -> Event:
+    """The redacted copy of an ``Event``, with the same event ID."""
+    from matrixlib.events import Event
+
+    return Event(redact(event.pdu, event.room_version), event.room_version, event.event_id)

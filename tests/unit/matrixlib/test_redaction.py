@@ -8,8 +8,12 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from matrixlib.redaction import redact
+from matrixlib.events import Event
+from matrixlib.hashes import reference_hash
+from matrixlib.redaction import redact, redact_event
 from matrixlib.room_versions import get_room_version
 
 ALL_VERSIONS = range(1, 13)
@@ -192,3 +196,44 @@ def test_state_key_kept_when_empty_and_absent_when_absent() -> None:
     event = full_event("m.room.message")
     del event["state_key"]
     assert "state_key" not in redact(event, room_version)
+
+
+json_leaf = st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=5)
+json_value = st.recursive(
+    json_leaf,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=10,
+)
+event_types = st.sampled_from(sorted(FULL_CONTENT)) | st.text(max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    version=st.sampled_from(list(ALL_VERSIONS)),
+    event_type=event_types,
+    content=st.dictionaries(
+        st.sampled_from(sorted({k for c in FULL_CONTENT.values() for k in c})) | st.text(max_size=5),
+        json_value, max_size=6),
+    extra=st.dictionaries(st.text(max_size=8), json_value, max_size=4),
+)
+def test_redaction_properties(version: int, event_type: str, content: dict[str, Any],
+                              extra: dict[str, Any]) -> None:
+    room_version = get_room_version(str(version))
+    event = {**extra, **{k: v for k, v in full_event("m.room.message").items() if k != "content"},
+             "type": event_type, "content": content}
+    redacted = redact(event, room_version)
+    # Idempotent, keeps only keep-listed keys, and a redacted copy has the
+    # same reference hash (so the same event ID) as the full event.
+    assert redact(redacted, room_version) == redacted
+    assert set(redacted) <= set(event)
+    assert set(redacted["content"]) <= set(content)
+    assert reference_hash(redacted, room_version) == reference_hash(event, room_version)
+
+
+def test_redact_event_keeps_the_event_id() -> None:
+    room_version = get_room_version("10")
+    event = Event({k: v for k, v in full_event("m.room.message").items() if k != "event_id"}, room_version)
+    redacted = redact_event(event)
+    assert redacted.event_id == event.event_id
+    assert redacted.content == {}
+    assert event.content == FULL_CONTENT["m.room.message"]
