@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from matrixlib.ids import (
     EventID,
@@ -203,3 +205,25 @@ def test_event_id_form_per_room_version() -> None:
     assert is_valid_event_id(V4_EVENT_ID, v12)
     assert not is_valid_event_id("$abc:example.org", v12)
     assert not is_valid_event_id("$short", v12)
+
+
+localparts = st.text(alphabet=st.characters(exclude_characters=":\x00"),
+                     max_size=20)
+server_names = st.sampled_from(["example.org", "example.org:8448", "1.2.3.4", "[::1]", "[::1]:1", "localhost"])
+
+
+@given(localparts, server_names)
+def test_parse_and_str_round_trip(localpart: str, server_name: str) -> None:
+    for cls, sigil in ((UserID, "@"), (RoomAlias, "#"), (RoomID, "!"), (EventID, "$")):
+        text = f"{sigil}{localpart}:{server_name}"
+        if len(text.encode()) > 255:
+            continue
+        parsed = cls.parse(text)
+        assert str(parsed) == text
+        assert parsed.localpart == localpart and parsed.server_name == server_name
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._=-/+", min_size=1, max_size=30))
+def test_new_localparts_make_compliant_user_ids(localpart: str) -> None:
+    assert is_valid_new_localpart(localpart)
+    assert UserID.parse(f"@{localpart}:example.org").is_compliant
