@@ -23,6 +23,7 @@ from matrixlib.hashes import (
 )
 from matrixlib.redaction import redact
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
+from tests.unit.matrixlib.test_redaction import full_event
 
 V1 = get_room_version("1")
 V3 = get_room_version("3")
@@ -268,3 +269,88 @@ def test_v12_room_id_is_create_event_id_with_bang() -> None:
     assert compute_room_id(other, V12) != room_id
     with pytest.raises(ValueError):
         compute_room_id(create, V11)
+
+
+# Reference hashes Synapse 1.163 (its own redaction code) computed for the
+# events of test_redaction.full_event, as laid out in _synapse_event below:
+# an outside check that redaction and hashing agree with the main
+# implementation, version by version.
+SYNAPSE_REFERENCE_HASHES = [
+    (1, "m.room.member", "ded9a546c56a7eb938ee784fddcc405f5c063a625b502a663fa47ea272fe535e"),
+    (1, "m.room.create", "b26f467fc7a0749a970af1167beb51f726fb64bc1c3ab20c7575fa0327b3f45c"),
+    (1, "m.room.join_rules", "e2950d79dddc27a4e9ecac054475d130e4800db72fa8313a1cebacabc6d07714"),
+    (1, "m.room.power_levels", "d8b919eba1b7f2cbdefb95fac239884964d3216ba1bf76fb3750a758d0b15c92"),
+    (1, "m.room.aliases", "a4776a68073e59219d54fb2201bce441a9fe53ef7ae18b0dd7e4567ca2ed1dc3"),
+    (2, "m.room.member", "ded9a546c56a7eb938ee784fddcc405f5c063a625b502a663fa47ea272fe535e"),
+    (2, "m.room.create", "b26f467fc7a0749a970af1167beb51f726fb64bc1c3ab20c7575fa0327b3f45c"),
+    (2, "m.room.join_rules", "e2950d79dddc27a4e9ecac054475d130e4800db72fa8313a1cebacabc6d07714"),
+    (2, "m.room.power_levels", "d8b919eba1b7f2cbdefb95fac239884964d3216ba1bf76fb3750a758d0b15c92"),
+    (2, "m.room.aliases", "a4776a68073e59219d54fb2201bce441a9fe53ef7ae18b0dd7e4567ca2ed1dc3"),
+    (3, "m.room.member", "9b3aa1810a1f28a0ef0160ff6ae18bdf49097be32b8731f877a6ab6cbb36dd81"),
+    (3, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (3, "m.room.join_rules", "2752d321482959f952a73335edeaadd4c99a048cd901cb08800cd840af26db3e"),
+    (3, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (3, "m.room.aliases", "f2155b22e600c21d98eb59b19fecd360e920c03a08d0754ae32d3c2286122227"),
+    (4, "m.room.member", "9b3aa1810a1f28a0ef0160ff6ae18bdf49097be32b8731f877a6ab6cbb36dd81"),
+    (4, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (4, "m.room.join_rules", "2752d321482959f952a73335edeaadd4c99a048cd901cb08800cd840af26db3e"),
+    (4, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (4, "m.room.aliases", "f2155b22e600c21d98eb59b19fecd360e920c03a08d0754ae32d3c2286122227"),
+    (5, "m.room.member", "9b3aa1810a1f28a0ef0160ff6ae18bdf49097be32b8731f877a6ab6cbb36dd81"),
+    (5, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (5, "m.room.join_rules", "2752d321482959f952a73335edeaadd4c99a048cd901cb08800cd840af26db3e"),
+    (5, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (5, "m.room.aliases", "f2155b22e600c21d98eb59b19fecd360e920c03a08d0754ae32d3c2286122227"),
+    (6, "m.room.member", "9b3aa1810a1f28a0ef0160ff6ae18bdf49097be32b8731f877a6ab6cbb36dd81"),
+    (6, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (6, "m.room.join_rules", "2752d321482959f952a73335edeaadd4c99a048cd901cb08800cd840af26db3e"),
+    (6, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (6, "m.room.aliases", "13bc778a91b6df953fc124c1a1e2c582ef786d9ff1b72b68b91c4ff5dccb99c2"),
+    (7, "m.room.member", "9b3aa1810a1f28a0ef0160ff6ae18bdf49097be32b8731f877a6ab6cbb36dd81"),
+    (7, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (7, "m.room.join_rules", "2752d321482959f952a73335edeaadd4c99a048cd901cb08800cd840af26db3e"),
+    (7, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (7, "m.room.aliases", "13bc778a91b6df953fc124c1a1e2c582ef786d9ff1b72b68b91c4ff5dccb99c2"),
+    (8, "m.room.member", "9b3aa1810a1f28a0ef0160ff6ae18bdf49097be32b8731f877a6ab6cbb36dd81"),
+    (8, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (8, "m.room.join_rules", "b9499bea6793ada93793797b841140c00a27ef6aad66aceec28be49564de6d85"),
+    (8, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (8, "m.room.aliases", "13bc778a91b6df953fc124c1a1e2c582ef786d9ff1b72b68b91c4ff5dccb99c2"),
+    (9, "m.room.member", "b836560e4dfa8d77cc649956c5738dffec8539aaffe8c25f841a8479bffccbf9"),
+    (9, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (9, "m.room.join_rules", "b9499bea6793ada93793797b841140c00a27ef6aad66aceec28be49564de6d85"),
+    (9, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (9, "m.room.aliases", "13bc778a91b6df953fc124c1a1e2c582ef786d9ff1b72b68b91c4ff5dccb99c2"),
+    (10, "m.room.member", "b836560e4dfa8d77cc649956c5738dffec8539aaffe8c25f841a8479bffccbf9"),
+    (10, "m.room.create", "1a3fd239b66a5be27edb2f347067c24f3fadb7d8e140e705ea35997f6a68ee46"),
+    (10, "m.room.join_rules", "b9499bea6793ada93793797b841140c00a27ef6aad66aceec28be49564de6d85"),
+    (10, "m.room.power_levels", "c1c9d3d8b820a9b1e38b27aa45cb8d82da0bb7a25811f5adfbc1110f3d2e9901"),
+    (10, "m.room.aliases", "13bc778a91b6df953fc124c1a1e2c582ef786d9ff1b72b68b91c4ff5dccb99c2"),
+    (11, "m.room.member", "e83eb6f9f60691206544251ed52997a92060e7d7ec6dd3f60046194f917b675b"),
+    (11, "m.room.create", "5071237b311743e51e634ad2d2c464ef54a5f86a33b23a09dc5a85554e532912"),
+    (11, "m.room.join_rules", "c08f21b8aeb3e1780416000f5d4e28ad4e880fa5d6e03359e50f0455de75fe32"),
+    (11, "m.room.power_levels", "e863a75e61bb594341b16ecfade68d4bc6c14de6c9fd8b73ee139817618f59f4"),
+    (11, "m.room.aliases", "02d836fcbd8066f60b5bfbde1b90b8a194d4fd27c511752b5499796f23b7adc5"),
+    (12, "m.room.member", "e83eb6f9f60691206544251ed52997a92060e7d7ec6dd3f60046194f917b675b"),
+    (12, "m.room.create", "495319111866a0766e3ae3162efb867a32f9d9018ec1d4e6ee10337355656320"),
+    (12, "m.room.join_rules", "c08f21b8aeb3e1780416000f5d4e28ad4e880fa5d6e03359e50f0455de75fe32"),
+    (12, "m.room.power_levels", "e863a75e61bb594341b16ecfade68d4bc6c14de6c9fd8b73ee139817618f59f4"),
+    (12, "m.room.aliases", "02d836fcbd8066f60b5bfbde1b90b8a194d4fd27c511752b5499796f23b7adc5"),
+]
+
+
+def _synapse_event(version: int, event_type: str) -> dict[str, Any]:
+    event = full_event(event_type)
+    if version < 3:
+        event["prev_events"] = [["$p:x", {"sha256": "abc"}]]
+        event["auth_events"] = [["$a:x", {}]]
+    else:
+        del event["event_id"]
+    if version >= 12 and event_type == "m.room.create":
+        del event["room_id"]
+    return event
+
+
+@pytest.mark.parametrize(("version", "event_type", "expected"), SYNAPSE_REFERENCE_HASHES)
+def test_reference_hashes_match_synapse(version: int, event_type: str, expected: str) -> None:
+    assert reference_hash(_synapse_event(version, event_type), get_room_version(str(version))).hex() == expected
