@@ -9,7 +9,13 @@ import pytest
 from matrixlib.builder import MAX_DEPTH, build_event
 from matrixlib.canonical_json import CanonicalJSONError
 from matrixlib.events import Event, EventFormatError
-from matrixlib.hashes import check_content_hash, compute_event_id, compute_room_id, reference_hash_base64
+from matrixlib.hashes import (
+    check_content_hash,
+    compute_event_id,
+    compute_room_id,
+    decode_base64,
+    reference_hash_base64,
+)
 from matrixlib.ids import is_valid_event_id, is_valid_room_id
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
 from matrixlib.signing import (
@@ -196,3 +202,31 @@ def test_tampering_is_detected(key: SigningKey) -> None:
     tampered_depth = dict(event.pdu, depth=99)
     with pytest.raises(SignatureError):
         verify_event_signature(tampered_depth, room_version, SERVER, key.key_id, key.verify_key)
+
+
+# Event IDs of _small_room built with the spec's test key; Synapse 1.163
+# loaded these very events and agreed on their IDs, room IDs, content
+# hashes and signatures.
+SYNAPSE_CHECKED_IDS = {
+    "3": ["$HWtRq4Y5BI9QKnNrn/tTG5+WgpwqFDKQBYDUfChpSFI", "$zv3lzWhf1SYUxaHS0nYtiFn3txlmy/7GLOl7MP/cepw",
+          "$Q8AkDAmoJ15q8yt62V3z4ZVEOVCkqXCpzsirBm0D/KQ", "$iFyS+nymTzlvIluI8RAzNMY33cHB0I9HRwm/KRfIIm4",
+          "$QN/y4HjWj9EGQTuAh4zBOXkt55qXz7kINSoy1h4NYrU"],
+    "4": ["$ebDCmU2zzsHTcIRokn9VujqtfCDfwiYZ0ugtHy29PVc", "$34qitKnPbzwtXzx5PRcD5IxyEzm_s_56lZQ1nuA36n8",
+          "$FNsBBKK0o1PW6l3SwcwFZAaBZeIBHW7xPRmBH7ga75w", "$MbEaQ42yTBBdsvKs5bxs2aLG3D8CR4ijgj21ZBn23Ek",
+          "$G4OSc0eAjDGzkPWE2oyG0JmuKhzU891P2ZAUTfMBt98"],
+    "11": ["$PKH4r4-mtlxeQGqTBqmZGqGfm8l1VKbq1vwqC-eWH7Q", "$a0GoEvz5L-5MQJQYn9KiDQ4DzRXiQ7XukiL60J9H94k",
+           "$2IaBq6V8sAxE3g5q7tIpVP2HHulgd2l_s9t_0_idj8M", "$ECh6a-oS8JDmTfgv0oUjatqV3X-T9CsyGC_2M1tBiao",
+           "$Y2ExHdEQKk66wCIiQ0W9nh5YchAtqB0B_gOQLGStut4"],
+    "12": ["$Mg7jFsLrDUQvJ7qsBsKzZJqKvbLRDpgaObupryAyoGM", "$w23Y3AT_Ew47F-KDT2II8ks7BAgH6VRU4JCZUyvVQW8",
+           "$HNYTacNBUqZEem0Bu2DeCvVPKDoI6UWKwhVSEAVuFhI", "$1I6qYykbhIY-ANQFu2b6clVz2rLSxG8nlasXRoYi--o",
+           "$NPD5y8KBFgOEugNyn5D1M58zR5Gh6CK6xkaJPRxCVDI"],
+}
+
+
+@pytest.mark.parametrize("version", sorted(SYNAPSE_CHECKED_IDS))
+def test_event_ids_agree_with_synapse(version: str) -> None:
+    spec_key = SigningKey.from_seed(decode_base64("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"), "1")
+    events = _small_room(get_room_version(version), spec_key)
+    assert [e.event_id for e in events] == SYNAPSE_CHECKED_IDS[version]
+    if version == "12":
+        assert events[0].room_id == "!Mg7jFsLrDUQvJ7qsBsKzZJqKvbLRDpgaObupryAyoGM"
