@@ -1,0 +1,273 @@
+"""The consumer loop every component runs over a log.
+
+``KeyedConsumerRunner`` fetches batches from a consumer group and hands each
+record to a worker for its key (a room ID): one key's records are handled
+strictly in log order, different keys run in parallel (at most
+``concurrency`` handlers at once, at most ``max_pending`` records fetched
+and not yet handled).
+
+It commits, for each partition, the lowest offset not yet fully handled (a
+watermark): when a slow room holds offset 10 while other rooms in the same
+partition finish 11 to 50, the commit stays at 10, so a crash replays 10 to
+50 (handlers are idempotent) and never skips 10.
+
+A handler that raises ``Exception`` for a record has decided the record is
+not retryable: the runner logs it, calls ``on_poison(record, exc)`` (to
+record the failure somewhere visible) and goes on with the next record of
+that key, so one bad event never wedges a room. A handler that wants a retry
+retries inside itself.
+
+Usage, inside a TaskGroup the caller owns::
+
+    runner = KeyedConsumerRunner(log, "syncapi", ["roomserver.output"], handle_output)
+    tg.create_task(runner.run())
+    await runner.ready.wait()      # joined the group
+    ...
+    runner.stop()                  # run() returns after in-flight handlers finish
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+from common.log import Log, LogConsumer, LogRecord, PositionLost
+
+logger = logging.getLogger(__name__)
+
+RecordHandler = Callable[[LogRecord], Awaitable[None]]
+PoisonHandler = Callable[[LogRecord, Exception], Awaitable[None]]
+PositionLostHandler = Callable[[PositionLost], Awaitable[None]]
+
+TopicPartition = tuple[str, int]
+
+# Pause after a fetch fails for a reason other than a lost position.
+FETCH_RETRY_DELAY = 1.0
+
+
+class _PartitionProgress:
+    """Which fetched offsets of one partition are not yet handled."""
+
+    def __init__(self) -> None:
+        self.unfinished: list[int] = []  # a heap, with finished entries removed lazily
+        self.in_flight: set[int] = set()
+        self.fetched_end = 0
+
+    def watermark(self) -> int:
+        """The lowest offset fetched and not yet handled, or the end of what was fetched."""
+        while self.unfinished and self.unfinished[0] not in self.in_flight:
+            heapq.heappop(self.unfinished)
+        return self.unfinished[0] if self.unfinished else self.fetched_end
+
+
+class KeyedConsumerRunner:
+    """Runs ``handler`` over every record of ``topics`` for consumer group
+    ``group``: in order per key, in parallel across keys, committing only what
+    is handled. See the module docstring.
+
+    ``on_position_lost`` is awaited when the log no longer holds the group's
+    position (the consumer then continues from the earliest record the log
+    holds); without it the runner raises ``PositionLost`` out of ``run()``."""
+
+    def __init__(
+        self,
+        log: Log,
+        group: str,
+        topics: Sequence[str],
+        handler: RecordHandler,
+        *,
+        on_poison: PoisonHandler | None = None,
+        on_position_lost: PositionLostHandler | None = None,
+        concurrency: int = 64,
+        max_pending: int = 10_000,
+        fetch_max_records: int = 500,
+        fetch_timeout: float = 1.0,
+        commit_interval: float = 0.2,
+    ) -> None:
+        if concurrency < 1 or max_pending < 1:
+            raise ValueError("concurrency and max_pending must be positive")
+        self.group = group
+        self.topics = list(topics)
+        self.ready = asyncio.Event()
+        self._log = log
+        self._handler = handler
+        self._on_poison = on_poison
+        self._on_position_lost = on_position_lost
+        self._slots = asyncio.Semaphore(concurrency)
+        self._max_pending = max_pending
+        self._fetch_max_records = fetch_max_records
+        self._fetch_timeout = fetch_timeout
+        self._commit_interval = commit_interval
+        self._stopping = asyncio.Event()
+        self._halting = False
+        self._consumer: LogConsumer | None = None
+        self._queues: dict[bytes, deque[LogRecord]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._progress: dict[TopicPartition, _PartitionProgress] = {}
+        self._pending = 0
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._committed: dict[TopicPartition, int] = {}
+        self._fatal: PositionLost | None = None
+
+    @property
+    def committed(self) -> dict[TopicPartition, int]:
+        """The positions this runner last committed, per (topic, partition)."""
+        return dict(self._committed)
+
+    @property
+    def pending(self) -> int:
+        """Records fetched and not yet handled."""
+        return self._pending
+
+    def stop(self) -> None:
+        """Asks ``run()`` to stop fetching, let running handlers finish their
+        current record, commit, and return. Records fetched but not started are
+        left uncommitted for the next run."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = await self._log.consumer(self.group, self.topics)
+        self._consumer = consumer
+        try:
+            self.ready.set()
+            async with asyncio.TaskGroup() as tasks:
+                committer = tasks.create_task(self._commit_loop())
+                await self._fetch_loop(consumer, tasks)
+                self._halting = True
+                if self._workers:
+                    await asyncio.wait(self._workers)
+                await committer
+            await self._commit_once()
+        finally:
+            await consumer.close()
+        if self._fatal is not None:
+            raise self._fatal
+
+    # -- fetching and dispatch -------------------------------------------
+
+    async def _fetch_loop(self, consumer: LogConsumer, tasks: asyncio.TaskGroup) -> None:
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                if not self._has_room.is_set():
+                    room = asyncio.ensure_future(self._has_room.wait())
+                    await asyncio.wait([room, stopping], return_when=asyncio.FIRST_COMPLETED)
+                    room.cancel()
+                    continue
+                fetch = asyncio.ensure_future(
+                    consumer.fetch(min(self._fetch_max_records, self._max_pending - self._pending), self._fetch_timeout)
+                )
+                await asyncio.wait([fetch, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    # Stopping: whatever this fetch would return stays uncommitted.
+                    fetch.cancel()
+                    await asyncio.gather(fetch, return_exceptions=True)
+                    return
+                try:
+                    records = fetch.result()
+                except PositionLost as lost:
+                    if self._on_position_lost is None:
+                        # Shut down cleanly first; run() raises it afterwards.
+                        self._fatal = lost
+                        self._stopping.set()
+                        return
+                    logger.warning("%s: %s", self.group, lost)
+                    await self._on_position_lost(lost)
+                    continue
+                except Exception:
+                    logger.exception("%s: fetch failed; retrying", self.group)
+                    await asyncio.wait([stopping], timeout=FETCH_RETRY_DELAY)
+                    continue
+                for record in records:
+                    self._dispatch(record, tasks)
+        finally:
+            stopping.cancel()
+
+    def _dispatch(self, record: LogRecord, tasks: asyncio.TaskGroup) -> None:
+        progress = self._progress.setdefault((record.topic, record.partition), _PartitionProgress())
+        if record.offset in progress.in_flight:
+            # Delivered again (a rebalance rewound the consumer) while the first copy is queued.
+            return
+        progress.in_flight.add(record.offset)
+        heapq.heappush(progress.unfinished, record.offset)
+        progress.fetched_end = max(progress.fetched_end, record.offset + 1)
+        self._pending += 1
+        if self._pending >= self._max_pending:
+            self._has_room.clear()
+        queue = self._queues.get(record.key)
+        if queue is not None:
+            queue.append(record)
+            return
+        self._queues[record.key] = deque([record])
+        worker = tasks.create_task(self._work(record.key))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _work(self, key: bytes) -> None:
+        queue = self._queues[key]
+        try:
+            while queue and not self._halting:
+                record = queue[0]
+                async with self._slots:
+                    if self._halting:
+                        return
+                    await self._handle(record)
+                queue.popleft()
+                self._finished(record)
+        finally:
+            # No await between the emptiness check and this: a record for this
+            # key that arrives later starts a new worker.
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+
+    async def _handle(self, record: LogRecord) -> None:
+        try:
+            await self._handler(record)
+        except Exception as exc:
+            logger.exception(
+                "%s: handler failed on %s[%d]@%d (key %r); skipping it",
+                self.group, record.topic, record.partition, record.offset, record.key,
+            )
+            if self._on_poison is not None:
+                try:
+                    await self._on_poison(record, exc)
+                except Exception:
+                    logger.exception("%s: on_poison failed for %s[%d]@%d",
+                                     self.group, record.topic, record.partition, record.offset)
+
+    def _finished(self, record: LogRecord) -> None:
+        self._progress[(record.topic, record.partition)].in_flight.discard(record.offset)
+        self._pending -= 1
+        if self._pending < self._max_pending:
+            self._has_room.set()
+
+    # -- committing ------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._commit_interval)
+            except TimeoutError:
+                await self._commit_once()
+
+    async def _commit_once(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        positions = {}
+        for partition, progress in self._progress.items():
+            watermark = progress.watermark()
+            if watermark > self._committed.get(partition, -1):
+                positions[partition] = watermark
+        if not positions:
+            return
+        try:
+            await consumer.commit(positions)
+        except Exception:
+            logger.warning("%s: commit failed; will retry", self.group, exc_info=True)
+            return
+        self._committed.update(positions)

@@ -1,0 +1,281 @@
+"""The Kafka backend of the log (aiokafka), for components in separate processes.
+
+Production runs Apache Kafka or Redpanda; the tests run Tansu. Producers
+write with ``acks=all``, idempotently when the broker can hand out producer
+IDs (Tansu 0.6 cannot: ``start`` asks the broker once and falls back).
+Records are partitioned by key with the Java client's murmur2 partitioner,
+so producers in other languages agree on where a room's records go.
+
+Consumers join their group with ``enable_auto_commit=False`` and commit what
+``KeyedConsumerRunner`` says is handled. A group that never committed starts
+at the earliest record; a committed position that the broker no longer
+holds raises ``PositionLost`` (the consumer runs with
+``auto_offset_reset="none"`` and seeks to the beginning itself, so the two
+cases stay apart, as the embedded log keeps them apart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from aiokafka.protocol.group import LeaveGroupRequest
+from aiokafka.protocol.transaction import InitProducerIdRequest
+from aiokafka.structs import OffsetAndMetadata
+
+from common.log import LogRecord, PositionLost
+from common.topics import ALL_TOPICS
+
+logger = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class KafkaLog:
+    """A connection to a Kafka cluster.
+
+    ``partitions`` and ``replication_factor`` apply to the topics this log
+    creates: ``topics`` on ``start`` (all registered topics by default) and any
+    other topic on first use. ``session_timeout_ms`` and
+    ``heartbeat_interval_ms`` go to every consumer (Tansu holds a join open for
+    half the session timeout, so tests pass small values). ``idempotence``
+    None asks the broker whether it supports idempotent producers."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str,
+        *,
+        partitions: int = 8,
+        replication_factor: int = 1,
+        topics: Sequence[str] | None = None,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        join_timeout: float = 60.0,
+        idempotence: bool | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self._initial_topics = [t.name for t in ALL_TOPICS] if topics is None else list(topics)
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.join_timeout = join_timeout
+        self.idempotence = idempotence
+        self._client: AIOKafkaClient | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._known_topics: set[str] = set()
+        self._topic_lock = asyncio.Lock()
+        self._consumers: set[KafkaConsumer] = set()
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        self._client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id)
+        await self._client.bootstrap()
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id)
+        await self._admin.start()
+        await self._ensure_topics(self._initial_topics)
+        if self.idempotence is None:
+            self.idempotence = await self._broker_supports_idempotence()
+            if not self.idempotence:
+                logger.warning("Kafka broker gives no producer IDs: producing without idempotence")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=self.idempotence,
+        )
+        await self._producer.start()
+
+    async def _broker_supports_idempotence(self) -> bool:
+        assert self._client is not None
+        request = InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)  # type: ignore[arg-type]
+        try:
+            response = await self._client.send(self._client.get_random_node(), request)
+        except Exception:
+            logger.debug("InitProducerId probe failed", exc_info=True)
+            return False
+        return bool(response.error_code == 0)
+
+    async def _ensure_topics(self, names: Sequence[str]) -> None:
+        missing = [name for name in names if name not in self._known_topics]
+        if not missing:
+            return
+        assert self._admin is not None, "KafkaLog.start() was not called"
+        async with self._topic_lock:
+            missing = [name for name in missing if name not in self._known_topics]
+            if not missing:
+                return
+            response = await self._admin.create_topics(
+                [NewTopic(name, self.partitions, self.replication_factor) for name in missing]
+            )
+            for topic_error in response.topic_errors:
+                name, code = topic_error[0], topic_error[1]
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"could not create Kafka topic {name!r}: error {code} {topic_error[2]}")
+            self._known_topics.update(missing)
+
+    async def append(self, topic: str, key: bytes, value: bytes) -> LogRecord:
+        if self._producer is None:
+            raise RuntimeError("KafkaLog.start() was not called")
+        await self._ensure_topics([topic])
+        metadata = await self._producer.send_and_wait(topic, value, key=key)
+        return LogRecord(topic, metadata.partition, metadata.offset, key, value)
+
+    async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
+        if self._producer is None:
+            raise RuntimeError("KafkaLog.start() was not called")
+        await self._ensure_topics(topics)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+        )
+        member = KafkaConsumer(self, consumer, group)
+        consumer.subscribe(list(topics), listener=_Listener(member))
+        await consumer.start()
+        try:
+            await asyncio.wait_for(member.joined.wait(), self.join_timeout)
+        except BaseException:
+            await member.close()
+            raise
+        self._consumers.add(member)
+        return member
+
+    async def _leave_group(self, coordinator_id: int, group: str, member_id: str) -> None:
+        assert self._client is not None
+        await self._client.send(coordinator_id, LeaveGroupRequest(group, member_id))
+
+    async def close(self) -> None:
+        for member in list(self._consumers):
+            await member.close()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, member: KafkaConsumer) -> None:
+        self._member = member
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._member._unchecked.update(assigned)
+        self._member.joined.set()
+
+
+class KafkaConsumer:
+    """A member of a Kafka consumer group."""
+
+    def __init__(self, log: KafkaLog, consumer: AIOKafkaConsumer, group: str) -> None:
+        self._log = log
+        self._consumer = consumer
+        self.group = group
+        self._closed = False
+        self.joined = asyncio.Event()
+        # Newly assigned partitions whose committed position is not yet checked.
+        self._unchecked: set[TopicPartition] = set()
+
+    async def fetch(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[LogRecord]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._unchecked:
+            await self._check_positions()
+        while True:
+            remaining = max(0.0, deadline - loop.time())
+            try:
+                batches = await self._consumer.getmany(timeout_ms=int(remaining * 1000), max_records=max_records)
+            except NoOffsetForPartitionError as exc:
+                # The group never committed here: start at the earliest record.
+                partitions = _partitions_of(exc)
+                if not partitions:
+                    raise
+                await self._consumer.seek_to_beginning(*partitions)
+                if loop.time() >= deadline:
+                    return []
+                continue
+            except OffsetOutOfRangeError as exc:
+                lost: dict[TopicPartition, int] = exc.args[0] if exc.args else {}
+                if lost:
+                    await self._consumer.seek_to_beginning(*lost)
+                for partition, position in lost.items():
+                    raise PositionLost(partition.topic, partition.partition, position) from exc
+                raise
+            return [
+                LogRecord(record.topic, record.partition, record.offset, record.key or b"", record.value or b"")
+                for records in batches.values()
+                for record in records
+            ]
+
+    async def _check_positions(self) -> None:
+        """Raises PositionLost for a newly assigned partition whose committed
+        position lies outside what the broker holds. Kafka itself answers a
+        fetch there with OFFSET_OUT_OF_RANGE, but not every compatible broker
+        does (Tansu returns nothing), so look before fetching."""
+        partitions = sorted(self._unchecked & self._consumer.assignment())
+        self._unchecked.clear()
+        if not partitions:
+            return
+        starts = await self._consumer.beginning_offsets(partitions)
+        ends = await self._consumer.end_offsets(partitions)
+        for i, partition in enumerate(partitions):
+            position = await self._consumer.committed(partition)
+            if position is not None and not starts[partition] <= position <= ends[partition]:
+                # Check the rest on the next fetch.
+                self._unchecked.update(partitions[i + 1 :])
+                await self._consumer.seek_to_beginning(partition)
+                raise PositionLost(partition.topic, partition.partition, position, starts[partition])
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+        # A partition a rebalance gave to another member is that member's to commit now.
+        assigned = self._consumer.assignment()
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "")
+            for (topic, partition), offset in positions.items()
+            if TopicPartition(topic, partition) in assigned
+        }
+        if offsets:
+            await self._consumer.commit(offsets)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._log._consumers.discard(self)
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        generation = getattr(coordinator, "generation", None)
+        member_id = getattr(coordinator, "member_id", None)
+        coordinator_id = getattr(coordinator, "coordinator_id", None)
+        await self._consumer.stop()
+        # aiokafka leaves the group only when the generation is above 0, and
+        # Tansu numbers the first generation 0: without this the next member
+        # waits for the old one's session to time out.
+        if generation == 0 and member_id and coordinator_id is not None:
+            try:
+                await self._log._leave_group(coordinator_id, self.group, member_id)
+            except Exception:
+                logger.debug("LeaveGroup for %s failed", self.group, exc_info=True)
+
+
+def _partitions_of(exc: NoOffsetForPartitionError) -> list[TopicPartition]:
+    return [arg for arg in exc.args if isinstance(arg, TopicPartition)]
