@@ -74,7 +74,7 @@ auth_events = Table(
 Index("roomserver_auth_events_auth", auth_events.c.auth_event_nid)
 
 
-def auth_chain_query(event_nids: Collection[int]) -> Select[tuple[int]]:
+def auth_chain_query(event_nids: Collection[int]) -> Select[int]:
     """The NIDs of the auth chain of ``event_nids`` (their auth events, those
     events' auth events, and so on), without the starting events unless one
     is in another's chain. UNION (not UNION ALL) makes the walk terminate."""

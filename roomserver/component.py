@@ -1,0 +1,74 @@
+"""The room server: the one constructor ``build``, and ``open_roomserver``
+for a process that opens its own database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from myelin.roomserver.v1 import roomserver_pb2 as pb
+
+from common.config import Config
+from common.log import Log, LogRecord
+from common.storage import Database, database_url_for, open_database
+from matrixlib.signing import SigningKey
+from roomserver.internal.input.consumer import consume_input
+from roomserver.internal.input.inputer import Inputer
+from roomserver.internal.input.processor import InputProcessor
+from roomserver.internal.query.queries import Queries
+from roomserver.storage.database import RoomserverDatabase
+
+logger = logging.getLogger(__name__)
+
+
+class RoomserverImpl(Queries):
+    """The in-process binding: implements ``roomserver.api.RoomserverAPI``."""
+
+    def __init__(self, db: RoomserverDatabase, inputer: Inputer) -> None:
+        super().__init__(db)
+        self._inputer = inputer
+
+    async def input_room_events(self, req: pb.InputRoomEventsRequest) -> pb.InputRoomEventsResponse:
+        return await self._inputer.input_room_events(req)
+
+
+class Roomserver:
+    def __init__(self, config: Config, database: Database, log: Log, server_name: str,
+                 signing_key: SigningKey) -> None:
+        self.config = config
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.database = database
+        self.log = log
+        self.storage = RoomserverDatabase(database)
+        self.processor = InputProcessor(self.storage, log)
+        self.inputer = Inputer(self.storage, log, config.input_timeout_seconds)
+        self.api = RoomserverImpl(self.storage, self.inputer)
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Consumes ``roomserver.input`` until cancelled. Output left unsent
+        by a crash is sent first."""
+        sent = await self.processor.send_pending()
+        if sent:
+            logger.info("sent %d output entries left over from before a restart", sent)
+        await consume_input(self.log, self._handle_record, self.ready)
+
+    async def _handle_record(self, record: LogRecord) -> None:
+        request_id, results = await self.processor.process_record(record.value)
+        if request_id:
+            self.inputer.report(request_id, results)
+
+    async def close(self) -> None:
+        await self.storage.close()
+
+
+def build(config: Config, database: Database, log: Log, server_name: str,
+          signing_key: SigningKey) -> Roomserver:
+    return Roomserver(config, database, log, server_name, signing_key)
+
+
+async def open_roomserver(config: Config, log: Log, signing_key: SigningKey) -> Roomserver:
+    url = database_url_for("roomserver", postgres_url=config.postgres_url or None, data_dir=config.data_dir)
+    database = await open_database(url, "roomserver")
+    return build(config, database, log, config.server_name, signing_key)

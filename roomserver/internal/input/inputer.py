@@ -1,0 +1,139 @@
+"""The input call: append events to ``roomserver.input`` and (when asked)
+wait until the room server has processed them.
+
+The consumer in this process reports each entry's outcome by request ID. A
+room's input may be consumed by another instance of the room server (a split
+deployment with several); the waiting caller then learns the outcome from the
+database, which it polls while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from myelin.roomserver.v1 import input_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as pb
+
+from common import errors
+from common.log import Log
+from common.topics import ROOMSERVER_INPUT
+from roomserver.internal.input.processor import DUPLICATE, INVALID, InputProcessor, InvalidInput
+from roomserver.storage.database import EventRecord, RoomserverDatabase
+
+logger = logging.getLogger(__name__)
+
+# How often a waiting caller looks in the database for outcomes that another
+# instance of the room server produced.
+POLL_INTERVAL_SECONDS = 0.5
+
+
+def outcome_of(record: EventRecord) -> pb.InputEventResult:
+    if record.is_rejected:
+        return pb.InputEventResult(event_id=record.event_id, outcome=pb.INPUT_OUTCOME_REJECTED,
+                                   reason=record.rejection_reason or "")
+    if record.is_soft_failed:
+        return pb.InputEventResult(event_id=record.event_id, outcome=pb.INPUT_OUTCOME_SOFT_FAILED)
+    return pb.InputEventResult(event_id=record.event_id, outcome=pb.INPUT_OUTCOME_ACCEPTED)
+
+
+class Inputer:
+    def __init__(self, db: RoomserverDatabase, log: Log, timeout_seconds: float) -> None:
+        self._db = db
+        self._log = log
+        self._timeout = timeout_seconds
+        self._waiters: dict[str, asyncio.Future[list[pb.InputEventResult]]] = {}
+
+    def report(self, request_id: str, results: list[pb.InputEventResult]) -> None:
+        """Called by the consumer once it processed the entry ``request_id``."""
+        waiter = self._waiters.get(request_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(results)
+
+    async def input_room_events(self, req: pb.InputRoomEventsRequest) -> pb.InputRoomEventsResponse:
+        results: list[pb.InputEventResult | None] = [None] * len(req.events)
+        parsed: list[tuple[int, str, str]] = []  # (index, event_id, room_id)
+        for index, input_event in enumerate(req.events):
+            try:
+                event = InputProcessor.parse(input_event)
+                parsed.append((index, event.event_id, event.room_id))
+            except InvalidInput as e:
+                results[index] = pb.InputEventResult(event_id=input_event.event.event_id,
+                                                     outcome=INVALID, reason=str(e))
+        async with self._db.reading() as txn:
+            known = await self._db.event_records_by_id(txn, [event_id for _, event_id, _ in parsed])
+
+        entries: dict[str, input_log_pb2.InputRoomEventsEntry] = {}
+        indexes: dict[str, list[int]] = {}
+        for index, event_id, room_id in parsed:
+            if event_id in known:
+                results[index] = pb.InputEventResult(event_id=event_id, outcome=DUPLICATE)
+                continue
+            input_event = input_log_pb2.InputRoomEvent()
+            input_event.CopyFrom(req.events[index])
+            input_event.event.event_id = event_id
+            entry = entries.get(room_id)
+            if entry is None:
+                entry = entries[room_id] = input_log_pb2.InputRoomEventsEntry(
+                    request_id=uuid.uuid4().hex, room_id=room_id)
+                indexes[room_id] = []
+            entry.events.append(input_event)
+            indexes[room_id].append(index)
+
+        loop = asyncio.get_running_loop()
+        waiters = {}
+        if req.wait:
+            for entry in entries.values():
+                waiters[entry.request_id] = self._waiters[entry.request_id] = loop.create_future()
+        try:
+            for room_id, entry in entries.items():
+                await self._log.append(ROOMSERVER_INPUT.name, room_id.encode(), entry.SerializeToString())
+            if req.wait:
+                async with asyncio.timeout(self._timeout):
+                    for room_id, entry in entries.items():
+                        outcomes = await self._wait(entry, waiters[entry.request_id])
+                        for index, outcome in zip(indexes[room_id], outcomes, strict=False):
+                            results[index] = outcome
+        except TimeoutError:
+            raise errors.Unavailable("the room server did not process the events in time") from None
+        finally:
+            for request_id in waiters:
+                self._waiters.pop(request_id, None)
+        response = pb.InputRoomEventsResponse()
+        for index, result in enumerate(results):
+            if result is None:
+                # Not waited for: appended to the log, outcome unknown yet.
+                result = pb.InputEventResult(event_id=req.events[index].event.event_id or "",
+                                             outcome=pb.INPUT_OUTCOME_UNSPECIFIED)
+                for _, event_id, _ in (p for p in parsed if p[0] == index):
+                    result.event_id = event_id
+            response.results.append(result)
+        return response
+
+    async def _wait(self, entry: input_log_pb2.InputRoomEventsEntry,
+                    waiter: asyncio.Future[list[pb.InputEventResult]]) -> list[pb.InputEventResult]:
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), POLL_INTERVAL_SECONDS)
+            except TimeoutError:
+                found = await self._outcomes_from_database(entry)
+                if found is not None:
+                    return found
+
+    async def _outcomes_from_database(self, entry: input_log_pb2.InputRoomEventsEntry
+                                      ) -> list[pb.InputEventResult] | None:
+        event_ids = [e.event.event_id for e in entry.events]
+        async with self._db.reading() as txn:
+            records = await self._db.event_records_by_id(txn, event_ids)
+            failures = {event_id: reason for _, event_id, reason in
+                        await self._db.input_failures_for(txn, request_id=entry.request_id)}
+        results = []
+        for event_id in event_ids:
+            if event_id in failures:
+                results.append(pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=failures[event_id]))
+            elif event_id in records and (records[event_id].sent_to_output):
+                results.append(outcome_of(records[event_id]))
+            else:
+                return None
+        return results

@@ -1,0 +1,531 @@
+"""Processing one ``roomserver.input`` entry: authorise, store, compute
+state, and write what readers need to ``roomserver.output``.
+
+Each event is handled in its own database transaction. The output-log
+entries it causes are written into the outbox in that same transaction and
+appended to the log after the commit, then deleted from the outbox and the
+event marked ``sent_to_output``. A crash between the commit and the append
+leaves them in the outbox: they are sent when the consumer starts again (or
+when the same event is input again), so nothing committed is lost and an
+event is written at most once per unsent entry. Readers dedupe by event ID.
+
+Outcomes (spec: server-server API "Checks performed on receipt of a PDU"):
+
+* INVALID: the entry cannot be processed at all (malformed, unknown room
+  version, unknown room, unknown prev/auth events). Nothing is stored; the
+  reason goes to ``roomserver_input_failures``.
+* REJECTED: fails the auth rules against its auth events or the state
+  before it. Stored as rejected; the state after it is the state before it.
+* SOFT_FAILED: passes against the state before it but not against the
+  current state. Stored, never a forward extremity, not sent to readers.
+* ACCEPTED, or DUPLICATE when the event ID is already stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+from myelin.roomserver.v1 import input_log_pb2, output_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as pb
+
+from common.log import Log
+from common.topics import ROOMSERVER_OUTPUT
+from matrixlib.auth_rules import (
+    AuthError,
+    auth_state_from_auth_events,
+    check_auth_events_list,
+    check_auth_rules,
+)
+from matrixlib.events import (
+    CANONICAL_ALIAS,
+    CREATE,
+    ENCRYPTION,
+    HISTORY_VISIBILITY,
+    JOIN_RULES,
+    MEMBER,
+    NAME,
+    Event,
+    EventFormatError,
+)
+from matrixlib.power_levels import PowerLevels
+from matrixlib.room_versions import RoomVersion, UnknownRoomVersionError, get_room_version
+from roomserver.internal.convert import (
+    event_to_proto,
+    history_visibility_of,
+    is_history_visibility,
+    more_permissive,
+    stripped_state,
+)
+from roomserver.internal.state import StateComputer
+from roomserver.storage.database import EventRecord, RoomRecord, RoomserverDatabase, StateMap, Txn
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED = pb.INPUT_OUTCOME_ACCEPTED
+REJECTED = pb.INPUT_OUTCOME_REJECTED
+SOFT_FAILED = pb.INPUT_OUTCOME_SOFT_FAILED
+DUPLICATE = pb.INPUT_OUTCOME_DUPLICATE
+INVALID = pb.INPUT_OUTCOME_INVALID
+
+NEW = input_log_pb2.INPUT_KIND_NEW
+OUTLIER = input_log_pb2.INPUT_KIND_OUTLIER
+OLD = input_log_pb2.INPUT_KIND_OLD
+
+AVATAR = "m.room.avatar"
+# The state an invited user is shown (client-server API "Stripped state").
+_INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, CANONICAL_ALIAS, ENCRYPTION)
+
+
+class InvalidInput(Exception):
+    """The event cannot be processed at all; nothing is stored."""
+
+
+@dataclass
+class _Checked:
+    """What the checks decided about one event before it is stored."""
+
+    rejected_reason: str | None = None
+    soft_failed: bool = False
+    state_before: StateMap | None = None
+    state_before_nid: int | None = None
+    prev_records: list[EventRecord] = field(default_factory=list)
+    auth_nids: list[int] = field(default_factory=list)
+
+
+class InputProcessor:
+    def __init__(self, db: RoomserverDatabase, log: Log) -> None:
+        self._db = db
+        self._log = log
+        self._state = StateComputer(db)
+
+    # -- entries ---------------------------------------------------------------
+
+    async def process_record(self, value: bytes) -> tuple[str, list[pb.InputEventResult]]:
+        """Processes one raw log record; answers (request_id, results). A
+        record that is not an entry is recorded as a failure and skipped."""
+        entry = input_log_pb2.InputRoomEventsEntry()
+        try:
+            entry.ParseFromString(value)
+        except DecodeError as e:
+            await self._record_failure("", "", "", f"not an InputRoomEventsEntry: {e}", value)
+            return "", []
+        return entry.request_id, await self.process_entry(entry)
+
+    async def process_entry(self, entry: input_log_pb2.InputRoomEventsEntry) -> list[pb.InputEventResult]:
+        results: list[pb.InputEventResult] = []
+        for input_event in entry.events:
+            try:
+                result = await self.process_event(entry.room_id, input_event)
+            except InvalidInput as e:
+                event_id = input_event.event.event_id
+                await self._record_failure(entry.request_id, entry.room_id, event_id, str(e),
+                                           input_event.SerializeToString())
+                result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=str(e))
+            results.append(result)
+        return results
+
+    async def _record_failure(self, request_id: str, room_id: str, event_id: str, reason: str,
+                              payload: bytes | None) -> None:
+        logger.warning("input for room %r event %r skipped: %s", room_id, event_id, reason)
+        async with self._db.transaction() as txn:
+            await self._db.record_input_failure(txn, request_id=request_id, room_id=room_id,
+                                                event_id=event_id, reason=reason, payload=payload)
+
+    # -- one event ---------------------------------------------------------------
+
+    @staticmethod
+    def parse(input_event: input_log_pb2.InputRoomEvent) -> Event:
+        """The event of an input, parsed with the version it names. Raises InvalidInput."""
+        try:
+            room_version = get_room_version(input_event.event.room_version)
+        except UnknownRoomVersionError as e:
+            raise InvalidInput(str(e)) from None
+        try:
+            event = Event.from_json(input_event.event.pdu_json, room_version)
+            event_id = event.event_id
+            _ = event.room_id
+        except (EventFormatError, ValueError, KeyError, TypeError) as e:
+            raise InvalidInput(f"malformed event: {e}") from None
+        if input_event.event.event_id and input_event.event.event_id != event_id:
+            raise InvalidInput(f"event ID {input_event.event.event_id} does not match the event ({event_id})")
+        return event
+
+    async def process_event(self, room_id: str, input_event: input_log_pb2.InputRoomEvent
+                            ) -> pb.InputEventResult:
+        event = self.parse(input_event)
+        if event.room_id != room_id:
+            raise InvalidInput(f"event {event.event_id} is in room {event.room_id}, not {room_id}")
+        kind = input_event.kind or NEW
+        async with self._db.transaction() as txn:
+            existing = (await self._db.event_records_by_id(txn, [event.event_id])).get(event.event_id)
+            if existing is not None:
+                result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE)
+                send_nid: int | None = None if existing.sent_to_output else existing.event_nid
+            else:
+                result, send_nid = await self._store_new(txn, event, input_event, kind)
+        if send_nid is not None:
+            await self.send_pending([send_nid])
+        return result
+
+    async def _room_for(self, txn: Txn, event: Event) -> RoomRecord:
+        room = await self._db.room_by_id(txn, event.room_id)
+        version = event.room_version.identifier
+        if room is None:
+            if event.type != CREATE or event.state_key != "":
+                raise InvalidInput(f"unknown room {event.room_id} (and {event.event_id} is not its create event)")
+            content_version = event.content.get("room_version", "1")
+            if content_version != version:
+                raise InvalidInput(f"the create event names room version {content_version!r}, "
+                                   f"the input says {version!r}")
+            room_nid = await self._db.create_room(txn, event.room_id, version)
+            room = await self._db.room_by_nid(txn, room_nid)
+            assert room is not None
+        elif room.room_version != version:
+            raise InvalidInput(f"room {room.room_id} has version {room.room_version}, the input says {version}")
+        return room
+
+    async def _store_new(self, txn: Txn, event: Event, input_event: input_log_pb2.InputRoomEvent,
+                         kind: int) -> tuple[pb.InputEventResult, int | None]:
+        room = await self._room_for(txn, event)
+        if event.type == CREATE and event.state_key == "" and room.create_event_nid is not None:
+            raise InvalidInput(f"room {room.room_id} already has a create event")
+        rv = event.room_version
+        create_event = await self._create_event(txn, room)
+        checked = await self._check(txn, room, event, input_event, kind, create_event)
+
+        type_nid = (await self._db.type_nids(txn, [event.type], create=True))[event.type]
+        state_key_nid: int | None = None
+        if event.state_key is not None:
+            state_key_nid = (await self._db.state_key_nids(txn, [event.state_key], create=True))[event.state_key]
+        is_rejected = checked.rejected_reason is not None
+        event_nid = await self._db.insert_event(
+            txn, event, room_nid=room.room_nid, type_nid=type_nid, state_key_nid=state_key_nid,
+            auth_event_nids=checked.auth_nids, is_outlier=kind == OUTLIER, is_rejected=is_rejected,
+            is_soft_failed=checked.soft_failed, rejection_reason=checked.rejected_reason,
+            state_before_nid=checked.state_before_nid, state_after_nid=None)
+        if event.type == CREATE and event.state_key == "" and not is_rejected:
+            await self._db.update_room(txn, room.room_nid, create_event_nid=event_nid)
+
+        # The state after: rejected events change nothing.
+        state_after_nid = checked.state_before_nid
+        state_after = checked.state_before
+        if checked.state_before is not None and state_key_nid is not None and not is_rejected:
+            state_after = dict(checked.state_before)
+            state_after[(type_nid, state_key_nid)] = event_nid
+            state_after_nid = await self._db.save_state(txn, room.room_nid, state_after,
+                                                        checked.state_before_nid)
+        if state_after_nid is not None:
+            await self._db.update_event(txn, event_nid, state_after_nid=state_after_nid)
+
+        outputs: list[output_log_pb2.OutputEvent] = []
+        if is_rejected:
+            outcome = REJECTED
+        elif kind == OUTLIER:
+            outcome = ACCEPTED
+        elif checked.soft_failed:
+            outcome = SOFT_FAILED
+        elif kind == OLD:
+            outcome = ACCEPTED
+            outputs = await self._historical_output(txn, room, event, event_nid, input_event,
+                                                    checked.state_before, state_after)
+        else:
+            outcome = ACCEPTED
+            assert state_after is not None and state_after_nid is not None
+            outputs = await self._advance_room(txn, room, event, event_nid, checked, state_after,
+                                               state_after_nid, input_event, rv)
+        if outputs:
+            await self._db.add_to_outbox(txn, room.room_nid, event_nid,
+                                         [o.SerializeToString() for o in outputs])
+        else:
+            await self._db.update_event(txn, event_nid, sent_to_output=True)
+        result = pb.InputEventResult(event_id=event.event_id, outcome=outcome,
+                                     reason=checked.rejected_reason or
+                                     ("soft-failed against the current state" if checked.soft_failed else ""))
+        return result, (event_nid if outputs else None)
+
+    async def _create_event(self, txn: Txn, room: RoomRecord) -> Event | None:
+        if room.create_event_nid is None:
+            return None
+        return (await self._db.events_by_nid(txn, [room.create_event_nid])).get(room.create_event_nid)
+
+    # -- checks --------------------------------------------------------------
+
+    async def _check(self, txn: Txn, room: RoomRecord, event: Event,
+                     input_event: input_log_pb2.InputRoomEvent, kind: int,
+                     create_event: Event | None) -> _Checked:
+        checked = _Checked()
+        rv = event.room_version
+
+        # 1. Against the event's own auth events (all must be known).
+        auth_ids = list(dict.fromkeys(event.auth_event_ids))
+        auth_records = await self._db.event_records_by_id(txn, auth_ids)
+        missing = [a for a in auth_ids if a not in auth_records]
+        if missing:
+            raise InvalidInput(f"unknown auth events: {', '.join(missing)}")
+        checked.auth_nids = [auth_records[a].event_nid for a in auth_ids]
+        loaded = await self._db.events_by_nid(txn, checked.auth_nids)
+        auth_events = [loaded[auth_records[a].event_nid] for a in auth_ids]
+        rejected_ids = {a for a, r in auth_records.items() if r.is_rejected}
+        try:
+            check_auth_events_list(event, auth_events, rejected_event_ids=rejected_ids)
+            check_auth_rules(event, auth_state_from_auth_events(
+                auth_events, create_event if rv.hydra else None))
+        except AuthError as e:
+            checked.rejected_reason = f"not allowed by its auth events: {e}"
+
+        if kind == OUTLIER:
+            return checked
+
+        # 2. The state before the event.
+        if input_event.has_state:
+            state_ids = list(dict.fromkeys(input_event.state_event_ids))
+            records = await self._db.event_records_by_id(txn, state_ids)
+            unknown = [s for s in state_ids if s not in records]
+            if unknown:
+                raise InvalidInput(f"unknown state events: {', '.join(unknown[:10])}")
+            state: StateMap = {}
+            for record in records.values():
+                if record.state_key_nid is None:
+                    raise InvalidInput(f"{record.event_id} in the state is not a state event")
+                if record.room_nid != room.room_nid:
+                    raise InvalidInput(f"{record.event_id} in the state is from another room")
+                state[(record.type_nid, record.state_key_nid)] = record.event_nid
+            checked.state_before = state
+            checked.state_before_nid = await self._db.save_state(txn, room.room_nid, state,
+                                                                 room.state_snapshot_nid)
+        else:
+            prev_ids = list(dict.fromkeys(event.prev_event_ids))
+            prev_records = await self._db.event_records_by_id(txn, prev_ids)
+            without_state = [p for p in prev_ids
+                             if p not in prev_records or prev_records[p].state_after_nid is None]
+            if without_state and kind == OLD:
+                # Backfill at the edge of what we know: stored without state.
+                return checked
+            if without_state:
+                raise InvalidInput(f"unknown prev events (or prev events without state): "
+                                   f"{', '.join(without_state[:10])}")
+            records_list = [prev_records[p] for p in prev_ids]
+            checked.prev_records = records_list
+            if not records_list:
+                if event.type != CREATE:
+                    raise InvalidInput("an event other than the create event has no prev_events")
+                checked.state_before = {}
+                checked.state_before_nid = await self._db.save_state(txn, room.room_nid, {}, None)
+            else:
+                snapshot_nids = {r.state_after_nid for r in records_list}
+                checked.state_before = await self._state.state_after_events(txn, rv, records_list)
+                if len(snapshot_nids) == 1:
+                    checked.state_before_nid = records_list[0].state_after_nid
+                else:
+                    checked.state_before_nid = await self._db.save_state(
+                        txn, room.room_nid, checked.state_before, records_list[0].state_after_nid)
+
+        if checked.rejected_reason is not None:
+            return checked
+
+        # 3. Against the state before the event.
+        try:
+            check_auth_rules(event, await self._state.auth_state(txn, event, checked.state_before,
+                                                                 create_event))
+        except AuthError as e:
+            checked.rejected_reason = f"not allowed by the state before it: {e}"
+            return checked
+
+        # 4. Against the current state (soft fail), for new events only.
+        if kind == NEW and room.state_snapshot_nid is not None:
+            current = await self._db.load_state(txn, room.state_snapshot_nid)
+            try:
+                check_auth_rules(event, await self._state.auth_state(txn, event, current, create_event))
+            except AuthError as e:
+                logger.info("soft-failing %s: %s", event.event_id, e)
+                checked.soft_failed = True
+        return checked
+
+    # -- the room's new state ------------------------------------------------
+
+    async def _advance_room(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
+                            checked: _Checked, state_after: StateMap, state_after_nid: int,
+                            input_event: input_log_pb2.InputRoomEvent,
+                            rv: RoomVersion) -> list[output_log_pb2.OutputEvent]:
+        prev_nids = {r.event_nid for r in checked.prev_records}
+        # An event some known event already names as a prev event is not an extremity.
+        referenced = (await self._db.children_of(txn, [event.event_id])).get(event.event_id)
+        extremities = [e for e in room.forward_extremities if e not in prev_nids]
+        if not referenced:
+            extremities.append(event_nid)
+        extremities = sorted(set(extremities))
+
+        if extremities == [event_nid]:
+            new_state, new_nid = state_after, state_after_nid
+        else:
+            records = list((await self._db.event_records_by_nid(txn, extremities)).values())
+            new_state = await self._state.state_after_events(txn, rv, records)
+            new_nid = await self._db.save_state(txn, room.room_nid, new_state, room.state_snapshot_nid)
+        old_state = await self._db.load_state(txn, room.state_snapshot_nid)
+        added = {k: v for k, v in new_state.items() if old_state.get(k) != v}
+        removed = {k: v for k, v in old_state.items() if new_state.get(k) != v}
+
+        await self._update_memberships(txn, room.room_nid, added, removed)
+        position = room.last_stream_position + 1
+        await self._db.update_room(txn, room.room_nid, state_snapshot_nid=new_nid,
+                                   forward_extremities=extremities, last_sent_event_id=event.event_id,
+                                   last_stream_position=position)
+        await self._db.update_event(txn, event_nid, stream_position=position)
+
+        by_nid = await self._db.event_records_by_nid(txn, set(added.values()) | set(removed.values())
+                                                     | set(extremities))
+        added_events = await self._db.events_by_nid(txn, [n for n in added.values() if n != event_nid])
+        history_visibility = await self._history_visibility_at(txn, event, checked.state_before, new_state)
+        new_room_event = output_log_pb2.NewRoomEvent(
+            event=event_to_proto(event),
+            adds_state_event_ids=[by_nid[n].event_id for n in added.values()],
+            removes_state_event_ids=[by_nid[n].event_id for n in removed.values()],
+            latest_event_ids=[by_nid[n].event_id for n in extremities],
+            last_sent_event_id=room.last_sent_event_id,
+            history_visibility=history_visibility,
+            adds_state_events=[event_to_proto(e) for e in added_events.values()],
+            room_stream_position=position,
+            origin=input_event.origin,
+        )
+        if input_event.HasField("transaction_id"):
+            new_room_event.transaction_id.CopyFrom(input_event.transaction_id)
+        outputs = [output_log_pb2.OutputEvent(new_room_event=new_room_event)]
+        outputs.extend(await self._membership_outputs(txn, room, event, event_nid, added, old_state,
+                                                      new_state))
+        redaction = await self._redaction_output(txn, room, event, checked.state_before)
+        if redaction is not None:
+            outputs.append(redaction)
+        return outputs
+
+    async def _historical_output(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
+                                 input_event: input_log_pb2.InputRoomEvent, state_before: StateMap | None,
+                                 state_after: StateMap | None) -> list[output_log_pb2.OutputEvent]:
+        position = room.last_stream_position + 1
+        await self._db.update_room(txn, room.room_nid, last_sent_event_id=event.event_id,
+                                   last_stream_position=position)
+        await self._db.update_event(txn, event_nid, stream_position=position)
+        extremities = await self._db.event_records_by_nid(txn, room.forward_extremities)
+        visibility = await self._history_visibility_at(txn, event, state_before, state_after)
+        return [output_log_pb2.OutputEvent(new_room_event=output_log_pb2.NewRoomEvent(
+            event=event_to_proto(event),
+            latest_event_ids=[r.event_id for r in extremities.values()],
+            last_sent_event_id=room.last_sent_event_id,
+            history_visibility=visibility,
+            room_stream_position=position,
+            historical=True,
+            origin=input_event.origin,
+        ))]
+
+    async def _history_visibility_at(self, txn: Txn, event: Event, state_before: StateMap | None,
+                                     state_after: StateMap | None) -> str:
+        """The visibility before the event; for a history visibility event,
+        the more permissive of the old and new values (as Synapse does)."""
+        before = await self._state_event(txn, state_before, HISTORY_VISIBILITY, "")
+        value = history_visibility_of(before)
+        if is_history_visibility(event):
+            value = more_permissive(value, history_visibility_of(event))
+        return value
+
+    async def _state_event(self, txn: Txn, state: StateMap | None, event_type: str,
+                           state_key: str) -> Event | None:
+        if not state:
+            return None
+        key = (await self._db.state_tuple_nids(txn, [(event_type, state_key)])).get((event_type, state_key))
+        if key is None or key not in state:
+            return None
+        return (await self._db.events_by_nid(txn, [state[key]])).get(state[key])
+
+    async def _update_memberships(self, txn: Txn, room_nid: int, added: StateMap, removed: StateMap) -> None:
+        member_type = (await self._db.type_nids(txn, [MEMBER], create=False)).get(MEMBER)
+        if member_type is None:
+            return
+        added_members = {k: v for k, v in added.items() if k[0] == member_type}
+        if added_members:
+            loaded = await self._db.events_by_nid(txn, set(added_members.values()))
+            for (_, target_nid), event_nid in added_members.items():
+                member_event = loaded.get(event_nid)
+                membership = (member_event.membership if member_event is not None else None) or "leave"
+                await self._db.set_membership(txn, room_nid, target_nid, membership, event_nid)
+        for key in removed:
+            if key[0] == member_type and key not in added:
+                await self._db.delete_membership(txn, room_nid, key[1])
+
+    async def _membership_outputs(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
+                                  added: StateMap, old_state: StateMap,
+                                  new_state: StateMap) -> list[output_log_pb2.OutputEvent]:
+        if event.type != MEMBER or event.state_key is None:
+            return []
+        key = (await self._db.state_tuple_nids(txn, [(MEMBER, event.state_key)])).get((MEMBER, event.state_key))
+        if key is None or added.get(key) != event_nid:
+            return []
+        outputs: list[output_log_pb2.OutputEvent] = []
+        previous = None
+        if key in old_state:
+            previous = (await self._db.events_by_nid(txn, [old_state[key]])).get(old_state[key])
+        if event.membership == "invite":
+            invite_state = await self._invite_room_state(txn, event, new_state)
+            outputs.append(output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
+                event=event_to_proto(event), target_user_id=event.state_key,
+                invite_room_state_json=invite_state)))
+        elif previous is not None and previous.membership == "invite":
+            outputs.append(output_log_pb2.OutputEvent(retire_invite_event=output_log_pb2.RetireInviteEvent(
+                event_id=previous.event_id, room_id=room.room_id, target_user_id=event.state_key,
+                membership=event.membership or "", retired_by_event_id=event.event_id)))
+        return outputs
+
+    async def _invite_room_state(self, txn: Txn, event: Event, state: StateMap) -> list[bytes]:
+        from matrixlib.canonical_json import encode_canonical_json
+
+        wanted = [(t, "") for t in _INVITE_STATE_TYPES] + [(MEMBER, event.sender)]
+        keys = await self._db.state_tuple_nids(txn, wanted)
+        nids = [state[k] for k in keys.values() if k in state]
+        loaded = await self._db.events_by_nid(txn, nids)
+        return [encode_canonical_json(stripped_state(loaded[n]), strict=False) for n in nids if n in loaded]
+
+    async def _redaction_output(self, txn: Txn, room: RoomRecord, event: Event,
+                                state_before: StateMap | None) -> output_log_pb2.OutputEvent | None:
+        target_id = event.redacts
+        if target_id is None:
+            return None
+        target_record = (await self._db.event_records_by_id(txn, [target_id])).get(target_id)
+        if target_record is None or target_record.room_nid != room.room_nid or target_record.redacted_by:
+            return None
+        target = (await self._db.events_by_nid(txn, [target_record.event_nid])).get(target_record.event_nid)
+        if target is None:
+            return None
+        # Spec (client-server "Redactions"): the redaction applies when its
+        # sender's power level allows redacting others' events, or when it
+        # comes from the same server as the event it redacts.
+        allowed = target.origin == event.origin
+        if not allowed and state_before is not None:
+            auth_state = await self._state.auth_state(txn, event, state_before, None)
+            levels = PowerLevels.from_state(auth_state, event.room_version)
+            allowed = levels.user_level(event.sender) >= levels.redact
+        if not allowed:
+            return None
+        await self._db.update_event(txn, target_record.event_nid, redacted_by=event.event_id)
+        return output_log_pb2.OutputEvent(redacted_event=output_log_pb2.RedactedEvent(
+            redacted_event_id=target_id, redaction_event_id=event.event_id,
+            redacted_event=event_to_proto(target, redacted=True)))
+
+    # -- the outbox ----------------------------------------------------------
+
+    async def send_pending(self, event_nids: Sequence[int] | None = None) -> int:
+        """Appends the outbox entries of ``event_nids`` (all when None) to
+        ``roomserver.output``, then forgets them; answers how many."""
+        async with self._db.reading() as txn:
+            pending = await self._db.outbox_for_events(txn, event_nids)
+            room_ids = await self._db.room_ids_by_nid(txn, {room_nid for _, room_nid, _, _ in pending})
+        if not pending:
+            if event_nids:
+                async with self._db.transaction() as txn:
+                    await self._db.mark_sent(txn, [], event_nids)
+            return 0
+        for _, room_nid, _, payload in pending:
+            await self._log.append(ROOMSERVER_OUTPUT.name, room_ids[room_nid].encode(), payload)
+        async with self._db.transaction() as txn:
+            await self._db.mark_sent(txn, [o for o, _, _, _ in pending], {e for _, _, e, _ in pending})
+        return len(pending)

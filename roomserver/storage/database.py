@@ -1,0 +1,569 @@
+"""The room server's storage facade: the only thing ``roomserver/internal``
+imports from storage. It owns transactions and the in-memory caches.
+
+Everything the room server reasons about is numeric: rooms, events, event
+types and state keys have NIDs, and a state map is ``{(type_nid,
+state_key_nid): event_nid}``. Names are looked up only at the edges (parsing
+input, answering queries).
+
+Caches hold only what cannot change once committed: interned names, parsed
+events and state snapshots. NIDs are never reused (AUTOINCREMENT on SQLite,
+sequences on PostgreSQL), and names learnt inside a write transaction enter
+the cache only after it commits, so a rollback cannot leave a cached NID that
+no row backs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.storage import Database
+from matrixlib.events import Event
+from matrixlib.room_versions import get_room_version
+from roomserver.storage.cache import LRUCache
+from roomserver.storage.tables.events import auth_chain_query, auth_events, event_json, events, prev_events
+from roomserver.storage.tables.input_failures import input_failures
+from roomserver.storage.tables.interned import event_state_keys, event_types
+from roomserver.storage.tables.membership import membership
+from roomserver.storage.tables.outbox import output_outbox
+from roomserver.storage.tables.rooms import rooms
+from roomserver.storage.tables.state import state_entries, state_snapshots
+
+#: A state map in numeric form: (type NID, state key NID) -> event NID.
+StateMap = dict[tuple[int, int], int]
+
+#: A new full snapshot is written after this many deltas, which bounds how many
+#: snapshot rows loading one state reads.
+MAX_DELTA_DEPTH = 16
+
+# How many parsed events and loaded state snapshots stay in memory.
+EVENT_CACHE_SIZE = 20_000
+SNAPSHOT_CACHE_SIZE = 256
+
+# SQLite allows 32766 bound parameters per statement; stay well below.
+_CHUNK = 500
+
+
+def _chunks(items: Collection[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
+    as_list = list(items)
+    for start in range(0, len(as_list), size):
+        yield as_list[start:start + size]
+
+
+@dataclass
+class Txn:
+    """A connection inside one transaction, plus what to do once it commits."""
+
+    conn: AsyncConnection
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class RoomRecord:
+    room_nid: int
+    room_id: str
+    room_version: str
+    create_event_nid: int | None
+    state_snapshot_nid: int | None
+    forward_extremities: list[int]
+    last_sent_event_id: str
+    last_stream_position: int
+
+
+@dataclass
+class EventRecord:
+    event_nid: int
+    event_id: str
+    room_nid: int
+    type_nid: int
+    state_key_nid: int | None
+    depth: int
+    is_outlier: bool
+    is_rejected: bool
+    is_soft_failed: bool
+    rejection_reason: str | None
+    sent_to_output: bool
+    state_before_nid: int | None
+    state_after_nid: int | None
+    stream_position: int | None
+    redacted_by: str | None
+
+    @property
+    def is_accepted(self) -> bool:
+        """Part of the room's timeline: not an outlier, rejected or soft-failed."""
+        return not (self.is_outlier or self.is_rejected or self.is_soft_failed)
+
+
+@dataclass
+class MembershipRow:
+    room_nid: int
+    target_user_id: str
+    membership: str
+    event_nid: int
+
+
+def _room_record(row: Any) -> RoomRecord:
+    return RoomRecord(
+        room_nid=row.room_nid, room_id=row.room_id, room_version=row.room_version,
+        create_event_nid=row.create_event_nid, state_snapshot_nid=row.state_snapshot_nid,
+        forward_extremities=[int(n) for n in json.loads(row.forward_extremities)],
+        last_sent_event_id=row.last_sent_event_id, last_stream_position=row.last_stream_position,
+    )
+
+
+def _event_record(row: Any) -> EventRecord:
+    return EventRecord(
+        event_nid=row.event_nid, event_id=row.event_id, room_nid=row.room_nid, type_nid=row.type_nid,
+        state_key_nid=row.state_key_nid, depth=row.depth, is_outlier=bool(row.is_outlier),
+        is_rejected=bool(row.is_rejected), is_soft_failed=bool(row.is_soft_failed),
+        rejection_reason=row.rejection_reason, sent_to_output=bool(row.sent_to_output),
+        state_before_nid=row.state_before_nid, state_after_nid=row.state_after_nid,
+        stream_position=row.stream_position, redacted_by=row.redacted_by,
+    )
+
+
+class RoomserverDatabase:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._type_nids: dict[str, int] = {}
+        self._type_names: dict[int, str] = {}
+        self._state_key_nids: LRUCache[str, int] = LRUCache(200_000)
+        self._state_key_names: LRUCache[int, str] = LRUCache(200_000)
+        self._events: LRUCache[int, Event] = LRUCache(EVENT_CACHE_SIZE)
+        self._snapshots: LRUCache[int, StateMap] = LRUCache(SNAPSHOT_CACHE_SIZE)
+        self._room_versions: dict[int, str] = {}
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # -- transactions --------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Txn]:
+        """A write transaction; committed when the block ends without an error."""
+        async with self.db.transaction() as conn:
+            txn = Txn(conn)
+            yield txn
+        for hook in txn.after_commit:
+            hook()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Txn]:
+        """A read-only transaction (one consistent snapshot)."""
+        async with self.db.connect() as conn:
+            txn = Txn(conn)
+            yield txn
+        for hook in txn.after_commit:
+            hook()
+
+    # -- rooms ---------------------------------------------------------------
+
+    async def room_by_id(self, txn: Txn, room_id: str) -> RoomRecord | None:
+        row = (await txn.conn.execute(select(rooms).where(rooms.c.room_id == room_id))).first()
+        return _room_record(row) if row is not None else None
+
+    async def room_by_nid(self, txn: Txn, room_nid: int) -> RoomRecord | None:
+        row = (await txn.conn.execute(select(rooms).where(rooms.c.room_nid == room_nid))).first()
+        return _room_record(row) if row is not None else None
+
+    async def room_ids_by_nid(self, txn: Txn, room_nids: Collection[int]) -> dict[int, str]:
+        result: dict[int, str] = {}
+        for chunk in _chunks(room_nids):
+            rows = await txn.conn.execute(
+                select(rooms.c.room_nid, rooms.c.room_id).where(rooms.c.room_nid.in_(chunk)))
+            result.update({row.room_nid: row.room_id for row in rows})
+        return result
+
+    async def create_room(self, txn: Txn, room_id: str, room_version: str) -> int:
+        nid = await txn.conn.scalar(
+            rooms.insert().values(room_id=room_id, room_version=room_version, forward_extremities="[]",
+                                  last_sent_event_id="", last_stream_position=0)
+            .returning(rooms.c.room_nid))
+        assert nid is not None
+        return int(nid)
+
+    async def update_room(self, txn: Txn, room_nid: int, *, create_event_nid: int | None = None,
+                          state_snapshot_nid: int | None = None,
+                          forward_extremities: list[int] | None = None,
+                          last_sent_event_id: str | None = None,
+                          last_stream_position: int | None = None) -> None:
+        values: dict[str, Any] = {}
+        if create_event_nid is not None:
+            values["create_event_nid"] = create_event_nid
+        if state_snapshot_nid is not None:
+            values["state_snapshot_nid"] = state_snapshot_nid
+        if forward_extremities is not None:
+            values["forward_extremities"] = json.dumps(sorted(forward_extremities))
+        if last_sent_event_id is not None:
+            values["last_sent_event_id"] = last_sent_event_id
+        if last_stream_position is not None:
+            values["last_stream_position"] = last_stream_position
+        if values:
+            await txn.conn.execute(update(rooms).where(rooms.c.room_nid == room_nid).values(**values))
+
+    async def room_version_of(self, txn: Txn, room_nid: int) -> str:
+        version = self._room_versions.get(room_nid)
+        if version is None:
+            version = await txn.conn.scalar(select(rooms.c.room_version).where(rooms.c.room_nid == room_nid))
+            if version is None:
+                raise KeyError(f"no room with NID {room_nid}")
+            self._room_versions[room_nid] = version
+        return version
+
+    # -- interned names ------------------------------------------------------
+
+    async def type_nids(self, txn: Txn, names: Iterable[str], *, create: bool) -> dict[str, int]:
+        """NIDs of event types; with ``create``, unknown ones are interned."""
+        return await self._intern(txn, names, create, event_types, "event_type", "type_nid",
+                                  self._type_nids.get, self._remember_type)
+
+    async def state_key_nids(self, txn: Txn, names: Iterable[str], *, create: bool) -> dict[str, int]:
+        return await self._intern(txn, names, create, event_state_keys, "state_key", "state_key_nid",
+                                  self._state_key_nids.get, self._remember_state_key)
+
+    def _remember_type(self, name: str, nid: int) -> None:
+        self._type_nids[name] = nid
+        self._type_names[nid] = name
+
+    def _remember_state_key(self, name: str, nid: int) -> None:
+        self._state_key_nids.put(name, nid)
+        self._state_key_names.put(nid, name)
+
+    async def _intern(self, txn: Txn, names: Iterable[str], create: bool, table: Any, name_col: str,
+                      nid_col: str, cached: Callable[[str], int | None],
+                      remember: Callable[[str, int], None]) -> dict[str, int]:
+        result: dict[str, int] = {}
+        missing: set[str] = set()
+        for name in names:
+            nid = cached(name)
+            if nid is None:
+                missing.add(name)
+            else:
+                result[name] = nid
+        if not missing:
+            return result
+        if create:
+            for chunk in _chunks(sorted(missing)):
+                await txn.conn.execute(
+                    self.db.insert_or_ignore(table, [{name_col: n} for n in chunk], [name_col]))
+        found: dict[str, int] = {}
+        for chunk in _chunks(missing):
+            rows = await txn.conn.execute(
+                select(table.c[name_col], table.c[nid_col]).where(table.c[name_col].in_(chunk)))
+            found.update({row[0]: int(row[1]) for row in rows})
+        result.update(found)
+        def learn() -> None:
+            for name, nid in found.items():
+                remember(name, nid)
+
+        txn.after_commit.append(learn)
+        return result
+
+    async def type_names(self, txn: Txn, nids: Iterable[int]) -> dict[int, str]:
+        return await self._names(txn, nids, event_types, "event_type", "type_nid",
+                                 self._type_names.get, self._remember_type)
+
+    async def state_key_names(self, txn: Txn, nids: Iterable[int]) -> dict[int, str]:
+        return await self._names(txn, nids, event_state_keys, "state_key", "state_key_nid",
+                                 self._state_key_names.get, self._remember_state_key)
+
+    async def _names(self, txn: Txn, nids: Iterable[int], table: Any, name_col: str, nid_col: str,
+                     cached: Callable[[int], str | None],
+                     remember: Callable[[str, int], None]) -> dict[int, str]:
+        result: dict[int, str] = {}
+        missing: set[int] = set()
+        for nid in nids:
+            name = cached(nid)
+            if name is None:
+                missing.add(nid)
+            else:
+                result[nid] = name
+        found: dict[int, str] = {}
+        for chunk in _chunks(missing):
+            rows = await txn.conn.execute(
+                select(table.c[name_col], table.c[nid_col]).where(table.c[nid_col].in_(chunk)))
+            found.update({int(row[1]): row[0] for row in rows})
+        result.update(found)
+        def learn() -> None:
+            for nid, name in found.items():
+                remember(name, nid)
+
+        txn.after_commit.append(learn)
+        return result
+
+    async def state_keys_of(self, txn: Txn, state: Mapping[tuple[int, int], int]
+                            ) -> dict[tuple[int, int], tuple[str, str]]:
+        """The (type, state_key) names of a state map's keys."""
+        types = await self.type_names(txn, {t for t, _ in state})
+        keys = await self.state_key_names(txn, {s for _, s in state})
+        return {(t, s): (types[t], keys[s]) for t, s in state}
+
+    async def state_tuple_nids(self, txn: Txn, tuples: Iterable[tuple[str, str]]
+                               ) -> dict[tuple[str, str], tuple[int, int]]:
+        """NIDs of known (type, state_key) pairs; unknown names are left out."""
+        as_list = list(tuples)
+        types = await self.type_nids(txn, {t for t, _ in as_list}, create=False)
+        keys = await self.state_key_nids(txn, {s for _, s in as_list}, create=False)
+        return {(t, s): (types[t], keys[s]) for t, s in as_list if t in types and s in keys}
+
+    # -- events --------------------------------------------------------------
+
+    async def event_records_by_id(self, txn: Txn, event_ids: Collection[str]) -> dict[str, EventRecord]:
+        result: dict[str, EventRecord] = {}
+        for chunk in _chunks(event_ids):
+            rows = await txn.conn.execute(select(events).where(events.c.event_id.in_(chunk)))
+            result.update({row.event_id: _event_record(row) for row in rows})
+        return result
+
+    async def event_records_by_nid(self, txn: Txn, event_nids: Collection[int]) -> dict[int, EventRecord]:
+        result: dict[int, EventRecord] = {}
+        for chunk in _chunks(event_nids):
+            rows = await txn.conn.execute(select(events).where(events.c.event_nid.in_(chunk)))
+            result.update({row.event_nid: _event_record(row) for row in rows})
+        return result
+
+    async def events_by_nid(self, txn: Txn, event_nids: Collection[int]) -> dict[int, Event]:
+        """Parsed events (as received, unredacted), from the cache where possible."""
+        result: dict[int, Event] = {}
+        missing: list[int] = []
+        for nid in event_nids:
+            cached = self._events.get(nid)
+            if cached is None:
+                missing.append(nid)
+            else:
+                result[nid] = cached
+        for chunk in _chunks(missing):
+            rows = await txn.conn.execute(
+                select(event_json.c.event_nid, event_json.c.event_json, events.c.event_id,
+                       rooms.c.room_version)
+                .join(events, events.c.event_nid == event_json.c.event_nid)
+                .join(rooms, rooms.c.room_nid == events.c.room_nid)
+                .where(event_json.c.event_nid.in_(chunk)))
+            for row in rows:
+                event = Event.from_json(row.event_json, get_room_version(row.room_version), row.event_id)
+                self._events.put(row.event_nid, event)
+                result[row.event_nid] = event
+        return result
+
+    async def insert_event(self, txn: Txn, event: Event, *, room_nid: int, type_nid: int,
+                           state_key_nid: int | None, auth_event_nids: Collection[int],
+                           is_outlier: bool, is_rejected: bool, is_soft_failed: bool,
+                           rejection_reason: str | None, state_before_nid: int | None,
+                           state_after_nid: int | None) -> int:
+        nid = await txn.conn.scalar(
+            events.insert().values(
+                event_id=event.event_id, room_nid=room_nid, type_nid=type_nid, state_key_nid=state_key_nid,
+                depth=event.depth, is_outlier=is_outlier, is_rejected=is_rejected,
+                is_soft_failed=is_soft_failed, rejection_reason=rejection_reason, sent_to_output=False,
+                state_before_nid=state_before_nid, state_after_nid=state_after_nid,
+            ).returning(events.c.event_nid))
+        assert nid is not None
+        event_nid = int(nid)
+        await txn.conn.execute(event_json.insert().values(event_nid=event_nid, event_json=event.to_json()))
+        prevs = list(dict.fromkeys(event.prev_event_ids))
+        if prevs:
+            await txn.conn.execute(
+                prev_events.insert(), [{"event_nid": event_nid, "prev_event_id": p} for p in prevs])
+        if auth_event_nids:
+            await txn.conn.execute(
+                auth_events.insert(),
+                [{"event_nid": event_nid, "auth_event_nid": a} for a in set(auth_event_nids)])
+        return event_nid
+
+    async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:
+        await txn.conn.execute(update(events).where(events.c.event_nid == event_nid).values(**values))
+
+    async def auth_chain_nids(self, txn: Txn, event_nids: Collection[int]) -> set[int]:
+        if not event_nids:
+            return set()
+        result: set[int] = set()
+        for chunk in _chunks(event_nids):
+            rows = await txn.conn.execute(auth_chain_query(chunk))
+            result.update(int(row[0]) for row in rows)
+        return result
+
+    async def children_of(self, txn: Txn, event_ids: Collection[str]) -> dict[str, list[int]]:
+        """Events (NIDs) that name each of ``event_ids`` among their prev events."""
+        result: dict[str, list[int]] = {}
+        for chunk in _chunks(event_ids):
+            rows = await txn.conn.execute(
+                select(prev_events.c.prev_event_id, prev_events.c.event_nid)
+                .where(prev_events.c.prev_event_id.in_(chunk)))
+            for row in rows:
+                result.setdefault(row.prev_event_id, []).append(int(row.event_nid))
+        return result
+
+    async def event_nid_at_stream_position(self, txn: Txn, room_nid: int, position: int) -> str | None:
+        value = await txn.conn.scalar(
+            select(events.c.event_id).where(events.c.room_nid == room_nid,
+                                            events.c.stream_position == position))
+        return str(value) if value is not None else None
+
+    # -- state snapshots -----------------------------------------------------
+
+    async def load_state(self, txn: Txn, snapshot_nid: int | None) -> StateMap:
+        """The state a snapshot holds. The result is shared: copy before changing it."""
+        if snapshot_nid is None:
+            return {}
+        cached = self._snapshots.get(snapshot_nid)
+        if cached is not None:
+            return cached
+        # Walk up to a full base or a cached ancestor (at most MAX_DELTA_DEPTH steps).
+        chain: list[int] = []
+        base: StateMap | None = None
+        nid: int | None = snapshot_nid
+        while nid is not None:
+            cached = self._snapshots.get(nid)
+            if cached is not None:
+                base = cached
+                break
+            row = (await txn.conn.execute(
+                select(state_snapshots.c.parent_nid, state_snapshots.c.delta_depth)
+                .where(state_snapshots.c.snapshot_nid == nid))).first()
+            if row is None:
+                raise KeyError(f"no state snapshot {nid}")
+            chain.append(nid)
+            nid = row.parent_nid if row.delta_depth > 0 else None
+        state: StateMap = dict(base) if base is not None else {}
+        entries: dict[int, list[tuple[int, int, int | None]]] = {n: [] for n in chain}
+        for chunk in _chunks(chain):
+            rows = await txn.conn.execute(
+                select(state_entries.c.snapshot_nid, state_entries.c.type_nid,
+                       state_entries.c.state_key_nid, state_entries.c.event_nid)
+                .where(state_entries.c.snapshot_nid.in_(chunk)))
+            for entry in rows:
+                entries[entry.snapshot_nid].append((entry.type_nid, entry.state_key_nid, entry.event_nid))
+        for nid in reversed(chain):
+            for type_nid, sk_nid, event_nid in entries[nid]:
+                if event_nid is None:
+                    state.pop((type_nid, sk_nid), None)
+                else:
+                    state[(type_nid, sk_nid)] = event_nid
+        self._snapshots.put(snapshot_nid, state)
+        return state
+
+    async def save_state(self, txn: Txn, room_nid: int, state: StateMap, parent_nid: int | None) -> int:
+        """A snapshot holding ``state``: ``parent_nid`` itself when nothing
+        changed, else a delta against it (or a new full base)."""
+        if parent_nid is not None:
+            parent = await self.load_state(txn, parent_nid)
+            if parent == state:
+                return parent_nid
+            parent_depth = await txn.conn.scalar(
+                select(state_snapshots.c.delta_depth).where(state_snapshots.c.snapshot_nid == parent_nid))
+            delta: list[tuple[int, int, int | None]] = [
+                (t, s, e) for (t, s), e in state.items() if parent.get((t, s)) != e]
+            delta.extend((t, s, None) for (t, s) in parent if (t, s) not in state)
+            depth = int(parent_depth or 0) + 1
+            if depth <= MAX_DELTA_DEPTH and len(delta) <= max(len(state) // 2, 8):
+                return await self._write_snapshot(txn, room_nid, parent_nid, depth, delta, state)
+        full: list[tuple[int, int, int | None]] = [(t, s, e) for (t, s), e in state.items()]
+        return await self._write_snapshot(txn, room_nid, None, 0, full, state)
+
+    async def _write_snapshot(self, txn: Txn, room_nid: int, parent_nid: int | None, depth: int,
+                              entries: list[tuple[int, int, int | None]], state: StateMap) -> int:
+        nid = await txn.conn.scalar(
+            state_snapshots.insert().values(room_nid=room_nid, parent_nid=parent_nid, delta_depth=depth)
+            .returning(state_snapshots.c.snapshot_nid))
+        assert nid is not None
+        snapshot_nid = int(nid)
+        for chunk in _chunks(entries):
+            await txn.conn.execute(state_entries.insert(), [
+                {"snapshot_nid": snapshot_nid, "type_nid": t, "state_key_nid": s, "event_nid": e}
+                for t, s, e in chunk])
+        frozen = dict(state)
+        # NIDs are never reused, so caching before the commit is safe.
+        self._snapshots.put(snapshot_nid, frozen)
+        return snapshot_nid
+
+    # -- memberships ---------------------------------------------------------
+
+    async def set_membership(self, txn: Txn, room_nid: int, target_nid: int, membership_value: str,
+                             event_nid: int) -> None:
+        await txn.conn.execute(self.db.upsert(
+            membership, {"room_nid": room_nid, "target_nid": target_nid, "membership": membership_value,
+                         "event_nid": event_nid}, ["room_nid", "target_nid"]))
+
+    async def delete_membership(self, txn: Txn, room_nid: int, target_nid: int) -> None:
+        await txn.conn.execute(delete(membership).where(membership.c.room_nid == room_nid,
+                                                        membership.c.target_nid == target_nid))
+
+    async def memberships_in_room(self, txn: Txn, room_nid: int, *, joined_only: bool) -> list[MembershipRow]:
+        query = (select(membership, event_state_keys.c.state_key)
+                 .join(event_state_keys, event_state_keys.c.state_key_nid == membership.c.target_nid)
+                 .where(membership.c.room_nid == room_nid))
+        if joined_only:
+            query = query.where(membership.c.membership == "join")
+        rows = await txn.conn.execute(query)
+        return [MembershipRow(row.room_nid, row.state_key, row.membership, row.event_nid) for row in rows]
+
+    async def joined_member_count(self, txn: Txn, room_nid: int) -> int:
+        value = await txn.conn.scalar(select(func.count()).select_from(membership).where(
+            membership.c.room_nid == room_nid, membership.c.membership == "join"))
+        return int(value or 0)
+
+    async def rooms_for_user(self, txn: Txn, user_id: str, membership_value: str | None) -> list[str]:
+        query = (select(rooms.c.room_id)
+                 .join(membership, membership.c.room_nid == rooms.c.room_nid)
+                 .join(event_state_keys, event_state_keys.c.state_key_nid == membership.c.target_nid)
+                 .where(event_state_keys.c.state_key == user_id))
+        if membership_value:
+            query = query.where(membership.c.membership == membership_value)
+        else:
+            query = query.where(membership.c.membership != "leave")
+        rows = await txn.conn.execute(query.order_by(rooms.c.room_id))
+        return [row.room_id for row in rows]
+
+    # -- the output outbox ---------------------------------------------------
+
+    async def add_to_outbox(self, txn: Txn, room_nid: int, event_nid: int, payloads: list[bytes]) -> None:
+        if payloads:
+            await txn.conn.execute(output_outbox.insert(), [
+                {"room_nid": room_nid, "event_nid": event_nid, "payload": p} for p in payloads])
+
+    async def outbox_for_events(self, txn: Txn, event_nids: Collection[int] | None
+                                ) -> list[tuple[int, int, int, bytes]]:
+        """(outbox NID, room NID, event NID, payload) in the order written;
+        every pending entry when ``event_nids`` is None."""
+        query = select(output_outbox.c.outbox_nid, output_outbox.c.room_nid, output_outbox.c.event_nid,
+                       output_outbox.c.payload).order_by(output_outbox.c.outbox_nid)
+        if event_nids is not None:
+            if not event_nids:
+                return []
+            query = query.where(output_outbox.c.event_nid.in_(list(event_nids)))
+        rows = await txn.conn.execute(query)
+        return [(int(r.outbox_nid), int(r.room_nid), int(r.event_nid), bytes(r.payload)) for r in rows]
+
+    async def mark_sent(self, txn: Txn, outbox_nids: Collection[int], event_nids: Collection[int]) -> None:
+        for chunk in _chunks(outbox_nids):
+            await txn.conn.execute(delete(output_outbox).where(output_outbox.c.outbox_nid.in_(chunk)))
+        for chunk in _chunks(event_nids):
+            await txn.conn.execute(update(events).where(events.c.event_nid.in_(chunk))
+                                   .values(sent_to_output=True))
+
+    # -- input failures ------------------------------------------------------
+
+    async def record_input_failure(self, txn: Txn, *, request_id: str, room_id: str, event_id: str,
+                                   reason: str, payload: bytes | None) -> None:
+        await txn.conn.execute(input_failures.insert().values(
+            request_id=request_id, room_id=room_id, event_id=event_id, reason=reason, payload=payload,
+            created_ts=int(time.time() * 1000)))
+
+    async def input_failures_for(self, txn: Txn, *, request_id: str | None = None,
+                                 event_ids: Collection[str] = ()) -> list[tuple[str, str, str]]:
+        """(request_id, event_id, reason) of recorded failures."""
+        query = select(input_failures.c.request_id, input_failures.c.event_id, input_failures.c.reason)
+        if request_id is not None:
+            query = query.where(input_failures.c.request_id == request_id)
+        if event_ids:
+            query = query.where(input_failures.c.event_id.in_(list(event_ids)))
+        rows = await txn.conn.execute(query.order_by(input_failures.c.failure_nid))
+        return [(r.request_id, r.event_id, r.reason) for r in rows]
