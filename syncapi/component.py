@@ -1,0 +1,69 @@
+"""The sync API component: the read model built from ``roomserver.output`` and
+the client endpoints that read it (/sync, /messages, /members, filters).
+
+    syncapi = await open_syncapi(config, log, userapi, roomserver)
+    app = make_app("myelin", [clientapi.blueprint, syncapi.blueprint])
+    task_group.create_task(syncapi.run())      # the consumer; sets syncapi.ready
+    ...
+    await syncapi.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sanic import Blueprint
+
+from common.config import Config
+from common.log import Log
+from common.storage import Database, database_url_for, open_database
+from roomserver.api import SyncRoomserverAPI
+from syncapi.consumers.roomserver import RoomserverOutputConsumer
+from syncapi.internal.rooms import RoomReads
+from syncapi.internal.sync import SyncHandler
+from syncapi.notifier import Notifier
+from syncapi.routing import filter as filter_routes
+from syncapi.routing import rooms as room_routes
+from syncapi.routing import sync as sync_routes
+from syncapi.storage.database import SyncDatabase
+from userapi.api import AuthenticationAPI
+
+COMPONENT = "syncapi"
+
+
+class SyncAPI:
+    def __init__(self, config: Config, database: SyncDatabase, log: Log, userapi: AuthenticationAPI,
+                 roomserver: SyncRoomserverAPI, blueprint_name: str = COMPONENT) -> None:
+        self.config = config
+        self.database = database
+        self.log = log
+        self.notifier = Notifier(config.server_name)
+        self.consumer = RoomserverOutputConsumer(database, roomserver, self.notifier, config.server_name)
+        self.sync_handler = SyncHandler(database, self.notifier)
+        self.room_reads = RoomReads(database)
+        self.ready = asyncio.Event()
+        self.blueprint = Blueprint(blueprint_name)
+        sync_routes.register(self.blueprint, database, userapi, self.sync_handler)
+        room_routes.register(self.blueprint, self.room_reads, userapi)
+        filter_routes.register(self.blueprint, database, userapi)
+
+    async def run(self) -> None:
+        """Consumes the room server's output until cancelled; ``ready`` once consuming."""
+        await self.sync_handler.ensure_started()
+        await self.consumer.run(self.log, self.ready)
+
+    async def close(self) -> None:
+        await self.database.close()
+
+
+def build(config: Config, database: Database, log: Log, userapi: AuthenticationAPI,
+          roomserver: SyncRoomserverAPI) -> SyncAPI:
+    return SyncAPI(config, SyncDatabase(database), log, userapi, roomserver)
+
+
+async def open_syncapi(config: Config, log: Log, userapi: AuthenticationAPI,
+                       roomserver: SyncRoomserverAPI) -> SyncAPI:
+    """Opens (and migrates) the sync API's database and builds the component."""
+    url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
+    database = await open_database(url, COMPONENT)
+    return build(config, database, log, userapi, roomserver)

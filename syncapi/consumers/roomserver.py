@@ -1,0 +1,162 @@
+"""Consumes ``roomserver.output`` into the sync API's read model.
+
+Entries are handled per room in order (the log is keyed by room ID), rooms in
+parallel. Handling is idempotent by event ID, so entries the room server
+re-sends after a crash, or that this consumer sees again after a restart
+before its offset commit, change nothing. After each commit the notifier
+wakes the users the entry concerns.
+
+When an entry's ``last_sent_event_id`` is not the last entry this consumer
+applied for the room, it has missed entries (retention, a restored backup):
+it then rebuilds the room's current state from the room server's query
+before applying the entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from myelin.roomserver.v1 import events_pb2, output_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+
+from common.log import Log, LogConsumer, LogRecord
+from common.topics import ROOMSERVER_OUTPUT
+from matrixlib.events import Event
+from matrixlib.room_versions import get_room_version
+from roomserver.api import SyncRoomserverAPI
+from syncapi.notifier import Notifier
+from syncapi.storage.database import Applied, NewEvent, SyncDatabase
+
+logger = logging.getLogger(__name__)
+
+CONSUMER_GROUP = "syncapi"
+# Attempts at one entry before it is reported and skipped (a poison entry
+# must not wedge its room).
+MAX_ATTEMPTS = 3
+
+
+def parse_event(event: events_pb2.Event) -> Event:
+    return Event.from_json(event.pdu_json, get_room_version(event.room_version), event.event_id)
+
+
+class RoomserverOutputConsumer:
+    def __init__(self, database: SyncDatabase, roomserver: SyncRoomserverAPI, notifier: Notifier,
+                 server_name: str) -> None:
+        self._db = database
+        self._roomserver = roomserver
+        self._notifier = notifier
+        self._server_name = server_name
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self, log: Log, ready: asyncio.Event | None = None) -> None:
+        """Follows the topic until cancelled."""
+        consumer = await log.consumer(CONSUMER_GROUP, [ROOMSERVER_OUTPUT.name])
+        try:
+            if ready is not None:
+                ready.set()
+            while True:
+                records = await consumer.fetch(max_records=500, timeout=1.0)
+                if records:
+                    await self.handle_batch(consumer, records)
+        finally:
+            await consumer.close()
+
+    async def handle_batch(self, consumer: LogConsumer, records: Sequence[LogRecord]) -> None:
+        by_key: dict[bytes, list[LogRecord]] = defaultdict(list)
+        positions: dict[tuple[str, int], int] = {}
+        for record in records:
+            by_key[record.key].append(record)
+            where = (record.topic, record.partition)
+            positions[where] = max(positions.get(where, 0), record.offset + 1)
+        await asyncio.gather(*(self._handle_in_order(batch) for batch in by_key.values()))
+        await consumer.commit(positions)
+
+    async def _handle_in_order(self, records: list[LogRecord]) -> None:
+        for record in records:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    await self.handle(record.value)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    if attempt == MAX_ATTEMPTS:
+                        logger.exception("skipping output entry %s/%d@%d after %d attempts",
+                                         record.topic, record.partition, record.offset, attempt)
+                    else:
+                        logger.warning("output entry %s/%d@%d failed, retrying", record.topic,
+                                       record.partition, record.offset, exc_info=True)
+                        await asyncio.sleep(0.05 * attempt)
+
+    # -- one entry ------------------------------------------------------------------------
+
+    async def handle(self, value: bytes) -> None:
+        output = output_log_pb2.OutputEvent.FromString(value)
+        kind = output.WhichOneof("payload")
+        applied: Applied | None
+        if kind == "new_room_event":
+            applied = await self._on_new_room_event(output.new_room_event)
+        elif kind == "new_invite_event":
+            applied = await self._on_new_invite(output.new_invite_event)
+        elif kind == "retire_invite_event":
+            msg = output.retire_invite_event
+            applied = await self._db.retire_invite(msg.event_id, msg.room_id, msg.target_user_id,
+                                                   msg.membership, msg.retired_by_event_id)
+        elif kind == "redacted_event":
+            msg_r = output.redacted_event
+            applied = await self._db.redact_event(msg_r.redacted_event_id, msg_r.redaction_event_id,
+                                                  parse_event(msg_r.redacted_event))
+        else:
+            logger.warning("skipping output entry of unknown kind %r", kind)
+            return
+        if applied is not None:
+            self._notifier.on_new_data(applied.position, applied.user_ids)
+
+    async def _on_new_room_event(self, msg: output_log_pb2.NewRoomEvent) -> Applied | None:
+        event = parse_event(msg.event)
+        if await self._db.is_known_event(event.event_id):
+            return None
+        room_id = event.room_id
+        last_seen = await self._db.last_event_id(room_id)
+        if msg.last_sent_event_id and last_seen != msg.last_sent_event_id:
+            logger.warning("missed output entries for %s (have %s, expected %s): rebuilding its state",
+                           room_id, last_seen, msg.last_sent_event_id)
+            rebuilt = await self._rebuild_room(room_id)
+            if rebuilt is not None:
+                self._notifier.on_new_data(rebuilt.position, rebuilt.user_ids)
+        txn = msg.transaction_id if msg.HasField("transaction_id") else None
+        new = NewEvent(
+            event=event, historical=msg.historical, history_visibility=msg.history_visibility,
+            txn_user_id=txn.user_id if txn else None, txn_device_id=txn.device_id if txn else None,
+            txn_id=txn.transaction_id if txn else None)
+        return await self._db.write_room_event(
+            new, adds_state_event_ids=list(msg.adds_state_event_ids),
+            removes_state_event_ids=list(msg.removes_state_event_ids),
+            adds_state_events=[parse_event(e) for e in msg.adds_state_events],
+            room_stream_position=msg.room_stream_position, local_server=self._server_name)
+
+    async def _rebuild_room(self, room_id: str) -> Applied | None:
+        response = await self._roomserver.query_latest_events_and_state(
+            rs_pb.QueryLatestEventsAndStateRequest(room_id=room_id))
+        if not response.room_exists:
+            return None
+        return await self._db.rebuild_room_state(room_id, [parse_event(e) for e in response.state_events])
+
+    async def _on_new_invite(self, msg: output_log_pb2.NewInviteEvent) -> Applied | None:
+        event = parse_event(msg.event)
+        stripped: list[dict[str, Any]] = []
+        for raw in msg.invite_room_state_json:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                stripped.append(value)
+        target = msg.target_user_id or event.state_key or ""
+        return await self._db.write_invite(event, target, stripped)

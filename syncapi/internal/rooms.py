@@ -1,0 +1,163 @@
+"""Per-room reads: /messages, /members, /joined_members
+(data/api/client-server/message_pagination.yaml, members.yaml).
+
+/messages pages through a room in topological order (depth, then stream
+position) with ``TopologyToken``s that sit between events, so a client that
+pages backwards from /sync's ``prev_batch`` gets every event exactly once,
+back to the room's creation, after which ``end`` is left out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from common import errors
+from syncapi.filters import EventFilter
+from syncapi.internal.client_events import Requester, now_ms, to_client_event
+from syncapi.internal.visibility import MembershipSpan, RoomVisibility
+from syncapi.storage.database import Reader, SyncDatabase
+from syncapi.storage.tables.current_state import MEMBER
+from syncapi.storage.tables.events import StoredEvent
+from syncapi.tokens import StreamToken, TopologyToken, parse_pagination_token
+
+MAX_MESSAGES_LIMIT = 1000
+
+
+async def _room_visibility(reader: Reader, user_id: str, room_id: str) -> RoomVisibility:
+    rows = await reader.membership_history(user_id, [room_id])
+    return RoomVisibility(user_id, [MembershipSpan(m, a, r) for _, m, a, r in rows])
+
+
+async def _gap_after_event(reader: Reader, event_id: str) -> TopologyToken | None:
+    found = await reader.events_by_ids([event_id])
+    stored = found.get(event_id)
+    return None if stored is None else TopologyToken(stored.depth, stored.stream_pos + 1)
+
+
+async def _resolve(reader: Reader, room_id: str, text: str) -> TopologyToken:
+    """A pagination token as a point in the room's topological order; a
+    /sync stream token means "after the room's last event at that position"."""
+    token = parse_pagination_token(text)
+    if isinstance(token, TopologyToken):
+        return token
+    latest = await reader.latest_position_in_room(room_id, token.pdu)
+    return TopologyToken(0, 0) if latest is None else TopologyToken(latest[0], latest[1] + 1)
+
+
+class RoomReads:
+    def __init__(self, database: SyncDatabase) -> None:
+        self._db = database
+
+    async def messages(self, requester: Requester, room_id: str, *, from_token: str | None,
+                       to_token: str | None, backwards: bool, limit: int,
+                       event_filter: EventFilter) -> dict[str, Any]:
+        limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
+        async with self._db.read() as reader:
+            vis = await _room_visibility(reader, requester.user_id, room_id)
+            if not vis.ever_member and await reader.latest_history_visibility(room_id) != "world_readable":
+                raise errors.Forbidden("You are not allowed to read this room's history")
+            start = await _resolve(reader, room_id, from_token) if from_token else None
+            end_bound = await _resolve(reader, room_id, to_token) if to_token else None
+            # A user who left pages no further than their leave.
+            leave_gap: TopologyToken | None = None
+            if vis.left_at is not None:
+                entry = await reader.current_state_entry(room_id, MEMBER, requester.user_id)
+                if entry is not None:
+                    leave_gap = await _gap_after_event(reader, entry.event_id)
+            if start is None:
+                if backwards:
+                    upto = await reader.current_position()
+                    latest = await reader.latest_position_in_room(room_id, upto)
+                    start = TopologyToken(0, 0) if latest is None else TopologyToken(latest[0], latest[1] + 1)
+                else:
+                    start = TopologyToken(0, 0)
+            if leave_gap is not None:
+                if backwards and start > leave_gap:
+                    start = leave_gap
+                if not backwards and (end_bound is None or end_bound > leave_gap):
+                    end_bound = leave_gap
+
+            chunk: list[StoredEvent] = []
+            cursor = start
+            last: StoredEvent | None = None
+            more = True
+            while more and len(chunk) < limit:
+                want = limit - len(chunk)
+                if backwards:
+                    page = await reader.topological_page(
+                        room_id, before=(cursor.depth, cursor.stream),
+                        at_or_after=(end_bound.depth, end_bound.stream) if end_bound else None,
+                        backwards=True, limit=want + 1, event_filter=event_filter)
+                else:
+                    page = await reader.topological_page(
+                        room_id, at_or_after=(cursor.depth, cursor.stream),
+                        before=(end_bound.depth, end_bound.stream) if end_bound else None,
+                        backwards=False, limit=want + 1, event_filter=event_filter)
+                more = len(page) > want
+                for stored in page[:want]:
+                    last = stored
+                    if vis.can_see(stored):
+                        chunk.append(stored)
+                if last is not None:
+                    cursor = (TopologyToken(last.depth, last.stream_pos) if backwards
+                              else TopologyToken(last.depth, last.stream_pos + 1))
+
+            now = now_ms()
+            response: dict[str, Any] = {
+                "start": from_token or str(start),
+                "chunk": [to_client_event(e, requester, include_room_id=True, now=now) for e in chunk],
+            }
+            if more and last is not None:
+                response["end"] = str(cursor)
+            if event_filter.lazy_load_members and chunk:
+                senders = sorted({e.sender for e in chunk})
+                position = max(e.stream_pos for e in chunk)
+                entries = await reader.state_at(room_id, position, types=[(MEMBER, s) for s in senders])
+                members = await reader.events_by_ids(e.event_id for e in entries)
+                response["state"] = [to_client_event(m, requester, include_room_id=True, now=now)
+                                     for m in members.values()]
+            else:
+                response["state"] = []
+            return response
+
+    async def members(self, requester: Requester, room_id: str, *, at: str | None,
+                      membership: str | None, not_membership: str | None) -> dict[str, Any]:
+        async with self._db.read() as reader:
+            vis = await _room_visibility(reader, requester.user_id, room_id)
+            if not vis.ever_joined:
+                raise errors.Forbidden("You are not a member of this room")
+            position = await reader.current_position()
+            if at:
+                token = parse_pagination_token(at)
+                position = min(position, token.pdu if isinstance(token, StreamToken) else token.stream)
+            if vis.left_at is not None:
+                position = min(position, vis.left_at)
+            entries = await reader.state_at(room_id, position, types=[(MEMBER, None)])
+            entries = [e for e in entries
+                       if (membership is None or e.membership == membership)
+                       and (not_membership is None or e.membership != not_membership)]
+            stored = await reader.events_by_ids(e.event_id for e in entries)
+            now = now_ms()
+            chunk = [to_client_event(stored[e.event_id], requester, include_room_id=True, now=now)
+                     for e in sorted(entries, key=lambda e: e.state_key) if e.event_id in stored]
+        return {"chunk": chunk}
+
+    async def joined_members(self, requester: Requester, room_id: str) -> dict[str, Any]:
+        async with self._db.read() as reader:
+            own = await reader.current_state_entry(room_id, MEMBER, requester.user_id)
+            if own is None or own.membership != "join":
+                raise errors.Forbidden("You are not joined to this room")
+            members = await reader.room_members(room_id, ["join"])
+            stored = await reader.events_by_ids(m.event_id for m in members)
+        joined: dict[str, Any] = {}
+        for member in members:
+            event = stored.get(member.event_id)
+            content = json.loads(event.event_json).get("content", {}) if event else {}
+            profile: dict[str, Any] = {}
+            for key in ("displayname", "avatar_url"):
+                value = content.get(key) if isinstance(content, dict) else None
+                if isinstance(value, str):
+                    profile["display_name" if key == "displayname" else key] = value
+            joined[member.state_key] = profile
+        return {"joined": joined}

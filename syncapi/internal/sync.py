@@ -1,0 +1,250 @@
+"""Builds /sync responses from the read model
+(data/api/client-server/sync.yaml; content/client-server-api, "Syncing").
+
+An initial sync (no ``since``, or ``full_state``) returns every joined room
+with its state at the start of the returned timeline and the last N timeline
+events. An incremental sync returns the rooms with news since ``since``; a
+room joined since then comes as if initial. ``limited`` is set when more
+events happened than the timeline holds, and ``state`` then carries the
+state changes between ``since`` and the start of the timeline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from syncapi.filters import EventFilter, Filter
+from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
+from syncapi.internal.visibility import RoomVisibility, visibility_by_room
+from syncapi.notifier import Notifier
+from syncapi.storage.database import Reader, SyncDatabase
+from syncapi.storage.tables.current_state import MEMBER, StateEntry
+from syncapi.storage.tables.events import StoredEvent
+from syncapi.tokens import StreamToken, TopologyToken
+
+MAX_HEROES = 5
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    requester: Requester
+    since: StreamToken | None
+    full_state: bool
+    filter: Filter
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class _RoomWindow:
+    """What to return for one room: the stream range and whether with full state."""
+
+    room_id: str
+    since: int | None
+    upto: int
+    full_state: bool
+
+
+class SyncHandler:
+    def __init__(self, database: SyncDatabase, notifier: Notifier) -> None:
+        self._db = database
+        self._notifier = notifier
+        self._started = False
+
+    async def ensure_started(self) -> None:
+        """The notifier starts at the database's position (before the consumer has run)."""
+        if not self._started:
+            self._notifier.start_at(await self._db.current_position())
+            self._started = True
+
+    async def sync(self, request: SyncRequest) -> dict[str, Any]:
+        await self.ensure_started()
+        user_id = request.requester.user_id
+        since = request.since.pdu if request.since is not None else None
+        if since is not None and since > self._notifier.position:
+            # A token from the future (e.g. a database restored from backup): start over from now.
+            since = self._notifier.position
+        if since is not None and not request.full_state:
+            has_news = await self._notifier.wait_for_news(user_id, since, request.timeout_ms / 1000)
+            if not has_news:
+                # Idle: nothing concerns this user, whatever the number of their rooms.
+                return _response(max(self._notifier.position, since), {}, {}, {})
+        upto = self._notifier.position
+        async with self._db.read() as reader:
+            return await _Builder(reader, request, since, upto).build()
+
+
+class _Builder:
+    def __init__(self, reader: Reader, request: SyncRequest, since: int | None, upto: int) -> None:
+        self.r = reader
+        self.request = request
+        self.requester = request.requester
+        self.user_id = request.requester.user_id
+        self.since = since
+        self.upto = upto
+        self.filter = request.filter
+        self.initial = since is None or request.full_state
+        self.now = now_ms()
+
+    async def build(self) -> dict[str, Any]:
+        room_filter = self.filter.room
+        memberships = await self.r.user_memberships(self.user_id, ["join", "leave", "ban"])
+        memberships = [m for m in memberships if m.added_pos <= self.upto and room_filter.allows_room(m.room_id)]
+        joined = [m for m in memberships if m.membership == "join"]
+        left = [m for m in memberships if m.membership != "join" and (
+            (self.since is not None and m.added_pos > self.since)
+            or (self.since is None and room_filter.include_leave))]
+        rooms = [m.room_id for m in joined + left]
+        visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id, rooms))
+
+        windows: list[_RoomWindow]
+        if self.initial:
+            # With full_state and a `since`, the timeline still starts at `since`.
+            windows = [_RoomWindow(m.room_id, self.since, self.upto, True) for m in joined]
+        else:
+            assert self.since is not None
+            newly_joined = {m.room_id for m in joined if m.added_pos > self.since}
+            others = [m.room_id for m in joined if m.room_id not in newly_joined]
+            changed = await self.r.rooms_with_events(others, after=self.since, upto=self.upto)
+            # A room joined since `since` comes as in an initial sync.
+            windows = [_RoomWindow(room_id, None, self.upto, True) for room_id in sorted(newly_joined)]
+            windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(changed)]
+
+        join: dict[str, Any] = {}
+        for window in windows:
+            vis = visibility.get(window.room_id) or RoomVisibility(self.user_id, [])
+            entry = await self._room(window, vis)
+            entry["summary"] = await self._summary(window.room_id)
+            entry["ephemeral"] = {"events": []}
+            entry["account_data"] = {"events": []}
+            join[window.room_id] = entry
+
+        leave: dict[str, Any] = {}
+        for m in left:
+            vis = visibility.get(m.room_id) or RoomVisibility(self.user_id, [])
+            window = _RoomWindow(m.room_id, self.since, m.added_pos, self.initial)
+            entry = await self._room(window, vis)
+            entry["account_data"] = {"events": []}
+            leave[m.room_id] = entry
+
+        invite: dict[str, Any] = {}
+        after = 0 if self.initial else (self.since or 0)
+        for stored_invite in await self.r.active_invites(self.user_id, after=after, upto=self.upto):
+            if not room_filter.allows_room(stored_invite.room_id):
+                continue
+            invite[stored_invite.room_id] = {
+                "invite_state": {"events": stripped_state(json.loads(stored_invite.invite_state_json))}}
+
+        if self.since is not None:
+            await self._rejected_invites(leave, join, invite)
+        return _response(self.upto, join, invite, leave)
+
+    async def _rejected_invites(self, leave: dict[str, Any], join: dict[str, Any],
+                                invite: dict[str, Any]) -> None:
+        """Invites retired without the user ever being in the room (rejected,
+        or revoked) go to ``leave`` so the client drops the invite."""
+        assert self.since is not None
+        retired = await self.r.retired_invites(self.user_id, after=self.since, upto=self.upto)
+        for stored_invite in retired:
+            room_id = stored_invite.room_id
+            if room_id in leave or room_id in join or room_id in invite:
+                continue
+            if stored_invite.retired_membership == "join":
+                continue
+            if not self.filter.room.allows_room(room_id):
+                continue
+            timeline: list[dict[str, Any]] = []
+            if stored_invite.retired_by_event_id:
+                found = await self.r.events_by_ids([stored_invite.retired_by_event_id])
+                for stored in found.values():
+                    timeline.append(to_client_event(stored, self.requester, include_room_id=False,
+                                                    now=self.now))
+            leave[room_id] = {"state": {"events": []},
+                              "timeline": {"events": timeline, "limited": False},
+                              "account_data": {"events": []}}
+
+    async def _room(self, window: _RoomWindow, vis: RoomVisibility) -> dict[str, Any]:
+        room_id = window.room_id
+        timeline_filter = self.filter.room.timeline
+        limit = self.filter.timeline_limit
+        fetched = await self.r.recent_events(room_id, after=window.since or 0, upto=window.upto,
+                                             limit=limit + 1, event_filter=timeline_filter)
+        limited = len(fetched) > limit
+        visible = vis.filter(fetched)
+        timeline = visible[-limit:] if limit > 0 else []
+        if timeline:
+            start = timeline[0].stream_pos - 1
+            prev_batch = str(TopologyToken(timeline[0].depth, timeline[0].stream_pos))
+        else:
+            start = window.upto
+            latest = await self.r.latest_position_in_room(room_id, window.upto)
+            prev_batch = str(TopologyToken(latest[0], latest[1] + 1) if latest else TopologyToken(0, 0))
+        state = await self._state(room_id, window, start, limited, timeline)
+        return {
+            "state": {"events": state},
+            "timeline": {
+                "events": [to_client_event(e, self.requester, include_room_id=False, now=self.now)
+                           for e in timeline],
+                "limited": limited,
+                "prev_batch": prev_batch,
+            },
+        }
+
+    async def _state(self, room_id: str, window: _RoomWindow, start: int, limited: bool,
+                     timeline: list[StoredEvent]) -> list[dict[str, Any]]:
+        state_filter = self.filter.room.state
+        senders = {e.sender for e in timeline}
+        entries: list[StateEntry]
+        if window.full_state:
+            entries = await self.r.state_at(room_id, start)
+            if state_filter.lazy_load_members:
+                wanted = senders | {self.user_id}
+                entries = [e for e in entries if e.type != MEMBER or e.state_key in wanted]
+        elif limited:
+            entries = await self.r.state_at(room_id, start, added_after=window.since)
+            if state_filter.lazy_load_members and senders:
+                have = {(e.type, e.state_key) for e in entries}
+                extra = await self.r.state_at(room_id, start, types=[(MEMBER, s) for s in senders])
+                entries += [e for e in extra if (e.type, e.state_key) not in have]
+        else:
+            return []
+        return await self._format_state(entries, state_filter, exclude={e.event_id for e in timeline})
+
+    async def _format_state(self, entries: list[StateEntry], state_filter: EventFilter,
+                            exclude: set[str]) -> list[dict[str, Any]]:
+        candidates = [e for e in entries if e.event_id not in exclude]
+        stored = await self.r.events_by_ids(e.event_id for e in candidates)
+        result = []
+        for entry in sorted(candidates, key=lambda e: e.added_pos):
+            event = stored.get(entry.event_id)
+            if event is None or not state_filter.allows(event.type, event.sender, event.contains_url):
+                continue
+            result.append(to_client_event(event, self.requester, include_room_id=False, now=self.now))
+        return result
+
+    async def _summary(self, room_id: str) -> dict[str, Any]:
+        members = await self.r.room_members(room_id, ["join", "invite"])
+        summary: dict[str, Any] = {
+            "m.joined_member_count": sum(1 for m in members if m.membership == "join"),
+            "m.invited_member_count": sum(1 for m in members if m.membership == "invite"),
+        }
+        named = (await self.r.current_state_entry(room_id, "m.room.name", "") is not None
+                 or await self.r.current_state_entry(room_id, "m.room.canonical_alias", "") is not None)
+        if not named:
+            others = sorted((m for m in members if m.state_key != self.user_id), key=lambda m: m.added_pos)
+            summary["m.heroes"] = [m.state_key for m in others[:MAX_HEROES]]
+        return summary
+
+
+def _response(position: int, join: dict[str, Any], invite: dict[str, Any], leave: dict[str, Any]
+              ) -> dict[str, Any]:
+    return {
+        "next_batch": str(StreamToken(position)),
+        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+        "account_data": {"events": []},
+        "presence": {"events": []},
+        "to_device": {"events": []},
+        "device_lists": {"changed": [], "left": []},
+        "device_one_time_keys_count": {},
+    }

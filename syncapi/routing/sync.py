@@ -1,0 +1,51 @@
+"""GET /_matrix/client/v3/sync (data/api/client-server/sync.yaml)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from common import errors
+from common.http import json_response, query_int
+from syncapi.internal.sync import SyncHandler, SyncRequest
+from syncapi.routing.auth import CLIENT_PREFIXES, authenticate
+from syncapi.routing.filter import load_filter
+from syncapi.storage.database import SyncDatabase
+from syncapi.tokens import StreamToken
+from userapi.api import AuthenticationAPI
+
+# Long polls are capped so that a client's timeout cannot hold a request forever.
+MAX_TIMEOUT_MS = 5 * 60 * 1000
+PRESENCE_STATES = ("online", "offline", "unavailable")
+
+
+def parse_bool(request: Request, name: str) -> bool:
+    value = request.args.get(name)
+    if value is None:
+        return False
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise errors.InvalidParam(f"{name} must be true or false")
+
+
+def register(blueprint: Blueprint, database: SyncDatabase, userapi: AuthenticationAPI,
+             handler: SyncHandler) -> None:
+    async def sync(request: Request) -> HTTPResponse:
+        requester = await authenticate(userapi, request)
+        since_text = request.args.get("since")
+        since = StreamToken.parse(since_text) if since_text else None
+        timeout_ms = query_int(request, "timeout", 0, minimum=0, maximum=MAX_TIMEOUT_MS) or 0
+        full_state = parse_bool(request, "full_state")
+        set_presence = request.args.get("set_presence")
+        if set_presence is not None and set_presence not in PRESENCE_STATES:
+            raise errors.InvalidParam("set_presence must be online, offline or unavailable")
+        sync_filter = await load_filter(database, requester.user_id, request.args.get("filter"))
+        body = await handler.sync(SyncRequest(requester=requester, since=since, full_state=full_state,
+                                              filter=sync_filter, timeout_ms=timeout_ms))
+        return json_response(body)
+
+    for prefix in CLIENT_PREFIXES:
+        blueprint.add_route(sync, f"{prefix}/sync", methods=["GET"],
+                            name=f"sync{prefix.replace('/', '_')}")

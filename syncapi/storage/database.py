@@ -1,0 +1,392 @@
+"""The sync API's storage facade: owns every transaction.
+
+Writes (the room-server consumer) each take one transaction and the next
+global stream position(s); reads go through ``read()``, a ``Reader`` bound to
+one connection for the duration of a request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import false, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.storage import Database
+from matrixlib.events import Event
+from syncapi.filters import EventFilter
+from syncapi.storage.tables import current_state as state_t
+from syncapi.storage.tables import events as events_t
+from syncapi.storage.tables import filters as filters_t
+from syncapi.storage.tables import invites as invites_t
+from syncapi.storage.tables import room_positions as positions_t
+from syncapi.storage.tables import stream_position as stream_t
+from syncapi.storage.tables.current_state import MEMBER, StateEntry
+from syncapi.storage.tables.events import StoredEvent
+from syncapi.storage.tables.invites import StoredInvite
+
+# Stripped state a client shows for an invite (the spec's recommended set).
+INVITE_STATE_TYPES = ("m.room.create", "m.room.name", "m.room.avatar", "m.room.topic",
+                      "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to store, with what the output log said about it."""
+
+    event: Event
+    historical: bool
+    history_visibility: str
+    txn_user_id: str | None = None
+    txn_device_id: str | None = None
+    txn_id: str | None = None
+
+
+@dataclass
+class Applied:
+    """What a write changed: the position it took and whom it concerns."""
+
+    position: int
+    room_id: str
+    user_ids: set[str] = field(default_factory=set)
+
+
+def _contains_url(event: Event) -> bool:
+    return isinstance(event.content.get("url"), str)
+
+
+def _stored(event: Event, position: int, *, state_only: bool, historical: bool,
+            history_visibility: str, unsigned: dict[str, Any] | None = None,
+            txn_device_id: str | None = None, txn_id: str | None = None) -> StoredEvent:
+    return StoredEvent(
+        stream_pos=position, room_id=event.room_id, event_id=event.event_id, type=event.type,
+        sender=event.sender, state_key=event.state_key, depth=event.depth,
+        room_version=event.room_version.identifier, event_json=event.to_json().decode(),
+        unsigned_json=json.dumps(unsigned) if unsigned else None,
+        history_visibility=history_visibility or "shared", historical=historical,
+        state_only=state_only, contains_url=_contains_url(event), txn_device_id=txn_device_id,
+        txn_id=txn_id,
+    )
+
+
+def _stripped(pdu: dict[str, Any]) -> dict[str, Any]:
+    return {"type": pdu.get("type"), "state_key": pdu.get("state_key"),
+            "content": pdu.get("content", {}), "sender": pdu.get("sender")}
+
+
+class SyncDatabase:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Reader]:
+        async with self._db.connect() as conn:
+            yield Reader(conn)
+
+    # -- consumer writes --------------------------------------------------------------------
+
+    async def current_position(self) -> int:
+        async with self._db.connect() as conn:
+            return await stream_t.current_position(conn)
+
+    async def last_event_id(self, room_id: str) -> str | None:
+        async with self._db.connect() as conn:
+            return await positions_t.select_last_event_id(conn, room_id)
+
+    async def is_known_event(self, event_id: str) -> bool:
+        async with self._db.connect() as conn:
+            known = await events_t.select_known_event_ids(conn, [event_id])
+        return event_id in known
+
+    async def write_room_event(
+        self, new: NewEvent, *, adds_state_event_ids: Sequence[str],
+        removes_state_event_ids: Sequence[str], adds_state_events: Sequence[Event],
+        room_stream_position: int, local_server: str,
+    ) -> Applied | None:
+        """Appends a timeline event and applies its state delta; None when
+        the event was already stored (the room server re-sent it)."""
+        event = new.event
+        room_id = event.room_id
+        async with self._db.transaction() as conn:
+            if await events_t.select_known_event_ids(conn, [event.event_id]):
+                return None
+            await self._store_state_only(conn, [e for e in adds_state_events
+                                                if e.event_id != event.event_id])
+            position = await stream_t.next_position(conn)
+            unsigned: dict[str, Any] = {}
+            if event.is_state() and not new.historical:
+                previous = await state_t.select_current_entry(conn, room_id, event.type,
+                                                              event.state_key or "")
+                if previous is not None and previous.event_id != event.event_id:
+                    unsigned = await self._prev_unsigned(conn, previous.event_id)
+            txn_ok = new.txn_id and new.txn_user_id == event.sender
+            await events_t.insert_event(conn, _stored(
+                event, position, state_only=False, historical=new.historical,
+                history_visibility=new.history_visibility, unsigned=unsigned,
+                txn_device_id=new.txn_device_id if txn_ok else None,
+                txn_id=new.txn_id if txn_ok else None))
+            applied = Applied(position=position, room_id=room_id)
+            if not new.historical:
+                known = {event.event_id: event, **{e.event_id: e for e in adds_state_events}}
+                await self._apply_state_delta(conn, room_id, position, adds_state_event_ids,
+                                              removes_state_event_ids, known)
+                if event.type == MEMBER and event.state_key is not None:
+                    applied.user_ids.add(event.state_key)
+                    await self._track_invite(conn, event, position, local_server)
+            await self._set_room_position(conn, room_id, event.event_id, room_stream_position)
+            members = await state_t.select_room_members(conn, room_id, ["join", "invite"])
+            applied.user_ids.update(m.state_key for m in members)
+        return applied
+
+    async def rebuild_room_state(self, room_id: str, state_events: Sequence[Event]) -> Applied:
+        """Replaces the room's current state with the room server's (after a
+        missed output entry), as one state change at a new position."""
+        async with self._db.transaction() as conn:
+            await self._store_state_only(conn, state_events)
+            position = await stream_t.next_position(conn)
+            wanted = {(e.type, e.state_key or ""): e for e in state_events if e.is_state()}
+            current = {(c.type, c.state_key): c for c in await state_t.select_current_state(conn, room_id)}
+            removes = [c.event_id for key, c in current.items()
+                       if key not in wanted or wanted[key].event_id != c.event_id]
+            adds = [e.event_id for key, e in wanted.items()
+                    if key not in current or current[key].event_id != e.event_id]
+            applied = Applied(position=position, room_id=room_id)
+            applied.user_ids.update(c.state_key for c in current.values() if c.type == MEMBER)
+            await self._apply_state_delta(conn, room_id, position, adds, removes,
+                                          {e.event_id: e for e in state_events})
+            members = await state_t.select_room_members(conn, room_id, ["join", "invite"])
+            applied.user_ids.update(m.state_key for m in members)
+        return applied
+
+    async def write_invite(self, event: Event, target_user_id: str,
+                           invite_room_state: Sequence[dict[str, Any]]) -> Applied | None:
+        async with self._db.transaction() as conn:
+            stripped = [*invite_room_state, _stripped(event.pdu)]
+            existing = await invites_t.select_invite(conn, event.event_id)
+            if existing is not None:
+                if invite_room_state:
+                    await invites_t.update_invite_state(conn, event.event_id, json.dumps(stripped))
+                return None
+            position = await stream_t.next_position(conn)
+            await invites_t.insert_invite(conn, StoredInvite(
+                event_id=event.event_id, room_id=event.room_id, target_user_id=target_user_id,
+                room_version=event.room_version.identifier, event_json=event.to_json().decode(),
+                invite_state_json=json.dumps(stripped), stream_pos=position, retired_pos=None,
+                retired_membership=None, retired_by_event_id=None))
+        return Applied(position=position, room_id=event.room_id, user_ids={target_user_id})
+
+    async def retire_invite(self, event_id: str, room_id: str, target_user_id: str, membership: str,
+                            retired_by_event_id: str) -> Applied | None:
+        async with self._db.transaction() as conn:
+            existing = await invites_t.select_invite(conn, event_id)
+            if existing is None or existing.retired_pos is not None:
+                return None
+            position = await stream_t.next_position(conn)
+            await invites_t.retire_invites(conn, room_id, target_user_id, position=position,
+                                           membership=membership or "leave",
+                                           retired_by_event_id=retired_by_event_id, event_id=event_id)
+        return Applied(position=position, room_id=room_id, user_ids={target_user_id})
+
+    async def redact_event(self, redacted_event_id: str, redaction_event_id: str,
+                           redacted: Event) -> Applied | None:
+        """Replaces the stored JSON with the redacted form and remembers the redaction."""
+        async with self._db.transaction() as conn:
+            found = await events_t.select_events_by_ids(conn, [redacted_event_id, redaction_event_id])
+            target = found.get(redacted_event_id)
+            if target is None:
+                return None
+            unsigned: dict[str, Any] = {}
+            redaction = found.get(redaction_event_id)
+            unsigned["redacted_because"] = (
+                {"pdu": json.loads(redaction.event_json), "event_id": redaction.event_id}
+                if redaction is not None else {"event_id": redaction_event_id})
+            await events_t.update_redacted(conn, redacted_event_id, redacted.to_json().decode(),
+                                           json.dumps(unsigned))
+            members = await state_t.select_room_members(conn, target.room_id, ["join"])
+            position = await stream_t.current_position(conn)
+        return Applied(position=position, room_id=target.room_id,
+                       user_ids={m.state_key for m in members})
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _store_state_only(self, conn: AsyncConnection, state_events: Iterable[Event]) -> None:
+        pending = {e.event_id: e for e in state_events}
+        if not pending:
+            return
+        known = await events_t.select_known_event_ids(conn, pending)
+        for event_id, event in pending.items():
+            if event_id in known:
+                continue
+            position = await stream_t.next_position(conn)
+            await events_t.insert_event(conn, _stored(
+                event, position, state_only=True, historical=False, history_visibility="shared"))
+
+    async def _prev_unsigned(self, conn: AsyncConnection, previous_event_id: str) -> dict[str, Any]:
+        found = await events_t.select_events_by_ids(conn, [previous_event_id])
+        previous = found.get(previous_event_id)
+        unsigned: dict[str, Any] = {"replaces_state": previous_event_id}
+        if previous is not None:
+            pdu = json.loads(previous.event_json)
+            unsigned["prev_content"] = pdu.get("content", {})
+            unsigned["prev_sender"] = pdu.get("sender")
+        return unsigned
+
+    async def _apply_state_delta(self, conn: AsyncConnection, room_id: str, position: int,
+                                 adds: Sequence[str], removes: Sequence[str],
+                                 known: dict[str, Event]) -> None:
+        for entry in await state_t.select_current_entries_by_event_ids(conn, room_id, list(removes)):
+            if entry.event_id not in adds:
+                await state_t.remove_entry(conn, entry, position)
+        missing = [event_id for event_id in adds if event_id not in known]
+        stored = await events_t.select_events_by_ids(conn, missing)
+        for event_id in adds:
+            event_type: str
+            state_key: str | None
+            membership: str | None
+            if event_id in known:
+                event = known[event_id]
+                event_type, state_key, membership = event.type, event.state_key, event.membership
+            elif event_id in stored:
+                row = stored[event_id]
+                event_type, state_key = row.type, row.state_key
+                membership = _membership_of(row)
+            else:
+                # The room server named state it did not send: nothing to serve it from.
+                continue
+            if state_key is None:
+                continue
+            current = await state_t.select_current_entry(conn, room_id, event_type, state_key)
+            if current is not None:
+                if current.event_id == event_id:
+                    continue
+                await state_t.remove_entry(conn, current, position)
+            await state_t.insert_entry(conn, StateEntry(
+                room_id=room_id, type=event_type, state_key=state_key, event_id=event_id,
+                membership=membership if event_type == MEMBER else None, added_pos=position))
+
+    async def _track_invite(self, conn: AsyncConnection, event: Event, position: int,
+                            local_server: str) -> None:
+        """Keeps the invites table right from the room's own membership events:
+        a local user's invite appears there even if no invite entry was
+        written, and any change of membership ends a pending invite."""
+        target = event.state_key or ""
+        if event.membership == "invite":
+            if not target.endswith(":" + local_server):
+                return
+            if await invites_t.select_invite(conn, event.event_id) is not None:
+                return
+            state = await state_t.select_state_at(
+                conn, event.room_id, position, types=[(t, "") for t in INVITE_STATE_TYPES]
+                + [(MEMBER, event.sender)])
+            found = await events_t.select_events_by_ids(conn, [s.event_id for s in state])
+            stripped = [_stripped(json.loads(e.event_json)) for e in found.values()]
+            stripped.append(_stripped(event.pdu))
+            await invites_t.insert_invite(conn, StoredInvite(
+                event_id=event.event_id, room_id=event.room_id, target_user_id=target,
+                room_version=event.room_version.identifier, event_json=event.to_json().decode(),
+                invite_state_json=json.dumps(stripped), stream_pos=position, retired_pos=None,
+                retired_membership=None, retired_by_event_id=None))
+        else:
+            await invites_t.retire_invites(conn, event.room_id, target, position=position,
+                                           membership=event.membership or "leave",
+                                           retired_by_event_id=event.event_id)
+
+    async def _set_room_position(self, conn: AsyncConnection, room_id: str, event_id: str,
+                                 room_stream_position: int) -> None:
+        await conn.execute(self._db.upsert(
+            positions_t.room_positions,
+            {"room_id": room_id, "last_event_id": event_id,
+             "room_stream_position": room_stream_position},
+            ["room_id"]))
+
+    # -- filters ------------------------------------------------------------------------------
+
+    async def store_filter(self, user_id: str, filter_json: str) -> int:
+        async with self._db.transaction() as conn:
+            return await filters_t.insert_filter(conn, user_id, filter_json)
+
+    async def get_filter(self, user_id: str, filter_id: int) -> str | None:
+        async with self._db.connect() as conn:
+            return await filters_t.select_filter(conn, user_id, filter_id)
+
+
+def _membership_of(row: StoredEvent) -> str | None:
+    if row.type != MEMBER:
+        return None
+    content = json.loads(row.event_json).get("content", {})
+    value = content.get("membership") if isinstance(content, dict) else None
+    return value if isinstance(value, str) else None
+
+
+class Reader:
+    """Read queries on one connection (one request)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def current_position(self) -> int:
+        return await stream_t.current_position(self.conn)
+
+    async def user_memberships(self, user_id: str, memberships: Sequence[str]) -> list[StateEntry]:
+        return await state_t.select_user_memberships(self.conn, user_id, memberships)
+
+    async def membership_history(self, user_id: str, room_ids: Sequence[str] | None = None
+                                 ) -> list[tuple[str, str | None, int, int | None]]:
+        return await state_t.select_membership_history(self.conn, user_id, room_ids)
+
+    async def room_members(self, room_id: str, memberships: Sequence[str]) -> list[StateEntry]:
+        return await state_t.select_room_members(self.conn, room_id, memberships)
+
+    async def state_at(self, room_id: str, position: int, *, added_after: int | None = None,
+                       types: Iterable[tuple[str, str | None]] | None = None) -> list[StateEntry]:
+        return await state_t.select_state_at(self.conn, room_id, position, added_after=added_after,
+                                             types=types)
+
+    async def current_state_entry(self, room_id: str, event_type: str, state_key: str
+                                  ) -> StateEntry | None:
+        return await state_t.select_current_entry(self.conn, room_id, event_type, state_key)
+
+    async def events_by_ids(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        return await events_t.select_events_by_ids(self.conn, event_ids)
+
+    async def recent_events(self, room_id: str, *, after: int, upto: int, limit: int,
+                            event_filter: EventFilter | None = None) -> list[StoredEvent]:
+        return await events_t.select_recent_events(self.conn, room_id, after=after, upto=upto,
+                                                   limit=limit, event_filter=event_filter)
+
+    async def rooms_with_events(self, room_ids: Sequence[str], *, after: int, upto: int) -> set[str]:
+        return await events_t.select_rooms_with_events(self.conn, room_ids, after=after, upto=upto)
+
+    async def topological_page(self, room_id: str, *, before: tuple[int, int] | None,
+                               at_or_after: tuple[int, int] | None, backwards: bool, limit: int,
+                               event_filter: EventFilter | None) -> list[StoredEvent]:
+        return await events_t.select_topological_page(
+            self.conn, room_id, before=before, at_or_after=at_or_after, backwards=backwards,
+            limit=limit, event_filter=event_filter)
+
+    async def latest_position_in_room(self, room_id: str, upto: int) -> tuple[int, int] | None:
+        return await events_t.select_latest_position_in_room(self.conn, room_id, upto)
+
+    async def latest_history_visibility(self, room_id: str) -> str | None:
+        t = events_t.events.c
+        row = (await self.conn.execute(
+            select(t.history_visibility).where(t.room_id == room_id, t.state_only == false())
+            .order_by(t.stream_pos.desc()).limit(1))).first()
+        return None if row is None else str(row[0])
+
+    async def active_invites(self, user_id: str, *, after: int, upto: int) -> list[StoredInvite]:
+        return await invites_t.select_active_invites(self.conn, user_id, after=after, upto=upto)
+
+    async def retired_invites(self, user_id: str, *, after: int, upto: int) -> list[StoredInvite]:
+        return await invites_t.select_retired_invites(self.conn, user_id, after=after, upto=upto)

@@ -1,0 +1,185 @@
+"""syncapi_current_room_state and syncapi_state_history: each room's state
+now, and the entries it replaced, each with the stream positions between
+which it was in force.
+
+The state of a room at stream position P is the current entries added at or
+before P plus the history entries with ``added_pos <= P < removed_pos``: one
+indexed query, no copy of the state per event. The member rows double as
+the membership tables (joined users per room, a user's rooms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Index,
+    Table,
+    Text,
+    and_,
+    delete,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from syncapi.storage.tables import metadata
+
+MEMBER = "m.room.member"
+
+current_room_state = Table(
+    "syncapi_current_room_state", metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("type", Text, primary_key=True),
+    Column("state_key", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("membership", Text),
+    Column("added_pos", BigInteger, nullable=False),
+    Index("syncapi_current_room_state_user", "state_key", "type", "membership"),
+)
+
+state_history = Table(
+    "syncapi_state_history", metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("type", Text, primary_key=True),
+    Column("state_key", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("membership", Text),
+    Column("added_pos", BigInteger, primary_key=True),
+    Column("removed_pos", BigInteger, nullable=False),
+    Index("syncapi_state_history_removed", "room_id", "removed_pos"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    room_id: str
+    type: str
+    state_key: str
+    event_id: str
+    membership: str | None
+    added_pos: int
+
+
+async def select_current_entry(conn: AsyncConnection, room_id: str, event_type: str, state_key: str
+                               ) -> StateEntry | None:
+    c = current_room_state.c
+    row = (await conn.execute(select(current_room_state).where(
+        c.room_id == room_id, c.type == event_type, c.state_key == state_key))).first()
+    return None if row is None else StateEntry(*row)
+
+
+async def select_current_entries_by_event_ids(conn: AsyncConnection, room_id: str,
+                                              event_ids: Sequence[str]) -> list[StateEntry]:
+    if not event_ids:
+        return []
+    c = current_room_state.c
+    rows = await conn.execute(select(current_room_state).where(
+        c.room_id == room_id, c.event_id.in_(list(event_ids))))
+    return [StateEntry(*row) for row in rows]
+
+
+async def remove_entry(conn: AsyncConnection, entry: StateEntry, removed_pos: int) -> None:
+    """Moves a current entry to the history, in force until ``removed_pos``."""
+    c = current_room_state.c
+    await conn.execute(delete(current_room_state).where(
+        c.room_id == entry.room_id, c.type == entry.type, c.state_key == entry.state_key))
+    if entry.added_pos == removed_pos:
+        # Added and removed at the same position: it never was the state at any position.
+        return
+    await conn.execute(state_history.insert().values(
+        room_id=entry.room_id, type=entry.type, state_key=entry.state_key, event_id=entry.event_id,
+        membership=entry.membership, added_pos=entry.added_pos, removed_pos=removed_pos))
+
+
+async def insert_entry(conn: AsyncConnection, entry: StateEntry) -> None:
+    await conn.execute(current_room_state.insert().values(
+        room_id=entry.room_id, type=entry.type, state_key=entry.state_key, event_id=entry.event_id,
+        membership=entry.membership, added_pos=entry.added_pos))
+
+
+async def select_current_state(conn: AsyncConnection, room_id: str) -> list[StateEntry]:
+    rows = await conn.execute(select(current_room_state).where(current_room_state.c.room_id == room_id))
+    return [StateEntry(*row) for row in rows]
+
+
+async def select_state_at(conn: AsyncConnection, room_id: str, position: int,
+                          *, added_after: int | None = None,
+                          types: Iterable[tuple[str, str | None]] | None = None) -> list[StateEntry]:
+    """The room's state at stream position ``position`` (after the event at it).
+
+    ``added_after``: only entries that entered the state after that position
+    (the state delta between two points). ``types``: only these (type,
+    state_key) pairs; a None state_key means every key of the type.
+    """
+    cur, hist = current_room_state.c, state_history.c
+    current_q = select(cur.room_id, cur.type, cur.state_key, cur.event_id, cur.membership,
+                       cur.added_pos).where(cur.room_id == room_id, cur.added_pos <= position)
+    history_q = select(hist.room_id, hist.type, hist.state_key, hist.event_id, hist.membership,
+                       hist.added_pos).where(hist.room_id == room_id, hist.added_pos <= position,
+                                             hist.removed_pos > position)
+    if added_after is not None:
+        current_q = current_q.where(cur.added_pos > added_after)
+        history_q = history_q.where(hist.added_pos > added_after)
+    if types is not None:
+        wanted = list(types)
+        if not wanted:
+            return []
+        current_q = current_q.where(_types_clause(current_room_state, wanted))
+        history_q = history_q.where(_types_clause(state_history, wanted))
+    rows = await conn.execute(union_all(current_q, history_q))
+    return [StateEntry(*row) for row in rows]
+
+
+def _types_clause(table: Table, wanted: list[tuple[str, str | None]]) -> ColumnElement[bool]:
+    c = table.c
+    clauses: list[ColumnElement[bool]] = []
+    for event_type, state_key in wanted:
+        if state_key is None:
+            clauses.append(c.type == event_type)
+        else:
+            clauses.append(and_(c.type == event_type, c.state_key == state_key))
+    return or_(*clauses)
+
+
+async def select_membership_history(conn: AsyncConnection, user_id: str,
+                                    room_ids: Sequence[str] | None = None
+                                    ) -> list[tuple[str, str | None, int, int | None]]:
+    """Every membership the user had, as (room_id, membership, added_pos,
+    removed_pos or None while current), for history visibility."""
+    cur, hist = current_room_state.c, state_history.c
+    current_q = select(cur.room_id, cur.membership, cur.added_pos, cur.added_pos.label("removed")) \
+        .where(cur.type == MEMBER, cur.state_key == user_id)
+    history_q = select(hist.room_id, hist.membership, hist.added_pos, hist.removed_pos) \
+        .where(hist.type == MEMBER, hist.state_key == user_id)
+    if room_ids is not None:
+        current_q = current_q.where(cur.room_id.in_(list(room_ids)))
+        history_q = history_q.where(hist.room_id.in_(list(room_ids)))
+    result: list[tuple[str, str | None, int, int | None]] = []
+    for row in await conn.execute(current_q):
+        result.append((row[0], row[1], int(row[2]), None))
+    for row in await conn.execute(history_q):
+        result.append((row[0], row[1], int(row[2]), int(row[3])))
+    return result
+
+
+async def select_user_memberships(conn: AsyncConnection, user_id: str,
+                                  memberships: Sequence[str]) -> list[StateEntry]:
+    """The user's current membership rows with one of ``memberships``."""
+    c = current_room_state.c
+    rows = await conn.execute(select(current_room_state).where(
+        c.type == MEMBER, c.state_key == user_id, c.membership.in_(list(memberships))))
+    return [StateEntry(*row) for row in rows]
+
+
+async def select_room_members(conn: AsyncConnection, room_id: str,
+                              memberships: Sequence[str]) -> list[StateEntry]:
+    c = current_room_state.c
+    rows = await conn.execute(select(current_room_state).where(
+        c.room_id == room_id, c.type == MEMBER, c.membership.in_(list(memberships))))
+    return [StateEntry(*row) for row in rows]

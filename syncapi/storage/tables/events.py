@@ -1,0 +1,235 @@
+"""syncapi_events: every event the sync API serves, by stream position.
+
+Timeline events are ordered by ``stream_pos`` for /sync and by ``(depth,
+stream_pos)`` for /messages. State events known only through the state
+(``state_only``) and backfilled events (``historical``) are stored here too,
+but never appear in a /sync timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Index,
+    Select,
+    Table,
+    Text,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from syncapi.filters import EventFilter, like_pattern
+from syncapi.storage.tables import metadata
+
+events = Table(
+    "syncapi_events", metadata,
+    Column("stream_pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("room_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("type", Text, nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("state_key", Text),
+    Column("depth", BigInteger, nullable=False),
+    Column("room_version", Text, nullable=False),
+    Column("event_json", Text, nullable=False),
+    Column("unsigned_json", Text),
+    Column("history_visibility", Text, nullable=False),
+    Column("historical", Boolean, nullable=False),
+    Column("state_only", Boolean, nullable=False),
+    Column("contains_url", Boolean, nullable=False),
+    Column("txn_device_id", Text),
+    Column("txn_id", Text),
+    Index("syncapi_events_room_stream", "room_id", "stream_pos"),
+    Index("syncapi_events_room_topology", "room_id", "depth", "stream_pos"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    stream_pos: int
+    room_id: str
+    event_id: str
+    type: str
+    sender: str
+    state_key: str | None
+    depth: int
+    room_version: str
+    event_json: str
+    unsigned_json: str | None
+    history_visibility: str
+    historical: bool
+    state_only: bool
+    contains_url: bool
+    txn_device_id: str | None
+    txn_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Row[tuple[object, ...]]) -> StoredEvent:
+        m = row._mapping
+        return cls(
+            stream_pos=int(m["stream_pos"]), room_id=m["room_id"], event_id=m["event_id"],
+            type=m["type"], sender=m["sender"], state_key=m["state_key"], depth=int(m["depth"]),
+            room_version=m["room_version"], event_json=m["event_json"],
+            unsigned_json=m["unsigned_json"], history_visibility=m["history_visibility"],
+            historical=bool(m["historical"]), state_only=bool(m["state_only"]),
+            contains_url=bool(m["contains_url"]), txn_device_id=m["txn_device_id"],
+            txn_id=m["txn_id"],
+        )
+
+
+async def insert_event(conn: AsyncConnection, event: StoredEvent) -> None:
+    await conn.execute(events.insert().values(
+        stream_pos=event.stream_pos, room_id=event.room_id, event_id=event.event_id, type=event.type,
+        sender=event.sender, state_key=event.state_key, depth=event.depth,
+        room_version=event.room_version, event_json=event.event_json,
+        unsigned_json=event.unsigned_json, history_visibility=event.history_visibility,
+        historical=event.historical, state_only=event.state_only, contains_url=event.contains_url,
+        txn_device_id=event.txn_device_id, txn_id=event.txn_id,
+    ))
+
+
+async def select_known_event_ids(conn: AsyncConnection, event_ids: Iterable[str]) -> set[str]:
+    ids = list(set(event_ids))
+    if not ids:
+        return set()
+    result = await conn.execute(select(events.c.event_id).where(events.c.event_id.in_(ids)))
+    return {row[0] for row in result}
+
+
+async def select_events_by_ids(conn: AsyncConnection, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+    ids = list(set(event_ids))
+    found: dict[str, StoredEvent] = {}
+    # Chunked so a room with a very large state stays under parameter limits.
+    for start in range(0, len(ids), 500):
+        result = await conn.execute(select(events).where(events.c.event_id.in_(ids[start:start + 500])))
+        for row in result:
+            stored = StoredEvent.from_row(row)
+            found[stored.event_id] = stored
+    return found
+
+
+async def update_redacted(conn: AsyncConnection, event_id: str, event_json: str,
+                          unsigned_json: str | None) -> bool:
+    result = await conn.execute(
+        update(events).where(events.c.event_id == event_id)
+        .values(event_json=event_json, unsigned_json=unsigned_json, contains_url=False))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def filter_clause(event_filter: EventFilter) -> ColumnElement[bool] | None:
+    """The type, sender and URL parts of a RoomEventFilter as a WHERE clause."""
+    clauses: list[ColumnElement[bool]] = []
+    if event_filter.types is not None:
+        if not event_filter.types:
+            return false()
+        clauses.append(or_(*(_type_clause(p) for p in event_filter.types)))
+    if event_filter.not_types:
+        clauses.append(not_(or_(*(_type_clause(p) for p in event_filter.not_types))))
+    if event_filter.senders is not None:
+        clauses.append(events.c.sender.in_(list(event_filter.senders)))
+    if event_filter.not_senders:
+        clauses.append(events.c.sender.not_in(list(event_filter.not_senders)))
+    if event_filter.contains_url is not None:
+        clauses.append(events.c.contains_url == event_filter.contains_url)
+    return and_(*clauses) if clauses else None
+
+
+def _type_clause(pattern: str) -> ColumnElement[bool]:
+    if "*" in pattern:
+        return events.c.type.like(like_pattern(pattern), escape="\\")
+    return events.c.type == pattern
+
+
+def _timeline(stmt: Select[tuple[object, ...]], event_filter: EventFilter | None
+              ) -> Select[tuple[object, ...]]:
+    stmt = stmt.where(events.c.state_only == false(), events.c.historical == false())
+    if event_filter is not None:
+        clause = filter_clause(event_filter)
+        if clause is not None:
+            stmt = stmt.where(clause)
+    return stmt
+
+
+async def select_recent_events(
+    conn: AsyncConnection, room_id: str, *, after: int, upto: int, limit: int,
+    event_filter: EventFilter | None = None,
+) -> list[StoredEvent]:
+    """The last ``limit`` timeline events of a room with ``after < stream_pos <=
+    upto``, oldest first."""
+    stmt = _timeline(select(events).where(
+        events.c.room_id == room_id, events.c.stream_pos > after, events.c.stream_pos <= upto,
+    ), event_filter).order_by(events.c.stream_pos.desc()).limit(limit)
+    rows = [StoredEvent.from_row(row) for row in await conn.execute(stmt)]
+    rows.reverse()
+    return rows
+
+
+async def select_rooms_with_events(conn: AsyncConnection, room_ids: Sequence[str], *, after: int,
+                                   upto: int) -> set[str]:
+    """Which of the rooms have timeline events with ``after < stream_pos <= upto``."""
+    found: set[str] = set()
+    for start in range(0, len(room_ids), 500):
+        stmt = _timeline(select(events.c.room_id).distinct().where(
+            events.c.room_id.in_(list(room_ids[start:start + 500])),
+            events.c.stream_pos > after, events.c.stream_pos <= upto,
+        ), None)
+        found.update(str(row[0]) for row in await conn.execute(stmt))
+    return found
+
+
+async def select_topological_page(
+    conn: AsyncConnection, room_id: str, *, before: tuple[int, int] | None = None,
+    at_or_after: tuple[int, int] | None = None, backwards: bool, limit: int,
+    event_filter: EventFilter | None = None,
+) -> list[StoredEvent]:
+    """A page of a room's events in topological order, for /messages.
+
+    ``before``/``at_or_after`` bound ``(depth, stream_pos)``; backwards pages
+    come newest first. Historical events are included (they are the room's
+    past); state-only events are not (they were never in the timeline).
+    """
+    position = tuple_(events.c.depth, events.c.stream_pos)
+    stmt = select(events).where(events.c.room_id == room_id, events.c.state_only == false())
+    if before is not None:
+        stmt = stmt.where(position < tuple_(*before))
+    if at_or_after is not None:
+        stmt = stmt.where(position >= tuple_(*at_or_after))
+    if event_filter is not None:
+        clause = filter_clause(event_filter)
+        if clause is not None:
+            stmt = stmt.where(clause)
+    if backwards:
+        stmt = stmt.order_by(events.c.depth.desc(), events.c.stream_pos.desc())
+    else:
+        stmt = stmt.order_by(events.c.depth.asc(), events.c.stream_pos.asc())
+    return [StoredEvent.from_row(row) for row in await conn.execute(stmt.limit(limit))]
+
+
+async def select_latest_position_in_room(conn: AsyncConnection, room_id: str, upto: int
+                                         ) -> tuple[int, int] | None:
+    """(depth, stream_pos) of the room's last non-state-only event at or before ``upto``."""
+    stmt = select(events.c.depth, events.c.stream_pos).where(
+        events.c.room_id == room_id, events.c.stream_pos <= upto, events.c.state_only == false(),
+    ).order_by(events.c.stream_pos.desc()).limit(1)
+    row = (await conn.execute(stmt)).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def select_max_depth(conn: AsyncConnection, room_id: str) -> int:
+    result = await conn.execute(select(func.max(events.c.depth)).where(events.c.room_id == room_id))
+    value = result.scalar()
+    return int(value) if value is not None else 0

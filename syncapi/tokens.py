@@ -1,0 +1,77 @@
+"""The sync API's opaque tokens.
+
+``StreamToken`` ("s<pdu>_<typing>_<receipt>") is /sync's ``next_batch``: one
+position per stream the sync API serves. Only the room-event stream exists
+so far; the others are zero placeholders so that typing, receipts and the
+rest can add their positions without changing the format. A shorter token
+("s12") parses with the missing positions at zero.
+
+``TopologyToken`` ("t<depth>-<stream>") is a point between two events in a
+room's topological order (depth, then stream position), used by
+``/messages`` and /sync's ``prev_batch``: an event is before the token when
+its (depth, stream position) is smaller, after it otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common import errors
+
+STREAM_NAMES = ("pdu", "typing", "receipt")
+
+
+@dataclass(frozen=True, order=True)
+class StreamToken:
+    pdu: int
+    typing: int = 0
+    receipt: int = 0
+
+    def __str__(self) -> str:
+        return f"s{self.pdu}_{self.typing}_{self.receipt}"
+
+    @classmethod
+    def parse(cls, text: str) -> StreamToken:
+        if not text.startswith("s"):
+            raise errors.InvalidParam(f"invalid stream token {text!r}")
+        try:
+            parts = [int(part) for part in text[1:].split("_")]
+        except ValueError:
+            raise errors.InvalidParam(f"invalid stream token {text!r}") from None
+        if not parts or any(part < 0 for part in parts):
+            raise errors.InvalidParam(f"invalid stream token {text!r}")
+        # Positions of streams this version does not know are ignored.
+        parts = parts[: len(STREAM_NAMES)]
+        parts += [0] * (len(STREAM_NAMES) - len(parts))
+        return cls(*parts)
+
+
+@dataclass(frozen=True, order=True)
+class TopologyToken:
+    depth: int
+    stream: int
+
+    def __str__(self) -> str:
+        return f"t{self.depth}-{self.stream}"
+
+    @classmethod
+    def parse(cls, text: str) -> TopologyToken:
+        if not text.startswith("t"):
+            raise errors.InvalidParam(f"invalid pagination token {text!r}")
+        depth, sep, stream = text[1:].rpartition("-")
+        try:
+            if not sep:
+                raise ValueError(text)
+            return cls(int(depth), int(stream))
+        except ValueError:
+            raise errors.InvalidParam(f"invalid pagination token {text!r}") from None
+
+
+PaginationToken = StreamToken | TopologyToken
+
+
+def parse_pagination_token(text: str) -> PaginationToken:
+    """A ``from``/``to``/``at`` token: a topology token or a /sync stream token."""
+    if text.startswith("t"):
+        return TopologyToken.parse(text)
+    return StreamToken.parse(text)
