@@ -232,7 +232,7 @@ def test_equal_sender_power_breaks_ties_by_timestamp_then_event_id(
 
 
 @pytest.mark.parametrize("version", V2_AND_V2_1)
-def test_kick_and_rejoin_race(version: str) -> None:
+def test_kick_beats_concurrent_topic_by_the_kicked_user(version: str) -> None:
     """Alice kicks Zara while Zara changes the topic; the kick (a power
     event) goes first, Zara is no longer joined, her topic fails."""
     dag = initial_room(version)
@@ -256,6 +256,22 @@ def test_self_leave_is_not_a_power_event(version: str) -> None:
     dag.member("BB", ALICE, BOB, "ban", prev=["IMZ"], ts=BASE_TS + 1_000)
 
     assert resolved_names(dag, "LB", "BB")[member(BOB)] == "BB"
+
+
+@pytest.mark.parametrize(("version", "winner"), [("1", "E3"), ("2", "E4"), ("11", "E4"), ("12", "E4")])
+def test_spec_example_two_names_on_two_branches(version: str, winner: str) -> None:
+    """The server-server API's example: E0 -> E1, then E2 -> E3 on one
+    branch and E4 on the other, E5 merging them, with E3 and E4 both
+    setting the room name. v1 keeps the deeper E3; v2 and v2.1 order both
+    by mainline (the same power levels) then timestamp, and E4 is later."""
+    dag = initial_room(version)
+    dag.message("E1", ALICE, prev=["IMZ"])
+    dag.message("E2", ALICE, prev=["E1"])
+    dag.add("E3", "m.room.name", ALICE, {"name": "three"}, state_key="", prev=["E2"], ts=BASE_TS + 100)
+    dag.add("E4", "m.room.name", ALICE, {"name": "four"}, state_key="", prev=["E1"], ts=BASE_TS + 200)
+    dag.message("E5", ALICE, prev=["E3", "E4"])
+
+    assert names(dag.state_after("E5"))[key("m.room.name")] == winner
 
 
 # -- v2.1 (room version 12): where it differs from v2 ---------------------------
@@ -477,17 +493,23 @@ def test_auth_chain_difference(version: str) -> None:
 
 @pytest.mark.parametrize("version", V2_AND_V2_1)
 def test_precomputed_auth_chain_difference_is_used(version: str) -> None:
+    """The caller's auth difference replaces the computed one: the right one
+    gives the same result, and leaving out PB (between PA and PC in the
+    power levels chain) makes Charlie's PC fail in v2, as it would in a
+    server whose index forgot PB. In v2.1 PB is still replayed, as part of
+    the conflicted state subgraph (the path PC -> PB -> PA)."""
     dag = initial_room(version)
     dag.power_levels("PA", ALICE, {ALICE: 100, BOB: 50}, prev=["IMZ"])
-    dag.member("MB", ALICE, BOB, "ban", prev=["PA"])
-    dag.power_levels("PB", BOB, {ALICE: 100, BOB: 50}, prev=["PA"])
-    sets = dag.state_sets("MB", "PB")
+    dag.power_levels("PB", BOB, {ALICE: 100, BOB: 50, CHARLIE: 50}, prev=["PA"])
+    dag.power_levels("PC", CHARLIE, {ALICE: 100, BOB: 50, CHARLIE: 0}, prev=["PB"])
+    sets = dag.state_sets("PC", "PA")
     room_version = KNOWN_ROOM_VERSIONS[version]
     difference = auth_chain_difference(sets, dag.get)
-    assert resolve_state(room_version, sets, dag.get, difference) == resolve_state(room_version, sets, dag.get)
-    # An empty difference leaves the ban out of the full conflicted set's
-    # power events only if it is not conflicted itself, and here it is.
-    assert resolve_state(room_version, sets, dag.get, set())[member(BOB)] == "$MB"
+    assert difference == {"$PB", "$PC"}
+
+    assert resolve_state(room_version, sets, dag.get, difference)[PL] == "$PC"
+    without_pb = "$PC" if version in V2_1_VERSIONS else "$PA"
+    assert resolve_state(room_version, sets, dag.get, {"$PC"})[PL] == without_pb
 
 
 # -- rejected events, missing events, efficiency -----------------------------------
