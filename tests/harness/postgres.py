@@ -161,6 +161,7 @@ def start_postgres(workdir: Path | None = None) -> PostgresServer:
     bin_dir = postgres_bin_dir()
     user = _server_user()
     parent = _usable_parent(workdir, user)
+    _remove_abandoned_clusters(parent or Path(tempfile.gettempdir()))
     root = Path(tempfile.mkdtemp(prefix="myelin-pg-", dir=parent))
     try:
         data_dir, socket_dir = root / "data", root / "sock"
@@ -211,6 +212,24 @@ def start_postgres(workdir: Path | None = None) -> PostgresServer:
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+def _remove_abandoned_clusters(parent: Path, min_age_seconds: float = 600.0) -> None:
+    """Delete cluster directories a killed test run left behind (their server is gone)."""
+    now = time.time()
+    for root in parent.glob("myelin-pg-*"):
+        try:
+            if now - root.stat().st_mtime < min_age_seconds:
+                continue  # possibly still starting up
+            pid_file = root / "data" / "postmaster.pid"
+            if pid_file.exists():
+                pid = int(pid_file.read_text().split("\n", 1)[0])
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 0)
+                    continue  # its server is running
+            shutil.rmtree(root, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def _usable_parent(workdir: Path | None, user: str | None) -> Path | None:
