@@ -94,7 +94,10 @@ def resolve_state(
     state set's own events as part of its auth chain, as
     :func:`auth_chain_difference` does); it is ignored by v1. ``is_rejected``
     names events rejected against their own auth events: they are never used
-    as auth events, nor admitted to the state, by the iterative auth checks.
+    as auth events, nor admitted to the state, by the iterative auth checks
+    of v2 and v2.1 (v1 has none and ignores it). Events rejected only for
+    failing auth against the state before them must not be named: the spec
+    has those replayed like any other event.
     """
     if not state_sets:
         return {}

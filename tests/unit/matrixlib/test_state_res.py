@@ -274,6 +274,22 @@ def test_spec_example_two_names_on_two_branches(version: str, winner: str) -> No
     assert names(dag.state_after("E5"))[key("m.room.name")] == winner
 
 
+@pytest.mark.parametrize(("version", "winner"), [("11", "PX"), ("12", "PY")])
+def test_room_creator_outranks_every_power_level_in_v12(version: str, winner: str) -> None:
+    """Alice (the creator) and Charlie (100) change the power levels at
+    once, Charlie a little earlier. In v11 both have 100, so Charlie's is
+    replayed first and Alice's, applied on top, wins; in v12 the creator's
+    power is infinite, hers goes first and Charlie's wins."""
+    dag = initial_room(version)
+    dag.power_levels("PA1", ALICE, {ALICE: 100, CHARLIE: 100}, prev=["IMZ"])
+    dag.power_levels("PY", CHARLIE, {ALICE: 100, CHARLIE: 100}, events={TOPIC: 50}, prev=["PA1"],
+                     ts=BASE_TS + 1_000)
+    dag.power_levels("PX", ALICE, {ALICE: 100, CHARLIE: 100}, events_default=10, prev=["PA1"],
+                     ts=BASE_TS + 2_000)
+
+    assert resolved_names(dag, "PX", "PY")[PL] == winner
+
+
 # -- v2.1 (room version 12): where it differs from v2 ---------------------------
 
 
