@@ -114,6 +114,9 @@ def make_app(name: str, blueprints: Iterable[Blueprint]) -> App:
     app.config.RESPONSE_TIMEOUT = 300
     app.config.NOISY_EXCEPTIONS = False
     app.config.AUTO_EXTEND = False
+    # Touch-up rewrites Sanic's own classes once per process; a second app (tests, or two
+    # listeners in one process) would fail to start (KeyError in TouchUp.run).
+    app.config.TOUCHUP = False
     for blueprint in blueprints:
         app.blueprint(blueprint)
 
