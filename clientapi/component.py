@@ -1,0 +1,58 @@
+"""The client API component: the client-server HTTP front for writes.
+
+``build(config, database, log, roomserver, userapi, signing_key)`` is the
+one constructor. ``component.blueprint`` is a Sanic ``Blueprint`` that the
+process wiring mounts with ``common.http.make_app``. ``open_clientapi_database``
+opens the component's own database (transaction IDs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sanic import Blueprint
+
+from clientapi.internal.ratelimit import TokenBucketLimiter
+from clientapi.internal.services import Services
+from clientapi.internal.uia import SessionSigner
+from clientapi.routing import createroom, login, membership, register, send, state, versions
+from clientapi.storage.database import ClientAPIDatabase
+from common.config import Config
+from common.log import Log
+from common.storage import Database, database_url_for, open_database
+from matrixlib.signing import SigningKey
+from roomserver.api import ClientRoomserverAPI
+from userapi.api import UserAPI
+
+COMPONENT = "clientapi"
+
+
+@dataclass
+class ClientAPI:
+    blueprint: Blueprint
+    services: Services
+
+    async def close(self) -> None:
+        """The database belongs to the caller, who opened it."""
+
+
+def build(config: Config, database: Database, log: Log | None, roomserver: ClientRoomserverAPI,
+          userapi: UserAPI, signing_key: SigningKey, *, blueprint_name: str = "clientapi") -> ClientAPI:
+    limits = config.rate_limits
+    services = Services(
+        config=config, roomserver=roomserver, userapi=userapi, signing_key=signing_key,
+        database=ClientAPIDatabase(database), log=log,
+        send_limiter=TokenBucketLimiter(limits.send_per_user, enabled=limits.enabled),
+        login_limiter=TokenBucketLimiter(limits.login_per_ip, enabled=limits.enabled),
+        register_limiter=TokenBucketLimiter(limits.register_per_ip, enabled=limits.enabled),
+        sessions=SessionSigner(config.macaroon_secret),
+    )
+    blueprint = Blueprint(blueprint_name)
+    for module in (versions, register, login, createroom, membership, send, state):
+        module.add_routes(blueprint, services)
+    return ClientAPI(blueprint=blueprint, services=services)
+
+
+async def open_clientapi_database(config: Config) -> Database:
+    url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
+    return await open_database(url, COMPONENT)

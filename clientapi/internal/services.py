@@ -1,0 +1,103 @@
+"""What the client API's routes share: its neighbours, its storage, the
+server's identity and the rate limiters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from myelin.roomserver.v1 import events_pb2, input_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
+from sanic import Request
+
+from clientapi.internal.ratelimit import TokenBucketLimiter
+from clientapi.internal.uia import SessionSigner
+from clientapi.storage.database import ClientAPIDatabase
+from common import errors
+from common.config import Config
+from common.http import access_token
+from common.log import Log
+from matrixlib.events import Event
+from matrixlib.signing import SigningKey
+from roomserver.api import ClientRoomserverAPI
+from userapi.api import UserAPI
+
+
+@dataclass
+class Services:
+    config: Config
+    roomserver: ClientRoomserverAPI
+    userapi: UserAPI
+    signing_key: SigningKey
+    database: ClientAPIDatabase
+    log: Log | None
+    send_limiter: TokenBucketLimiter
+    login_limiter: TokenBucketLimiter
+    register_limiter: TokenBucketLimiter
+    sessions: SessionSigner
+    _txn_locks: dict[tuple[str, ...], asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def server_name(self) -> str:
+        return self.config.server_name
+
+    @property
+    def base_url(self) -> str:
+        """The URL clients reach this server at (well-known, login)."""
+        configured = str(getattr(self.config, "public_baseurl", "") or "")
+        return configured or f"https://{self.config.server_name}/"
+
+    # -- callers --------------------------------------------------------------
+
+    async def device_for(self, request: Request) -> ua_pb.Device:
+        """The caller's device; M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise."""
+        token = access_token(request)
+        try:
+            return await self.userapi.query_access_token(ua_pb.QueryAccessTokenRequest(access_token=token))
+        except errors.UnknownToken as e:
+            e.extra.setdefault("soft_logout", False)
+            raise
+
+    @staticmethod
+    def client_ip(request: Request) -> str:
+        return str(request.remote_addr or request.ip or "")
+
+    @asynccontextmanager
+    async def transaction_lock(self, *key: str) -> AsyncIterator[None]:
+        """Serialises requests that reuse one transaction ID, so a retry that
+        races the original waits for it instead of sending twice."""
+        lock = self._txn_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._txn_locks.get(key) is lock:
+                del self._txn_locks[key]
+
+    # -- writing events -------------------------------------------------------
+
+    async def input_events(self, events: list[Event], *,
+                           txn: events_pb2.TransactionID | None = None) -> None:
+        """Inputs the events in one call and waits for the room server's
+        verdict: REJECTED (or soft-failed) is 403 M_FORBIDDEN, INVALID 400."""
+        request = rs_pb.InputRoomEventsRequest(wait=True, events=[
+            input_log_pb2.InputRoomEvent(
+                kind=input_log_pb2.INPUT_KIND_NEW,
+                event=events_pb2.Event(event_id=event.event_id, room_version=event.room_version.identifier,
+                                       pdu_json=event.to_json()),
+                transaction_id=txn)
+            for event in events
+        ])
+        answer = await self.roomserver.input_room_events(request)
+        for result in answer.results:
+            outcome = result.outcome
+            if outcome in (rs_pb.INPUT_OUTCOME_ACCEPTED, rs_pb.INPUT_OUTCOME_DUPLICATE):
+                continue
+            if outcome in (rs_pb.INPUT_OUTCOME_REJECTED, rs_pb.INPUT_OUTCOME_SOFT_FAILED):
+                raise errors.Forbidden(result.reason or "The event was not allowed")
+            if outcome == rs_pb.INPUT_OUTCOME_INVALID:
+                raise errors.BadJSON(result.reason or "The event was invalid")
+            raise errors.MatrixError(f"the room server gave no outcome for {result.event_id}")

@@ -1,0 +1,103 @@
+"""POST /createRoom.
+
+Spec: data/api/client-server/create_room.yaml. The initial events are
+built locally (``common.eventbuilder.build_room_creation_events``) and
+input in one call; invites follow as separate membership events.
+Not yet: ``room_alias_name`` (no alias directory; ignored) and
+``invite_3pid`` (refused).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from clientapi.internal import params
+from clientapi.internal.membership import send_membership
+from clientapi.internal.services import Services
+from clientapi.routing import client_route
+from common import errors
+from common.eventbuilder import (
+    PRESET_PRIVATE,
+    PRESET_PUBLIC,
+    PRESETS,
+    InitialStateEvent,
+    RoomCreationRequest,
+    build_room_creation_events,
+)
+from common.http import json_response, parse_json_body
+from matrixlib.ids import is_valid_user_id
+from matrixlib.room_versions import KNOWN_ROOM_VERSIONS
+
+logger = logging.getLogger(__name__)
+
+
+def _initial_state(items: list[Any]) -> list[InitialStateEvent]:
+    parsed = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise errors.BadJSON(f"initial_state[{index}] must be an object")
+        type = params.require_str(item, "type")
+        state_key = params.optional_str(item, "state_key") or ""
+        content = params.optional_dict(item, "content")
+        if content is None:
+            raise errors.MissingParam(f"initial_state[{index}] has no content")
+        parsed.append(InitialStateEvent(type=type, state_key=state_key, content=content))
+    return parsed
+
+
+def parse_create_room(body: dict[str, Any], creator: str, default_version: str) -> RoomCreationRequest:
+    visibility = params.optional_str(body, "visibility") or "private"
+    if visibility not in ("public", "private"):
+        raise errors.InvalidParam("visibility must be public or private")
+    preset = params.optional_str(body, "preset")
+    if preset is None:
+        preset = PRESET_PUBLIC if visibility == "public" else PRESET_PRIVATE
+    elif preset not in PRESETS:
+        raise errors.InvalidParam(f"unknown preset {preset!r}")
+    version_id = params.optional_str(body, "room_version") or default_version
+    room_version = KNOWN_ROOM_VERSIONS.get(version_id)
+    if room_version is None:
+        raise errors.UnsupportedRoomVersion(f"This server does not support room version {version_id}")
+    invite = params.optional_str_list(body, "invite")
+    for user_id in invite:
+        if not is_valid_user_id(user_id):
+            raise errors.InvalidParam(f"not a user ID: {user_id!r}")
+    if params.optional_list(body, "invite_3pid"):
+        raise errors.InvalidParam("third-party invites are not supported")
+    params.optional_bool(body, "is_direct")
+    params.optional_str(body, "room_alias_name")
+    return RoomCreationRequest(
+        creator=creator,
+        room_version=room_version,
+        preset=preset,
+        name=params.optional_str(body, "name"),
+        topic=params.optional_str(body, "topic"),
+        initial_state=_initial_state(params.optional_list(body, "initial_state")),
+        invite=list(dict.fromkeys(u for u in invite if u != creator)),
+        creation_content=params.optional_dict(body, "creation_content") or {},
+        power_level_content_override=params.optional_dict(body, "power_level_content_override"),
+    )
+
+
+def add_routes(blueprint: Blueprint, services: Services) -> None:
+    async def create_room(request: Request) -> HTTPResponse:
+        device = await services.device_for(request)
+        services.send_limiter.check(device.user_id)
+        body = parse_json_body(request)
+        creation = parse_create_room(body, device.user_id, services.config.default_room_version)
+        if body.get("room_alias_name"):
+            logger.info("createRoom: room_alias_name is not supported yet; room created without alias")
+        built = build_room_creation_events(creation, server_name=services.server_name,
+                                           signing_key=services.signing_key)
+        await services.input_events(built.events)
+        is_direct = params.optional_bool(body, "is_direct")
+        for invitee in creation.invite:
+            await send_membership(services, room_id=built.room_id, sender=device.user_id, target=invitee,
+                                  membership="invite", extra_content={"is_direct": True} if is_direct else None)
+        return json_response({"room_id": built.room_id})
+
+    client_route(blueprint, "/createRoom", create_room, ["POST"], name="create_room")

@@ -1,0 +1,89 @@
+"""GET/POST /login, POST /logout, POST /logout/all and GET /account/whoami.
+
+Spec: client-server API "Login", data/api/client-server/login.yaml,
+logout.yaml, whoami.yaml. Only m.login.password is offered.
+"""
+
+from __future__ import annotations
+
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from clientapi.internal import params
+from clientapi.internal.services import Services
+from clientapi.routing import client_route
+from common import errors
+from common.http import json_response, parse_json_body
+
+PASSWORD = "m.login.password"
+ID_USER = "m.id.user"
+
+
+def _localpart_of(user: str, server_name: str) -> str:
+    """A localpart from what the client typed: a localpart or a full user ID
+    of this server (lowercased, as registration lowercases)."""
+    if user.startswith("@"):
+        localpart, _, server = user[1:].partition(":")
+        if server != server_name:
+            raise errors.Forbidden("Invalid username or password")
+        return localpart.lower()
+    return user.lower()
+
+
+def add_routes(blueprint: Blueprint, services: Services) -> None:
+    async def login_flows(request: Request) -> HTTPResponse:
+        return json_response({"flows": [{"type": PASSWORD}]})
+
+    async def login(request: Request) -> HTTPResponse:
+        services.login_limiter.check(services.client_ip(request))
+        body = parse_json_body(request)
+        login_type = params.require_str(body, "type")
+        if login_type != PASSWORD:
+            raise errors.MatrixError(f"Unknown login type {login_type}", http_status=400)
+        identifier = params.optional_dict(body, "identifier")
+        if identifier is not None:
+            id_type = params.require_str(identifier, "type")
+            if id_type != ID_USER:
+                raise errors.MatrixError(f"Unknown identifier type {id_type}", http_status=400)
+            user = params.require_str(identifier, "user")
+        else:
+            # The deprecated top-level `user` field.
+            user = params.require_str(body, "user")
+        password = params.require_str(body, "password")
+        device_id = params.optional_str(body, "device_id")
+        display_name = params.optional_str(body, "initial_device_display_name")
+        localpart = _localpart_of(user, services.server_name)
+        account = await services.userapi.perform_password_check(
+            ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))
+        device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
+            user_id=account.user_id, device_id=device_id or "", display_name=display_name or "",
+            ip=services.client_ip(request)))
+        return json_response({
+            "user_id": account.user_id, "access_token": device.access_token,
+            "device_id": device.device_id, "home_server": services.server_name,
+            "well_known": {"m.homeserver": {"base_url": services.base_url}},
+        })
+
+    async def logout(request: Request) -> HTTPResponse:
+        device = await services.device_for(request)
+        await services.userapi.perform_device_deletion(ua_pb.PerformDeviceDeletionRequest(
+            user_id=device.user_id, device_ids=[device.device_id]))
+        return json_response({})
+
+    async def logout_all(request: Request) -> HTTPResponse:
+        device = await services.device_for(request)
+        await services.userapi.perform_device_deletion(
+            ua_pb.PerformDeviceDeletionRequest(user_id=device.user_id))
+        return json_response({})
+
+    async def whoami(request: Request) -> HTTPResponse:
+        device = await services.device_for(request)
+        # Guest registration is refused, so no token belongs to a guest.
+        return json_response({"user_id": device.user_id, "device_id": device.device_id, "is_guest": False})
+
+    client_route(blueprint, "/login", login_flows, ["GET"], name="login_flows")
+    client_route(blueprint, "/login", login, ["POST"], name="login")
+    client_route(blueprint, "/logout", logout, ["POST"], name="logout")
+    client_route(blueprint, "/logout/all", logout_all, ["POST"], name="logout_all")
+    client_route(blueprint, "/account/whoami", whoami, ["GET"], name="whoami")

@@ -1,0 +1,75 @@
+"""POST /join/{roomIdOrAlias}, /rooms/{roomId}/join, /rooms/{roomId}/invite,
+/rooms/{roomId}/leave.
+
+Spec: client-server API "Room membership", data/api/client-server/joining.yaml,
+inviting.yaml, leaving.yaml. Only rooms this server is already in can be
+joined for now; aliases cannot be resolved yet (no directory).
+"""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from clientapi.internal import params
+from clientapi.internal.membership import join_local_room, send_membership
+from clientapi.internal.services import Services
+from clientapi.routing import client_route
+from common import errors
+from common.http import json_response, parse_json_body
+from matrixlib.ids import is_valid_user_id
+
+
+def _check_room_id(room_id: str) -> None:
+    if not room_id.startswith("!"):
+        raise errors.InvalidParam(f"not a room ID: {room_id!r}")
+
+
+def add_routes(blueprint: Blueprint, services: Services) -> None:
+    async def join_by_id_or_alias(request: Request, room_id_or_alias: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        services.send_limiter.check(device.user_id)
+        body = parse_json_body(request, allow_empty=True)
+        reason = params.optional_str(body, "reason")
+        if room_id_or_alias.startswith("#"):
+            raise errors.NotFound(f"Room alias {room_id_or_alias} not found")
+        _check_room_id(room_id_or_alias)
+        await join_local_room(services, room_id_or_alias, device.user_id, reason)
+        return json_response({"room_id": room_id_or_alias})
+
+    async def join_room(request: Request, room_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        services.send_limiter.check(device.user_id)
+        body = parse_json_body(request, allow_empty=True)
+        reason = params.optional_str(body, "reason")
+        _check_room_id(room_id)
+        await join_local_room(services, room_id, device.user_id, reason)
+        return json_response({"room_id": room_id})
+
+    async def invite(request: Request, room_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        services.send_limiter.check(device.user_id)
+        body = parse_json_body(request)
+        invitee = params.require_str(body, "user_id")
+        reason = params.optional_str(body, "reason")
+        if not is_valid_user_id(invitee):
+            raise errors.InvalidParam(f"not a user ID: {invitee!r}")
+        _check_room_id(room_id)
+        await send_membership(services, room_id=room_id, sender=device.user_id, target=invitee,
+                              membership="invite", reason=reason)
+        return json_response({})
+
+    async def leave(request: Request, room_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        services.send_limiter.check(device.user_id)
+        body = parse_json_body(request, allow_empty=True)
+        reason = params.optional_str(body, "reason")
+        _check_room_id(room_id)
+        await send_membership(services, room_id=room_id, sender=device.user_id, target=device.user_id,
+                              membership="leave", reason=reason)
+        return json_response({})
+
+    client_route(blueprint, "/join/<room_id_or_alias>", join_by_id_or_alias, ["POST"], name="join_any")
+    client_route(blueprint, "/rooms/<room_id>/join", join_room, ["POST"], name="join_room")
+    client_route(blueprint, "/rooms/<room_id>/invite", invite, ["POST"], name="invite")
+    client_route(blueprint, "/rooms/<room_id>/leave", leave, ["POST"], name="leave")

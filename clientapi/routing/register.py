@@ -1,0 +1,107 @@
+"""POST /register (m.login.dummy interactive auth) and GET /register/available.
+
+Spec: client-server API "Account registration and management",
+data/api/client-server/registration.yaml. As Synapse: usernames are
+lowercased, the username is checked before the auth stage (so a client
+learns M_USER_IN_USE first), and a single request carrying
+``auth: {type: m.login.dummy}`` without a session is accepted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from clientapi.internal import params
+from clientapi.internal.services import Services
+from clientapi.internal.uia import DUMMY
+from clientapi.routing import client_route
+from common import errors
+from common.http import json_response, parse_json_body
+
+MAX_PASSWORD_LENGTH = 512
+_GENERATED_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def _generated_localpart() -> str:
+    return "u" + "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(11))
+
+
+def add_routes(blueprint: Blueprint, services: Services) -> None:
+    async def register(request: Request) -> HTTPResponse:
+        services.register_limiter.check(services.client_ip(request))
+        kind = request.args.get("kind", "user")
+        if kind == "guest":
+            guest_error = errors.Forbidden("Guest access is disabled")
+            guest_error.errcode = "M_GUEST_ACCESS_FORBIDDEN"  # type: ignore[misc]
+            raise guest_error
+        if kind != "user":
+            raise errors.InvalidParam(f"unknown kind {kind!r}")
+        if not services.config.registration.open:
+            raise errors.Forbidden("Registration has been disabled")
+        body = parse_json_body(request)
+        username = params.optional_str(body, "username")
+        password = params.optional_str(body, "password")
+        device_id = params.optional_str(body, "device_id")
+        display_name = params.optional_str(body, "initial_device_display_name")
+        inhibit_login = params.optional_bool(body, "inhibit_login")
+        auth = params.optional_dict(body, "auth")
+        if password is not None and len(password) > MAX_PASSWORD_LENGTH:
+            raise errors.InvalidParam("Password too long")
+
+        if username is not None:
+            username = username.lower()
+            available = await services.userapi.query_account_availability(
+                ua_pb.QueryAccountAvailabilityRequest(localpart=username))
+            if not available.available:
+                raise errors.UserInUse("User ID already taken.")
+
+        if auth is None:
+            return json_response(services.sessions.challenge(), status=401)
+        auth_type = params.optional_str(auth, "type")
+        session = params.optional_str(auth, "session")
+        if session is not None and not services.sessions.is_valid(session):
+            raise errors.MatrixError("Unknown session ID", http_status=400)
+        if auth_type != DUMMY:
+            return json_response({**services.sessions.challenge(session), "errcode": "M_UNRECOGNIZED",
+                                  "error": f"Unsupported auth type {auth_type!r}"}, status=401)
+
+        account = await _create_account(services, username, password or "")
+        if inhibit_login:
+            return json_response({"user_id": account.user_id})
+        device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
+            user_id=account.user_id, device_id=device_id or "", display_name=display_name or "",
+            ip=services.client_ip(request)))
+        return json_response({"user_id": account.user_id, "access_token": device.access_token,
+                              "device_id": device.device_id, "home_server": services.server_name})
+
+    async def register_available(request: Request) -> HTTPResponse:
+        username = request.args.get("username")
+        if not username:
+            raise errors.MissingParam("Missing parameter: username")
+        answer = await services.userapi.query_account_availability(
+            ua_pb.QueryAccountAvailabilityRequest(localpart=str(username).lower()))
+        if not answer.available:
+            raise errors.UserInUse("User ID already taken.")
+        return json_response({"available": True})
+
+    client_route(blueprint, "/register", register, ["POST"], name="register")
+    client_route(blueprint, "/register/available", register_available, ["GET"], name="register_available")
+
+
+async def _create_account(services: Services, username: str | None, password: str) -> ua_pb.Account:
+    if username is not None:
+        return await services.userapi.perform_account_creation(
+            ua_pb.PerformAccountCreationRequest(localpart=username, password=password))
+    # No username: pick one, retrying on the unlikely collision.
+    for _ in range(5):
+        try:
+            return await services.userapi.perform_account_creation(
+                ua_pb.PerformAccountCreationRequest(localpart=_generated_localpart(), password=password))
+        except errors.UserInUse:
+            continue
+    raise errors.MatrixError("could not choose a free user ID")

@@ -1,0 +1,45 @@
+"""The client API's storage facade."""
+
+from __future__ import annotations
+
+import time
+
+from clientapi.storage.tables.transactions import TransactionsTable, transactions
+from common.storage import Database
+
+# How long a transaction ID is remembered. Clients retry within seconds or
+# minutes; a day covers a phone that was offline overnight.
+TRANSACTION_TTL_MS = 24 * 60 * 60 * 1000
+# Expired rows are deleted at most this often, on a write.
+_PURGE_INTERVAL_MS = 10 * 60 * 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ClientAPIDatabase:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._transactions = TransactionsTable()
+        self._last_purge_ms = 0
+
+    async def get_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> str | None:
+        """The event ID an unexpired transaction produced, if any."""
+        async with self.db.connect() as conn:
+            return await self._transactions.select_event_id(
+                conn, user_id, device_id, endpoint, txn_id, _now_ms() - TRANSACTION_TTL_MS)
+
+    async def store_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str,
+                                event_id: str) -> None:
+        now = _now_ms()
+        async with self.db.transaction() as conn:
+            if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:
+                self._last_purge_ms = now
+                await self._transactions.delete_older_than(conn, now - TRANSACTION_TTL_MS)
+            # An expired row with the same key may still be there: replace it.
+            await conn.execute(self.db.upsert(
+                transactions,
+                {"user_id": user_id, "device_id": device_id, "endpoint": endpoint, "txn_id": txn_id,
+                 "event_id": event_id, "created_ts": now},
+                ["user_id", "device_id", "endpoint", "txn_id"]))
