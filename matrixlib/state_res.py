@@ -110,7 +110,7 @@ def resolve_state(
         graph,
         state_sets,
         precomputed_difference=auth_chain_difference,
-        with_subgraph=room_version.state_res is StateResolution.V2_1,
+        v2_1=room_version.state_res is StateResolution.V2_1,
     )
 
 
@@ -148,7 +148,7 @@ def _resolve_v2(
     state_sets: Sequence[Mapping[StateKey, str]],
     *,
     precomputed_difference: set[str] | None,
-    with_subgraph: bool,
+    v2_1: bool,
 ) -> dict[StateKey, str]:
     unconflicted, conflicted = _separate_v2(state_sets)
     if not conflicted:
@@ -158,7 +158,7 @@ def _resolve_v2(
         full_conflicted = conflicted_ids | graph.auth_difference(state_sets)
     else:
         full_conflicted = conflicted_ids | precomputed_difference
-    if with_subgraph:
+    if v2_1:
         full_conflicted |= graph.conflicted_subgraph(conflicted_ids)
     # An event nobody can show us cannot be checked, so it cannot be state.
     full_conflicted = {eid for eid in full_conflicted if graph.get(eid) is not None}
@@ -167,9 +167,11 @@ def _resolve_v2(
     power_events = {eid for eid in full_conflicted if _is_power_event(graph.event(eid))}
     power_order = graph.reverse_topological_power_order(power_events, full_conflicted)
 
-    # Step 2: v2 starts from the unconflicted state; v2.1 from nothing, so
-    # state that merely happened to agree cannot authorise a conflicted event.
-    state: dict[StateKey, str] = {} if with_subgraph else dict(unconflicted)
+    # Step 2: v2 starts from the unconflicted state; v2.1 from nothing, so a
+    # conflicted event is checked against what the replay has established
+    # and otherwise its own auth events, never against newer unconflicted
+    # state (an admin's later leave voiding her earlier power levels).
+    state: dict[StateKey, str] = {} if v2_1 else dict(unconflicted)
     graph.iterative_auth_checks(power_order, state)
 
     # Steps 3 and 4: everything else, by the mainline of the resolved power levels.
