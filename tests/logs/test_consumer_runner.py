@@ -1,0 +1,227 @@
+"""KeyedConsumerRunner: order per key, parallelism across keys, poison
+records, and a commit watermark that never passes an unhandled record."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from common.consumer import KeyedConsumerRunner
+from common.log import LogRecord, PositionLost
+from common.logs.embedded import EmbeddedLog
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
+    opened = EmbeddedLog(tmp_path / "log", partitions=2)
+    await opened.start()
+    yield opened
+    await opened.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    # Polls: the conditions are about the runner's internals, which signal nothing.
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if condition():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def run_until(runner: KeyedConsumerRunner, condition: Callable[[], bool]) -> None:
+    """Runs the runner in a TaskGroup, as a component would, until ``condition``."""
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(runner.run())
+        await runner.ready.wait()
+        await eventually(condition)
+        runner.stop()
+
+
+def make_runner(log: EmbeddedLog, handler: Callable[[LogRecord], Awaitable[None]], **options: object) -> KeyedConsumerRunner:
+    return KeyedConsumerRunner(log, "g", ["t"], handler, fetch_timeout=0.2, commit_interval=0.02, **options)  # type: ignore[arg-type]
+
+
+async def test_one_key_in_order_many_keys_in_parallel(log: EmbeddedLog) -> None:
+    rooms = [b"!room%d:x" % i for i in range(6)]
+    for i in range(25):
+        for room in rooms:
+            await log.append("t", room, b"%d" % i)
+    seen: dict[bytes, list[int]] = defaultdict(list)
+    running: dict[bytes, int] = defaultdict(int)
+    max_parallel = 0
+    rng = random.Random(7)
+
+    async def handle(record: LogRecord) -> None:
+        nonlocal max_parallel
+        running[record.key] += 1
+        assert running[record.key] == 1, "two handlers ran for one key at once"
+        max_parallel = max(max_parallel, sum(running.values()))
+        await asyncio.sleep(rng.random() * 0.003)
+        seen[record.key].append(int(record.value))
+        running[record.key] -= 1
+
+    runner = make_runner(log, handle, concurrency=4)
+    await run_until(runner, lambda: sum(map(len, seen.values())) == 150)
+
+    assert all(seen[room] == list(range(25)) for room in rooms)
+    assert 1 < max_parallel <= 4
+    consumer = await log.consumer("g", ["t"])
+    assert list(await consumer.fetch(timeout=0)) == []  # everything was committed
+    await consumer.close()
+
+
+async def test_a_poison_record_is_reported_and_skipped(log: EmbeddedLog) -> None:
+    for i in range(5):
+        await log.append("t", b"!bad:x", b"bad %d" % i)
+        await log.append("t", b"!good:x", b"good %d" % i)
+    handled: list[bytes] = []
+    poisoned: list[tuple[bytes, str]] = []
+
+    async def handle(record: LogRecord) -> None:
+        if record.value == b"bad 2":
+            raise ValueError("malformed event")
+        handled.append(record.value)
+
+    async def on_poison(record: LogRecord, exc: Exception) -> None:
+        poisoned.append((record.value, str(exc)))
+
+    runner = make_runner(log, handle, on_poison=on_poison)
+    await run_until(runner, lambda: len(handled) == 9)
+
+    assert poisoned == [(b"bad 2", "malformed event")]
+    assert [v for v in handled if v.startswith(b"bad")] == [b"bad 0", b"bad 1", b"bad 3", b"bad 4"]
+    assert [v for v in handled if v.startswith(b"good")] == [b"good %d" % i for i in range(5)]
+    # The skipped record counts as handled: nothing is replayed.
+    consumer = await log.consumer("g", ["t"])
+    assert list(await consumer.fetch(timeout=0)) == []
+    await consumer.close()
+
+
+async def test_the_commit_never_passes_a_record_still_being_handled(tmp_path: Path) -> None:
+    log = EmbeddedLog(tmp_path / "log", partitions=1)  # every key in one partition
+    await log.start()
+    slow = await log.append("t", b"!slow:x", b"slow")
+    for i in range(20):
+        await log.append("t", b"!fast%d:x" % (i % 4), b"fast %d" % i)
+    release = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handle(record: LogRecord) -> None:
+        if record.key == b"!slow:x":
+            await release.wait()
+        handled.append(record.value)
+
+    runner = make_runner(log, handle)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(runner.run())
+        await eventually(lambda: len(handled) == 20)
+        await asyncio.sleep(0.1)  # several commit intervals pass
+        # The slow room still holds offset 0: no later offset may be committed.
+        assert runner.committed.get(("t", 0), slow.offset) == slow.offset
+        release.set()
+        await eventually(lambda: runner.committed.get(("t", 0)) == 21)
+        runner.stop()
+    await log.close()
+
+    # A crash while the slow record was in hand would have replayed from it.
+    log = EmbeddedLog(tmp_path / "log", partitions=1)
+    await log.start()
+    consumer = await log.consumer("g", ["t"])
+    assert list(await consumer.fetch(timeout=0)) == []
+    await consumer.close()
+    await log.close()
+
+
+async def test_stop_leaves_unstarted_records_uncommitted(tmp_path: Path) -> None:
+    log = EmbeddedLog(tmp_path / "log", partitions=1)
+    await log.start()
+    for i in range(10):
+        await log.append("t", b"!room:x", b"%d" % i)
+    started = asyncio.Event()
+    finish = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(record: LogRecord) -> None:
+        if record.offset == 3:
+            started.set()
+            await finish.wait()
+        handled.append(record.offset)
+
+    runner = make_runner(log, handle)
+    async with asyncio.TaskGroup() as tasks:
+        running = tasks.create_task(runner.run())
+        await started.wait()
+        runner.stop()
+        await asyncio.sleep(0.05)
+        assert not running.done()  # waits for the record in hand
+        finish.set()
+    assert handled == [0, 1, 2, 3]
+    assert runner.committed == {("t", 0): 4}
+    await log.close()
+
+    log = EmbeddedLog(tmp_path / "log", partitions=1)
+    await log.start()
+    consumer = await log.consumer("g", ["t"])
+    assert [r.offset for r in await consumer.fetch(timeout=0)] == list(range(4, 10))
+    await consumer.close()
+    await log.close()
+
+
+async def test_max_pending_bounds_what_is_fetched_ahead(log: EmbeddedLog) -> None:
+    for i in range(50):
+        await log.append("t", b"!room%d:x" % (i % 5), b"%d" % i)
+    gate = asyncio.Event()
+    handled = 0
+    most_pending = 0
+
+    async def handle(record: LogRecord) -> None:
+        nonlocal handled, most_pending
+        most_pending = max(most_pending, runner.pending)
+        await gate.wait()
+        handled += 1
+
+    runner = make_runner(log, handle, max_pending=8, concurrency=2)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(runner.run())
+        await asyncio.sleep(0.2)
+        assert runner.pending == 8
+        gate.set()
+        await eventually(lambda: handled == 50)
+        runner.stop()
+    assert most_pending <= 8
+
+
+async def test_a_lost_position_goes_to_the_callback_or_ends_the_run(tmp_path: Path) -> None:
+    log = EmbeddedLog(tmp_path / "log", partitions=1)
+    await log.start()
+    await log.append("t", b"k", b"a")
+    consumer = await log.consumer("g", ["t"])
+    await consumer.commit({("t", 0): 50})
+    await consumer.close()
+    lost: list[PositionLost] = []
+    handled: list[bytes] = []
+
+    async def handle(record: LogRecord) -> None:
+        handled.append(record.value)
+
+    async def on_position_lost(exc: PositionLost) -> None:
+        lost.append(exc)
+
+    runner = make_runner(log, handle, on_position_lost=on_position_lost)
+    await run_until(runner, lambda: handled == [b"a"])
+    assert [(e.topic, e.partition, e.position) for e in lost] == [("t", 0, 50)]
+
+    consumer = await log.consumer("g2", ["t"])
+    await consumer.commit({("t", 0): 50})
+    await consumer.close()
+    runner = KeyedConsumerRunner(log, "g2", ["t"], handle, fetch_timeout=0.2)
+    with pytest.raises(PositionLost):
+        await runner.run()
+    await log.close()
