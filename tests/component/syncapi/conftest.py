@@ -1,0 +1,207 @@
+"""The sync API with real storage, a real embedded log and a real Sanic app,
+fed with OutputEvents built from real signed events (tests/builders.py), and
+fake neighbours: a user API mapping tokens to devices, a room server that
+answers the one query the consumer asks (current state, after a gap)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+from myelin.roomserver.v1 import output_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+from myelin.userapi.v1 import userapi_pb2
+
+from common import errors
+from common.config import Config
+from common.http import ServingApp, make_app, serve_app
+from common.logs.embedded import EmbeddedLog
+from common.storage import database_url_for, open_database
+from common.topics import ROOMSERVER_OUTPUT
+from matrixlib.events import HISTORY_VISIBILITY, Event, StateKey
+from roomserver.api import SyncRoomserverAPI
+from syncapi.component import SyncAPI, build
+from tests.builders import TEST_SERVER_NAME, TestRoom, event_proto
+
+ALICE = "@alice:test"
+BOB = "@bob:test"
+CAROL = "@carol:test"
+
+
+class FakeUserAPI:
+    """Access tokens "<user>/<device>" style: token -> (user, device)."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, str]] = {}
+
+    def add(self, token: str, user_id: str, device_id: str) -> None:
+        self.tokens[token] = (user_id, device_id)
+
+    async def query_access_token(self, req: userapi_pb2.QueryAccessTokenRequest) -> userapi_pb2.Device:
+        if req.access_token not in self.tokens:
+            raise errors.UnknownToken("Unknown access token")
+        user_id, device_id = self.tokens[req.access_token]
+        return userapi_pb2.Device(user_id=user_id, device_id=device_id)
+
+
+class FakeSyncRoomserver:
+    """Answers query_latest_events_and_state from the TestRooms it is given."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, TestRoom] = {}
+        self.state_queries: list[str] = []
+
+    async def query_latest_events_and_state(
+            self, req: rs_pb.QueryLatestEventsAndStateRequest) -> rs_pb.QueryLatestEventsAndStateResponse:
+        self.state_queries.append(req.room_id)
+        room = self.rooms.get(req.room_id)
+        if room is None:
+            return rs_pb.QueryLatestEventsAndStateResponse(room_exists=False)
+        return rs_pb.QueryLatestEventsAndStateResponse(
+            room_exists=True, room_version=room.version.identifier, latest_event_ids=room.latest,
+            state_events=[event_proto(e) for e in room.state.values()])
+
+
+@dataclass
+class RoomFeed:
+    """What the room server would have written for a room: the state as the
+    sync API should see it, and the last event written."""
+
+    state: dict[StateKey, Event] = field(default_factory=dict)
+    last_sent: str = ""
+    position: int = 0
+
+
+class Env:
+    def __init__(self, syncapi: SyncAPI, log: EmbeddedLog, serving: ServingApp, client: httpx.AsyncClient,
+                 users: FakeUserAPI, roomserver: FakeSyncRoomserver) -> None:
+        self.syncapi = syncapi
+        self.log = log
+        self.serving = serving
+        self.client = client
+        self.users = users
+        self.roomserver = roomserver
+        self.feeds: dict[str, RoomFeed] = {}
+
+    def token(self, user_id: str, device_id: str = "DEV") -> str:
+        token = f"tok-{user_id}-{device_id}"
+        self.users.add(token, user_id, device_id)
+        return token
+
+    # -- writing the output log ------------------------------------------------------------
+
+    def new_room_event(self, event: Event, *, txn: tuple[str, str, str] | None = None,
+                       historical: bool = False) -> output_log_pb2.OutputEvent:
+        """The NewRoomEvent the room server writes for a linear room's next event."""
+        feed = self.feeds.setdefault(event.room_id, RoomFeed())
+        visibility_event = feed.state.get((HISTORY_VISIBILITY, ""))
+        visibility = (visibility_event.content.get("history_visibility", "shared")
+                      if visibility_event else "shared")
+        adds: list[str] = []
+        removes: list[str] = []
+        if event.state_key is not None and not historical:
+            previous = feed.state.get(event.state_tuple)
+            if previous is not None:
+                removes.append(previous.event_id)
+            adds.append(event.event_id)
+            feed.state[event.state_tuple] = event
+        feed.position += 1
+        msg = output_log_pb2.NewRoomEvent(
+            event=event_proto(event), adds_state_event_ids=adds, removes_state_event_ids=removes,
+            latest_event_ids=[event.event_id], last_sent_event_id=feed.last_sent,
+            history_visibility=visibility, room_stream_position=feed.position, historical=historical)
+        if txn is not None:
+            msg.transaction_id.user_id, msg.transaction_id.device_id, msg.transaction_id.transaction_id = txn
+        feed.last_sent = event.event_id
+        return output_log_pb2.OutputEvent(new_room_event=msg)
+
+    async def append(self, output: output_log_pb2.OutputEvent, room_id: str) -> None:
+        await self.log.append(ROOMSERVER_OUTPUT.name, room_id.encode(), output.SerializeToString())
+
+    async def send(self, *events: Event, txn: tuple[str, str, str] | None = None,
+                   historical: bool = False, wait: bool = True) -> None:
+        """Writes the events' output entries and waits until the sync API has them."""
+        for event in events:
+            await self.append(self.new_room_event(event, txn=txn, historical=historical), event.room_id)
+        if wait:
+            await self.wait_for_events([e.event_id for e in events])
+
+    async def wait_for_events(self, event_ids: list[str]) -> None:
+        async def known() -> bool:
+            for event_id in event_ids:
+                if not await self.syncapi.database.is_known_event(event_id):
+                    return False
+            return True
+        await wait_until(known)
+
+    async def send_room(self, room: TestRoom) -> None:
+        await self.send(*room.events)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def get(self, path: str, token: str, **params: Any) -> httpx.Response:
+        return await self.client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
+
+    async def sync(self, token: str, **params: Any) -> dict[str, Any]:
+        response = await self.get("/_matrix/client/v3/sync", token, **params)
+        assert response.status_code == 200, response.text
+        return cast(dict[str, Any], response.json())
+
+
+async def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def make_config(tmp_path: Path, postgres_url: str = "") -> Config:
+    return Config(server_name=TEST_SERVER_NAME, data_dir=tmp_path, signing_key_path=tmp_path / "signing.key",
+                  postgres_url=postgres_url)
+
+
+@contextlib.asynccontextmanager
+async def running_env(tmp_path: Path, database_url: str | None = None) -> AsyncIterator[Env]:
+    config = make_config(tmp_path)
+    log = EmbeddedLog(tmp_path / "log", partitions=4)
+    await log.start()
+    url = database_url or database_url_for("syncapi", postgres_url=None, data_dir=tmp_path)
+    database = await open_database(url, "syncapi")
+    users = FakeUserAPI()
+    roomserver = FakeSyncRoomserver()
+    syncapi = build(config, database, log, users, cast(SyncRoomserverAPI, roomserver))
+    app = make_app(f"syncapi-test-{uuid.uuid4().hex}", [syncapi.blueprint])
+    serving = await serve_app(app, "127.0.0.1:0")
+    task = asyncio.create_task(syncapi.run())
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving.port}", timeout=30)
+    try:
+        await asyncio.wait_for(syncapi.ready.wait(), 10)
+        yield Env(syncapi, log, serving, client, users, roomserver)
+    finally:
+        await client.aclose()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await serving.stop()
+        await syncapi.close()
+        await log.close()
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with running_env(tmp_path) as running:
+        yield running

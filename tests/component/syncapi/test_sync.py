@@ -1,0 +1,347 @@
+"""/sync against the read model built from the room server's output log."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from matrixlib.events import MEMBER
+from tests.builders import TestRoom
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+
+
+def timeline_ids(room: dict[str, Any]) -> list[str]:
+    return [e["event_id"] for e in room["timeline"]["events"]]
+
+
+def state_keys(room: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(e["type"], e["state_key"]) for e in room["state"]["events"]}
+
+
+async def test_unauthenticated_requests_are_refused(env: Env) -> None:
+    response = await env.client.get("/_matrix/client/v3/sync")
+    assert response.status_code == 401
+    assert response.json()["errcode"] == "M_MISSING_TOKEN"
+    response = await env.get("/_matrix/client/v3/sync", "nope")
+    assert response.status_code == 401
+    assert response.json()["errcode"] == "M_UNKNOWN_TOKEN"
+
+
+async def test_initial_sync_returns_state_and_last_events(env: Env) -> None:
+    room = TestRoom()
+    room.set_state("m.room.name", {"name": "Lobby"})
+    room.join(BOB)
+    messages = [room.message(ALICE, f"hello {i}") for i in range(15)]
+    await env.send_room(room)
+
+    body = await env.sync(env.token(BOB))
+    joined = body["rooms"]["join"][room.room_id]
+    # The last 10 events, in order, and the state before them.
+    assert timeline_ids(joined) == [m.event_id for m in messages[-10:]]
+    assert joined["timeline"]["limited"] is True
+    assert joined["timeline"]["prev_batch"]
+    assert state_keys(joined) == {("m.room.create", ""), ("m.room.power_levels", ""),
+                                  ("m.room.join_rules", ""), ("m.room.name", ""),
+                                  (MEMBER, ALICE), (MEMBER, BOB)}
+    first = joined["timeline"]["events"][0]
+    assert "room_id" not in first
+    assert first["content"]["body"] == "hello 5"
+    assert first["sender"] == ALICE and first["type"] == "m.room.message"
+    assert "age" in first["unsigned"]
+    assert "auth_events" not in first and "signatures" not in first
+    assert joined["summary"]["m.joined_member_count"] == 2
+    assert body["next_batch"].startswith("s")
+
+    # State in the timeline is not repeated in `state`, and the state is as
+    # it was at the start of the timeline.
+    body = await env.sync(env.token(BOB), filter='{"room": {"timeline": {"limit": 30}}}')
+    joined = body["rooms"]["join"][room.room_id]
+    assert joined["timeline"]["limited"] is False
+    timeline_state = {(e["type"], e.get("state_key")) for e in joined["timeline"]["events"]}
+    assert (MEMBER, BOB) in timeline_state
+    # The whole room fits in the timeline: nothing comes before it.
+    assert timeline_ids(joined)[0] == room.create.event_id
+    assert joined["state"]["events"] == []
+
+
+async def test_incremental_sync_returns_only_new_events(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    first = await env.sync(token)
+
+    idle = await env.sync(token, since=first["next_batch"])
+    assert idle["rooms"]["join"] == {}
+
+    new = [room.message(ALICE, "one"), room.message(BOB, "two")]
+    await env.send(*new)
+    body = await env.sync(token, since=first["next_batch"])
+    joined = body["rooms"]["join"][room.room_id]
+    assert timeline_ids(joined) == [e.event_id for e in new]
+    assert joined["timeline"]["limited"] is False
+    assert joined["state"]["events"] == []
+
+    again = await env.sync(token, since=body["next_batch"])
+    assert again["rooms"]["join"] == {}
+
+
+async def test_incremental_limited_sync_carries_the_state_of_the_gap(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+
+    room.set_state("m.room.topic", {"topic": "changed in the gap"})
+    room.join(CAROL)
+    for i in range(12):
+        room.message(ALICE, f"m{i}")
+    await env.send(*room.events[-14:])
+
+    body = await env.sync(token, since=since, filter='{"room": {"timeline": {"limit": 5}}}')
+    joined = body["rooms"]["join"][room.room_id]
+    assert joined["timeline"]["limited"] is True
+    assert len(joined["timeline"]["events"]) == 5
+    assert state_keys(joined) == {("m.room.topic", ""), (MEMBER, CAROL)}
+
+    # prev_batch pages back over the gap without repeating the timeline.
+    prev = joined["timeline"]["prev_batch"]
+    page = (await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/messages", token,
+                          dir="b", **{"from": prev}, limit=7)).json()
+    bodies = [e["content"].get("body") for e in page["chunk"]]
+    assert bodies == [f"m{i}" for i in range(6, -1, -1)]
+
+
+async def test_long_poll_is_woken_by_a_new_event(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    poll = asyncio.create_task(env.sync(token, since=since, timeout=20000))
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    message = room.message(ALICE, "wake up")
+    await env.send(message, wait=False)
+    body = await asyncio.wait_for(poll, 10)
+    assert loop.time() - started < 10
+    assert timeline_ids(body["rooms"]["join"][room.room_id]) == [message.event_id]
+
+
+async def test_long_poll_times_out_empty_and_ignores_other_rooms(env: Env) -> None:
+    mine, other = TestRoom(), TestRoom(creator=CAROL)
+    mine.join(BOB)
+    await env.send_room(mine)
+    await env.send_room(other)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+
+    poll = asyncio.create_task(env.sync(token, since=since, timeout=600))
+    await env.send(other.message(CAROL, "not for bob"))
+    body = await asyncio.wait_for(poll, 10)
+    assert body["rooms"]["join"] == {}
+
+
+async def test_transaction_id_is_echoed_only_to_the_sending_device(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    sent = room.message(BOB, "from my phone")
+    await env.send(sent, txn=(BOB, "PHONE", "txn-1"))
+
+    def unsigned_of(body: dict[str, Any]) -> dict[str, Any]:
+        events = body["rooms"]["join"][room.room_id]["timeline"]["events"]
+        found: dict[str, Any] = next(e for e in events if e["event_id"] == sent.event_id)["unsigned"]
+        return found
+
+    assert unsigned_of(await env.sync(env.token(BOB, "PHONE")))["transaction_id"] == "txn-1"
+    assert "transaction_id" not in unsigned_of(await env.sync(env.token(BOB, "LAPTOP")))
+    assert "transaction_id" not in unsigned_of(await env.sync(env.token(ALICE, "PHONE")))
+
+
+async def test_duplicate_output_entries_are_ignored(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    message = room.message(ALICE, "once")
+    entry = env.new_room_event(message)
+    await env.append(entry, room.room_id)
+    await env.append(entry, room.room_id)
+    marker = room.message(ALICE, "after")
+    await env.send(marker)
+
+    body = await env.sync(env.token(BOB), filter='{"room": {"timeline": {"limit": 50}}}')
+    ids = timeline_ids(body["rooms"]["join"][room.room_id])
+    assert ids.count(message.event_id) == 1
+    assert ids[-2:] == [message.event_id, marker.event_id]
+    assert env.roomserver.state_queries == []
+
+
+async def test_missed_entries_rebuild_the_state_from_the_room_server(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    env.roomserver.rooms[room.room_id] = room
+    # An entry the sync API never sees: Carol joins.
+    lost = room.join(CAROL)
+    env.new_room_event(lost)
+    after = room.message(CAROL, "hi")
+    await env.send(after)
+
+    assert env.roomserver.state_queries == [room.room_id]
+    members = (await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/joined_members",
+                             env.token(BOB))).json()
+    assert set(members["joined"]) == {ALICE, BOB, CAROL}
+
+
+async def test_invites_appear_with_stripped_state_and_go_when_rejected(env: Env) -> None:
+    room = TestRoom()
+    room.set_state("m.room.name", {"name": "Secret"})
+    await env.send_room(room)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+
+    invite = room.invite(ALICE, BOB)
+    await env.send(invite)
+    body = await env.sync(token, since=since)
+    invited = body["rooms"]["invite"][room.room_id]["invite_state"]["events"]
+    assert {"type": "m.room.name", "state_key": "", "content": {"name": "Secret"},
+            "sender": ALICE} in invited
+    assert any(e["type"] == MEMBER and e["state_key"] == BOB and e["content"]["membership"] == "invite"
+               for e in invited)
+    assert room.room_id not in body["rooms"]["join"]
+    initial = await env.sync(token)
+    assert room.room_id in initial["rooms"]["invite"]
+
+    rejected = room.leave(BOB)
+    await env.send(rejected)
+    after = await env.sync(token, since=body["next_batch"])
+    assert room.room_id not in after["rooms"]["invite"]
+    assert room.room_id in after["rooms"]["leave"]
+    assert (await env.sync(token))["rooms"]["invite"] == {}
+
+
+async def test_invite_from_an_invite_entry(env: Env) -> None:
+    from myelin.roomserver.v1 import output_log_pb2
+
+    from tests.builders import event_proto
+
+    room = TestRoom()
+    await env.send_room(room)
+    invite = room.invite(ALICE, BOB)
+    entry = output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
+        event=event_proto(invite), target_user_id=BOB,
+        invite_room_state_json=[b'{"type":"m.room.name","state_key":"","content":{"name":"Remote"},'
+                                b'"sender":"@alice:test"}']))
+    await env.append(entry, room.room_id)
+    token = env.token(BOB)
+
+    async def invited() -> bool:
+        return room.room_id in (await env.sync(token))["rooms"]["invite"]
+    from tests.component.syncapi.conftest import wait_until
+    await wait_until(invited)
+    events = (await env.sync(token))["rooms"]["invite"][room.room_id]["invite_state"]["events"]
+    assert events[0]["content"] == {"name": "Remote"}
+
+
+async def test_leaving_puts_the_room_in_leave_up_to_the_leave(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+
+    before = room.message(ALICE, "before you go")
+    leave = room.leave(BOB)
+    after = room.message(ALICE, "bob cannot see this")
+    await env.send(before, leave, after)
+
+    body = await env.sync(token, since=since)
+    assert room.room_id not in body["rooms"]["join"]
+    left = body["rooms"]["leave"][room.room_id]
+    assert timeline_ids(left) == [before.event_id, leave.event_id]
+
+    assert (await env.sync(token))["rooms"]["leave"] == {}
+    with_leave = await env.sync(token, filter='{"room": {"include_leave": true}}')
+    assert timeline_ids(with_leave["rooms"]["leave"][room.room_id])[-1] == leave.event_id
+    later = await env.sync(token, since=body["next_batch"])
+    assert later["rooms"]["leave"] == {} and later["rooms"]["join"] == {}
+
+
+async def test_room_joined_since_comes_with_full_state(env: Env) -> None:
+    room = TestRoom()
+    room.set_state("m.room.topic", {"topic": "t"})
+    for i in range(12):
+        room.message(ALICE, f"old {i}")
+    await env.send_room(room)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+
+    join = room.join(BOB)
+    await env.send(join)
+    body = await env.sync(token, since=since)
+    joined = body["rooms"]["join"][room.room_id]
+    assert ("m.room.topic", "") in state_keys(joined)
+    assert ("m.room.create", "") in state_keys(joined)
+    assert timeline_ids(joined)[-1] == join.event_id
+
+
+async def test_timeline_filters(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    room.message(ALICE, "a")
+    room.build("m.custom.thing", {"x": 1}, sender=BOB)
+    room.message(BOB, "b")
+    await env.send_room(room)
+    token = env.token(BOB)
+
+    async def types_with(filter_json: str) -> list[str]:
+        body = await env.sync(token, filter=filter_json)
+        return [e["type"] for e in body["rooms"]["join"][room.room_id]["timeline"]["events"]]
+
+    assert await types_with('{"room":{"timeline":{"types":["m.room.message"]}}}') == ["m.room.message"] * 2
+    assert await types_with('{"room":{"timeline":{"types":["m.custom.*"]}}}') == ["m.custom.thing"]
+    assert "m.custom.thing" not in await types_with('{"room":{"timeline":{"not_types":["m.custom.*"]}}}')
+    body = await env.sync(token, filter='{"room":{"timeline":{"senders":["@bob:test"],"limit":2}}}')
+    senders = [e["sender"] for e in body["rooms"]["join"][room.room_id]["timeline"]["events"]]
+    assert senders == [BOB, BOB]
+    body = await env.sync(token, filter='{"room":{"timeline":{"not_senders":["@bob:test"]}}}')
+    assert BOB not in [e["sender"] for e in body["rooms"]["join"][room.room_id]["timeline"]["events"]]
+    assert (await env.sync(token, filter=f'{{"room":{{"not_rooms":["{room.room_id}"]}}}}'))["rooms"]["join"] == {}
+
+    lazy = await env.sync(token, filter='{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true}}}')
+    members = {e["state_key"] for e in lazy["rooms"]["join"][room.room_id]["state"]["events"]
+               if e["type"] == MEMBER}
+    assert members == {BOB}
+
+
+async def test_stored_filters(env: Env) -> None:
+    token = env.token(BOB)
+    headers = {"Authorization": f"Bearer {token}"}
+    created = await env.client.post("/_matrix/client/v3/user/@bob:test/filter", headers=headers,
+                                    json={"room": {"timeline": {"limit": 1}}})
+    assert created.status_code == 200
+    filter_id = created.json()["filter_id"]
+    fetched = await env.client.get(f"/_matrix/client/v3/user/@bob:test/filter/{filter_id}", headers=headers)
+    assert fetched.json() == {"room": {"timeline": {"limit": 1}}}
+
+    other = await env.client.get(f"/_matrix/client/v3/user/@alice:test/filter/{filter_id}", headers=headers)
+    assert other.status_code == 403
+    forbidden = await env.client.post("/_matrix/client/v3/user/@alice:test/filter", headers=headers, json={})
+    assert forbidden.status_code == 403
+    missing = await env.client.get("/_matrix/client/v3/user/@bob:test/filter/999", headers=headers)
+    assert missing.status_code == 404
+    bad = await env.client.post("/_matrix/client/v3/user/@bob:test/filter", headers=headers,
+                                json={"room": {"timeline": {"limit": "ten"}}})
+    assert bad.status_code == 400 and bad.json()["errcode"] == "M_BAD_JSON"
+
+    room = TestRoom()
+    room.join(BOB)
+    room.message(ALICE, "x")
+    await env.send_room(room)
+    body = await env.sync(token, filter=filter_id)
+    assert len(body["rooms"]["join"][room.room_id]["timeline"]["events"]) == 1
