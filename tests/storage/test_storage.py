@@ -134,6 +134,25 @@ async def test_upgrades_an_older_schema_step_by_step(database_url: str, tmp_path
         await new.close()
 
 
+async def test_a_failing_migration_leaves_the_database_untouched(database_url: str, tmp_path: Path) -> None:
+    root = history_up_to(tmp_path, "storagetest", "0002")
+    second = next((root / "storagetest" / "versions").glob("0002_*.py"))
+    second.write_text(second.read_text().replace(
+        "def upgrade() -> None:\n",
+        "def upgrade() -> None:\n    op.execute(\"CREATE TABLE storagetest_half_done (x INTEGER)\")\n"
+        "    op.execute(\"THIS IS NOT SQL\")\n",
+    ))
+    with pytest.raises(sa.exc.DBAPIError):
+        await open_database(database_url, "storagetest", migrations_root=root)
+    # Both revisions ran in one transaction, DDL included: nothing of either is left.
+    probe = await open_database(database_url, "othertest", migrations_root=FIXTURE)
+    try:
+        names = await table_names(probe)
+        assert not {n for n in names if n.startswith(("storagetest", "alembic_version_storagetest"))}
+    finally:
+        await probe.close()
+
+
 async def test_refuses_a_schema_migrated_by_newer_code(database_url: str, tmp_path: Path) -> None:
     newer = await open_database(database_url, "storagetest", migrations_root=FIXTURE)
     await newer.close()
