@@ -345,6 +345,18 @@ async def ensure_postgres_database(url: str | URL) -> bool:
     name = target.database
     if target.get_backend_name() != "postgresql" or not name:
         raise ValueError(f"not a PostgreSQL database URL: {target!r}")
+    # When it exists, no maintenance access is needed (a DBA may have created it for a
+    # role that cannot connect anywhere else).
+    probe = create_async_engine(target, poolclass=NullPool)
+    try:
+        async with probe.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            return False
+    except DBAPIError as e:
+        if "does not exist" not in str(e):
+            raise
+    finally:
+        await probe.dispose()
     last_error: Exception | None = None
     for maintenance_db in ("postgres", "template1"):
         engine = create_async_engine(
