@@ -187,6 +187,17 @@ def test_auth_events_list_with_duplicate_type_and_state_key_is_rejected(version:
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_auth_events_list_naming_one_event_twice_is_rejected(version: str) -> None:
+    room = standard_room(version)
+    auth = [e.event_id for e in room.auth_events_of(room.make("m.room.message", ALICE, {}))]
+    message = room.make("m.room.message", ALICE, {}, auth=[*auth, auth[0]])
+    with pytest.raises(AuthError, match="lists an event twice"):
+        check_auth_events_list(message, room.auth_events_of(message))
+    with pytest.raises(AuthError, match="lists an event twice"):
+        check_auth_events_list(message, room.auth_events_of(message)[:-1])
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
 def test_auth_events_list_with_an_event_not_selected_is_rejected(version: str) -> None:
     room = standard_room(version)
     join_rules = room.state[(JOIN_RULES, "")]
