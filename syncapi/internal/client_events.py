@@ -28,7 +28,8 @@ def now_ms() -> int:
 
 
 def format_pdu(pdu: dict[str, Any], event_id: str, *, include_room_id: bool, now: int,
-               extra_unsigned: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra_unsigned: dict[str, Any] | None = None, room_id: str | None = None
+               ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "event_id": event_id,
         "type": pdu.get("type"),
@@ -38,8 +39,11 @@ def format_pdu(pdu: dict[str, Any], event_id: str, *, include_room_id: bool, now
     }
     if "state_key" in pdu:
         out["state_key"] = pdu["state_key"]
-    if include_room_id and "room_id" in pdu:
-        out["room_id"] = pdu["room_id"]
+    if include_room_id:
+        # A room version 12 create event has no room_id of its own.
+        found = pdu.get("room_id", room_id)
+        if isinstance(found, str):
+            out["room_id"] = found
     if pdu.get("type") == "m.room.redaction":
         redacts = pdu.get("redacts", out["content"].get("redacts") if isinstance(out["content"], dict)
                           else None)
@@ -69,12 +73,13 @@ def to_client_event(stored: StoredEvent, requester: Requester | None, *, include
     because = extra.get("redacted_because")
     if isinstance(because, dict) and "pdu" in because:
         extra["redacted_because"] = format_pdu(because["pdu"], str(because.get("event_id")),
-                                               include_room_id=include_room_id, now=now)
+                                               include_room_id=include_room_id, now=now,
+                                               room_id=stored.room_id)
     if (requester is not None and stored.txn_id is not None and stored.sender == requester.user_id
             and stored.txn_device_id == requester.device_id):
         extra["transaction_id"] = stored.txn_id
     return format_pdu(pdu, stored.event_id, include_room_id=include_room_id, now=now,
-                      extra_unsigned=extra)
+                      extra_unsigned=extra, room_id=stored.room_id)
 
 
 def stripped_state(pdus: list[dict[str, Any]]) -> list[dict[str, Any]]:

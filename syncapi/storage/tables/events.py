@@ -221,10 +221,11 @@ async def select_topological_page(
 
 async def select_latest_position_in_room(conn: AsyncConnection, room_id: str, upto: int
                                          ) -> tuple[int, int] | None:
-    """(depth, stream_pos) of the room's last non-state-only event at or before ``upto``."""
+    """(depth, stream_pos) of the topologically last event of the room among
+    those stored at or before stream position ``upto`` (state-only ones aside)."""
     stmt = select(events.c.depth, events.c.stream_pos).where(
         events.c.room_id == room_id, events.c.stream_pos <= upto, events.c.state_only == false(),
-    ).order_by(events.c.stream_pos.desc()).limit(1)
+    ).order_by(events.c.depth.desc(), events.c.stream_pos.desc()).limit(1)
     row = (await conn.execute(stmt)).first()
     return None if row is None else (int(row[0]), int(row[1]))
 

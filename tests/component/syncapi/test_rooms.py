@@ -1,0 +1,196 @@
+"""/messages, /members, /joined_members, redactions and backfilled events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from myelin.roomserver.v1 import output_log_pb2
+
+from matrixlib.events import MEMBER
+from matrixlib.redaction import redact
+from tests.builders import TestRoom, event_proto
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+
+
+async def messages(env: Env, token: str, room_id: str, **params: Any) -> dict[str, Any]:
+    if "from_" in params:
+        params["from"] = params.pop("from_")
+    response = await env.get(f"/_matrix/client/v3/rooms/{room_id}/messages", token, **params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_paginating_back_from_sync_reaches_creation_without_gaps_or_repeats(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    for i in range(100):
+        room.message(ALICE if i % 2 else BOB, f"message {i}")
+    await env.send_room(room)
+    token = env.token(BOB)
+
+    body = await env.sync(token)
+    joined = body["rooms"]["join"][room.room_id]
+    seen = [e["event_id"] for e in joined["timeline"]["events"]]
+    from_token = joined["timeline"]["prev_batch"]
+    pages = 0
+    while True:
+        page = await messages(env, token, room.room_id, dir="b", from_=from_token, limit=7)
+        pages += 1
+        assert page["start"] == from_token
+        assert all(e["room_id"] == room.room_id for e in page["chunk"])
+        seen = [e["event_id"] for e in reversed(page["chunk"])] + seen
+        if "end" not in page:
+            break
+        from_token = page["end"]
+        assert pages < 50
+    expected = [e.event_id for e in room.events]
+    assert seen == expected
+    assert len(set(seen)) == len(seen) == 105
+
+    # And forwards from the start, in one direction with `to`.
+    first = await messages(env, token, room.room_id, dir="f", limit=4)
+    assert [e["event_id"] for e in first["chunk"]] == expected[:4]
+    second = await messages(env, token, room.room_id, dir="f", from_=first["end"], limit=4)
+    assert [e["event_id"] for e in second["chunk"]] == expected[4:8]
+    bounded = await messages(env, token, room.room_id, dir="b", limit=50, to=second["end"])
+    assert [e["event_id"] for e in reversed(bounded["chunk"])] == expected[-50:]
+    limited = await messages(env, token, room.room_id, dir="f", from_=first["end"], to=second["end"],
+                             limit=50)
+    assert [e["event_id"] for e in limited["chunk"]] == expected[4:8]
+    assert "end" not in limited
+
+
+async def test_messages_from_the_end_and_filters(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    room.message(ALICE, "a")
+    room.build("m.custom", {"n": 1}, sender=BOB)
+    last = room.message(ALICE, "b")
+    await env.send_room(room)
+    token = env.token(BOB)
+
+    page = await messages(env, token, room.room_id, dir="b", limit=1)
+    assert [e["event_id"] for e in page["chunk"]] == [last.event_id]
+    assert "end" in page
+
+    only = await messages(env, token, room.room_id, dir="b",
+                          filter=json.dumps({"types": ["m.room.message"], "lazy_load_members": True}))
+    assert [e["content"]["body"] for e in only["chunk"]] == ["b", "a"]
+    assert {e["state_key"] for e in only["state"]} == {ALICE}
+    senders = await messages(env, token, room.room_id, dir="b", filter=json.dumps({"senders": [BOB]}))
+    assert {e["sender"] for e in senders["chunk"]} == {BOB}
+
+    bad = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/messages", token, dir="x")
+    assert bad.status_code == 400
+
+
+async def test_history_visibility_on_messages(env: Env) -> None:
+    room = TestRoom(history_visibility="joined")
+    secret = room.message(ALICE, "before bob joined")
+    join = room.join(BOB)
+    seen = room.message(ALICE, "bob is here")
+    leave = room.leave(BOB)
+    after = room.message(ALICE, "bob has gone")
+    await env.send_room(room)
+    token = env.token(BOB)
+
+    page = await messages(env, token, room.room_id, dir="b", limit=50)
+    ids = [e["event_id"] for e in page["chunk"]]
+    assert ids[:3] == [leave.event_id, seen.event_id, join.event_id]
+    assert secret.event_id not in ids and after.event_id not in ids
+
+    stranger = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/messages", env.token(CAROL), dir="b")
+    assert stranger.status_code == 403
+
+    public = TestRoom(history_visibility="world_readable")
+    public.message(ALICE, "for everyone")
+    await env.send_room(public)
+    page = await messages(env, env.token(CAROL), public.room_id, dir="b")
+    assert "for everyone" in [e["content"].get("body") for e in page["chunk"]]
+
+
+async def test_shared_history_is_visible_to_members_who_joined_later(env: Env) -> None:
+    room = TestRoom(history_visibility="shared")
+    old = room.message(ALICE, "old news")
+    room.join(BOB)
+    await env.send_room(room)
+    page = await messages(env, env.token(BOB), room.room_id, dir="b", limit=50)
+    assert old.event_id in [e["event_id"] for e in page["chunk"]]
+
+
+async def test_members_and_joined_members(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    room.invite(ALICE, CAROL)
+    await env.send_room(room)
+    token = env.token(BOB)
+    at = (await env.sync(token))["next_batch"]
+    room.build(MEMBER, {"membership": "join", "displayname": "Bobby"}, sender=BOB, state_key=BOB)
+    await env.send(room.events[-1])
+
+    path = f"/_matrix/client/v3/rooms/{room.room_id}/members"
+    everyone = (await env.get(path, token)).json()["chunk"]
+    assert {(e["state_key"], e["content"]["membership"]) for e in everyone} == {
+        (ALICE, "join"), (BOB, "join"), (CAROL, "invite")}
+    assert all(e["room_id"] == room.room_id for e in everyone)
+    joined = (await env.get(path, token, membership="join")).json()["chunk"]
+    assert {e["state_key"] for e in joined} == {ALICE, BOB}
+    not_joined = (await env.get(path, token, not_membership="join")).json()["chunk"]
+    assert {e["state_key"] for e in not_joined} == {CAROL}
+    bob_then = next(e for e in (await env.get(path, token, at=at)).json()["chunk"] if e["state_key"] == BOB)
+    assert "displayname" not in bob_then["content"]
+    bob_now = next(e for e in everyone if e["state_key"] == BOB)
+    assert bob_now["content"]["displayname"] == "Bobby"
+    assert bob_now["unsigned"]["prev_content"] == {"membership": "join"}
+
+    assert (await env.get(path, env.token(CAROL))).status_code == 403
+    assert (await env.get(path, token, membership="nonsense")).status_code == 400
+
+    joined_members = (await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/joined_members", token)).json()
+    assert joined_members == {"joined": {ALICE: {}, BOB: {"display_name": "Bobby"}}}
+    refused = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/joined_members", env.token(CAROL))
+    assert refused.status_code == 403
+
+
+async def test_redaction_replaces_the_stored_event(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    target = room.message(BOB, "oops")
+    redaction = room.redact(BOB, target.event_id)
+    await env.send_room(room)
+    redacted = redact(target.pdu, room.version)
+    from matrixlib.events import Event
+    entry = output_log_pb2.OutputEvent(redacted_event=output_log_pb2.RedactedEvent(
+        redacted_event_id=target.event_id, redaction_event_id=redaction.event_id,
+        redacted_event=event_proto(Event(redacted, room.version))))
+    await env.append(entry, room.room_id)
+    marker = room.message(ALICE, "marker")
+    await env.send(marker)
+
+    page = await messages(env, env.token(BOB), room.room_id, dir="b", limit=5)
+    stored = next(e for e in page["chunk"] if e["event_id"] == target.event_id)
+    assert stored["content"] == {}
+    assert stored["unsigned"]["redacted_because"]["event_id"] == redaction.event_id
+    assert stored["unsigned"]["redacted_because"]["type"] == "m.room.redaction"
+
+
+async def test_backfilled_events_go_into_the_past_not_into_sync(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+    # An event from the room's past (lower depth than everything known), backfilled.
+    old = room.build("m.room.message", {"msgtype": "m.text", "body": "ancient"}, sender=ALICE,
+                     prev_event_ids=[room.create.event_id], depth=2, advance=False)
+    await env.send(old, historical=True)
+
+    body = await env.sync(token, since=since)
+    assert body["rooms"]["join"] == {}
+    page = await messages(env, token, room.room_id, dir="b", limit=50)
+    ids = [e["event_id"] for e in page["chunk"]]
+    assert old.event_id in ids
+    # Ordered by depth: after the creator's join (depth 2, earlier stream position), before the rest.
+    assert ids.index(old.event_id) > ids.index(room.power_levels.event_id)
