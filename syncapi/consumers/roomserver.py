@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 from myelin.roomserver.v1 import events_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
-from common.log import Log, LogConsumer, LogRecord
+from common.consumer import KeyedConsumerRunner
+from common.log import Log, LogRecord, PositionLost
 from common.topics import ROOMSERVER_OUTPUT
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
@@ -55,44 +54,36 @@ class RoomserverOutputConsumer:
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self, log: Log, ready: asyncio.Event | None = None) -> None:
-        """Follows the topic until cancelled."""
-        consumer = await log.consumer(CONSUMER_GROUP, [ROOMSERVER_OUTPUT.name])
-        try:
+        """Follows the topic until cancelled (per room in order, rooms in parallel)."""
+        runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [ROOMSERVER_OUTPUT.name], self.handle_record,
+                                     on_position_lost=self._on_position_lost)
+        async with asyncio.TaskGroup() as tasks:
+            running = tasks.create_task(runner.run())
             if ready is not None:
-                ready.set()
-            while True:
-                records = await consumer.fetch(max_records=500, timeout=1.0)
-                if records:
-                    await self.handle_batch(consumer, records)
-        finally:
-            await consumer.close()
+                waiting = tasks.create_task(runner.ready.wait())
+                await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+                if runner.ready.is_set():
+                    ready.set()
 
-    async def handle_batch(self, consumer: LogConsumer, records: Sequence[LogRecord]) -> None:
-        by_key: dict[bytes, list[LogRecord]] = defaultdict(list)
-        positions: dict[tuple[str, int], int] = {}
-        for record in records:
-            by_key[record.key].append(record)
-            where = (record.topic, record.partition)
-            positions[where] = max(positions.get(where, 0), record.offset + 1)
-        await asyncio.gather(*(self._handle_in_order(batch) for batch in by_key.values()))
-        await consumer.commit(positions)
+    async def _on_position_lost(self, lost: PositionLost) -> None:
+        # The log no longer holds where this consumer was: it goes on from the
+        # oldest entry kept, and each room's next entry shows the gap through
+        # last_sent_event_id, which rebuilds that room's state.
+        logger.warning("roomserver.output position lost (%s): rooms are rebuilt as entries arrive", lost)
 
-    async def _handle_in_order(self, records: list[LogRecord]) -> None:
-        for record in records:
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                try:
-                    await self.handle(record.value)
-                    break
-                except asyncio.CancelledError:
+    async def handle_record(self, record: LogRecord) -> None:
+        """One entry, retried a few times for passing failures (a busy
+        database); then the runner reports it and goes on with the room."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                await self.handle(record.value)
+                return
+            except Exception:
+                if attempt == MAX_ATTEMPTS:
                     raise
-                except Exception:
-                    if attempt == MAX_ATTEMPTS:
-                        logger.exception("skipping output entry %s/%d@%d after %d attempts",
-                                         record.topic, record.partition, record.offset, attempt)
-                    else:
-                        logger.warning("output entry %s/%d@%d failed, retrying", record.topic,
-                                       record.partition, record.offset, exc_info=True)
-                        await asyncio.sleep(0.05 * attempt)
+                logger.warning("output entry %s/%d@%d failed, retrying", record.topic,
+                               record.partition, record.offset, exc_info=True)
+                await asyncio.sleep(0.05 * attempt)
 
     # -- one entry ------------------------------------------------------------------------
 
