@@ -12,7 +12,7 @@ from common.config import Config
 from common.log import Log, LogRecord
 from common.storage import Database, database_url_for, open_database
 from matrixlib.signing import SigningKey
-from roomserver.internal.input.consumer import consume_input
+from roomserver.internal.input.consumer import CONSUMER_GROUP, consume_input
 from roomserver.internal.input.inputer import Inputer
 from roomserver.internal.input.processor import InputProcessor
 from roomserver.internal.query.queries import Queries
@@ -45,6 +45,8 @@ class Roomserver:
         self.inputer = Inputer(self.storage, log, config.input_timeout_seconds)
         self.api = RoomserverImpl(self.storage, self.inputer)
         self.ready = asyncio.Event()
+        # The input consumer group; every instance of the room server shares it.
+        self.input_group = CONSUMER_GROUP
 
     async def run(self) -> None:
         """Consumes ``roomserver.input`` until cancelled. Output left unsent
@@ -52,12 +54,24 @@ class Roomserver:
         sent = await self.processor.send_pending()
         if sent:
             logger.info("sent %d output entries left over from before a restart", sent)
-        await consume_input(self.log, self._handle_record, self.ready)
+        await consume_input(self.log, self._handle_record, self._record_poison, self.ready,
+                            group=self.input_group)
 
     async def _handle_record(self, record: LogRecord) -> None:
         request_id, results = await self.processor.process_record(record.value)
         if request_id:
             self.inputer.report(request_id, results)
+
+    async def _record_poison(self, record: LogRecord, exc: Exception) -> None:
+        """A record whose processing failed unexpectedly: recorded, skipped,
+        and its waiting writer told so."""
+        request_id, room_id, event_ids = self.processor.describe_record(record.value)
+        reason = f"processing failed: {type(exc).__name__}: {exc}"
+        await self.processor.record_failure(request_id, room_id, ",".join(event_ids), reason, record.value)
+        if request_id:
+            self.inputer.report(request_id, [
+                pb.InputEventResult(event_id=e, outcome=pb.INPUT_OUTCOME_INVALID, reason=reason)
+                for e in event_ids])
 
     async def close(self) -> None:
         await self.storage.close()

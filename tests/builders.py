@@ -15,6 +15,8 @@ with auth events chosen by the spec's auth events selection.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,8 +41,11 @@ from matrixlib.signing import SigningKey
 TEST_SERVER_NAME = "test"
 TEST_SIGNING_KEY = SigningKey.from_seed(bytes(range(32)), "test1")
 
-# A fixed clock so that events (and v3+ event IDs) are reproducible.
+# A fixed clock so that runs are reproducible; each room starts its clock
+# further on, so that two rooms built alike (v12 room IDs are the create
+# event's hash) are still different rooms.
 _BASE_TS = 1_700_000_000_000
+_rooms_built = itertools.count()
 
 
 def event_proto(event: Event) -> events_pb2.Event:
@@ -72,7 +77,7 @@ class TestRoom:
     def __init__(self, room_version: str = "12", *, creator: str = "@alice:test",
                  server_name: str = TEST_SERVER_NAME, signing_key: SigningKey = TEST_SIGNING_KEY,
                  join_rule: str = "public", history_visibility: str | None = None,
-                 extra_power_users: Mapping[str, int] | None = None) -> None:
+                 extra_power_users: Mapping[str, int] | None = None, room_id: str | None = None) -> None:
         self.version: RoomVersion = get_room_version(room_version)
         self.creator = creator
         self.server_name = server_name
@@ -81,8 +86,11 @@ class TestRoom:
         self.by_id: dict[str, Event] = {}
         self.state: dict[StateKey, Event] = {}
         self.latest: list[str] = []
-        self.room_id: str = ""
-        self._clock = _BASE_TS
+        # The state after each event built, as this room's builder sees it.
+        self.state_after: dict[str, dict[StateKey, Event]] = {}
+        # Room versions 1-11 name the room freely; 12 derives it from the create event.
+        self.room_id: str = "" if self.version.hydra else (room_id or f"!{secrets.token_hex(8)}:{server_name}")
+        self._clock = _BASE_TS + next(_rooms_built) * 1_000_000
 
         create_content: dict[str, Any] = {"room_version": self.version.identifier}
         if not self.version.implicit_room_creator:
@@ -117,12 +125,24 @@ class TestRoom:
         """A new signed event. By default its prev events are the room's
         forward extremities and its auth events come from the room's state;
         ``advance=False`` leaves the room's state and extremities alone (to
-        build forks and events that should fail)."""
+        build forks and events that should fail). With ``prev_event_ids``
+        of events this builder made, the auth events come from the state
+        after those events."""
         sender = sender or self.creator
         prevs = list(prev_event_ids if prev_event_ids is not None else self.latest)
         if depth is None:
             depth = max((self.by_id[p].depth for p in prevs if p in self.by_id), default=0) + 1
-        state = auth_state if auth_state is not None else self.state
+        if auth_state is not None:
+            state: Mapping[StateKey, Event] = auth_state
+        elif prev_event_ids is not None and prevs and all(p in self.state_after for p in prevs):
+            # Auth events from the state after the named prev events (merged
+            # naively, later prev events winning, when there are several).
+            merged: dict[StateKey, Event] = {}
+            for prev in prevs:
+                merged.update(self.state_after[prev])
+            state = merged
+        else:
+            state = self.state
         self._clock += 1
 
         def make(auth_ids: list[str]) -> Event:
@@ -139,6 +159,10 @@ class TestRoom:
             # to learn what it needs, then for real.
             event = make(self.auth_event_ids_for(make([]), state))
         self.by_id[event.event_id] = event
+        after = dict(state)
+        if event.state_key is not None:
+            after[event.state_tuple] = event
+        self.state_after[event.event_id] = after
         if advance:
             self.add(event)
         return event

@@ -1,13 +1,15 @@
 """The ``roomserver.input`` consumer: rooms in parallel, one room strictly in
-order, the input offset committed only after every record before it was
-processed (and its output appended)."""
+order, the input offset committed only after a record was processed (and its
+output appended), through ``common.consumer.KeyedConsumerRunner``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
+from common.consumer import KeyedConsumerRunner
 from common.log import Log, LogRecord, PositionLost
 from common.topics import ROOMSERVER_INPUT
 
@@ -15,50 +17,35 @@ logger = logging.getLogger(__name__)
 
 CONSUMER_GROUP = "roomserver"
 
+# How long a stopping consumer waits for the records in hand.
+STOP_TIMEOUT_SECONDS = 30.0
+
 RecordHandler = Callable[[LogRecord], Awaitable[None]]
+PoisonHandler = Callable[[LogRecord, Exception], Awaitable[None]]
 
 
-async def consume_input(log: Log, handle: RecordHandler, ready: asyncio.Event,
+async def consume_input(log: Log, handle: RecordHandler, on_poison: PoisonHandler, ready: asyncio.Event,
                         group: str = CONSUMER_GROUP) -> None:
-    """Runs until cancelled. ``handle`` must not raise for bad input; an
-    exception that escapes it is logged and the record skipped, so one bad
-    record never wedges a room."""
-    consumer = await log.consumer(group, [ROOMSERVER_INPUT.name])
+    """Runs until cancelled. An exception that escapes ``handle`` skips the
+    record (after ``on_poison``), so one bad record never wedges a room."""
+
+    async def position_lost(lost: PositionLost) -> None:
+        # Input the log no longer holds cannot be recovered by the room
+        # server; writers that waited for it timed out. Go on from what is there.
+        logger.error("roomserver.input: %s; continuing from the earliest record", lost)
+
+    runner = KeyedConsumerRunner(log, group, [ROOMSERVER_INPUT.name], handle, on_poison=on_poison,
+                                 on_position_lost=position_lost)
+    waiter = asyncio.ensure_future(runner.ready.wait())
+    waiter.add_done_callback(lambda _: ready.set())
+    task = asyncio.create_task(runner.run())
     try:
-        ready.set()
-        while True:
-            try:
-                records = await consumer.fetch(max_records=200, timeout=1.0)
-            except PositionLost as e:
-                logger.error("roomserver.input: %s; continuing from the earliest record", e)
-                continue
-            if not records:
-                continue
-            await _handle_batch(records, handle)
-            positions: dict[tuple[str, int], int] = {}
-            for record in records:
-                key = (record.topic, record.partition)
-                positions[key] = max(positions.get(key, 0), record.offset + 1)
-            await consumer.commit(positions)
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Stop cleanly: the record in hand finishes, what is done is committed.
+        runner.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, STOP_TIMEOUT_SECONDS)
+        raise
     finally:
-        await consumer.close()
-
-
-async def _handle_batch(records: Sequence[LogRecord], handle: RecordHandler) -> None:
-    by_key: dict[bytes, list[LogRecord]] = {}
-    for record in records:
-        by_key.setdefault(record.key, []).append(record)
-
-    async def run_key(key_records: list[LogRecord]) -> None:
-        for record in key_records:
-            try:
-                await handle(record)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("roomserver.input record %s[%d]@%d failed; skipped",
-                                  record.topic, record.partition, record.offset)
-
-    async with asyncio.TaskGroup() as group:
-        for key_records in by_key.values():
-            group.create_task(run_key(key_records))
+        waiter.cancel()

@@ -67,7 +67,9 @@ class Inputer:
         entries: dict[str, input_log_pb2.InputRoomEventsEntry] = {}
         indexes: dict[str, list[int]] = {}
         for index, event_id, room_id in parsed:
-            if event_id in known:
+            # Stored but never written to the output (a crash in between): the
+            # consumer sends it when it sees the event again.
+            if event_id in known and known[event_id].sent_to_output:
                 results[index] = pb.InputEventResult(event_id=event_id, outcome=DUPLICATE)
                 continue
             input_event = input_log_pb2.InputRoomEvent()

@@ -127,6 +127,20 @@ class InputProcessor:
             results.append(result)
         return results
 
+    @staticmethod
+    def describe_record(value: bytes) -> tuple[str, str, list[str]]:
+        """(request_id, room_id, event IDs) of a raw record, as far as it parses."""
+        entry = input_log_pb2.InputRoomEventsEntry()
+        try:
+            entry.ParseFromString(value)
+        except DecodeError:
+            return "", "", []
+        return entry.request_id, entry.room_id, [e.event.event_id for e in entry.events]
+
+    async def record_failure(self, request_id: str, room_id: str, event_id: str, reason: str,
+                             payload: bytes | None) -> None:
+        await self._record_failure(request_id, room_id, event_id, reason, payload)
+
     async def _record_failure(self, request_id: str, room_id: str, event_id: str, reason: str,
                               payload: bytes | None) -> None:
         logger.warning("input for room %r event %r skipped: %s", room_id, event_id, reason)
@@ -266,6 +280,11 @@ class InputProcessor:
         if missing:
             raise InvalidInput(f"unknown auth events: {', '.join(missing)}")
         checked.auth_nids = [auth_records[a].event_nid for a in auth_ids]
+        if rv.hydra and event.type != CREATE and room.create_event_nid is not None:
+            # v12 leaves the create event out of auth_events (the room ID names
+            # it); the auth-chain index keeps it, as Synapse does, so auth
+            # chains served over federation include it.
+            checked.auth_nids.append(room.create_event_nid)
         loaded = await self._db.events_by_nid(txn, checked.auth_nids)
         auth_events = [loaded[auth_records[a].event_nid] for a in auth_ids]
         rejected_ids = {a for a, r in auth_records.items() if r.is_rejected}

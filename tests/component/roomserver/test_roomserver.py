@@ -1,0 +1,560 @@
+"""The room server end to end, through both bindings (``api`` is the
+in-process implementation or a gRPC client on port 0), on SQLite and the
+embedded log; one run on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from myelin.roomserver.v1 import events_pb2, input_log_pb2, output_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as pb
+from sqlalchemy import func, select
+
+from common.log import Log
+from common.topics import ROOMSERVER_INPUT
+from matrixlib.events import MEMBER, NAME, Event
+from roomserver.api import RoomserverAPI
+from roomserver.component import open_roomserver
+from roomserver.storage.tables.events import events as events_table
+from roomserver.storage.tables.input_failures import input_failures
+from tests.builders import TEST_SIGNING_KEY, TestRoom, input_event
+from tests.component.roomserver.conftest import Running, make_config, read_output, start_roomserver
+
+ALICE = "@alice:test"
+BOB = "@bob:test"
+CAROL = "@carol:test"
+REMOTE = "@dave:remote.example"
+
+NEW = input_log_pb2.INPUT_KIND_NEW
+OUTLIER = input_log_pb2.INPUT_KIND_OUTLIER
+OLD = input_log_pb2.INPUT_KIND_OLD
+
+
+async def send(api: RoomserverAPI, events: Sequence[Event], kind: int = NEW
+               ) -> list[pb.InputEventResult]:
+    response = await api.input_room_events(pb.InputRoomEventsRequest(
+        events=[input_event(e, kind) for e in events], wait=True))
+    assert [r.event_id for r in response.results] == [e.event_id for e in events]
+    return list(response.results)
+
+
+def outcomes(results: Sequence[pb.InputEventResult]) -> list[int]:
+    return [r.outcome for r in results]
+
+
+def ids(events: Sequence[Event]) -> list[str]:
+    return [e.event_id for e in events]
+
+
+def new_room_events(outputs: Sequence[output_log_pb2.OutputEvent]) -> list[output_log_pb2.NewRoomEvent]:
+    return [o.new_room_event for o in outputs if o.WhichOneof("payload") == "new_room_event"]
+
+
+def proto_ids(protos: Sequence[events_pb2.Event]) -> list[str]:
+    return [p.event_id for p in protos]
+
+
+@pytest.mark.parametrize("version", ["1", "4", "10", "12"])
+async def test_room_lifecycle_and_state(api: RoomserverAPI, version: str) -> None:
+    room = TestRoom(version, creator=ALICE)
+    room.join(BOB)
+    room.message(BOB, "hello")
+    name = room.set_state(NAME, {"name": "Room"}, sender=ALICE)
+    last = room.message(ALICE, "hi bob")
+    results = await send(api, room.events)
+    assert outcomes(results) == [pb.INPUT_OUTCOME_ACCEPTED] * len(room.events)
+
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert latest.room_exists and latest.room_version == version
+    assert list(latest.latest_event_ids) == [last.event_id]
+    assert latest.depth == last.depth + 1
+    assert sorted(proto_ids(latest.state_events)) == sorted(e.event_id for e in room.state.values())
+    for proto in latest.state_events:
+        assert proto.room_version == version
+        assert json.loads(proto.pdu_json)["type"] in {"m.room.create", "m.room.member", "m.room.power_levels",
+                                                      "m.room.join_rules", "m.room.name"}
+
+    only_name = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(
+        room_id=room.room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=NAME, state_key="")]))
+    assert proto_ids(only_name.state_events) == [name.event_id]
+    members = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(
+        room_id=room.room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=MEMBER, state_key=BOB)]))
+    assert proto_ids(members.state_events) == [room.state[(MEMBER, BOB)].event_id]
+
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert info.room_exists and not info.is_stub
+    assert info.room_version == version
+    assert info.create_event_id == room.create.event_id
+    assert info.joined_member_count == 2
+    assert list(info.latest_event_ids) == [last.event_id]
+
+    missing = await api.query_room_info(pb.QueryRoomInfoRequest(room_id="!nope:test"))
+    assert not missing.room_exists
+    nothing = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id="!nope:test"))
+    assert not nothing.room_exists
+
+
+async def test_queries(api: RoomserverAPI) -> None:
+    room = TestRoom("12", creator=ALICE)
+    before_bob = room.message(ALICE, "before bob")
+    bob_join = room.join(BOB)
+    first = room.message(BOB, "one")
+    second = room.message(BOB, "two")
+    name = room.set_state(NAME, {"name": "Named"}, sender=ALICE)
+    third = room.message(ALICE, "three")
+    carol_invite = room.invite(ALICE, CAROL)
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+
+    # Events by ID: in the order asked, unknown ones left out.
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(
+        event_ids=[third.event_id, "$unknown", first.event_id]))
+    assert proto_ids(found.events) == [third.event_id, first.event_id]
+    assert Event.from_json(found.events[0].pdu_json, room.version).content["body"] == "three"
+
+    # State after given events.
+    at_first = await api.query_state_after_events(pb.QueryStateAfterEventsRequest(
+        room_id=room.room_id, prev_event_ids=[first.event_id]))
+    assert at_first.room_exists and at_first.prev_events_exist and at_first.room_version == "12"
+    assert bob_join.event_id in proto_ids(at_first.state_events)
+    assert name.event_id not in proto_ids(at_first.state_events)
+    at_third = await api.query_state_after_events(pb.QueryStateAfterEventsRequest(
+        room_id=room.room_id, prev_event_ids=[third.event_id],
+        state_to_fetch=[events_pb2.StateKeyTuple(event_type=NAME, state_key="")]))
+    assert proto_ids(at_third.state_events) == [name.event_id]
+    unknown = await api.query_state_after_events(pb.QueryStateAfterEventsRequest(
+        room_id=room.room_id, prev_event_ids=["$unknown"]))
+    assert unknown.room_exists and not unknown.prev_events_exist
+
+    # Memberships.
+    bob = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(room_id=room.room_id, user_id=BOB))
+    assert bob.room_exists and bob.has_been_in_room and bob.is_in_room
+    assert bob.membership == "join" and bob.event_id == bob_join.event_id
+    carol = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
+        room_id=room.room_id, user_id=CAROL))
+    assert carol.membership == "invite" and not carol.is_in_room
+    stranger = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
+        room_id=room.room_id, user_id="@x:test"))
+    assert stranger.room_exists and not stranger.has_been_in_room and stranger.membership == ""
+
+    everyone = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(room_id=room.room_id))
+    assert sorted(proto_ids(everyone.member_events)) == sorted(
+        [room.creator_join.event_id, bob_join.event_id, carol_invite.event_id])
+    joined = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(
+        room_id=room.room_id, joined_only=True))
+    assert sorted(proto_ids(joined.member_events)) == sorted([room.creator_join.event_id, bob_join.event_id])
+    earlier = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(
+        room_id=room.room_id, at_event_id=bob_join.event_id))
+    assert proto_ids(earlier.member_events) == [room.creator_join.event_id]
+
+    rooms = await api.query_rooms_for_user(pb.QueryRoomsForUserRequest(user_id=BOB))
+    assert list(rooms.room_ids) == [room.room_id]
+    assert list((await api.query_rooms_for_user(pb.QueryRoomsForUserRequest(
+        user_id=CAROL, membership="join"))).room_ids) == []
+    assert list((await api.query_rooms_for_user(pb.QueryRoomsForUserRequest(
+        user_id=CAROL, membership="invite"))).room_ids) == [room.room_id]
+
+    # Auth chain: the auth events, recursively, without the event itself.
+    chain = await api.query_auth_chain(pb.QueryAuthChainRequest(event_ids=[first.event_id]))
+    assert sorted(proto_ids(chain.auth_chain)) == sorted(
+        [room.create.event_id, room.creator_join.event_id, room.power_levels.event_id,
+         room.join_rules.event_id, bob_join.event_id])
+
+    # Missing events: back from `latest`, not past `earliest`, oldest first.
+    missing = await api.query_missing_events(pb.QueryMissingEventsRequest(
+        room_id=room.room_id, earliest_events=[first.event_id], latest_events=[third.event_id], limit=10,
+        server_name="remote.example"))
+    assert proto_ids(missing.events) == [second.event_id, name.event_id]
+    limited = await api.query_missing_events(pb.QueryMissingEventsRequest(
+        room_id=room.room_id, earliest_events=[room.create.event_id], latest_events=[third.event_id], limit=2))
+    assert proto_ids(limited.events) == [second.event_id, name.event_id]
+
+    # History visibility "shared" (the default).
+    seen = await api.query_user_allowed_to_see_event(pb.QueryUserAllowedToSeeEventRequest(
+        event_id=before_bob.event_id, user_id=BOB))
+    assert seen.event_exists and seen.allowed
+    not_member = await api.query_user_allowed_to_see_event(pb.QueryUserAllowedToSeeEventRequest(
+        event_id=first.event_id, user_id="@x:test"))
+    assert not_member.event_exists and not not_member.allowed
+    server = await api.query_server_allowed_to_see_event(pb.QueryServerAllowedToSeeEventRequest(
+        event_id=first.event_id, server_name="remote.example"))
+    assert server.event_exists and server.allowed
+    nothing = await api.query_server_allowed_to_see_event(pb.QueryServerAllowedToSeeEventRequest(
+        event_id="$unknown", server_name="remote.example"))
+    assert not nothing.event_exists
+
+
+async def test_history_visibility_joined(api: RoomserverAPI) -> None:
+    room = TestRoom("10", creator=ALICE, history_visibility="joined")
+    secret = room.message(ALICE, "before bob and dave")
+    bob_join = room.join(BOB)
+    after = room.message(ALICE, "after bob")
+    invite = room.invite(ALICE, REMOTE)
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+
+    async def user_sees(event: Event, user_id: str) -> bool:
+        return (await api.query_user_allowed_to_see_event(pb.QueryUserAllowedToSeeEventRequest(
+            event_id=event.event_id, user_id=user_id))).allowed
+
+    async def server_sees(event: Event, server_name: str) -> bool:
+        return (await api.query_server_allowed_to_see_event(pb.QueryServerAllowedToSeeEventRequest(
+            event_id=event.event_id, server_name=server_name))).allowed
+
+    assert await user_sees(secret, ALICE)
+    assert not await user_sees(secret, BOB)
+    assert await user_sees(bob_join, BOB)  # one's own membership event
+    assert await user_sees(after, BOB)
+    assert not await user_sees(after, REMOTE)
+    assert await server_sees(after, "test")
+    assert not await server_sees(after, "remote.example")  # only invited, history is "joined"
+    assert await server_sees(invite, "test")
+
+
+async def test_rejected_events(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+    before = len(await read_output(running.log))
+
+    # Carol never joined: her message fails against its own auth events.
+    intruder = room.message(CAROL, "let me in", advance=False)
+    # Bob (level 0) may not change the power levels (state_default 50).
+    takeover = room.set_state("m.room.power_levels", {"users": {BOB: 100}}, sender=BOB, advance=False)
+    results = await send(api, [intruder, takeover])
+    assert outcomes(results) == [pb.INPUT_OUTCOME_REJECTED, pb.INPUT_OUTCOME_REJECTED]
+    assert all(r.reason for r in results)
+
+    # Stored as rejected: only visible when asking for unaccepted events.
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=ids([intruder, takeover])))
+    assert list(found.events) == []
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(
+        event_ids=ids([intruder, takeover]), include_unaccepted=True))
+    assert proto_ids(found.events) == ids([intruder, takeover])
+
+    # Nothing was written for readers, the room did not move, and input again is a duplicate.
+    assert len(await read_output(running.log)) == before
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == room.latest
+    again = await send(api, [intruder])
+    assert outcomes(again) == [pb.INPUT_OUTCOME_DUPLICATE]
+
+    # An event whose auth events lie about the state before it is rejected
+    # there even though its auth events allow it: Bob was banned, his message
+    # cites his old join.
+    bob_join = room.state[(MEMBER, BOB)]
+    ban = room.ban(ALICE, BOB)
+    assert outcomes(await send(api, [ban])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    liar = room.message(BOB, "still here", advance=False,
+                        auth_event_ids=[room.power_levels.event_id, bob_join.event_id])
+    assert outcomes(await send(api, [liar])) == [pb.INPUT_OUTCOME_REJECTED]
+
+
+async def test_soft_failed_event(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    before_ban = room.message(ALICE, "hello")
+    ban = room.ban(ALICE, BOB)
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+    outputs_before = len(await read_output(running.log))
+
+    # Bob, on a fork from before his ban: allowed by the state before it,
+    # not by the current state.
+    sneaky = room.message(BOB, "you cannot see me", prev_event_ids=[before_ban.event_id], advance=False)
+    results = await send(api, [sneaky])
+    assert outcomes(results) == [pb.INPUT_OUTCOME_SOFT_FAILED]
+
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == [ban.event_id]
+    assert len(await read_output(running.log)) == outputs_before
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[sneaky.event_id]))
+    assert list(found.events) == []
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(
+        event_ids=[sneaky.event_id], include_unaccepted=True))
+    assert proto_ids(found.events) == [sneaky.event_id]
+
+
+async def test_duplicate_input_writes_nothing_twice(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    room.message(BOB, "once")
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+    outputs = await read_output(running.log)
+    again = await send(api, room.events)
+    assert outcomes(again) == [pb.INPUT_OUTCOME_DUPLICATE] * len(room.events)
+    assert len(await read_output(running.log)) == len(outputs)
+    async with running.component.storage.reading() as txn:
+        count = await txn.conn.scalar(select(func.count()).select_from(events_table))
+    assert count == len(room.events)
+
+
+async def test_output_annotations(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    first_name = room.set_state(NAME, {"name": "One"}, sender=ALICE)
+    second_name = room.set_state(NAME, {"name": "Two"}, sender=ALICE)
+    invite = room.invite(ALICE, BOB)
+    join = room.join(BOB)
+    message = room.message(BOB, "to be redacted")
+    redaction = room.redact(ALICE, message.event_id)
+    await send(api, room.events)
+    txn_event = room.message(BOB, "from a client")
+    await api.input_room_events(pb.InputRoomEventsRequest(events=[input_event(
+        txn_event, transaction_id=(BOB, "DEVICE", "txn1"))], wait=True))
+    all_events = [*room.events]
+
+    outputs = await read_output(running.log)
+    timeline = new_room_events(outputs)
+    assert [n.event.event_id for n in timeline] == ids(all_events)
+    # Each entry names the one before it and counts up.
+    assert timeline[0].last_sent_event_id == ""
+    for previous, current in itertools.pairwise(timeline):
+        assert current.last_sent_event_id == previous.event.event_id
+        assert current.room_stream_position == previous.room_stream_position + 1
+        assert list(current.latest_event_ids) == [current.event.event_id]
+    by_id = {n.event.event_id: n for n in timeline}
+    assert list(by_id[first_name.event_id].adds_state_event_ids) == [first_name.event_id]
+    assert list(by_id[first_name.event_id].removes_state_event_ids) == []
+    assert list(by_id[second_name.event_id].adds_state_event_ids) == [second_name.event_id]
+    assert list(by_id[second_name.event_id].removes_state_event_ids) == [first_name.event_id]
+    assert list(by_id[join.event_id].removes_state_event_ids) == [invite.event_id]
+    assert list(by_id[message.event_id].adds_state_event_ids) == []
+    assert by_id[message.event_id].history_visibility == "shared"
+    assert not by_id[message.event_id].HasField("transaction_id")
+    assert by_id[txn_event.event_id].transaction_id.transaction_id == "txn1"
+    assert by_id[txn_event.event_id].transaction_id.device_id == "DEVICE"
+
+    invites = [o.new_invite_event for o in outputs if o.WhichOneof("payload") == "new_invite_event"]
+    assert [i.event.event_id for i in invites] == [invite.event_id]
+    assert invites[0].target_user_id == BOB
+    stripped = [json.loads(s) for s in invites[0].invite_room_state_json]
+    assert {(s["type"], s["state_key"]) for s in stripped} == {
+        ("m.room.create", ""), ("m.room.join_rules", ""), ("m.room.name", ""), (MEMBER, ALICE)}
+    assert all(set(s) == {"type", "state_key", "content", "sender"} for s in stripped)
+
+    retired = [o.retire_invite_event for o in outputs if o.WhichOneof("payload") == "retire_invite_event"]
+    assert len(retired) == 1
+    assert retired[0].event_id == invite.event_id and retired[0].retired_by_event_id == join.event_id
+    assert retired[0].membership == "join" and retired[0].target_user_id == BOB
+
+    redacted = [o.redacted_event for o in outputs if o.WhichOneof("payload") == "redacted_event"]
+    assert len(redacted) == 1
+    assert redacted[0].redacted_event_id == message.event_id
+    assert redacted[0].redaction_event_id == redaction.event_id
+    assert json.loads(redacted[0].redacted_event.pdu_json)["content"] == {}
+    # Queries answer with the redacted form from now on.
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[message.event_id]))
+    assert json.loads(found.events[0].pdu_json)["content"] == {}
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+async def test_fork_is_resolved(api: RoomserverAPI, running: Running, version: str) -> None:
+    room = TestRoom(version, creator=ALICE)
+    room.join(BOB)
+    base = room.message(ALICE, "fork point")
+    await send(api, room.events)
+
+    left = room.set_state(NAME, {"name": "Left"}, sender=ALICE, prev_event_ids=[base.event_id], advance=False)
+    right = room.set_state(NAME, {"name": "Right"}, sender=ALICE, prev_event_ids=[base.event_id],
+                           advance=False)
+    assert outcomes(await send(api, [left, right])) == [pb.INPUT_OUTCOME_ACCEPTED] * 2
+
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(
+        room_id=room.room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=NAME, state_key="")]))
+    assert sorted(latest.latest_event_ids) == sorted([left.event_id, right.event_id])
+    # Same power, so the later origin_server_ts wins (state resolution v2).
+    assert proto_ids(latest.state_events) == [right.event_id]
+    assert latest.depth == left.depth + 1
+    both = await api.query_state_after_events(pb.QueryStateAfterEventsRequest(
+        room_id=room.room_id, prev_event_ids=[left.event_id, right.event_id],
+        state_to_fetch=[events_pb2.StateKeyTuple(event_type=NAME, state_key="")]))
+    assert proto_ids(both.state_events) == [right.event_id]
+
+    timeline = {n.event.event_id: n for n in new_room_events(await read_output(running.log))}
+    assert list(timeline[right.event_id].adds_state_event_ids) == [right.event_id]
+    assert list(timeline[right.event_id].removes_state_event_ids) == [left.event_id]
+    assert sorted(timeline[right.event_id].latest_event_ids) == sorted([left.event_id, right.event_id])
+
+    merge = room.message(BOB, "merged", prev_event_ids=[left.event_id, right.event_id],
+                         auth_state={**room.state, (NAME, ""): right})
+    assert outcomes(await send(api, [merge])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == [merge.event_id]
+    assert right.event_id in proto_ids(latest.state_events)
+
+
+async def test_bad_input_is_recorded_and_skipped(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+    log: Log = running.log
+    key = room.room_id.encode()
+    # Not a protobuf at all.
+    await log.append(ROOMSERVER_INPUT.name, key, b"\xff\xfe garbage")
+    # A room version nobody knows.
+    bad_version = input_log_pb2.InputRoomEventsEntry(request_id="r1", room_id=room.room_id, events=[
+        input_log_pb2.InputRoomEvent(kind=NEW, event=events_pb2.Event(
+            event_id="$x", room_version="999", pdu_json=b"{}"))])
+    await log.append(ROOMSERVER_INPUT.name, key, bad_version.SerializeToString())
+    # Not JSON.
+    bad_json = input_log_pb2.InputRoomEventsEntry(request_id="r2", room_id=room.room_id, events=[
+        input_log_pb2.InputRoomEvent(kind=NEW, event=events_pb2.Event(room_version="12", pdu_json=b"{nope"))])
+    await log.append(ROOMSERVER_INPUT.name, key, bad_json.SerializeToString())
+    # An event of a room nobody created.
+    other = TestRoom("12", creator=ALICE)
+    orphan = other.message(ALICE, "orphan")
+    orphan_entry = input_log_pb2.InputRoomEventsEntry(request_id="r3", room_id=other.room_id,
+                                                      events=[input_event(orphan)])
+    await log.append(ROOMSERVER_INPUT.name, other.room_id.encode(), orphan_entry.SerializeToString())
+
+    # The room keeps working.
+    after = room.message(ALICE, "still working")
+    assert outcomes(await send(api, [after])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    # The orphan is another room's input, consumed in parallel: wait for it.
+    by_request: dict[str, str] = {}
+    for _ in range(100):
+        async with running.component.storage.reading() as txn:
+            rows = (await txn.conn.execute(select(input_failures.c.request_id, input_failures.c.reason)
+                                           .order_by(input_failures.c.failure_nid))).all()
+        by_request = {r.request_id: r.reason for r in rows}
+        if "r3" in by_request:
+            break
+        await asyncio.sleep(0.05)
+    assert "" in by_request and "not an InputRoomEventsEntry" in by_request[""]
+    assert "unknown room version" in by_request["r1"]
+    assert "malformed" in by_request["r2"]
+    assert "unknown room" in by_request["r3"]
+
+
+async def test_invalid_input_answers_at_once(api: RoomserverAPI) -> None:
+    room = TestRoom("12", creator=ALICE)
+    await send(api, room.events)
+    # Prev events the room server has never seen.
+    gap = room.message(ALICE, "after a gap", prev_event_ids=["$never-seen"], advance=False)
+    results = await send(api, [gap])
+    assert outcomes(results) == [pb.INPUT_OUTCOME_INVALID]
+    assert "prev events" in results[0].reason
+    # Unparseable input never reaches the log.
+    response = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[
+        input_log_pb2.InputRoomEvent(kind=NEW, event=events_pb2.Event(room_version="12", pdu_json=b"[]"))]))
+    assert outcomes(response.results) == [pb.INPUT_OUTCOME_INVALID]
+
+
+async def test_outliers_state_and_backfill(api: RoomserverAPI, running: Running) -> None:
+    """A join over federation: the auth chain and state arrive as outliers,
+    the join with the state before it, then older history as backfill."""
+    room = TestRoom("12", creator=ALICE)
+    state_before = list(room.events)
+    old_message = room.message(ALICE, "from before we joined")
+    remote_join = room.join(REMOTE)
+
+    assert outcomes(await send(api, state_before, OUTLIER)) == [pb.INPUT_OUTCOME_ACCEPTED] * len(state_before)
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert info.room_exists and info.is_stub
+    assert new_room_events(await read_output(running.log)) == []
+
+    response = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[input_event(
+        remote_join, state_event_ids=ids(state_before), origin="remote.example")]))
+    assert outcomes(response.results) == [pb.INPUT_OUTCOME_ACCEPTED]
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert not info.is_stub and info.joined_member_count == 2
+    [join_output] = new_room_events(await read_output(running.log))
+    assert join_output.event.event_id == remote_join.event_id
+    assert join_output.origin == "remote.example"
+    assert sorted(join_output.adds_state_event_ids) == sorted(ids([*state_before, remote_join]))
+    assert sorted(proto_ids(join_output.adds_state_events)) == sorted(ids(state_before))
+
+    assert outcomes(await send(api, [old_message], OLD)) == [pb.INPUT_OUTCOME_ACCEPTED]
+    timeline = new_room_events(await read_output(running.log))
+    assert [n.event.event_id for n in timeline] == ids([remote_join, old_message])
+    assert timeline[1].historical and list(timeline[1].adds_state_event_ids) == []
+    assert timeline[1].last_sent_event_id == remote_join.event_id
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == [remote_join.event_id]
+
+
+async def test_crash_between_commit_and_output(tmp_path: Path, log: Log) -> None:
+    """Replaying the input log after a crash duplicates nothing in storage
+    and sends every unsent output entry exactly once."""
+    config = make_config(tmp_path)
+    first = await start_roomserver(config, log)
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    try:
+        api = first.component.api
+        await send(api, room.events)
+
+        # The process dies after the database commit, before the append.
+        processor = first.component.processor
+        real_send = processor.send_pending
+
+        async def crash(event_nids: Sequence[int] | None = None) -> int:
+            return 0
+
+        processor.send_pending = crash  # type: ignore[method-assign]
+        lost = room.message(BOB, "committed, never sent")
+        also_lost = room.message(BOB, "this one too")
+        assert outcomes(await send(api, [lost, also_lost])) == [pb.INPUT_OUTCOME_ACCEPTED] * 2
+        processor.send_pending = real_send  # type: ignore[method-assign]
+        timeline = new_room_events(await read_output(log))
+        assert lost.event_id not in [n.event.event_id for n in timeline]
+
+        # Input of an event that is stored but unsent sends it then.
+        again = await send(api, [lost])
+        assert outcomes(again) == [pb.INPUT_OUTCOME_DUPLICATE]
+        assert [n.event.event_id for n in new_room_events(await read_output(log))][-1] == lost.event_id
+    finally:
+        await first.stop()
+
+    # A new process replays the whole input log (as if no offset had been committed).
+    second_config = make_config(tmp_path)
+    component = await open_roomserver(second_config, log, TEST_SIGNING_KEY)
+    component.input_group = "roomserver-replay"
+    task = asyncio.create_task(component.run())
+    try:
+        await asyncio.wait_for(component.ready.wait(), 10)
+        final = room.message(ALICE, "after the restart")
+        assert outcomes(await send(component.api, [final])) == [pb.INPUT_OUTCOME_ACCEPTED]
+        timeline = new_room_events(await read_output(log))
+        sent_ids = [n.event.event_id for n in timeline]
+        assert sorted(sent_ids) == sorted(ids(room.events))
+        assert len(sent_ids) == len(set(sent_ids))
+        assert [n.room_stream_position for n in timeline] == list(range(1, len(room.events) + 1))
+        async with component.storage.reading() as txn:
+            count = await txn.conn.scalar(select(func.count()).select_from(events_table))
+        assert count == len(room.events)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await component.close()
+
+
+@pytest.mark.postgres
+async def test_on_postgresql(tmp_path: Path, log: Log, fresh_postgres_database: str) -> None:
+    running = await start_roomserver(make_config(tmp_path, fresh_postgres_database), log)
+    try:
+        api = running.component.api
+        room = TestRoom("12", creator=ALICE)
+        room.join(BOB)
+        base = room.message(BOB, "hello")
+        assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+        left = room.set_state(NAME, {"name": "L"}, prev_event_ids=[base.event_id], advance=False)
+        right = room.set_state(NAME, {"name": "R"}, prev_event_ids=[base.event_id], advance=False)
+        intruder = room.message(CAROL, "no", advance=False)
+        assert outcomes(await send(api, [left, right, intruder])) == [
+            pb.INPUT_OUTCOME_ACCEPTED, pb.INPUT_OUTCOME_ACCEPTED, pb.INPUT_OUTCOME_REJECTED]
+        assert outcomes(await send(api, [left])) == [pb.INPUT_OUTCOME_DUPLICATE]
+        latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(
+            room_id=room.room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=NAME, state_key="")]))
+        assert proto_ids(latest.state_events) == [right.event_id]
+        chain = await api.query_auth_chain(pb.QueryAuthChainRequest(event_ids=[base.event_id]))
+        assert room.create.event_id in proto_ids(chain.auth_chain)
+        members = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(
+            room_id=room.room_id, joined_only=True))
+        assert len(members.member_events) == 2
+        assert len(new_room_events(await read_output(log))) == len(room.events) + 2
+    finally:
+        await running.stop()
