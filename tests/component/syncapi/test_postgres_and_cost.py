@@ -1,0 +1,92 @@
+"""The same read model on PostgreSQL, and what an idle long poll costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from syncapi.storage.tables import metadata
+from tests.builders import TestRoom
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
+
+
+@pytest.mark.postgres
+async def test_sync_and_pagination_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as env:
+        room = TestRoom()
+        room.join(BOB)
+        for i in range(25):
+            room.message(ALICE, f"pg {i}")
+        await env.send_room(room)
+        token = env.token(BOB)
+        body = await env.sync(token)
+        joined = body["rooms"]["join"][room.room_id]
+        assert joined["timeline"]["limited"] is True
+        assert [e["content"]["body"] for e in joined["timeline"]["events"]] == [f"pg {i}" for i in range(15, 25)]
+
+        invite = room.invite(ALICE, CAROL)
+        last = room.message(ALICE, "after")
+        await env.send(invite, last, txn=None)
+        later = await env.sync(token, since=body["next_batch"])
+        assert [e["event_id"] for e in later["rooms"]["join"][room.room_id]["timeline"]["events"]] == [
+            invite.event_id, last.event_id]
+        assert room.room_id in (await env.sync(env.token(CAROL)))["rooms"]["invite"]
+
+        seen: list[str] = [e["event_id"] for e in joined["timeline"]["events"]]
+        from_token = joined["timeline"]["prev_batch"]
+        while True:
+            page = (await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/messages", token,
+                                  dir="b", limit=6, **{"from": from_token})).json()
+            seen = [e["event_id"] for e in reversed(page["chunk"])] + seen
+            if "end" not in page:
+                break
+            from_token = page["end"]
+        assert seen == [e.event_id for e in room.events[:-2]]
+
+        members = (await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/members", token,
+                                 membership="invite")).json()["chunk"]
+        assert [m["state_key"] for m in members] == [CAROL]
+
+
+async def test_idle_incremental_sync_does_not_touch_the_database(env: Env) -> None:
+    """An idle incremental /sync costs the same in 1 room or 40: no query at all."""
+    token = env.token(BOB)
+    rooms = []
+    for i in range(40):
+        room = TestRoom()
+        room.join(BOB)
+        room.message(ALICE, f"room {i}")
+        rooms.append(room)
+        await env.send(*room.events, wait=i == 39)
+    await env.wait_for_events([r.events[-1].event_id for r in rooms])
+    since = (await env.sync(token))["next_batch"]
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = env.syncapi.database.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        body = await env.sync(token, since=since, timeout=50)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert body["rooms"]["join"] == {}
+    assert statements == []
+
+
+async def test_tables_match_the_migration(env: Env) -> None:
+    """The Core tables the code builds statements from describe the migrated schema."""
+    def columns(sync_conn: Any) -> dict[str, set[str]]:
+        from sqlalchemy import inspect
+        inspector = inspect(sync_conn)
+        return {name: {c["name"] for c in inspector.get_columns(name)} for name in metadata.tables}
+
+    async with env.syncapi.database.database.connect() as conn:
+        found = await conn.run_sync(columns)
+    for name, table in metadata.tables.items():
+        assert found[name] == {c.name for c in table.columns}, name
