@@ -44,7 +44,9 @@ class KafkaLog:
     other topic on first use. ``session_timeout_ms`` and
     ``heartbeat_interval_ms`` go to every consumer (Tansu holds a join open for
     half the session timeout, so tests pass small values). ``idempotence``
-    None asks the broker whether it supports idempotent producers."""
+    None asks the broker whether it supports idempotent producers.
+    ``retention_bytes`` becomes the ``retention.bytes`` of created topics
+    (None: the broker's default); topics that exist keep their settings."""
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class KafkaLog:
         heartbeat_interval_ms: int = 3_000,
         join_timeout: float = 60.0,
         idempotence: bool | None = None,
+        retention_bytes: int | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
@@ -68,6 +71,7 @@ class KafkaLog:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.join_timeout = join_timeout
         self.idempotence = idempotence
+        self.retention_bytes = retention_bytes
         self._client: AIOKafkaClient | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -114,8 +118,9 @@ class KafkaLog:
             missing = [name for name in missing if name not in self._known_topics]
             if not missing:
                 return
+            configs = {} if self.retention_bytes is None else {"retention.bytes": str(self.retention_bytes)}
             response = await self._admin.create_topics(
-                [NewTopic(name, self.partitions, self.replication_factor) for name in missing]
+                [NewTopic(name, self.partitions, self.replication_factor, topic_configs=configs) for name in missing]
             )
             for topic_error in response.topic_errors:
                 name, code = topic_error[0], topic_error[1]
