@@ -101,8 +101,10 @@ class RoomserverOutputConsumer:
                                                    msg.membership, msg.retired_by_event_id)
         elif kind == "redacted_event":
             msg_r = output.redacted_event
-            applied = await self._db.redact_event(msg_r.redacted_event_id, msg_r.redaction_event_id,
-                                                  parse_event(msg_r.redacted_event))
+            await self._db.redact_event(msg_r.redacted_event_id, msg_r.redaction_event_id,
+                                        parse_event(msg_r.redacted_event))
+            # Clients learn of it from the redaction event itself, already delivered.
+            applied = None
         else:
             logger.warning("skipping output entry of unknown kind %r", kind)
             return
@@ -111,7 +113,7 @@ class RoomserverOutputConsumer:
 
     async def _on_new_room_event(self, msg: output_log_pb2.NewRoomEvent) -> Applied | None:
         event = parse_event(msg.event)
-        if await self._db.is_known_event(event.event_id):
+        if await self._db.is_known_event(event.event_id, in_timeline=True):
             return None
         room_id = event.room_id
         last_seen = await self._db.last_event_id(room_id)
@@ -150,4 +152,6 @@ class RoomserverOutputConsumer:
             if isinstance(value, dict):
                 stripped.append(value)
         target = msg.target_user_id or event.state_key or ""
+        if not target.endswith(":" + self._server_name):
+            return None  # only local users sync here
         return await self._db.write_invite(event, target, stripped)

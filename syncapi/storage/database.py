@@ -104,10 +104,11 @@ class SyncDatabase:
         async with self._db.connect() as conn:
             return await positions_t.select_last_event_id(conn, room_id)
 
-    async def is_known_event(self, event_id: str) -> bool:
+    async def is_known_event(self, event_id: str, *, in_timeline: bool = False) -> bool:
+        """Whether the event is stored (``in_timeline``: as a timeline event, not only as state)."""
         async with self._db.connect() as conn:
-            known = await events_t.select_known_event_ids(conn, [event_id])
-        return event_id in known
+            found = (await events_t.select_events_by_ids(conn, [event_id])).get(event_id)
+        return found is not None and not (in_timeline and found.state_only)
 
     async def write_room_event(
         self, new: NewEvent, *, adds_state_event_ids: Sequence[str],
@@ -119,8 +120,12 @@ class SyncDatabase:
         event = new.event
         room_id = event.room_id
         async with self._db.transaction() as conn:
-            if await events_t.select_known_event_ids(conn, [event.event_id]):
-                return None
+            seen = (await events_t.select_events_by_ids(conn, [event.event_id])).get(event.event_id)
+            if seen is not None:
+                if not seen.state_only:
+                    return None
+                # Seen before only as state (e.g. resolved in): now it enters the timeline.
+                await events_t.delete_event(conn, event.event_id)
             await self._store_state_only(conn, [e for e in adds_state_events
                                                 if e.event_id != event.event_id])
             position = await stream_t.next_position(conn)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    delete,
     false,
     func,
     not_,
@@ -100,6 +101,10 @@ async def insert_event(conn: AsyncConnection, event: StoredEvent) -> None:
         historical=event.historical, state_only=event.state_only, contains_url=event.contains_url,
         txn_device_id=event.txn_device_id, txn_id=event.txn_id,
     ))
+
+
+async def delete_event(conn: AsyncConnection, event_id: str) -> None:
+    await conn.execute(delete(events).where(events.c.event_id == event_id))
 
 
 async def select_known_event_ids(conn: AsyncConnection, event_ids: Iterable[str]) -> set[str]:

@@ -175,15 +175,20 @@ def make_config(tmp_path: Path, postgres_url: str = "") -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running_env(tmp_path: Path, database_url: str | None = None) -> AsyncIterator[Env]:
+async def running_env(tmp_path: Path, database_url: str | None = None, *, log: EmbeddedLog | None = None,
+                      roomserver_api: SyncRoomserverAPI | None = None) -> AsyncIterator[Env]:
+    """The sync API serving on a free port; ``log`` and ``roomserver_api``
+    replace the embedded log and the fake room server (the caller then owns them)."""
     config = make_config(tmp_path)
-    log = EmbeddedLog(tmp_path / "log", partitions=4)
-    await log.start()
+    own_log = log is None
+    if log is None:
+        log = EmbeddedLog(tmp_path / "log", partitions=4)
+        await log.start()
     url = database_url or database_url_for("syncapi", postgres_url=None, data_dir=tmp_path)
     database = await open_database(url, "syncapi")
     users = FakeUserAPI()
     roomserver = FakeSyncRoomserver()
-    syncapi = build(config, database, log, users, cast(SyncRoomserverAPI, roomserver))
+    syncapi = build(config, database, log, users, roomserver_api or cast(SyncRoomserverAPI, roomserver))
     app = make_app(f"syncapi-test-{uuid.uuid4().hex}", [syncapi.blueprint])
     serving = await serve_app(app, "127.0.0.1:0")
     task = asyncio.create_task(syncapi.run())
@@ -198,7 +203,8 @@ async def running_env(tmp_path: Path, database_url: str | None = None) -> AsyncI
             await task
         await serving.stop()
         await syncapi.close()
-        await log.close()
+        if own_log:
+            await log.close()
 
 
 @pytest.fixture
