@@ -496,6 +496,16 @@ class RoomserverDatabase:
         await txn.conn.execute(delete(membership).where(membership.c.room_nid == room_nid,
                                                         membership.c.target_nid == target_nid))
 
+    async def membership_of(self, txn: Txn, room_nid: int, user_id: str) -> MembershipRow | None:
+        target_nid = (await self.state_key_nids(txn, [user_id], create=False)).get(user_id)
+        if target_nid is None:
+            return None
+        row = (await txn.conn.execute(select(membership).where(
+            membership.c.room_nid == room_nid, membership.c.target_nid == target_nid))).first()
+        if row is None:
+            return None
+        return MembershipRow(row.room_nid, user_id, row.membership, row.event_nid)
+
     async def memberships_in_room(self, txn: Txn, room_nid: int, *, joined_only: bool) -> list[MembershipRow]:
         query = (select(membership, event_state_keys.c.state_key)
                  .join(event_state_keys, event_state_keys.c.state_key_nid == membership.c.target_nid)

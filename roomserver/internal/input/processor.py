@@ -117,13 +117,21 @@ class InputProcessor:
     async def process_entry(self, entry: input_log_pb2.InputRoomEventsEntry) -> list[pb.InputEventResult]:
         results: list[pb.InputEventResult] = []
         for input_event in entry.events:
+            event_id = input_event.event.event_id
             try:
                 result = await self.process_event(entry.room_id, input_event)
             except InvalidInput as e:
-                event_id = input_event.event.event_id
                 await self._record_failure(entry.request_id, entry.room_id, event_id, str(e),
                                            input_event.SerializeToString())
                 result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=str(e))
+            except Exception as e:
+                # A bug or a database failure: the event's transaction rolled
+                # back. Record it and go on, so the room is not wedged.
+                logger.exception("processing %s in %s failed", event_id, entry.room_id)
+                reason = f"processing failed: {type(e).__name__}: {e}"
+                await self._record_failure(entry.request_id, entry.room_id, event_id, reason,
+                                           input_event.SerializeToString())
+                result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=reason)
             results.append(result)
         return results
 
@@ -175,11 +183,13 @@ class InputProcessor:
         kind = input_event.kind or NEW
         async with self._db.transaction() as txn:
             existing = (await self._db.event_records_by_id(txn, [event.event_id])).get(event.event_id)
-            if existing is not None:
+            if existing is not None and not (existing.is_outlier and kind != OUTLIER):
                 result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE)
                 send_nid: int | None = None if existing.sent_to_output else existing.event_nid
             else:
-                result, send_nid = await self._store_new(txn, event, input_event, kind)
+                # New, or an outlier that now arrives as part of the timeline
+                # (e.g. an auth event, later backfilled): it gets its state.
+                result, send_nid = await self._store_new(txn, event, input_event, kind, existing)
         if send_nid is not None:
             await self.send_pending([send_nid])
         return result
@@ -202,9 +212,10 @@ class InputProcessor:
         return room
 
     async def _store_new(self, txn: Txn, event: Event, input_event: input_log_pb2.InputRoomEvent,
-                         kind: int) -> tuple[pb.InputEventResult, int | None]:
+                         kind: int, outlier: EventRecord | None) -> tuple[pb.InputEventResult, int | None]:
         room = await self._room_for(txn, event)
-        if event.type == CREATE and event.state_key == "" and room.create_event_nid is not None:
+        if (event.type == CREATE and event.state_key == "" and room.create_event_nid is not None
+                and outlier is None):
             raise InvalidInput(f"room {room.room_id} already has a create event")
         rv = event.room_version
         create_event = await self._create_event(txn, room)
@@ -215,11 +226,17 @@ class InputProcessor:
         if event.state_key is not None:
             state_key_nid = (await self._db.state_key_nids(txn, [event.state_key], create=True))[event.state_key]
         is_rejected = checked.rejected_reason is not None
-        event_nid = await self._db.insert_event(
-            txn, event, room_nid=room.room_nid, type_nid=type_nid, state_key_nid=state_key_nid,
-            auth_event_nids=checked.auth_nids, is_outlier=kind == OUTLIER, is_rejected=is_rejected,
-            is_soft_failed=checked.soft_failed, rejection_reason=checked.rejected_reason,
-            state_before_nid=checked.state_before_nid, state_after_nid=None)
+        if outlier is not None:
+            event_nid = outlier.event_nid
+            await self._db.update_event(
+                txn, event_nid, is_outlier=False, is_rejected=is_rejected, is_soft_failed=checked.soft_failed,
+                rejection_reason=checked.rejected_reason, state_before_nid=checked.state_before_nid)
+        else:
+            event_nid = await self._db.insert_event(
+                txn, event, room_nid=room.room_nid, type_nid=type_nid, state_key_nid=state_key_nid,
+                auth_event_nids=checked.auth_nids, is_outlier=kind == OUTLIER, is_rejected=is_rejected,
+                is_soft_failed=checked.soft_failed, rejection_reason=checked.rejected_reason,
+                state_before_nid=checked.state_before_nid, state_after_nid=None)
         if event.type == CREATE and event.state_key == "" and not is_rejected:
             await self._db.update_room(txn, room.room_nid, create_event_nid=event_nid)
 

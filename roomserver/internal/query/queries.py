@@ -130,8 +130,7 @@ class Queries:
             room = await self._room(txn, req.room_id)
             if room is None:
                 return pb.QueryMembershipForUserResponse(room_exists=False)
-            rows = await self._db.memberships_in_room(txn, room.room_nid, joined_only=False)
-            row = next((r for r in rows if r.target_user_id == req.user_id), None)
+            row = await self._db.membership_of(txn, room.room_nid, req.user_id)
             if row is None:
                 return pb.QueryMembershipForUserResponse(room_exists=True)
             event_id = (await self._db.event_records_by_nid(txn, [row.event_nid]))[row.event_nid].event_id
@@ -204,8 +203,8 @@ class Queries:
         if (event.type == HISTORY_VISIBILITY and event.state_key == "") or (
                 event.type == MEMBER and event.state_key == user_id):
             states.append(await self._db.load_state(txn, record.state_after_nid))
-        current_rows = await self._db.memberships_in_room(txn, record.room_nid, joined_only=True)
-        joined_now = any(r.target_user_id == user_id for r in current_rows)
+        current = await self._db.membership_of(txn, record.room_nid, user_id)
+        joined_now = current is not None and current.membership == "join"
         for state in states:
             at = await self._state_events(txn, state, wanted)
             visibility = history_visibility_of(at.get((HISTORY_VISIBILITY, "")))
