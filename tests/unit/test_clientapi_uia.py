@@ -1,0 +1,20 @@
+"""Stateless UIA sessions of /register."""
+
+from __future__ import annotations
+
+from clientapi.internal.uia import SESSION_TTL_SECONDS, SessionSigner
+
+
+def test_sessions_verify_and_expire() -> None:
+    now = [1_000_000.0]
+    signer = SessionSigner("secret", clock=lambda: now[0])
+    session = signer.new_session()
+    assert signer.is_valid(session)
+    assert SessionSigner("secret", clock=lambda: now[0]).is_valid(session)  # another instance
+    assert not SessionSigner("other secret", clock=lambda: now[0]).is_valid(session)
+    issued, nonce, mac = session.split(".")
+    assert not signer.is_valid(f"{int(issued) + 1}.{nonce}.{mac}")
+    assert not signer.is_valid("")
+    assert not signer.is_valid("garbage")
+    now[0] += SESSION_TTL_SECONDS + 1
+    assert not signer.is_valid(session)
