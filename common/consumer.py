@@ -176,6 +176,10 @@ class KeyedConsumerRunner:
                         self._stopping.set()
                         return
                     logger.warning("%s: %s", self.group, lost)
+                    # The partition starts over where the log now begins; what was
+                    # committed before may lie beyond it (a log restored from a copy).
+                    self._progress.pop((lost.topic, lost.partition), None)
+                    self._committed.pop((lost.topic, lost.partition), None)
                     await self._on_position_lost(lost)
                     continue
                 except Exception:
@@ -240,7 +244,9 @@ class KeyedConsumerRunner:
                                      self.group, record.topic, record.partition, record.offset)
 
     def _finished(self, record: LogRecord) -> None:
-        self._progress[(record.topic, record.partition)].in_flight.discard(record.offset)
+        progress = self._progress.get((record.topic, record.partition))
+        if progress is not None:
+            progress.in_flight.discard(record.offset)
         self._pending -= 1
         if self._pending < self._max_pending:
             self._has_room.set()

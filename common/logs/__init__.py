@@ -11,10 +11,31 @@ from common.logs.kafka import KafkaLog
 __all__ = ["EmbeddedLog", "KafkaLog", "open_log"]
 
 
-def open_log(kafka_bootstrap: str | None, embedded_dir: Path, client_id: str) -> Log:
+def open_log(
+    kafka_bootstrap: str | None,
+    embedded_dir: Path,
+    client_id: str,
+    *,
+    partitions: int = 8,
+    retention_bytes: int | None = None,
+    kafka_session_timeout_ms: int = 10_000,
+) -> Log:
     """Kafka when a bootstrap address is configured (split deployment),
     otherwise the embedded log in ``embedded_dir`` (single process). The
-    caller still calls ``start()``."""
+    caller still calls ``start()``.
+
+    ``partitions`` and ``retention_bytes`` (per partition; None keeps
+    everything, or the broker's default) apply to topics the log creates.
+    ``kafka_session_timeout_ms`` is the consumer-group session timeout; Tansu
+    makes a joining member wait half of it, so a test deployment may pass
+    1000 (real Kafka brokers refuse less than 6000 by default)."""
     if kafka_bootstrap:
-        return KafkaLog(kafka_bootstrap, client_id)
-    return EmbeddedLog(embedded_dir)
+        return KafkaLog(
+            kafka_bootstrap,
+            client_id,
+            partitions=partitions,
+            retention_bytes=retention_bytes,
+            session_timeout_ms=kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(100, kafka_session_timeout_ms // 3),
+        )
+    return EmbeddedLog(embedded_dir, partitions, retention_bytes=retention_bytes)
