@@ -17,8 +17,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,24 @@ def free_port() -> int:
         return port
 
 
-def _kill_with_parent() -> None:
-    # Runs in the child before exec: if the test process dies without
-    # cleaning up, the kernel kills the broker instead of leaving it behind.
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A function for the child to run before exec, so that the kernel kills
+    the broker when the process that started it dies without cleaning up.
+    Looked up here in the parent: the child of a threaded process must not
+    load libraries between fork and exec."""
+    # The kernel sends the signal when the starting *thread* exits: only
+    # the main thread lives as long as the process.
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def set_death_signal() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return set_death_signal
 
 
 def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -110,7 +121,7 @@ def start_tansu(log_path: Path | None = None) -> tuple[subprocess.Popen[bytes], 
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_kill_with_parent,
+            preexec_fn=_death_signal_setter(),
         )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not kafka_answers("127.0.0.1", port):
