@@ -69,7 +69,10 @@ class Inputer:
         for index, event_id, room_id in parsed:
             # Stored but never written to the output (a crash in between): the
             # consumer sends it when it sees the event again.
-            if event_id in known and known[event_id].sent_to_output:
+            # An outlier that now comes as part of the timeline is processed again.
+            record = known.get(event_id)
+            if record is not None and record.sent_to_output and not (
+                    record.is_outlier and req.events[index].kind != input_log_pb2.INPUT_KIND_OUTLIER):
                 results[index] = pb.InputEventResult(event_id=event_id, outcome=DUPLICATE)
                 continue
             input_event = input_log_pb2.InputRoomEvent()

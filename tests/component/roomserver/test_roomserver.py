@@ -558,3 +558,54 @@ async def test_on_postgresql(tmp_path: Path, log: Log, fresh_postgres_database: 
         assert len(new_room_events(await read_output(log))) == len(room.events) + 2
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize("version", ["2", "10", "12"])
+async def test_state_resolution_applies_power_first(api: RoomserverAPI, running: Running, version: str) -> None:
+    """Two branches: Bob (power 50) renames the room, Alice demotes him. The
+    resolved state applies the demotion first, so Bob's rename is dropped."""
+    room = TestRoom(version, creator=ALICE, extra_power_users={BOB: 50})
+    room.join(BOB)
+    base = room.message(ALICE, "fork point")
+    await send(api, room.events)
+    original_levels = room.state[("m.room.power_levels", "")]
+    levels = dict(original_levels.content)
+    levels["users"] = {k: v for k, v in levels["users"].items() if k != BOB}
+    rename = room.set_state(NAME, {"name": "Bob's room"}, sender=BOB, prev_event_ids=[base.event_id],
+                            advance=False)
+    demote = room.set_state("m.room.power_levels", levels, sender=ALICE, prev_event_ids=[base.event_id],
+                            advance=False)
+    assert outcomes(await send(api, [rename, demote])) == [pb.INPUT_OUTCOME_ACCEPTED] * 2
+
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert sorted(latest.latest_event_ids) == sorted([rename.event_id, demote.event_id])
+    state_ids = proto_ids(latest.state_events)
+    assert demote.event_id in state_ids
+    assert rename.event_id not in state_ids and original_levels.event_id not in state_ids
+
+    timeline = {n.event.event_id: n for n in new_room_events(await read_output(running.log))}
+    assert list(timeline[rename.event_id].adds_state_event_ids) == [rename.event_id]
+    assert list(timeline[demote.event_id].adds_state_event_ids) == [demote.event_id]
+    assert sorted(timeline[demote.event_id].removes_state_event_ids) == sorted(
+        [original_levels.event_id, rename.event_id])
+
+
+async def test_outlier_later_backfilled(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    state_before = list(room.events)
+    remote_join = room.join(REMOTE)
+    assert set(outcomes(await send(api, state_before, OUTLIER))) == {pb.INPUT_OUTCOME_ACCEPTED}
+    response = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[input_event(
+        remote_join, state_event_ids=ids(state_before))]))
+    assert outcomes(response.results) == [pb.INPUT_OUTCOME_ACCEPTED]
+    hidden = await api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[room.power_levels.event_id]))
+    assert list(hidden.events) == []  # an outlier is not part of the timeline
+
+    # The same event, backfilled: no longer a duplicate, now in the timeline.
+    assert outcomes(await send(api, [room.power_levels], OLD)) == [pb.INPUT_OUTCOME_ACCEPTED]
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[room.power_levels.event_id]))
+    assert proto_ids(found.events) == [room.power_levels.event_id]
+    timeline = new_room_events(await read_output(running.log))
+    assert [n.event.event_id for n in timeline] == ids([remote_join, room.power_levels])
+    assert timeline[-1].historical
+    assert outcomes(await send(api, [room.power_levels], OLD)) == [pb.INPUT_OUTCOME_DUPLICATE]
