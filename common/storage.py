@@ -182,14 +182,20 @@ class Database:
     ``transaction()`` is a write transaction committed when the block ends without an
     exception and rolled back otherwise. ``connect()`` is for reads: its statements share
     one transaction (one consistent snapshot on SQLite), which is rolled back at the end.
-    Do not open a transaction while holding another from the same database in the same
-    task: on SQLite the second waits for the first's write lock and fails after the busy
-    timeout.
+
+    SQLite allows one writer at a time, so on SQLite write transactions queue on an
+    ``asyncio.Lock`` (first come, first served, no polling) before taking the file's write
+    lock. Hence: do not open a write transaction while holding another on the same database
+    (directly, or by awaiting a task that opens one): in the same task it raises
+    ``RuntimeError`` at once; from another task it waits and raises ``TimeoutError`` after
+    ``SQLITE_BUSY_TIMEOUT_MS``. Reads (``connect()``) never wait for writers.
     """
 
     def __init__(self, engine: AsyncEngine, component: str) -> None:
         self._engine = engine
         self.component = component
+        self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._writer_task: asyncio.Task[Any] | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -202,14 +208,33 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            if self.dialect_name == "sqlite":
-                # Take the write lock up front: a deferred transaction that reads and then
-                # writes fails at once (SQLITE_BUSY, no waiting) if another writer committed
-                # in between; BEGIN IMMEDIATE waits its turn instead.
-                await conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-            async with conn.begin():
+        if self._sqlite_writer is None:
+            async with self._engine.connect() as conn, conn.begin():
                 yield conn
+            return
+        task = asyncio.current_task()
+        if task is not None and task is self._writer_task:
+            raise RuntimeError(
+                f"nested write transaction on the {self.component} database: it would wait for itself"
+            )
+        try:
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+                await self._sqlite_writer.acquire()
+        except TimeoutError:
+            raise TimeoutError(
+                f"waited {SQLITE_BUSY_TIMEOUT_MS} ms for the {self.component} database's write lock"
+            ) from None
+        self._writer_task = task
+        try:
+            async with self._engine.connect() as conn:
+                # Take SQLite's write lock up front too: a deferred transaction that reads and
+                # then writes fails at once (SQLITE_BUSY) if another process wrote in between.
+                await conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+                async with conn.begin():
+                    yield conn
+        finally:
+            self._writer_task = None
+            self._sqlite_writer.release()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:

@@ -300,6 +300,53 @@ async def test_sqlite_settings_and_serialised_writers(tmp_path: Path) -> None:
         await db.close()
 
 
+async def test_sqlite_queued_writers_do_not_starve_readers(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite:///{tmp_path / 'q.db'}", "storagetest", migrations_root=FIXTURE)
+    try:
+        release = asyncio.Event()
+        holding = asyncio.Event()
+
+        async def slow_writer() -> None:
+            async with db.transaction() as conn:
+                await conn.execute(sa.insert(things).values(thing_id="slow", name="s"))
+                holding.set()
+                await release.wait()
+
+        async def writer(i: int) -> None:
+            async with db.transaction() as conn:
+                await conn.execute(sa.insert(things).values(thing_id=f"w{i}", name="w"))
+
+        first = asyncio.create_task(slow_writer())
+        await holding.wait()
+        # More queued writers than the pool has connections: they must not hold connections
+        # while they wait, or this read could not get one.
+        queued = [asyncio.create_task(writer(i)) for i in range(30)]
+        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5), db.connect() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(things))).scalar_one() == 0
+        release.set()
+        await asyncio.gather(first, *queued)
+        async with db.connect() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(things))).scalar_one() == 31
+    finally:
+        await db.close()
+
+
+async def test_sqlite_nested_write_transaction_fails_fast(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite:///{tmp_path / 'n.db'}", "storagetest", migrations_root=FIXTURE)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(sa.insert(things).values(thing_id="outer", name="o"))
+            with pytest.raises(RuntimeError, match="nested"):
+                async with db.transaction():
+                    pass
+        # The lock was released: the next transaction goes through.
+        async with db.transaction() as conn:
+            await conn.execute(sa.insert(things).values(thing_id="after", name="a"))
+    finally:
+        await db.close()
+
+
 async def test_memory_sqlite_is_refused() -> None:
     with pytest.raises(ValueError, match="memory"):
         await open_database("sqlite+aiosqlite:///:memory:", "storagetest", migrations_root=FIXTURE)
