@@ -2,8 +2,9 @@
 
 ``build(config, database, log, roomserver, userapi, signing_key)`` is the
 one constructor. ``component.blueprint`` is a Sanic ``Blueprint`` that the
-process wiring mounts with ``common.http.make_app``. ``open_clientapi_database``
-opens the component's own database (transaction IDs).
+process wiring mounts with ``common.http.make_app``. ``open_clientapi(config,
+log, roomserver, userapi, signing_key)`` opens the component's own database
+(transaction IDs) first and closes it in ``close()``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ COMPONENT = "clientapi"
 class ClientAPI:
     blueprint: Blueprint
     services: Services
+    # Set when this component opened its database (open_clientapi).
+    owned_database: Database | None = None
 
     async def close(self) -> None:
-        """The database belongs to the caller, who opened it."""
+        if self.owned_database is not None:
+            await self.owned_database.close()
 
 
 def build(config: Config, database: Database, log: Log | None, roomserver: ClientRoomserverAPI,
@@ -56,3 +60,11 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
 async def open_clientapi_database(config: Config) -> Database:
     url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
     return await open_database(url, COMPONENT)
+
+
+async def open_clientapi(config: Config, log: Log | None, roomserver: ClientRoomserverAPI, userapi: UserAPI,
+                         signing_key: SigningKey) -> ClientAPI:
+    database = await open_clientapi_database(config)
+    component = build(config, database, log, roomserver, userapi, signing_key)
+    component.owned_database = database
+    return component
