@@ -212,3 +212,59 @@ async def test_an_append_is_visible_only_after_its_fsync(tmp_path: Path, monkeyp
     assert [r.offset for r in await consumer.fetch(timeout=1)] == [record.offset]
     await consumer.close()
     await log.close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+APPENDER = """
+import asyncio, sys
+from pathlib import Path
+from common.logs.embedded import EmbeddedLog
+
+async def main() -> None:
+    log = EmbeddedLog(Path(sys.argv[1]), partitions=4)
+    await log.start()
+    async def writer(n: int) -> None:
+        for i in range(100_000):
+            record = await log.append("t", b"room%d" % n, b"%d:%d:" % (n, i) + b"x" * 3000)
+            print(record.partition, record.offset, n, i, flush=True)
+    await asyncio.gather(*(writer(n) for n in range(8)))
+
+asyncio.run(main())
+"""
+
+
+async def test_every_acknowledged_append_survives_a_killed_process(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    directory = tmp_path / "log"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", APPENDER, str(directory),
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "gen")])},
+    )
+    assert process.stdout is not None
+    acknowledged: list[tuple[int, int, int, int]] = []
+    while len(acknowledged) < 300:
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert line, "the appender died before it was killed"
+        partition, offset, writer, index = map(int, line.split())
+        acknowledged.append((partition, offset, writer, index))
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+
+    log = EmbeddedLog(directory, partitions=4)
+    await log.start()
+    consumer = await log.consumer("g", ["t"])
+    found = {}
+    while batch := await consumer.fetch(max_records=10_000, timeout=0):
+        for record in batch:
+            writer, index = map(int, record.value.split(b":")[:2])
+            found[(record.partition, record.offset)] = (writer, index)
+    await consumer.close()
+    await log.close()
+    for partition, offset, writer, index in acknowledged:
+        assert found[(partition, offset)] == (writer, index)
+    # Each writer's records are there in order with no gaps.
+    for writer in range(8):
+        indexes = [i for (w, i) in sorted(found.values()) if w == writer]
+        assert indexes == list(range(len(indexes)))
