@@ -103,6 +103,46 @@ def like_pattern(pattern: str) -> str:
     return escaped.replace("*", "%")
 
 
+def _field_path(field_path: str) -> list[str]:
+    """A dot-separated event field path; ``\\.`` is a literal dot."""
+    parts: list[str] = []
+    current = ""
+    escaped = False
+    for char in field_path:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ".":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def apply_event_fields(event: Mapping[str, Any], fields: Sequence[str] | None) -> dict[str, Any]:
+    """Only the fields a filter's ``event_fields`` asks for (all when None)."""
+    if fields is None:
+        return dict(event)
+    result: dict[str, Any] = {}
+    for field_path in fields:
+        path = _field_path(field_path)
+        source: Any = event
+        for key in path:
+            if not isinstance(source, Mapping) or key not in source:
+                break
+            source = source[key]
+        else:
+            target = result
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = source
+    return result
+
+
 # -- parsing -------------------------------------------------------------------
 
 

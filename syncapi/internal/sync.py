@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from syncapi.filters import EventFilter, Filter
+from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
 from syncapi.internal.visibility import RoomVisibility, visibility_by_room
 from syncapi.notifier import Notifier
@@ -184,8 +184,7 @@ class _Builder:
         return {
             "state": {"events": state},
             "timeline": {
-                "events": [to_client_event(e, self.requester, include_room_id=False, now=self.now)
-                           for e in timeline],
+                "events": [self._client_event(e) for e in timeline],
                 "limited": limited,
                 "prev_batch": prev_batch,
             },
@@ -220,8 +219,12 @@ class _Builder:
             event = stored.get(entry.event_id)
             if event is None or not state_filter.allows(event.type, event.sender, event.contains_url):
                 continue
-            result.append(to_client_event(event, self.requester, include_room_id=False, now=self.now))
+            result.append(self._client_event(event))
         return result
+
+    def _client_event(self, event: StoredEvent) -> dict[str, Any]:
+        formatted = to_client_event(event, self.requester, include_room_id=False, now=self.now)
+        return apply_event_fields(formatted, self.filter.event_fields)
 
     async def _summary(self, room_id: str) -> dict[str, Any]:
         members = await self.r.room_members(room_id, ["join", "invite"])

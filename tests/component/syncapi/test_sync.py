@@ -345,3 +345,43 @@ async def test_stored_filters(env: Env) -> None:
     await env.send_room(room)
     body = await env.sync(token, filter=filter_id)
     assert len(body["rooms"]["join"][room.room_id]["timeline"]["events"]) == 1
+
+
+async def test_event_fields_and_joined_history_visibility(env: Env) -> None:
+    room = TestRoom(history_visibility="joined")
+    hidden = room.message(ALICE, "before bob")
+    join = room.join(BOB)
+    shown = room.message(ALICE, "after bob")
+    await env.send_room(room)
+    token = env.token(BOB)
+
+    body = await env.sync(token, filter='{"room":{"timeline":{"limit":3}}}')
+    ids = timeline_ids(body["rooms"]["join"][room.room_id])
+    assert hidden.event_id not in ids
+    assert ids[-2:] == [join.event_id, shown.event_id]
+
+    fields = await env.sync(token, filter='{"event_fields":["type","content.body"],'
+                                          '"room":{"timeline":{"limit":1}}}')
+    assert fields["rooms"]["join"][room.room_id]["timeline"]["events"] == [
+        {"type": "m.room.message", "content": {"body": "after bob"}}]
+
+
+async def test_percent_encoded_room_ids_and_bad_parameters(env: Env) -> None:
+    from urllib.parse import quote
+
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    response = await env.get(f"/_matrix/client/v3/rooms/{quote(room.room_id, safe='')}/joined_members", token)
+    assert response.status_code == 200
+    assert set(response.json()["joined"]) == {ALICE, BOB}
+    filter_path = f"/_matrix/client/v3/user/{quote(BOB, safe='')}/filter"
+    created = await env.client.post(filter_path, json={}, headers={"Authorization": f"Bearer {token}"})
+    assert created.status_code == 200
+
+    for params in ({"since": "garbage"}, {"timeout": "soon"}, {"full_state": "maybe"},
+                   {"filter": "{not json"}, {"filter": "12345"}, {"set_presence": "asleep"}):
+        response = await env.get("/_matrix/client/v3/sync", token, **params)
+        assert response.status_code == 400, params
+        assert response.json()["errcode"] in ("M_INVALID_PARAM", "M_NOT_JSON", "M_BAD_JSON")
