@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from common import errors
@@ -42,6 +44,7 @@ def test_filter_parsing() -> None:
     assert parsed.room.allows_room("!a") and not parsed.room.allows_room("!b")
     assert parsed.room.state.lazy_load_members
     assert parse_filter({}).timeline_limit == 10
+    bad: dict[str, Any]
     for bad in ({"room": []}, {"room": {"timeline": {"limit": -1}}}, {"room": {"rooms": "!a"}},
                 {"event_format": "xml"}, {"room": {"state": {"lazy_load_members": "yes"}}}):
         with pytest.raises(errors.BadJSON):
