@@ -55,7 +55,7 @@ class RoomReads:
         limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
         async with self._db.read() as reader:
             vis = await _room_visibility(reader, requester.user_id, room_id)
-            if not vis.ever_member and await reader.latest_history_visibility(room_id) != "world_readable":
+            if not vis.ever_joined and await reader.latest_history_visibility(room_id) != "world_readable":
                 raise errors.Forbidden("You are not allowed to read this room's history")
             start = await _resolve(reader, room_id, from_token) if from_token else None
             end_bound = await _resolve(reader, room_id, to_token) if to_token else None

@@ -105,8 +105,9 @@ class _Builder:
         else:
             assert self.since is not None
             newly_joined = {m.room_id for m in joined if m.added_pos > self.since}
-            others = [m.room_id for m in joined if m.room_id not in newly_joined]
-            changed = await self.r.rooms_with_events(others, after=self.since, upto=self.upto)
+            others = {m.room_id for m in joined if m.room_id not in newly_joined}
+            changed = others & await self.r.joined_rooms_with_events(self.user_id, after=self.since,
+                                                                     upto=self.upto)
             # A room joined since `since` comes as in an initial sync.
             windows = [_RoomWindow(room_id, None, self.upto, True) for room_id in sorted(newly_joined)]
             windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(changed)]

@@ -4,7 +4,8 @@
 An event is visible when the room was ``world_readable`` at it, when the user
 was joined at it, or when it is the user's own membership event. Otherwise
 ``joined`` hides it, ``invited`` shows it if the user was invited at it, and
-``shared`` shows it to users who have been in the room (not to peekers).
+``shared`` shows it to users who have been joined to the room (not to
+peekers, nor to users only ever invited).
 Whatever the setting, a user who has left sees nothing after leaving, except
 in ``world_readable`` rooms. Memberships come from the state history, so the
 check is pure and costs nothing per event beyond a scan of the user's few
@@ -65,8 +66,9 @@ class RoomVisibility:
             return False
         if visibility == "invited":
             return membership == "invite"
-        # shared: everyone who has been in the room, never a peeker.
-        return self.ever_member
+        # shared: everyone who has been joined to the room; not peekers, nor
+        # users who were only ever invited.
+        return self.ever_joined
 
     def filter(self, events: Iterable[StoredEvent]) -> list[StoredEvent]:
         return [event for event in events if self.can_see(event)]

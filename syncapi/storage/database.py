@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import false, select
+from sqlalchemy import and_, false, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.storage import Database
@@ -372,6 +372,18 @@ class Reader:
 
     async def rooms_with_events(self, room_ids: Sequence[str], *, after: int, upto: int) -> set[str]:
         return await events_t.select_rooms_with_events(self.conn, room_ids, after=after, upto=upto)
+
+    async def joined_rooms_with_events(self, user_id: str, *, after: int, upto: int) -> set[str]:
+        """The rooms the user is joined to now that have timeline events in
+        ``(after, upto]``: one query walking only the new events."""
+        e = events_t.events.c
+        m = state_t.current_room_state.c
+        stmt = select(e.room_id).distinct().select_from(events_t.events.join(
+            state_t.current_room_state,
+            and_(m.room_id == e.room_id, m.type == MEMBER, m.state_key == user_id, m.membership == "join"),
+        )).where(e.stream_pos > after, e.stream_pos <= upto, e.state_only == false(),
+                 e.historical == false())
+        return {str(row[0]) for row in await self.conn.execute(stmt)}
 
     async def topological_page(self, room_id: str, *, before: tuple[int, int] | None,
                                at_or_after: tuple[int, int] | None, backwards: bool, limit: int,
