@@ -45,6 +45,53 @@ async def _resolve(reader: Reader, room_id: str, text: str) -> TopologyToken:
     return TopologyToken(0, 0) if latest is None else TopologyToken(latest[0], latest[1] + 1)
 
 
+async def _paginate(reader: Reader, room_id: str, vis: RoomVisibility, event_filter: EventFilter, *,
+                    start: TopologyToken, bound: TopologyToken | None, backwards: bool, limit: int
+                    ) -> tuple[list[StoredEvent], TopologyToken, bool]:
+    """Up to ``limit`` visible events from ``start`` in one direction, not
+    crossing ``bound``: the events, the token after the last one looked at,
+    and whether more events lie beyond it."""
+    chunk: list[StoredEvent] = []
+    cursor = start
+    more = True
+    while more and len(chunk) < limit:
+        want = limit - len(chunk)
+        if backwards:
+            page = await reader.topological_page(
+                room_id, before=(cursor.depth, cursor.stream),
+                at_or_after=(bound.depth, bound.stream) if bound else None,
+                backwards=True, limit=want + 1, event_filter=event_filter)
+        else:
+            page = await reader.topological_page(
+                room_id, at_or_after=(cursor.depth, cursor.stream),
+                before=(bound.depth, bound.stream) if bound else None,
+                backwards=False, limit=want + 1, event_filter=event_filter)
+        more = len(page) > want
+        for stored in page[:want]:
+            if vis.can_see(stored):
+                chunk.append(stored)
+            # Backwards, the token sits before the event; forwards, after it.
+            cursor = (TopologyToken(stored.depth, stored.stream_pos) if backwards
+                      else TopologyToken(stored.depth, stored.stream_pos + 1))
+    return chunk, cursor, more
+
+
+async def _state_for(reader: Reader, requester: Requester, room_id: str, events: list[StoredEvent],
+                     event_filter: EventFilter, *, lazy_only: bool, now: int) -> list[dict[str, Any]]:
+    """The room's state at the last of ``events``; with ``lazy_only`` only
+    the membership of their senders (lazy-loading members)."""
+    position = max(e.stream_pos for e in events)
+    if lazy_only:
+        senders = sorted({e.sender for e in events})
+        entries = await reader.state_at(room_id, position, types=[(MEMBER, s) for s in senders])
+    else:
+        entries = await reader.state_at(room_id, position)
+    stored = await reader.events_by_ids(e.event_id for e in entries)
+    return [to_client_event(e, requester, include_room_id=True, now=now)
+            for e in sorted(stored.values(), key=lambda e: e.stream_pos)
+            if lazy_only or event_filter.allows(e.type, e.sender, e.contains_url)]
+
+
 class RoomReads:
     def __init__(self, database: SyncDatabase) -> None:
         self._db = database
@@ -78,48 +125,57 @@ class RoomReads:
                 if not backwards and (end_bound is None or end_bound > leave_gap):
                     end_bound = leave_gap
 
-            chunk: list[StoredEvent] = []
-            cursor = start
-            last: StoredEvent | None = None
-            more = True
-            while more and len(chunk) < limit:
-                want = limit - len(chunk)
-                if backwards:
-                    page = await reader.topological_page(
-                        room_id, before=(cursor.depth, cursor.stream),
-                        at_or_after=(end_bound.depth, end_bound.stream) if end_bound else None,
-                        backwards=True, limit=want + 1, event_filter=event_filter)
-                else:
-                    page = await reader.topological_page(
-                        room_id, at_or_after=(cursor.depth, cursor.stream),
-                        before=(end_bound.depth, end_bound.stream) if end_bound else None,
-                        backwards=False, limit=want + 1, event_filter=event_filter)
-                more = len(page) > want
-                for stored in page[:want]:
-                    last = stored
-                    if vis.can_see(stored):
-                        chunk.append(stored)
-                if last is not None:
-                    cursor = (TopologyToken(last.depth, last.stream_pos) if backwards
-                              else TopologyToken(last.depth, last.stream_pos + 1))
+            chunk, cursor, more = await _paginate(reader, room_id, vis, event_filter, start=start,
+                                                  bound=end_bound, backwards=backwards, limit=limit)
 
             now = now_ms()
             response: dict[str, Any] = {
                 "start": from_token or str(start),
                 "chunk": [to_client_event(e, requester, include_room_id=True, now=now) for e in chunk],
             }
-            if more and last is not None:
+            if more:
                 response["end"] = str(cursor)
+            response["state"] = []
             if event_filter.lazy_load_members and chunk:
-                senders = sorted({e.sender for e in chunk})
-                position = max(e.stream_pos for e in chunk)
-                entries = await reader.state_at(room_id, position, types=[(MEMBER, s) for s in senders])
-                members = await reader.events_by_ids(e.event_id for e in entries)
-                response["state"] = [to_client_event(m, requester, include_room_id=True, now=now)
-                                     for m in members.values()]
-            else:
-                response["state"] = []
+                response["state"] = await _state_for(reader, requester, room_id, chunk, event_filter,
+                                                     lazy_only=True, now=now)
             return response
+
+    async def context(self, requester: Requester, room_id: str, event_id: str, *, limit: int,
+                      event_filter: EventFilter) -> dict[str, Any]:
+        """GET /rooms/{roomId}/context/{eventId} (event_context.yaml)."""
+        limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
+        async with self._db.read() as reader:
+            vis = await _room_visibility(reader, requester.user_id, room_id)
+            target = (await reader.events_by_ids([event_id])).get(event_id)
+            if target is None or target.room_id != room_id or target.state_only or not vis.can_see(target):
+                raise errors.NotFound("Event not found")
+            if not vis.ever_joined and target.history_visibility != "world_readable":
+                raise errors.NotFound("Event not found")
+            at = TopologyToken(target.depth, target.stream_pos)
+            before_limit = limit // 2
+            before, start, _ = await _paginate(reader, room_id, vis, event_filter, start=at, bound=None,
+                                               backwards=True, limit=before_limit)
+            after_start = TopologyToken(target.depth, target.stream_pos + 1)
+            bound: TopologyToken | None = None
+            if vis.left_at is not None:
+                entry = await reader.current_state_entry(room_id, MEMBER, requester.user_id)
+                bound = await _gap_after_event(reader, entry.event_id) if entry is not None else None
+            after, end, _ = await _paginate(reader, room_id, vis, event_filter, start=after_start,
+                                            bound=bound, backwards=False, limit=limit - before_limit)
+            now = now_ms()
+            state = await _state_for(reader, requester, room_id, [target, *after], event_filter,
+                                     lazy_only=event_filter.lazy_load_members, now=now)
+            return {
+                "start": str(start if before else at),
+                "end": str(end if after else after_start),
+                "event": to_client_event(target, requester, include_room_id=True, now=now),
+                "events_before": [to_client_event(e, requester, include_room_id=True, now=now)
+                                  for e in before],
+                "events_after": [to_client_event(e, requester, include_room_id=True, now=now)
+                                 for e in after],
+                "state": state,
+            }
 
     async def members(self, requester: Requester, room_id: str, *, at: str | None,
                       membership: str | None, not_membership: str | None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""GET /rooms/{roomId}/messages, /members and /joined_members
-(data/api/client-server/message_pagination.yaml, members.yaml)."""
+"""GET /rooms/{roomId}/messages, /context/{eventId}, /members and /joined_members
+(data/api/client-server/message_pagination.yaml, event_context.yaml, members.yaml)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ def register(blueprint: Blueprint, reads: RoomReads, userapi: AuthenticationAPI)
         requester = await authenticate(userapi, request)
         return json_response(await reads.joined_members(requester, room_id))
 
+    async def context(request: Request, room_id: str, event_id: str) -> HTTPResponse:
+        requester = await authenticate(userapi, request)
+        limit = query_int(request, "limit", 10, minimum=0, maximum=MAX_MESSAGES_LIMIT) or 0
+        body = await reads.context(requester, room_id, event_id, limit=limit,
+                                   event_filter=_event_filter(request.args.get("filter")))
+        return json_response(body)
+
     for prefix in CLIENT_PREFIXES:
         suffix = prefix.replace("/", "_")
         blueprint.add_route(messages, f"{prefix}/rooms/<room_id>/messages", methods=["GET"],
@@ -70,3 +77,5 @@ def register(blueprint: Blueprint, reads: RoomReads, userapi: AuthenticationAPI)
                             unquote=True, name=f"members{suffix}")
         blueprint.add_route(joined_members, f"{prefix}/rooms/<room_id>/joined_members",
                             methods=["GET"], unquote=True, name=f"joined_members{suffix}")
+        blueprint.add_route(context, f"{prefix}/rooms/<room_id>/context/<event_id>", methods=["GET"],
+                            unquote=True, name=f"context{suffix}")

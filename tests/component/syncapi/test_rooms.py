@@ -194,3 +194,31 @@ async def test_backfilled_events_go_into_the_past_not_into_sync(env: Env) -> Non
     assert old.event_id in ids
     # Ordered by depth: after the creator's join (depth 2, earlier stream position), before the rest.
     assert ids.index(old.event_id) > ids.index(room.power_levels.event_id)
+
+
+async def test_context_around_an_event(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    sent = [room.message(ALICE, f"c{i}") for i in range(10)]
+    await env.send_room(room)
+    token = env.token(BOB)
+    path = f"/_matrix/client/v3/rooms/{room.room_id}/context/{sent[5].event_id}"
+
+    body = (await env.get(path, token, limit=4)).json()
+    assert body["event"]["event_id"] == sent[5].event_id
+    assert body["event"]["room_id"] == room.room_id
+    assert [e["event_id"] for e in body["events_before"]] == [sent[4].event_id, sent[3].event_id]
+    assert [e["event_id"] for e in body["events_after"]] == [sent[6].event_id, sent[7].event_id]
+    assert {(e["type"], e["state_key"]) for e in body["state"]} >= {("m.room.create", ""), (MEMBER, BOB)}
+
+    back = await messages(env, token, room.room_id, dir="b", from_=body["start"], limit=1)
+    assert [e["event_id"] for e in back["chunk"]] == [sent[2].event_id]
+    forward = await messages(env, token, room.room_id, dir="f", from_=body["end"], limit=1)
+    assert [e["event_id"] for e in forward["chunk"]] == [sent[8].event_id]
+
+    lazy = (await env.get(path, token, limit=2, filter=json.dumps({"lazy_load_members": True}))).json()
+    assert {e["state_key"] for e in lazy["state"]} == {ALICE}
+
+    missing = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/context/$nope", token)
+    assert missing.status_code == 404
+    assert (await env.get(path, env.token(CAROL))).status_code == 404
