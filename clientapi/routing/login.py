@@ -1,7 +1,8 @@
-"""GET/POST /login, POST /logout, POST /logout/all and GET /account/whoami.
+"""GET/POST /login, POST /logout, POST /logout/all, GET /account/whoami,
+GET /devices and GET /devices/{deviceId}.
 
 Spec: client-server API "Login", data/api/client-server/login.yaml,
-logout.yaml, whoami.yaml. Only m.login.password is offered.
+logout.yaml, whoami.yaml, device_management.yaml. Only m.login.password is offered.
 """
 
 from __future__ import annotations
@@ -82,6 +83,28 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         # Guest registration is refused, so no token belongs to a guest.
         return json_response({"user_id": device.user_id, "device_id": device.device_id, "is_guest": False})
 
+    def device_json(found: ua_pb.Device) -> dict[str, object]:
+        out: dict[str, object] = {"device_id": found.device_id, "display_name": found.display_name or None,
+                                  "last_seen_ts": found.last_seen_ts or None}
+        if found.last_seen_ip:
+            out["last_seen_ip"] = found.last_seen_ip
+        return {k: v for k, v in out.items() if v is not None}
+
+    async def list_devices(request: Request) -> HTTPResponse:
+        device = await services.device_for(request)
+        answer = await services.userapi.query_devices(ua_pb.QueryDevicesRequest(user_id=device.user_id))
+        return json_response({"devices": [device_json(d) for d in answer.devices]})
+
+    async def get_device(request: Request, device_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        answer = await services.userapi.query_devices(ua_pb.QueryDevicesRequest(user_id=device.user_id))
+        for found in answer.devices:
+            if found.device_id == device_id:
+                return json_response(device_json(found))
+        raise errors.NotFound("Device not found")
+
+    client_route(blueprint, "/devices", list_devices, ["GET"], name="list_devices")
+    client_route(blueprint, "/devices/<device_id>", get_device, ["GET"], name="get_device")
     client_route(blueprint, "/login", login_flows, ["GET"], name="login_flows")
     client_route(blueprint, "/login", login, ["POST"], name="login")
     client_route(blueprint, "/logout", logout, ["POST"], name="logout")

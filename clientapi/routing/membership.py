@@ -1,8 +1,9 @@
 """POST /join/{roomIdOrAlias}, /rooms/{roomId}/join, /rooms/{roomId}/invite,
-/rooms/{roomId}/leave.
+/rooms/{roomId}/leave, /rooms/{roomId}/kick, /rooms/{roomId}/ban,
+/rooms/{roomId}/unban.
 
 Spec: client-server API "Room membership", data/api/client-server/joining.yaml,
-inviting.yaml, leaving.yaml. Only rooms this server is already in can be
+inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml. Only rooms this server is already in can be
 joined for now; aliases cannot be resolved yet (no directory).
 """
 
@@ -12,7 +13,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
-from clientapi.internal.membership import join_local_room, send_membership
+from clientapi.internal.membership import current_membership, join_local_room, send_membership
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
@@ -69,6 +70,32 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
                               membership="leave", reason=reason)
         return json_response({})
 
+    def change_other(membership: str, name: str) -> None:
+        """kick (leave), ban, unban (leave): another user's membership,
+        authorised by the room server against the sender's power."""
+
+        async def handler(request: Request, room_id: str) -> HTTPResponse:
+            device = await services.device_for(request)
+            services.send_limiter.check(device.user_id)
+            body = parse_json_body(request)
+            target = params.require_str(body, "user_id")
+            reason = params.optional_str(body, "reason")
+            if not is_valid_user_id(target):
+                raise errors.InvalidParam(f"not a user ID: {target!r}")
+            _check_room_id(room_id)
+            if name == "unban":
+                found = await current_membership(services, room_id, target)
+                if found.membership != "ban":
+                    raise errors.Forbidden(f"{target} is not banned")
+            await send_membership(services, room_id=room_id, sender=device.user_id, target=target,
+                                  membership=membership, reason=reason)
+            return json_response({})
+
+        client_route(blueprint, f"/rooms/<room_id>/{name}", handler, ["POST"], name=name)
+
+    change_other("leave", "kick")
+    change_other("ban", "ban")
+    change_other("leave", "unban")
     client_route(blueprint, "/join/<room_id_or_alias>", join_by_id_or_alias, ["POST"], name="join_any")
     client_route(blueprint, "/rooms/<room_id>/join", join_room, ["POST"], name="join_room")
     client_route(blueprint, "/rooms/<room_id>/invite", invite, ["POST"], name="invite")

@@ -1,7 +1,9 @@
-"""PUT /rooms/{roomId}/send/{eventType}/{txnId} and
+"""PUT /rooms/{roomId}/send/{eventType}/{txnId},
+PUT /rooms/{roomId}/redact/{eventId}/{txnId} and
 PUT /rooms/{roomId}/state/{eventType}[/{stateKey}].
 
-Spec: data/api/client-server/room_send.yaml, room_state.yaml. A send is
+Spec: data/api/client-server/room_send.yaml, redaction.yaml,
+room_state.yaml. A send (or redaction) is
 idempotent per device and transaction ID: a retry answers the first event
 ID (clientapi_transactions). Every sent event carries the sender's
 TransactionID in its InputRoomEvent, so /sync can echo
@@ -13,9 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.roomserver.v1 import events_pb2
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
+from clientapi.internal import params
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
@@ -32,15 +36,18 @@ def _content_of(request: Request) -> dict[str, Any]:
 
 
 async def _send(services: Services, *, room_id: str, sender: str, type: str, content: dict[str, Any],
-                state_key: str | None, txn: events_pb2.TransactionID | None) -> str:
+                state_key: str | None, txn: events_pb2.TransactionID | None,
+                redacts: str | None = None) -> str:
     if not room_id.startswith("!"):
         raise errors.InvalidParam(f"not a room ID: {room_id!r}")
-    redacts = content.get("redacts") if type == REDACTION else None
+    if type == REDACTION and redacts is None:
+        found = content.get("redacts")
+        redacts = found if isinstance(found, str) else None
     try:
         event = await build_local_event(
             services.roomserver, room_id=room_id, type=type, sender=sender, content=content,
             state_key=state_key, server_name=services.server_name, signing_key=services.signing_key,
-            redacts=redacts if isinstance(redacts, str) else None)
+            redacts=redacts)
     except errors.NotFound:
         # Do not tell outsiders which rooms exist.
         raise errors.Forbidden(f"{sender} is not in room {room_id}") from None
@@ -48,23 +55,44 @@ async def _send(services: Services, *, room_id: str, sender: str, type: str, con
     return event.event_id
 
 
+async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str, txn_id: str, room_id: str,
+                     type: str, content: dict[str, Any], redacts: str | None = None) -> str:
+    """Sends the event unless this device already sent one with this
+    transaction ID on this endpoint; either way answers its event ID."""
+    async with services.transaction_lock(device.user_id, device.device_id, endpoint, txn_id):
+        earlier = await services.database.get_transaction(device.user_id, device.device_id, endpoint, txn_id)
+        if earlier is not None:
+            return earlier
+        services.send_limiter.check(device.user_id)
+        event_id = await _send(
+            services, room_id=room_id, sender=device.user_id, type=type, content=content, state_key=None,
+            redacts=redacts, txn=events_pb2.TransactionID(
+                user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id))
+        await services.database.store_transaction(device.user_id, device.device_id, endpoint, txn_id, event_id)
+        return event_id
+
+
 def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def send_message(request: Request, room_id: str, event_type: str, txn_id: str) -> HTTPResponse:
         device = await services.device_for(request)
         content = _content_of(request)
-        endpoint = f"send/{room_id}/{event_type}"
-        async with services.transaction_lock(device.user_id, device.device_id, endpoint, txn_id):
-            earlier = await services.database.get_transaction(device.user_id, device.device_id, endpoint, txn_id)
-            if earlier is not None:
-                return json_response({"event_id": earlier})
-            services.send_limiter.check(device.user_id)
-            event_id = await _send(
-                services, room_id=room_id, sender=device.user_id, type=event_type, content=content,
-                state_key=None, txn=events_pb2.TransactionID(
-                    user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id))
-            await services.database.store_transaction(device.user_id, device.device_id, endpoint, txn_id,
-                                                      event_id)
+        event_id = await _send_once(services, device, endpoint=f"send/{room_id}/{event_type}", txn_id=txn_id,
+                                    room_id=room_id, type=event_type, content=content)
         return json_response({"event_id": event_id})
+
+    async def redact(request: Request, room_id: str, event_id: str, txn_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        body = _content_of(request) if request.body else {}
+        content: dict[str, Any] = {}
+        reason = params.optional_str(body, "reason")
+        if reason is not None:
+            content["reason"] = reason
+        if not event_id.startswith("$"):
+            raise errors.InvalidParam(f"not an event ID: {event_id!r}")
+        redaction_id = await _send_once(services, device, endpoint=f"redact/{room_id}/{event_id}",
+                                        txn_id=txn_id, room_id=room_id, type=REDACTION, content=content,
+                                        redacts=event_id)
+        return json_response({"event_id": redaction_id})
 
     async def put_state(request: Request, room_id: str, event_type: str, state_key: str = "") -> HTTPResponse:
         device = await services.device_for(request)
@@ -76,6 +104,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
 
     client_route(blueprint, "/rooms/<room_id>/send/<event_type>/<txn_id>", send_message, ["PUT"],
                  name="send_message")
+    client_route(blueprint, "/rooms/<room_id>/redact/<event_id>/<txn_id>", redact, ["PUT"], name="redact")
     client_route(blueprint, "/rooms/<room_id>/state/<event_type>/<state_key>", put_state, ["PUT"],
                  name="put_state")
     client_route(blueprint, "/rooms/<room_id>/state/<event_type>", put_state, ["PUT"],

@@ -1,4 +1,5 @@
-"""GET /_matrix/client/versions and GET /.well-known/matrix/client."""
+"""GET /_matrix/client/versions, GET /.well-known/matrix/client and
+GET /capabilities."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal.services import Services
+from clientapi.routing import client_route
 from common.http import json_response
+from matrixlib.room_versions import KNOWN_ROOM_VERSIONS
 
 # Spec versions whose client-server API this server follows for the
 # endpoints it serves (v3 paths, with r0 aliases for old clients). v1.13
@@ -21,6 +24,21 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def well_known_client(request: Request) -> HTTPResponse:
         return json_response({"m.homeserver": {"base_url": services.base_url}})
 
+    async def capabilities(request: Request) -> HTTPResponse:
+        await services.device_for(request)
+        return json_response({"capabilities": {
+            "m.room_versions": {
+                "default": services.config.default_room_version,
+                "available": {version: "stable" for version in KNOWN_ROOM_VERSIONS},
+            },
+            # Not served yet: say so, so clients hide the options.
+            "m.change_password": {"enabled": False},
+            "m.set_displayname": {"enabled": False},
+            "m.set_avatar_url": {"enabled": False},
+            "m.3pid_changes": {"enabled": False},
+        }})
+
+    client_route(blueprint, "/capabilities", capabilities, ["GET"], name="capabilities")
     blueprint.add_route(versions, "/_matrix/client/versions", methods=["GET"], name="versions")
     blueprint.add_route(well_known_client, "/.well-known/matrix/client", methods=["GET"],
                         name="well_known_client")
