@@ -29,6 +29,7 @@ Usage, inside a TaskGroup the caller owns::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 from collections import deque
@@ -46,6 +47,8 @@ TopicPartition = tuple[str, int]
 
 # Pause after a fetch fails for a reason other than a lost position.
 FETCH_RETRY_DELAY = 1.0
+# How long a cancelled runner tries to commit what it finished.
+FINAL_COMMIT_TIMEOUT = 5.0
 
 
 class _PartitionProgress:
@@ -130,6 +133,9 @@ class KeyedConsumerRunner:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Joins the group, sets ``ready`` and consumes until ``stop()``.
+        Cancelling it also stops it: handlers are cancelled mid-record (those
+        records stay uncommitted) and what had finished is committed."""
         consumer = await self._log.consumer(self.group, self.topics)
         self._consumer = consumer
         try:
@@ -142,6 +148,12 @@ class KeyedConsumerRunner:
                     await asyncio.wait(self._workers)
                 await committer
             await self._commit_once()
+        except asyncio.CancelledError:
+            # Cancelled records never finished, so the watermark is still safe:
+            # commit it, to spare the next run some replaying.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._commit_once(), FINAL_COMMIT_TIMEOUT)
+            raise
         finally:
             await consumer.close()
         if self._fatal is not None:

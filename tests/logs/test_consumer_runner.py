@@ -225,3 +225,30 @@ async def test_a_lost_position_goes_to_the_callback_or_ends_the_run(tmp_path: Pa
     with pytest.raises(PositionLost):
         await runner.run()
     await log.close()
+
+
+async def test_cancelling_the_run_commits_what_finished(tmp_path: Path) -> None:
+    log = EmbeddedLog(tmp_path / "log", partitions=1)
+    await log.start()
+    for i in range(6):
+        await log.append("t", b"!room:x", b"%d" % i)
+    stuck = asyncio.Event()
+
+    async def handle(record: LogRecord) -> None:
+        if record.offset == 3:
+            stuck.set()
+            await asyncio.Event().wait()  # never finishes
+
+    # A long commit interval: only the final commit can record progress.
+    runner = KeyedConsumerRunner(log, "g", ["t"], handle, fetch_timeout=0.2, commit_interval=60)
+    running = asyncio.create_task(runner.run())
+    await stuck.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert runner.committed == {("t", 0): 3}
+
+    consumer = await log.consumer("g", ["t"])
+    assert [r.offset for r in await consumer.fetch(timeout=0)] == [3, 4, 5]
+    await consumer.close()
+    await log.close()
