@@ -268,3 +268,29 @@ async def test_every_acknowledged_append_survives_a_killed_process(tmp_path: Pat
     for writer in range(8):
         indexes = [i for (w, i) in sorted(found.values()) if w == writer]
         assert indexes == list(range(len(indexes)))
+
+
+async def test_recovery_drops_segments_written_after_a_damaged_record(tmp_path: Path) -> None:
+    log = EmbeddedLog(tmp_path, partitions=1, segment_bytes=200)
+    await log.start()
+    for i in range(12):
+        await log.append("t", b"k", b"record %02d" % i + b"." * 40)
+    await log.close()
+    segments = sorted((tmp_path / "topics" / "t" / "0").glob("*.log"))
+    assert len(segments) >= 3
+    second = segments[1]
+    damaged_offset = int(second.stem) + 1
+    # Flip a byte inside the second record of the second segment.
+    data = bytearray(second.read_bytes())
+    record_length = len(encode_record(0, b"k", b"record 00" + b"." * 40))
+    data[record_length + 30] ^= 0xFF
+    second.write_bytes(bytes(data))
+
+    log = EmbeddedLog(tmp_path, partitions=1)
+    await log.start()
+    assert await read_all(log, "g", "t") == [b"record %02d" % i + b"." * 40 for i in range(damaged_offset)]
+    assert [p.name for p in sorted((tmp_path / "topics" / "t" / "0").glob("*.log"))] == [
+        p.name for p in segments[:2]
+    ]
+    assert (await log.append("t", b"k", b"next")).offset == damaged_offset
+    await log.close()
