@@ -8,7 +8,9 @@ from common.log import Log
 from common.logs.embedded import EmbeddedLog
 from common.logs.kafka import KafkaLog
 
-__all__ = ["EmbeddedLog", "KafkaLog", "open_log"]
+__all__ = ["DEFAULT_RETENTION_BYTES", "EmbeddedLog", "KafkaLog", "open_log"]
+
+DEFAULT_RETENTION_BYTES = 1024 * 1024 * 1024
 
 
 def open_log(
@@ -17,7 +19,7 @@ def open_log(
     client_id: str,
     *,
     partitions: int = 8,
-    retention_bytes: int | None = None,
+    retention_bytes: int | None = DEFAULT_RETENTION_BYTES,
     kafka_session_timeout_ms: int = 10_000,
 ) -> Log:
     """Kafka when a bootstrap address is configured (split deployment),
@@ -26,6 +28,8 @@ def open_log(
 
     ``partitions`` and ``retention_bytes`` (per partition; None keeps
     everything, or the broker's default) apply to topics the log creates.
+    Logs are not the database: the default keeps 1 GiB per partition, far
+    more than a consumer that is keeping up needs.
     ``kafka_session_timeout_ms`` is the consumer-group session timeout; Tansu
     makes a joining member wait half of it, so a test deployment may pass
     1000 (real Kafka brokers refuse less than 6000 by default)."""

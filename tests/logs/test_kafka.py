@@ -13,8 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from common.consumer import KeyedConsumerRunner
 from common.log import LogRecord
-from common.logs import KafkaLog, open_log
-from common.logs.embedded import EmbeddedLog
+from common.logs import KafkaLog
 
 pytestmark = pytest.mark.kafka
 
@@ -64,13 +63,6 @@ async def test_topics_are_created_with_the_configured_partitions(kafka_log: Kafk
     other = KafkaLog(kafka_log.bootstrap_servers, "other", partitions=3, topics=[topic])
     await other.start()
     await other.close()
-
-
-async def test_open_log_picks_the_backend(tansu_broker: str, tmp_path: object) -> None:
-    from pathlib import Path
-
-    assert isinstance(open_log(tansu_broker, Path("/nonexistent"), "c"), KafkaLog)
-    assert isinstance(open_log(None, Path("/nonexistent"), "c"), EmbeddedLog)
 
 
 async def test_the_runner_commits_what_it_handled_to_the_group(kafka_log: KafkaLog) -> None:
