@@ -7,10 +7,11 @@ state_key_nid): event_nid}``. Names are looked up only at the edges (parsing
 input, answering queries).
 
 Caches hold only what cannot change once committed: interned names, parsed
-events and state snapshots. NIDs are never reused (AUTOINCREMENT on SQLite,
-sequences on PostgreSQL), and names learnt inside a write transaction enter
-the cache only after it commits, so a rollback cannot leave a cached NID that
-no row backs.
+events, state snapshots and room versions. What a transaction learns enters
+the shared caches only when it commits: a rolled-back insert (or savepoint)
+can hand its NID out again on SQLite, so a cache filled before the commit
+could name the wrong row. Until then it lives in the transaction's own
+``Txn.local`` cache, dropped on rollback (``Txn.savepoint``).
 """
 
 from __future__ import annotations
@@ -59,11 +60,33 @@ def _chunks(items: Collection[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
 
 
 @dataclass
+class TxnCache:
+    """What one transaction learnt, published to the shared caches on commit."""
+
+    events: dict[int, Event] = field(default_factory=dict)
+    snapshots: dict[int, StateMap] = field(default_factory=dict)
+    room_versions: dict[int, str] = field(default_factory=dict)
+    type_nids: dict[str, int] = field(default_factory=dict)
+    state_key_nids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class Txn:
-    """A connection inside one transaction, plus what to do once it commits."""
+    """A connection inside one transaction and what it learnt so far."""
 
     conn: AsyncConnection
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    local: TxnCache = field(default_factory=TxnCache)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: on an exception its writes are undone and
+        what the whole transaction learnt is forgotten (it may name them)."""
+        try:
+            async with self.conn.begin_nested():
+                yield
+        except BaseException:
+            self.local = TxnCache()
+            raise
 
 
 @dataclass
@@ -152,8 +175,7 @@ class RoomserverDatabase:
         async with self.db.transaction() as conn:
             txn = Txn(conn)
             yield txn
-        for hook in txn.after_commit:
-            hook()
+        self._publish(txn.local)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Txn]:
@@ -161,8 +183,18 @@ class RoomserverDatabase:
         async with self.db.connect() as conn:
             txn = Txn(conn)
             yield txn
-        for hook in txn.after_commit:
-            hook()
+        self._publish(txn.local)
+
+    def _publish(self, local: TxnCache) -> None:
+        for event_nid, event in local.events.items():
+            self._events.put(event_nid, event)
+        for snapshot_nid, state in local.snapshots.items():
+            self._snapshots.put(snapshot_nid, state)
+        self._room_versions.update(local.room_versions)
+        for name, nid in local.type_nids.items():
+            self._remember_type(name, nid)
+        for name, nid in local.state_key_nids.items():
+            self._remember_state_key(name, nid)
 
     # -- rooms ---------------------------------------------------------------
 
@@ -210,12 +242,12 @@ class RoomserverDatabase:
             await txn.conn.execute(update(rooms).where(rooms.c.room_nid == room_nid).values(**values))
 
     async def room_version_of(self, txn: Txn, room_nid: int) -> str:
-        version = self._room_versions.get(room_nid)
+        version = self._room_versions.get(room_nid) or txn.local.room_versions.get(room_nid)
         if version is None:
             version = await txn.conn.scalar(select(rooms.c.room_version).where(rooms.c.room_nid == room_nid))
             if version is None:
                 raise KeyError(f"no room with NID {room_nid}")
-            self._room_versions[room_nid] = version
+            txn.local.room_versions[room_nid] = version
         return version
 
     # -- interned names ------------------------------------------------------
@@ -223,11 +255,11 @@ class RoomserverDatabase:
     async def type_nids(self, txn: Txn, names: Iterable[str], *, create: bool) -> dict[str, int]:
         """NIDs of event types; with ``create``, unknown ones are interned."""
         return await self._intern(txn, names, create, event_types, "event_type", "type_nid",
-                                  self._type_nids.get, self._remember_type)
+                                  self._type_nids.get, txn.local.type_nids)
 
     async def state_key_nids(self, txn: Txn, names: Iterable[str], *, create: bool) -> dict[str, int]:
         return await self._intern(txn, names, create, event_state_keys, "state_key", "state_key_nid",
-                                  self._state_key_nids.get, self._remember_state_key)
+                                  self._state_key_nids.get, txn.local.state_key_nids)
 
     def _remember_type(self, name: str, nid: int) -> None:
         self._type_nids[name] = nid
@@ -239,11 +271,13 @@ class RoomserverDatabase:
 
     async def _intern(self, txn: Txn, names: Iterable[str], create: bool, table: Any, name_col: str,
                       nid_col: str, cached: Callable[[str], int | None],
-                      remember: Callable[[str, int], None]) -> dict[str, int]:
+                      learnt: dict[str, int]) -> dict[str, int]:
         result: dict[str, int] = {}
         missing: set[str] = set()
         for name in names:
             nid = cached(name)
+            if nid is None:
+                nid = learnt.get(name)
             if nid is None:
                 missing.add(name)
             else:
@@ -260,24 +294,19 @@ class RoomserverDatabase:
                 select(table.c[name_col], table.c[nid_col]).where(table.c[name_col].in_(chunk)))
             found.update({row[0]: int(row[1]) for row in rows})
         result.update(found)
-        def learn() -> None:
-            for name, nid in found.items():
-                remember(name, nid)
-
-        txn.after_commit.append(learn)
+        learnt.update(found)
         return result
 
     async def type_names(self, txn: Txn, nids: Iterable[int]) -> dict[int, str]:
         return await self._names(txn, nids, event_types, "event_type", "type_nid",
-                                 self._type_names.get, self._remember_type)
+                                 self._type_names.get, txn.local.type_nids)
 
     async def state_key_names(self, txn: Txn, nids: Iterable[int]) -> dict[int, str]:
         return await self._names(txn, nids, event_state_keys, "state_key", "state_key_nid",
-                                 self._state_key_names.get, self._remember_state_key)
+                                 self._state_key_names.get, txn.local.state_key_nids)
 
     async def _names(self, txn: Txn, nids: Iterable[int], table: Any, name_col: str, nid_col: str,
-                     cached: Callable[[int], str | None],
-                     remember: Callable[[str, int], None]) -> dict[int, str]:
+                     cached: Callable[[int], str | None], learnt: dict[str, int]) -> dict[int, str]:
         result: dict[int, str] = {}
         missing: set[int] = set()
         for nid in nids:
@@ -292,11 +321,7 @@ class RoomserverDatabase:
                 select(table.c[name_col], table.c[nid_col]).where(table.c[nid_col].in_(chunk)))
             found.update({int(row[1]): row[0] for row in rows})
         result.update(found)
-        def learn() -> None:
-            for nid, name in found.items():
-                remember(name, nid)
-
-        txn.after_commit.append(learn)
+        learnt.update({name: nid for nid, name in found.items()})
         return result
 
     async def state_keys_of(self, txn: Txn, state: Mapping[tuple[int, int], int]
@@ -306,11 +331,13 @@ class RoomserverDatabase:
         keys = await self.state_key_names(txn, {s for _, s in state})
         return {(t, s): (types[t], keys[s]) for t, s in state}
 
-    async def state_tuple_nids(self, txn: Txn, tuples: Iterable[tuple[str, str]]
-                               ) -> dict[tuple[str, str], tuple[int, int]]:
-        """NIDs of known (type, state_key) pairs; unknown names are left out."""
+    async def state_tuple_nids(self, txn: Txn, tuples: Iterable[tuple[str, str]], *,
+                               create_types: bool = False) -> dict[tuple[str, str], tuple[int, int]]:
+        """NIDs of known (type, state_key) pairs; unknown names are left out.
+        ``create_types`` interns unknown types (a write transaction that asks
+        for a type again and again should not look it up every time)."""
         as_list = list(tuples)
-        types = await self.type_nids(txn, {t for t, _ in as_list}, create=False)
+        types = await self.type_nids(txn, {t for t, _ in as_list}, create=create_types)
         keys = await self.state_key_nids(txn, {s for _, s in as_list}, create=False)
         return {(t, s): (types[t], keys[s]) for t, s in as_list if t in types and s in keys}
 
@@ -335,7 +362,7 @@ class RoomserverDatabase:
         result: dict[int, Event] = {}
         missing: list[int] = []
         for nid in event_nids:
-            cached = self._events.get(nid)
+            cached = self._events.get(nid) or txn.local.events.get(nid)
             if cached is None:
                 missing.append(nid)
             else:
@@ -349,7 +376,7 @@ class RoomserverDatabase:
                 .where(event_json.c.event_nid.in_(chunk)))
             for row in rows:
                 event = Event.from_json(row.event_json, get_room_version(row.room_version), row.event_id)
-                self._events.put(row.event_nid, event)
+                txn.local.events[row.event_nid] = event
                 result[row.event_nid] = event
         return result
 
@@ -413,7 +440,7 @@ class RoomserverDatabase:
         """The state a snapshot holds. The result is shared: copy before changing it."""
         if snapshot_nid is None:
             return {}
-        cached = self._snapshots.get(snapshot_nid)
+        cached = self._cached_snapshot(txn, snapshot_nid)
         if cached is not None:
             return cached
         # Walk up to a full base or a cached ancestor (at most MAX_DELTA_DEPTH steps).
@@ -421,7 +448,7 @@ class RoomserverDatabase:
         base: StateMap | None = None
         nid: int | None = snapshot_nid
         while nid is not None:
-            cached = self._snapshots.get(nid)
+            cached = self._cached_snapshot(txn, nid)
             if cached is not None:
                 base = cached
                 break
@@ -447,8 +474,12 @@ class RoomserverDatabase:
                     state.pop((type_nid, sk_nid), None)
                 else:
                     state[(type_nid, sk_nid)] = event_nid
-        self._snapshots.put(snapshot_nid, state)
+        txn.local.snapshots[snapshot_nid] = state
         return state
+
+    def _cached_snapshot(self, txn: Txn, snapshot_nid: int) -> StateMap | None:
+        cached = self._snapshots.get(snapshot_nid)
+        return cached if cached is not None else txn.local.snapshots.get(snapshot_nid)
 
     async def save_state(self, txn: Txn, room_nid: int, state: StateMap, parent_nid: int | None) -> int:
         """A snapshot holding ``state``: ``parent_nid`` itself when nothing
@@ -479,9 +510,7 @@ class RoomserverDatabase:
             await txn.conn.execute(state_entries.insert(), [
                 {"snapshot_nid": snapshot_nid, "type_nid": t, "state_key_nid": s, "event_nid": e}
                 for t, s, e in chunk])
-        frozen = dict(state)
-        # NIDs are never reused, so caching before the commit is safe.
-        self._snapshots.put(snapshot_nid, frozen)
+        txn.local.snapshots[snapshot_nid] = dict(state)
         return snapshot_nid
 
     # -- memberships ---------------------------------------------------------

@@ -1,9 +1,9 @@
 """Processing one ``roomserver.input`` entry: authorise, store, compute
 state, and write what readers need to ``roomserver.output``.
 
-Each event is handled in its own database transaction. The output-log
-entries it causes are written into the outbox in that same transaction and
-appended to the log after the commit, then deleted from the outbox and the
+An entry's events are handled in one database transaction, each in a
+savepoint. The output-log entries they cause are written into the outbox in
+that same transaction and appended to the log after the commit, then deleted from the outbox and the
 event marked ``sent_to_output``. A crash between the commit and the append
 leaves them in the outbox: they are sent when the consumer starts again (or
 when the same event is input again), so nothing committed is lost and an
@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from myelin.roomserver.v1 import input_log_pb2, output_log_pb2
@@ -115,24 +116,36 @@ class InputProcessor:
         return entry.request_id, await self.process_entry(entry)
 
     async def process_entry(self, entry: input_log_pb2.InputRoomEventsEntry) -> list[pb.InputEventResult]:
+        """Processes an entry's events in one transaction, each in a savepoint
+        (a failed event leaves no trace but its failure record), then appends
+        their output."""
         results: list[pb.InputEventResult] = []
-        for input_event in entry.events:
-            event_id = input_event.event.event_id
-            try:
-                result = await self.process_event(entry.room_id, input_event)
-            except InvalidInput as e:
-                await self._record_failure(entry.request_id, entry.room_id, event_id, str(e),
-                                           input_event.SerializeToString())
-                result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=str(e))
-            except Exception as e:
-                # A bug or a database failure: the event's transaction rolled
-                # back. Record it and go on, so the room is not wedged.
-                logger.exception("processing %s in %s failed", event_id, entry.room_id)
-                reason = f"processing failed: {type(e).__name__}: {e}"
-                await self._record_failure(entry.request_id, entry.room_id, event_id, reason,
-                                           input_event.SerializeToString())
-                result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=reason)
-            results.append(result)
+        to_send: list[int] = []
+        async with self._db.transaction() as txn:
+            for input_event in entry.events:
+                event_id = input_event.event.event_id
+                reason = ""
+                try:
+                    async with txn.savepoint():
+                        result, send_nid = await self._process_event(txn, entry.room_id, input_event)
+                    if send_nid is not None:
+                        to_send.append(send_nid)
+                except InvalidInput as e:
+                    reason = str(e)
+                except Exception as e:
+                    # A bug, or a database failure: record it and go on, so
+                    # the room is not wedged.
+                    logger.exception("processing %s in %s failed", event_id, entry.room_id)
+                    reason = f"processing failed: {type(e).__name__}: {e}"
+                if reason:
+                    logger.warning("input for room %r event %r skipped: %s", entry.room_id, event_id, reason)
+                    await self._db.record_input_failure(
+                        txn, request_id=entry.request_id, room_id=entry.room_id, event_id=event_id,
+                        reason=reason, payload=input_event.SerializeToString())
+                    result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=reason)
+                results.append(result)
+        if to_send:
+            await self.send_pending(to_send)
         return results
 
     @staticmethod
@@ -175,24 +188,23 @@ class InputProcessor:
             raise InvalidInput(f"event ID {input_event.event.event_id} does not match the event ({event_id})")
         return event
 
-    async def process_event(self, room_id: str, input_event: input_log_pb2.InputRoomEvent
-                            ) -> pb.InputEventResult:
+    async def _process_event(self, txn: Txn, room_id: str, input_event: input_log_pb2.InputRoomEvent
+                             ) -> tuple[pb.InputEventResult, int | None]:
+        """The event's outcome, and its NID when it has output to send."""
         event = self.parse(input_event)
         if event.room_id != room_id:
             raise InvalidInput(f"event {event.event_id} is in room {event.room_id}, not {room_id}")
         kind = input_event.kind or NEW
-        async with self._db.transaction() as txn:
-            existing = (await self._db.event_records_by_id(txn, [event.event_id])).get(event.event_id)
-            if existing is not None and not (existing.is_outlier and kind != OUTLIER):
-                result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE)
-                send_nid: int | None = None if existing.sent_to_output else existing.event_nid
-            else:
-                # New, or an outlier that now arrives as part of the timeline
-                # (e.g. an auth event, later backfilled): it gets its state.
-                result, send_nid = await self._store_new(txn, event, input_event, kind, existing)
-        if send_nid is not None:
-            await self.send_pending([send_nid])
-        return result
+        # One query for the event itself, its auth events and its prev events.
+        known = await self._db.event_records_by_id(
+            txn, {event.event_id, *event.auth_event_ids, *event.prev_event_ids})
+        existing = known.get(event.event_id)
+        if existing is not None and not (existing.is_outlier and kind != OUTLIER):
+            result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE)
+            return result, (None if existing.sent_to_output else existing.event_nid)
+        # New, or an outlier that now arrives as part of the timeline (e.g.
+        # an auth event, later backfilled): it gets its state.
+        return await self._store_new(txn, event, input_event, kind, existing, known)
 
     async def _room_for(self, txn: Txn, event: Event) -> RoomRecord:
         room = await self._db.room_by_id(txn, event.room_id)
@@ -212,14 +224,15 @@ class InputProcessor:
         return room
 
     async def _store_new(self, txn: Txn, event: Event, input_event: input_log_pb2.InputRoomEvent,
-                         kind: int, outlier: EventRecord | None) -> tuple[pb.InputEventResult, int | None]:
+                         kind: int, outlier: EventRecord | None, known: dict[str, EventRecord]
+                         ) -> tuple[pb.InputEventResult, int | None]:
         room = await self._room_for(txn, event)
         if (event.type == CREATE and event.state_key == "" and room.create_event_nid is not None
                 and outlier is None):
             raise InvalidInput(f"room {room.room_id} already has a create event")
         rv = event.room_version
         create_event = await self._create_event(txn, room)
-        checked = await self._check(txn, room, event, input_event, kind, create_event)
+        checked = await self._check(txn, room, event, input_event, kind, create_event, known)
 
         type_nid = (await self._db.type_nids(txn, [event.type], create=True))[event.type]
         state_key_nid: int | None = None
@@ -248,8 +261,10 @@ class InputProcessor:
             state_after[(type_nid, state_key_nid)] = event_nid
             state_after_nid = await self._db.save_state(txn, room.room_nid, state_after,
                                                         checked.state_before_nid)
+        # Written once, at the end.
+        updates: dict[str, Any] = {}
         if state_after_nid is not None:
-            await self._db.update_event(txn, event_nid, state_after_nid=state_after_nid)
+            updates["state_after_nid"] = state_after_nid
 
         outputs: list[output_log_pb2.OutputEvent] = []
         if is_rejected:
@@ -260,18 +275,20 @@ class InputProcessor:
             outcome = SOFT_FAILED
         elif kind == OLD:
             outcome = ACCEPTED
-            outputs = await self._historical_output(txn, room, event, event_nid, input_event,
-                                                    checked.state_before, state_after)
+            outputs = await self._historical_output(txn, room, event, input_event,
+                                                    checked.state_before, state_after, updates)
         else:
             outcome = ACCEPTED
             assert state_after is not None and state_after_nid is not None
             outputs = await self._advance_room(txn, room, event, event_nid, checked, state_after,
-                                               state_after_nid, input_event, rv)
+                                               state_after_nid, input_event, rv, updates)
         if outputs:
             await self._db.add_to_outbox(txn, room.room_nid, event_nid,
                                          [o.SerializeToString() for o in outputs])
         else:
-            await self._db.update_event(txn, event_nid, sent_to_output=True)
+            updates["sent_to_output"] = True
+        if updates:
+            await self._db.update_event(txn, event_nid, **updates)
         result = pb.InputEventResult(event_id=event.event_id, outcome=outcome,
                                      reason=checked.rejected_reason or
                                      ("soft-failed against the current state" if checked.soft_failed else ""))
@@ -286,13 +303,13 @@ class InputProcessor:
 
     async def _check(self, txn: Txn, room: RoomRecord, event: Event,
                      input_event: input_log_pb2.InputRoomEvent, kind: int,
-                     create_event: Event | None) -> _Checked:
+                     create_event: Event | None, known: dict[str, EventRecord]) -> _Checked:
         checked = _Checked()
         rv = event.room_version
 
         # 1. Against the event's own auth events (all must be known).
         auth_ids = list(dict.fromkeys(event.auth_event_ids))
-        auth_records = await self._db.event_records_by_id(txn, auth_ids)
+        auth_records = {a: known[a] for a in auth_ids if a in known}
         missing = [a for a in auth_ids if a not in auth_records]
         if missing:
             raise InvalidInput(f"unknown auth events: {', '.join(missing)}")
@@ -334,7 +351,7 @@ class InputProcessor:
                                                                  room.state_snapshot_nid)
         else:
             prev_ids = list(dict.fromkeys(event.prev_event_ids))
-            prev_records = await self._db.event_records_by_id(txn, prev_ids)
+            prev_records = {p: known[p] for p in prev_ids if p in known}
             without_state = [p for p in prev_ids
                              if p not in prev_records or prev_records[p].state_after_nid is None]
             if without_state and kind == OLD:
@@ -384,8 +401,8 @@ class InputProcessor:
 
     async def _advance_room(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
                             checked: _Checked, state_after: StateMap, state_after_nid: int,
-                            input_event: input_log_pb2.InputRoomEvent,
-                            rv: RoomVersion) -> list[output_log_pb2.OutputEvent]:
+                            input_event: input_log_pb2.InputRoomEvent, rv: RoomVersion,
+                            updates: dict[str, Any]) -> list[output_log_pb2.OutputEvent]:
         prev_nids = {r.event_nid for r in checked.prev_records}
         # An event some known event already names as a prev event is not an extremity.
         referenced = (await self._db.children_of(txn, [event.event_id])).get(event.event_id)
@@ -398,6 +415,10 @@ class InputProcessor:
             new_state, new_nid = state_after, state_after_nid
         else:
             records = list((await self._db.event_records_by_nid(txn, extremities)).values())
+            for record in records:
+                if record.event_nid == event_nid:
+                    # Not written to the row yet (see ``updates``).
+                    record.state_after_nid = state_after_nid
             new_state = await self._state.state_after_events(txn, rv, records)
             new_nid = await self._db.save_state(txn, room.room_nid, new_state, room.state_snapshot_nid)
         old_state = await self._db.load_state(txn, room.state_snapshot_nid)
@@ -409,7 +430,7 @@ class InputProcessor:
         await self._db.update_room(txn, room.room_nid, state_snapshot_nid=new_nid,
                                    forward_extremities=extremities, last_sent_event_id=event.event_id,
                                    last_stream_position=position)
-        await self._db.update_event(txn, event_nid, stream_position=position)
+        updates["stream_position"] = position
 
         by_nid = await self._db.event_records_by_nid(txn, set(added.values()) | set(removed.values())
                                                      | set(extremities))
@@ -436,13 +457,14 @@ class InputProcessor:
             outputs.append(redaction)
         return outputs
 
-    async def _historical_output(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
+    async def _historical_output(self, txn: Txn, room: RoomRecord, event: Event,
                                  input_event: input_log_pb2.InputRoomEvent, state_before: StateMap | None,
-                                 state_after: StateMap | None) -> list[output_log_pb2.OutputEvent]:
+                                 state_after: StateMap | None,
+                                 updates: dict[str, Any]) -> list[output_log_pb2.OutputEvent]:
         position = room.last_stream_position + 1
         await self._db.update_room(txn, room.room_nid, last_sent_event_id=event.event_id,
                                    last_stream_position=position)
-        await self._db.update_event(txn, event_nid, stream_position=position)
+        updates["stream_position"] = position
         extremities = await self._db.event_records_by_nid(txn, room.forward_extremities)
         visibility = await self._history_visibility_at(txn, event, state_before, state_after)
         return [output_log_pb2.OutputEvent(new_room_event=output_log_pb2.NewRoomEvent(
@@ -469,13 +491,14 @@ class InputProcessor:
                            state_key: str) -> Event | None:
         if not state:
             return None
-        key = (await self._db.state_tuple_nids(txn, [(event_type, state_key)])).get((event_type, state_key))
+        key = (await self._db.state_tuple_nids(txn, [(event_type, state_key)], create_types=True)
+               ).get((event_type, state_key))
         if key is None or key not in state:
             return None
         return (await self._db.events_by_nid(txn, [state[key]])).get(state[key])
 
     async def _update_memberships(self, txn: Txn, room_nid: int, added: StateMap, removed: StateMap) -> None:
-        member_type = (await self._db.type_nids(txn, [MEMBER], create=False)).get(MEMBER)
+        member_type = (await self._db.type_nids(txn, [MEMBER], create=True)).get(MEMBER)
         if member_type is None:
             return
         added_members = {k: v for k, v in added.items() if k[0] == member_type}
@@ -516,7 +539,7 @@ class InputProcessor:
         from matrixlib.canonical_json import encode_canonical_json
 
         wanted = [(t, "") for t in _INVITE_STATE_TYPES] + [(MEMBER, event.sender)]
-        keys = await self._db.state_tuple_nids(txn, wanted)
+        keys = await self._db.state_tuple_nids(txn, wanted, create_types=True)
         nids = [state[k] for k in keys.values() if k in state]
         loaded = await self._db.events_by_nid(txn, nids)
         return [encode_canonical_json(stripped_state(loaded[n]), strict=False) for n in nids if n in loaded]
