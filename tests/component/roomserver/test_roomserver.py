@@ -609,3 +609,55 @@ async def test_outlier_later_backfilled(api: RoomserverAPI, running: Running) ->
     assert [n.event.event_id for n in timeline] == ids([remote_join, room.power_levels])
     assert timeline[-1].historical
     assert outcomes(await send(api, [room.power_levels], OLD)) == [pb.INPUT_OUTCOME_DUPLICATE]
+
+
+async def test_failure_inside_an_entry_rolls_back_only_that_event(running: Running) -> None:
+    component = running.component
+    api = component.api
+    room = TestRoom("12", creator=ALICE)
+    await send(api, room.events)
+    fine = room.message(ALICE, "fine")
+    doomed = room.set_state(NAME, {"name": "doomed"}, sender=ALICE)
+    processor = component.processor
+    real_advance = processor._advance_room
+
+    async def explode(*args: object, **kwargs: object) -> list[output_log_pb2.OutputEvent]:
+        event = args[2]
+        assert isinstance(event, Event)
+        if event.event_id == doomed.event_id:
+            raise RuntimeError("disk on fire")
+        return await real_advance(*args, **kwargs)  # type: ignore[arg-type]
+
+    processor._advance_room = explode  # type: ignore[method-assign]
+    results = await send(api, [fine, doomed])
+    processor._advance_room = real_advance  # type: ignore[method-assign]
+    assert outcomes(results) == [pb.INPUT_OUTCOME_ACCEPTED, pb.INPUT_OUTCOME_INVALID]
+    assert "disk on fire" in results[1].reason
+
+    # Nothing of the failed event was kept: it can be input again, and the
+    # name type and state it interned inside the rolled-back savepoint do not
+    # confuse what comes after.
+    assert outcomes(await send(api, [doomed])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    after = room.message(ALICE, "after")
+    assert outcomes(await send(api, [after])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(
+        room_id=room.room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=NAME, state_key="")]))
+    assert proto_ids(latest.state_events) == [doomed.event_id]
+    assert list(latest.latest_event_ids) == [after.event_id]
+    timeline = [n.event.event_id for n in new_room_events(await read_output(running.log))]
+    assert timeline == ids(room.events)
+
+
+async def test_input_through_an_instance_that_does_not_consume(tmp_path: Path, running: Running) -> None:
+    """Another room server instance (sharing the database and the log) whose
+    input call waits for an entry the running instance consumes."""
+    other = await open_roomserver(make_config(tmp_path), running.log, TEST_SIGNING_KEY)
+    try:
+        room = TestRoom("12", creator=ALICE)
+        room.join(BOB)
+        results = await send(other.api, room.events)
+        assert outcomes(results) == [pb.INPUT_OUTCOME_ACCEPTED] * len(room.events)
+        bad = room.message(CAROL, "not a member", advance=False)
+        assert outcomes(await send(other.api, [bad])) == [pb.INPUT_OUTCOME_REJECTED]
+    finally:
+        await other.close()
