@@ -16,6 +16,7 @@ from myelin.roomserver.v1 import events_pb2, input_log_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 from sqlalchemy import func, select
 
+from common import errors
 from common.log import Log
 from common.topics import ROOMSERVER_INPUT
 from matrixlib.events import MEMBER, NAME, Event
@@ -661,3 +662,30 @@ async def test_input_through_an_instance_that_does_not_consume(tmp_path: Path, r
         assert outcomes(await send(other.api, [bad])) == [pb.INPUT_OUTCOME_REJECTED]
     finally:
         await other.close()
+
+
+async def test_errors_cross_both_bindings(api: RoomserverAPI) -> None:
+    room = TestRoom("12", creator=ALICE)
+    await send(api, room.events)
+    with pytest.raises(errors.NotFound):
+        await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(
+            room_id=room.room_id, at_event_id="$unknown"))
+    with pytest.raises(errors.NotFound):
+        await api.query_missing_events(pb.QueryMissingEventsRequest(
+            room_id="!unknown:test", latest_events=["$x"], limit=5))
+
+
+async def test_input_times_out_without_a_consumer(tmp_path: Path, log: Log) -> None:
+    config = make_config(tmp_path)
+    config.input_timeout_seconds = 0.3
+    idle = await open_roomserver(config, log, TEST_SIGNING_KEY)  # never runs its consumer
+    try:
+        room = TestRoom("12", creator=ALICE)
+        with pytest.raises(errors.Unavailable):
+            await idle.api.input_room_events(room.input_request(room.events))
+        # Without waiting, the events are on the log and the call returns at once.
+        response = await idle.api.input_room_events(room.input_request(room.events, wait=False))
+        assert [r.event_id for r in response.results] == ids(room.events)
+        assert outcomes(response.results) == [pb.INPUT_OUTCOME_UNSPECIFIED] * len(room.events)
+    finally:
+        await idle.close()
