@@ -301,6 +301,15 @@ def test_unfederated_room_rejects_other_servers(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_only_a_boolean_false_m_federate_blocks_other_servers(version: str) -> None:
+    # The spec says "set to false"; Synapse also blocks on any non-true value.
+    room = Room(version, create_content={"m.federate": "false"})
+    room.join(ALICE)
+    room.set_join_rule("public")
+    room.join(BOB)
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
 def test_federated_room_accepts_other_servers(version: str) -> None:
     room = Room(version, create_content={"m.federate": True})
     room.join(ALICE)
@@ -524,6 +533,15 @@ def test_restricted_join_authorised_by_a_user_who_cannot_invite_is_rejected(vers
 
 
 @pytest.mark.parametrize(("version", "join_rule"), RESTRICTED_CASES)
+def test_restricted_join_authorised_by_a_user_at_exactly_the_invite_level(version: str,
+                                                                         join_rule: str) -> None:
+    room = standard_room(version, join_rule="public", users={CAROL: 10}, invite=10)
+    room.join(CAROL)
+    room.set_join_rule(join_rule)
+    room.add(_authorised_join(room, BOB, CAROL))
+
+
+@pytest.mark.parametrize(("version", "join_rule"), RESTRICTED_CASES)
 def test_restricted_join_authorised_by_a_non_member_is_rejected(version: str, join_rule: str) -> None:
     room = standard_room(version, join_rule=join_rule, users={CAROL: 50})
     assert_rejected(room, _authorised_join(room, BOB, CAROL), "is not joined")
@@ -608,6 +626,23 @@ def test_third_party_invite_verified_with_public_keys_list(version: str) -> None
         version, public_key=encode_base64(OTHER_KEY.verify_key.encode()),
         public_keys=[{"public_key": "bm90IGEga2V5"}, {"public_key": IDENTITY_PUBLIC_KEY}])
     room.add(room.member(ALICE, CAROL, "invite", third_party_invite={"signed": _signed(CAROL)}))
+
+
+def _url_safe_only_key() -> Any:
+    """A signing key whose public key's base64 has a URL-safe character."""
+    while True:
+        key = generate_signing_key("3")
+        if any(c in encode_base64(key.verify_key.encode(), urlsafe=True) for c in "-_"):
+            return key
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_third_party_invite_public_key_may_be_url_safe_base64(version: str) -> None:
+    key = _url_safe_only_key()
+    room = _room_with_third_party_invite(
+        version, public_key=encode_base64(key.verify_key.encode(), urlsafe=True),
+        public_keys=["not an object", {"public_key": 5}])
+    room.add(room.member(ALICE, CAROL, "invite", third_party_invite={"signed": _signed(CAROL, key=key)}))
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
@@ -763,6 +798,16 @@ def test_unban_needs_the_ban_level(version: str) -> None:
     room.join(CAROL)
 
 
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_kick_and_unban_at_exactly_the_required_levels(version: str) -> None:
+    room = standard_room(version, users={BOB: 60, CAROL: 59}, kick=60, ban=60)
+    room.join(BOB)
+    room.join(CAROL)
+    room.add(room.member(BOB, CAROL, "leave"))
+    room.add(room.member(BOB, CAROL, "ban"))
+    room.add(room.member(BOB, CAROL, "leave"))
+
+
 # -- bans -------------------------------------------------------------------------------------
 
 
@@ -870,6 +915,19 @@ def test_state_without_power_levels_uses_defaults(version: str) -> None:
     room.send("m.room.message", BOB, {})
     assert_rejected(room, room.make("m.room.topic", BOB, {}, state_key=""), "below the 50 required")
     room.send("m.room.topic", ALICE, {"topic": "t"}, state_key="")
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_join_rules_need_the_state_level(version: str) -> None:
+    room = standard_room(version, join_rule="invite", users={BOB: 49, CAROL: 50})
+    for user in (BOB, CAROL):
+        room.add(room.member(ALICE, user, "invite"))
+        room.join(user)
+    assert_rejected(room, room.make(JOIN_RULES, BOB, {"join_rule": "public"}, state_key=""),
+                    "below the 50 required for m.room.join_rules")
+    room.set_join_rule("public", sender=CAROL)
+    room.set_join_rule("invite")
+    assert room.state[(JOIN_RULES, "")].content == {"join_rule": "invite"}
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
