@@ -25,7 +25,8 @@ from clientapi.routing import client_route
 from common import errors
 from common.eventbuilder import MAX_PDU_BYTES, build_local_event
 from common.http import json_response, parse_json_body
-from matrixlib.events import REDACTION
+from matrixlib.events import REDACTION, Event
+from matrixlib.room_versions import get_room_version
 
 
 def _content_of(request: Request) -> dict[str, Any]:
@@ -35,41 +36,56 @@ def _content_of(request: Request) -> dict[str, Any]:
     return parse_json_body(request)
 
 
-async def _send(services: Services, *, room_id: str, sender: str, type: str, content: dict[str, Any],
-                state_key: str | None, txn: events_pb2.TransactionID | None,
-                redacts: str | None = None) -> str:
+async def _build(services: Services, *, room_id: str, sender: str, type: str, content: dict[str, Any],
+                 state_key: str | None, redacts: str | None = None) -> Event:
     if not room_id.startswith("!"):
         raise errors.InvalidParam(f"not a room ID: {room_id!r}")
     if type == REDACTION and redacts is None:
         found = content.get("redacts")
         redacts = found if isinstance(found, str) else None
     try:
-        event = await build_local_event(
+        return await build_local_event(
             services.roomserver, room_id=room_id, type=type, sender=sender, content=content,
             state_key=state_key, server_name=services.server_name, signing_key=services.signing_key,
             redacts=redacts)
     except errors.NotFound:
         # Do not tell outsiders which rooms exist.
         raise errors.Forbidden(f"{sender} is not in room {room_id}") from None
-    await services.input_events([event], txn=txn)
-    return event.event_id
 
 
 async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str, txn_id: str, room_id: str,
                      type: str, content: dict[str, Any], redacts: str | None = None) -> str:
     """Sends the event unless this device already sent one with this
-    transaction ID on this endpoint; either way answers its event ID."""
-    async with services.transaction_lock(device.user_id, device.device_id, endpoint, txn_id):
-        earlier = await services.database.get_transaction(device.user_id, device.device_id, endpoint, txn_id)
-        if earlier is not None:
-            return earlier
-        services.send_limiter.check(device.user_id)
-        event_id = await _send(
-            services, room_id=room_id, sender=device.user_id, type=type, content=content, state_key=None,
-            redacts=redacts, txn=events_pb2.TransactionID(
-                user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id))
-        await services.database.store_transaction(device.user_id, device.device_id, endpoint, txn_id, event_id)
-        return event_id
+    transaction ID on this endpoint; either way answers its event ID.
+
+    The event is recorded before it is input. If the input call fails (the
+    room server restarting, a timeout) the event may still be on the input
+    log, so a retry inputs the same event again (the room server is
+    idempotent by event ID) rather than building a second one."""
+    db = services.database
+    key = (device.user_id, device.device_id, endpoint, txn_id)
+    txn = events_pb2.TransactionID(user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id)
+    async with services.transaction_lock(*key):
+        earlier = await db.get_transaction(*key)
+        if earlier is not None and not earlier.pending:
+            return earlier.event_id
+        if earlier is not None and earlier.event_json and earlier.room_version:
+            event = Event.from_json(earlier.event_json, get_room_version(earlier.room_version), earlier.event_id)
+        else:
+            services.send_limiter.check(device.user_id)
+            event = await _build(services, room_id=room_id, sender=device.user_id, type=type, content=content,
+                                 state_key=None, redacts=redacts)
+            await db.store_transaction(*key, event.event_id, pending=True,
+                                       room_version=event.room_version.identifier,
+                                       event_json=event.to_json().decode("utf-8"))
+        try:
+            await services.input_events([event], txn=txn)
+        except (errors.Forbidden, errors.BadJSON):
+            # Refused for good: a retry may build a new event against newer state.
+            await db.forget_transaction(*key)
+            raise
+        await db.mark_transaction_done(*key)
+        return event.event_id
 
 
 def add_routes(blueprint: Blueprint, services: Services) -> None:
@@ -98,9 +114,10 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         device = await services.device_for(request)
         content = _content_of(request)
         services.send_limiter.check(device.user_id)
-        event_id = await _send(services, room_id=room_id, sender=device.user_id, type=event_type,
-                               content=content, state_key=state_key, txn=None)
-        return json_response({"event_id": event_id})
+        event = await _build(services, room_id=room_id, sender=device.user_id, type=event_type,
+                             content=content, state_key=state_key)
+        await services.input_events([event])
+        return json_response({"event_id": event.event_id})
 
     client_route(blueprint, "/rooms/<room_id>/send/<event_type>/<txn_id>", send_message, ["PUT"],
                  name="send_message")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
-from clientapi.storage.tables.transactions import TransactionsTable, transactions
+from clientapi.storage.tables.transactions import TransactionRow, TransactionsTable, transactions
 from common.storage import Database
+
+__all__ = ["TRANSACTION_TTL_MS", "ClientAPIDatabase", "TransactionRow"]
 
 # How long a transaction ID is remembered. Clients retry within seconds or
 # minutes; a day covers a phone that was offline overnight.
@@ -24,14 +26,16 @@ class ClientAPIDatabase:
         self._transactions = TransactionsTable()
         self._last_purge_ms = 0
 
-    async def get_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> str | None:
-        """The event ID an unexpired transaction produced, if any."""
+    async def get_transaction(self, user_id: str, device_id: str, endpoint: str,
+                              txn_id: str) -> TransactionRow | None:
+        """What an unexpired transaction produced, if anything."""
         async with self.db.connect() as conn:
-            return await self._transactions.select_event_id(
+            return await self._transactions.select(
                 conn, user_id, device_id, endpoint, txn_id, _now_ms() - TRANSACTION_TTL_MS)
 
     async def store_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str,
-                                event_id: str) -> None:
+                                event_id: str, *, pending: bool = False, room_version: str | None = None,
+                                event_json: str | None = None) -> None:
         now = _now_ms()
         async with self.db.transaction() as conn:
             if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:
@@ -41,5 +45,14 @@ class ClientAPIDatabase:
             await conn.execute(self.db.upsert(
                 transactions,
                 {"user_id": user_id, "device_id": device_id, "endpoint": endpoint, "txn_id": txn_id,
-                 "event_id": event_id, "created_ts": now},
+                 "event_id": event_id, "created_ts": now, "pending": pending, "room_version": room_version,
+                 "event_json": event_json},
                 ["user_id", "device_id", "endpoint", "txn_id"]))
+
+    async def mark_transaction_done(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
+        async with self.db.transaction() as conn:
+            await self._transactions.mark_done(conn, user_id, device_id, endpoint, txn_id)
+
+    async def forget_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
+        async with self.db.transaction() as conn:
+            await self._transactions.delete(conn, user_id, device_id, endpoint, txn_id)

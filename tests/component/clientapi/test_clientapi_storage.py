@@ -8,29 +8,42 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from clientapi.component import open_clientapi
 from clientapi.storage import database as storage
-from clientapi.storage.database import ClientAPIDatabase
+from clientapi.storage.database import ClientAPIDatabase, TransactionRow
+from common import errors
 from common.storage import open_database
 from matrixlib.signing import generate_signing_key
-from tests.component.clientapi.conftest import Harness, make_config
+from tests.component.clientapi.conftest import Harness, HarnessFactory, make_config
 from tests.fakes.roomserver import FakeRoomserver
 from userapi.component import open_userapi
 
 
+async def event_id_of(db: ClientAPIDatabase, *key: str) -> str | None:
+    found = await db.get_transaction(*key)
+    return None if found is None else found.event_id
+
+
 async def check_transactions(db: ClientAPIDatabase) -> None:
-    assert await db.get_transaction("@a:x", "DEV", "send/!r/m", "t1") is None
-    await db.store_transaction("@a:x", "DEV", "send/!r/m", "t1", "$one")
-    assert await db.get_transaction("@a:x", "DEV", "send/!r/m", "t1") == "$one"
-    assert await db.get_transaction("@a:x", "OTHER", "send/!r/m", "t1") is None
-    assert await db.get_transaction("@a:x", "DEV", "send/!r/n", "t1") is None
+    key = ("@a:x", "DEV", "send/!r/m", "t1")
+    assert await db.get_transaction(*key) is None
+    await db.store_transaction(*key, "$one", pending=True, room_version="10", event_json='{"a":1}')
+    pending = await db.get_transaction(*key)
+    assert pending == TransactionRow(event_id="$one", pending=True, room_version="10", event_json='{"a":1}')
+    await db.mark_transaction_done(*key)
+    assert await db.get_transaction(*key) == TransactionRow("$one", False, "10", None)
+    assert await event_id_of(db, "@a:x", "OTHER", "send/!r/m", "t1") is None
+    assert await event_id_of(db, "@a:x", "DEV", "send/!r/n", "t1") is None
     # Expired entries are ignored and may be replaced.
     later = storage._now_ms() + storage.TRANSACTION_TTL_MS + 1000
     with mock.patch.object(storage, "_now_ms", return_value=later):
-        assert await db.get_transaction("@a:x", "DEV", "send/!r/m", "t1") is None
-        await db.store_transaction("@a:x", "DEV", "send/!r/m", "t1", "$two")
-        assert await db.get_transaction("@a:x", "DEV", "send/!r/m", "t1") == "$two"
+        assert await db.get_transaction(*key) is None
+        await db.store_transaction(*key, "$two")
+        assert await event_id_of(db, *key) == "$two"
+    await db.forget_transaction(*key)
+    assert await db.get_transaction(*key) is None
 
 
 async def test_transactions_sqlite(tmp_path: Path) -> None:
@@ -71,3 +84,55 @@ async def test_open_clientapi_owns_its_database(tmp_path: Path) -> None:
         await component.close()
     finally:
         await userapi.close()
+
+
+class CrashingRoomserver(FakeRoomserver):
+    """Fails the input call of the next message: after processing it
+    (the answer was lost) or before (the log append was lost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crash: str | None = None
+
+    async def input_room_events(self, req: rs_pb.InputRoomEventsRequest) -> rs_pb.InputRoomEventsResponse:
+        mode, self.crash = self.crash, None
+        if mode == "before":
+            raise errors.Unavailable("room server restarting")
+        answer = await super().input_room_events(req)
+        if mode == "after":
+            raise errors.Unavailable("room server restarting")
+        return answer
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+async def test_retry_after_failed_input_resends_the_same_event(make_harness: HarnessFactory, mode: str) -> None:
+    rs = CrashingRoomserver()
+    harness = await make_harness(roomserver=rs)
+    alice = await harness.register("alice")
+    room_id = await harness.create_room(alice)
+    rs.crash = mode
+    failed = await harness.send(alice, room_id, {"msgtype": "m.text", "body": "once"}, "t1")
+    assert failed.status_code == 503
+    # The room moves on before the retry: the retry must still not build anew.
+    other = await harness.send(alice, room_id, {"msgtype": "m.text", "body": "other"}, "t2")
+    assert other.status_code == 200
+    retried = await harness.send(alice, room_id, {"msgtype": "m.text", "body": "once"}, "t1")
+    assert retried.status_code == 200, retried.text
+    room = rs.rooms[room_id]
+    bodies = [str(e.content.get("body")) for e in room.events.values() if e.type == "m.room.message"]
+    assert sorted(bodies) == ["once", "other"]
+    once = next(e for e in room.events.values() if e.content.get("body") == "once")
+    assert retried.json()["event_id"] == once.event_id
+    again = await harness.send(alice, room_id, {"msgtype": "m.text", "body": "once"}, "t1")
+    assert again.json() == retried.json()
+
+
+async def test_rejected_send_can_be_retried_with_a_new_event(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    bob = await harness.register("bob")
+    room_id = await harness.create_room(alice, preset="public_chat")
+    refused = await harness.send(bob, room_id, {"msgtype": "m.text", "body": "hi"}, "t1")
+    assert refused.status_code == 403
+    await harness.http.post(f"/_matrix/client/v3/rooms/{room_id}/join", json={}, headers=bob.headers)
+    accepted = await harness.send(bob, room_id, {"msgtype": "m.text", "body": "hi"}, "t1")
+    assert accepted.status_code == 200, accepted.text
