@@ -4,6 +4,7 @@ Layout under the log's directory::
 
     topics/<topic>/partitions             the topic's partition count (fixed at creation)
     topics/<topic>/<partition>/<base>.log  segments, named by their first offset (20 digits)
+    topics/<topic>/<partition>/<base>.index  a sealed segment's record positions (u64 LE each)
     groups/<quoted group>.json            a consumer group's committed positions
 
 A segment is a sequence of records, each ``length u32 | crc32 u32 | body``
@@ -14,11 +15,15 @@ running wait for the next one, so many concurrent appenders share a single
 fsync (group commit). Consumers only see records that are durable, as Kafka
 consumers only see records below the high watermark.
 
-On start every segment is scanned. The first record that is torn or fails
-its CRC marks where the last crash cut a write short: the segment is
-truncated there and any later segment removed. Nothing that was cut had been
-acknowledged, because a record is acknowledged only after the fsync that
-covers it and every record written before it.
+A segment is sealed (a new one started) only once all its records are
+durable, so a crash can only tear the last segment. On start the last
+segment is scanned: the first record that is torn or fails its CRC marks
+where the crash cut a write short, and the segment is truncated there.
+Nothing that was cut had been acknowledged, because a record is acknowledged
+only after the fsync that covers it and every record written before it.
+Sealed segments load their ``.index`` file instead of being scanned (a
+missing or inconsistent index means a scan, with the same truncation rule
+and every later segment removed); reads check each record's CRC.
 
 Retention (``retention_bytes``, per partition) deletes whole old segments,
 never the one being written. A consumer group whose position fell off the
@@ -39,6 +44,7 @@ import logging
 import os
 import re
 import struct
+import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +67,10 @@ DEFAULT_FETCH_MAX_BYTES = 1024 * 1024
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
+class LogCorrupted(Exception):
+    """A record on disk fails its checks: the disk damaged acknowledged data."""
+
+
 def encode_record(offset: int, key: bytes, value: bytes) -> bytes:
     body = BODY_HEADER.pack(offset, len(key)) + key + value
     return RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body
@@ -79,13 +89,50 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _sync_data(fds: Sequence[int], directories: Sequence[Path]) -> None:
+def _sync_data(fds: Sequence[int], directories: Sequence[Path], indexes: Sequence[tuple[Path, bytes]] = ()) -> None:
     # fdatasync also flushes the file size, which is all the metadata a reader needs.
     sync = getattr(os, "fdatasync", os.fsync)
     for fd in fds:
         sync(fd)
     for directory in directories:
         _fsync_directory(directory)
+    for path, data in indexes:
+        # Only an optimisation: recovery checks an index and scans without one.
+        try:
+            _write_file_atomically(path, data)
+        except OSError:
+            logger.warning("could not write the log index %s", path, exc_info=True)
+
+
+def _write_file_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
+
+
+def _load_index(segment: _Segment) -> bool:
+    try:
+        data = segment.index_path.read_bytes()
+    except FileNotFoundError:
+        return False
+    file_size = os.fstat(segment.fd).st_size
+    last = int.from_bytes(data[-8:], "little") if len(data) >= 8 else 0
+    head = os.pread(segment.fd, RECORD_HEADER.size + BODY_HEADER.size, 0)
+    tail = os.pread(segment.fd, RECORD_HEADER.size + BODY_HEADER.size, last)
+    if segment.load_index(data, file_size, head, tail):
+        return True
+    logger.warning("log recovery: ignoring the inconsistent index %s", segment.index_path)
+    return False
+
+
+def _write_index(segment: _Segment) -> None:
+    try:
+        _write_file_atomically(segment.index_path, segment.index_bytes())
+    except OSError:
+        logger.warning("could not write the log index %s", segment.index_path, exc_info=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -109,6 +156,42 @@ class _Segment:
     @property
     def end_offset(self) -> int:
         return self.base_offset + len(self.positions)
+
+    @property
+    def index_path(self) -> Path:
+        return self.path.with_suffix(".index")
+
+    def index_bytes(self) -> bytes:
+        positions = array.array("Q", self.positions)
+        if sys.byteorder == "big":
+            positions.byteswap()
+        return positions.tobytes()
+
+    def load_index(self, data: bytes, file_size: int, head: bytes, tail: bytes) -> bool:
+        """Takes the positions from an index file's bytes if they agree with
+        the segment file: the first record at 0, the last one ending at its end
+        (``head``/``tail`` are the file's first bytes and those at the last
+        position)."""
+        if not data or len(data) % 8:
+            return False
+        positions = array.array("Q")
+        positions.frombytes(data)
+        if sys.byteorder == "big":
+            positions.byteswap()
+        if positions[0] != 0 or len(tail) < RECORD_HEADER.size + BODY_HEADER.size:
+            return False
+        length, _crc = RECORD_HEADER.unpack_from(tail)
+        last_offset, _key_length = BODY_HEADER.unpack_from(tail, RECORD_HEADER.size)
+        first_offset, _ = BODY_HEADER.unpack_from(head, RECORD_HEADER.size) if len(head) >= 20 else (-1, 0)
+        if (
+            positions[-1] + RECORD_HEADER.size + length != file_size
+            or last_offset != self.base_offset + len(positions) - 1
+            or first_offset != self.base_offset
+        ):
+            return False
+        self.positions = positions
+        self.size = file_size
+        return True
 
     def byte_range(self, start: int, end: int) -> tuple[int, int]:
         """File positions spanning the records with offsets [start, end)."""
@@ -174,11 +257,11 @@ class _Partition:
         records = []
         position = 0
         for expected in range(start, end):
-            length, _crc = RECORD_HEADER.unpack_from(data, position)
+            length, crc = RECORD_HEADER.unpack_from(data, position)
             body = position + RECORD_HEADER.size
             offset, key_length = BODY_HEADER.unpack_from(data, body)
-            if offset != expected:
-                raise RuntimeError(f"{self.topic}[{self.index}]: offset {offset} where {expected} belongs")
+            if offset != expected or zlib.crc32(data[body : body + length]) != crc:
+                raise LogCorrupted(f"{self.topic}[{self.index}]: the record at offset {expected} is damaged")
             key_start = body + BODY_HEADER.size
             value_start = key_start + key_length
             position = body + length
@@ -258,6 +341,8 @@ class EmbeddedLog:
         self._dirty_directories: dict[Path, None] = {}
         self._pending_visible: dict[_Partition, int] = {}
         self._sync_task: asyncio.Task[None] | None = None
+        # Segments sealed since the last sync round, whose index files it writes.
+        self._sealed: list[tuple[Path, bytes]] = []
         # Replaced (after being set) whenever new records become visible.
         self._data_arrived = asyncio.Event()
         self._group_committed: dict[str, dict[tuple[str, int], int]] = {}
@@ -279,6 +364,9 @@ class EmbeddedLog:
         if self._sync_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._sync_task)
+        if self._sealed:
+            await asyncio.to_thread(_sync_data, [], [], self._sealed)
+            self._sealed = []
         for topic in self._topics.values():
             for partition in topic.partitions:
                 for segment in partition.segments:
@@ -312,11 +400,15 @@ class EmbeddedLog:
         partition = _Partition(topic, index, topic_dir / str(index))
         partition.directory.mkdir(exist_ok=True)
         paths = sorted(partition.directory.glob("*.log"))
+        for orphan in partition.directory.glob("*.index*"):
+            if orphan.suffix != ".index" or orphan.with_suffix(".log") not in paths[:-1]:
+                orphan.unlink()
         torn = False
-        for path in paths:
+        for number, path in enumerate(paths):
             if torn:
                 logger.warning("log recovery: removing %s, written after a torn record", path)
                 path.unlink()
+                path.with_suffix(".index").unlink(missing_ok=True)
                 continue
             base_offset = int(path.stem)
             if partition.segments and base_offset != partition.next_offset:
@@ -324,6 +416,9 @@ class EmbeddedLog:
             fd = os.open(path, os.O_RDWR | os.O_APPEND)
             segment = _Segment(path, base_offset, fd)
             partition.segments.append(segment)
+            sealed = number < len(paths) - 1
+            if sealed and _load_index(segment):
+                continue
             with open(path, "rb") as file:
                 data = file.read()
             cut = _scan_segment(segment, data)
@@ -335,7 +430,10 @@ class EmbeddedLog:
                 os.ftruncate(fd, cut)
                 os.fsync(fd)
                 segment.size = cut
+                segment.index_path.unlink(missing_ok=True)
                 torn = True
+            elif sealed:
+                _write_index(segment)
         if not partition.segments:
             partition.open_segment(0)
             _fsync_directory(partition.directory)
@@ -387,9 +485,15 @@ class EmbeddedLog:
         partitions = self._topic(topic).partitions
         partition = partitions[partition_for_key(key, len(partitions))]
         segment = partition.segments[-1]
-        if segment.size >= self.segment_bytes and segment.positions:
-            segment = partition.open_segment(partition.next_offset)
-            self._dirty_directories[partition.directory] = None
+        while segment.size >= self.segment_bytes and segment.positions:
+            if segment.end_offset > partition.visible_end:
+                # Seal only a durable segment: then a crash can tear only the last one.
+                await self._wait_synced(self._write_seq)
+            else:
+                self._seal(segment)
+                partition.open_segment(partition.next_offset)
+                self._dirty_directories[partition.directory] = None
+            segment = partition.segments[-1]
         offset = partition.next_offset
         data = encode_record(offset, key, value)
         try:
@@ -421,11 +525,13 @@ class EmbeddedLog:
             segments = list(self._dirty_segments)
             directories = list(self._dirty_directories)
             visible = self._pending_visible
+            sealed = self._sealed
             self._dirty_segments = {}
             self._dirty_directories = {}
             self._pending_visible = {}
+            self._sealed = []
             try:
-                await asyncio.to_thread(_sync_data, [s.fd for s in segments], directories)
+                await asyncio.to_thread(_sync_data, [s.fd for s in segments], directories, sealed)
             except BaseException as exc:
                 # After a failed fsync the kernel may have dropped the dirty pages:
                 # nothing written since the last good sync can be trusted.
@@ -442,6 +548,9 @@ class EmbeddedLog:
         finally:
             self._sync_task = None
 
+    def _seal(self, segment: _Segment) -> None:
+        self._sealed.append((segment.index_path, segment.index_bytes()))
+
     def _apply_retention(self, partition: _Partition, retention_bytes: int) -> None:
         total = partition.size
         while len(partition.segments) > 1:
@@ -455,6 +564,7 @@ class EmbeddedLog:
             partition.segments.pop(0)
             os.close(oldest.fd)
             oldest.path.unlink()
+            oldest.index_path.unlink(missing_ok=True)
             total -= oldest.size
             logger.debug("log retention: deleted %s", oldest.path)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.log import PositionLost
+from common.logs import embedded
 from common.logs.embedded import EmbeddedLog, encode_record, partition_for_key
 
 
@@ -221,7 +222,7 @@ from pathlib import Path
 from common.logs.embedded import EmbeddedLog
 
 async def main() -> None:
-    log = EmbeddedLog(Path(sys.argv[1]), partitions=4)
+    log = EmbeddedLog(Path(sys.argv[1]), partitions=4, segment_bytes=int(sys.argv[2]))
     await log.start()
     async def writer(n: int) -> None:
         for i in range(100_000):
@@ -233,13 +234,14 @@ asyncio.run(main())
 """
 
 
-async def test_every_acknowledged_append_survives_a_killed_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("segment_bytes", [64 * 1024 * 1024, 20_000])
+async def test_every_acknowledged_append_survives_a_killed_process(tmp_path: Path, segment_bytes: int) -> None:
     import signal
     import sys
 
     directory = tmp_path / "log"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", APPENDER, str(directory),
+        sys.executable, "-c", APPENDER, str(directory), str(segment_bytes),
         stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "gen")])},
     )
     assert process.stdout is not None
@@ -252,6 +254,8 @@ async def test_every_acknowledged_append_survives_a_killed_process(tmp_path: Pat
     process.send_signal(signal.SIGKILL)
     await process.wait()
 
+    if segment_bytes < 100_000:
+        assert len(list(directory.glob("topics/t/*/*.log"))) > 8  # segments were sealed
     log = EmbeddedLog(directory, partitions=4)
     await log.start()
     consumer = await log.consumer("g", ["t"])
@@ -270,21 +274,64 @@ async def test_every_acknowledged_append_survives_a_killed_process(tmp_path: Pat
         assert indexes == list(range(len(indexes)))
 
 
-async def test_recovery_drops_segments_written_after_a_damaged_record(tmp_path: Path) -> None:
-    log = EmbeddedLog(tmp_path, partitions=1, segment_bytes=200)
+async def write_segments(directory: Path) -> list[Path]:
+    log = EmbeddedLog(directory, partitions=1, segment_bytes=200)
     await log.start()
     for i in range(12):
         await log.append("t", b"k", b"record %02d" % i + b"." * 40)
     await log.close()
-    segments = sorted((tmp_path / "topics" / "t" / "0").glob("*.log"))
+    segments = sorted((directory / "topics" / "t" / "0").glob("*.log"))
     assert len(segments) >= 3
-    second = segments[1]
-    damaged_offset = int(second.stem) + 1
-    # Flip a byte inside the second record of the second segment.
-    data = bytearray(second.read_bytes())
+    # Every sealed segment has its index; the one being written has none.
+    assert sorted((directory / "topics" / "t" / "0").glob("*.index")) == [p.with_suffix(".index") for p in segments[:-1]]
+    return segments
+
+
+def damage_second_record(segment: Path) -> int:
+    """Flips a byte inside the segment's second record; answers its offset."""
+    data = bytearray(segment.read_bytes())
     record_length = len(encode_record(0, b"k", b"record 00" + b"." * 40))
     data[record_length + 30] ^= 0xFF
-    second.write_bytes(bytes(data))
+    segment.write_bytes(bytes(data))
+    return int(segment.stem) + 1
+
+
+async def test_a_restart_reads_indexes_instead_of_scanning_sealed_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segments = await write_segments(tmp_path)
+    scanned: list[Path] = []
+    real_scan = embedded._scan_segment
+
+    def counting_scan(segment: embedded._Segment, data: bytes) -> int | None:
+        scanned.append(segment.path)
+        return real_scan(segment, data)
+
+    monkeypatch.setattr(embedded, "_scan_segment", counting_scan)
+    log = EmbeddedLog(tmp_path, partitions=1)
+    await log.start()
+    assert scanned == [segments[-1]]
+    assert await read_all(log, "g", "t") == [b"record %02d" % i + b"." * 40 for i in range(12)]
+    await log.close()
+
+
+async def test_damage_in_an_indexed_segment_is_reported_when_read(tmp_path: Path) -> None:
+    segments = await write_segments(tmp_path)
+    damage_second_record(segments[1])
+    log = EmbeddedLog(tmp_path, partitions=1)
+    await log.start()
+    consumer = await log.consumer("g", ["t"])
+    with pytest.raises(embedded.LogCorrupted):
+        await consumer.fetch(max_records=100, timeout=0)
+    await consumer.close()
+    await log.close()
+
+
+async def test_recovery_drops_segments_written_after_a_damaged_record(tmp_path: Path) -> None:
+    segments = await write_segments(tmp_path)
+    for index in (tmp_path / "topics" / "t" / "0").glob("*.index"):
+        index.unlink()  # e.g. a crash before the index was written: the scan decides
+    damaged_offset = damage_second_record(segments[1])
 
     log = EmbeddedLog(tmp_path, partitions=1)
     await log.start()
