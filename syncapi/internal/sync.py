@@ -116,7 +116,11 @@ class _Builder:
         for window in windows:
             vis = visibility.get(window.room_id) or RoomVisibility(self.user_id, [])
             entry = await self._room(window, vis)
-            entry["summary"] = await self._summary(window.room_id)
+            # The summary may be left out when it has not changed: only
+            # membership changes (in the timeline or the gap's state) change it.
+            if window.full_state or any(e.get("type") == MEMBER for e in entry["timeline"]["events"]
+                                        + entry["state"]["events"]):
+                entry["summary"] = await self._summary(window.room_id)
             entry["ephemeral"] = {"events": []}
             entry["account_data"] = {"events": []}
             join[window.room_id] = entry
@@ -197,10 +201,10 @@ class _Builder:
         senders = {e.sender for e in timeline}
         entries: list[StateEntry]
         if window.full_state:
-            entries = await self.r.state_at(room_id, start)
             if state_filter.lazy_load_members:
-                wanted = senders | {self.user_id}
-                entries = [e for e in entries if e.type != MEMBER or e.state_key in wanted]
+                entries = await self.r.state_at(room_id, start, members=senders | {self.user_id})
+            else:
+                entries = await self.r.state_at(room_id, start)
         elif limited:
             entries = await self.r.state_at(room_id, start, added_after=window.since)
             if state_filter.lazy_load_members and senders:
@@ -228,16 +232,15 @@ class _Builder:
         return apply_event_fields(formatted, self.filter.event_fields)
 
     async def _summary(self, room_id: str) -> dict[str, Any]:
-        members = await self.r.room_members(room_id, ["join", "invite"])
+        counts = await self.r.member_counts(room_id)
         summary: dict[str, Any] = {
-            "m.joined_member_count": sum(1 for m in members if m.membership == "join"),
-            "m.invited_member_count": sum(1 for m in members if m.membership == "invite"),
+            "m.joined_member_count": counts.get("join", 0),
+            "m.invited_member_count": counts.get("invite", 0),
         }
         named = (await self.r.current_state_entry(room_id, "m.room.name", "") is not None
                  or await self.r.current_state_entry(room_id, "m.room.canonical_alias", "") is not None)
         if not named:
-            others = sorted((m for m in members if m.state_key != self.user_id), key=lambda m: m.added_pos)
-            summary["m.heroes"] = [m.state_key for m in others[:MAX_HEROES]]
+            summary["m.heroes"] = await self.r.heroes(room_id, self.user_id, MAX_HEROES)
         return summary
 
 

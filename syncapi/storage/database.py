@@ -354,9 +354,16 @@ class Reader:
         return await state_t.select_room_members(self.conn, room_id, memberships)
 
     async def state_at(self, room_id: str, position: int, *, added_after: int | None = None,
-                       types: Iterable[tuple[str, str | None]] | None = None) -> list[StateEntry]:
+                       types: Iterable[tuple[str, str | None]] | None = None,
+                       members: Iterable[str] | None = None) -> list[StateEntry]:
         return await state_t.select_state_at(self.conn, room_id, position, added_after=added_after,
-                                             types=types)
+                                             types=types, members=members)
+
+    async def member_counts(self, room_id: str) -> dict[str, int]:
+        return await state_t.select_member_counts(self.conn, room_id)
+
+    async def heroes(self, room_id: str, exclude_user: str, limit: int) -> list[str]:
+        return await state_t.select_heroes(self.conn, room_id, exclude_user, limit)
 
     async def current_state_entry(self, room_id: str, event_type: str, state_key: str
                                   ) -> StateEntry | None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    func,
     or_,
     select,
     union_all,
@@ -110,12 +111,15 @@ async def select_current_state(conn: AsyncConnection, room_id: str) -> list[Stat
 
 async def select_state_at(conn: AsyncConnection, room_id: str, position: int,
                           *, added_after: int | None = None,
-                          types: Iterable[tuple[str, str | None]] | None = None) -> list[StateEntry]:
+                          types: Iterable[tuple[str, str | None]] | None = None,
+                          members: Iterable[str] | None = None) -> list[StateEntry]:
     """The room's state at stream position ``position`` (after the event at it).
 
     ``added_after``: only entries that entered the state after that position
     (the state delta between two points). ``types``: only these (type,
     state_key) pairs; a None state_key means every key of the type.
+    ``members``: all non-member state, and only these users' memberships
+    (lazy-loading members without reading a large room's member list).
     """
     cur, hist = current_room_state.c, state_history.c
     current_q = select(cur.room_id, cur.type, cur.state_key, cur.event_id, cur.membership,
@@ -132,8 +136,29 @@ async def select_state_at(conn: AsyncConnection, room_id: str, position: int,
             return []
         current_q = current_q.where(_types_clause(current_room_state, wanted))
         history_q = history_q.where(_types_clause(state_history, wanted))
+    if members is not None:
+        users = list(members)
+        current_q = current_q.where(or_(cur.type != MEMBER, cur.state_key.in_(users)))
+        history_q = history_q.where(or_(hist.type != MEMBER, hist.state_key.in_(users)))
     rows = await conn.execute(union_all(current_q, history_q))
     return [StateEntry(*row) for row in rows]
+
+
+async def select_member_counts(conn: AsyncConnection, room_id: str) -> dict[str, int]:
+    """How many members of the room have each membership now."""
+    c = current_room_state.c
+    rows = await conn.execute(select(c.membership, func.count()).where(
+        c.room_id == room_id, c.type == MEMBER).group_by(c.membership))
+    return {str(row[0]): int(row[1]) for row in rows}
+
+
+async def select_heroes(conn: AsyncConnection, room_id: str, exclude_user: str, limit: int) -> list[str]:
+    """The first joined or invited members by stream order, for a room summary."""
+    c = current_room_state.c
+    rows = await conn.execute(select(c.state_key).where(
+        c.room_id == room_id, c.type == MEMBER, c.membership.in_(["join", "invite"]),
+        c.state_key != exclude_user).order_by(c.added_pos).limit(limit))
+    return [str(row[0]) for row in rows]
 
 
 def _types_clause(table: Table, wanted: list[tuple[str, str | None]]) -> ColumnElement[bool]:

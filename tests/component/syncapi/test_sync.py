@@ -288,6 +288,13 @@ async def test_room_joined_since_comes_with_full_state(env: Env) -> None:
     assert ("m.room.topic", "") in state_keys(joined)
     assert ("m.room.create", "") in state_keys(joined)
     assert timeline_ids(joined)[-1] == join.event_id
+    assert joined["summary"] == {"m.joined_member_count": 2, "m.invited_member_count": 0,
+                                 "m.heroes": [ALICE]}
+
+    # A plain message changes no membership: no summary.
+    await env.send(room.message(ALICE, "plain"))
+    quiet = await env.sync(token, since=body["next_batch"])
+    assert "summary" not in quiet["rooms"]["join"][room.room_id]
 
 
 async def test_timeline_filters(env: Env) -> None:
