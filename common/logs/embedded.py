@@ -39,6 +39,7 @@ import array
 import asyncio
 import bisect
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -111,6 +112,18 @@ def _write_file_atomically(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
+
+
+def _lock_directory(directory: Path) -> int:
+    """Holds an exclusive lock on the log directory for as long as the returned
+    descriptor is open: two processes appending to one log would corrupt it."""
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"another process is using the log in {directory}") from None
+    return fd
 
 
 def _load_index(segment: _Segment) -> bool:
@@ -331,6 +344,7 @@ class EmbeddedLog:
         # How many fsync rounds have run; group commit keeps it below the append count.
         self.sync_rounds = 0
         self._topics: dict[str, _Topic] = {}
+        self._lock_fd: int | None = None
         self._started = False
         self._closed = False
         self._failure: BaseException | None = None
@@ -372,9 +386,14 @@ class EmbeddedLog:
                 for segment in partition.segments:
                     os.close(segment.fd)
         self._topics.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self._wake_consumers()
 
     def _recover(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(self.directory)
         (self.directory / "topics").mkdir(parents=True, exist_ok=True)
         (self.directory / "groups").mkdir(parents=True, exist_ok=True)
         for leftover in (self.directory / "groups").glob("*.tmp"):

@@ -64,7 +64,13 @@ async def test_records_survive_a_crash_without_close(tmp_path: Path) -> None:
     log = EmbeddedLog(tmp_path, partitions=2)
     await log.start()
     appended = [await log.append("t", b"room%d" % i, b"v%d" % i) for i in range(10)]
-    # No close(): the process "dies" here; what append acknowledged is on disk.
+    # No close(): the process "dies" here, which releases its lock on the
+    # directory; what append acknowledged is on disk.
+    with pytest.raises(RuntimeError, match="another process"):
+        await EmbeddedLog(tmp_path).start()
+    assert log._lock_fd is not None
+    os.close(log._lock_fd)
+    log._lock_fd = None
     reopened = EmbeddedLog(tmp_path, partitions=2)
     await reopened.start()
     consumer = await reopened.consumer("g", ["t"])
