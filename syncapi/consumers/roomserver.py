@@ -37,6 +37,10 @@ CONSUMER_GROUP = "syncapi"
 # Attempts at one entry before it is reported and skipped (a poison entry
 # must not wedge its room).
 MAX_ATTEMPTS = 3
+# Rooms handled at once. Writes serialise on the stream position anyway; a
+# few in parallel overlap their reads without taking every pooled connection
+# from the /sync readers.
+WRITE_CONCURRENCY = 8
 
 
 def parse_event(event: events_pb2.Event) -> Event:
@@ -56,7 +60,8 @@ class RoomserverOutputConsumer:
     async def run(self, log: Log, ready: asyncio.Event | None = None) -> None:
         """Follows the topic until cancelled (per room in order, rooms in parallel)."""
         runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [ROOMSERVER_OUTPUT.name], self.handle_record,
-                                     on_position_lost=self._on_position_lost)
+                                     on_position_lost=self._on_position_lost,
+                                     concurrency=WRITE_CONCURRENCY)
         async with asyncio.TaskGroup() as tasks:
             running = tasks.create_task(runner.run())
             if ready is not None:

@@ -173,6 +173,8 @@ class _Builder:
         room_id = window.room_id
         timeline_filter = self.filter.room.timeline
         limit = self.filter.timeline_limit
+        if not timeline_filter.allows_room(room_id):
+            limit = 0
         fetched = await self.r.recent_events(room_id, after=window.since or 0, upto=window.upto,
                                              limit=limit + 1, event_filter=timeline_filter)
         limited = len(fetched) > limit
