@@ -35,6 +35,7 @@ from roomserver.storage.tables.input_failures import input_failures
 from roomserver.storage.tables.interned import event_state_keys, event_types
 from roomserver.storage.tables.membership import membership
 from roomserver.storage.tables.outbox import output_outbox
+from roomserver.storage.tables.redactions import pending_redactions
 from roomserver.storage.tables.rooms import rooms
 from roomserver.storage.tables.state import state_entries, state_snapshots
 
@@ -587,6 +588,22 @@ class RoomserverDatabase:
         for chunk in _chunks(event_nids):
             await txn.conn.execute(update(events).where(events.c.event_nid.in_(chunk))
                                    .values(sent_to_output=True))
+
+    # -- redactions waiting for their target -------------------------------
+
+    async def add_pending_redaction(self, txn: Txn, redaction_event_nid: int, redacts_event_id: str) -> None:
+        await txn.conn.execute(self.db.insert_or_ignore(pending_redactions, {
+            "redaction_event_nid": redaction_event_nid, "redacts_event_id": redacts_event_id}))
+
+    async def pending_redactions_of(self, txn: Txn, event_id: str) -> list[int]:
+        """NIDs of the redactions waiting for ``event_id``."""
+        rows = await txn.conn.execute(select(pending_redactions.c.redaction_event_nid).where(
+            pending_redactions.c.redacts_event_id == event_id))
+        return [int(row[0]) for row in rows]
+
+    async def delete_pending_redactions(self, txn: Txn, event_id: str) -> None:
+        await txn.conn.execute(delete(pending_redactions).where(
+            pending_redactions.c.redacts_event_id == event_id))
 
     # -- input failures ------------------------------------------------------
 

@@ -275,7 +275,7 @@ class InputProcessor:
             outcome = SOFT_FAILED
         elif kind == OLD:
             outcome = ACCEPTED
-            outputs = await self._historical_output(txn, room, event, input_event,
+            outputs = await self._historical_output(txn, room, event, event_nid, input_event,
                                                     checked.state_before, state_after, updates)
         else:
             outcome = ACCEPTED
@@ -436,8 +436,10 @@ class InputProcessor:
                                                      | set(extremities))
         added_events = await self._db.events_by_nid(txn, [n for n in added.values() if n != event_nid])
         history_visibility = await self._history_visibility_at(txn, event, checked.state_before, new_state)
+        late_redactions = await self._late_redactions(txn, room, event, event_nid)
         new_room_event = output_log_pb2.NewRoomEvent(
-            event=event_to_proto(event),
+            # Readers never see content a redaction already removed.
+            event=event_to_proto(event, redacted=bool(late_redactions)),
             adds_state_event_ids=[by_nid[n].event_id for n in added.values()],
             removes_state_event_ids=[by_nid[n].event_id for n in removed.values()],
             latest_event_ids=[by_nid[n].event_id for n in extremities],
@@ -452,12 +454,13 @@ class InputProcessor:
         outputs = [output_log_pb2.OutputEvent(new_room_event=new_room_event)]
         outputs.extend(await self._membership_outputs(txn, room, event, event_nid, added, old_state,
                                                       new_state))
-        redaction = await self._redaction_output(txn, room, event, checked.state_before)
+        redaction = await self._redaction_output(txn, room, event, event_nid, checked.state_before)
         if redaction is not None:
             outputs.append(redaction)
+        outputs.extend(late_redactions)
         return outputs
 
-    async def _historical_output(self, txn: Txn, room: RoomRecord, event: Event,
+    async def _historical_output(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
                                  input_event: input_log_pb2.InputRoomEvent, state_before: StateMap | None,
                                  state_after: StateMap | None,
                                  updates: dict[str, Any]) -> list[output_log_pb2.OutputEvent]:
@@ -467,15 +470,19 @@ class InputProcessor:
         updates["stream_position"] = position
         extremities = await self._db.event_records_by_nid(txn, room.forward_extremities)
         visibility = await self._history_visibility_at(txn, event, state_before, state_after)
+        late_redactions = await self._late_redactions(txn, room, event, event_nid)
+        redaction = await self._redaction_output(txn, room, event, event_nid, state_before)
+        if redaction is not None:
+            late_redactions.append(redaction)
         return [output_log_pb2.OutputEvent(new_room_event=output_log_pb2.NewRoomEvent(
-            event=event_to_proto(event),
+            event=event_to_proto(event, redacted=bool(late_redactions)),
             latest_event_ids=[r.event_id for r in extremities.values()],
             last_sent_event_id=room.last_sent_event_id,
             history_visibility=visibility,
             room_stream_position=position,
             historical=True,
             origin=input_event.origin,
-        ))]
+        )), *late_redactions]
 
     async def _history_visibility_at(self, txn: Txn, event: Event, state_before: StateMap | None,
                                      state_after: StateMap | None) -> str:
@@ -544,31 +551,62 @@ class InputProcessor:
         loaded = await self._db.events_by_nid(txn, nids)
         return [encode_canonical_json(stripped_state(loaded[n]), strict=False) for n in nids if n in loaded]
 
-    async def _redaction_output(self, txn: Txn, room: RoomRecord, event: Event,
+    async def _redaction_output(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
                                 state_before: StateMap | None) -> output_log_pb2.OutputEvent | None:
+        """Applies an accepted redaction to its target, or keeps it for when
+        the target arrives."""
         target_id = event.redacts
         if target_id is None:
             return None
         target_record = (await self._db.event_records_by_id(txn, [target_id])).get(target_id)
-        if target_record is None or target_record.room_nid != room.room_nid or target_record.redacted_by:
+        if target_record is None:
+            await self._db.add_pending_redaction(txn, event_nid, target_id)
+            return None
+        if target_record.room_nid != room.room_nid or target_record.redacted_by:
             return None
         target = (await self._db.events_by_nid(txn, [target_record.event_nid])).get(target_record.event_nid)
-        if target is None:
-            return None
-        # Spec (client-server "Redactions"): the redaction applies when its
-        # sender's power level allows redacting others' events, or when it
-        # comes from the same server as the event it redacts.
-        allowed = target.origin == event.origin
-        if not allowed and state_before is not None:
-            auth_state = await self._state.auth_state(txn, event, state_before, None)
-            levels = PowerLevels.from_state(auth_state, event.room_version)
-            allowed = levels.user_level(event.sender) >= levels.redact
-        if not allowed:
+        if target is None or not await self._redaction_allowed(txn, event, target, state_before):
             return None
         await self._db.update_event(txn, target_record.event_nid, redacted_by=event.event_id)
         return output_log_pb2.OutputEvent(redacted_event=output_log_pb2.RedactedEvent(
             redacted_event_id=target_id, redaction_event_id=event.event_id,
             redacted_event=event_to_proto(target, redacted=True)))
+
+    async def _redaction_allowed(self, txn: Txn, redaction: Event, target: Event,
+                                 state_before: StateMap | None) -> bool:
+        """Spec (client-server "Redactions", server-server "Validating a
+        redaction"): it applies when it comes from the server of the event it
+        redacts, or when its sender's power level allows redacting others'
+        events in the state before the redaction."""
+        if target.origin == redaction.origin:
+            return True
+        if state_before is None:
+            return False
+        auth_state = await self._state.auth_state(txn, redaction, state_before, None)
+        levels = PowerLevels.from_state(auth_state, redaction.room_version)
+        return levels.user_level(redaction.sender) >= levels.redact
+
+    async def _late_redactions(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int
+                               ) -> list[output_log_pb2.OutputEvent]:
+        """Redactions accepted before ``event`` arrived, applied to it now."""
+        waiting = await self._db.pending_redactions_of(txn, event.event_id)
+        if not waiting:
+            return []
+        await self._db.delete_pending_redactions(txn, event.event_id)
+        records = await self._db.event_records_by_nid(txn, waiting)
+        loaded = await self._db.events_by_nid(txn, waiting)
+        for nid in sorted(waiting):
+            record, redaction = records.get(nid), loaded.get(nid)
+            if record is None or redaction is None or record.room_nid != room.room_nid or not record.is_accepted:
+                continue
+            state_before = (await self._db.load_state(txn, record.state_before_nid)
+                            if record.state_before_nid is not None else None)
+            if await self._redaction_allowed(txn, redaction, event, state_before):
+                await self._db.update_event(txn, event_nid, redacted_by=redaction.event_id)
+                return [output_log_pb2.OutputEvent(redacted_event=output_log_pb2.RedactedEvent(
+                    redacted_event_id=event.event_id, redaction_event_id=redaction.event_id,
+                    redacted_event=event_to_proto(event, redacted=True)))]
+        return []
 
     # -- the outbox ----------------------------------------------------------
 

@@ -689,3 +689,23 @@ async def test_input_times_out_without_a_consumer(tmp_path: Path, log: Log) -> N
         assert outcomes(response.results) == [pb.INPUT_OUTCOME_UNSPECIFIED] * len(room.events)
     finally:
         await idle.close()
+
+
+async def test_redaction_before_its_target(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("10", creator=ALICE)
+    room.join(BOB)
+    base = room.message(BOB, "base")
+    await send(api, room.events)
+    secret = room.message(BOB, "oops, a password", advance=False)
+    redaction = room.redact(ALICE, secret.event_id, prev_event_ids=[base.event_id])
+    assert outcomes(await send(api, [redaction])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    assert outcomes(await send(api, [secret])) == [pb.INPUT_OUTCOME_ACCEPTED]
+
+    outputs = await read_output(running.log)
+    [secret_output] = [n for n in new_room_events(outputs) if n.event.event_id == secret.event_id]
+    assert json.loads(secret_output.event.pdu_json)["content"] == {}
+    redacted = [o.redacted_event for o in outputs if o.WhichOneof("payload") == "redacted_event"]
+    assert [(r.redacted_event_id, r.redaction_event_id) for r in redacted] == [
+        (secret.event_id, redaction.event_id)]
+    found = await api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[secret.event_id]))
+    assert json.loads(found.events[0].pdu_json)["content"] == {}
