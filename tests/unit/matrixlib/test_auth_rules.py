@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from signedjson.key import generate_signing_key
 from signedjson.sign import sign_json
 from unpaddedbase64 import encode_base64
@@ -1176,3 +1178,53 @@ def test_redaction_needs_its_event_level(version: str) -> None:
     message = room.send("m.room.message", DAVE, {"body": "d"})
     assert_rejected(room, room.make(REDACTION, DAVE, {"redacts": message.event_id}, redacts=message.event_id),
                     "below the 30 required")
+
+
+# -- robustness ----------------------------------------------------------------------------------
+
+_json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+_json = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+_member_content = st.fixed_dictionaries(
+    {}, optional={
+        "membership": st.sampled_from(["join", "invite", "leave", "ban", "knock"]) | _json,
+        "third_party_invite": _json | st.fixed_dictionaries({"signed": _json}),
+        "join_authorised_via_users_server": st.sampled_from([ALICE, BOB]) | _json,
+    })
+_power_levels_content = st.fixed_dictionaries(
+    {}, optional={name: _json for name in ("users", "users_default", "events", "events_default",
+                                           "state_default", "ban", "kick", "redact", "invite",
+                                           "notifications")})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(version=st.sampled_from(ALL_VERSIONS), content=_member_content,
+       join_rule=st.sampled_from(["public", "invite", "knock", "restricted", "knock_restricted"]))
+def test_malformed_member_content_is_rejected_or_allowed_never_crashes(
+        version: str, content: dict[str, Any], join_rule: str) -> None:
+    room = standard_room(version, join_rule=join_rule)
+    event = room.make(MEMBER, BOB, content, state_key=BOB)
+    try:
+        check_auth_rules(event, room.state)
+    except AuthError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(version=st.sampled_from(ALL_VERSIONS), content=_power_levels_content)
+def test_malformed_power_levels_are_rejected_or_allowed_never_crash(version: str,
+                                                                   content: dict[str, Any]) -> None:
+    room = standard_room(version)
+    event = room.make(POWER_LEVELS, ALICE, content, state_key="")
+    try:
+        check_auth_rules(event, room.state)
+    except AuthError:
+        return
+    # Whatever was allowed can be read back, and then checked against.
+    room.force(event)
+    room.state[(POWER_LEVELS, "")] = event
+    try:
+        check_auth_rules(room.make("m.room.message", ALICE, {}), room.state)
+        check_auth_rules(room.make(POWER_LEVELS, ALICE, {}, state_key=""), room.state)
+    except AuthError:
+        pass
