@@ -207,14 +207,17 @@ class _Builder:
                 entries = await self.r.state_at(room_id, start, members=senders | {self.user_id})
             else:
                 entries = await self.r.state_at(room_id, start)
-        elif limited:
-            entries = await self.r.state_at(room_id, start, added_after=window.since)
-            if state_filter.lazy_load_members and senders:
-                have = {(e.type, e.state_key) for e in entries}
-                extra = await self.r.state_at(room_id, start, types=[(MEMBER, s) for s in senders])
-                entries += [e for e in extra if (e.type, e.state_key) not in have]
         else:
-            return []
+            entries = (await self.r.state_at(room_id, start, added_after=window.since)) if limited else []
+            if state_filter.lazy_load_members and senders:
+                # The senders' memberships, so the client can show them. Without
+                # a record of what each device was sent, they are always sent
+                # (the spec allows these redundant members).
+                have = {(e.type, e.state_key) for e in entries}
+                extra = await self.r.state_at(room_id, start, types=[(MEMBER, s) for s in sorted(senders)])
+                entries += [e for e in extra if (e.type, e.state_key) not in have]
+            if not entries:
+                return []
         return await self._format_state(entries, state_filter, exclude={e.event_id for e in timeline})
 
     async def _format_state(self, entries: list[StateEntry], state_filter: EventFilter,

@@ -418,3 +418,24 @@ async def test_restart_keeps_the_read_model_and_old_tokens_work(tmp_path: Path) 
         await env.send(message)
         later = await env.sync(token, since=since, timeout=5000)
         assert timeline_ids(later["rooms"]["join"][room.room_id]) == [message.event_id]
+
+
+async def test_lazy_loading_sends_the_members_of_new_senders(env: Env) -> None:
+    room = TestRoom()
+    room.join(CAROL)
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    lazy = '{"room":{"state":{"lazy_load_members":true}}}'
+    first = await env.sync(token, filter=lazy)
+    members = {e["state_key"] for e in first["rooms"]["join"][room.room_id]["state"]["events"]
+               if e["type"] == MEMBER}
+    assert BOB in members
+
+    await env.send(room.message(CAROL, "hello from carol"))
+    body = await env.sync(token, since=first["next_batch"], filter=lazy)
+    joined = body["rooms"]["join"][room.room_id]
+    assert joined["timeline"]["limited"] is False
+    assert [(e["type"], e["state_key"]) for e in joined["state"]["events"]] == [(MEMBER, CAROL)]
+    plain = await env.sync(token, since=first["next_batch"])
+    assert plain["rooms"]["join"][room.room_id]["state"]["events"] == []
