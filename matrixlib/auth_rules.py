@@ -2,7 +2,9 @@
 
 Spec: rooms/v1.md ... v12.md "Authorisation rules" (and the fragments
 v1-auth-rules, v3-auth-rules, v8-auth-rules), server-server API "Auth events
-selection" and "Checks performed on receipt of a PDU".
+selection" and "Checks performed on receipt of a PDU":
+https://spec.matrix.org/v1.16/rooms/v12/#authorization-rules (and v1 ... v11),
+https://spec.matrix.org/v1.16/server-server-api/#auth-events-selection
 
 An event is checked in two parts:
 

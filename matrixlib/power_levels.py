@@ -1,8 +1,10 @@
 """Power levels as the authorisation rules read them.
 
-Spec: client-server API ``m.room.power_levels`` (the defaults), server-server
-API "Definitions" (required power level; invite, kick, ban and redact
-levels), and the room versions' "Deprecated event content schemas":
+Spec: client-server API ``m.room.power_levels`` (the defaults,
+https://spec.matrix.org/v1.16/client-server-api/#mroompower_levels),
+server-server API "Definitions" (required power level; invite, kick, ban and
+redact levels), and the room versions' "Deprecated event content schemas"
+(https://spec.matrix.org/v1.16/rooms/v1/#mroompower_levels-events-accept-values-as-strings):
 
 * v1-9 accept integer-valued properties encoded as strings (``" +100 "``);
 * v1-5 also accept floats, truncated at the decimal point (v6+ forbids
