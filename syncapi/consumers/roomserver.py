@@ -15,6 +15,7 @@ before applying the entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -41,6 +42,8 @@ MAX_ATTEMPTS = 3
 # few in parallel overlap their reads without taking every pooled connection
 # from the /sync readers.
 WRITE_CONCURRENCY = 8
+# Seconds a stopping consumer waits for the entries in flight.
+STOP_TIMEOUT = 10.0
 
 
 def parse_event(event: events_pb2.Event) -> Event:
@@ -62,13 +65,22 @@ class RoomserverOutputConsumer:
         runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [ROOMSERVER_OUTPUT.name], self.handle_record,
                                      on_position_lost=self._on_position_lost,
                                      concurrency=WRITE_CONCURRENCY)
-        async with asyncio.TaskGroup() as tasks:
-            running = tasks.create_task(runner.run())
-            if ready is not None:
-                waiting = tasks.create_task(runner.ready.wait())
-                await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
-                if runner.ready.is_set():
-                    ready.set()
+        running = asyncio.create_task(runner.run())
+        waiting = asyncio.create_task(runner.ready.wait())
+        try:
+            await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+            if runner.ready.is_set() and ready is not None:
+                ready.set()
+            # Shielded: on cancellation the runner is stopped cleanly below
+            # (handlers in flight finish and their offsets are committed).
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            runner.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(running, STOP_TIMEOUT)
+            raise
+        finally:
+            waiting.cancel()
 
     async def _on_position_lost(self, lost: PositionLost) -> None:
         # The log no longer holds where this consumer was: it goes on from the
