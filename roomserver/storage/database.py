@@ -42,9 +42,19 @@ from roomserver.storage.tables.state import state_entries, state_snapshots
 #: A state map in numeric form: (type NID, state key NID) -> event NID.
 StateMap = dict[tuple[int, int], int]
 
-#: A new full snapshot is written after this many deltas, which bounds how many
-#: snapshot rows loading one state reads.
-MAX_DELTA_DEPTH = 16
+#: A new full snapshot is written after ``max_delta_depth(len(state))`` deltas:
+#: at least MIN_DELTA_DEPTH, at most MAX_DELTA_DEPTH, and about one delta per
+#: DELTA_DEPTH_DIVISOR entries of state in between. A big room thus writes a
+#: full copy rarely (a 10,000-member room every 512 state changes, about 20
+#: rows per change), and loading reads at most the base plus that many deltas.
+MIN_DELTA_DEPTH = 16
+MAX_DELTA_DEPTH = 512
+DELTA_DEPTH_DIVISOR = 16
+
+
+def max_delta_depth(state_size: int) -> int:
+    return max(MIN_DELTA_DEPTH, min(MAX_DELTA_DEPTH, state_size // DELTA_DEPTH_DIVISOR))
+
 
 # How many parsed events and loaded state snapshots stay in memory.
 EVENT_CACHE_SIZE = 20_000
@@ -444,22 +454,15 @@ class RoomserverDatabase:
         cached = self._cached_snapshot(txn, snapshot_nid)
         if cached is not None:
             return cached
-        # Walk up to a full base or a cached ancestor (at most MAX_DELTA_DEPTH steps).
+        # The chain up to the full base, in one query, cut at a cached ancestor.
         chain: list[int] = []
         base: StateMap | None = None
-        nid: int | None = snapshot_nid
-        while nid is not None:
+        for nid in await self._snapshot_chain(txn, snapshot_nid):
             cached = self._cached_snapshot(txn, nid)
             if cached is not None:
                 base = cached
                 break
-            row = (await txn.conn.execute(
-                select(state_snapshots.c.parent_nid, state_snapshots.c.delta_depth)
-                .where(state_snapshots.c.snapshot_nid == nid))).first()
-            if row is None:
-                raise KeyError(f"no state snapshot {nid}")
             chain.append(nid)
-            nid = row.parent_nid if row.delta_depth > 0 else None
         state: StateMap = dict(base) if base is not None else {}
         entries: dict[int, list[tuple[int, int, int | None]]] = {n: [] for n in chain}
         for chunk in _chunks(chain):
@@ -478,6 +481,22 @@ class RoomserverDatabase:
         txn.local.snapshots[snapshot_nid] = state
         return state
 
+    async def _snapshot_chain(self, txn: Txn, snapshot_nid: int) -> list[int]:
+        """``snapshot_nid``, its parent, and so on up to its full base."""
+        start = (select(state_snapshots.c.snapshot_nid.label("nid"), state_snapshots.c.parent_nid.label("parent"),
+                        state_snapshots.c.delta_depth.label("depth"))
+                 .where(state_snapshots.c.snapshot_nid == snapshot_nid)
+                 .cte("snapshot_chain", recursive=True))
+        step = (select(state_snapshots.c.snapshot_nid, state_snapshots.c.parent_nid, state_snapshots.c.delta_depth)
+                .join(start, state_snapshots.c.snapshot_nid == start.c.parent)
+                .where(start.c.depth > 0))
+        chain = start.union_all(step)
+        rows = (await txn.conn.execute(select(chain.c.nid, chain.c.depth))).all()
+        if not rows:
+            raise KeyError(f"no state snapshot {snapshot_nid}")
+        # Deepest first: the starting snapshot has the greatest delta depth.
+        return [int(row.nid) for row in sorted(rows, key=lambda row: -int(row.depth))]
+
     def _cached_snapshot(self, txn: Txn, snapshot_nid: int) -> StateMap | None:
         cached = self._snapshots.get(snapshot_nid)
         return cached if cached is not None else txn.local.snapshots.get(snapshot_nid)
@@ -495,7 +514,7 @@ class RoomserverDatabase:
                 (t, s, e) for (t, s), e in state.items() if parent.get((t, s)) != e]
             delta.extend((t, s, None) for (t, s) in parent if (t, s) not in state)
             depth = int(parent_depth or 0) + 1
-            if depth <= MAX_DELTA_DEPTH and len(delta) <= max(len(state) // 2, 8):
+            if depth <= max_delta_depth(len(state)) and len(delta) <= max(len(state) // 2, 8):
                 return await self._write_snapshot(txn, room_nid, parent_nid, depth, delta, state)
         full: list[tuple[int, int, int | None]] = [(t, s, e) for (t, s), e in state.items()]
         return await self._write_snapshot(txn, room_nid, None, 0, full, state)

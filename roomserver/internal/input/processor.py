@@ -361,6 +361,9 @@ class InputProcessor:
                 raise InvalidInput(f"unknown prev events (or prev events without state): "
                                    f"{', '.join(without_state[:10])}")
             records_list = [prev_records[p] for p in prev_ids]
+            elsewhere = [r.event_id for r in records_list if r.room_nid != room.room_nid]
+            if elsewhere:
+                raise InvalidInput(f"prev events from another room: {', '.join(elsewhere[:10])}")
             checked.prev_records = records_list
             if not records_list:
                 if event.type != CREATE:

@@ -4,8 +4,9 @@
 been in. A snapshot is either a full base (``delta_depth`` 0: its entries are
 the whole state) or a delta against ``parent_nid`` (its entries are the
 (type, state key) pairs that changed; ``event_nid`` NULL means the pair left
-the state). A new base is written every ``MAX_DELTA_DEPTH`` deltas, so
-loading a snapshot reads a bounded chain. Events that do not change the state
+the state). A new base is written after a bounded number of deltas
+(``storage.database.max_delta_depth``), so loading a snapshot reads a
+bounded chain (found with one recursive query). Events that do not change the state
 share their parent's snapshot.
 """
 

@@ -1,5 +1,5 @@
-"""The state snapshot store: deltas against a parent, a full base every
-MAX_DELTA_DEPTH deltas, never a full copy per event; and what a room's
+"""The state snapshot store: deltas against a parent, a full base after a
+bounded number of deltas, never a full copy per event; and what a room's
 history costs in snapshot rows."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from common.storage import database_url_for, open_database
 from roomserver.api import RoomserverAPI
-from roomserver.storage.database import MAX_DELTA_DEPTH, RoomserverDatabase, StateMap
+from roomserver.storage.database import RoomserverDatabase, StateMap, max_delta_depth
 from roomserver.storage.tables.events import events as events_table
 from roomserver.storage.tables.state import state_entries, state_snapshots
 from tests.builders import TestRoom
@@ -57,7 +57,7 @@ async def test_snapshots_are_deltas_with_bounded_chains(storage: RoomserverDatab
             assert await fresh.load_state(txn, nid) == expected
         depth = await txn.conn.scalar(select(func.max(state_snapshots.c.delta_depth)))
         rows = await txn.conn.scalar(select(func.count()).select_from(state_entries))
-    assert depth is not None and depth <= MAX_DELTA_DEPTH
+    assert depth is not None and depth <= max_delta_depth(max(len(s) for s in states.values()))
     full_copies = sum(len(s) for s in states.values())
     assert rows is not None and rows < full_copies / 5
 
@@ -86,3 +86,30 @@ async def test_room_history_does_not_copy_state_per_event(api: RoomserverAPI, ru
     assert len(latest.state_events) == len(room.state)
     info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
     assert info.joined_member_count == 41
+
+
+async def test_big_state_has_long_delta_chains(storage: RoomserverDatabase) -> None:
+    """A 3,000-entry state changed 400 times: deltas only (no second full
+    copy), each snapshot read back exactly by a store with empty caches."""
+    state: StateMap = {(1, k): k for k in range(3000)}
+    async with storage.transaction() as txn:
+        room_nid = await storage.create_room(txn, "!big:test", "12")
+        parent = await storage.save_state(txn, room_nid, state, None)
+        saved = {parent: dict(state)}
+        for step in range(400):
+            state = dict(state)
+            state[(2, step)] = 10_000 + step
+            if step % 3 == 0:
+                del state[(1, step)]
+            parent = await storage.save_state(txn, room_nid, state, parent)
+            saved[parent] = state
+    fresh = RoomserverDatabase(storage.db)
+    async with fresh.reading() as txn:
+        for nid in [*sorted(saved)[::37], max(saved)]:
+            assert await fresh.load_state(txn, nid) == saved[nid]
+        bases = await txn.conn.scalar(select(func.count()).select_from(state_snapshots)
+                                      .where(state_snapshots.c.delta_depth == 0))
+        rows = await txn.conn.scalar(select(func.count()).select_from(state_entries))
+    assert max_delta_depth(3000) >= 150
+    assert bases is not None and 2 <= bases <= 3  # full copies about 200 changes apart
+    assert rows is not None and rows < 3 * 3400 + 400 * 2
