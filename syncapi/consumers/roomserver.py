@@ -57,6 +57,9 @@ class RoomserverOutputConsumer:
         self._roomserver = roomserver
         self._notifier = notifier
         self._server_name = server_name
+        self._local_suffix = ":" + server_name
+        # room ID -> its local joined and invited users (see _notify_room).
+        self._local_members: dict[str, set[str]] = {}
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -126,7 +129,30 @@ class RoomserverOutputConsumer:
             logger.warning("skipping output entry of unknown kind %r", kind)
             return
         if applied is not None:
-            self._notifier.on_new_data(applied.position, applied.user_ids)
+            if kind == "new_room_event":
+                await self._notify_room(applied)
+            else:
+                self._notifier.on_new_data(applied.position, applied.user_ids)
+
+    async def _notify_room(self, applied: Applied) -> None:
+        """Wakes the room's local joined and invited users and anyone whose
+        membership changed. The local members of each room are kept in memory
+        (loaded once, then updated from the changes each entry reports), so a
+        wake-up costs O(affected users), not a read of a large room's members."""
+        members = self._local_members.get(applied.room_id)
+        if members is None or applied.rebuilt:
+            async with self._db.read() as reader:
+                members = await reader.local_members(applied.room_id, self._server_name)
+            self._local_members[applied.room_id] = members
+        else:
+            for user_id, membership in applied.memberships.items():
+                if not user_id.endswith(self._local_suffix):
+                    continue
+                if membership in ("join", "invite"):
+                    members.add(user_id)
+                else:
+                    members.discard(user_id)
+        self._notifier.on_new_data(applied.position, members | applied.user_ids)
 
     async def _on_new_room_event(self, msg: output_log_pb2.NewRoomEvent) -> Applied | None:
         event = parse_event(msg.event)
@@ -139,7 +165,7 @@ class RoomserverOutputConsumer:
                            room_id, last_seen, msg.last_sent_event_id)
             rebuilt = await self._rebuild_room(room_id)
             if rebuilt is not None:
-                self._notifier.on_new_data(rebuilt.position, rebuilt.user_ids)
+                await self._notify_room(rebuilt)
         txn = msg.transaction_id if msg.HasField("transaction_id") else None
         new = NewEvent(
             event=event, historical=msg.historical, history_visibility=msg.history_visibility,

@@ -48,11 +48,15 @@ class NewEvent:
 
 @dataclass
 class Applied:
-    """What a write changed: the position it took and whom it concerns."""
+    """What a write changed: the position it took, whom it concerns besides
+    the room's members, and the memberships it changed."""
 
     position: int
     room_id: str
     user_ids: set[str] = field(default_factory=set)
+    memberships: dict[str, str | None] = field(default_factory=dict)
+    # The room's state was replaced wholesale (after a gap).
+    rebuilt: bool = False
 
 
 def _contains_url(event: Event) -> bool:
@@ -144,14 +148,13 @@ class SyncDatabase:
             applied = Applied(position=position, room_id=room_id)
             if not new.historical:
                 known = {event.event_id: event, **{e.event_id: e for e in adds_state_events}}
-                await self._apply_state_delta(conn, room_id, position, adds_state_event_ids,
-                                              removes_state_event_ids, known)
+                applied.memberships = await self._apply_state_delta(
+                    conn, room_id, position, adds_state_event_ids, removes_state_event_ids, known)
+                applied.user_ids.update(applied.memberships)
                 if event.type == MEMBER and event.state_key is not None:
                     applied.user_ids.add(event.state_key)
                     await self._track_invite(conn, event, position, local_server)
             await self._set_room_position(conn, room_id, event.event_id, room_stream_position)
-            members = await state_t.select_room_members(conn, room_id, ["join", "invite"])
-            applied.user_ids.update(m.state_key for m in members)
         return applied
 
     async def rebuild_room_state(self, room_id: str, state_events: Sequence[Event]) -> Applied:
@@ -166,12 +169,10 @@ class SyncDatabase:
                        if key not in wanted or wanted[key].event_id != c.event_id]
             adds = [e.event_id for key, e in wanted.items()
                     if key not in current or current[key].event_id != e.event_id]
-            applied = Applied(position=position, room_id=room_id)
-            applied.user_ids.update(c.state_key for c in current.values() if c.type == MEMBER)
-            await self._apply_state_delta(conn, room_id, position, adds, removes,
-                                          {e.event_id: e for e in state_events})
-            members = await state_t.select_room_members(conn, room_id, ["join", "invite"])
-            applied.user_ids.update(m.state_key for m in members)
+            applied = Applied(position=position, room_id=room_id, rebuilt=True)
+            applied.memberships = await self._apply_state_delta(
+                conn, room_id, position, adds, removes, {e.event_id: e for e in state_events})
+            applied.user_ids.update(applied.memberships)
         return applied
 
     async def write_invite(self, event: Event, target_user_id: str,
@@ -218,10 +219,8 @@ class SyncDatabase:
                 if redaction is not None else {"event_id": redaction_event_id})
             await events_t.update_redacted(conn, redacted_event_id, redacted.to_json().decode(),
                                            json.dumps(unsigned))
-            members = await state_t.select_room_members(conn, target.room_id, ["join"])
             position = await stream_t.current_position(conn)
-        return Applied(position=position, room_id=target.room_id,
-                       user_ids={m.state_key for m in members})
+        return Applied(position=position, room_id=target.room_id)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -249,10 +248,15 @@ class SyncDatabase:
 
     async def _apply_state_delta(self, conn: AsyncConnection, room_id: str, position: int,
                                  adds: Sequence[str], removes: Sequence[str],
-                                 known: dict[str, Event]) -> None:
+                                 known: dict[str, Event]) -> dict[str, str | None]:
+        """Applies a state delta at ``position``; answers the memberships it
+        changed (user -> new membership, None when the entry went away)."""
+        changed: dict[str, str | None] = {}
         for entry in await state_t.select_current_entries_by_event_ids(conn, room_id, list(removes)):
             if entry.event_id not in adds:
                 await state_t.remove_entry(conn, entry, position)
+                if entry.type == MEMBER:
+                    changed[entry.state_key] = None
         missing = [event_id for event_id in adds if event_id not in known]
         stored = await events_t.select_events_by_ids(conn, missing)
         for event_id in adds:
@@ -279,6 +283,9 @@ class SyncDatabase:
             await state_t.insert_entry(conn, StateEntry(
                 room_id=room_id, type=event_type, state_key=state_key, event_id=event_id,
                 membership=membership if event_type == MEMBER else None, added_pos=position))
+            if event_type == MEMBER:
+                changed[state_key] = membership
+        return changed
 
     async def _track_invite(self, conn: AsyncConnection, event: Event, position: int,
                             local_server: str) -> None:
@@ -352,6 +359,11 @@ class Reader:
 
     async def room_members(self, room_id: str, memberships: Sequence[str]) -> list[StateEntry]:
         return await state_t.select_room_members(self.conn, room_id, memberships)
+
+    async def local_members(self, room_id: str, server_name: str) -> set[str]:
+        """The room's joined and invited users of this server."""
+        members = await state_t.select_room_members(self.conn, room_id, ["join", "invite"])
+        return {m.state_key for m in members if m.state_key.endswith(":" + server_name)}
 
     async def state_at(self, room_id: str, position: int, *, added_after: int | None = None,
                        types: Iterable[tuple[str, str | None]] | None = None,

@@ -93,3 +93,24 @@ def test_visibility_rules() -> None:
     stranger = RoomVisibility("@s:t", [])
     assert not stranger.can_see(_event(3, "shared"))
     assert stranger.can_see(_event(3, "world_readable"))
+
+
+async def test_notifier_wakes_only_the_affected_local_users() -> None:
+    import asyncio
+
+    from syncapi.notifier import Notifier
+
+    notifier = Notifier("test")
+    notifier.start_at(10)
+    assert notifier.has_news("@a:test", 10) is False
+    assert notifier.has_news("@a:test", 5) is None  # before the notifier started: ask the database
+    waiting_a = asyncio.create_task(notifier.wait_for_news("@a:test", 10, 5))
+    waiting_b = asyncio.create_task(notifier.wait_for_news("@b:test", 10, 0.2))
+    await asyncio.sleep(0.01)
+    notifier.on_new_data(11, ["@a:test", "@remote:elsewhere"])
+    assert await asyncio.wait_for(waiting_a, 1) is True
+    assert await waiting_b is False
+    assert notifier.position == 11
+    assert notifier.has_news("@a:test", 10) is True and notifier.has_news("@a:test", 11) is False
+    assert "@remote:elsewhere" not in notifier._last_position
+    assert notifier._waiters == {}
