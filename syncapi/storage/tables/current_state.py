@@ -54,6 +54,7 @@ state_history = Table(
     Column("added_pos", BigInteger, primary_key=True),
     Column("removed_pos", BigInteger, nullable=False),
     Index("syncapi_state_history_removed", "room_id", "removed_pos"),
+    Index("syncapi_state_history_user", "state_key", "type"),
 )
 
 
