@@ -81,12 +81,18 @@ async def test_idle_incremental_sync_does_not_touch_the_database(env: Env) -> No
 
 async def test_tables_match_the_migration(env: Env) -> None:
     """The Core tables the code builds statements from describe the migrated schema."""
-    def columns(sync_conn: Any) -> dict[str, set[str]]:
+    def describe(sync_conn: Any) -> dict[str, tuple[set[str], set[str]]]:
         from sqlalchemy import inspect
         inspector = inspect(sync_conn)
-        return {name: {c["name"] for c in inspector.get_columns(name)} for name in metadata.tables}
+        return {name: ({c["name"] for c in inspector.get_columns(name)},
+                       {str(i["name"]) for i in inspector.get_indexes(name)})
+                for name in metadata.tables}
 
     async with env.syncapi.database.database.connect() as conn:
-        found = await conn.run_sync(columns)
+        found = await conn.run_sync(describe)
     for name, table in metadata.tables.items():
-        assert found[name] == {c.name for c in table.columns}, name
+        columns, indexes = found[name]
+        assert columns == {c.name for c in table.columns}, name
+        # Unique constraints show up as automatic indexes on SQLite; compare the named ones.
+        assert {i for i in indexes if not i.startswith("sqlite_autoindex")} == {
+            str(i.name) for i in table.indexes}, name
