@@ -33,7 +33,6 @@ from myelin.roomserver.v1 import input_log_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
 from common.log import Log
-from common.topics import ROOMSERVER_OUTPUT
 from matrixlib.auth_rules import (
     AuthError,
     auth_state_from_auth_events,
@@ -61,6 +60,7 @@ from roomserver.internal.convert import (
     stripped_state,
 )
 from roomserver.internal.state import StateComputer
+from roomserver.producers import OutputProducer
 from roomserver.storage.database import EventRecord, RoomRecord, RoomserverDatabase, StateMap, Txn
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class _Checked:
 class InputProcessor:
     def __init__(self, db: RoomserverDatabase, log: Log) -> None:
         self._db = db
-        self._log = log
+        self._producer = OutputProducer(log)
         self._state = StateComputer(db)
 
     # -- entries ---------------------------------------------------------------
@@ -625,7 +625,7 @@ class InputProcessor:
                     await self._db.mark_sent(txn, [], event_nids)
             return 0
         for _, room_nid, _, payload in pending:
-            await self._log.append(ROOMSERVER_OUTPUT.name, room_ids[room_nid].encode(), payload)
+            await self._producer.send(room_ids[room_nid], payload)
         async with self._db.transaction() as txn:
             await self._db.mark_sent(txn, [o for o, _, _, _ in pending], {e for _, _, e, _ in pending})
         return len(pending)
