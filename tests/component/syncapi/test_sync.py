@@ -437,3 +437,40 @@ async def test_lazy_loading_sends_the_members_of_new_senders(env: Env) -> None:
     assert [(e["type"], e["state_key"]) for e in joined["state"]["events"]] == [(MEMBER, CAROL)]
     plain = await env.sync(token, since=first["next_batch"])
     assert plain["rooms"]["join"][room.room_id]["state"]["events"] == []
+
+
+async def test_remote_invite_rejected_goes_to_leave(env: Env) -> None:
+    from myelin.roomserver.v1 import output_log_pb2
+
+    from tests.builders import event_proto
+
+    # A room on another server: the sync API has none of its events.
+    remote = TestRoom(creator="@dave:elsewhere", server_name="elsewhere")
+    invite = remote.invite("@dave:elsewhere", BOB)
+    token = env.token(BOB)
+    since = (await env.sync(token))["next_batch"]
+    await env.append(output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
+        event=event_proto(invite), target_user_id=BOB)), remote.room_id)
+    body = await env.sync(token, since=since, timeout=5000)
+    assert remote.room_id in body["rooms"]["invite"]
+
+    await env.append(output_log_pb2.OutputEvent(retire_invite_event=output_log_pb2.RetireInviteEvent(
+        event_id=invite.event_id, room_id=remote.room_id, target_user_id=BOB, membership="leave",
+        retired_by_event_id="$rejection")), remote.room_id)
+    after = await env.sync(token, since=body["next_batch"], timeout=5000)
+    assert after["rooms"]["leave"][remote.room_id]["timeline"]["events"] == []
+    assert after["rooms"]["invite"] == {}
+    assert (await env.sync(token))["rooms"]["invite"] == {}
+
+    # Invites for users of other servers are not kept.
+    other = remote.invite("@dave:elsewhere", "@erin:elsewhere")
+    await env.append(output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
+        event=event_proto(other), target_user_id="@erin:elsewhere")), remote.room_id)
+    # Bob's new invite comes after Erin's on the same key: once it shows, Erin's was handled.
+    again = remote.invite("@dave:elsewhere", BOB)
+    await env.append(output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
+        event=event_proto(again), target_user_id=BOB)), remote.room_id)
+    reinvited = await env.sync(token, since=after["next_batch"], timeout=5000)
+    assert remote.room_id in reinvited["rooms"]["invite"]
+    async with env.syncapi.database.read() as reader:
+        assert await reader.active_invites("@erin:elsewhere", after=0, upto=10**9) == []
