@@ -222,3 +222,20 @@ async def test_context_around_an_event(env: Env) -> None:
     missing = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/context/$nope", token)
     assert missing.status_code == 404
     assert (await env.get(path, env.token(CAROL))).status_code == 404
+
+
+async def test_context_of_a_v3_event_id_with_a_slash(env: Env) -> None:
+    from urllib.parse import quote
+
+    room = TestRoom("3")
+    room.join(BOB)
+    target = room.message(ALICE, "slash 0")
+    i = 0
+    while "/" not in target.event_id:
+        i += 1
+        target = room.message(ALICE, f"slash {i}")
+    await env.send_room(room)
+    path = f"/_matrix/client/v3/rooms/{quote(room.room_id, safe='')}/context/{quote(target.event_id, safe='')}"
+    response = await env.get(path, env.token(BOB), limit=0)
+    assert response.status_code == 200, response.text
+    assert response.json()["event"]["event_id"] == target.event_id
