@@ -233,7 +233,12 @@ class _Builder:
         return result
 
     def _client_event(self, event: StoredEvent) -> dict[str, Any]:
-        formatted = to_client_event(event, self.requester, include_room_id=False, now=self.now)
+        formatted: dict[str, Any]
+        if self.filter.event_format == "federation":
+            # The PDU as servers see it (event_format "federation").
+            formatted = json.loads(event.event_json)
+        else:
+            formatted = to_client_event(event, self.requester, include_room_id=False, now=self.now)
         return apply_event_fields(formatted, self.filter.event_fields)
 
     async def _summary(self, room_id: str) -> dict[str, Any]:

@@ -372,6 +372,9 @@ async def test_event_fields_and_joined_history_visibility(env: Env) -> None:
                                           '"room":{"timeline":{"limit":1}}}')
     assert fields["rooms"]["join"][room.room_id]["timeline"]["events"] == [
         {"type": "m.room.message", "content": {"body": "after bob"}}]
+    pdus = await env.sync(token, filter='{"event_format":"federation","room":{"timeline":{"limit":1}}}')
+    [pdu] = pdus["rooms"]["join"][room.room_id]["timeline"]["events"]
+    assert pdu["depth"] == shown.depth and "signatures" in pdu and pdu["room_id"] == room.room_id
 
 
 async def test_percent_encoded_room_ids_and_bad_parameters(env: Env) -> None:
