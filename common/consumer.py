@@ -35,7 +35,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from common.log import Log, LogConsumer, LogRecord, PositionLost
+from common.log import Log, LogConsumer, LogRecord, PositionLost, RebalancingConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,12 @@ class KeyedConsumerRunner:
         self._has_room.set()
         self._committed: dict[TopicPartition, int] = {}
         self._fatal: PositionLost | None = None
+        # The record each key's worker is handling right now.
+        self._handling: dict[bytes, LogRecord] = {}
+        # Set (and replaced) whenever a handler returns.
+        self._handled = asyncio.Event()
+        # The partitions of each revocation, in order (see _fetch_loop).
+        self._releases: list[frozenset[TopicPartition]] = []
 
     @property
     def committed(self) -> dict[TopicPartition, int]:
@@ -138,6 +144,8 @@ class KeyedConsumerRunner:
         records stay uncommitted) and what had finished is committed."""
         consumer = await self._log.consumer(self.group, self.topics)
         self._consumer = consumer
+        if isinstance(consumer, RebalancingConsumer):
+            consumer.on_revoked = self._release
         try:
             self.ready.set()
             async with asyncio.TaskGroup() as tasks:
@@ -170,6 +178,7 @@ class KeyedConsumerRunner:
                     await asyncio.wait([room, stopping], return_when=asyncio.FIRST_COMPLETED)
                     room.cancel()
                     continue
+                releases_before = len(self._releases)
                 fetch = asyncio.ensure_future(
                     consumer.fetch(min(self._fetch_max_records, self._max_pending - self._pending), self._fetch_timeout)
                 )
@@ -198,8 +207,11 @@ class KeyedConsumerRunner:
                     logger.exception("%s: fetch failed; retrying", self.group)
                     await asyncio.wait([stopping], timeout=FETCH_RETRY_DELAY)
                     continue
+                # Partitions released while this fetch ran are another member's now.
+                released = frozenset().union(*self._releases[releases_before:])
                 for record in records:
-                    self._dispatch(record, tasks)
+                    if (record.topic, record.partition) not in released:
+                        self._dispatch(record, tasks)
         finally:
             stopping.cancel()
 
@@ -227,12 +239,19 @@ class KeyedConsumerRunner:
         queue = self._queues[key]
         try:
             while queue and not self._halting:
-                record = queue[0]
                 async with self._slots:
-                    if self._halting:
+                    # Taken off the queue only now, so that until it starts a
+                    # record can still be withdrawn (stop, revoked partition).
+                    if self._halting or not queue:
                         return
-                    await self._handle(record)
-                queue.popleft()
+                    record = queue.popleft()
+                    self._handling[key] = record
+                    try:
+                        await self._handle(record)
+                    finally:
+                        del self._handling[key]
+                        self._handled.set()
+                        self._handled = asyncio.Event()
                 self._finished(record)
         finally:
             # No await between the emptiness check and this: a record for this
@@ -260,6 +279,29 @@ class KeyedConsumerRunner:
         if progress is not None:
             progress.in_flight.discard(record.offset)
         self._pending -= 1
+        if self._pending < self._max_pending:
+            self._has_room.set()
+
+    async def _release(self, partitions: frozenset[TopicPartition]) -> None:
+        """The group is moving ``partitions`` to another member: withdraw their
+        records that have not started, let the running ones finish, and commit,
+        so the next owner starts where this one stopped and no room is ever
+        handled by two members at once."""
+        self._releases.append(partitions)
+        withdrawn = 0
+        for queue in self._queues.values():
+            keep = [r for r in queue if (r.topic, r.partition) not in partitions]
+            withdrawn += len(queue) - len(keep)
+            if len(keep) != len(queue):
+                queue.clear()
+                queue.extend(keep)
+        while any((r.topic, r.partition) in partitions for r in self._handling.values()):
+            await self._handled.wait()
+        await self._commit_once()
+        for partition in partitions:
+            self._progress.pop(partition, None)
+            self._committed.pop(partition, None)
+        self._pending -= withdrawn
         if self._pending < self._max_pending:
             self._has_room.set()
 

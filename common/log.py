@@ -19,9 +19,9 @@ time in order and commits only what was fully handled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,17 @@ class LogConsumer(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class RebalancingConsumer(Protocol):
+    """A ``LogConsumer`` whose group can move partitions to another member
+    (Kafka; the embedded log has one member per group). Before partitions
+    leave, it awaits ``on_revoked`` with them, as ``(topic, partition)``
+    pairs: ``KeyedConsumerRunner`` uses it to finish and commit what it holds
+    of them, so that no room is handled by two members at once."""
+
+    on_revoked: Callable[[frozenset[tuple[str, int]]], Awaitable[None]] | None
 
 
 class Log(Protocol):

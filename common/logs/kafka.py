@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -181,8 +181,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, member: KafkaConsumer) -> None:
         self._member = member
 
-    async def on_partitions_revoked(self, revoked: object) -> None:
-        pass
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        partitions = frozenset((tp.topic, tp.partition) for tp in revoked)
+        if partitions and self._member.on_revoked is not None:
+            await self._member.on_revoked(partitions)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self._member._unchecked.update(assigned)
@@ -198,6 +200,8 @@ class KafkaConsumer:
         self.group = group
         self._closed = False
         self.joined = asyncio.Event()
+        # See common.log.RebalancingConsumer.
+        self.on_revoked: Callable[[frozenset[tuple[str, int]]], Awaitable[None]] | None = None
         # Newly assigned partitions whose committed position is not yet checked.
         self._unchecked: set[TopicPartition] = set()
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from common.consumer import KeyedConsumerRunner
-from common.log import LogRecord, PositionLost
-from common.logs.embedded import EmbeddedLog
+from common.log import LogConsumer, LogRecord, PositionLost
+from common.logs.embedded import EmbeddedLog, partition_for_key
 
 
 @pytest.fixture
@@ -252,3 +252,79 @@ async def test_cancelling_the_run_commits_what_finished(tmp_path: Path) -> None:
     assert [r.offset for r in await consumer.fetch(timeout=0)] == [3, 4, 5]
     await consumer.close()
     await log.close()
+
+
+class RebalancingWrapper:
+    """An embedded consumer that a test can take partitions from, as a Kafka
+    group does when another member joins."""
+
+    def __init__(self, inner: LogConsumer) -> None:
+        self._inner = inner
+        self.on_revoked: Callable[[frozenset[tuple[str, int]]], Awaitable[None]] | None = None
+        self.commits: list[dict[tuple[str, int], int]] = []
+
+    async def fetch(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[LogRecord]:
+        return await self._inner.fetch(max_records, timeout)
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+        self.commits.append(dict(positions))
+        await self._inner.commit(positions)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class RebalancingLog:
+    def __init__(self, inner: EmbeddedLog) -> None:
+        self._inner = inner
+        self.consumers: list[RebalancingWrapper] = []
+
+    async def start(self) -> None: ...
+
+    async def append(self, topic: str, key: bytes, value: bytes) -> LogRecord:
+        return await self._inner.append(topic, key, value)
+
+    async def consumer(self, group: str, topics: Sequence[str]) -> LogConsumer:
+        wrapper = RebalancingWrapper(await self._inner.consumer(group, topics))
+        self.consumers.append(wrapper)
+        return wrapper
+
+    async def close(self) -> None: ...
+
+
+async def test_revoked_partitions_are_finished_and_committed_before_they_leave(log: EmbeddedLog) -> None:
+    moving, staying = b"!moving:x", b"!stays:x"
+    assert partition_for_key(moving, 2) != partition_for_key(staying, 2)
+    for i in range(5):
+        await log.append("t", moving, b"%d" % i)
+        await log.append("t", staying, b"%d" % i)
+    moving_partition = partition_for_key(moving, 2)
+    first_started, release_first = asyncio.Event(), asyncio.Event()
+    handled: dict[bytes, list[int]] = defaultdict(list)
+
+    async def handle(record: LogRecord) -> None:
+        if record.key == moving and record.offset == 0:
+            first_started.set()
+            await release_first.wait()
+        handled[record.key].append(int(record.value))
+
+    rebalancing = RebalancingLog(log)
+    runner = KeyedConsumerRunner(rebalancing, "g", ["t"], handle, fetch_timeout=0.2, commit_interval=60)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(runner.run())
+        await first_started.wait()
+        consumer = rebalancing.consumers[0]
+        assert consumer.on_revoked is not None
+        revoking = asyncio.ensure_future(consumer.on_revoked(frozenset({("t", moving_partition)})))
+        await asyncio.sleep(0.1)
+        assert not revoking.done()  # the record in hand finishes first
+        release_first.set()
+        await revoking
+        # The partition left after its first record: the rest is the next owner's.
+        assert consumer.commits[-1][("t", moving_partition)] == 1
+        await eventually(lambda: len(handled[staying]) == 5)
+        await asyncio.sleep(0.05)
+        assert handled[moving] == [0]
+        assert runner.pending == 0
+        runner.stop()
+    assert handled[staying] == [0, 1, 2, 3, 4]

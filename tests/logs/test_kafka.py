@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from common.consumer import KeyedConsumerRunner
-from common.log import LogRecord
+from common.log import LogRecord, RebalancingConsumer
 from common.logs import KafkaLog
 
 pytestmark = pytest.mark.kafka
@@ -95,3 +95,59 @@ async def test_the_runner_commits_what_it_handled_to_the_group(kafka_log: KafkaL
             records.extend(await consumer.fetch(timeout=0.5))
     await consumer.close()
     assert [r.value for r in records] == [b"30"]
+
+
+async def test_a_second_member_takes_partitions_without_sharing_a_room(kafka_log: KafkaLog) -> None:
+    topic, group = unique("rebalance"), unique("g")
+    for i in range(120):
+        await kafka_log.append(topic, b"!room%d:x" % (i % 6), b"%d" % i)
+    second_log = KafkaLog(kafka_log.bootstrap_servers, "second", partitions=3, topics=[],
+                          session_timeout_ms=500, heartbeat_interval_ms=100)
+    await second_log.start()
+    in_hand: dict[bytes, str] = {}
+    handled: list[tuple[str, bytes, int]] = []
+    everything = asyncio.Event()
+    revoked = asyncio.Event()
+
+    def handler(member: str) -> Callable[[LogRecord], Awaitable[None]]:
+        async def handle(record: LogRecord) -> None:
+            if member == "first" and len(handled) >= 12:
+                # Hold the rest until the second member's arrival takes partitions away.
+                await revoked.wait()
+            assert record.key not in in_hand, f"{member} and {in_hand[record.key]} both hold {record.key!r}"
+            in_hand[record.key] = member
+            await asyncio.sleep(0.01)
+            handled.append((member, record.key, int(record.value)))
+            del in_hand[record.key]
+            if len({value for _, _, value in handled}) == 120:
+                everything.set()
+        return handle
+
+    first = KeyedConsumerRunner(kafka_log, group, [topic], handler("first"), fetch_timeout=0.2, commit_interval=0.05)
+    second = KeyedConsumerRunner(second_log, group, [topic], handler("second"), fetch_timeout=0.2,
+                                 commit_interval=0.05)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(first.run())
+            await first.ready.wait()
+            consumer = first._consumer
+            assert isinstance(consumer, RebalancingConsumer) and consumer.on_revoked is not None
+            release = consumer.on_revoked
+
+            async def on_revoked(partitions: frozenset[tuple[str, int]]) -> None:
+                revoked.set()
+                await release(partitions)
+
+            consumer.on_revoked = on_revoked
+            tasks.create_task(second.run())
+            await asyncio.wait_for(everything.wait(), 15)
+            first.stop()
+            second.stop()
+    finally:
+        await second_log.close()
+
+    # Every record once, each room in order, and the second member got a share.
+    for room in range(6):
+        values = [value for _, key, value in handled if key == b"!room%d:x" % room]
+        assert values == list(range(room, 120, 6))
+    assert {member for member, _, _ in handled} == {"first", "second"}
