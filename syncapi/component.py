@@ -11,6 +11,7 @@ the client endpoints that read it (/sync, /messages, /members, filters).
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from sanic import Blueprint
 
@@ -29,6 +30,9 @@ from syncapi.storage.database import SyncDatabase
 from userapi.api import AuthenticationAPI
 
 COMPONENT = "syncapi"
+POSITION_POLL_INTERVAL = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 class SyncAPI:
@@ -42,15 +46,29 @@ class SyncAPI:
         self.sync_handler = SyncHandler(database, self.notifier)
         self.room_reads = RoomReads(database)
         self.ready = asyncio.Event()
+        # Seconds between reads of the database's position (see Notifier.note_database_position).
+        self.position_poll_interval = POSITION_POLL_INTERVAL
         self.blueprint = Blueprint(blueprint_name)
         sync_routes.register(self.blueprint, database, userapi, self.sync_handler)
         room_routes.register(self.blueprint, self.room_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
 
     async def run(self) -> None:
-        """Consumes the room server's output until cancelled; ``ready`` once consuming."""
+        """Consumes the room server's output until cancelled; ``ready`` once
+        consuming. Also follows the database's position, for writes by other
+        instances."""
         await self.sync_handler.ensure_started()
-        await self.consumer.run(self.log, self.ready)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow_database_position())
+            await self.consumer.run(self.log, self.ready)
+
+    async def _follow_database_position(self) -> None:
+        while True:
+            await asyncio.sleep(self.position_poll_interval)
+            try:
+                self.notifier.note_database_position(await self.database.current_position())
+            except Exception:
+                logger.warning("could not read the stream position", exc_info=True)
 
     async def close(self) -> None:
         await self.database.close()

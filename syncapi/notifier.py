@@ -9,7 +9,11 @@ O(affected users).
 
 Positions before the notifier started are unknown to it: ``has_news``
 answers None for a ``since`` older than that, and the caller then looks in
-the database.
+the database. The same holds for positions another process wrote (several
+sync API instances sharing one database, each consuming some partitions):
+``note_database_position`` learns of them from a periodic read of the
+database's position, wakes every waiter, and ``has_news`` answers None for
+a ``since`` before them, once; the next token is past them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ class Notifier:
         self._position = 0
         self._last_position: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        # The highest position written by someone else than this process's consumer.
+        self._external = 0
+        # Writes of this process's consumer between taking a position and notifying.
+        self.writes_in_flight = 0
 
     @property
     def position(self) -> int:
@@ -52,12 +60,25 @@ class Notifier:
         """Records a committed position that concerns nobody in particular."""
         self._position = max(self._position, position)
 
+    def note_database_position(self, position: int) -> None:
+        """The database's position, read periodically. Beyond what this
+        process's consumer reported (and with none of its writes in flight),
+        another process wrote: whom it concerns is unknown, so every waiter
+        looks in the database."""
+        if position <= self._position or self.writes_in_flight:
+            return
+        self._external = position
+        self._position = position
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+
     def has_news(self, user_id: str, since: int) -> bool | None:
         """Whether anything after ``since`` concerns the user; None when unknown."""
         last = self._last_position.get(user_id)
         if last is not None and last > since:
             return True
-        if since < self._started_at:
+        if since < self._started_at or since < self._external:
             return None
         return False
 

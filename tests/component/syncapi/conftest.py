@@ -189,6 +189,7 @@ async def running_env(tmp_path: Path, database_url: str | None = None, *, log: E
     users = FakeUserAPI()
     roomserver = FakeSyncRoomserver()
     syncapi = build(config, database, log, users, roomserver_api or cast(SyncRoomserverAPI, roomserver))
+    syncapi.position_poll_interval = 0.1
     app = make_app(f"syncapi-test-{uuid.uuid4().hex}", [syncapi.blueprint])
     serving = await serve_app(app, "127.0.0.1:0")
     task = asyncio.create_task(syncapi.run())
