@@ -21,6 +21,7 @@ def open_log(
     partitions: int = 8,
     retention_bytes: int | None = DEFAULT_RETENTION_BYTES,
     kafka_session_timeout_ms: int = 10_000,
+    kafka_replication_factor: int = 1,
 ) -> Log:
     """Kafka when a bootstrap address is configured (split deployment),
     otherwise the embedded log in ``embedded_dir`` (single process). The
@@ -32,13 +33,15 @@ def open_log(
     more than a consumer that is keeping up needs.
     ``kafka_session_timeout_ms`` is the consumer-group session timeout; Tansu
     makes a joining member wait half of it, so a test deployment may pass
-    1000 (real Kafka brokers refuse less than 6000 by default)."""
+    1000 (real Kafka brokers refuse less than 6000 by default).
+    ``kafka_replication_factor`` applies to created topics (3 in production)."""
     if kafka_bootstrap:
         return KafkaLog(
             kafka_bootstrap,
             client_id,
             partitions=partitions,
             retention_bytes=retention_bytes,
+            replication_factor=kafka_replication_factor,
             session_timeout_ms=kafka_session_timeout_ms,
             heartbeat_interval_ms=max(100, kafka_session_timeout_ms // 3),
         )

@@ -34,6 +34,9 @@ from common.topics import ALL_TOPICS
 logger = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+# A room join can carry the room's whole state: Kafka's 1 MB default is too small.
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+RECORD_BATCH_OVERHEAD = 64 * 1024
 
 
 class KafkaLog:
@@ -46,7 +49,9 @@ class KafkaLog:
     half the session timeout, so tests pass small values). ``idempotence``
     None asks the broker whether it supports idempotent producers.
     ``retention_bytes`` becomes the ``retention.bytes`` of created topics
-    (None: the broker's default); topics that exist keep their settings."""
+    (None: the broker's default) and ``max_record_bytes`` their
+    ``max.message.bytes``; topics that exist keep their settings. A broker
+    whose ``message.max.bytes`` is smaller still refuses bigger records."""
 
     def __init__(
         self,
@@ -61,6 +66,7 @@ class KafkaLog:
         join_timeout: float = 60.0,
         idempotence: bool | None = None,
         retention_bytes: int | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
@@ -72,6 +78,7 @@ class KafkaLog:
         self.join_timeout = join_timeout
         self.idempotence = idempotence
         self.retention_bytes = retention_bytes
+        self.max_record_bytes = max_record_bytes
         self._client: AIOKafkaClient | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -96,6 +103,7 @@ class KafkaLog:
             client_id=self.client_id,
             acks="all",
             enable_idempotence=self.idempotence,
+            max_request_size=self.max_record_bytes + RECORD_BATCH_OVERHEAD,
         )
         await self._producer.start()
 
@@ -118,7 +126,9 @@ class KafkaLog:
             missing = [name for name in missing if name not in self._known_topics]
             if not missing:
                 return
-            configs = {} if self.retention_bytes is None else {"retention.bytes": str(self.retention_bytes)}
+            configs = {"max.message.bytes": str(self.max_record_bytes + RECORD_BATCH_OVERHEAD)}
+            if self.retention_bytes is not None:
+                configs["retention.bytes"] = str(self.retention_bytes)
             response = await self._admin.create_topics(
                 [NewTopic(name, self.partitions, self.replication_factor, topic_configs=configs) for name in missing]
             )

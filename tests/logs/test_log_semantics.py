@@ -73,11 +73,15 @@ async def test_records_with_one_key_keep_their_order(open_backend: LogOpener) ->
         for i in range(20):
             for room in (b"!a:x", b"!b:x", b"!c:x"):
                 appended.append(await log.append(topic, room, b"%s-%d" % (room, i)))
+        # A join can carry a big room's whole state: far above Kafka's 1 MB default.
+        big = bytes(range(256)) * (3 * 4096)
+        appended.append(await log.append(topic, b"!big:x", big))
         consumer = await log.consumer(unique("g"), [topic])
-        records = await fetch_until(consumer, 60)
+        records = await fetch_until(consumer, 61)
         await consumer.close()
 
-    assert len(records) == 60
+    assert len(records) == 61
+    assert [r.value for r in records if r.key == b"!big:x"] == [big]
     for room in (b"!a:x", b"!b:x", b"!c:x"):
         mine = [r for r in records if r.key == room]
         assert [r.value for r in mine] == [b"%s-%d" % (room, i) for i in range(20)]
