@@ -55,6 +55,11 @@ class PositionLost(Exception):
         self.log_start = log_start
 
 
+class RecordTooLarge(ValueError):
+    """``Log.append`` refused a record above the backend's size limit (16 MiB
+    of key and value by default, on both backends)."""
+
+
 class LogConsumer(Protocol):
     """One member of a consumer group, reading some topics."""
 

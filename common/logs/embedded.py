@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from common.log import LogRecord, PositionLost
+from common.log import LogRecord, PositionLost, RecordTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ BODY_HEADER = struct.Struct(">QI")
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+# As on Kafka (common.logs.kafka): a join can carry a big room's whole state.
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 DEFAULT_FETCH_MAX_BYTES = 1024 * 1024
 
 # Kafka's rule for topic names, which also keeps them safe as directory names.
@@ -334,6 +336,7 @@ class EmbeddedLog:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         retention_bytes: int | None = None,
         fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         if partitions < 1:
             raise ValueError("a topic needs at least one partition")
@@ -342,6 +345,9 @@ class EmbeddedLog:
         self.segment_bytes = segment_bytes
         self.retention_bytes = retention_bytes
         self.fetch_max_bytes = fetch_max_bytes
+        if max_record_bytes > MAX_RECORD_BYTES:
+            raise ValueError(f"records are limited to {MAX_RECORD_BYTES} bytes")
+        self.max_record_bytes = max_record_bytes
         # How many fsync rounds have run; group commit keeps it below the append count.
         self.sync_rounds = 0
         self._topics: dict[str, _Topic] = {}
@@ -504,6 +510,8 @@ class EmbeddedLog:
     async def append(self, topic: str, key: bytes, value: bytes) -> LogRecord:
         if self._failure is not None:
             raise RuntimeError("the embedded log failed to sync earlier; restart to recover") from self._failure
+        if len(key) + len(value) > self.max_record_bytes:
+            raise RecordTooLarge(f"a record of {len(key) + len(value)} bytes for {topic}")
         partitions = self._topic(topic).partitions
         partition = partitions[partition_for_key(key, len(partitions))]
         segment = partition.segments[-1]

@@ -28,7 +28,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.protocol.transaction import InitProducerIdRequest
 from aiokafka.structs import OffsetAndMetadata
 
-from common.log import LogRecord, PositionLost
+from common.log import LogRecord, PositionLost, RecordTooLarge
 from common.topics import ALL_TOPICS
 
 logger = logging.getLogger(__name__)
@@ -141,6 +141,8 @@ class KafkaLog:
     async def append(self, topic: str, key: bytes, value: bytes) -> LogRecord:
         if self._producer is None:
             raise RuntimeError("KafkaLog.start() was not called")
+        if len(key) + len(value) > self.max_record_bytes:
+            raise RecordTooLarge(f"a record of {len(key) + len(value)} bytes for {topic}")
         await self._ensure_topics([topic])
         metadata = await self._producer.send_and_wait(topic, value, key=key)
         return LogRecord(topic, metadata.partition, metadata.offset, key, value)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from common.log import Log, LogConsumer, LogRecord, PositionLost
+from common.log import Log, LogConsumer, LogRecord, PositionLost, RecordTooLarge
 from common.logs import EmbeddedLog, KafkaLog
 
 # Opens a fresh connection to the same log storage (a "restart").
@@ -95,6 +95,8 @@ async def test_offsets_count_up_by_one_per_partition(open_backend: LogOpener) ->
     topic = unique("offsets")
     async with open_backend() as log:
         appended = [await log.append(topic, b"!room:x", b"v%d" % i) for i in range(5)]
+        with pytest.raises(RecordTooLarge):
+            await log.append(topic, b"!room:x", b"x" * (16 * 1024 * 1024))
         other = await log.append(topic, b"!other:x", b"w")
 
     assert [r.offset for r in appended] == [0, 1, 2, 3, 4]
