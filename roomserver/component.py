@@ -12,6 +12,7 @@ from common.config import Config
 from common.log import Log, LogRecord
 from common.storage import Database, database_url_for, open_database
 from matrixlib.signing import SigningKey
+from roomserver.api import RoomserverAPI
 from roomserver.internal.input.consumer import CONSUMER_GROUP, consume_input
 from roomserver.internal.input.inputer import Inputer
 from roomserver.internal.input.processor import InputProcessor
@@ -86,3 +87,9 @@ async def open_roomserver(config: Config, log: Log, signing_key: SigningKey) -> 
     url = database_url_for("roomserver", postgres_url=config.postgres_url or None, data_dir=config.data_dir)
     database = await open_database(url, "roomserver")
     return build(config, database, log, config.server_name, signing_key)
+
+
+def _implements_the_contract(impl: RoomserverImpl) -> RoomserverAPI:
+    """Never called: mypy checks here that the in-process binding satisfies
+    the whole ``RoomserverAPI``."""
+    return impl

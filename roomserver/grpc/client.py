@@ -11,6 +11,7 @@ from myelin.roomserver.v1 import roomserver_pb2 as pb
 from myelin.roomserver.v1 import roomserver_pb2_grpc
 
 from common import errors
+from roomserver.api import RoomserverAPI
 from roomserver.grpc.server import GRPC_OPTIONS
 
 Req = TypeVar("Req", bound=Message)
@@ -76,3 +77,9 @@ class GrpcRoomserverClient:
 
     async def query_missing_events(self, req: pb.QueryMissingEventsRequest) -> pb.QueryMissingEventsResponse:
         return await _call(self._stub.QueryMissingEvents, req)
+
+
+def _implements_the_contract(client: GrpcRoomserverClient) -> RoomserverAPI:
+    """Never called: mypy checks here that the gRPC binding satisfies the
+    whole ``RoomserverAPI``."""
+    return client
