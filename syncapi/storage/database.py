@@ -29,6 +29,9 @@ from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
 from syncapi.storage.tables.invites import StoredInvite
 
+# State deltas larger than this are applied in bulk.
+BULK_STATE_DELTA = 32
+
 # Stripped state a client shows for an invite (the spec's recommended set).
 INVITE_STATE_TYPES = ("m.room.create", "m.room.name", "m.room.avatar", "m.room.topic",
                       "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption")
@@ -132,6 +135,20 @@ class SyncDatabase:
                 await events_t.delete_event(conn, event.event_id)
             await self._store_state_only(conn, [e for e in adds_state_events
                                                 if e.event_id != event.event_id])
+            # State that came with the event but is not the event itself (state
+            # resolution, or the whole state of a room joined over federation)
+            # is in force just before it, at a position of its own: /sync's
+            # "state at the start of the timeline" then includes it.
+            own_key = (event.type, event.state_key) if (
+                event.state_key is not None and event.event_id in adds_state_event_ids) else None
+            other_adds = [a for a in adds_state_event_ids if a != event.event_id]
+            removed_entries = await state_t.select_current_entries_by_event_ids(
+                conn, room_id, list(removes_state_event_ids))
+            own_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) == own_key]
+            other_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) != own_key]
+            before_position: int | None = None
+            if not new.historical and (other_adds or other_removes):
+                before_position = await stream_t.next_position(conn)
             position = await stream_t.next_position(conn)
             unsigned: dict[str, Any] = {}
             if event.is_state() and not new.historical:
@@ -148,8 +165,12 @@ class SyncDatabase:
             applied = Applied(position=position, room_id=room_id)
             if not new.historical:
                 known = {event.event_id: event, **{e.event_id: e for e in adds_state_events}}
-                applied.memberships = await self._apply_state_delta(
-                    conn, room_id, position, adds_state_event_ids, removes_state_event_ids, known)
+                if before_position is not None:
+                    applied.memberships.update(await self._apply_state_delta(
+                        conn, room_id, before_position, other_adds, other_removes, known))
+                if own_key is not None or own_removes:
+                    applied.memberships.update(await self._apply_state_delta(
+                        conn, room_id, position, [event.event_id] if own_key else [], own_removes, known))
                 applied.user_ids.update(applied.memberships)
                 if event.type == MEMBER and event.state_key is not None:
                     applied.user_ids.add(event.state_key)
@@ -229,12 +250,13 @@ class SyncDatabase:
         if not pending:
             return
         known = await events_t.select_known_event_ids(conn, pending)
-        for event_id, event in pending.items():
-            if event_id in known:
-                continue
-            position = await stream_t.next_position(conn)
-            await events_t.insert_event(conn, _stored(
-                event, position, state_only=True, historical=False, history_visibility="shared"))
+        new = [event for event_id, event in pending.items() if event_id not in known]
+        if not new:
+            return
+        positions = await stream_t.next_positions(conn, len(new))
+        await events_t.insert_events(conn, [
+            _stored(event, position, state_only=True, historical=False, history_visibility="shared")
+            for event, position in zip(new, positions, strict=True)])
 
     async def _prev_unsigned(self, conn: AsyncConnection, previous_event_id: str) -> dict[str, Any]:
         found = await events_t.select_events_by_ids(conn, [previous_event_id])
@@ -259,6 +281,12 @@ class SyncDatabase:
                     changed[entry.state_key] = None
         missing = [event_id for event_id in adds if event_id not in known]
         stored = await events_t.select_events_by_ids(conn, missing)
+        # A large delta (joining a big room) reads the room's state once and
+        # inserts in one statement instead of two statements per entry.
+        current_map: dict[tuple[str, str], StateEntry] | None = None
+        if len(adds) > BULK_STATE_DELTA:
+            current_map = {(e.type, e.state_key): e for e in await state_t.select_current_state(conn, room_id)}
+        inserts: dict[tuple[str, str], StateEntry] = {}
         for event_id in adds:
             event_type: str
             state_key: str | None
@@ -275,16 +303,25 @@ class SyncDatabase:
                 continue
             if state_key is None:
                 continue
-            current = await state_t.select_current_entry(conn, room_id, event_type, state_key)
+            key = (event_type, state_key)
+            if key in inserts:
+                # Two entries for one key in a delta: the later one wins; the
+                # earlier was never in force.
+                current = None
+            elif current_map is not None:
+                current = current_map.get(key)
+            else:
+                current = await state_t.select_current_entry(conn, room_id, event_type, state_key)
             if current is not None:
                 if current.event_id == event_id:
                     continue
                 await state_t.remove_entry(conn, current, position)
-            await state_t.insert_entry(conn, StateEntry(
-                room_id=room_id, type=event_type, state_key=state_key, event_id=event_id,
-                membership=membership if event_type == MEMBER else None, added_pos=position))
+            entry = StateEntry(room_id=room_id, type=event_type, state_key=state_key, event_id=event_id,
+                               membership=membership if event_type == MEMBER else None, added_pos=position)
+            inserts[key] = entry
             if event_type == MEMBER:
                 changed[state_key] = membership
+        await state_t.insert_entries(conn, list(inserts.values()))
         return changed
 
     async def _track_invite(self, conn: AsyncConnection, event: Event, position: int,

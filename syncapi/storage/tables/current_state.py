@@ -99,6 +99,13 @@ async def remove_entry(conn: AsyncConnection, entry: StateEntry, removed_pos: in
         membership=entry.membership, added_pos=entry.added_pos, removed_pos=removed_pos))
 
 
+async def insert_entries(conn: AsyncConnection, entries: Sequence[StateEntry]) -> None:
+    if entries:
+        await conn.execute(current_room_state.insert(), [
+            {"room_id": e.room_id, "type": e.type, "state_key": e.state_key, "event_id": e.event_id,
+             "membership": e.membership, "added_pos": e.added_pos} for e in entries])
+
+
 async def insert_entry(conn: AsyncConnection, entry: StateEntry) -> None:
     await conn.execute(current_room_state.insert().values(
         room_id=entry.room_id, type=entry.type, state_key=entry.state_key, event_id=entry.event_id,

@@ -92,15 +92,25 @@ class StoredEvent:
         )
 
 
+def _row(event: StoredEvent) -> dict[str, object]:
+    return {
+        "stream_pos": event.stream_pos, "room_id": event.room_id, "event_id": event.event_id,
+        "type": event.type, "sender": event.sender, "state_key": event.state_key, "depth": event.depth,
+        "room_version": event.room_version, "event_json": event.event_json,
+        "unsigned_json": event.unsigned_json, "history_visibility": event.history_visibility,
+        "historical": event.historical, "state_only": event.state_only,
+        "contains_url": event.contains_url, "txn_device_id": event.txn_device_id, "txn_id": event.txn_id,
+    }
+
+
 async def insert_event(conn: AsyncConnection, event: StoredEvent) -> None:
-    await conn.execute(events.insert().values(
-        stream_pos=event.stream_pos, room_id=event.room_id, event_id=event.event_id, type=event.type,
-        sender=event.sender, state_key=event.state_key, depth=event.depth,
-        room_version=event.room_version, event_json=event.event_json,
-        unsigned_json=event.unsigned_json, history_visibility=event.history_visibility,
-        historical=event.historical, state_only=event.state_only, contains_url=event.contains_url,
-        txn_device_id=event.txn_device_id, txn_id=event.txn_id,
-    ))
+    await conn.execute(events.insert().values(_row(event)))
+
+
+async def insert_events(conn: AsyncConnection, stored: Sequence[StoredEvent]) -> None:
+    """Many events in one executemany (a join to a large room brings its whole state)."""
+    if stored:
+        await conn.execute(events.insert(), [_row(event) for event in stored])
 
 
 async def delete_event(conn: AsyncConnection, event_id: str) -> None:

@@ -19,13 +19,19 @@ stream_position = Table(
 async def next_position(conn: AsyncConnection) -> int:
     """Takes the next position. Inside a write transaction the row stays
     locked until commit, so positions become visible in the order taken."""
+    return (await next_positions(conn, 1))[0]
+
+
+async def next_positions(conn: AsyncConnection, count: int) -> range:
+    """Takes the next ``count`` positions at once (see ``next_position``)."""
     result = await conn.execute(
         update(stream_position)
         .where(stream_position.c.stream_name == GLOBAL_STREAM)
-        .values(position=stream_position.c.position + 1)
+        .values(position=stream_position.c.position + count)
         .returning(stream_position.c.position)
     )
-    return int(result.scalar_one())
+    last = int(result.scalar_one())
+    return range(last - count + 1, last + 1)
 
 
 async def current_position(conn: AsyncConnection) -> int:

@@ -477,3 +477,34 @@ async def test_remote_invite_rejected_goes_to_leave(env: Env) -> None:
     assert remote.room_id in reinvited["rooms"]["invite"]
     async with env.syncapi.database.read() as reader:
         assert await reader.active_invites("@erin:elsewhere", after=0, upto=10**9) == []
+
+
+async def test_joining_a_large_room_brings_its_whole_state(env: Env) -> None:
+    from myelin.roomserver.v1 import output_log_pb2
+
+    from tests.builders import event_proto
+
+    # A room elsewhere with 40 members; the first entry the sync API sees for
+    # it is Bob's join, carrying the whole state (a join over federation).
+    room = TestRoom(creator="@dave:elsewhere", server_name="elsewhere")
+    members = [f"@m{i}:elsewhere" for i in range(40)]
+    for user in members:
+        room.join(user)
+    join = room.join(BOB)
+    state = list(room.state.values())
+    entry = output_log_pb2.OutputEvent(new_room_event=output_log_pb2.NewRoomEvent(
+        event=event_proto(join), adds_state_event_ids=[e.event_id for e in state],
+        adds_state_events=[event_proto(e) for e in state if e.event_id != join.event_id],
+        latest_event_ids=[join.event_id], history_visibility="shared", room_stream_position=1))
+    await env.append(entry, room.room_id)
+    await env.wait_for_events([join.event_id])
+
+    token = env.token(BOB)
+    body = await env.sync(token)
+    joined = body["rooms"]["join"][room.room_id]
+    assert timeline_ids(joined) == [join.event_id]
+    assert {e["state_key"] for e in joined["state"]["events"] if e["type"] == MEMBER} == {
+        "@dave:elsewhere", *members}
+    assert joined["summary"]["m.joined_member_count"] == 42
+    listed = (await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/joined_members", token)).json()
+    assert len(listed["joined"]) == 42
