@@ -69,7 +69,10 @@ class StateComputer:
             for state in distinct
         ]
         difference_ids = {loaded[nid].event_id for nid in difference if nid in loaded}
-        resolved = resolve_state(room_version, state_sets, by_id.get, difference_ids)
+        records = await self._db.event_records_by_nid(txn, loaded.keys())
+        rejected = {loaded[nid].event_id for nid, record in records.items() if record.is_rejected}
+        resolved = resolve_state(room_version, state_sets, by_id.get, difference_ids,
+                                 is_rejected=rejected.__contains__)
 
         key_by_name = {name: key for key, name in names.items()}
         result: StateMap = {}
