@@ -73,6 +73,9 @@ class Config:
     postgres_url: str = ""
     # Kafka bootstrap servers; empty: the embedded log in data_dir/log.
     kafka_bootstrap: str = ""
+    # How soon Kafka notices a consumer that died. Joining a group waits
+    # about half of it; tests on Tansu set it low (real Kafka wants >= 6000).
+    kafka_session_timeout_ms: int = 10000
     registration: Registration = field(default_factory=Registration)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     components: dict[str, ComponentAddress] = field(default_factory=dict)

@@ -40,6 +40,7 @@ def generate_config(
     kafka_bootstrap: str = "",
     split_base_port: int | None = None,
     default_room_version: str | None = None,
+    kafka_session_timeout_ms: int | None = None,
 ) -> Config:
     """Writes a working config and, if missing, a signing key."""
     from matrixlib.signing import generate_signing_key, write_signing_key_file
@@ -57,6 +58,8 @@ def generate_config(
     config.kafka_bootstrap = kafka_bootstrap
     if default_room_version:
         config.default_room_version = default_room_version
+    if kafka_session_timeout_ms:
+        config.kafka_session_timeout_ms = kafka_session_timeout_ms
     if split_base_port:
         config.components = {
             "roomserver": ComponentAddress(grpc=f"127.0.0.1:{split_base_port}"),
@@ -102,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--split-base-port", type=int,
                      help="give each component its own listener, from this port up")
     gen.add_argument("--default-room-version")
+    gen.add_argument("--kafka-session-timeout-ms", type=int)
     return parser
 
 
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             open_registration=args.open_registration, rate_limits=not args.no_rate_limits,
             postgres_url=args.postgres, kafka_bootstrap=args.kafka,
             split_base_port=args.split_base_port, default_room_version=args.default_room_version,
+            kafka_session_timeout_ms=args.kafka_session_timeout_ms,
         )
         print(f"wrote {args.output}", file=sys.stderr)
         return

@@ -31,7 +31,8 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
 
     signing_key = read_signing_key_file(config.signing_key_path)
     async with AsyncExitStack() as stack:
-        log = open_log(config.kafka_bootstrap or None, config.data_dir / "log", "myelin")
+        log = open_log(config.kafka_bootstrap or None, config.data_dir / "log", "myelin",
+                       kafka_session_timeout_ms=config.kafka_session_timeout_ms)
         await log.start()
         stack.push_async_callback(log.close)
 

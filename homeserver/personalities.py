@@ -41,7 +41,8 @@ async def _open_log(config: Config, name: str, stack: AsyncExitStack) -> Log:
         # The embedded log lives inside one process; separate processes
         # share their logs through Kafka.
         raise SystemExit(f"{name} in its own process needs kafka_bootstrap in the config")
-    log = open_log(config.kafka_bootstrap, config.data_dir / f"log-{name}", f"myelin-{name}")
+    log = open_log(config.kafka_bootstrap, config.data_dir / f"log-{name}", f"myelin-{name}",
+                   kafka_session_timeout_ms=config.kafka_session_timeout_ms)
     await log.start()
     stack.push_async_callback(log.close)
     return log

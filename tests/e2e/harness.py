@@ -152,7 +152,8 @@ def start_split(workdir: Path, *, postgres_url: str, kafka_bootstrap: str) -> Ru
     port = free_port()
     base = free_port_range(5)
     config_path = generate_config(workdir, "--postgres", postgres_url, "--kafka", kafka_bootstrap,
-                                  "--split-base-port", str(base), client_port=port)
+                                  "--split-base-port", str(base),
+                                  "--kafka-session-timeout-ms", "1000", client_port=port)
     ports = {"roomserver": base, "userapi": base + 1, "clientapi": base + 2, "syncapi": base + 3,
              "federationapi": base + 4, "router": port}
     hs = RunningHomeserver(base_url=f"http://127.0.0.1:{port}", server_name=f"localhost:{port}",
