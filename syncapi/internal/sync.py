@@ -89,14 +89,16 @@ class _Builder:
 
     async def build(self) -> dict[str, Any]:
         room_filter = self.filter.room
-        memberships = await self.r.user_memberships(self.user_id, ["join", "leave", "ban"])
+        # An initial sync reads all the user's memberships; an incremental one
+        # only those that changed since `since` (its cost follows the news,
+        # not the number of rooms).
+        memberships = await self.r.user_memberships(
+            self.user_id, ["join", "leave", "ban"], added_after=None if self.initial else self.since)
         memberships = [m for m in memberships if m.added_pos <= self.upto and room_filter.allows_room(m.room_id)]
         joined = [m for m in memberships if m.membership == "join"]
         left = [m for m in memberships if m.membership != "join" and (
             (self.since is not None and m.added_pos > self.since)
             or (self.since is None and room_filter.include_leave))]
-        rooms = [m.room_id for m in joined + left]
-        visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id, rooms))
 
         windows: list[_RoomWindow]
         if self.initial:
@@ -104,13 +106,15 @@ class _Builder:
             windows = [_RoomWindow(m.room_id, self.since, self.upto, True) for m in joined]
         else:
             assert self.since is not None
-            newly_joined = {m.room_id for m in joined if m.added_pos > self.since}
-            others = {m.room_id for m in joined if m.room_id not in newly_joined}
-            changed = others & await self.r.joined_rooms_with_events(self.user_id, after=self.since,
-                                                                     upto=self.upto)
+            newly_joined = {m.room_id for m in joined}
+            with_events = await self.r.joined_rooms_with_events(self.user_id, after=self.since, upto=self.upto)
+            changed = {room_id for room_id in with_events - newly_joined if room_filter.allows_room(room_id)}
             # A room joined since `since` comes as in an initial sync.
             windows = [_RoomWindow(room_id, None, self.upto, True) for room_id in sorted(newly_joined)]
             windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(changed)]
+        # All the user's membership history for an initial sync, else that of the rooms in play.
+        rooms = None if self.initial else [w.room_id for w in windows] + [m.room_id for m in left]
+        visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id, rooms))
 
         join: dict[str, Any] = {}
         for window in windows:

@@ -387,8 +387,10 @@ class Reader:
     async def current_position(self) -> int:
         return await stream_t.current_position(self.conn)
 
-    async def user_memberships(self, user_id: str, memberships: Sequence[str]) -> list[StateEntry]:
-        return await state_t.select_user_memberships(self.conn, user_id, memberships)
+    async def user_memberships(self, user_id: str, memberships: Sequence[str], *,
+                               added_after: int | None = None) -> list[StateEntry]:
+        return await state_t.select_user_memberships(self.conn, user_id, memberships,
+                                                     added_after=added_after)
 
     async def membership_history(self, user_id: str, room_ids: Sequence[str] | None = None
                                  ) -> list[tuple[str, str | None, int, int | None]]:

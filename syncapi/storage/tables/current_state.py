@@ -201,13 +201,16 @@ async def select_membership_history(conn: AsyncConnection, user_id: str,
     return result
 
 
-async def select_user_memberships(conn: AsyncConnection, user_id: str,
-                                  memberships: Sequence[str]) -> list[StateEntry]:
-    """The user's current membership rows with one of ``memberships``."""
+async def select_user_memberships(conn: AsyncConnection, user_id: str, memberships: Sequence[str],
+                                  *, added_after: int | None = None) -> list[StateEntry]:
+    """The user's current membership rows with one of ``memberships``
+    (``added_after``: only those that changed after that position)."""
     c = current_room_state.c
-    rows = await conn.execute(select(current_room_state).where(
-        c.type == MEMBER, c.state_key == user_id, c.membership.in_(list(memberships))))
-    return [StateEntry(*row) for row in rows]
+    stmt = select(current_room_state).where(
+        c.type == MEMBER, c.state_key == user_id, c.membership.in_(list(memberships)))
+    if added_after is not None:
+        stmt = stmt.where(c.added_pos > added_after)
+    return [StateEntry(*row) for row in await conn.execute(stmt)]
 
 
 async def select_room_members(conn: AsyncConnection, room_id: str,
