@@ -128,3 +128,42 @@ async def test_writes_by_another_instance_wake_long_polls(env: Env) -> None:
     # And the next token is past it: idle again.
     again = await env.sync(token, since=body["next_batch"])
     assert again["rooms"]["join"] == {}
+
+
+async def test_incremental_sync_cost_follows_the_news_not_the_rooms(env: Env) -> None:
+    """One new message: the same number of queries for a user in 3 rooms and one in 30."""
+    few, many = env.token(BOB), env.token(CAROL)
+    shared = TestRoom()
+    shared.join(BOB)
+    shared.join(CAROL)
+    await env.send_room(shared)
+    for i in range(30):
+        room = TestRoom()
+        room.join(CAROL)
+        if i < 2:
+            room.join(BOB)
+        room.message(ALICE, f"room {i}")
+        await env.send(*room.events, wait=False)
+        await env.wait_for_events([room.events[-1].event_id])
+    since_few = (await env.sync(few))["next_batch"]
+    since_many = (await env.sync(many))["next_batch"]
+    await env.send(shared.message(ALICE, "news"))
+
+    engine = env.syncapi.database.database.engine.sync_engine
+
+    async def statements_for(token: str, since: str) -> int:
+        statements: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "syncapi_stream_position" not in statement and not statement.startswith("BEGIN"):
+                statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            body = await env.sync(token, since=since)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert list(body["rooms"]["join"]) == [shared.room_id]
+        return len(statements)
+
+    assert await statements_for(few, since_few) == await statements_for(many, since_many)
