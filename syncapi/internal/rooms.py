@@ -186,7 +186,8 @@ class RoomReads:
             position = await reader.current_position()
             if at:
                 token = parse_pagination_token(at)
-                position = min(position, token.pdu if isinstance(token, StreamToken) else token.stream)
+                # A topology token sits before the event at its stream position.
+                position = min(position, token.pdu if isinstance(token, StreamToken) else token.stream - 1)
             if vis.left_at is not None:
                 position = min(position, vis.left_at)
             entries = await reader.state_at(room_id, position, types=[(MEMBER, None)])

@@ -239,3 +239,21 @@ async def test_context_of_a_v3_event_id_with_a_slash(env: Env) -> None:
     response = await env.get(path, env.token(BOB), limit=0)
     assert response.status_code == 200, response.text
     assert response.json()["event"]["event_id"] == target.event_id
+
+
+async def test_members_at_a_prev_batch_token(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    for i in range(12):
+        room.message(ALICE, f"filler {i}")
+    carol_join = room.join(CAROL)
+    await env.send_room(room)
+    token = env.token(BOB)
+    prev_batch = (await env.sync(token, filter='{"room":{"timeline":{"limit":1}}}'))[
+        "rooms"]["join"][room.room_id]["timeline"]["prev_batch"]
+    path = f"/_matrix/client/v3/rooms/{room.room_id}/members"
+    # The timeline starts with Carol's join: before it, she was not a member.
+    before = (await env.get(path, token, at=prev_batch)).json()["chunk"]
+    assert {e["state_key"] for e in before} == {ALICE, BOB}
+    now = (await env.get(path, token)).json()["chunk"]
+    assert carol_join.event_id in {e["event_id"] for e in now}
