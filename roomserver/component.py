@@ -42,7 +42,7 @@ class Roomserver:
         self.database = database
         self.log = log
         self.storage = RoomserverDatabase(database)
-        self.processor = InputProcessor(self.storage, log)
+        self.processor = InputProcessor(self.storage, log, server_name)
         self.inputer = Inputer(self.storage, log, config.input_timeout_seconds)
         self.api = RoomserverImpl(self.storage, self.inputer)
         self.ready = asyncio.Event()

@@ -121,7 +121,8 @@ class TestRoom:
               state_key: str | None = None, prev_event_ids: Sequence[str] | None = None,
               auth_state: Mapping[StateKey, Event] | None = None, redacts: str | None = None,
               depth: int | None = None, advance: bool = True,
-              auth_event_ids: Sequence[str] | None = None) -> Event:
+              auth_event_ids: Sequence[str] | None = None,
+              unsigned: Mapping[str, Any] | None = None) -> Event:
         """A new signed event. By default its prev events are the room's
         forward extremities and its auth events come from the room's state;
         ``advance=False`` leaves the room's state and extremities alone (to
@@ -150,7 +151,7 @@ class TestRoom:
                 self.version, room_id=self.room_id or None, type=event_type, sender=sender,
                 content=content, state_key=state_key, prev_event_ids=prevs, auth_event_ids=auth_ids,
                 depth=depth, origin_server_ts=self._clock, server_name=self.server_name,
-                signing_key=self.signing_key, redacts=redacts)
+                signing_key=self.signing_key, redacts=redacts, unsigned=unsigned)
 
         if auth_event_ids is not None:
             event = make(list(auth_event_ids))

@@ -39,6 +39,7 @@ from matrixlib.auth_rules import (
     check_auth_events_list,
     check_auth_rules,
 )
+from matrixlib.canonical_json import encode_canonical_json
 from matrixlib.events import (
     CANONICAL_ALIAS,
     CREATE,
@@ -61,7 +62,14 @@ from roomserver.internal.convert import (
 )
 from roomserver.internal.state import StateComputer
 from roomserver.producers import OutputProducer
-from roomserver.storage.database import EventRecord, RoomRecord, RoomserverDatabase, StateMap, Txn
+from roomserver.storage.database import (
+    EventRecord,
+    MembershipRow,
+    RoomRecord,
+    RoomserverDatabase,
+    StateMap,
+    Txn,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +105,9 @@ class _Checked:
 
 
 class InputProcessor:
-    def __init__(self, db: RoomserverDatabase, log: Log) -> None:
+    def __init__(self, db: RoomserverDatabase, log: Log, server_name: str) -> None:
         self._db = db
+        self._server_name = server_name
         self._producer = OutputProducer(log)
         self._state = StateComputer(db)
 
@@ -202,9 +211,53 @@ class InputProcessor:
         if existing is not None and not (existing.is_outlier and kind != OUTLIER):
             result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE)
             return result, (None if existing.sent_to_output else existing.event_nid)
+        if existing is None and kind == OUTLIER and self._is_invite_from_elsewhere(event):
+            room = await self._db.room_by_id(txn, event.room_id)
+            if room is None or room.state_snapshot_nid is None or any(
+                    a not in known for a in event.auth_event_ids):
+                return await self._store_remote_invite(txn, event, room, known)
         # New, or an outlier that now arrives as part of the timeline (e.g.
         # an auth event, later backfilled): it gets its state.
         return await self._store_new(txn, event, input_event, kind, existing, known)
+
+    def _is_invite_from_elsewhere(self, event: Event) -> bool:
+        """An invite of one of our users by another server's user."""
+        target = event.state_key or ""
+        return (event.membership == "invite" and target.split(":", 1)[-1] == self._server_name
+                and event.origin != self._server_name)
+
+    async def _store_remote_invite(self, txn: Txn, event: Event, room: RoomRecord | None,
+                                   known: dict[str, EventRecord]) -> tuple[pb.InputEventResult, int | None]:
+        """An invite over federation to a room this server is not in (server-
+        server API "Inviting to a room"): the federation API checked its
+        signatures; its auth events are the inviting server's. It is stored
+        as an outlier of a stub room (no state), the user's membership
+        becomes "invite", and readers get it with the stripped state the
+        inviting server sent in ``unsigned.invite_room_state``."""
+        version = event.room_version.identifier
+        if room is None:
+            room_nid = await self._db.create_room(txn, event.room_id, version)
+            room = await self._db.room_by_nid(txn, room_nid)
+            assert room is not None
+        elif room.room_version != version:
+            raise InvalidInput(f"room {room.room_id} has version {room.room_version}, the input says {version}")
+        assert event.state_key is not None
+        type_nid = (await self._db.type_nids(txn, [event.type], create=True))[event.type]
+        target_nid = (await self._db.state_key_nids(txn, [event.state_key], create=True))[event.state_key]
+        event_nid = await self._db.insert_event(
+            txn, event, room_nid=room.room_nid, type_nid=type_nid, state_key_nid=target_nid,
+            auth_event_nids=[known[a].event_nid for a in event.auth_event_ids if a in known],
+            is_outlier=True, is_rejected=False, is_soft_failed=False, rejection_reason=None,
+            state_before_nid=None, state_after_nid=None)
+        if room.state_snapshot_nid is None:
+            await self._db.set_membership(txn, room.room_nid, target_nid, "invite", event_nid)
+        stripped = event.unsigned.get("invite_room_state")
+        invite_state = [encode_canonical_json(s, strict=False) for s in stripped if isinstance(s, dict)] \
+            if isinstance(stripped, list) else []
+        output = output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
+            event=event_to_proto(event), target_user_id=event.state_key, invite_room_state_json=invite_state))
+        await self._db.add_to_outbox(txn, room.room_nid, event_nid, [output.SerializeToString()])
+        return pb.InputEventResult(event_id=event.event_id, outcome=ACCEPTED), event_nid
 
     async def _room_for(self, txn: Txn, event: Event) -> RoomRecord:
         room = await self._db.room_by_id(txn, event.room_id)
@@ -428,6 +481,11 @@ class InputProcessor:
         added = {k: v for k, v in new_state.items() if old_state.get(k) != v}
         removed = {k: v for k, v in old_state.items() if new_state.get(k) != v}
 
+        prior_membership = None
+        if event.type == MEMBER and event.state_key is not None:
+            # An invite received over federation into a stub room is only in
+            # the membership table, not in any state.
+            prior_membership = await self._db.membership_of(txn, room.room_nid, event.state_key)
         await self._update_memberships(txn, room.room_nid, added, removed)
         position = room.last_stream_position + 1
         await self._db.update_room(txn, room.room_nid, state_snapshot_nid=new_nid,
@@ -456,7 +514,7 @@ class InputProcessor:
             new_room_event.transaction_id.CopyFrom(input_event.transaction_id)
         outputs = [output_log_pb2.OutputEvent(new_room_event=new_room_event)]
         outputs.extend(await self._membership_outputs(txn, room, event, event_nid, added, old_state,
-                                                      new_state))
+                                                      new_state, prior_membership))
         redaction = await self._redaction_output(txn, room, event, event_nid, checked.state_before)
         if redaction is not None:
             outputs.append(redaction)
@@ -523,8 +581,8 @@ class InputProcessor:
                 await self._db.delete_membership(txn, room_nid, key[1])
 
     async def _membership_outputs(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
-                                  added: StateMap, old_state: StateMap,
-                                  new_state: StateMap) -> list[output_log_pb2.OutputEvent]:
+                                  added: StateMap, old_state: StateMap, new_state: StateMap,
+                                  prior_membership: MembershipRow | None) -> list[output_log_pb2.OutputEvent]:
         if event.type != MEMBER or event.state_key is None:
             return []
         key = (await self._db.state_tuple_nids(txn, [(MEMBER, event.state_key)])).get((MEMBER, event.state_key))
@@ -532,8 +590,11 @@ class InputProcessor:
             return []
         outputs: list[output_log_pb2.OutputEvent] = []
         previous = None
-        if key in old_state:
-            previous = (await self._db.events_by_nid(txn, [old_state[key]])).get(old_state[key])
+        previous_nid = old_state.get(key)
+        if previous_nid is None and prior_membership is not None:
+            previous_nid = prior_membership.event_nid
+        if previous_nid is not None:
+            previous = (await self._db.events_by_nid(txn, [previous_nid])).get(previous_nid)
         if event.membership == "invite":
             invite_state = await self._invite_room_state(txn, event, new_state)
             outputs.append(output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
@@ -546,8 +607,6 @@ class InputProcessor:
         return outputs
 
     async def _invite_room_state(self, txn: Txn, event: Event, state: StateMap) -> list[bytes]:
-        from matrixlib.canonical_json import encode_canonical_json
-
         wanted = [(t, "") for t in _INVITE_STATE_TYPES] + [(MEMBER, event.sender)]
         keys = await self._db.state_tuple_nids(txn, wanted, create_types=True)
         nids = [state[k] for k in keys.values() if k in state]

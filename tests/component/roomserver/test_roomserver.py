@@ -709,3 +709,40 @@ async def test_redaction_before_its_target(api: RoomserverAPI, running: Running)
         (secret.event_id, redaction.event_id)]
     found = await api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[secret.event_id]))
     assert json.loads(found.events[0].pdu_json)["content"] == {}
+
+
+async def test_invite_over_federation_then_join(api: RoomserverAPI, running: Running) -> None:
+    """A remote server invites our user to a room we are not in: the invite
+    is stored in a stub room and handed to readers; our user's later join
+    (with the state the remote server sent) retires it."""
+    room = TestRoom("12", creator=REMOTE, server_name="remote.example")
+    stripped = [{"type": e.type, "state_key": e.state_key, "content": e.content, "sender": e.sender}
+                for e in (room.create, room.join_rules)]
+    invite = room.invite(REMOTE, BOB, unsigned={"invite_room_state": stripped})
+    assert outcomes(await send(api, [invite], OUTLIER)) == [pb.INPUT_OUTCOME_ACCEPTED]
+
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert info.room_exists and info.is_stub
+    membership = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
+        room_id=room.room_id, user_id=BOB))
+    assert membership.membership == "invite" and membership.event_id == invite.event_id
+    assert list((await api.query_rooms_for_user(pb.QueryRoomsForUserRequest(
+        user_id=BOB, membership="invite"))).room_ids) == [room.room_id]
+    [invite_output] = [o.new_invite_event for o in await read_output(running.log)
+                       if o.WhichOneof("payload") == "new_invite_event"]
+    assert invite_output.event.event_id == invite.event_id and invite_output.target_user_id == BOB
+    assert [json.loads(s) for s in invite_output.invite_room_state_json] == stripped
+
+    state_before_join = [e for e in room.state.values() if e.event_id != invite.event_id]
+    join = room.join(BOB)
+    assert set(outcomes(await send(api, state_before_join, OUTLIER))) == {pb.INPUT_OUTCOME_ACCEPTED}
+    response = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[input_event(
+        join, state_event_ids=[*ids(state_before_join), invite.event_id])]))
+    assert outcomes(response.results) == [pb.INPUT_OUTCOME_ACCEPTED]
+    membership = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
+        room_id=room.room_id, user_id=BOB))
+    assert membership.membership == "join" and membership.is_in_room
+    retired = [o.retire_invite_event for o in await read_output(running.log)
+               if o.WhichOneof("payload") == "retire_invite_event"]
+    assert [(r.event_id, r.retired_by_event_id, r.membership) for r in retired] == [
+        (invite.event_id, join.event_id, "join")]
