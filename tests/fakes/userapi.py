@@ -1,0 +1,84 @@
+"""An in-memory user API for component tests of the fronts that only need
+to authenticate callers (``userapi.api.AuthenticationAPI``), or a little
+more (``UserAPI``): accounts without password hashing, devices and tokens
+in dicts. ``add_user`` makes a ready-to-use token."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from myelin.userapi.v1 import userapi_pb2 as pb
+
+from common import errors
+
+
+class FakeUserAPI:
+    def __init__(self, server_name: str = "fake.test") -> None:
+        self.server_name = server_name
+        self.passwords: dict[str, str] = {}
+        self.devices: dict[str, pb.Device] = {}  # access token -> device
+
+    def add_user(self, localpart: str, device_id: str = "FAKEDEVICE") -> tuple[str, str]:
+        """Creates the account (if new) and a device; answers (user_id, token)."""
+        self.passwords.setdefault(localpart, "")
+        user_id = f"@{localpart}:{self.server_name}"
+        token = "fake_" + secrets.token_urlsafe(16)
+        self.devices[token] = pb.Device(user_id=user_id, device_id=device_id,
+                                        last_seen_ts=int(time.time() * 1000))
+        return user_id, token
+
+    async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
+        device = self.devices.get(req.access_token)
+        if device is None:
+            raise errors.UnknownToken("Unknown access token", extra={"soft_logout": False})
+        return device
+
+    async def query_account_availability(
+            self, req: pb.QueryAccountAvailabilityRequest) -> pb.QueryAccountAvailabilityResponse:
+        return pb.QueryAccountAvailabilityResponse(available=req.localpart not in self.passwords)
+
+    async def perform_account_creation(self, req: pb.PerformAccountCreationRequest) -> pb.Account:
+        if req.localpart in self.passwords:
+            raise errors.UserInUse("User ID already taken.")
+        self.passwords[req.localpart] = req.password
+        return pb.Account(user_id=f"@{req.localpart}:{self.server_name}", localpart=req.localpart,
+                          created_ts=int(time.time() * 1000), is_guest=req.is_guest)
+
+    async def perform_password_check(self, req: pb.PerformPasswordCheckRequest) -> pb.Account:
+        if not req.password or self.passwords.get(req.localpart) != req.password:
+            raise errors.Forbidden("Invalid username or password")
+        return pb.Account(user_id=f"@{req.localpart}:{self.server_name}", localpart=req.localpart)
+
+    async def perform_device_creation(self, req: pb.PerformDeviceCreationRequest) -> pb.Device:
+        localpart = req.user_id[1:].split(":", 1)[0]
+        if localpart not in self.passwords:
+            raise errors.NotFound(f"no account {req.user_id}")
+        device_id = req.device_id or secrets.token_hex(5).upper()
+        for token, device in list(self.devices.items()):
+            if device.user_id == req.user_id and device.device_id == device_id:
+                del self.devices[token]
+        _, token = self.add_user(localpart, device_id)
+        device = self.devices[token]
+        device.display_name = req.display_name
+        return pb.Device(user_id=device.user_id, device_id=device_id, display_name=req.display_name,
+                         access_token=token, last_seen_ts=device.last_seen_ts)
+
+    async def perform_device_deletion(
+            self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
+        chosen = set(req.device_ids)
+        deleted = 0
+        for token, device in list(self.devices.items()):
+            if device.user_id != req.user_id or device.device_id == req.except_device_id:
+                continue
+            if chosen and device.device_id not in chosen:
+                continue
+            del self.devices[token]
+            deleted += 1
+        return pb.PerformDeviceDeletionResponse(deleted=deleted)
+
+    async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
+        return pb.QueryDevicesResponse(devices=[
+            pb.Device(user_id=d.user_id, device_id=d.device_id, display_name=d.display_name,
+                      last_seen_ts=d.last_seen_ts)
+            for d in self.devices.values() if d.user_id == req.user_id])
