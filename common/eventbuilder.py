@@ -42,6 +42,8 @@ from roomserver.api import StateQueryAPI
 
 # The spec's limit on a whole PDU, signatures and hashes included.
 MAX_PDU_BYTES = 65536
+# type, state_key, sender and room_id each.
+MAX_ID_FIELD_BYTES = 255
 # More prev events than this make events large for little gain; the rest of
 # the extremities are merged by later events.
 MAX_PREV_EVENTS = 10
@@ -81,7 +83,17 @@ def check_pdu_size(event: Event) -> None:
         raise errors.TooLarge(f"event is {size} bytes, over the limit of {MAX_PDU_BYTES}")
 
 
+def _check_id_sizes(type: str, state_key: str | None) -> None:
+    """The PDU limits on single fields (server-server API "PDUs"); like
+    Synapse, 413 M_TOO_LARGE."""
+    if len(type.encode("utf-8")) > MAX_ID_FIELD_BYTES:
+        raise errors.TooLarge(f"event type is over {MAX_ID_FIELD_BYTES} bytes")
+    if state_key is not None and len(state_key.encode("utf-8")) > MAX_ID_FIELD_BYTES:
+        raise errors.TooLarge(f"state_key is over {MAX_ID_FIELD_BYTES} bytes")
+
+
 def _build(room_version: RoomVersion, **kwargs: Any) -> Event:
+    _check_id_sizes(kwargs["type"], kwargs.get("state_key"))
     try:
         event = build_event(room_version, **kwargs)
     except ValueError as e:

@@ -134,3 +134,17 @@ async def test_build_local_event_too_large() -> None:
     with pytest.raises(errors.TooLarge):
         await build_local_event(rs, room_id=room_id, type="m.room.message", sender=ALICE,
                                 content={"body": "x" * 65536}, server_name=SERVER, signing_key=KEY)
+
+
+async def test_type_and_state_key_limits() -> None:
+    rs = FakeRoomserver()
+    room_id, _ = await make_room(rs, "10")
+    with pytest.raises(errors.TooLarge):
+        await build_local_event(rs, room_id=room_id, type="t" * 256, sender=ALICE, content={},
+                                server_name=SERVER, signing_key=KEY)
+    with pytest.raises(errors.TooLarge):
+        await build_local_event(rs, room_id=room_id, type="org.example", state_key="é" * 128, sender=ALICE,
+                                content={}, server_name=SERVER, signing_key=KEY)
+    event = await build_local_event(rs, room_id=room_id, type="t" * 255, state_key="k" * 255, sender=ALICE,
+                                    content={}, server_name=SERVER, signing_key=KEY)
+    assert event.type == "t" * 255
