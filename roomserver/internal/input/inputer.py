@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass, field
 
 from myelin.roomserver.v1 import input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
@@ -27,6 +28,20 @@ logger = logging.getLogger(__name__)
 # How often a waiting caller looks in the database for outcomes that another
 # instance of the room server produced.
 POLL_INTERVAL_SECONDS = 0.5
+
+#: Events for one room go into entries of about this size at most: Kafka
+#: refuses records over its message.max.bytes (1 MiB by default).
+MAX_ENTRY_BYTES = 512 * 1024
+
+
+@dataclass
+class _Entry:
+    """An entry being filled: the request indexes of its events and its size."""
+
+    room_id: str
+    entry: input_log_pb2.InputRoomEventsEntry
+    indexes: list[int] = field(default_factory=list)
+    size: int = 0
 
 
 def outcome_of(record: EventRecord) -> pb.InputEventResult:
@@ -64,8 +79,10 @@ class Inputer:
         async with self._db.reading() as txn:
             known = await self._db.event_records_by_id(txn, [event_id for _, event_id, _ in parsed])
 
-        entries: dict[str, input_log_pb2.InputRoomEventsEntry] = {}
-        indexes: dict[str, list[int]] = {}
+        # One entry per room, split so that no log record gets too big;
+        # a room's entries go to one partition, in order.
+        entries: list[_Entry] = []
+        filling: dict[str, _Entry] = {}
         for index, event_id, room_id in parsed:
             # Stored but never written to the output (a crash in between): the
             # consumer sends it when it sees the event again.
@@ -78,27 +95,31 @@ class Inputer:
             input_event = input_log_pb2.InputRoomEvent()
             input_event.CopyFrom(req.events[index])
             input_event.event.event_id = event_id
-            entry = entries.get(room_id)
-            if entry is None:
-                entry = entries[room_id] = input_log_pb2.InputRoomEventsEntry(
-                    request_id=uuid.uuid4().hex, room_id=room_id)
-                indexes[room_id] = []
-            entry.events.append(input_event)
-            indexes[room_id].append(index)
+            size = input_event.ByteSize()
+            current = filling.get(room_id)
+            if current is None or (current.indexes and current.size + size > MAX_ENTRY_BYTES):
+                current = filling[room_id] = _Entry(room_id, input_log_pb2.InputRoomEventsEntry(
+                    request_id=uuid.uuid4().hex, room_id=room_id))
+                entries.append(current)
+            current.entry.events.append(input_event)
+            current.indexes.append(index)
+            current.size += size
 
         loop = asyncio.get_running_loop()
         waiters = {}
         if req.wait:
-            for entry in entries.values():
-                waiters[entry.request_id] = self._waiters[entry.request_id] = loop.create_future()
+            for pending in entries:
+                request_id = pending.entry.request_id
+                waiters[request_id] = self._waiters[request_id] = loop.create_future()
         try:
-            for room_id, entry in entries.items():
-                await self._log.append(ROOMSERVER_INPUT.name, room_id.encode(), entry.SerializeToString())
+            for pending in entries:
+                await self._log.append(ROOMSERVER_INPUT.name, pending.room_id.encode(),
+                                       pending.entry.SerializeToString())
             if req.wait:
                 async with asyncio.timeout(self._timeout):
-                    for room_id, entry in entries.items():
-                        outcomes = await self._wait(entry, waiters[entry.request_id])
-                        for index, outcome in zip(indexes[room_id], outcomes, strict=False):
+                    for pending in entries:
+                        outcomes = await self._wait(pending.entry, waiters[pending.entry.request_id])
+                        for index, outcome in zip(pending.indexes, outcomes, strict=False):
                             results[index] = outcome
         except TimeoutError:
             raise errors.Unavailable("the room server did not process the events in time") from None

@@ -746,3 +746,30 @@ async def test_invite_over_federation_then_join(api: RoomserverAPI, running: Run
                if o.WhichOneof("payload") == "retire_invite_event"]
     assert [(r.event_id, r.retired_by_event_id, r.membership) for r in retired] == [
         (invite.event_id, join.event_id, "join")]
+
+
+async def test_big_inputs_are_split_into_several_entries(running: Running,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from roomserver.internal.input import inputer
+
+    monkeypatch.setattr(inputer, "MAX_ENTRY_BYTES", 3000)
+    room = TestRoom("12", creator=ALICE)
+    for i in range(12):
+        room.message(ALICE, f"message {i} " + "x" * 300)
+    results = await send(running.component.api, room.events)
+    assert outcomes(results) == [pb.INPUT_OUTCOME_ACCEPTED] * len(room.events)
+    consumer = await running.log.consumer("test-input-reader", [ROOMSERVER_INPUT.name])
+    entries = []
+    try:
+        while batch := await consumer.fetch(max_records=100, timeout=0.2):
+            for record in batch:
+                entry = input_log_pb2.InputRoomEventsEntry()
+                entry.ParseFromString(record.value)
+                entries.append(entry)
+    finally:
+        await consumer.close()
+    assert len(entries) > 3
+    assert all(e.ByteSize() < 3000 + 1500 for e in entries)
+    assert [ev.event.event_id for e in entries for ev in e.events] == ids(room.events)
+    timeline = new_room_events(await read_output(running.log))
+    assert [n.event.event_id for n in timeline] == ids(room.events)
