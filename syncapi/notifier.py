@@ -56,10 +56,6 @@ class Notifier:
             for waiter in self._waiters.get(user_id, ()):
                 waiter.set()
 
-    def advance(self, position: int) -> None:
-        """Records a committed position that concerns nobody in particular."""
-        self._position = max(self._position, position)
-
     def note_database_position(self, position: int) -> None:
         """The database's position, read periodically. Beyond what this
         process's consumer reported (and with none of its writes in flight),

@@ -428,9 +428,6 @@ class Reader:
         return await events_t.select_recent_events(self.conn, room_id, after=after, upto=upto,
                                                    limit=limit, event_filter=event_filter)
 
-    async def rooms_with_events(self, room_ids: Sequence[str], *, after: int, upto: int) -> set[str]:
-        return await events_t.select_rooms_with_events(self.conn, room_ids, after=after, upto=upto)
-
     async def joined_rooms_with_events(self, user_id: str, *, after: int, upto: int) -> set[str]:
         """The rooms the user is joined to now that have timeline events in
         ``(after, upto]``: one query walking only the new events."""

@@ -106,12 +106,6 @@ async def insert_entries(conn: AsyncConnection, entries: Sequence[StateEntry]) -
              "membership": e.membership, "added_pos": e.added_pos} for e in entries])
 
 
-async def insert_entry(conn: AsyncConnection, entry: StateEntry) -> None:
-    await conn.execute(current_room_state.insert().values(
-        room_id=entry.room_id, type=entry.type, state_key=entry.state_key, event_id=entry.event_id,
-        membership=entry.membership, added_pos=entry.added_pos))
-
-
 async def select_current_state(conn: AsyncConnection, room_id: str) -> list[StateEntry]:
     rows = await conn.execute(select(current_room_state).where(current_room_state.c.room_id == room_id))
     return [StateEntry(*row) for row in rows]

@@ -23,7 +23,6 @@ from sqlalchemy import (
     and_,
     delete,
     false,
-    func,
     not_,
     or_,
     select,
@@ -193,19 +192,6 @@ async def select_recent_events(
     return rows
 
 
-async def select_rooms_with_events(conn: AsyncConnection, room_ids: Sequence[str], *, after: int,
-                                   upto: int) -> set[str]:
-    """Which of the rooms have timeline events with ``after < stream_pos <= upto``."""
-    found: set[str] = set()
-    for start in range(0, len(room_ids), 500):
-        stmt = _timeline(select(events.c.room_id).distinct().where(
-            events.c.room_id.in_(list(room_ids[start:start + 500])),
-            events.c.stream_pos > after, events.c.stream_pos <= upto,
-        ), None)
-        found.update(str(row[0]) for row in await conn.execute(stmt))
-    return found
-
-
 async def select_topological_page(
     conn: AsyncConnection, room_id: str, *, before: tuple[int, int] | None = None,
     at_or_after: tuple[int, int] | None = None, backwards: bool, limit: int,
@@ -243,9 +229,3 @@ async def select_latest_position_in_room(conn: AsyncConnection, room_id: str, up
     ).order_by(events.c.depth.desc(), events.c.stream_pos.desc()).limit(1)
     row = (await conn.execute(stmt)).first()
     return None if row is None else (int(row[0]), int(row[1]))
-
-
-async def select_max_depth(conn: AsyncConnection, room_id: str) -> int:
-    result = await conn.execute(select(func.max(events.c.depth)).where(events.c.room_id == room_id))
-    value = result.scalar()
-    return int(value) if value is not None else 0
