@@ -233,7 +233,8 @@ class SyncDatabase:
             target = found.get(redacted_event_id)
             if target is None:
                 return None
-            unsigned: dict[str, Any] = {}
+            # What was known about the event (replaces_state, prev_content) stays.
+            unsigned: dict[str, Any] = json.loads(target.unsigned_json) if target.unsigned_json else {}
             redaction = found.get(redaction_event_id)
             unsigned["redacted_because"] = (
                 {"pdu": json.loads(redaction.event_json), "event_id": redaction.event_id}

@@ -158,7 +158,10 @@ async def test_redaction_replaces_the_stored_event(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
     target = room.message(BOB, "oops")
+    room.set_state("m.room.topic", {"topic": "first"})
+    topic = room.set_state("m.room.topic", {"topic": "second"})
     redaction = room.redact(BOB, target.event_id)
+    topic_redaction = room.redact(ALICE, topic.event_id)
     await env.send_room(room)
     redacted = redact(target.pdu, room.version)
     from matrixlib.events import Event
@@ -166,10 +169,22 @@ async def test_redaction_replaces_the_stored_event(env: Env) -> None:
         redacted_event_id=target.event_id, redaction_event_id=redaction.event_id,
         redacted_event=event_proto(Event(redacted, room.version))))
     await env.append(entry, room.room_id)
+    await env.append(output_log_pb2.OutputEvent(redacted_event=output_log_pb2.RedactedEvent(
+        redacted_event_id=topic.event_id, redaction_event_id=topic_redaction.event_id,
+        redacted_event=event_proto(Event(redact(topic.pdu, room.version), room.version)))), room.room_id)
     marker = room.message(ALICE, "marker")
     await env.send(marker)
 
-    page = await messages(env, env.token(BOB), room.room_id, dir="b", limit=5)
+    page = await messages(env, env.token(BOB), room.room_id, dir="b", limit=10)
+    redacted_topic = next(e for e in page["chunk"] if e["event_id"] == topic.event_id)
+    assert redacted_topic["content"] == {}
+    assert redacted_topic["unsigned"]["prev_content"] == {"topic": "first"}
+    assert redacted_topic["unsigned"]["redacted_because"]["event_id"] == topic_redaction.event_id
+    # The current state serves the redacted JSON too.
+    body = await env.sync(env.token(BOB), filter='{"room":{"timeline":{"limit":1}}}')
+    state_topic = next(e for e in body["rooms"]["join"][room.room_id]["state"]["events"]
+                       if e["type"] == "m.room.topic")
+    assert state_topic["content"] == {}
     stored = next(e for e in page["chunk"] if e["event_id"] == target.event_id)
     assert stored["content"] == {}
     assert stored["unsigned"]["redacted_because"]["event_id"] == redaction.event_id
