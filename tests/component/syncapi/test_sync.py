@@ -508,3 +508,16 @@ async def test_joining_a_large_room_brings_its_whole_state(env: Env) -> None:
     assert joined["summary"]["m.joined_member_count"] == 42
     listed = (await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/joined_members", token)).json()
     assert len(listed["joined"]) == 42
+
+
+async def test_a_malformed_output_entry_is_skipped(env: Env) -> None:
+    from common.topics import ROOMSERVER_OUTPUT
+
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    await env.log.append(ROOMSERVER_OUTPUT.name, room.room_id.encode(), b"\xff\xff not a proto")
+    after = room.message(ALICE, "still flowing")
+    await env.send(after)
+    body = await env.sync(env.token(BOB))
+    assert timeline_ids(body["rooms"]["join"][room.room_id])[-1] == after.event_id
