@@ -52,7 +52,11 @@ class Roomserver:
     async def run(self) -> None:
         """Consumes ``roomserver.input`` until cancelled. Output left unsent
         by a crash is sent first."""
-        sent = await self.processor.send_pending()
+        try:
+            sent = await self.processor.send_pending()
+        except Exception:
+            logger.exception("could not read the output outbox; going on")
+            sent = 0
         if sent:
             logger.info("sent %d output entries left over from before a restart", sent)
         await consume_input(self.log, self._handle_record, self._record_poison, self.ready,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from myelin.roomserver.v1 import input_log_pb2, output_log_pb2
+from myelin.roomserver.v1 import events_pb2, input_log_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
 from common.log import Log
@@ -84,6 +84,10 @@ OUTLIER = input_log_pb2.INPUT_KIND_OUTLIER
 OLD = input_log_pb2.INPUT_KIND_OLD
 
 AVATAR = "m.room.avatar"
+
+#: The most event JSON a NewRoomEvent carries in ``adds_state_events``; over
+#: it, the events are left out (their IDs are always there).
+MAX_ADDED_STATE_BYTES = 256 * 1024
 # The state an invited user is shown (client-server API "Stripped state").
 _INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, CANONICAL_ALIAS, ENCRYPTION)
 
@@ -496,6 +500,17 @@ class InputProcessor:
         by_nid = await self._db.event_records_by_nid(txn, set(added.values()) | set(removed.values())
                                                      | set(extremities))
         added_events = await self._db.events_by_nid(txn, [n for n in added.values() if n != event_nid])
+        adds_state_events: list[events_pb2.Event] = []
+        budget = MAX_ADDED_STATE_BYTES
+        for added_event in added_events.values():
+            proto = event_to_proto(added_event)
+            budget -= proto.ByteSize()
+            if budget < 0:
+                # Too much for one log record (a join with a big room's state):
+                # readers fetch what they miss by ID.
+                adds_state_events = []
+                break
+            adds_state_events.append(proto)
         history_visibility = await self._history_visibility_at(txn, event, checked.state_before, new_state)
         late_redactions = await self._late_redactions(txn, room, event, event_nid)
         new_room_event = output_log_pb2.NewRoomEvent(
@@ -506,7 +521,7 @@ class InputProcessor:
             latest_event_ids=[by_nid[n].event_id for n in extremities],
             last_sent_event_id=room.last_sent_event_id,
             history_visibility=history_visibility,
-            adds_state_events=[event_to_proto(e) for e in added_events.values()],
+            adds_state_events=adds_state_events,
             room_stream_position=position,
             origin=input_event.origin,
         )
@@ -683,8 +698,24 @@ class InputProcessor:
                 async with self._db.transaction() as txn:
                     await self._db.mark_sent(txn, [], event_nids)
             return 0
-        for _, room_nid, _, payload in pending:
-            await self._producer.send(room_ids[room_nid], payload)
+        sent: list[int] = []
+        unsent_events: set[int] = set()
+        for outbox_nid, room_nid, event_nid, payload in pending:
+            if unsent_events:
+                unsent_events.add(event_nid)
+                continue
+            try:
+                await self._producer.send(room_ids[room_nid], payload)
+            except Exception:
+                # Kept in the outbox: sent again at the next start or when
+                # the event is input again. The events are committed, so the
+                # input's outcome stands.
+                logger.exception("appending output for event NID %d failed; kept for later", event_nid)
+                unsent_events.add(event_nid)
+                continue
+            sent.append(outbox_nid)
+        sent_set = set(sent)
+        done_events = {e for o, _, e, _ in pending if o in sent_set} - unsent_events
         async with self._db.transaction() as txn:
-            await self._db.mark_sent(txn, [o for o, _, _, _ in pending], {e for _, _, e, _ in pending})
-        return len(pending)
+            await self._db.mark_sent(txn, sent, done_events)
+        return len(sent)

@@ -773,3 +773,29 @@ async def test_big_inputs_are_split_into_several_entries(running: Running,
     assert [ev.event.event_id for e in entries for ev in e.events] == ids(room.events)
     timeline = new_room_events(await read_output(running.log))
     assert [n.event.event_id for n in timeline] == ids(room.events)
+
+
+async def test_output_append_failure_keeps_the_outcome_and_retries(running: Running) -> None:
+    component = running.component
+    api = component.api
+    room = TestRoom("12", creator=ALICE)
+    await send(api, room.events)
+    unlucky = room.message(ALICE, "the log was down")
+    producer = component.processor._producer
+    real_send = producer.send
+
+    async def flaky(room_id: str, payload: bytes) -> None:
+        if unlucky.event_id.encode() in payload:
+            raise ConnectionError("log unavailable")
+        await real_send(room_id, payload)
+
+    producer.send = flaky  # type: ignore[method-assign]
+    assert outcomes(await send(api, [unlucky])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    producer.send = real_send  # type: ignore[method-assign]
+    assert unlucky.event_id not in [n.event.event_id for n in new_room_events(await read_output(running.log))]
+
+    # A writer's retry finds it stored but unsent: it is sent then, once.
+    assert outcomes(await send(api, [unlucky])) == [pb.INPUT_OUTCOME_DUPLICATE]
+    assert outcomes(await send(api, [unlucky])) == [pb.INPUT_OUTCOME_DUPLICATE]
+    timeline = [n.event.event_id for n in new_room_events(await read_output(running.log))]
+    assert timeline == ids(room.events)
