@@ -34,6 +34,7 @@ class SyncRequest:
     full_state: bool
     filter: Filter
     timeout_ms: int
+    use_state_after: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,9 @@ class _Builder:
             entry = await self._room(window, vis)
             # The summary may be left out when it has not changed: only
             # membership changes (in the timeline or the gap's state) change it.
+            state_events = entry.get("state", entry.get("state_after", {}))["events"]
             if window.full_state or any(e.get("type") == MEMBER for e in entry["timeline"]["events"]
-                                        + entry["state"]["events"]):
+                                        + state_events):
                 entry["summary"] = await self._summary(window.room_id)
             entry["ephemeral"] = {"events": []}
             entry["account_data"] = {"events": []}
@@ -191,9 +193,15 @@ class _Builder:
             start = window.upto
             latest = await self.r.latest_position_in_room(room_id, window.upto)
             prev_batch = str(TopologyToken(latest[0], latest[1] + 1) if latest else TopologyToken(0, 0))
-        state = await self._state(room_id, window, start, limited, timeline)
+        state_key = "state"
+        if self.request.use_state_after:
+            # Matrix 1.16: the state up to the END of the timeline, in `state_after` only.
+            state_key = "state_after"
+            state = await self._state_after(room_id, window, timeline)
+        else:
+            state = await self._state(room_id, window, start, limited, timeline)
         return {
-            "state": {"events": state},
+            state_key: {"events": state},
             "timeline": {
                 "events": [self._client_event(e) for e in timeline],
                 "limited": limited,
@@ -223,6 +231,22 @@ class _Builder:
             if not entries:
                 return []
         return await self._format_state(entries, state_filter, exclude={e.event_id for e in timeline})
+
+    async def _state_after(self, room_id: str, window: _RoomWindow,
+                           timeline: list[StoredEvent]) -> list[dict[str, Any]]:
+        state_filter = self.filter.room.state
+        members: set[str] | None = None
+        if state_filter.lazy_load_members:
+            members = {e.sender for e in timeline} | {self.user_id}
+        added_after = None if window.full_state else window.since
+        entries = await self.r.state_at(room_id, window.upto, added_after=added_after, members=members)
+        if members is not None and added_after is not None:
+            # Memberships that changed are sent whoever they concern.
+            have = {(e.type, e.state_key) for e in entries}
+            changed = await self.r.state_at(room_id, window.upto, added_after=added_after,
+                                            types=[(MEMBER, None)])
+            entries += [e for e in changed if (e.type, e.state_key) not in have]
+        return await self._format_state(entries, state_filter, exclude=set())
 
     async def _format_state(self, entries: list[StateEntry], state_filter: EventFilter,
                             exclude: set[str]) -> list[dict[str, Any]]:

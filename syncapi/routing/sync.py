@@ -43,7 +43,8 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
             raise errors.InvalidParam("set_presence must be online, offline or unavailable")
         sync_filter = await load_filter(database, requester.user_id, request.args.get("filter"))
         body = await handler.sync(SyncRequest(requester=requester, since=since, full_state=full_state,
-                                              filter=sync_filter, timeout_ms=timeout_ms))
+                                              filter=sync_filter, timeout_ms=timeout_ms,
+                                              use_state_after=parse_bool(request, "use_state_after")))
         return json_response(body)
 
     for prefix in CLIENT_PREFIXES:

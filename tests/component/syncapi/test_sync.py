@@ -521,3 +521,26 @@ async def test_a_malformed_output_entry_is_skipped(env: Env) -> None:
     await env.send(after)
     body = await env.sync(env.token(BOB))
     assert timeline_ids(body["rooms"]["join"][room.room_id])[-1] == after.event_id
+
+
+async def test_use_state_after(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    first = await env.sync(token, use_state_after="true")
+    joined = first["rooms"]["join"][room.room_id]
+    assert "state" not in joined
+    after_keys = {(e["type"], e["state_key"]) for e in joined["state_after"]["events"]}
+    # The state at the END of the timeline: also what the timeline itself set.
+    assert {("m.room.create", ""), (MEMBER, ALICE), (MEMBER, BOB)} <= after_keys
+
+    topic = room.set_state("m.room.topic", {"topic": "new"})
+    message = room.message(ALICE, "hi")
+    await env.send(topic, message)
+    body = await env.sync(token, since=first["next_batch"], use_state_after="true")
+    joined = body["rooms"]["join"][room.room_id]
+    assert timeline_ids(joined) == [topic.event_id, message.event_id]
+    assert [e["event_id"] for e in joined["state_after"]["events"]] == [topic.event_id]
+    quiet = await env.sync(token, since=body["next_batch"], use_state_after="true", timeout=50)
+    assert quiet["rooms"]["join"] == {}
