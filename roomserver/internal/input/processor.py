@@ -23,6 +23,7 @@ Outcomes (spec: server-server API "Checks performed on receipt of a PDU"):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from myelin.roomserver.v1 import events_pb2, input_log_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
+from sqlalchemy.exc import DBAPIError
 
 from common.log import Log
 from matrixlib.auth_rules import (
@@ -84,6 +86,9 @@ OUTLIER = input_log_pb2.INPUT_KIND_OUTLIER
 OLD = input_log_pb2.INPUT_KIND_OLD
 
 AVATAR = "m.room.avatar"
+
+#: How often one event is tried when the database fails.
+DATABASE_ATTEMPTS = 3
 
 #: The most event JSON a NewRoomEvent carries in ``adds_state_events``; over
 #: it, the events are left out (their IDs are always there).
@@ -139,8 +144,7 @@ class InputProcessor:
                 event_id = input_event.event.event_id
                 reason = ""
                 try:
-                    async with txn.savepoint():
-                        result, send_nid = await self._process_event(txn, entry.room_id, input_event)
+                    result, send_nid = await self._process_with_retries(txn, entry.room_id, input_event)
                     if send_nid is not None:
                         to_send.append(send_nid)
                 except InvalidInput as e:
@@ -160,6 +164,23 @@ class InputProcessor:
         if to_send:
             await self.send_pending(to_send)
         return results
+
+    async def _process_with_retries(self, txn: Txn, room_id: str, input_event: input_log_pb2.InputRoomEvent
+                                    ) -> tuple[pb.InputEventResult, int | None]:
+        """One event in a savepoint, retried when the database failed (a
+        PostgreSQL deadlock between rooms interning the same new names, a
+        busy SQLite), so a passing failure does not make it INVALID."""
+        for attempt in range(1, DATABASE_ATTEMPTS + 1):
+            try:
+                async with txn.savepoint():
+                    return await self._process_event(txn, room_id, input_event)
+            except DBAPIError:
+                if attempt == DATABASE_ATTEMPTS:
+                    raise
+                logger.warning("database error processing %s (attempt %d); retrying",
+                               input_event.event.event_id, attempt, exc_info=True)
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def describe_record(value: bytes) -> tuple[str, str, list[str]]:
