@@ -36,6 +36,7 @@ class ClientAPI:
     owned_database: Database | None = None
 
     async def close(self) -> None:
+        await self.services.close()
         if self.owned_database is not None:
             await self.owned_database.close()
 

@@ -4,6 +4,8 @@ server's identity and the rate limiters."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +27,10 @@ from matrixlib.signing import SigningKey
 from roomserver.api import ClientRoomserverAPI
 from userapi.api import UserAPI
 
+logger = logging.getLogger(__name__)
+
+RECENT_TRANSACTIONS = 10_000
+
 
 @dataclass
 class Services:
@@ -39,6 +45,10 @@ class Services:
     register_limiter: TokenBucketLimiter
     sessions: SessionSigner
     _txn_locks: dict[tuple[str, ...], asyncio.Lock] = field(default_factory=dict)
+    # Transactions this process completed lately: a quick retry is answered
+    # without the database. Bounded; the database remains the record.
+    completed_transactions: OrderedDict[tuple[str, ...], str] = field(default_factory=OrderedDict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def server_name(self) -> str:
@@ -76,6 +86,28 @@ class Services:
         finally:
             if not lock.locked() and self._txn_locks.get(key) is lock:
                 del self._txn_locks[key]
+
+    def transaction_done(self, key: tuple[str, str, str, str], event_id: str) -> None:
+        """Remembers the answer, and marks the row done (dropping the event
+        JSON kept for retries) off the request's path: if that write is
+        lost, a retry re-inputs the stored event, which is harmless."""
+        self.completed_transactions[key] = event_id
+        while len(self.completed_transactions) > RECENT_TRANSACTIONS:
+            self.completed_transactions.popitem(last=False)
+        task = asyncio.create_task(self._mark_done(key))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mark_done(self, key: tuple[str, str, str, str]) -> None:
+        try:
+            await self.database.mark_transaction_done(*key)
+        except Exception:
+            logger.warning("could not mark transaction %s done", key, exc_info=True)
+
+    async def close(self) -> None:
+        """Waits for the background writes."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- writing events -------------------------------------------------------
 

@@ -61,30 +61,34 @@ async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str,
     The event is recorded before it is input. If the input call fails (the
     room server restarting, a timeout) the event may still be on the input
     log, so a retry inputs the same event again (the room server is
-    idempotent by event ID) rather than building a second one."""
+    idempotent by event ID) rather than building a second one. Retries are
+    rare, so the event is built before the transaction is looked up: the
+    common case then costs one write transaction."""
     db = services.database
     key = (device.user_id, device.device_id, endpoint, txn_id)
     txn = events_pb2.TransactionID(user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id)
     async with services.transaction_lock(*key):
-        earlier = await db.get_transaction(*key)
-        if earlier is not None and not earlier.pending:
-            return earlier.event_id
-        if earlier is not None and earlier.event_json and earlier.room_version:
-            event = Event.from_json(earlier.event_json, get_room_version(earlier.room_version), earlier.event_id)
-        else:
-            services.send_limiter.check(device.user_id)
-            event = await _build(services, room_id=room_id, sender=device.user_id, type=type, content=content,
-                                 state_key=None, redacts=redacts)
-            await db.store_transaction(*key, event.event_id, pending=True,
-                                       room_version=event.room_version.identifier,
-                                       event_json=event.to_json().decode("utf-8"))
+        recent = services.completed_transactions.get(key)
+        if recent is not None:
+            return recent
+        services.send_limiter.check(device.user_id)
+        event = await _build(services, room_id=room_id, sender=device.user_id, type=type, content=content,
+                             state_key=None, redacts=redacts)
+        earlier = await db.claim_transaction(*key, event.event_id, event.room_version.identifier,
+                                             event.to_json().decode("utf-8"))
+        if earlier is not None:
+            if not earlier.pending:
+                return earlier.event_id
+            if earlier.event_json and earlier.room_version:
+                event = Event.from_json(earlier.event_json, get_room_version(earlier.room_version),
+                                        earlier.event_id)
         try:
             await services.input_events([event], txn=txn)
         except (errors.Forbidden, errors.BadJSON):
             # Refused for good: a retry may build a new event against newer state.
             await db.forget_transaction(*key)
             raise
-        await db.mark_transaction_done(*key)
+        services.transaction_done(key, event.event_id)
         return event.event_id
 
 

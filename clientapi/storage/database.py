@@ -49,6 +49,28 @@ class ClientAPIDatabase:
                  "event_json": event_json},
                 ["user_id", "device_id", "endpoint", "txn_id"]))
 
+    async def claim_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str,
+                                event_id: str, room_version: str, event_json: str) -> TransactionRow | None:
+        """Records the event as the transaction's pending send, in one write
+        transaction, unless the transaction already has an unexpired row:
+        then that row is answered and nothing is written."""
+        now = _now_ms()
+        async with self.db.transaction() as conn:
+            earlier = await self._transactions.select(
+                conn, user_id, device_id, endpoint, txn_id, now - TRANSACTION_TTL_MS)
+            if earlier is not None:
+                return earlier
+            if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:
+                self._last_purge_ms = now
+                await self._transactions.delete_older_than(conn, now - TRANSACTION_TTL_MS)
+            await conn.execute(self.db.upsert(
+                transactions,
+                {"user_id": user_id, "device_id": device_id, "endpoint": endpoint, "txn_id": txn_id,
+                 "event_id": event_id, "created_ts": now, "pending": True, "room_version": room_version,
+                 "event_json": event_json},
+                ["user_id", "device_id", "endpoint", "txn_id"]))
+            return None
+
     async def mark_transaction_done(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
         async with self.db.transaction() as conn:
             await self._transactions.mark_done(conn, user_id, device_id, endpoint, txn_id)

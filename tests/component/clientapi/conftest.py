@@ -91,6 +91,7 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
         cleanups.append(database.close)
         rs = roomserver if roomserver is not None else FakeRoomserver()
         clientapi = build(config, database, None, rs, userapi.api, generate_signing_key("test"))
+        cleanups.append(clientapi.close)
         app = make_app(f"clientapi_test_{uuid.uuid4().hex}", [clientapi.blueprint])
         serving = await serve_app(app, "127.0.0.1:0")
         cleanups.append(serving.stop)

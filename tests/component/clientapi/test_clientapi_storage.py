@@ -44,6 +44,14 @@ async def check_transactions(db: ClientAPIDatabase) -> None:
         assert await event_id_of(db, *key) == "$two"
     await db.forget_transaction(*key)
     assert await db.get_transaction(*key) is None
+    # Claiming: the first claim records a pending send, later ones answer it.
+    claim_key = ("@a:x", "DEV", "send/!r/m", "t2")
+    assert await db.claim_transaction(*claim_key, "$three", "12", '{"b":2}') is None
+    assert await db.claim_transaction(*claim_key, "$four", "12", '{"c":3}') == TransactionRow(
+        "$three", True, "12", '{"b":2}')
+    await db.mark_transaction_done(*claim_key)
+    assert await db.claim_transaction(*claim_key, "$five", "12", "{}") == TransactionRow(
+        "$three", False, "12", None)
 
 
 async def test_transactions_sqlite(tmp_path: Path) -> None:
