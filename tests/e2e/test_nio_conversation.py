@@ -45,14 +45,17 @@ async def _sync_until(client: nio.AsyncClient, since: str | None, done: Any,
     seen: list[dict[str, Any]] = []
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        params = {"timeout": "5000"}
+        # A timeline limit above the burst, so no sync comes back limited.
+        params = {"timeout": "5000", "filter": '{"room": {"timeline": {"limit": 500}}}'}
         if since:
             params["since"] = since
         response = await _raw(client, "GET", "/_matrix/client/v3/sync", params=params)
         assert response.status_code == 200, response.text
         body = response.json()
+        initial = since is None
         since = body["next_batch"]
         for room in body.get("rooms", {}).get("join", {}).values():
+            assert initial or not room.get("timeline", {}).get("limited")
             seen.extend(room.get("timeline", {}).get("events", []))
         for room_id, room in body.get("rooms", {}).get("invite", {}).items():
             seen.append({"type": "invite", "room_id": room_id, "invite": room})
