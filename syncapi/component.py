@@ -42,6 +42,7 @@ class SyncAPI:
         self.database = database
         self.log = log
         self.notifier = Notifier(config.server_name)
+        database.on_positions_taken = self.notifier.positions_taken
         self.consumer = RoomserverOutputConsumer(database, roomserver, self.notifier, config.server_name)
         self.sync_handler = SyncHandler(database, self.notifier)
         self.room_reads = RoomReads(database)

@@ -12,8 +12,9 @@ answers None for a ``since`` older than that, and the caller then looks in
 the database. The same holds for positions another process wrote (several
 sync API instances sharing one database, each consuming some partitions):
 ``note_database_position`` learns of them from a periodic read of the
-database's position, wakes every waiter, and ``has_news`` answers None for
-a ``since`` before them, once; the next token is past them.
+database's position (a position this process did not take), wakes every
+waiter, and ``has_news`` answers None for a ``since`` before them, once; the
+next token is past them.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ class Notifier:
         self._position = 0
         self._last_position: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        # The highest position written by someone else than this process's consumer.
+        # The highest position written by someone else than this process.
         self._external = 0
-        # Writes of this process's consumer between taking a position and notifying.
-        self.writes_in_flight = 0
+        # Positions this process took and the database position last checked.
+        self._taken: set[int] = set()
+        self._checked = 0
 
     @property
     def position(self) -> int:
@@ -56,15 +58,24 @@ class Notifier:
             for waiter in self._waiters.get(user_id, ()):
                 waiter.set()
 
+    def positions_taken(self, positions: range) -> None:
+        """This process took these positions (they may not be committed yet)."""
+        self._taken.update(positions)
+
     def note_database_position(self, position: int) -> None:
-        """The database's position, read periodically. Beyond what this
-        process's consumer reported (and with none of its writes in flight),
-        another process wrote: whom it concerns is unknown, so every waiter
-        looks in the database."""
-        if position <= self._position or self.writes_in_flight:
+        """The database's position, read periodically. A committed position
+        this process did not take was written by another process: whom it
+        concerns is unknown, so every waiter looks in the database."""
+        checked = max(self._checked, self._started_at)
+        if position <= checked:
             return
-        self._external = position
-        self._position = position
+        foreign = any(p not in self._taken for p in range(checked + 1, position + 1))
+        self._taken.difference_update(range(checked + 1, position + 1))
+        self._checked = position
+        if not foreign:
+            return
+        self._external = max(self._external, position)
+        self._position = max(self._position, position)
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.set()

@@ -108,13 +108,6 @@ class RoomserverOutputConsumer:
     # -- one entry ------------------------------------------------------------------------
 
     async def handle(self, value: bytes) -> None:
-        self._notifier.writes_in_flight += 1
-        try:
-            await self._handle(value)
-        finally:
-            self._notifier.writes_in_flight -= 1
-
-    async def _handle(self, value: bytes) -> None:
         output = output_log_pb2.OutputEvent.FromString(value)
         kind = output.WhichOneof("payload")
         applied: Applied | None

@@ -8,7 +8,7 @@ one connection for the duration of a request.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +88,19 @@ def _stripped(pdu: dict[str, Any]) -> dict[str, Any]:
 class SyncDatabase:
     def __init__(self, database: Database) -> None:
         self._db = database
+        # Told of every stream position this process takes, so that positions
+        # taken by other processes sharing the database can be told apart
+        # (see Notifier.note_database_position).
+        self.on_positions_taken: Callable[[range], None] | None = None
+
+    async def _take_positions(self, conn: AsyncConnection, count: int) -> range:
+        positions = await stream_t.next_positions(conn, count)
+        if self.on_positions_taken is not None:
+            self.on_positions_taken(positions)
+        return positions
+
+    async def _take_position(self, conn: AsyncConnection) -> int:
+        return (await self._take_positions(conn, 1))[0]
 
     @property
     def database(self) -> Database:
@@ -148,8 +161,8 @@ class SyncDatabase:
             other_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) != own_key]
             before_position: int | None = None
             if not new.historical and (other_adds or other_removes):
-                before_position = await stream_t.next_position(conn)
-            position = await stream_t.next_position(conn)
+                before_position = await self._take_position(conn)
+            position = await self._take_position(conn)
             unsigned: dict[str, Any] = {}
             if event.is_state() and not new.historical:
                 previous = await state_t.select_current_entry(conn, room_id, event.type,
@@ -183,7 +196,7 @@ class SyncDatabase:
         missed output entry), as one state change at a new position."""
         async with self._db.transaction() as conn:
             await self._store_state_only(conn, state_events)
-            position = await stream_t.next_position(conn)
+            position = await self._take_position(conn)
             wanted = {(e.type, e.state_key or ""): e for e in state_events if e.is_state()}
             current = {(c.type, c.state_key): c for c in await state_t.select_current_state(conn, room_id)}
             removes = [c.event_id for key, c in current.items()
@@ -205,7 +218,7 @@ class SyncDatabase:
                 if invite_room_state:
                     await invites_t.update_invite_state(conn, event.event_id, json.dumps(stripped))
                 return None
-            position = await stream_t.next_position(conn)
+            position = await self._take_position(conn)
             await invites_t.insert_invite(conn, StoredInvite(
                 event_id=event.event_id, room_id=event.room_id, target_user_id=target_user_id,
                 room_version=event.room_version.identifier, event_json=event.to_json().decode(),
@@ -219,7 +232,7 @@ class SyncDatabase:
             existing = await invites_t.select_invite(conn, event_id)
             if existing is None or existing.retired_pos is not None:
                 return None
-            position = await stream_t.next_position(conn)
+            position = await self._take_position(conn)
             await invites_t.retire_invites(conn, room_id, target_user_id, position=position,
                                            membership=membership or "leave",
                                            retired_by_event_id=retired_by_event_id, event_id=event_id)
@@ -254,7 +267,7 @@ class SyncDatabase:
         new = [event for event_id, event in pending.items() if event_id not in known]
         if not new:
             return
-        positions = await stream_t.next_positions(conn, len(new))
+        positions = await self._take_positions(conn, len(new))
         await events_t.insert_events(conn, [
             _stored(event, position, state_only=True, historical=False, history_visibility="shared")
             for event, position in zip(new, positions, strict=True)])

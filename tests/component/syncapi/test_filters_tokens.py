@@ -114,3 +114,22 @@ async def test_notifier_wakes_only_the_affected_local_users() -> None:
     assert notifier.has_news("@a:test", 10) is True and notifier.has_news("@a:test", 11) is False
     assert "@remote:elsewhere" not in notifier._last_position
     assert notifier._waiters == {}
+
+
+async def test_notifier_tells_its_own_positions_from_other_writers() -> None:
+    import asyncio
+
+    from syncapi.notifier import Notifier
+
+    notifier = Notifier("test")
+    notifier.start_at(10)
+    notifier.positions_taken(range(11, 13))
+    notifier.note_database_position(12)  # ours, committed but perhaps not yet reported
+    assert notifier.has_news("@a:test", 10) is False
+    waiting = asyncio.create_task(notifier.wait_for_news("@a:test", 12, 5))
+    await asyncio.sleep(0.01)
+    notifier.note_database_position(13)  # 13 was taken elsewhere
+    assert await asyncio.wait_for(waiting, 1) is True
+    assert notifier.has_news("@a:test", 12) is None
+    assert notifier.has_news("@a:test", 13) is False
+    assert notifier.position == 13

@@ -105,7 +105,8 @@ async def test_writes_by_another_instance_wake_long_polls(env: Env) -> None:
     """Another sync API instance sharing the database wrote an event (its
     consumer had the room's partition): this instance's long poll still
     returns it, found through the database's position."""
-    from syncapi.storage.database import NewEvent
+    from common.storage import open_database
+    from syncapi.storage.database import NewEvent, SyncDatabase
 
     room = TestRoom()
     room.join(BOB)
@@ -117,11 +118,16 @@ async def test_writes_by_another_instance_wake_long_polls(env: Env) -> None:
     await asyncio.sleep(0.2)
     assert not poll.done()
     message = room.message(ALICE, "written elsewhere")
-    # Straight into the database, as the other instance's consumer would.
-    await env.syncapi.database.write_room_event(
-        NewEvent(event=message, historical=False, history_visibility="shared"),
-        adds_state_event_ids=[], removes_state_event_ids=[], adds_state_events=[],
-        room_stream_position=99, local_server="test")
+    # Straight into the database through another connection, as the other instance's consumer would.
+    url = env.syncapi.database.database.engine.url.render_as_string(hide_password=False)
+    other = SyncDatabase(await open_database(url, "syncapi"))
+    try:
+        await other.write_room_event(
+            NewEvent(event=message, historical=False, history_visibility="shared"),
+            adds_state_event_ids=[], removes_state_event_ids=[], adds_state_events=[],
+            room_stream_position=99, local_server="test")
+    finally:
+        await other.close()
     body = await asyncio.wait_for(poll, 5)
     assert [e["event_id"] for e in body["rooms"]["join"][room.room_id]["timeline"]["events"]] == [
         message.event_id]
