@@ -20,7 +20,13 @@ from myelin.roomserver.v1 import roomserver_pb2 as pb
 from common import errors
 from common.log import Log
 from common.topics import ROOMSERVER_INPUT
-from roomserver.internal.input.processor import DUPLICATE, INVALID, InputProcessor, InvalidInput
+from roomserver.internal.input.processor import (
+    DUPLICATE,
+    INVALID,
+    InputProcessor,
+    InvalidInput,
+    duplicate_reason,
+)
 from roomserver.storage.database import EventRecord, RoomserverDatabase
 
 logger = logging.getLogger(__name__)
@@ -90,7 +96,8 @@ class Inputer:
             record = known.get(event_id)
             if record is not None and record.sent_to_output and not (
                     record.is_outlier and req.events[index].kind != input_log_pb2.INPUT_KIND_OUTLIER):
-                results[index] = pb.InputEventResult(event_id=event_id, outcome=DUPLICATE)
+                results[index] = pb.InputEventResult(event_id=event_id, outcome=DUPLICATE,
+                                                     reason=duplicate_reason(record))
                 continue
             input_event = input_log_pb2.InputRoomEvent()
             input_event.CopyFrom(req.events[index])

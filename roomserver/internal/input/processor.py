@@ -97,6 +97,16 @@ MAX_ADDED_STATE_BYTES = 256 * 1024
 _INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, CANONICAL_ALIAS, ENCRYPTION)
 
 
+def duplicate_reason(record: EventRecord) -> str:
+    """What happened to an event the first time, for a DUPLICATE answer."""
+    if record.is_rejected:
+        return f"already processed: rejected: {record.rejection_reason or ''}"
+    if record.is_soft_failed:
+        return "already processed: soft-failed"
+    return ""
+
+
+
 class InvalidInput(Exception):
     """The event cannot be processed at all; nothing is stored."""
 
@@ -234,7 +244,8 @@ class InputProcessor:
             txn, {event.event_id, *event.auth_event_ids, *event.prev_event_ids})
         existing = known.get(event.event_id)
         if existing is not None and not (existing.is_outlier and kind != OUTLIER):
-            result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE)
+            result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE,
+                                         reason=duplicate_reason(existing))
             return result, (None if existing.sent_to_output else existing.event_nid)
         if existing is None and kind == OUTLIER and self._is_invite_from_elsewhere(event):
             room = await self._db.room_by_id(txn, event.room_id)

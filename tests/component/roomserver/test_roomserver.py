@@ -243,6 +243,7 @@ async def test_rejected_events(api: RoomserverAPI, running: Running) -> None:
     assert list(latest.latest_event_ids) == room.latest
     again = await send(api, [intruder])
     assert outcomes(again) == [pb.INPUT_OUTCOME_DUPLICATE]
+    assert again[0].reason.startswith("already processed: rejected")
 
     # An event whose auth events lie about the state before it is rejected
     # there even though its auth events allow it: Bob was banned, his message
