@@ -64,6 +64,8 @@ class Config:
     default_room_version: str = DEFAULT_ROOM_VERSION
     # The public client-server listener (the router in a split deployment).
     client_listen: str = "127.0.0.1:8008"
+    # The URL clients reach the server at (well-known, login); empty: https://<server_name>/.
+    public_baseurl: str = ""
     # The federation listener; empty turns federation off.
     federation_listen: str = ""
     tls_cert_path: str = ""
