@@ -57,8 +57,7 @@ class Services:
     @property
     def base_url(self) -> str:
         """The URL clients reach this server at (well-known, login)."""
-        configured = str(getattr(self.config, "public_baseurl", "") or "")
-        return configured or f"https://{self.config.server_name}/"
+        return self.config.public_baseurl or f"https://{self.config.server_name}/"
 
     # -- callers --------------------------------------------------------------
 

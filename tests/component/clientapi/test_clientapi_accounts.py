@@ -223,3 +223,10 @@ async def test_tokens(harness: Harness) -> None:
     # The query parameter still works, as the spec allows.
     response = await harness.http.get(f"{V3}/account/whoami", params={"access_token": user.access_token})
     assert response.json()["user_id"] == user.user_id
+
+
+async def test_well_known_uses_public_baseurl(make_harness: HarnessFactory) -> None:
+    harness = await make_harness()
+    harness.clientapi.services.config.public_baseurl = "https://matrix.example.org/"
+    response = await harness.http.get("/.well-known/matrix/client")
+    assert response.json() == {"m.homeserver": {"base_url": "https://matrix.example.org/"}}
