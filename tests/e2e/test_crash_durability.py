@@ -50,6 +50,29 @@ async def _send_with_retries(http: httpx.AsyncClient, token: str, room_id: str, 
     raise AssertionError(f"{body} was never accepted")
 
 
+async def _messages_by_body(http: httpx.AsyncClient, token: str, room_id: str) -> dict[str, list[str]]:
+    """The room's whole timeline through /messages: message body -> event IDs."""
+    chunk: list[dict[str, Any]] = []
+    page_token: str | None = None
+    while True:
+        params = {"dir": "b", "limit": "100"}
+        if page_token:
+            params["from"] = page_token
+        page = await http.get(f"/_matrix/client/v3/rooms/{room_id}/messages", params=params,
+                              headers=_auth(token))
+        assert page.status_code == 200, page.text
+        body = page.json()
+        chunk.extend(body["chunk"])
+        if not body.get("end") or not body["chunk"]:
+            break
+        page_token = body["end"]
+    by_body: dict[str, list[str]] = {}
+    for event in chunk:
+        if event["type"] == "m.room.message":
+            by_body.setdefault(event["content"]["body"], []).append(event["event_id"])
+    return by_body
+
+
 async def test_kill_roomserver_mid_burst_loses_nothing(split: RunningHomeserver) -> None:
     async with httpx.AsyncClient(base_url=split.base_url, timeout=30) as http:
         suffix = uuid.uuid4().hex[:6]
@@ -81,25 +104,14 @@ async def test_kill_roomserver_mid_burst_loses_nothing(split: RunningHomeserver)
         await asyncio.gather(crash(), *(sender(i) for i in range(SENDERS)))
         assert len(answered) == SENDERS * SENDS_EACH
 
-        # Every answered send is in the room exactly once.
-        chunk: list[dict[str, Any]] = []
-        page_token: str | None = None
-        while True:
-            params = {"dir": "b", "limit": "100"}
-            if page_token:
-                params["from"] = page_token
-            page = await http.get(f"/_matrix/client/v3/rooms/{room_id}/messages", params=params,
-                                  headers=_auth(tokens[0]))
-            assert page.status_code == 200, page.text
-            body = page.json()
-            chunk.extend(body["chunk"])
-            if not body.get("end") or not body["chunk"]:
-                break
-            page_token = body["end"]
-        messages = [e for e in chunk if e["type"] == "m.room.message"]
+        # Every answered send is in the room exactly once. The sync API
+        # follows the output log, so give it a moment to catch up.
         by_body: dict[str, list[str]] = {}
-        for event in messages:
-            by_body.setdefault(event["content"]["body"], []).append(event["event_id"])
+        for _ in range(60):
+            by_body = await _messages_by_body(http, tokens[0], room_id)
+            if all(body_text in by_body for body_text in answered):
+                break
+            await asyncio.sleep(0.5)
         for body_text, event_id in answered.items():
             assert by_body.get(body_text) == [event_id], f"{body_text}: {by_body.get(body_text)}"
 
