@@ -54,13 +54,15 @@ async def start_roomserver(config: Config, log: Log) -> Running:
     return Running(component, task, log, config)
 
 
-async def read_output(log: Log) -> list[output_log_pb2.OutputEvent]:
-    """Everything on ``roomserver.output`` so far, read by a new consumer group."""
+async def read_output(log: Log, quiet_seconds: float = 0.2) -> list[output_log_pb2.OutputEvent]:
+    """Everything on ``roomserver.output`` so far, read by a new consumer
+    group until a fetch waits ``quiet_seconds`` for nothing (give Kafka,
+    whose group join takes a while, more)."""
     consumer = await log.consumer(f"test-{uuid.uuid4().hex}", [ROOMSERVER_OUTPUT.name])
     records: list[LogRecord] = []
     try:
         while True:
-            batch = await consumer.fetch(max_records=1000, timeout=0.2)
+            batch = await consumer.fetch(max_records=1000, timeout=quiet_seconds)
             if not batch:
                 break
             records.extend(batch)

@@ -800,3 +800,36 @@ async def test_output_append_failure_keeps_the_outcome_and_retries(running: Runn
     assert outcomes(await send(api, [unlucky])) == [pb.INPUT_OUTCOME_DUPLICATE]
     timeline = [n.event.event_id for n in new_room_events(await read_output(running.log))]
     assert timeline == ids(room.events)
+
+
+@pytest.mark.kafka
+async def test_over_kafka(tmp_path: Path) -> None:
+    """The same input and output path over the Kafka log (a broker of its
+    own, so the fixed topic names start empty)."""
+    from common.logs import KafkaLog
+    from tests.harness.tansu import start_tansu, stop_tansu
+
+    broker, bootstrap = start_tansu(tmp_path / "tansu.log")
+    kafka = KafkaLog(bootstrap, "roomserver-test", partitions=4, session_timeout_ms=500,
+                     heartbeat_interval_ms=100)
+    try:
+        await kafka.start()
+        running = await start_roomserver(make_config(tmp_path), kafka)
+        try:
+            api = running.component.api
+            rooms = [TestRoom("12", creator=ALICE) for _ in range(3)]
+            for room in rooms:
+                room.join(BOB)
+                room.message(BOB, "over kafka")
+            responses = await asyncio.gather(*(send(api, room.events) for room in rooms))
+            assert all(set(outcomes(r)) == {pb.INPUT_OUTCOME_ACCEPTED} for r in responses)
+            assert outcomes(await send(api, rooms[0].events[:1])) == [pb.INPUT_OUTCOME_DUPLICATE]
+            timeline = new_room_events(await read_output(kafka, quiet_seconds=3.0))
+            for room in rooms:
+                mine = [n.event.event_id for n in timeline if n.event.event_id in room.by_id]
+                assert mine == ids(room.events)
+        finally:
+            await running.stop()
+    finally:
+        await kafka.close()
+        stop_tansu(broker)
