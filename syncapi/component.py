@@ -1,11 +1,18 @@
 """The sync API component: the read model built from ``roomserver.output`` and
-the client endpoints that read it (/sync, /messages, /members, filters).
+the client endpoints that read it (/sync, /messages, /context, /members,
+/joined_members, filters).
 
     syncapi = await open_syncapi(config, log, userapi, roomserver)
     app = make_app("myelin", [clientapi.blueprint, syncapi.blueprint])
     task_group.create_task(syncapi.run())      # the consumer; sets syncapi.ready
     ...
     await syncapi.close()
+
+Several instances may share one database (each consuming some partitions of
+the output log in the "syncapi" group): long polls learn of the others'
+writes through a periodic read of the database's stream position, so a
+user's news reaches them within ``position_poll_interval`` wherever it was
+written.
 """
 
 from __future__ import annotations
