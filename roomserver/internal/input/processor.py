@@ -50,6 +50,7 @@ from matrixlib.events import (
     JOIN_RULES,
     MEMBER,
     NAME,
+    TOPIC,
     Event,
     EventFormatError,
 )
@@ -93,8 +94,9 @@ DATABASE_ATTEMPTS = 3
 #: The most event JSON a NewRoomEvent carries in ``adds_state_events``; over
 #: it, the events are left out (their IDs are always there).
 MAX_ADDED_STATE_BYTES = 256 * 1024
-# The state an invited user is shown (client-server API "Stripped state").
-_INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, CANONICAL_ALIAS, ENCRYPTION)
+# The state an invited user is shown (client-server API "Stripped state";
+# the create event is required since v1.16).
+_INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, TOPIC, CANONICAL_ALIAS, ENCRYPTION)
 
 
 def duplicate_reason(record: EventRecord) -> str:
