@@ -108,7 +108,6 @@ def duplicate_reason(record: EventRecord) -> str:
     return ""
 
 
-
 class InvalidInput(Exception):
     """The event cannot be processed at all; nothing is stored."""
 
