@@ -1,8 +1,7 @@
-"""GET/POST /login, POST /logout, POST /logout/all, GET /account/whoami,
-GET /devices and GET /devices/{deviceId}.
+"""GET/POST /login, POST /logout, POST /logout/all and GET /account/whoami.
 
 Spec: client-server API "Login", data/api/client-server/login.yaml,
-logout.yaml, whoami.yaml, device_management.yaml. Only m.login.password is offered.
+logout.yaml, whoami.yaml. Only m.login.password is offered.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ PASSWORD = "m.login.password"
 ID_USER = "m.id.user"
 
 
-def _localpart_of(user: str, server_name: str) -> str:
+def localpart_of(user: str, server_name: str) -> str:
     """A localpart from what the client typed: a localpart or a full user ID
     of this server (lowercased, as registration lowercases)."""
     if user.startswith("@"):
@@ -54,7 +53,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         password = params.require_str(body, "password")
         device_id = params.optional_str(body, "device_id")
         display_name = params.optional_str(body, "initial_device_display_name")
-        localpart = _localpart_of(user, services.server_name)
+        localpart = localpart_of(user, services.server_name)
         account = await services.userapi.perform_password_check(
             ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))
         device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
@@ -83,28 +82,6 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         # Guest registration is refused, so no token belongs to a guest.
         return json_response({"user_id": device.user_id, "device_id": device.device_id, "is_guest": False})
 
-    def device_json(found: ua_pb.Device) -> dict[str, object]:
-        out: dict[str, object] = {"device_id": found.device_id, "display_name": found.display_name or None,
-                                  "last_seen_ts": found.last_seen_ts or None}
-        if found.last_seen_ip:
-            out["last_seen_ip"] = found.last_seen_ip
-        return {k: v for k, v in out.items() if v is not None}
-
-    async def list_devices(request: Request) -> HTTPResponse:
-        device = await services.device_for(request)
-        answer = await services.userapi.query_devices(ua_pb.QueryDevicesRequest(user_id=device.user_id))
-        return json_response({"devices": [device_json(d) for d in answer.devices]})
-
-    async def get_device(request: Request, device_id: str) -> HTTPResponse:
-        device = await services.device_for(request)
-        answer = await services.userapi.query_devices(ua_pb.QueryDevicesRequest(user_id=device.user_id))
-        for found in answer.devices:
-            if found.device_id == device_id:
-                return json_response(device_json(found))
-        raise errors.NotFound("Device not found")
-
-    client_route(blueprint, "/devices", list_devices, ["GET"], name="list_devices")
-    client_route(blueprint, "/devices/<device_id>", get_device, ["GET"], name="get_device")
     client_route(blueprint, "/login", login_flows, ["GET"], name="login_flows")
     client_route(blueprint, "/login", login, ["POST"], name="login")
     client_route(blueprint, "/logout", logout, ["POST"], name="logout")

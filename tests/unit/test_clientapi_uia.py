@@ -18,3 +18,12 @@ def test_sessions_verify_and_expire() -> None:
     assert not signer.is_valid("garbage")
     now[0] += SESSION_TTL_SECONDS + 1
     assert not signer.is_valid(session)
+
+
+def test_sessions_are_bound_to_their_purpose() -> None:
+    signer = SessionSigner("secret")
+    session = signer.new_session("delete_devices\n@a:x\nDEV1")
+    assert signer.is_valid(session, "delete_devices\n@a:x\nDEV1")
+    assert not signer.is_valid(session, "delete_devices\n@a:x\nDEV2")
+    assert not signer.is_valid(session)
+    assert signer.challenge(session, stage="m.login.password")["flows"] == [{"stages": ["m.login.password"]}]

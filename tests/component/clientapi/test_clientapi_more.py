@@ -98,3 +98,65 @@ async def test_devices(harness: Harness) -> None:
     assert response.json()["device_id"] == second
     response = await harness.http.get(f"{V3}/devices/NOPE", headers=alice.headers)
     assert (response.status_code, response.json()["errcode"]) == (404, "M_NOT_FOUND")
+
+
+async def _login(harness: Harness, user: str, password: str) -> dict[str, str]:
+    response = await harness.http.post(f"{V3}/login", json={
+        "type": "m.login.password", "user": user, "password": password})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return {"device_id": body["device_id"], "token": body["access_token"]}
+
+
+async def test_delete_device_with_password_auth(harness: Harness) -> None:
+    alice = await harness.register("alice", "pw")
+    other = await _login(harness, "alice", "pw")
+    path = f"{V3}/devices/{other['device_id']}"
+    first = await harness.http.request("DELETE", path, headers=alice.headers)
+    assert first.status_code == 401
+    assert first.json()["flows"] == [{"stages": ["m.login.password"]}]
+    session = first.json()["session"]
+    wrong = await harness.http.request("DELETE", path, headers=alice.headers, json={"auth": {
+        "type": "m.login.password", "session": session, "password": "nope",
+        "identifier": {"type": "m.id.user", "user": "alice"}}})
+    assert (wrong.status_code, wrong.json()["errcode"]) == (401, "M_FORBIDDEN")
+    # The session is bound to this request: it cannot delete another device.
+    elsewhere = await harness.http.request("DELETE", f"{V3}/devices/{alice.device_id}", headers=alice.headers,
+                                           json={"auth": {"type": "m.login.password", "session": session,
+                                                          "password": "pw", "user": "alice"}})
+    assert elsewhere.status_code == 400
+    done = await harness.http.request("DELETE", path, headers=alice.headers, json={"auth": {
+        "type": "m.login.password", "session": session, "password": "pw",
+        "identifier": {"type": "m.id.user", "user": alice.user_id}}})
+    assert done.status_code == 200, done.text
+    gone = await harness.http.get(f"{V3}/account/whoami", headers={"Authorization": f"Bearer {other['token']}"})
+    assert gone.status_code == 401
+    assert (await harness.http.get(f"{V3}/account/whoami", headers=alice.headers)).status_code == 200
+    missing = await harness.http.request("DELETE", f"{V3}/devices/NOPE", headers=alice.headers)
+    assert missing.status_code == 404
+
+
+async def test_delete_devices_in_bulk(harness: Harness) -> None:
+    alice = await harness.register("alice", "pw")
+    bob = await harness.register("bob", "pw2")
+    logins = [await _login(harness, "alice", "pw") for _ in range(2)]
+    ids = [login["device_id"] for login in logins]
+    first = await harness.http.post(f"{V3}/delete_devices", json={"devices": ids}, headers=alice.headers)
+    assert first.status_code == 401
+    session = first.json()["session"]
+    # Bob's password does not authorise Alice's deletion.
+    as_bob = await harness.http.post(f"{V3}/delete_devices", headers=alice.headers, json={
+        "devices": ids, "auth": {"type": "m.login.password", "session": session, "user": "bob",
+                                 "password": "pw2"}})
+    assert as_bob.status_code == 403
+    done = await harness.http.post(f"{V3}/delete_devices", headers=alice.headers, json={
+        "devices": ids, "auth": {"type": "m.login.password", "session": session, "user": "alice",
+                                 "password": "pw"}})
+    assert done.status_code == 200, done.text
+    remaining = await harness.http.get(f"{V3}/devices", headers=alice.headers)
+    assert [d["device_id"] for d in remaining.json()["devices"]] == [alice.device_id]
+    assert (await harness.http.get(f"{V3}/account/whoami", headers=bob.headers)).status_code == 200
+    response = await harness.http.post(f"{V3}/delete_devices", json={}, headers=alice.headers)
+    assert (response.status_code, response.json()["errcode"]) == (400, "M_MISSING_PARAM")
+    response = await harness.http.post(f"{V3}/delete_devices", json={"devices": "x"}, headers=alice.headers)
+    assert (response.status_code, response.json()["errcode"]) == (400, "M_BAD_JSON")
