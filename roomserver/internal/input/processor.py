@@ -439,6 +439,9 @@ class InputProcessor:
             checked.state_before = state
             checked.state_before_nid = await self._db.save_state(txn, room.room_nid, state,
                                                                  room.state_snapshot_nid)
+            # Known prev events stop being forward extremities all the same.
+            checked.prev_records = [known[p] for p in dict.fromkeys(event.prev_event_ids)
+                                    if p in known and known[p].room_nid == room.room_nid]
         else:
             prev_ids = list(dict.fromkeys(event.prev_event_ids))
             prev_records = {p: known[p] for p in prev_ids if p in known}

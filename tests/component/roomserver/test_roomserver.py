@@ -833,3 +833,16 @@ async def test_over_kafka(tmp_path: Path) -> None:
     finally:
         await kafka.close()
         stop_tansu(broker)
+
+
+async def test_event_with_state_replaces_its_known_prev_extremity(api: RoomserverAPI) -> None:
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    await send(api, room.events)
+    state_ids = [e.event_id for e in room.state.values()]
+    after = room.message(BOB, "with the state given")
+    response = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[input_event(
+        after, state_event_ids=state_ids)]))
+    assert outcomes(response.results) == [pb.INPUT_OUTCOME_ACCEPTED]
+    latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == [after.event_id]
