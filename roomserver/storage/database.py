@@ -541,9 +541,17 @@ class RoomserverDatabase:
             membership, {"room_nid": room_nid, "target_nid": target_nid, "membership": membership_value,
                          "event_nid": event_nid}, ["room_nid", "target_nid"]))
 
-    async def delete_membership(self, txn: Txn, room_nid: int, target_nid: int) -> None:
-        await txn.conn.execute(delete(membership).where(membership.c.room_nid == room_nid,
-                                                        membership.c.target_nid == target_nid))
+    async def set_memberships(self, txn: Txn, room_nid: int, rows: Mapping[int, tuple[str, int]]) -> None:
+        """Several at once: target NID -> (membership, event NID)."""
+        values = [{"room_nid": room_nid, "target_nid": target, "membership": value, "event_nid": event_nid}
+                  for target, (value, event_nid) in sorted(rows.items())]
+        for chunk in _chunks(values):
+            await txn.conn.execute(self.db.upsert(membership, chunk, ["room_nid", "target_nid"]))
+
+    async def delete_memberships(self, txn: Txn, room_nid: int, target_nids: Collection[int]) -> None:
+        for chunk in _chunks(target_nids):
+            await txn.conn.execute(delete(membership).where(membership.c.room_nid == room_nid,
+                                                            membership.c.target_nid.in_(chunk)))
 
     async def membership_of(self, txn: Txn, room_nid: int, user_id: str) -> MembershipRow | None:
         target_nid = (await self.state_key_nids(txn, [user_id], create=False)).get(user_id)

@@ -623,13 +623,15 @@ class InputProcessor:
         added_members = {k: v for k, v in added.items() if k[0] == member_type}
         if added_members:
             loaded = await self._db.events_by_nid(txn, set(added_members.values()))
+            rows: dict[int, tuple[str, int]] = {}
             for (_, target_nid), event_nid in added_members.items():
                 member_event = loaded.get(event_nid)
                 membership = (member_event.membership if member_event is not None else None) or "leave"
-                await self._db.set_membership(txn, room_nid, target_nid, membership, event_nid)
-        for key in removed:
-            if key[0] == member_type and key not in added:
-                await self._db.delete_membership(txn, room_nid, key[1])
+                rows[target_nid] = (membership, event_nid)
+            await self._db.set_memberships(txn, room_nid, rows)
+        gone = [key[1] for key in removed if key[0] == member_type and key not in added]
+        if gone:
+            await self._db.delete_memberships(txn, room_nid, gone)
 
     async def _membership_outputs(self, txn: Txn, room: RoomRecord, event: Event, event_nid: int,
                                   added: StateMap, old_state: StateMap, new_state: StateMap,
