@@ -3,7 +3,7 @@
 Requests and responses are the messages of protos/myelin/userapi/v1/userapi.proto;
 the in-process binding is the implementation itself, the gRPC binding is
 ``userapi.grpc.client``. Failures are ``common.errors.MatrixError``s
-(``UnknownToken``, ``UserInUse``, ``Forbidden``...).
+(``UnknownToken``, ``UserInUse``, ``Forbidden``, ``NotFound``...).
 """
 
 from __future__ import annotations
@@ -33,3 +33,12 @@ class UserAPI(AuthenticationAPI, Protocol):
         self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse: ...
 
     async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse: ...
+
+    async def query_profile(self, req: pb.QueryProfileRequest) -> pb.Profile: ...
+
+    async def perform_profile_update(self, req: pb.PerformProfileUpdateRequest) -> pb.Profile: ...
+
+    async def perform_password_update(
+        self, req: pb.PerformPasswordUpdateRequest) -> pb.PerformPasswordUpdateResponse: ...
+
+    async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account: ...

@@ -18,6 +18,8 @@ class FakeUserAPI:
         self.server_name = server_name
         self.passwords: dict[str, str] = {}
         self.devices: dict[str, pb.Device] = {}  # access token -> device
+        self.profiles: dict[str, pb.Profile] = {}  # user ID -> profile
+        self.deactivated: set[str] = set()
 
     def add_user(self, localpart: str, device_id: str = "FAKEDEVICE") -> tuple[str, str]:
         """Creates the account (if new) and a device; answers (user_id, token)."""
@@ -42,6 +44,8 @@ class FakeUserAPI:
         if req.localpart in self.passwords:
             raise errors.UserInUse("User ID already taken.")
         self.passwords[req.localpart] = req.password
+        user_id = f"@{req.localpart}:{self.server_name}"
+        self.profiles[user_id] = pb.Profile(user_id=user_id, display_name=req.localpart)
         return pb.Account(user_id=f"@{req.localpart}:{self.server_name}", localpart=req.localpart,
                           created_ts=int(time.time() * 1000), is_guest=req.is_guest)
 
@@ -82,3 +86,41 @@ class FakeUserAPI:
             pb.Device(user_id=d.user_id, device_id=d.device_id, display_name=d.display_name,
                       last_seen_ts=d.last_seen_ts)
             for d in self.devices.values() if d.user_id == req.user_id])
+
+    async def query_profile(self, req: pb.QueryProfileRequest) -> pb.Profile:
+        found = self.profiles.get(req.user_id)
+        if found is None:
+            raise errors.NotFound("Profile was not found")
+        return found
+
+    async def perform_profile_update(self, req: pb.PerformProfileUpdateRequest) -> pb.Profile:
+        found = self.profiles.get(req.user_id)
+        if found is None:
+            raise errors.NotFound("Profile was not found")
+        if req.HasField("display_name"):
+            found.display_name = req.display_name
+        if req.HasField("avatar_url"):
+            found.avatar_url = req.avatar_url
+        return found
+
+    async def perform_password_update(
+            self, req: pb.PerformPasswordUpdateRequest) -> pb.PerformPasswordUpdateResponse:
+        if req.localpart not in self.passwords:
+            raise errors.NotFound("no such account")
+        self.passwords[req.localpart] = req.new_password
+        deleted = 0
+        if req.log_out_devices:
+            answer = await self.perform_device_deletion(pb.PerformDeviceDeletionRequest(
+                user_id=f"@{req.localpart}:{self.server_name}", except_device_id=req.except_device_id))
+            deleted = answer.deleted
+        return pb.PerformPasswordUpdateResponse(devices_deleted=deleted)
+
+    async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account:
+        if req.localpart not in self.passwords:
+            raise errors.NotFound("no such account")
+        user_id = f"@{req.localpart}:{self.server_name}"
+        self.passwords[req.localpart] = ""
+        self.deactivated.add(req.localpart)
+        self.profiles[user_id] = pb.Profile(user_id=user_id)
+        await self.perform_device_deletion(pb.PerformDeviceDeletionRequest(user_id=user_id))
+        return pb.Account(user_id=user_id, localpart=req.localpart, deactivated=True)

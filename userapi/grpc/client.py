@@ -50,3 +50,16 @@ class GrpcUserAPIClient:
 
     async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
         return await _call(self._stub.QueryDevices, req)
+
+    async def query_profile(self, req: pb.QueryProfileRequest) -> pb.Profile:
+        return await _call(self._stub.QueryProfile, req)
+
+    async def perform_profile_update(self, req: pb.PerformProfileUpdateRequest) -> pb.Profile:
+        return await _call(self._stub.PerformProfileUpdate, req)
+
+    async def perform_password_update(
+            self, req: pb.PerformPasswordUpdateRequest) -> pb.PerformPasswordUpdateResponse:
+        return await _call(self._stub.PerformPasswordUpdate, req)
+
+    async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account:
+        return await _call(self._stub.PerformAccountDeactivation, req)

@@ -63,6 +63,26 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
             context: grpc.aio.ServicerContext) -> pb.QueryDevicesResponse:  # type: ignore[type-arg]
         return await _call(self._impl.query_devices, request, context)
 
+    async def QueryProfile(  # type: ignore[override]
+            self, request: pb.QueryProfileRequest,
+            context: grpc.aio.ServicerContext) -> pb.Profile:  # type: ignore[type-arg]
+        return await _call(self._impl.query_profile, request, context)
+
+    async def PerformProfileUpdate(  # type: ignore[override]
+            self, request: pb.PerformProfileUpdateRequest,
+            context: grpc.aio.ServicerContext) -> pb.Profile:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_profile_update, request, context)
+
+    async def PerformPasswordUpdate(  # type: ignore[override]
+            self, request: pb.PerformPasswordUpdateRequest,
+            context: grpc.aio.ServicerContext) -> pb.PerformPasswordUpdateResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_password_update, request, context)
+
+    async def PerformAccountDeactivation(  # type: ignore[override]
+            self, request: pb.PerformAccountDeactivationRequest,
+            context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_account_deactivation, request, context)
+
 
 async def serve_grpc(api: UserAPI, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts a gRPC server for ``api`` on ``address`` ("host:port"; port 0

@@ -82,7 +82,8 @@ class UserAPIInternal:
                 passwords.hash_password, req.password, self._password_params)
         row = AccountRow(localpart=req.localpart, password_hash=password_hash,
                          created_ts=_now_ms(), is_guest=req.is_guest, deactivated=False)
-        if not await self._db.create_account(row):
+        # As Synapse: a new account's display name is its localpart.
+        if not await self._db.create_account(row, display_name=req.localpart):
             raise errors.UserInUse("User ID already taken.")
         return self._account(row)
 
@@ -141,3 +142,42 @@ class UserAPIInternal:
                       last_seen_ts=row.last_seen_ts, last_seen_ip=row.last_seen_ip)
             for row in rows
         ])
+
+    # -- profiles, password, deactivation ---------------------------------------
+
+    async def query_profile(self, req: pb.QueryProfileRequest) -> pb.Profile:
+        found = await self._db.get_profile(self._localpart_of(req.user_id))
+        if found is None:
+            raise errors.NotFound("Profile was not found")
+        return pb.Profile(user_id=req.user_id, display_name=found.display_name, avatar_url=found.avatar_url)
+
+    async def perform_profile_update(self, req: pb.PerformProfileUpdateRequest) -> pb.Profile:
+        updated = await self._db.update_profile(
+            self._localpart_of(req.user_id),
+            display_name=req.display_name if req.HasField("display_name") else None,
+            avatar_url=req.avatar_url if req.HasField("avatar_url") else None)
+        if updated is None:
+            raise errors.NotFound("Profile was not found")
+        return pb.Profile(user_id=req.user_id, display_name=updated.display_name, avatar_url=updated.avatar_url)
+
+    async def perform_password_update(
+            self, req: pb.PerformPasswordUpdateRequest) -> pb.PerformPasswordUpdateResponse:
+        if not req.new_password:
+            raise errors.InvalidParam("The new password may not be empty")
+        row = await self._db.get_account(req.localpart)
+        if row is None or row.deactivated:
+            raise errors.NotFound(f"no account {self._user_id(req.localpart)}")
+        password_hash = await asyncio.to_thread(
+            passwords.hash_password, req.new_password, self._password_params)
+        deleted = await self._db.set_password_hash(
+            req.localpart, password_hash, user_id=self._user_id(req.localpart),
+            log_out_except=req.except_device_id if req.log_out_devices else None)
+        return pb.PerformPasswordUpdateResponse(devices_deleted=deleted)
+
+    async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account:
+        row = await self._db.get_account(req.localpart)
+        if row is None:
+            raise errors.NotFound(f"no account {self._user_id(req.localpart)}")
+        await self._db.deactivate_account(req.localpart, self._user_id(req.localpart))
+        return pb.Account(user_id=self._user_id(row.localpart), localpart=row.localpart,
+                          created_ts=row.created_ts, is_guest=row.is_guest, deactivated=True)

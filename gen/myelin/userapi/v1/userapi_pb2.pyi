@@ -307,3 +307,149 @@ class QueryDevicesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryDevicesResponse: _TypeAlias = QueryDevicesResponse  # noqa: Y015
+
+@_typing.final
+class Profile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    AVATAR_URL_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    display_name: _builtins.str
+    """Empty when unset."""
+    avatar_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        avatar_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "display_name", b"display_name", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Profile: _TypeAlias = Profile  # noqa: Y015
+
+@_typing.final
+class QueryProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryProfileRequest: _TypeAlias = QueryProfileRequest  # noqa: Y015
+
+@_typing.final
+class PerformProfileUpdateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    AVATAR_URL_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    display_name: _builtins.str
+    """Absent: unchanged. Empty: removed."""
+    avatar_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        display_name: _builtins.str | None = ...,
+        avatar_url: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avatar_url", b"_avatar_url", "_display_name", b"_display_name", "avatar_url", b"avatar_url", "display_name", b"display_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avatar_url", b"_avatar_url", "_display_name", b"_display_name", "avatar_url", b"avatar_url", "display_name", b"display_name", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__avatar_url: _TypeAlias = _typing.Literal["avatar_url"]  # noqa: Y015
+    _WhichOneofArgType__avatar_url: _TypeAlias = _typing.Literal["_avatar_url", b"_avatar_url"]  # noqa: Y015
+    _WhichOneofReturnType__display_name: _TypeAlias = _typing.Literal["display_name"]  # noqa: Y015
+    _WhichOneofArgType__display_name: _TypeAlias = _typing.Literal["_display_name", b"_display_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avatar_url) -> _WhichOneofReturnType__avatar_url | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__display_name) -> _WhichOneofReturnType__display_name | None: ...
+
+Global___PerformProfileUpdateRequest: _TypeAlias = PerformProfileUpdateRequest  # noqa: Y015
+
+@_typing.final
+class PerformPasswordUpdateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCALPART_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    LOG_OUT_DEVICES_FIELD_NUMBER: _builtins.int
+    EXCEPT_DEVICE_ID_FIELD_NUMBER: _builtins.int
+    localpart: _builtins.str
+    new_password: _builtins.str
+    log_out_devices: _builtins.bool
+    """Delete every device of the user but `except_device_id`."""
+    except_device_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        localpart: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+        log_out_devices: _builtins.bool = ...,
+        except_device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["except_device_id", b"except_device_id", "localpart", b"localpart", "log_out_devices", b"log_out_devices", "new_password", b"new_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformPasswordUpdateRequest: _TypeAlias = PerformPasswordUpdateRequest  # noqa: Y015
+
+@_typing.final
+class PerformPasswordUpdateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICES_DELETED_FIELD_NUMBER: _builtins.int
+    devices_deleted: _builtins.int
+    """How many devices were logged out."""
+    def __init__(
+        self,
+        *,
+        devices_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices_deleted", b"devices_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformPasswordUpdateResponse: _TypeAlias = PerformPasswordUpdateResponse  # noqa: Y015
+
+@_typing.final
+class PerformAccountDeactivationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCALPART_FIELD_NUMBER: _builtins.int
+    localpart: _builtins.str
+    def __init__(
+        self,
+        *,
+        localpart: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["localpart", b"localpart"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformAccountDeactivationRequest: _TypeAlias = PerformAccountDeactivationRequest  # noqa: Y015

@@ -69,6 +69,26 @@ class UserAPIStub:
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryDevicesRequest.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryDevicesResponse.FromString,
                 _registered_method=True)
+        self.QueryProfile = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryProfile',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryProfileRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Profile.FromString,
+                _registered_method=True)
+        self.PerformProfileUpdate = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformProfileUpdate',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformProfileUpdateRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Profile.FromString,
+                _registered_method=True)
+        self.PerformPasswordUpdate = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformPasswordUpdate',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPasswordUpdateRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPasswordUpdateResponse.FromString,
+                _registered_method=True)
+        self.PerformAccountDeactivation = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformAccountDeactivation',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDeactivationRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
+                _registered_method=True)
 
 
 class UserAPIServicer:
@@ -121,6 +141,34 @@ class UserAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryProfile(self, request, context):
+        """A local user's profile; NOT_FOUND (M_NOT_FOUND) when there is no such account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformProfileUpdate(self, request, context):
+        """Sets the fields present in the request; answers the whole profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformPasswordUpdate(self, request, context):
+        """Replaces the password, optionally logging out the other devices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformAccountDeactivation(self, request, context):
+        """Deactivates the account for good: no password, no devices, an empty profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +206,26 @@ def add_UserAPIServicer_to_server(servicer, server):
                     servicer.QueryDevices,
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryDevicesRequest.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryDevicesResponse.SerializeToString,
+            ),
+            'QueryProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryProfile,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryProfileRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Profile.SerializeToString,
+            ),
+            'PerformProfileUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformProfileUpdate,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformProfileUpdateRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Profile.SerializeToString,
+            ),
+            'PerformPasswordUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformPasswordUpdate,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPasswordUpdateRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPasswordUpdateResponse.SerializeToString,
+            ),
+            'PerformAccountDeactivation': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformAccountDeactivation,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDeactivationRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +417,114 @@ class UserAPI:
             '/myelin.userapi.v1.UserAPI/QueryDevices',
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryDevicesRequest.SerializeToString,
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryProfile',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryProfileRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.Profile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformProfileUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformProfileUpdate',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformProfileUpdateRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.Profile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformPasswordUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformPasswordUpdate',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPasswordUpdateRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPasswordUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformAccountDeactivation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformAccountDeactivation',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDeactivationRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
             options,
             channel_credentials,
             insecure,

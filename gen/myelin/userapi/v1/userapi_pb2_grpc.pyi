@@ -47,6 +47,14 @@ class UserAPIStub:
     """Creates (or replaces, for an existing device ID) a device with a new token."""
     PerformDeviceDeletion: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceDeletionRequest, _userapi_pb2.PerformDeviceDeletionResponse]
     QueryDevices: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryDevicesRequest, _userapi_pb2.QueryDevicesResponse]
+    QueryProfile: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryProfileRequest, _userapi_pb2.Profile]
+    """A local user's profile; NOT_FOUND (M_NOT_FOUND) when there is no such account."""
+    PerformProfileUpdate: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformProfileUpdateRequest, _userapi_pb2.Profile]
+    """Sets the fields present in the request; answers the whole profile."""
+    PerformPasswordUpdate: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformPasswordUpdateRequest, _userapi_pb2.PerformPasswordUpdateResponse]
+    """Replaces the password, optionally logging out the other devices."""
+    PerformAccountDeactivation: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountDeactivationRequest, _userapi_pb2.Account]
+    """Deactivates the account for good: no password, no devices, an empty profile."""
 
 @_typing.type_check_only
 class UserAPIAsyncStub(UserAPIStub):
@@ -64,6 +72,14 @@ class UserAPIAsyncStub(UserAPIStub):
     """Creates (or replaces, for an existing device ID) a device with a new token."""
     PerformDeviceDeletion: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceDeletionRequest, _userapi_pb2.PerformDeviceDeletionResponse]  # type: ignore[assignment]
     QueryDevices: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryDevicesRequest, _userapi_pb2.QueryDevicesResponse]  # type: ignore[assignment]
+    QueryProfile: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryProfileRequest, _userapi_pb2.Profile]  # type: ignore[assignment]
+    """A local user's profile; NOT_FOUND (M_NOT_FOUND) when there is no such account."""
+    PerformProfileUpdate: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformProfileUpdateRequest, _userapi_pb2.Profile]  # type: ignore[assignment]
+    """Sets the fields present in the request; answers the whole profile."""
+    PerformPasswordUpdate: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformPasswordUpdateRequest, _userapi_pb2.PerformPasswordUpdateResponse]  # type: ignore[assignment]
+    """Replaces the password, optionally logging out the other devices."""
+    PerformAccountDeactivation: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountDeactivationRequest, _userapi_pb2.Account]  # type: ignore[assignment]
+    """Deactivates the account for good: no password, no devices, an empty profile."""
 
 class UserAPIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -120,5 +136,37 @@ class UserAPIServicer(metaclass=_abc_1.ABCMeta):
         request: _userapi_pb2.QueryDevicesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_userapi_pb2.QueryDevicesResponse, _abc.Awaitable[_userapi_pb2.QueryDevicesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def QueryProfile(
+        self,
+        request: _userapi_pb2.QueryProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.Profile, _abc.Awaitable[_userapi_pb2.Profile]]:
+        """A local user's profile; NOT_FOUND (M_NOT_FOUND) when there is no such account."""
+
+    @_abc_1.abstractmethod
+    def PerformProfileUpdate(
+        self,
+        request: _userapi_pb2.PerformProfileUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.Profile, _abc.Awaitable[_userapi_pb2.Profile]]:
+        """Sets the fields present in the request; answers the whole profile."""
+
+    @_abc_1.abstractmethod
+    def PerformPasswordUpdate(
+        self,
+        request: _userapi_pb2.PerformPasswordUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformPasswordUpdateResponse, _abc.Awaitable[_userapi_pb2.PerformPasswordUpdateResponse]]:
+        """Replaces the password, optionally logging out the other devices."""
+
+    @_abc_1.abstractmethod
+    def PerformAccountDeactivation(
+        self,
+        request: _userapi_pb2.PerformAccountDeactivationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.Account, _abc.Awaitable[_userapi_pb2.Account]]:
+        """Deactivates the account for good: no password, no devices, an empty profile."""
 
 def add_UserAPIServicer_to_server(servicer: UserAPIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
