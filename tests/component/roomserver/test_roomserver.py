@@ -215,6 +215,15 @@ async def test_history_visibility_joined(api: RoomserverAPI) -> None:
     assert not await server_sees(after, "remote.example")  # only invited, history is "joined"
     assert await server_sees(invite, "test")
 
+    # /get_missing_events leaves out what the asking server may not see.
+    missing = await api.query_missing_events(pb.QueryMissingEventsRequest(
+        room_id=room.room_id, latest_events=[invite.event_id], limit=20, server_name="other.example"))
+    assert proto_ids(missing.events) == ids([room.create, room.creator_join, room.power_levels,
+                                             room.join_rules])
+    missing = await api.query_missing_events(pb.QueryMissingEventsRequest(
+        room_id=room.room_id, latest_events=[invite.event_id], limit=20, server_name="test"))
+    assert len(missing.events) == len(room.events) - 1
+
 
 async def test_rejected_events(api: RoomserverAPI, running: Running) -> None:
     room = TestRoom("12", creator=ALICE)
