@@ -21,6 +21,12 @@ from roomserver.storage.database import RoomserverDatabase
 
 logger = logging.getLogger(__name__)
 
+# Rooms whose input is processed at once. SQLite has one writer: a second
+# room can only use the time the first spends appending its output.
+# PostgreSQL runs them in parallel, within the connection pool.
+SQLITE_INPUT_CONCURRENCY = 2
+POSTGRES_INPUT_CONCURRENCY = 8
+
 
 class RoomserverImpl(Queries):
     """The in-process binding: implements ``roomserver.api.RoomserverAPI``."""
@@ -59,8 +65,10 @@ class Roomserver:
             sent = 0
         if sent:
             logger.info("sent %d output entries left over from before a restart", sent)
+        concurrency = SQLITE_INPUT_CONCURRENCY if self.database.dialect_name == "sqlite" \
+            else POSTGRES_INPUT_CONCURRENCY
         await consume_input(self.log, self._handle_record, self._record_poison, self.ready,
-                            group=self.input_group)
+                            group=self.input_group, concurrency=concurrency)
 
     async def _handle_record(self, record: LogRecord) -> None:
         request_id, results = await self.processor.process_record(record.value)

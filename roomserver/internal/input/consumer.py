@@ -25,9 +25,12 @@ PoisonHandler = Callable[[LogRecord, Exception], Awaitable[None]]
 
 
 async def consume_input(log: Log, handle: RecordHandler, on_poison: PoisonHandler, ready: asyncio.Event,
-                        group: str = CONSUMER_GROUP) -> None:
+                        group: str = CONSUMER_GROUP, concurrency: int = 8) -> None:
     """Runs until cancelled. An exception that escapes ``handle`` skips the
-    record (after ``on_poison``), so one bad record never wedges a room."""
+    record (after ``on_poison``), so one bad record never wedges a room.
+    ``concurrency`` rooms are processed at once: each holds a database
+    transaction, so more than the database can run at once only queues
+    them up (SQLite has one writer; PostgreSQL a bounded pool)."""
 
     async def position_lost(lost: PositionLost) -> None:
         # Input the log no longer holds cannot be recovered by the room
@@ -35,7 +38,7 @@ async def consume_input(log: Log, handle: RecordHandler, on_poison: PoisonHandle
         logger.error("roomserver.input: %s; continuing from the earliest record", lost)
 
     runner = KeyedConsumerRunner(log, group, [ROOMSERVER_INPUT.name], handle, on_poison=on_poison,
-                                 on_position_lost=position_lost)
+                                 on_position_lost=position_lost, concurrency=concurrency)
     waiter = asyncio.ensure_future(runner.ready.wait())
     waiter.add_done_callback(lambda _: ready.set())
     task = asyncio.create_task(runner.run())
