@@ -16,7 +16,18 @@ from sanic import Blueprint
 from clientapi.internal.ratelimit import TokenBucketLimiter
 from clientapi.internal.services import Services
 from clientapi.internal.uia import SessionSigner
-from clientapi.routing import createroom, devices, login, membership, register, send, state, versions
+from clientapi.routing import (
+    account,
+    createroom,
+    devices,
+    login,
+    membership,
+    profile,
+    register,
+    send,
+    state,
+    versions,
+)
 from clientapi.storage.database import ClientAPIDatabase
 from common.config import Config
 from common.log import Log
@@ -53,7 +64,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
         sessions=SessionSigner(config.macaroon_secret),
     )
     blueprint = Blueprint(blueprint_name)
-    for module in (versions, register, login, devices, createroom, membership, send, state):
+    for module in (versions, register, login, account, devices, profile, createroom, membership, send, state):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 

@@ -184,6 +184,8 @@ class RoomCreationRequest:
     creation_content: dict[str, Any] = field(default_factory=dict)
     power_level_content_override: dict[str, Any] | None = None
     canonical_alias: str | None = None
+    # Extra content of the creator's join (displayname, avatar_url).
+    creator_join_content: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -299,7 +301,7 @@ def build_room_creation_events(
 
     wanted: list[tuple[str, str, dict[str, Any]]] = [
         (ev.CREATE, "", create_content),
-        (ev.MEMBER, creator, {"membership": "join"}),
+        (ev.MEMBER, creator, {**request.creator_join_content, "membership": "join"}),
         (ev.POWER_LEVELS, "", power_levels),
     ]
     if request.canonical_alias:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
 
 from clientapi.internal.services import Services
 from common import errors
@@ -15,6 +16,21 @@ from matrixlib.events import MEMBER
 async def current_membership(services: Services, room_id: str, user_id: str) -> rs_pb.QueryMembershipForUserResponse:
     return await services.roomserver.query_membership_for_user(
         rs_pb.QueryMembershipForUserRequest(room_id=room_id, user_id=user_id))
+
+
+async def profile_content(services: Services, user_id: str) -> dict[str, Any]:
+    """The displayname and avatar_url a member event of ``user_id`` carries
+    (a local user's profile; nothing for unknown or remote users)."""
+    try:
+        profile = await services.userapi.query_profile(ua_pb.QueryProfileRequest(user_id=user_id))
+    except errors.NotFound:
+        return {}
+    content: dict[str, Any] = {}
+    if profile.display_name:
+        content["displayname"] = profile.display_name
+    if profile.avatar_url:
+        content["avatar_url"] = profile.avatar_url
+    return content
 
 
 async def send_membership(services: Services, *, room_id: str, sender: str, target: str, membership: str,
@@ -42,4 +58,4 @@ async def join_local_room(services: Services, room_id: str, user_id: str, reason
     if found.membership == "join":
         return
     await send_membership(services, room_id=room_id, sender=user_id, target=user_id, membership="join",
-                          reason=reason)
+                          reason=reason, extra_content=await profile_content(services, user_id))

@@ -16,7 +16,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
-from clientapi.internal.membership import send_membership
+from clientapi.internal.membership import profile_content, send_membership
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
@@ -89,6 +89,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         services.send_limiter.check(device.user_id)
         body = parse_json_body(request)
         creation = parse_create_room(body, device.user_id, services.config.default_room_version)
+        creation.creator_join_content = await profile_content(services, device.user_id)
         if body.get("room_alias_name"):
             logger.info("createRoom: room_alias_name is not supported yet; room created without alias")
         built = build_room_creation_events(creation, server_name=services.server_name,
@@ -96,8 +97,11 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         await services.input_events(built.events)
         is_direct = params.optional_bool(body, "is_direct")
         for invitee in creation.invite:
+            content = await profile_content(services, invitee)
+            if is_direct:
+                content["is_direct"] = True
             await send_membership(services, room_id=built.room_id, sender=device.user_id, target=invitee,
-                                  membership="invite", extra_content={"is_direct": True} if is_direct else None)
+                                  membership="invite", extra_content=content)
         return json_response({"room_id": built.room_id})
 
     client_route(blueprint, "/createRoom", create_room, ["POST"], name="create_room")

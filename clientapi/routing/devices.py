@@ -15,10 +15,9 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
+from clientapi.internal.password_auth import password_auth
 from clientapi.internal.services import Services
-from clientapi.internal.uia import PASSWORD
 from clientapi.routing import client_route
-from clientapi.routing.login import localpart_of
 from common import errors
 from common.http import json_response, parse_json_body
 
@@ -32,37 +31,6 @@ def _device_json(found: ua_pb.Device) -> dict[str, Any]:
     if found.last_seen_ip:
         out["last_seen_ip"] = found.last_seen_ip
     return out
-
-
-async def _password_auth(services: Services, device: ua_pb.Device, body: dict[str, Any],
-                         purpose: str) -> HTTPResponse | None:
-    """None when ``body.auth`` proves the caller knows the password; the
-    401 answer (the flow, or a failed stage) otherwise."""
-    auth = params.optional_dict(body, "auth")
-    if auth is None:
-        return json_response(services.sessions.challenge(stage=PASSWORD, purpose=purpose), status=401)
-    session = params.optional_str(auth, "session")
-    if session is not None and not services.sessions.is_valid(session, purpose):
-        raise errors.MatrixError("Unknown session ID", http_status=400)
-    session = session or services.sessions.new_session(purpose)
-    auth_type = params.optional_str(auth, "type")
-    if auth_type != PASSWORD:
-        return json_response({**services.sessions.challenge(session, stage=PASSWORD, purpose=purpose),
-                              "errcode": "M_UNRECOGNIZED", "error": f"Unsupported auth type {auth_type!r}"},
-                             status=401)
-    identifier = params.optional_dict(auth, "identifier")
-    user = params.require_str(identifier, "user") if identifier is not None else params.optional_str(auth, "user")
-    password = params.require_str(auth, "password")
-    localpart = localpart_of(user or device.user_id, services.server_name)
-    if f"@{localpart}:{services.server_name}" != device.user_id:
-        raise errors.Forbidden("The auth must be for the requesting user")
-    try:
-        await services.userapi.perform_password_check(
-            ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))
-    except errors.Forbidden:
-        return json_response({**services.sessions.challenge(session, stage=PASSWORD, purpose=purpose),
-                              "errcode": "M_FORBIDDEN", "error": "Invalid password"}, status=401)
-    return None
 
 
 def add_routes(blueprint: Blueprint, services: Services) -> None:
@@ -83,7 +51,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
                      device_ids: list[str]) -> HTTPResponse:
         purpose = "delete_devices\n" + device.user_id + "\n" + "\n".join(sorted(set(device_ids)))
         services.login_limiter.check(services.client_ip(request))
-        refused = await _password_auth(services, device, body, purpose)
+        refused = await password_auth(services, device, body, purpose)
         if refused is not None:
             return refused
         if device_ids:

@@ -11,6 +11,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
+from clientapi.internal.password_auth import localpart_of
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
@@ -18,17 +19,6 @@ from common.http import json_response, parse_json_body
 
 PASSWORD = "m.login.password"
 ID_USER = "m.id.user"
-
-
-def localpart_of(user: str, server_name: str) -> str:
-    """A localpart from what the client typed: a localpart or a full user ID
-    of this server (lowercased, as registration lowercases)."""
-    if user.startswith("@"):
-        localpart, _, server = user[1:].partition(":")
-        if server != server_name:
-            raise errors.Forbidden("Invalid username or password")
-        return localpart.lower()
-    return user.lower()
 
 
 def add_routes(blueprint: Blueprint, services: Services) -> None:

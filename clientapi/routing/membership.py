@@ -13,7 +13,12 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
-from clientapi.internal.membership import current_membership, join_local_room, send_membership
+from clientapi.internal.membership import (
+    current_membership,
+    join_local_room,
+    profile_content,
+    send_membership,
+)
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
@@ -57,7 +62,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             raise errors.InvalidParam(f"not a user ID: {invitee!r}")
         _check_room_id(room_id)
         await send_membership(services, room_id=room_id, sender=device.user_id, target=invitee,
-                              membership="invite", reason=reason)
+                              membership="invite", reason=reason,
+                              extra_content=await profile_content(services, invitee))
         return json_response({})
 
     async def leave(request: Request, room_id: str) -> HTTPResponse:

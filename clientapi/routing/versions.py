@@ -31,10 +31,10 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
                 "default": services.config.default_room_version,
                 "available": {version: "stable" for version in KNOWN_ROOM_VERSIONS},
             },
-            # Not served yet: say so, so clients hide the options.
-            "m.change_password": {"enabled": False},
-            "m.set_displayname": {"enabled": False},
-            "m.set_avatar_url": {"enabled": False},
+            "m.change_password": {"enabled": True},
+            "m.set_displayname": {"enabled": True},
+            "m.set_avatar_url": {"enabled": True},
+            # Not served: say so, so clients hide the option.
             "m.3pid_changes": {"enabled": False},
         }})
 

@@ -120,7 +120,7 @@ async def test_trusted_private_chat_makes_invitees_creators(harness: Harness) ->
     create = room.events[room.state[("m.room.create", "")]]
     assert create.content["additional_creators"] == [bob.user_id]
     invite = await get_state(harness, alice, room_id, "m.room.member", bob.user_id)
-    assert invite == {"membership": "invite", "is_direct": True}
+    assert invite == {"membership": "invite", "is_direct": True, "displayname": "bob"}
 
     old_room = await harness.create_room(alice, preset="trusted_private_chat", invite=[bob.user_id],
                                          room_version="10")
