@@ -23,10 +23,9 @@ logger = logging.getLogger("myelin")
 
 async def run_monolith(config: Config, *, started: asyncio.Event | None = None) -> None:
     from clientapi.component import open_clientapi
+    from federationapi.component import build as build_federationapi
     from roomserver.component import open_roomserver
     from syncapi.component import open_syncapi
-
-    from federationapi.component import build as build_federationapi
     from userapi.component import open_userapi
 
     signing_key = read_signing_key_file(config.signing_key_path)

@@ -78,7 +78,6 @@ async def run_personality(config: Config, name: str) -> None:
         elif name == "clientapi":
             from clientapi.component import open_clientapi
             from roomserver.grpc.client import GrpcRoomserverClient
-
             from userapi.grpc.client import GrpcUserAPIClient
 
             log = await _open_log(config, name, stack)
@@ -93,7 +92,6 @@ async def run_personality(config: Config, name: str) -> None:
         elif name == "syncapi":
             from roomserver.grpc.client import GrpcRoomserverClient
             from syncapi.component import open_syncapi
-
             from userapi.grpc.client import GrpcUserAPIClient
 
             log = await _open_log(config, name, stack)
