@@ -609,6 +609,13 @@ class RoomserverDatabase:
         rows = await txn.conn.execute(query)
         return [(int(r.outbox_nid), int(r.room_nid), int(r.event_nid), bytes(r.payload)) for r in rows]
 
+    async def mark_events_sent(self, txn: Txn, event_nids: Collection[int]) -> None:
+        """Forgets every outbox entry of ``event_nids`` and marks them sent."""
+        for chunk in _chunks(event_nids):
+            await txn.conn.execute(delete(output_outbox).where(output_outbox.c.event_nid.in_(chunk)))
+            await txn.conn.execute(update(events).where(events.c.event_nid.in_(chunk))
+                                   .values(sent_to_output=True))
+
     async def mark_sent(self, txn: Txn, outbox_nids: Collection[int], event_nids: Collection[int]) -> None:
         for chunk in _chunks(outbox_nids):
             await txn.conn.execute(delete(output_outbox).where(output_outbox.c.outbox_nid.in_(chunk)))

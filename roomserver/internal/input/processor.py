@@ -113,6 +113,17 @@ class InvalidInput(Exception):
 
 
 @dataclass
+class _Unsent:
+    """Output of one event, committed to the outbox and not yet appended.
+    ``payloads`` is None when they must be read back from the outbox (an
+    event stored before a crash)."""
+
+    event_nid: int
+    room_id: str
+    payloads: list[bytes] | None
+
+
+@dataclass
 class _Checked:
     """What the checks decided about one event before it is stored."""
 
@@ -149,15 +160,15 @@ class InputProcessor:
         (a failed event leaves no trace but its failure record), then appends
         their output."""
         results: list[pb.InputEventResult] = []
-        to_send: list[int] = []
+        to_send: list[_Unsent] = []
         async with self._db.transaction() as txn:
             for input_event in entry.events:
                 event_id = input_event.event.event_id
                 reason = ""
                 try:
-                    result, send_nid = await self._process_with_retries(txn, entry.room_id, input_event)
-                    if send_nid is not None:
-                        to_send.append(send_nid)
+                    result, unsent = await self._process_with_retries(txn, entry.room_id, input_event)
+                    if unsent is not None:
+                        to_send.append(unsent)
                 except InvalidInput as e:
                     reason = str(e)
                 except Exception as e:
@@ -173,11 +184,11 @@ class InputProcessor:
                     result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=reason)
                 results.append(result)
         if to_send:
-            await self.send_pending(to_send)
+            await self._send(to_send)
         return results
 
     async def _process_with_retries(self, txn: Txn, room_id: str, input_event: input_log_pb2.InputRoomEvent
-                                    ) -> tuple[pb.InputEventResult, int | None]:
+                                    ) -> tuple[pb.InputEventResult, _Unsent | None]:
         """One event in a savepoint, retried when the database failed (a
         PostgreSQL deadlock between rooms interning the same new names, a
         busy SQLite), so a passing failure does not make it INVALID."""
@@ -234,8 +245,8 @@ class InputProcessor:
         return event
 
     async def _process_event(self, txn: Txn, room_id: str, input_event: input_log_pb2.InputRoomEvent
-                             ) -> tuple[pb.InputEventResult, int | None]:
-        """The event's outcome, and its NID when it has output to send."""
+                             ) -> tuple[pb.InputEventResult, _Unsent | None]:
+        """The event's outcome, and its output still to send."""
         event = self.parse(input_event)
         if event.room_id != room_id:
             raise InvalidInput(f"event {event.event_id} is in room {event.room_id}, not {room_id}")
@@ -247,7 +258,7 @@ class InputProcessor:
         if existing is not None and not (existing.is_outlier and kind != OUTLIER):
             result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE,
                                          reason=duplicate_reason(existing))
-            return result, (None if existing.sent_to_output else existing.event_nid)
+            return result, (None if existing.sent_to_output else _Unsent(existing.event_nid, room_id, None))
         if existing is None and kind == OUTLIER and self._is_invite_from_elsewhere(event):
             room = await self._db.room_by_id(txn, event.room_id)
             if room is None or room.state_snapshot_nid is None or any(
@@ -264,7 +275,7 @@ class InputProcessor:
                 and event.origin != self._server_name)
 
     async def _store_remote_invite(self, txn: Txn, event: Event, room: RoomRecord | None,
-                                   known: dict[str, EventRecord]) -> tuple[pb.InputEventResult, int | None]:
+                                   known: dict[str, EventRecord]) -> tuple[pb.InputEventResult, _Unsent | None]:
         """An invite over federation to a room this server is not in (server-
         server API "Inviting to a room"): the federation API checked its
         signatures; its auth events are the inviting server's. It is stored
@@ -293,8 +304,10 @@ class InputProcessor:
             if isinstance(stripped, list) else []
         output = output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
             event=event_to_proto(event), target_user_id=event.state_key, invite_room_state_json=invite_state))
-        await self._db.add_to_outbox(txn, room.room_nid, event_nid, [output.SerializeToString()])
-        return pb.InputEventResult(event_id=event.event_id, outcome=ACCEPTED), event_nid
+        payloads = [output.SerializeToString()]
+        await self._db.add_to_outbox(txn, room.room_nid, event_nid, payloads)
+        return (pb.InputEventResult(event_id=event.event_id, outcome=ACCEPTED),
+                _Unsent(event_nid, room.room_id, payloads))
 
     async def _room_for(self, txn: Txn, event: Event) -> RoomRecord:
         room = await self._db.room_by_id(txn, event.room_id)
@@ -315,7 +328,7 @@ class InputProcessor:
 
     async def _store_new(self, txn: Txn, event: Event, input_event: input_log_pb2.InputRoomEvent,
                          kind: int, outlier: EventRecord | None, known: dict[str, EventRecord]
-                         ) -> tuple[pb.InputEventResult, int | None]:
+                         ) -> tuple[pb.InputEventResult, _Unsent | None]:
         room = await self._room_for(txn, event)
         if (event.type == CREATE and event.state_key == "" and room.create_event_nid is not None
                 and outlier is None):
@@ -372,9 +385,9 @@ class InputProcessor:
             assert state_after is not None and state_after_nid is not None
             outputs = await self._advance_room(txn, room, event, event_nid, checked, state_after,
                                                state_after_nid, input_event, rv, updates)
-        if outputs:
-            await self._db.add_to_outbox(txn, room.room_nid, event_nid,
-                                         [o.SerializeToString() for o in outputs])
+        payloads = [o.SerializeToString() for o in outputs]
+        if payloads:
+            await self._db.add_to_outbox(txn, room.room_nid, event_nid, payloads)
         else:
             updates["sent_to_output"] = True
         if updates:
@@ -382,7 +395,7 @@ class InputProcessor:
         result = pb.InputEventResult(event_id=event.event_id, outcome=outcome,
                                      reason=checked.rejected_reason or
                                      ("soft-failed against the current state" if checked.soft_failed else ""))
-        return result, (event_nid if outputs else None)
+        return result, (_Unsent(event_nid, room.room_id, payloads) if payloads else None)
 
     async def _create_event(self, txn: Txn, room: RoomRecord) -> Event | None:
         if room.create_event_nid is None:
@@ -724,6 +737,25 @@ class InputProcessor:
         return []
 
     # -- the outbox ----------------------------------------------------------
+
+    async def _send(self, unsent: Sequence[_Unsent]) -> None:
+        """Appends what this entry's events wrote to the outbox, in order,
+        then forgets it; what could not be appended stays for later."""
+        if any(u.payloads is None for u in unsent):
+            await self.send_pending([u.event_nid for u in unsent])
+            return
+        sent: list[int] = []
+        for item in unsent:
+            try:
+                for payload in item.payloads or []:
+                    await self._producer.send(item.room_id, payload)
+            except Exception:
+                logger.exception("appending output for event NID %d failed; kept for later", item.event_nid)
+                break
+            sent.append(item.event_nid)
+        if sent:
+            async with self._db.transaction() as txn:
+                await self._db.mark_events_sent(txn, sent)
 
     async def send_pending(self, event_nids: Sequence[int] | None = None) -> int:
         """Appends the outbox entries of ``event_nids`` (all when None) to

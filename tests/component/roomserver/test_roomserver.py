@@ -499,16 +499,16 @@ async def test_crash_between_commit_and_output(tmp_path: Path, log: Log) -> None
 
         # The process dies after the database commit, before the append.
         processor = first.component.processor
-        real_send = processor.send_pending
+        real_send = processor._send
 
-        async def crash(event_nids: Sequence[int] | None = None) -> int:
-            return 0
+        async def crash(unsent: Sequence[object]) -> None:
+            return None
 
-        processor.send_pending = crash  # type: ignore[method-assign]
+        processor._send = crash  # type: ignore[method-assign]
         lost = room.message(BOB, "committed, never sent")
         also_lost = room.message(BOB, "this one too")
         assert outcomes(await send(api, [lost, also_lost])) == [pb.INPUT_OUTCOME_ACCEPTED] * 2
-        processor.send_pending = real_send  # type: ignore[method-assign]
+        processor._send = real_send  # type: ignore[method-assign]
         timeline = new_room_events(await read_output(log))
         assert lost.event_id not in [n.event.event_id for n in timeline]
 
