@@ -571,10 +571,11 @@ async def test_on_postgresql(tmp_path: Path, log: Log, fresh_postgres_database: 
         await running.stop()
 
 
-@pytest.mark.parametrize("version", ["2", "10", "12"])
+@pytest.mark.parametrize("version", ["1", "2", "10", "12"])
 async def test_state_resolution_applies_power_first(api: RoomserverAPI, running: Running, version: str) -> None:
     """Two branches: Bob (power 50) renames the room, Alice demotes him. The
-    resolved state applies the demotion first, so Bob's rename is dropped."""
+    resolved state applies the demotion first, so Bob's rename is dropped
+    (from state resolution v2 on)."""
     room = TestRoom(version, creator=ALICE, extra_power_users={BOB: 50})
     room.join(BOB)
     base = room.message(ALICE, "fork point")
@@ -591,8 +592,14 @@ async def test_state_resolution_applies_power_first(api: RoomserverAPI, running:
     latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
     assert sorted(latest.latest_event_ids) == sorted([rename.event_id, demote.event_id])
     state_ids = proto_ids(latest.state_events)
-    assert demote.event_id in state_ids
-    assert rename.event_id not in state_ids and original_levels.event_id not in state_ids
+    assert demote.event_id in state_ids and original_levels.event_id not in state_ids
+    if version == "1":
+        # State resolution v1 only resolves keys the branches disagree on;
+        # the name is set on one branch only, so it stays (v1's known flaw,
+        # which v2 fixed).
+        assert rename.event_id in state_ids
+        return
+    assert rename.event_id not in state_ids
 
     timeline = {n.event.event_id: n for n in new_room_events(await read_output(running.log))}
     assert list(timeline[rename.event_id].adds_state_event_ids) == [rename.event_id]
