@@ -20,6 +20,7 @@ from clientapi.routing import (
     account,
     createroom,
     devices,
+    directory,
     login,
     membership,
     profile,
@@ -64,7 +65,8 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
         sessions=SessionSigner(config.macaroon_secret),
     )
     blueprint = Blueprint(blueprint_name)
-    for module in (versions, register, login, account, devices, profile, createroom, membership, send, state):
+    for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
+                   directory):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 

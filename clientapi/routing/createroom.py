@@ -3,8 +3,9 @@
 Spec: data/api/client-server/create_room.yaml. The initial events are
 built locally (``common.eventbuilder.build_room_creation_events``) and
 input in one call; invites follow as separate membership events.
-Not yet: ``room_alias_name`` (no alias directory; ignored) and
-``invite_3pid`` (refused).
+``visibility: public`` publishes the room in the room directory
+(routing/directory.py). Not yet: ``room_alias_name`` (no alias directory;
+ignored) and ``invite_3pid`` (refused).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         built = build_room_creation_events(creation, server_name=services.server_name,
                                            signing_key=services.signing_key)
         await services.input_events(built.events)
+        if params.optional_str(body, "visibility") == "public":
+            await services.database.set_room_published(built.room_id, True)
         is_direct = params.optional_bool(body, "is_direct")
         for invitee in creation.invite:
             content = await profile_content(services, invitee)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from clientapi.storage.tables.room_directory import RoomDirectoryTable, room_directory
 from clientapi.storage.tables.transactions import TransactionRow, TransactionsTable, transactions
 from common.storage import Database
 
@@ -24,6 +25,7 @@ class ClientAPIDatabase:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._transactions = TransactionsTable()
+        self._directory = RoomDirectoryTable()
         self._last_purge_ms = 0
 
     async def get_transaction(self, user_id: str, device_id: str, endpoint: str,
@@ -78,3 +80,21 @@ class ClientAPIDatabase:
     async def forget_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
         async with self.db.transaction() as conn:
             await self._transactions.delete(conn, user_id, device_id, endpoint, txn_id)
+
+    # -- the published room directory -------------------------------------------
+
+    async def set_room_published(self, room_id: str, published: bool) -> None:
+        async with self.db.transaction() as conn:
+            if published:
+                await conn.execute(self.db.insert_or_ignore(
+                    room_directory, {"room_id": room_id, "published_ts": _now_ms()}, ["room_id"]))
+            else:
+                await self._directory.delete(conn, room_id)
+
+    async def is_room_published(self, room_id: str) -> bool:
+        async with self.db.connect() as conn:
+            return await self._directory.contains(conn, room_id)
+
+    async def published_rooms(self) -> list[str]:
+        async with self.db.connect() as conn:
+            return await self._directory.select_all(conn)

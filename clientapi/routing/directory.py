@@ -1,0 +1,170 @@
+"""The published room directory: GET/PUT /directory/list/room/{roomId} and
+GET/POST /publicRooms.
+
+Spec: data/api/client-server/list_public_rooms.yaml,
+definitions/public_rooms_chunk.yaml. Only this server's directory is
+served (``server`` naming another one needs federation, later). Rooms are
+ordered by joined members, most first, then by room ID; the ``since`` token
+is an offset into that order. Publishing needs the power to set the room's
+canonical alias, as in Synapse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from myelin.roomserver.v1 import events_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from clientapi.internal import params
+from clientapi.internal.membership import current_membership
+from clientapi.internal.services import Services
+from clientapi.routing import client_route
+from common import errors
+from common.http import json_response, parse_json_body, query_int
+from matrixlib import events as ev
+from matrixlib.events import Event, StateKey
+from matrixlib.power_levels import PowerLevels
+from matrixlib.room_versions import get_room_version
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+_CHUNK_STATE: list[StateKey] = [
+    (ev.CREATE, ""), (ev.NAME, ""), (ev.TOPIC, ""), (ev.CANONICAL_ALIAS, ""), ("m.room.avatar", ""),
+    (ev.JOIN_RULES, ""), (ev.HISTORY_VISIBILITY, ""), (ev.GUEST_ACCESS, ""), (ev.POWER_LEVELS, ""),
+]
+
+
+async def _room_state(services: Services, room_id: str, wanted: list[StateKey]
+                      ) -> dict[StateKey, Event] | None:
+    answer = await services.roomserver.query_latest_events_and_state(rs_pb.QueryLatestEventsAndStateRequest(
+        room_id=room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=t, state_key=k) for t, k in wanted]))
+    if not answer.room_exists:
+        return None
+    version = get_room_version(answer.room_version)
+    state: dict[StateKey, Event] = {}
+    for proto in answer.state_events:
+        event = Event.from_json(proto.pdu_json, version, proto.event_id or None)
+        if event.state_key is not None:
+            state[event.state_tuple] = event
+    return state
+
+
+def _text(state: dict[StateKey, Event], key: StateKey, field: str) -> str | None:
+    event = state.get(key)
+    value = event.content.get(field) if event is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+async def _chunk_entry(services: Services, room_id: str) -> dict[str, Any] | None:
+    info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
+    state = await _room_state(services, room_id, _CHUNK_STATE)
+    if not info.room_exists or state is None:
+        return None
+    entry: dict[str, Any] = {
+        "room_id": room_id,
+        "num_joined_members": info.joined_member_count,
+        "world_readable": _text(state, (ev.HISTORY_VISIBILITY, ""), "history_visibility") == "world_readable",
+        "guest_can_join": _text(state, (ev.GUEST_ACCESS, ""), "guest_access") == "can_join",
+        "join_rule": _text(state, (ev.JOIN_RULES, ""), "join_rule") or "invite",
+    }
+    for key, field, name in [((ev.NAME, ""), "name", "name"), ((ev.TOPIC, ""), "topic", "topic"),
+                             ((ev.CANONICAL_ALIAS, ""), "alias", "canonical_alias"),
+                             (("m.room.avatar", ""), "url", "avatar_url"),
+                             ((ev.CREATE, ""), "type", "room_type")]:
+        value = _text(state, key, field)
+        if value is not None:
+            entry[name] = value
+    return entry
+
+
+def _matches(entry: dict[str, Any], term: str | None, room_types: list[Any] | None) -> bool:
+    if room_types is not None and entry.get("room_type") not in room_types:
+        return False
+    if term:
+        haystack = " ".join(str(entry.get(k, "")) for k in ("name", "topic", "canonical_alias", "room_id"))
+        return term.lower() in haystack.lower()
+    return True
+
+
+def _offset(since: str | None) -> int:
+    if not since:
+        return 0
+    if not since.startswith("o") or not since[1:].isdigit():
+        raise errors.InvalidParam("Invalid since token")
+    return int(since[1:])
+
+
+def add_routes(blueprint: Blueprint, services: Services) -> None:
+    def check_server(request: Request) -> None:
+        server = request.args.get("server")
+        if server and server != services.server_name:
+            raise errors.MatrixError("Listing other servers' directories is not supported yet", http_status=400)
+
+    async def listing(limit: int, since: str | None, term: str | None,
+                      room_types: list[Any] | None) -> HTTPResponse:
+        offset = _offset(since)
+        entries = []
+        for room_id in await services.database.published_rooms():
+            entry = await _chunk_entry(services, room_id)
+            if entry is not None and _matches(entry, term, room_types):
+                entries.append(entry)
+        entries.sort(key=lambda e: (-int(e["num_joined_members"]), e["room_id"]))
+        page = entries[offset:offset + limit]
+        body: dict[str, Any] = {"chunk": page, "total_room_count_estimate": len(entries)}
+        if offset + limit < len(entries):
+            body["next_batch"] = f"o{offset + limit}"
+        if offset > 0:
+            body["prev_batch"] = f"o{max(0, offset - limit)}"
+        return json_response(body)
+
+    async def get_public_rooms(request: Request) -> HTTPResponse:
+        check_server(request)
+        limit = query_int(request, "limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+        return await listing(limit, request.args.get("since"), None, None)
+
+    async def post_public_rooms(request: Request) -> HTTPResponse:
+        await services.device_for(request)
+        check_server(request)
+        body = parse_json_body(request, allow_empty=True)
+        limit = body.get("limit", DEFAULT_LIMIT)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise errors.BadJSON("limit must be an integer")
+        since = params.optional_str(body, "since")
+        search = params.optional_dict(body, "filter") or {}
+        term = params.optional_str(search, "generic_search_term")
+        room_types = params.optional_list(search, "room_types") if "room_types" in search else None
+        return await listing(min(max(limit, 1), MAX_LIMIT), since, term, room_types)
+
+    async def get_visibility(request: Request, room_id: str) -> HTTPResponse:
+        info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
+        if not info.room_exists:
+            raise errors.NotFound("Room not found")
+        published = await services.database.is_room_published(room_id)
+        return json_response({"visibility": "public" if published else "private"})
+
+    async def put_visibility(request: Request, room_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        body = parse_json_body(request)
+        visibility = params.optional_str(body, "visibility") or "public"
+        if visibility not in ("public", "private"):
+            raise errors.InvalidParam("visibility must be public or private")
+        state = await _room_state(services, room_id, [(ev.CREATE, ""), (ev.POWER_LEVELS, "")])
+        if state is None:
+            raise errors.NotFound("Room not found")
+        membership = await current_membership(services, room_id, device.user_id)
+        create = state.get((ev.CREATE, ""))
+        if not membership.is_in_room or create is None:
+            raise errors.Forbidden("You are not in this room")
+        levels = PowerLevels.from_state(state, create.room_version)
+        if levels.user_level(device.user_id) < levels.events_level(ev.CANONICAL_ALIAS, True):
+            raise errors.Forbidden("You may not change this room's visibility in the directory")
+        await services.database.set_room_published(room_id, visibility == "public")
+        return json_response({})
+
+    client_route(blueprint, "/publicRooms", get_public_rooms, ["GET"], name="get_public_rooms")
+    client_route(blueprint, "/publicRooms", post_public_rooms, ["POST"], name="post_public_rooms")
+    client_route(blueprint, "/directory/list/room/<room_id>", get_visibility, ["GET"], name="get_visibility")
+    client_route(blueprint, "/directory/list/room/<room_id>", put_visibility, ["PUT"], name="put_visibility")
