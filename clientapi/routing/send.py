@@ -3,11 +3,10 @@ PUT /rooms/{roomId}/redact/{eventId}/{txnId} and
 PUT /rooms/{roomId}/state/{eventType}[/{stateKey}].
 
 Spec: data/api/client-server/room_send.yaml, redaction.yaml,
-room_state.yaml. A send (or redaction) is
-idempotent per device and transaction ID: a retry answers the first event
-ID (clientapi_transactions). Every sent event carries the sender's
-TransactionID in its InputRoomEvent, so /sync can echo
-``unsigned.transaction_id``.
+room_state.yaml. A send (or redaction) is idempotent per device and
+transaction ID: a retry answers the first event ID (clientapi_transactions).
+Every sent event carries the sender's TransactionID in its InputRoomEvent,
+so /sync can echo ``unsigned.transaction_id``.
 """
 
 from __future__ import annotations
