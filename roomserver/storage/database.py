@@ -395,12 +395,13 @@ class RoomserverDatabase:
                            state_key_nid: int | None, auth_event_nids: Collection[int],
                            is_outlier: bool, is_rejected: bool, is_soft_failed: bool,
                            rejection_reason: str | None, state_before_nid: int | None,
-                           state_after_nid: int | None) -> int:
+                           state_after_nid: int | None, sent_to_output: bool = False) -> int:
+        """Stores a new event; ``sent_to_output`` when it will have no output."""
         nid = await txn.conn.scalar(
             events.insert().values(
                 event_id=event.event_id, room_nid=room_nid, type_nid=type_nid, state_key_nid=state_key_nid,
                 depth=event.depth, is_outlier=is_outlier, is_rejected=is_rejected,
-                is_soft_failed=is_soft_failed, rejection_reason=rejection_reason, sent_to_output=False,
+                is_soft_failed=is_soft_failed, rejection_reason=rejection_reason, sent_to_output=sent_to_output,
                 state_before_nid=state_before_nid, state_after_nid=state_after_nid,
             ).returning(events.c.event_nid))
         assert nid is not None

@@ -123,11 +123,13 @@ class Inputer:
                 await self._log.append(ROOMSERVER_INPUT.name, pending.room_id.encode(),
                                        pending.entry.SerializeToString())
             if req.wait:
-                async with asyncio.timeout(self._timeout):
-                    for pending in entries:
+                # Each entry gets the whole timeout: a big input (a federated
+                # join's auth chain) is many entries processed one by one.
+                for pending in entries:
+                    async with asyncio.timeout(self._timeout):
                         outcomes = await self._wait(pending.entry, waiters[pending.entry.request_id])
-                        for index, outcome in zip(pending.indexes, outcomes, strict=False):
-                            results[index] = outcome
+                    for index, outcome in zip(pending.indexes, outcomes, strict=False):
+                        results[index] = outcome
         except TimeoutError:
             raise errors.Unavailable("the room server did not process the events in time") from None
         finally:

@@ -342,6 +342,8 @@ class InputProcessor:
         if event.state_key is not None:
             state_key_nid = (await self._db.state_key_nids(txn, [event.state_key], create=True))[event.state_key]
         is_rejected = checked.rejected_reason is not None
+        # Only accepted timeline events have output.
+        no_output = is_rejected or checked.soft_failed or kind == OUTLIER
         if outlier is not None:
             event_nid = outlier.event_nid
             await self._db.update_event(
@@ -352,7 +354,7 @@ class InputProcessor:
                 txn, event, room_nid=room.room_nid, type_nid=type_nid, state_key_nid=state_key_nid,
                 auth_event_nids=checked.auth_nids, is_outlier=kind == OUTLIER, is_rejected=is_rejected,
                 is_soft_failed=checked.soft_failed, rejection_reason=checked.rejected_reason,
-                state_before_nid=checked.state_before_nid, state_after_nid=None)
+                state_before_nid=checked.state_before_nid, state_after_nid=None, sent_to_output=no_output)
         if event.type == CREATE and event.state_key == "" and not is_rejected:
             await self._db.update_room(txn, room.room_nid, create_event_nid=event_nid)
 
@@ -389,7 +391,8 @@ class InputProcessor:
         if payloads:
             await self._db.add_to_outbox(txn, room.room_nid, event_nid, payloads)
         else:
-            updates["sent_to_output"] = True
+            if outlier is not None or not no_output:
+                updates["sent_to_output"] = True
         if updates:
             await self._db.update_event(txn, event_nid, **updates)
         result = pb.InputEventResult(event_id=event.event_id, outcome=outcome,
