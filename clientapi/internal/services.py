@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from myelin.roomserver.v1 import events_pb2, input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
@@ -44,7 +45,8 @@ class Services:
     login_limiter: TokenBucketLimiter
     register_limiter: TokenBucketLimiter
     sessions: SessionSigner
-    _txn_locks: dict[tuple[str, ...], asyncio.Lock] = field(default_factory=dict)
+    # key -> [lock, how many requests hold or await it]
+    _txn_locks: dict[tuple[str, ...], list[Any]] = field(default_factory=dict)
     # Transactions this process completed lately: a quick retry is answered
     # without the database. Bounded; the database remains the record.
     completed_transactions: OrderedDict[tuple[str, ...], str] = field(default_factory=OrderedDict)
@@ -78,12 +80,15 @@ class Services:
     async def transaction_lock(self, *key: str) -> AsyncIterator[None]:
         """Serialises requests that reuse one transaction ID, so a retry that
         races the original waits for it instead of sending twice."""
-        lock = self._txn_locks.setdefault(key, asyncio.Lock())
+        entry = self._txn_locks.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
         try:
-            async with lock:
+            async with entry[0]:
                 yield
         finally:
-            if not lock.locked() and self._txn_locks.get(key) is lock:
+            # Dropped only when no request holds or awaits it.
+            entry[1] -= 1
+            if entry[1] == 0:
                 del self._txn_locks[key]
 
     def transaction_done(self, key: tuple[str, str, str, str], event_id: str) -> None:

@@ -81,6 +81,8 @@ async def test_concurrent_retries_send_once(harness: Harness) -> None:
         harness.send(alice, room_id, {"msgtype": "m.text", "body": "once"}, "same") for _ in range(5)])
     assert len({r.json()["event_id"] for r in responses}) == 1
     assert len(rs.inputs) == before + 1
+    # The per-transaction locks are gone once nobody holds them.
+    assert harness.clientapi.services._txn_locks == {}
 
 
 async def test_open_clientapi_owns_its_database(tmp_path: Path) -> None:
