@@ -1,9 +1,9 @@
 """POST /join/{roomIdOrAlias}, /rooms/{roomId}/join, /rooms/{roomId}/invite,
 /rooms/{roomId}/leave, /rooms/{roomId}/kick, /rooms/{roomId}/ban,
-/rooms/{roomId}/unban.
+/rooms/{roomId}/unban, /knock/{roomIdOrAlias}.
 
 Spec: client-server API "Room membership", data/api/client-server/joining.yaml,
-inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml. Only rooms this server is already in can be
+inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml, knocking.yaml. Only rooms this server is already in can be
 joined for now; aliases cannot be resolved yet (no directory).
 """
 
@@ -99,6 +99,20 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
 
         client_route(blueprint, f"/rooms/<room_id>/{name}", handler, ["POST"], name=name)
 
+    async def knock(request: Request, room_id_or_alias: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        services.send_limiter.check(device.user_id)
+        body = parse_json_body(request, allow_empty=True)
+        reason = params.optional_str(body, "reason")
+        if room_id_or_alias.startswith("#"):
+            raise errors.NotFound(f"Room alias {room_id_or_alias} not found")
+        _check_room_id(room_id_or_alias)
+        await send_membership(services, room_id=room_id_or_alias, sender=device.user_id, target=device.user_id,
+                              membership="knock", reason=reason,
+                              extra_content=await profile_content(services, device.user_id))
+        return json_response({"room_id": room_id_or_alias})
+
+    client_route(blueprint, "/knock/<room_id_or_alias>", knock, ["POST"], name="knock")
     change_other("leave", "kick")
     change_other("ban", "ban")
     change_other("leave", "unban")

@@ -160,3 +160,20 @@ async def test_delete_devices_in_bulk(harness: Harness) -> None:
     assert (response.status_code, response.json()["errcode"]) == (400, "M_MISSING_PARAM")
     response = await harness.http.post(f"{V3}/delete_devices", json={"devices": "x"}, headers=alice.headers)
     assert (response.status_code, response.json()["errcode"]) == (400, "M_BAD_JSON")
+
+
+async def test_knock(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    bob = await harness.register("bob")
+    knockable = await harness.create_room(alice, room_version="10", initial_state=[
+        {"type": "m.room.join_rules", "content": {"join_rule": "knock"}}])
+    response = await harness.http.post(f"{V3}/knock/{knockable}", json={"reason": "let me in"},
+                                       headers=bob.headers)
+    assert response.json() == {"room_id": knockable}
+    room = fake(harness).rooms[knockable]
+    knock = room.events[room.state[("m.room.member", bob.user_id)]]
+    assert knock.content == {"membership": "knock", "reason": "let me in", "displayname": "bob"}
+    # An invite-only room refuses knocks.
+    private = await harness.create_room(alice, room_version="10")
+    response = await harness.http.post(f"{V3}/knock/{private}", json={}, headers=bob.headers)
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
