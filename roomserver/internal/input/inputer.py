@@ -136,13 +136,11 @@ class Inputer:
             for request_id in waiters:
                 self._waiters.pop(request_id, None)
         response = pb.InputRoomEventsResponse()
+        event_ids = {index: event_id for index, event_id, _ in parsed}
         for index, result in enumerate(results):
             if result is None:
                 # Not waited for: appended to the log, outcome unknown yet.
-                result = pb.InputEventResult(event_id=req.events[index].event.event_id or "",
-                                             outcome=pb.INPUT_OUTCOME_UNSPECIFIED)
-                for _, event_id, _ in (p for p in parsed if p[0] == index):
-                    result.event_id = event_id
+                result = pb.InputEventResult(event_id=event_ids[index], outcome=pb.INPUT_OUTCOME_UNSPECIFIED)
             response.results.append(result)
         return response
 
