@@ -1,5 +1,20 @@
 """The room server: the one constructor ``build``, and ``open_roomserver``
-for a process that opens its own database."""
+for a process that opens its own database.
+
+    roomserver = await open_roomserver(config, log, signing_key)
+    tasks.create_task(roomserver.run())      # consumes roomserver.input until cancelled
+    await roomserver.ready.wait()
+    roomserver.api                           # the in-process RoomserverAPI
+    await serve_grpc(roomserver.api, addr)   # roomserver.grpc.server, for other processes
+    await roomserver.close()
+
+Where things are: ``internal/input/inputer.py`` (the input call: append to
+``roomserver.input`` and wait), ``internal/input/processor.py`` (auth,
+state, storage, output), ``internal/input/consumer.py`` (the consumer
+loop), ``internal/query/queries.py`` (every query), ``internal/state.py``
+(state resolution on numeric state maps), ``storage/`` (tables and the
+facade, with the state snapshot design in ``storage/tables/state.py``).
+"""
 
 from __future__ import annotations
 
