@@ -4,6 +4,7 @@ server's identity and the rate limiters."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -31,6 +32,14 @@ from userapi.api import UserAPI
 logger = logging.getLogger(__name__)
 
 RECENT_TRANSACTIONS = 10_000
+
+
+def _is_internal(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
 
 
 @dataclass
@@ -74,7 +83,18 @@ class Services:
 
     @staticmethod
     def client_ip(request: Request) -> str:
-        return str(request.remote_addr or request.ip or "")
+        """The client's address, for per-IP rate limits. Behind the split
+        deployment's router (or nginx) every request comes from the proxy,
+        so a proxy's X-Forwarded-For is believed when the direct peer is on
+        loopback or a private network; the last entry is the one the
+        nearest proxy added."""
+        peer = str(request.ip or "")
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if forwarded and _is_internal(peer):
+            last = forwarded.split(",")[-1].strip()
+            if last:
+                return last
+        return peer
 
     @asynccontextmanager
     async def transaction_lock(self, *key: str) -> AsyncIterator[None]:

@@ -79,3 +79,18 @@ def test_bucket_refills() -> None:
     limiter.check("a")  # the bucket holds no more than the burst
     with pytest.raises(errors.LimitExceeded):
         limiter.check("a")
+
+
+async def test_login_limit_per_forwarded_ip(make_harness: HarnessFactory) -> None:
+    """Behind a proxy on loopback, the limit is per client, not per proxy."""
+    harness = await make_harness(rate_limits=limits(login=SLOW))
+    body = {"type": "m.login.password", "user": "nobody", "password": "wrong"}
+
+    async def attempt(client_ip: str) -> int:
+        response = await harness.http.post(f"{V3}/login", json=body, headers={"X-Forwarded-For": client_ip})
+        return response.status_code
+
+    assert [await attempt("203.0.113.7") for _ in range(3)] == [403, 403, 429]
+    assert await attempt("198.51.100.9") == 403
+    # The entry the nearest proxy added is the one that counts.
+    assert await attempt("198.51.100.9, 203.0.113.7") == 429
