@@ -134,12 +134,18 @@ class Env:
             await self.wait_for_events([e.event_id for e in events])
 
     async def wait_for_events(self, event_ids: list[str]) -> None:
+        """Until the events are stored and the notifier has been told (a
+        /sync right after must see them)."""
         async def known() -> bool:
             for event_id in event_ids:
                 if not await self.syncapi.database.is_known_event(event_id):
                     return False
             return True
         await wait_until(known)
+        async with self.syncapi.database.read() as reader:
+            stored = await reader.events_by_ids(event_ids)
+        highest = max(e.stream_pos for e in stored.values())
+        await wait_until(lambda: self.syncapi.notifier.position >= highest)
 
     async def send_room(self, room: TestRoom) -> None:
         await self.send(*room.events)
