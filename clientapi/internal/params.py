@@ -56,3 +56,21 @@ def optional_str_list(body: dict[str, Any], key: str) -> list[str]:
     if not all(isinstance(v, str) for v in values):
         raise errors.BadJSON(f"{key} must be an array of strings")
     return values
+
+
+# Synapse's limits on what a client names its device.
+MAX_DEVICE_ID_LENGTH = 255
+MAX_DEVICE_DISPLAY_NAME_LENGTH = 100
+
+
+def device_fields(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``device_id`` and ``initial_device_display_name`` of /login and
+    /register, checked."""
+    device_id = optional_str(body, "device_id")
+    display_name = optional_str(body, "initial_device_display_name")
+    if device_id is not None and len(device_id) > MAX_DEVICE_ID_LENGTH:
+        raise errors.InvalidParam(f"device_id is longer than {MAX_DEVICE_ID_LENGTH} characters")
+    if display_name is not None and len(display_name) > MAX_DEVICE_DISPLAY_NAME_LENGTH:
+        raise errors.InvalidParam(
+            f"initial_device_display_name is longer than {MAX_DEVICE_DISPLAY_NAME_LENGTH} characters")
+    return device_id, display_name

@@ -41,8 +41,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             # The deprecated top-level `user` field.
             user = params.require_str(body, "user")
         password = params.require_str(body, "password")
-        device_id = params.optional_str(body, "device_id")
-        display_name = params.optional_str(body, "initial_device_display_name")
+        device_id, display_name = params.device_fields(body)
         localpart = localpart_of(user, services.server_name)
         account = await services.userapi.perform_password_check(
             ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))

@@ -46,8 +46,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         body = parse_json_body(request)
         username = params.optional_str(body, "username")
         password = params.optional_str(body, "password")
-        device_id = params.optional_str(body, "device_id")
-        display_name = params.optional_str(body, "initial_device_display_name")
+        device_id, display_name = params.device_fields(body)
         inhibit_login = params.optional_bool(body, "inhibit_login")
         auth = params.optional_dict(body, "auth")
         if password is not None and len(password) > MAX_PASSWORD_LENGTH:

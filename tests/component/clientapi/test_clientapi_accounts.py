@@ -110,6 +110,9 @@ async def test_register_closed(make_harness: HarnessFactory) -> None:
     ({"username": "h", "password": "pw", "auth": "dummy"}, "M_BAD_JSON"),
     ({"username": "h", "password": "pw", "inhibit_login": "yes"}, "M_BAD_JSON"),
     ({"username": "h", "password": "x" * 513, "auth": {"type": "m.login.dummy"}}, "M_INVALID_PARAM"),
+    ({"username": "h", "password": "pw", "device_id": 7, "auth": {"type": "m.login.dummy"}}, "M_BAD_JSON"),
+    ({"username": "h", "password": "pw", "initial_device_display_name": "n" * 101,
+      "auth": {"type": "m.login.dummy"}}, "M_INVALID_PARAM"),
 ])
 async def test_register_bad_fields(harness: Harness, body: dict[str, object], errcode: str) -> None:
     response = await harness.http.post(f"{V3}/register", json=body)
@@ -189,6 +192,10 @@ async def test_login_failures(harness: Harness) -> None:
         ({"type": "m.login.password", "password": "right"}, 400, "M_MISSING_PARAM"),
         ({"type": "m.login.password", "user": "liam", "password": 5}, 400, "M_BAD_JSON"),
         ({"type": "m.login.password", "identifier": "liam", "password": "right"}, 400, "M_BAD_JSON"),
+        ({"type": "m.login.password", "user": "liam", "password": "right", "device_id": "D" * 256}, 400,
+         "M_INVALID_PARAM"),
+        ({"type": "m.login.password", "user": "liam", "password": "right",
+          "initial_device_display_name": "n" * 101}, 400, "M_INVALID_PARAM"),
     ]
     for body, status, errcode in cases:
         response = await harness.http.post(f"{V3}/login", json=body)
