@@ -78,12 +78,15 @@ async def select_current_entry(conn: AsyncConnection, room_id: str, event_type: 
 
 async def select_current_entries_by_event_ids(conn: AsyncConnection, room_id: str,
                                               event_ids: Sequence[str]) -> list[StateEntry]:
-    if not event_ids:
-        return []
     c = current_room_state.c
-    rows = await conn.execute(select(current_room_state).where(
-        c.room_id == room_id, c.event_id.in_(list(event_ids))))
-    return [StateEntry(*row) for row in rows]
+    ids = list(event_ids)
+    found: list[StateEntry] = []
+    # Chunked: a rebuilt large room removes many entries at once.
+    for start in range(0, len(ids), 500):
+        rows = await conn.execute(select(current_room_state).where(
+            c.room_id == room_id, c.event_id.in_(ids[start:start + 500])))
+        found.extend(StateEntry(*row) for row in rows)
+    return found
 
 
 async def remove_entry(conn: AsyncConnection, entry: StateEntry, removed_pos: int) -> None:
