@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncapi.storage.tables import metadata
+from syncapi.storage.tables.events import events
 
 MEMBER = "m.room.member"
 
@@ -78,14 +79,17 @@ async def select_current_entry(conn: AsyncConnection, room_id: str, event_type: 
 
 async def select_current_entries_by_event_ids(conn: AsyncConnection, room_id: str,
                                               event_ids: Sequence[str]) -> list[StateEntry]:
-    c = current_room_state.c
+    # Through the events table: its event_id index, then this table's primary
+    # key; not a scan of a large room's whole state for every state change.
+    c, e = current_room_state.c, events.c
     ids = list(event_ids)
     found: list[StateEntry] = []
     # Chunked: a rebuilt large room removes many entries at once.
     for start in range(0, len(ids), 500):
-        rows = await conn.execute(select(current_room_state).where(
-            c.room_id == room_id, c.event_id.in_(ids[start:start + 500])))
-        found.extend(StateEntry(*row) for row in rows)
+        stmt = select(current_room_state).select_from(current_room_state.join(events, and_(
+            c.room_id == e.room_id, c.type == e.type, c.state_key == e.state_key,
+            c.event_id == e.event_id))).where(e.event_id.in_(ids[start:start + 500]), e.room_id == room_id)
+        found.extend(StateEntry(*row) for row in await conn.execute(stmt))
     return found
 
 
