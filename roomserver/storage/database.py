@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +134,19 @@ class EventRecord:
     def is_accepted(self) -> bool:
         """Part of the room's timeline: not an outlier, rejected or soft-failed."""
         return not (self.is_outlier or self.is_rejected or self.is_soft_failed)
+
+
+@dataclass
+class NewOutlier:
+    """An outlier to store in bulk (``insert_outliers``)."""
+
+    event: Event
+    type_nid: int
+    state_key_nid: int | None
+    # Its auth events, plus the create event in room version 12 (the
+    # auth-chain index keeps it).
+    auth_event_ids: list[str]
+    rejection_reason: str | None
 
 
 @dataclass
@@ -416,6 +429,32 @@ class RoomserverDatabase:
                 auth_events.insert(),
                 [{"event_nid": event_nid, "auth_event_nid": a} for a in set(auth_event_nids)])
         return event_nid
+
+    async def insert_outliers(self, txn: Txn, room_nid: int, outliers: Sequence[NewOutlier],
+                              known_nids: Mapping[str, int]) -> dict[str, int]:
+        """Stores many outliers with a handful of statements; answers their
+        NIDs by event ID. Auth events must be in ``known_nids`` or among
+        ``outliers``."""
+        nids: dict[str, int] = {}
+        for chunk in _chunks(outliers, 200):
+            rows = await txn.conn.execute(events.insert().returning(events.c.event_id, events.c.event_nid), [{
+                "event_id": o.event.event_id, "room_nid": room_nid, "type_nid": o.type_nid,
+                "state_key_nid": o.state_key_nid, "depth": o.event.depth, "is_outlier": True,
+                "is_rejected": o.rejection_reason is not None, "is_soft_failed": False,
+                "rejection_reason": o.rejection_reason, "sent_to_output": True, "state_before_nid": None,
+                "state_after_nid": None} for o in chunk])
+            nids.update({row.event_id: int(row.event_nid) for row in rows})
+        every = {**known_nids, **nids}
+        json_rows = [{"event_nid": nids[o.event.event_id], "event_json": o.event.to_json()} for o in outliers]
+        prev_rows = [{"event_nid": nids[o.event.event_id], "prev_event_id": p}
+                     for o in outliers for p in dict.fromkeys(o.event.prev_event_ids)]
+        auth_rows = [{"event_nid": nids[o.event.event_id], "auth_event_nid": a}
+                     for o in outliers
+                     for a in {every[i] for i in o.auth_event_ids if i in every}]
+        for table, rows_of in ((event_json, json_rows), (prev_events, prev_rows), (auth_events, auth_rows)):
+            for chunk in _chunks(rows_of):
+                await txn.conn.execute(table.insert(), chunk)
+        return nids
 
     async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:
         await txn.conn.execute(update(events).where(events.c.event_nid == event_nid).values(**values))

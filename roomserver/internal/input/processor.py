@@ -68,6 +68,7 @@ from roomserver.producers import OutputProducer
 from roomserver.storage.database import (
     EventRecord,
     MembershipRow,
+    NewOutlier,
     RoomRecord,
     RoomserverDatabase,
     StateMap,
@@ -87,6 +88,9 @@ OUTLIER = input_log_pb2.INPUT_KIND_OUTLIER
 OLD = input_log_pb2.INPUT_KIND_OLD
 
 AVATAR = "m.room.avatar"
+
+#: Entries of at least this many outliers are stored in bulk.
+OUTLIER_BATCH_MIN = 8
 
 #: How often one event is tried when the database fails.
 DATABASE_ATTEMPTS = 3
@@ -162,6 +166,16 @@ class InputProcessor:
         results: list[pb.InputEventResult] = []
         to_send: list[_Unsent] = []
         async with self._db.transaction() as txn:
+            batch = await self._try_outlier_batch(txn, entry)
+            if batch is not None:
+                for input_event, (result, reason) in zip(entry.events, batch, strict=True):
+                    if reason:
+                        await self._db.record_input_failure(
+                            txn, request_id=entry.request_id, room_id=entry.room_id,
+                            event_id=input_event.event.event_id, reason=reason,
+                            payload=input_event.SerializeToString())
+                    results.append(result)
+                return results
             for input_event in entry.events:
                 event_id = input_event.event.event_id
                 reason = ""
@@ -186,6 +200,130 @@ class InputProcessor:
         if to_send:
             await self._send(to_send)
         return results
+
+    async def _try_outlier_batch(self, txn: Txn, entry: input_log_pb2.InputRoomEventsEntry
+                                 ) -> list[tuple[pb.InputEventResult, str]] | None:
+        """Many outliers (a federated join's auth chain and state) stored with
+        a handful of statements instead of ten each. Answers per event its
+        result and, for an INVALID one, the reason; None when the entry is
+        not such a batch, or the batch path declines or fails (the caller
+        then processes the events one by one)."""
+        if len(entry.events) < OUTLIER_BATCH_MIN or any(e.kind != OUTLIER for e in entry.events):
+            return None
+        try:
+            async with txn.savepoint():
+                return await self._store_outlier_batch(txn, entry)
+        except Exception:
+            logger.exception("storing %d outliers of %s at once failed; one by one instead",
+                             len(entry.events), entry.room_id)
+            return None
+
+    async def _store_outlier_batch(self, txn: Txn, entry: input_log_pb2.InputRoomEventsEntry
+                                   ) -> list[tuple[pb.InputEventResult, str]] | None:
+        parsed: list[Event | str] = []
+        for input_event in entry.events:
+            try:
+                event = self.parse(input_event)
+                if event.room_id != entry.room_id:
+                    raise InvalidInput(f"event {event.event_id} is in room {event.room_id}, not {entry.room_id}")
+                parsed.append(event)
+            except InvalidInput as e:
+                parsed.append(str(e))
+        batch = [e for e in parsed if isinstance(e, Event)]
+        if any(self._is_invite_from_elsewhere(e) for e in batch):
+            return None
+        room = await self._db.room_by_id(txn, entry.room_id)
+        creates = [e for e in batch if e.type == CREATE and e.state_key == ""]
+        if room is None:
+            if not creates:
+                return None
+            room = await self._room_for(txn, creates[0])
+        if any(e.room_version.identifier != room.room_version for e in batch):
+            return None
+        known = await self._db.event_records_by_id(
+            txn, {i for e in batch for i in (e.event_id, *e.auth_event_ids)})
+        if any(not known[e.event_id].sent_to_output for e in batch if e.event_id in known):
+            return None
+        create_event = await self._create_event(txn, room)
+        if create_event is None and creates:
+            create_event = creates[0]
+
+        # Auth events first (Kahn's algorithm over the batch's auth edges).
+        new = {e.event_id: e for e in batch if e.event_id not in known}
+        reasons: dict[str, str] = {}
+        waiting_on: dict[str, set[str]] = {}
+        dependents: dict[str, list[str]] = {}
+        for event_id, event in new.items():
+            unknown = [a for a in event.auth_event_ids if a not in known and a not in new]
+            if unknown:
+                reasons[event_id] = f"unknown auth events: {', '.join(unknown)}"
+                continue
+            waiting_on[event_id] = {a for a in event.auth_event_ids if a in new}
+            for a in waiting_on[event_id]:
+                dependents.setdefault(a, []).append(event_id)
+        ready = sorted((i for i, deps in waiting_on.items() if not deps), key=lambda i: new[i].depth)
+        loaded = await self._db.events_by_nid(txn, {r.event_nid for r in known.values()})
+        by_id: dict[str, Event] = {e.event_id: e for e in loaded.values()}
+        rejected = {i for i, r in known.items() if r.is_rejected}
+        order: list[Event] = []
+        rejections: dict[str, str] = {}
+        while ready:
+            event_id = ready.pop()
+            event = new[event_id]
+            auth = [by_id[a] if a in by_id else new[a] for a in dict.fromkeys(event.auth_event_ids)]
+            if any(a in reasons for a in event.auth_event_ids):
+                reasons[event_id] = "an auth event could not be processed"
+            else:
+                try:
+                    check_auth_events_list(event, auth, rejected_event_ids=rejected)
+                    check_auth_rules(event, auth_state_from_auth_events(
+                        auth, create_event if event.room_version.hydra else None))
+                except AuthError as e:
+                    rejections[event_id] = f"not allowed by its auth events: {e}"
+                    rejected.add(event_id)
+                order.append(event)
+                by_id[event_id] = event
+            for dependent in dependents.get(event_id, []):
+                waiting_on[dependent].discard(event_id)
+                if not waiting_on[dependent]:
+                    ready.append(dependent)
+        for event_id in new:
+            if event_id not in by_id and event_id not in reasons:
+                reasons[event_id] = "its auth events form a cycle"
+
+        type_nids = await self._db.type_nids(txn, {e.type for e in order}, create=True)
+        state_key_nids = await self._db.state_key_nids(
+            txn, {e.state_key for e in order if e.state_key is not None}, create=True)
+        create_id = create_event.event_id if create_event is not None else None
+        outliers = [NewOutlier(
+            event=e, type_nid=type_nids[e.type],
+            state_key_nid=state_key_nids[e.state_key] if e.state_key is not None else None,
+            auth_event_ids=[*e.auth_event_ids, *([create_id] if e.room_version.hydra and create_id
+                                                 and e.event_id != create_id else [])],
+            rejection_reason=rejections.get(e.event_id)) for e in order]
+        nids = await self._db.insert_outliers(txn, room.room_nid, outliers,
+                                              {i: r.event_nid for i, r in known.items()})
+        for create in creates:
+            if create.event_id in nids and create.event_id not in rejections and room.create_event_nid is None:
+                await self._db.update_room(txn, room.room_nid, create_event_nid=nids[create.event_id])
+
+        answers: list[tuple[pb.InputEventResult, str]] = []
+        for input_event, item in zip(entry.events, parsed, strict=True):
+            if isinstance(item, str):
+                answers.append((pb.InputEventResult(event_id=input_event.event.event_id, outcome=INVALID,
+                                                    reason=item), item))
+            elif item.event_id in known:
+                answers.append((pb.InputEventResult(event_id=item.event_id, outcome=DUPLICATE,
+                                                    reason=duplicate_reason(known[item.event_id])), ""))
+            elif item.event_id in reasons:
+                answers.append((pb.InputEventResult(event_id=item.event_id, outcome=INVALID,
+                                                    reason=reasons[item.event_id]), reasons[item.event_id]))
+            elif item.event_id in rejections:
+                answers.append((pb.InputEventResult(event_id=item.event_id, outcome=REJECTED,
+                                                    reason=rejections[item.event_id]), ""))
+            else:
+                answers.append((pb.InputEventResult(event_id=item.event_id, outcome=ACCEPTED), ""))
+        return answers
 
     async def _process_with_retries(self, txn: Txn, room_id: str, input_event: input_log_pb2.InputRoomEvent
                                     ) -> tuple[pb.InputEventResult, _Unsent | None]:

@@ -862,3 +862,47 @@ async def test_event_with_state_replaces_its_known_prev_extremity(api: Roomserve
     assert outcomes(response.results) == [pb.INPUT_OUTCOME_ACCEPTED]
     latest = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
     assert list(latest.latest_event_ids) == [after.event_id]
+
+
+@pytest.mark.parametrize("version", ["4", "12"])
+async def test_many_outliers_in_any_order(running: Running, version: str) -> None:
+    """A federated join's auth chain and state, many outliers in one entry
+    and in no particular order, take the bulk path with the same outcomes
+    as one by one."""
+    api = running.component.api
+    room = TestRoom(version, creator=REMOTE, server_name="remote.example")
+    for i in range(30):
+        room.join(f"@user{i}:remote.example")
+    state = list(room.state.values())
+    intruder = room.message("@nobody:remote.example", "not joined", advance=False)
+    orphan = room.message(REMOTE, "auth events nobody has", advance=False,
+                          auth_event_ids=["$missing:remote.example" if version == "1" else "$missing"])
+    batch = [*reversed(room.events), intruder, orphan, room.events[3]]
+
+    processor = running.component.processor
+    one_by_one = processor._process_event
+
+    async def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the outliers were not stored in bulk")
+
+    processor._process_event = refuse  # type: ignore[method-assign,assignment]
+    try:
+        results = await send(api, batch, OUTLIER)
+    finally:
+        processor._process_event = one_by_one  # type: ignore[method-assign]
+    assert outcomes(results) == [pb.INPUT_OUTCOME_ACCEPTED] * len(room.events) + [
+        pb.INPUT_OUTCOME_REJECTED, pb.INPUT_OUTCOME_INVALID, pb.INPUT_OUTCOME_ACCEPTED]
+    assert "unknown auth events" in results[-2].reason
+
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert info.is_stub and info.create_event_id == room.create.event_id
+    chain = await api.query_auth_chain(pb.QueryAuthChainRequest(event_ids=[room.events[-1].event_id]))
+    assert room.create.event_id in proto_ids(chain.auth_chain)
+    assert outcomes(await send(api, room.events[:10], OUTLIER)) == [pb.INPUT_OUTCOME_DUPLICATE] * 10
+
+    join = room.join(BOB)
+    response = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[input_event(
+        join, state_event_ids=ids(state))]))
+    assert outcomes(response.results) == [pb.INPUT_OUTCOME_ACCEPTED]
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert not info.is_stub and info.joined_member_count == 32
