@@ -230,8 +230,6 @@ class InputProcessor:
             except InvalidInput as e:
                 parsed.append(str(e))
         batch = [e for e in parsed if isinstance(e, Event)]
-        if any(self._is_invite_from_elsewhere(e) for e in batch):
-            return None
         room = await self._db.room_by_id(txn, entry.room_id)
         creates = [e for e in batch if e.type == CREATE and e.state_key == ""]
         if room is None:
@@ -243,6 +241,9 @@ class InputProcessor:
         known = await self._db.event_records_by_id(
             txn, {i for e in batch for i in (e.event_id, *e.auth_event_ids)})
         if any(not known[e.event_id].sent_to_output for e in batch if e.event_id in known):
+            return None
+        if any(self._is_invite_from_elsewhere(e) for e in batch if e.event_id not in known):
+            # Invites of our users to rooms we are not in have their own path.
             return None
         create_event = await self._create_event(txn, room)
         if create_event is None and creates:
