@@ -112,6 +112,10 @@ def duplicate_reason(record: EventRecord) -> str:
     return ""
 
 
+class _Declined(Exception):
+    """The bulk path leaves the entry to the one-by-one path."""
+
+
 class InvalidInput(Exception):
     """The event cannot be processed at all; nothing is stored."""
 
@@ -212,7 +216,12 @@ class InputProcessor:
             return None
         try:
             async with txn.savepoint():
-                return await self._store_outlier_batch(txn, entry)
+                answers = await self._store_outlier_batch(txn, entry)
+                if answers is None:
+                    raise _Declined  # undo what it did (it may have created the room)
+                return answers
+        except _Declined:
+            return None
         except Exception:
             logger.exception("storing %d outliers of %s at once failed; one by one instead",
                              len(entry.events), entry.room_id)
