@@ -190,7 +190,7 @@ async def test_queries(api: RoomserverAPI) -> None:
     assert not nothing.event_exists
 
 
-async def test_history_visibility_joined(api: RoomserverAPI) -> None:
+async def test_history_visibility_joined(api: RoomserverAPI, running: Running) -> None:
     room = TestRoom("10", creator=ALICE, history_visibility="joined")
     secret = room.message(ALICE, "before bob and dave")
     bob_join = room.join(BOB)
@@ -223,6 +223,14 @@ async def test_history_visibility_joined(api: RoomserverAPI) -> None:
     missing = await api.query_missing_events(pb.QueryMissingEventsRequest(
         room_id=room.room_id, latest_events=[invite.event_id], limit=20, server_name="test"))
     assert len(missing.events) == len(room.events) - 1
+
+    # Readers get the visibility in force at each event; for the visibility
+    # event itself, the more permissive of the old and new values.
+    visibility = {n.event.event_id: n.history_visibility for n in new_room_events(await read_output(running.log))}
+    hv_event = room.state[("m.room.history_visibility", "")]
+    assert visibility[room.join_rules.event_id] == "shared"
+    assert visibility[hv_event.event_id] == "shared"
+    assert visibility[secret.event_id] == visibility[after.event_id] == "joined"
 
 
 async def test_rejected_events(api: RoomserverAPI, running: Running) -> None:
