@@ -94,6 +94,26 @@ class RoomserverStub:
                 request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryRoomsForUserRequest.SerializeToString,
                 response_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryRoomsForUserResponse.FromString,
                 _registered_method=True)
+        self.SetRoomAlias = channel.unary_unary(
+                '/myelin.roomserver.v1.Roomserver/SetRoomAlias',
+                request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.SetRoomAliasRequest.SerializeToString,
+                response_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.SetRoomAliasResponse.FromString,
+                _registered_method=True)
+        self.GetRoomIDForAlias = channel.unary_unary(
+                '/myelin.roomserver.v1.Roomserver/GetRoomIDForAlias',
+                request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetRoomIDForAliasRequest.SerializeToString,
+                response_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetRoomIDForAliasResponse.FromString,
+                _registered_method=True)
+        self.GetAliasesForRoom = channel.unary_unary(
+                '/myelin.roomserver.v1.Roomserver/GetAliasesForRoom',
+                request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetAliasesForRoomRequest.SerializeToString,
+                response_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetAliasesForRoomResponse.FromString,
+                _registered_method=True)
+        self.RemoveRoomAlias = channel.unary_unary(
+                '/myelin.roomserver.v1.Roomserver/RemoveRoomAlias',
+                request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.RemoveRoomAliasRequest.SerializeToString,
+                response_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.RemoveRoomAliasResponse.FromString,
+                _registered_method=True)
 
 
 class RoomserverServicer:
@@ -176,6 +196,35 @@ class RoomserverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRoomAlias(self, request, context):
+        """Room aliases (the room server is the authority on them; the client API
+        and the federation API both ask here). ALREADY_EXISTS (409 M_UNKNOWN)
+        when the alias is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoomIDForAlias(self, request, context):
+        """`room_id` empty when the alias is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAliasesForRoom(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRoomAlias(self, request, context):
+        """NOT_FOUND when the alias is unknown; answers who created it and for which room.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomserverServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +287,26 @@ def add_RoomserverServicer_to_server(servicer, server):
                     servicer.QueryRoomsForUser,
                     request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryRoomsForUserRequest.FromString,
                     response_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryRoomsForUserResponse.SerializeToString,
+            ),
+            'SetRoomAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRoomAlias,
+                    request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.SetRoomAliasRequest.FromString,
+                    response_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.SetRoomAliasResponse.SerializeToString,
+            ),
+            'GetRoomIDForAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoomIDForAlias,
+                    request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetRoomIDForAliasRequest.FromString,
+                    response_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetRoomIDForAliasResponse.SerializeToString,
+            ),
+            'GetAliasesForRoom': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAliasesForRoom,
+                    request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetAliasesForRoomRequest.FromString,
+                    response_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetAliasesForRoomResponse.SerializeToString,
+            ),
+            'RemoveRoomAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRoomAlias,
+                    request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.RemoveRoomAliasRequest.FromString,
+                    response_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.RemoveRoomAliasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -564,6 +633,114 @@ class Roomserver:
             '/myelin.roomserver.v1.Roomserver/QueryRoomsForUser',
             myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryRoomsForUserRequest.SerializeToString,
             myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryRoomsForUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRoomAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.roomserver.v1.Roomserver/SetRoomAlias',
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.SetRoomAliasRequest.SerializeToString,
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.SetRoomAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoomIDForAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.roomserver.v1.Roomserver/GetRoomIDForAlias',
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetRoomIDForAliasRequest.SerializeToString,
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetRoomIDForAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAliasesForRoom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.roomserver.v1.Roomserver/GetAliasesForRoom',
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetAliasesForRoomRequest.SerializeToString,
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.GetAliasesForRoomResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRoomAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.roomserver.v1.Roomserver/RemoveRoomAlias',
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.RemoveRoomAliasRequest.SerializeToString,
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.RemoveRoomAliasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,16 @@ class RoomserverStub:
     QueryAuthChain: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.QueryAuthChainRequest, _roomserver_pb2.QueryAuthChainResponse]
     QueryMissingEvents: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.QueryMissingEventsRequest, _roomserver_pb2.QueryMissingEventsResponse]
     QueryRoomsForUser: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.QueryRoomsForUserRequest, _roomserver_pb2.QueryRoomsForUserResponse]
+    SetRoomAlias: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.SetRoomAliasRequest, _roomserver_pb2.SetRoomAliasResponse]
+    """Room aliases (the room server is the authority on them; the client API
+    and the federation API both ask here). ALREADY_EXISTS (409 M_UNKNOWN)
+    when the alias is taken.
+    """
+    GetRoomIDForAlias: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.GetRoomIDForAliasRequest, _roomserver_pb2.GetRoomIDForAliasResponse]
+    """`room_id` empty when the alias is unknown."""
+    GetAliasesForRoom: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.GetAliasesForRoomRequest, _roomserver_pb2.GetAliasesForRoomResponse]
+    RemoveRoomAlias: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.RemoveRoomAliasRequest, _roomserver_pb2.RemoveRoomAliasResponse]
+    """NOT_FOUND when the alias is unknown; answers who created it and for which room."""
 
 @_typing.type_check_only
 class RoomserverAsyncStub(RoomserverStub):
@@ -77,6 +87,16 @@ class RoomserverAsyncStub(RoomserverStub):
     QueryAuthChain: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.QueryAuthChainRequest, _roomserver_pb2.QueryAuthChainResponse]  # type: ignore[assignment]
     QueryMissingEvents: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.QueryMissingEventsRequest, _roomserver_pb2.QueryMissingEventsResponse]  # type: ignore[assignment]
     QueryRoomsForUser: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.QueryRoomsForUserRequest, _roomserver_pb2.QueryRoomsForUserResponse]  # type: ignore[assignment]
+    SetRoomAlias: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.SetRoomAliasRequest, _roomserver_pb2.SetRoomAliasResponse]  # type: ignore[assignment]
+    """Room aliases (the room server is the authority on them; the client API
+    and the federation API both ask here). ALREADY_EXISTS (409 M_UNKNOWN)
+    when the alias is taken.
+    """
+    GetRoomIDForAlias: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.GetRoomIDForAliasRequest, _roomserver_pb2.GetRoomIDForAliasResponse]  # type: ignore[assignment]
+    """`room_id` empty when the alias is unknown."""
+    GetAliasesForRoom: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.GetAliasesForRoomRequest, _roomserver_pb2.GetAliasesForRoomResponse]  # type: ignore[assignment]
+    RemoveRoomAlias: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.RemoveRoomAliasRequest, _roomserver_pb2.RemoveRoomAliasResponse]  # type: ignore[assignment]
+    """NOT_FOUND when the alias is unknown; answers who created it and for which room."""
 
 class RoomserverServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -169,5 +189,39 @@ class RoomserverServicer(metaclass=_abc_1.ABCMeta):
         request: _roomserver_pb2.QueryRoomsForUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_roomserver_pb2.QueryRoomsForUserResponse, _abc.Awaitable[_roomserver_pb2.QueryRoomsForUserResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetRoomAlias(
+        self,
+        request: _roomserver_pb2.SetRoomAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_roomserver_pb2.SetRoomAliasResponse, _abc.Awaitable[_roomserver_pb2.SetRoomAliasResponse]]:
+        """Room aliases (the room server is the authority on them; the client API
+        and the federation API both ask here). ALREADY_EXISTS (409 M_UNKNOWN)
+        when the alias is taken.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRoomIDForAlias(
+        self,
+        request: _roomserver_pb2.GetRoomIDForAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_roomserver_pb2.GetRoomIDForAliasResponse, _abc.Awaitable[_roomserver_pb2.GetRoomIDForAliasResponse]]:
+        """`room_id` empty when the alias is unknown."""
+
+    @_abc_1.abstractmethod
+    def GetAliasesForRoom(
+        self,
+        request: _roomserver_pb2.GetAliasesForRoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_roomserver_pb2.GetAliasesForRoomResponse, _abc.Awaitable[_roomserver_pb2.GetAliasesForRoomResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveRoomAlias(
+        self,
+        request: _roomserver_pb2.RemoveRoomAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_roomserver_pb2.RemoveRoomAliasResponse, _abc.Awaitable[_roomserver_pb2.RemoveRoomAliasResponse]]:
+        """NOT_FOUND when the alias is unknown; answers who created it and for which room."""
 
 def add_RoomserverServicer_to_server(servicer: RoomserverServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -453,3 +453,233 @@ class PerformAccountDeactivationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PerformAccountDeactivationRequest: _TypeAlias = PerformAccountDeactivationRequest  # noqa: Y015
+
+@_typing.final
+class AccountData(_message.Message):
+    """One piece of a user's account data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    room_id: _builtins.str
+    """Empty for global account data."""
+    type: _builtins.str
+    content_json: _builtins.bytes
+    """The content, a JSON object."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        room_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        content_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_json", b"content_json", "room_id", b"room_id", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountData: _TypeAlias = AccountData  # noqa: Y015
+
+@_typing.final
+class QueryAccountDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    ALL_ROOMS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    room_id: _builtins.str
+    """Empty: the global scope."""
+    type: _builtins.str
+    """Empty: every type of the scope (and, for the global scope with
+    `all_rooms`, of every room too).
+    """
+    all_rooms: _builtins.bool
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        room_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        all_rooms: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_rooms", b"all_rooms", "room_id", b"room_id", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryAccountDataRequest: _TypeAlias = QueryAccountDataRequest  # noqa: Y015
+
+@_typing.final
+class QueryAccountDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_DATA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account_data(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountData]: ...
+    def __init__(
+        self,
+        *,
+        account_data: _abc.Iterable[Global___AccountData] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_data", b"account_data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryAccountDataResponse: _TypeAlias = QueryAccountDataResponse  # noqa: Y015
+
+@_typing.final
+class PerformAccountDataUpdateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_OFFSET_FIELD_NUMBER: _builtins.int
+    log_offset: _builtins.int
+    """The position of the change in userapi.account_data's partition."""
+    def __init__(
+        self,
+        *,
+        log_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_offset", b"log_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformAccountDataUpdateResponse: _TypeAlias = PerformAccountDataUpdateResponse  # noqa: Y015
+
+@_typing.final
+class Pusher(_message.Message):
+    """A pusher (data/api/client-server/pusher.yaml): the fields as the spec names them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUSHKEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    APP_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DEVICE_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    PROFILE_TAG_FIELD_NUMBER: _builtins.int
+    LANG_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    pushkey: _builtins.str
+    kind: _builtins.str
+    app_id: _builtins.str
+    app_display_name: _builtins.str
+    device_display_name: _builtins.str
+    profile_tag: _builtins.str
+    lang: _builtins.str
+    data_json: _builtins.bytes
+    """The pusher's `data` object."""
+    def __init__(
+        self,
+        *,
+        pushkey: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        app_id: _builtins.str = ...,
+        app_display_name: _builtins.str = ...,
+        device_display_name: _builtins.str = ...,
+        profile_tag: _builtins.str = ...,
+        lang: _builtins.str = ...,
+        data_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_display_name", b"app_display_name", "app_id", b"app_id", "data_json", b"data_json", "device_display_name", b"device_display_name", "kind", b"kind", "lang", b"lang", "profile_tag", b"profile_tag", "pushkey", b"pushkey"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pusher: _TypeAlias = Pusher  # noqa: Y015
+
+@_typing.final
+class QueryPushersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPushersRequest: _TypeAlias = QueryPushersRequest  # noqa: Y015
+
+@_typing.final
+class QueryPushersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUSHERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pushers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pusher]: ...
+    def __init__(
+        self,
+        *,
+        pushers: _abc.Iterable[Global___Pusher] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pushers", b"pushers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPushersResponse: _TypeAlias = QueryPushersResponse  # noqa: Y015
+
+@_typing.final
+class PerformPusherSetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PUSHER_FIELD_NUMBER: _builtins.int
+    APPEND_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    append: _builtins.bool
+    """Keep other users' pushers with the same app_id and pushkey (the spec's `append`)."""
+    @_builtins.property
+    def pusher(self) -> Global___Pusher:
+        """kind "" (null in the request) deletes the pusher with this app_id and pushkey."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        pusher: Global___Pusher | None = ...,
+        append: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pusher", b"pusher"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append", b"append", "pusher", b"pusher", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformPusherSetRequest: _TypeAlias = PerformPusherSetRequest  # noqa: Y015
+
+@_typing.final
+class PerformPusherSetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformPusherSetResponse: _TypeAlias = PerformPusherSetResponse  # noqa: Y015

@@ -89,6 +89,26 @@ class UserAPIStub:
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDeactivationRequest.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
                 _registered_method=True)
+        self.QueryAccountData = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryAccountData',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountDataRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountDataResponse.FromString,
+                _registered_method=True)
+        self.PerformAccountDataUpdate = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformAccountDataUpdate',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.AccountData.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDataUpdateResponse.FromString,
+                _registered_method=True)
+        self.QueryPushers = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryPushers',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryPushersRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryPushersResponse.FromString,
+                _registered_method=True)
+        self.PerformPusherSet = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformPusherSet',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetResponse.FromString,
+                _registered_method=True)
 
 
 class UserAPIServicer:
@@ -169,6 +189,36 @@ class UserAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryAccountData(self, request, context):
+        """A user's account data: one type (NOT_FOUND when unset), or every type
+        of the global or one room's scope when `type` is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformAccountDataUpdate(self, request, context):
+        """Sets one piece of account data and publishes the change on
+        userapi.account_data (see account_data_log.proto).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryPushers(self, request, context):
+        """The user's pushers (POST /pushers/set stores them; delivery comes later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformPusherSet(self, request, context):
+        """Creates, replaces or (kind empty) deletes a pusher.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +276,26 @@ def add_UserAPIServicer_to_server(servicer, server):
                     servicer.PerformAccountDeactivation,
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDeactivationRequest.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.SerializeToString,
+            ),
+            'QueryAccountData': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryAccountData,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountDataRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountDataResponse.SerializeToString,
+            ),
+            'PerformAccountDataUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformAccountDataUpdate,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.AccountData.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDataUpdateResponse.SerializeToString,
+            ),
+            'QueryPushers': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryPushers,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryPushersRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryPushersResponse.SerializeToString,
+            ),
+            'PerformPusherSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformPusherSet,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -525,6 +595,114 @@ class UserAPI:
             '/myelin.userapi.v1.UserAPI/PerformAccountDeactivation',
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDeactivationRequest.SerializeToString,
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryAccountData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryAccountData',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountDataRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformAccountDataUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformAccountDataUpdate',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.AccountData.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformAccountDataUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryPushers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryPushers',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryPushersRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryPushersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformPusherSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformPusherSet',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,18 @@ class UserAPIStub:
     """Replaces the password, optionally logging out the other devices."""
     PerformAccountDeactivation: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountDeactivationRequest, _userapi_pb2.Account]
     """Deactivates the account for good: no password, no devices, an empty profile."""
+    QueryAccountData: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountDataRequest, _userapi_pb2.QueryAccountDataResponse]
+    """A user's account data: one type (NOT_FOUND when unset), or every type
+    of the global or one room's scope when `type` is empty.
+    """
+    PerformAccountDataUpdate: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.AccountData, _userapi_pb2.PerformAccountDataUpdateResponse]
+    """Sets one piece of account data and publishes the change on
+    userapi.account_data (see account_data_log.proto).
+    """
+    QueryPushers: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryPushersRequest, _userapi_pb2.QueryPushersResponse]
+    """The user's pushers (POST /pushers/set stores them; delivery comes later)."""
+    PerformPusherSet: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformPusherSetRequest, _userapi_pb2.PerformPusherSetResponse]
+    """Creates, replaces or (kind empty) deletes a pusher."""
 
 @_typing.type_check_only
 class UserAPIAsyncStub(UserAPIStub):
@@ -80,6 +92,18 @@ class UserAPIAsyncStub(UserAPIStub):
     """Replaces the password, optionally logging out the other devices."""
     PerformAccountDeactivation: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountDeactivationRequest, _userapi_pb2.Account]  # type: ignore[assignment]
     """Deactivates the account for good: no password, no devices, an empty profile."""
+    QueryAccountData: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountDataRequest, _userapi_pb2.QueryAccountDataResponse]  # type: ignore[assignment]
+    """A user's account data: one type (NOT_FOUND when unset), or every type
+    of the global or one room's scope when `type` is empty.
+    """
+    PerformAccountDataUpdate: _aio.UnaryUnaryMultiCallable[_userapi_pb2.AccountData, _userapi_pb2.PerformAccountDataUpdateResponse]  # type: ignore[assignment]
+    """Sets one piece of account data and publishes the change on
+    userapi.account_data (see account_data_log.proto).
+    """
+    QueryPushers: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryPushersRequest, _userapi_pb2.QueryPushersResponse]  # type: ignore[assignment]
+    """The user's pushers (POST /pushers/set stores them; delivery comes later)."""
+    PerformPusherSet: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformPusherSetRequest, _userapi_pb2.PerformPusherSetResponse]  # type: ignore[assignment]
+    """Creates, replaces or (kind empty) deletes a pusher."""
 
 class UserAPIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -168,5 +192,41 @@ class UserAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_userapi_pb2.Account, _abc.Awaitable[_userapi_pb2.Account]]:
         """Deactivates the account for good: no password, no devices, an empty profile."""
+
+    @_abc_1.abstractmethod
+    def QueryAccountData(
+        self,
+        request: _userapi_pb2.QueryAccountDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.QueryAccountDataResponse, _abc.Awaitable[_userapi_pb2.QueryAccountDataResponse]]:
+        """A user's account data: one type (NOT_FOUND when unset), or every type
+        of the global or one room's scope when `type` is empty.
+        """
+
+    @_abc_1.abstractmethod
+    def PerformAccountDataUpdate(
+        self,
+        request: _userapi_pb2.AccountData,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformAccountDataUpdateResponse, _abc.Awaitable[_userapi_pb2.PerformAccountDataUpdateResponse]]:
+        """Sets one piece of account data and publishes the change on
+        userapi.account_data (see account_data_log.proto).
+        """
+
+    @_abc_1.abstractmethod
+    def QueryPushers(
+        self,
+        request: _userapi_pb2.QueryPushersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.QueryPushersResponse, _abc.Awaitable[_userapi_pb2.QueryPushersResponse]]:
+        """The user's pushers (POST /pushers/set stores them; delivery comes later)."""
+
+    @_abc_1.abstractmethod
+    def PerformPusherSet(
+        self,
+        request: _userapi_pb2.PerformPusherSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformPusherSetResponse, _abc.Awaitable[_userapi_pb2.PerformPusherSetResponse]]:
+        """Creates, replaces or (kind empty) deletes a pusher."""
 
 def add_UserAPIServicer_to_server(servicer: UserAPIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
