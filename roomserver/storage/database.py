@@ -479,11 +479,18 @@ class RoomserverDatabase:
                 result.setdefault(row.prev_event_id, []).append(int(row.event_nid))
         return result
 
-    async def event_nid_at_stream_position(self, txn: Txn, room_nid: int, position: int) -> str | None:
-        value = await txn.conn.scalar(
-            select(events.c.event_id).where(events.c.room_nid == room_nid,
-                                            events.c.stream_position == position))
-        return str(value) if value is not None else None
+    async def member_events_after(self, txn: Txn, room_nid: int, user_id: str, stream_position: int) -> list[int]:
+        """The user's accepted member events later in the room's stream."""
+        types = await self.type_nids(txn, ["m.room.member"], create=False)
+        keys = await self.state_key_nids(txn, [user_id], create=False)
+        if "m.room.member" not in types or user_id not in keys:
+            return []
+        rows = await txn.conn.execute(select(events.c.event_nid).where(
+            events.c.room_nid == room_nid, events.c.type_nid == types["m.room.member"],
+            events.c.state_key_nid == keys[user_id], events.c.stream_position > stream_position,
+            events.c.is_rejected.is_(False), events.c.is_soft_failed.is_(False),
+            events.c.is_outlier.is_(False)))
+        return [int(row[0]) for row in rows]
 
     # -- state snapshots -----------------------------------------------------
 

@@ -203,8 +203,7 @@ class Queries:
         if (event.type == HISTORY_VISIBILITY and event.state_key == "") or (
                 event.type == MEMBER and event.state_key == user_id):
             states.append(await self._db.load_state(txn, record.state_after_nid))
-        current = await self._db.membership_of(txn, record.room_nid, user_id)
-        joined_now = current is not None and current.membership == "join"
+        joined_later: bool | None = None
         for state in states:
             at = await self._state_events(txn, state, wanted)
             visibility = history_visibility_of(at.get((HISTORY_VISIBILITY, "")))
@@ -212,11 +211,26 @@ class Queries:
             membership = member.membership if member is not None else None
             if visibility == "world_readable" or membership == "join":
                 return True
-            if visibility == "shared" and joined_now:
-                return True
+            if visibility == "shared":
+                if joined_later is None:
+                    joined_later = await self._joined_after(txn, record, user_id)
+                if joined_later:
+                    return True
             if visibility == "invited" and membership == "invite":
                 return True
         return False
+
+    async def _joined_after(self, txn: Txn, record: EventRecord, user_id: str) -> bool:
+        """Whether the user joined the room at any point after the event (the
+        "shared" rule), whether or not they are still in it."""
+        current = await self._db.membership_of(txn, record.room_nid, user_id)
+        if current is not None and current.membership == "join":
+            return True
+        if record.stream_position is None:
+            return False
+        later = await self._db.member_events_after(txn, record.room_nid, user_id, record.stream_position)
+        loaded = await self._db.events_by_nid(txn, later)
+        return any(event.membership == "join" for event in loaded.values())
 
     async def query_server_allowed_to_see_event(
             self, req: pb.QueryServerAllowedToSeeEventRequest) -> pb.QueryAllowedToSeeEventResponse:

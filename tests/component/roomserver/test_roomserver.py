@@ -914,3 +914,19 @@ async def test_many_outliers_in_any_order(running: Running, version: str) -> Non
     assert outcomes(response.results) == [pb.INPUT_OUTCOME_ACCEPTED]
     info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
     assert not info.is_stub and info.joined_member_count == 32
+
+
+async def test_shared_history_stays_visible_after_leaving(api: RoomserverAPI) -> None:
+    room = TestRoom("12", creator=ALICE)
+    early = room.message(ALICE, "before anyone else")
+    room.join(BOB)
+    room.leave(BOB)
+    room.invite(ALICE, CAROL)
+    await send(api, room.events)
+
+    async def sees(user_id: str) -> bool:
+        return (await api.query_user_allowed_to_see_event(pb.QueryUserAllowedToSeeEventRequest(
+            event_id=early.event_id, user_id=user_id))).allowed
+
+    assert await sees(BOB)  # joined after the event, left since: still allowed
+    assert not await sees(CAROL)  # only invited
