@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.config import Config
+from common.log import Log
 from common.storage import Database, database_url_for, open_database
 from userapi.api import UserAPI
 from userapi.internal.passwords import DEFAULT_PARAMS, ScryptParams
 from userapi.internal.userapi import UserAPIInternal
+from userapi.producers import AccountDataProducer
 from userapi.storage.database import UserAPIDatabase
 
 COMPONENT = "userapi"
@@ -31,16 +33,20 @@ class UserAPIComponent:
 
 
 def build(config: Config, database: Database, *,
-          password_params: ScryptParams = DEFAULT_PARAMS) -> UserAPIComponent:
-    """``password_params`` lets tests use a cheaper scrypt; servers keep the default."""
-    internal = UserAPIInternal(UserAPIDatabase(database), config.server_name, password_params)
+          password_params: ScryptParams = DEFAULT_PARAMS, log: Log | None = None) -> UserAPIComponent:
+    """``password_params`` lets tests use a cheaper scrypt; servers keep the default.
+    ``log``: where account data changes are published (``userapi.account_data``);
+    without one they are only stored."""
+    producer = AccountDataProducer(log) if log is not None else None
+    internal = UserAPIInternal(UserAPIDatabase(database), config.server_name, password_params,
+                               account_data_producer=producer)
     return UserAPIComponent(api=internal, database=database)
 
 
-async def open_userapi(config: Config, *,
-                       password_params: ScryptParams = DEFAULT_PARAMS) -> UserAPIComponent:
+async def open_userapi(config: Config, *, password_params: ScryptParams = DEFAULT_PARAMS,
+                       log: Log | None = None) -> UserAPIComponent:
     """Opens (and migrates) the user API's database and builds the component;
     ``close()`` closes the database."""
     url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
     database = await open_database(url, COMPONENT)
-    return build(config, database, password_params=password_params)
+    return build(config, database, password_params=password_params, log=log)

@@ -20,6 +20,9 @@ class FakeUserAPI:
         self.devices: dict[str, pb.Device] = {}  # access token -> device
         self.profiles: dict[str, pb.Profile] = {}  # user ID -> profile
         self.deactivated: set[str] = set()
+        # (user ID, room ID or "", type) -> content JSON
+        self.account_data: dict[tuple[str, str, str], bytes] = {}
+        self.pushers: dict[tuple[str, str, str], pb.Pusher] = {}  # (user, app_id, pushkey)
 
     def add_user(self, localpart: str, device_id: str = "FAKEDEVICE") -> tuple[str, str]:
         """Creates the account (if new) and a device; answers (user_id, token)."""
@@ -124,3 +127,31 @@ class FakeUserAPI:
         self.profiles[user_id] = pb.Profile(user_id=user_id)
         await self.perform_device_deletion(pb.PerformDeviceDeletionRequest(user_id=user_id))
         return pb.Account(user_id=user_id, localpart=req.localpart, deactivated=True)
+
+    async def query_account_data(self, req: pb.QueryAccountDataRequest) -> pb.QueryAccountDataResponse:
+        if req.type:
+            found = self.account_data.get((req.user_id, req.room_id, req.type))
+            if found is None:
+                raise errors.NotFound("Account data not found")
+            return pb.QueryAccountDataResponse(account_data=[pb.AccountData(
+                user_id=req.user_id, room_id=req.room_id, type=req.type, content_json=found)])
+        return pb.QueryAccountDataResponse(account_data=[
+            pb.AccountData(user_id=user_id, room_id=room_id, type=data_type, content_json=content)
+            for (user_id, room_id, data_type), content in sorted(self.account_data.items())
+            if user_id == req.user_id and (req.all_rooms or room_id == req.room_id)])
+
+    async def perform_account_data_update(self, req: pb.AccountData) -> pb.PerformAccountDataUpdateResponse:
+        self.account_data[(req.user_id, req.room_id, req.type)] = req.content_json
+        return pb.PerformAccountDataUpdateResponse()
+
+    async def query_pushers(self, req: pb.QueryPushersRequest) -> pb.QueryPushersResponse:
+        return pb.QueryPushersResponse(pushers=[
+            p for (user_id, _, _), p in self.pushers.items() if user_id == req.user_id])
+
+    async def perform_pusher_set(self, req: pb.PerformPusherSetRequest) -> pb.PerformPusherSetResponse:
+        key = (req.user_id, req.pusher.app_id, req.pusher.pushkey)
+        if not req.pusher.kind:
+            self.pushers.pop(key, None)
+        else:
+            self.pushers[key] = req.pusher
+        return pb.PerformPusherSetResponse()

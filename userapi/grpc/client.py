@@ -63,3 +63,15 @@ class GrpcUserAPIClient:
 
     async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account:
         return await _call(self._stub.PerformAccountDeactivation, req)
+
+    async def query_account_data(self, req: pb.QueryAccountDataRequest) -> pb.QueryAccountDataResponse:
+        return await _call(self._stub.QueryAccountData, req)
+
+    async def perform_account_data_update(self, req: pb.AccountData) -> pb.PerformAccountDataUpdateResponse:
+        return await _call(self._stub.PerformAccountDataUpdate, req)
+
+    async def query_pushers(self, req: pb.QueryPushersRequest) -> pb.QueryPushersResponse:
+        return await _call(self._stub.QueryPushers, req)
+
+    async def perform_pusher_set(self, req: pb.PerformPusherSetRequest) -> pb.PerformPusherSetResponse:
+        return await _call(self._stub.PerformPusherSet, req)

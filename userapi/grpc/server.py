@@ -83,6 +83,26 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
             context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
         return await _call(self._impl.perform_account_deactivation, request, context)
 
+    async def QueryAccountData(  # type: ignore[override]
+            self, request: pb.QueryAccountDataRequest,
+            context: grpc.aio.ServicerContext) -> pb.QueryAccountDataResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.query_account_data, request, context)
+
+    async def PerformAccountDataUpdate(  # type: ignore[override]
+            self, request: pb.AccountData,
+            context: grpc.aio.ServicerContext) -> pb.PerformAccountDataUpdateResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_account_data_update, request, context)
+
+    async def QueryPushers(  # type: ignore[override]
+            self, request: pb.QueryPushersRequest,
+            context: grpc.aio.ServicerContext) -> pb.QueryPushersResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.query_pushers, request, context)
+
+    async def PerformPusherSet(  # type: ignore[override]
+            self, request: pb.PerformPusherSetRequest,
+            context: grpc.aio.ServicerContext) -> pb.PerformPusherSetResponse:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_pusher_set, request, context)
+
 
 async def serve_grpc(api: UserAPI, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts a gRPC server for ``api`` on ``address`` ("host:port"; port 0

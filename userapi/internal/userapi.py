@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 import string
 import time
 
+from myelin.userapi.v1 import account_data_log_pb2
 from myelin.userapi.v1 import userapi_pb2 as pb
 
 from common import errors
 from userapi.internal import localparts, passwords
-from userapi.storage.database import AccountRow, DeviceRow, UserAPIDatabase
+from userapi.producers import AccountDataProducer
+from userapi.storage.database import AccountDataRow, AccountRow, DeviceRow, PusherRow, UserAPIDatabase
 
 # A token is 32 random bytes, URL-safe base64, with a prefix that secret
 # scanners can recognise.
@@ -44,8 +47,11 @@ class UserAPIInternal:
     """Implements ``userapi.api.UserAPI`` against the user API's database."""
 
     def __init__(self, database: UserAPIDatabase, server_name: str,
-                 password_params: passwords.ScryptParams = passwords.DEFAULT_PARAMS) -> None:
+                 password_params: passwords.ScryptParams = passwords.DEFAULT_PARAMS,
+                 account_data_producer: AccountDataProducer | None = None) -> None:
         self._db = database
+        # None: changes are stored but not published (tests without a log).
+        self._account_data_producer = account_data_producer
         self._server_name = server_name
         self._password_params = password_params
 
@@ -181,3 +187,63 @@ class UserAPIInternal:
         await self._db.deactivate_account(req.localpart, self._user_id(req.localpart))
         return pb.Account(user_id=self._user_id(row.localpart), localpart=row.localpart,
                           created_ts=row.created_ts, is_guest=row.is_guest, deactivated=True)
+
+    # -- account data and pushers ------------------------------------------------
+
+    def _account_data(self, user_id: str, row: AccountDataRow) -> pb.AccountData:
+        return pb.AccountData(user_id=user_id, room_id=row.room_id, type=row.type,
+                              content_json=row.content_json.encode())
+
+    async def query_account_data(self, req: pb.QueryAccountDataRequest) -> pb.QueryAccountDataResponse:
+        self._localpart_of(req.user_id)
+        if req.type:
+            found = await self._db.get_account_data(req.user_id, req.room_id, req.type)
+            if found is None:
+                raise errors.NotFound("Account data not found")
+            return pb.QueryAccountDataResponse(account_data=[self._account_data(req.user_id, found)])
+        scope = None if req.all_rooms else req.room_id
+        rows = await self._db.get_all_account_data(req.user_id, scope)
+        return pb.QueryAccountDataResponse(account_data=[self._account_data(req.user_id, r) for r in rows])
+
+    async def perform_account_data_update(self, req: pb.AccountData) -> pb.PerformAccountDataUpdateResponse:
+        self._localpart_of(req.user_id)
+        if not req.type:
+            raise errors.InvalidParam("account data needs a type")
+        try:
+            content = json.loads(req.content_json)
+        except ValueError:
+            raise errors.NotJSON("Content not JSON.") from None
+        if not isinstance(content, dict):
+            raise errors.BadJSON("Content must be a JSON object.")
+        content_json = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        await self._db.set_account_data(req.user_id, req.room_id, req.type, content_json)
+        offset = 0
+        if self._account_data_producer is not None:
+            # After the commit: a failure here fails the request, and the
+            # client's retry (a PUT is idempotent) publishes it again.
+            offset = await self._account_data_producer.send(account_data_log_pb2.AccountDataChange(
+                user_id=req.user_id, room_id=req.room_id, type=req.type, content_json=content_json.encode()))
+        return pb.PerformAccountDataUpdateResponse(log_offset=offset)
+
+    async def query_pushers(self, req: pb.QueryPushersRequest) -> pb.QueryPushersResponse:
+        rows = await self._db.get_pushers(req.user_id)
+        return pb.QueryPushersResponse(pushers=[
+            pb.Pusher(pushkey=r.pushkey, kind=r.kind, app_id=r.app_id, app_display_name=r.app_display_name,
+                      device_display_name=r.device_display_name, profile_tag=r.profile_tag, lang=r.lang,
+                      data_json=r.data_json.encode())
+            for r in rows])
+
+    async def perform_pusher_set(self, req: pb.PerformPusherSetRequest) -> pb.PerformPusherSetResponse:
+        self._localpart_of(req.user_id)
+        pusher = req.pusher
+        if not pusher.app_id or not pusher.pushkey:
+            raise errors.MissingParam("app_id and pushkey are required")
+        if not pusher.kind:
+            await self._db.delete_pusher(req.user_id, pusher.app_id, pusher.pushkey)
+            return pb.PerformPusherSetResponse()
+        await self._db.set_pusher(PusherRow(
+            user_id=req.user_id, app_id=pusher.app_id, pushkey=pusher.pushkey, kind=pusher.kind,
+            app_display_name=pusher.app_display_name, device_display_name=pusher.device_display_name,
+            profile_tag=pusher.profile_tag, lang=pusher.lang,
+            data_json=pusher.data_json.decode() or "{}", created_ts=_now_ms()), append=req.append)
+        return pb.PerformPusherSetResponse()

@@ -9,11 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.storage import Database
 from userapi.storage.tables.access_tokens import AccessTokensTable, TokenOwner
+from userapi.storage.tables.account_data import AccountDataRow, AccountDataTable, account_data
 from userapi.storage.tables.accounts import AccountRow, AccountsTable
 from userapi.storage.tables.devices import DeviceRow, DevicesTable
 from userapi.storage.tables.profiles import ProfileRow, ProfilesTable, profiles
+from userapi.storage.tables.pushers import PusherRow, PushersTable, pushers
 
-__all__ = ["AccountRow", "DeviceRow", "ProfileRow", "TokenOwner", "UserAPIDatabase"]
+__all__ = ["AccountDataRow", "AccountRow", "DeviceRow", "ProfileRow", "PusherRow", "TokenOwner",
+           "UserAPIDatabase"]
 
 
 class UserAPIDatabase:
@@ -23,6 +26,8 @@ class UserAPIDatabase:
         self._devices = DevicesTable()
         self._tokens = AccessTokensTable()
         self._profiles = ProfilesTable()
+        self._account_data = AccountDataTable()
+        self._pushers = PushersTable()
 
     # -- accounts -------------------------------------------------------------
 
@@ -90,6 +95,42 @@ class UserAPIDatabase:
                 profiles, {"localpart": localpart, "display_name": updated.display_name,
                            "avatar_url": updated.avatar_url}, ["localpart"]))
             return updated
+
+    # -- account data and pushers -----------------------------------------------
+
+    async def get_account_data(self, user_id: str, room_id: str, data_type: str) -> AccountDataRow | None:
+        async with self.db.connect() as conn:
+            return await self._account_data.select(conn, user_id, room_id, data_type)
+
+    async def get_all_account_data(self, user_id: str, room_id: str | None) -> list[AccountDataRow]:
+        """One scope's account data ("" is the global one), or all of it when None."""
+        async with self.db.connect() as conn:
+            return await self._account_data.select_all(conn, user_id, room_id)
+
+    async def set_account_data(self, user_id: str, room_id: str, data_type: str, content_json: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(self.db.upsert(
+                account_data, {"user_id": user_id, "room_id": room_id, "type": data_type,
+                               "content_json": content_json}, ["user_id", "room_id", "type"]))
+
+    async def get_pushers(self, user_id: str) -> list[PusherRow]:
+        async with self.db.connect() as conn:
+            return await self._pushers.select_for_user(conn, user_id)
+
+    async def set_pusher(self, row: PusherRow, *, append: bool) -> None:
+        """Creates or replaces the user's pusher; without ``append`` other
+        users' pushers with the same app ID and push key go (the spec)."""
+        async with self.db.transaction() as conn:
+            if not append:
+                await self._pushers.delete(conn, row.app_id, row.pushkey, except_user_id=row.user_id)
+            values = {name: getattr(row, name) for name in PusherRow.__dataclass_fields__}
+            await conn.execute(self.db.upsert(pushers, values, ["user_id", "app_id", "pushkey"],
+                                              set_=[c for c in values if c not in (
+                                                  "user_id", "app_id", "pushkey", "created_ts")]))
+
+    async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> int:
+        async with self.db.transaction() as conn:
+            return await self._pushers.delete(conn, app_id, pushkey, user_id=user_id)
 
     # -- devices and tokens ---------------------------------------------------
 
