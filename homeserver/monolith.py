@@ -37,7 +37,7 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
 
         roomserver = await open_roomserver(config, log, signing_key)
         stack.push_async_callback(roomserver.close)
-        userapi = await open_userapi(config)
+        userapi = await open_userapi(config, log=log)
         stack.push_async_callback(userapi.close)
         clientapi = await open_clientapi(config, log, roomserver.api, userapi.api, signing_key)
         stack.push_async_callback(clientapi.close)

@@ -71,7 +71,8 @@ async def run_personality(config: Config, name: str) -> None:
             from userapi.component import open_userapi
             from userapi.grpc.server import serve_grpc as serve_userapi
 
-            userapi = await open_userapi(config)
+            log = await _open_log(config, name, stack)
+            userapi = await open_userapi(config, log=log)
             stack.push_async_callback(userapi.close)
             server, port = await serve_userapi(userapi.api, config.address_of(name).grpc)
             stack.push_async_callback(server.stop, 5)
