@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
+from myelin.clientapi.v1 import edu_log_pb2
 from myelin.roomserver.v1 import input_log_pb2, output_log_pb2
 from myelin.userapi.v1 import account_data_log_pb2
 
@@ -19,6 +20,15 @@ class Topic:
 
 ROOMSERVER_INPUT = Topic("roomserver.input", key="room_id", message=input_log_pb2.InputRoomEventsEntry)
 ROOMSERVER_OUTPUT = Topic("roomserver.output", key="room_id", message=output_log_pb2.OutputEvent)
+# The client API's EDUs (edu_log.proto). Typing and presence are ephemeral:
+# they are worth keeping for minutes only, and a reader that lost its
+# position simply goes on from the oldest record kept.
+CLIENTAPI_TYPING = Topic("clientapi.typing", key="room_id", message=edu_log_pb2.TypingUpdate)
+CLIENTAPI_RECEIPT = Topic("clientapi.receipt", key="room_id", message=edu_log_pb2.ReceiptUpdate)
+CLIENTAPI_PRESENCE = Topic("clientapi.presence", key="user_id", message=edu_log_pb2.PresenceUpdate)
+CLIENTAPI_SEND_TO_DEVICE = Topic("clientapi.send_to_device", key="target_user_id",
+                                 message=edu_log_pb2.ToDeviceMessage)
 USERAPI_ACCOUNT_DATA = Topic("userapi.account_data", key="user_id", message=account_data_log_pb2.AccountDataChange)
 
-ALL_TOPICS = [ROOMSERVER_INPUT, ROOMSERVER_OUTPUT, USERAPI_ACCOUNT_DATA]
+ALL_TOPICS = [ROOMSERVER_INPUT, ROOMSERVER_OUTPUT, USERAPI_ACCOUNT_DATA, CLIENTAPI_TYPING, CLIENTAPI_RECEIPT,
+              CLIENTAPI_PRESENCE, CLIENTAPI_SEND_TO_DEVICE]
