@@ -60,6 +60,18 @@ class DAGQueryAPI(Protocol):
         self, req: pb.QueryMissingEventsRequest) -> pb.QueryMissingEventsResponse: ...
 
 
+class AliasAPI(Protocol):
+    """The room alias directory (the room server is its authority)."""
+
+    async def set_room_alias(self, req: pb.SetRoomAliasRequest) -> pb.SetRoomAliasResponse: ...
+
+    async def get_room_id_for_alias(self, req: pb.GetRoomIDForAliasRequest) -> pb.GetRoomIDForAliasResponse: ...
+
+    async def get_aliases_for_room(self, req: pb.GetAliasesForRoomRequest) -> pb.GetAliasesForRoomResponse: ...
+
+    async def remove_room_alias(self, req: pb.RemoveRoomAliasRequest) -> pb.RemoveRoomAliasResponse: ...
+
+
 class ClientRoomserverAPI(InputAPI, StateQueryAPI, MembershipQueryAPI, Protocol):
     """What the client API calls: build events from current state, input them."""
 
@@ -73,5 +85,5 @@ class FederationRoomserverAPI(InputAPI, StateQueryAPI, MembershipQueryAPI, Visib
     """What the federation API calls to serve and accept federation."""
 
 
-class RoomserverAPI(FederationRoomserverAPI, ClientRoomserverAPI, SyncRoomserverAPI, Protocol):
+class RoomserverAPI(FederationRoomserverAPI, ClientRoomserverAPI, SyncRoomserverAPI, AliasAPI, Protocol):
     """The whole service, as the gRPC servicer exposes it."""

@@ -31,6 +31,7 @@ from roomserver.api import RoomserverAPI
 from roomserver.internal.input.consumer import CONSUMER_GROUP, consume_input
 from roomserver.internal.input.inputer import Inputer
 from roomserver.internal.input.processor import InputProcessor
+from roomserver.internal.perform_aliases import Aliases
 from roomserver.internal.query.queries import Queries
 from roomserver.storage.database import RoomserverDatabase
 
@@ -49,9 +50,22 @@ class RoomserverImpl(Queries):
     def __init__(self, db: RoomserverDatabase, inputer: Inputer) -> None:
         super().__init__(db)
         self._inputer = inputer
+        self._aliases = Aliases(db)
 
     async def input_room_events(self, req: pb.InputRoomEventsRequest) -> pb.InputRoomEventsResponse:
         return await self._inputer.input_room_events(req)
+
+    async def set_room_alias(self, req: pb.SetRoomAliasRequest) -> pb.SetRoomAliasResponse:
+        return await self._aliases.set_room_alias(req)
+
+    async def get_room_id_for_alias(self, req: pb.GetRoomIDForAliasRequest) -> pb.GetRoomIDForAliasResponse:
+        return await self._aliases.get_room_id_for_alias(req)
+
+    async def get_aliases_for_room(self, req: pb.GetAliasesForRoomRequest) -> pb.GetAliasesForRoomResponse:
+        return await self._aliases.get_aliases_for_room(req)
+
+    async def remove_room_alias(self, req: pb.RemoveRoomAliasRequest) -> pb.RemoveRoomAliasResponse:
+        return await self._aliases.remove_room_alias(req)
 
 
 class Roomserver:

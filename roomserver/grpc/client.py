@@ -78,6 +78,18 @@ class GrpcRoomserverClient:
     async def query_missing_events(self, req: pb.QueryMissingEventsRequest) -> pb.QueryMissingEventsResponse:
         return await _call(self._stub.QueryMissingEvents, req)
 
+    async def set_room_alias(self, req: pb.SetRoomAliasRequest) -> pb.SetRoomAliasResponse:
+        return await _call(self._stub.SetRoomAlias, req)
+
+    async def get_room_id_for_alias(self, req: pb.GetRoomIDForAliasRequest) -> pb.GetRoomIDForAliasResponse:
+        return await _call(self._stub.GetRoomIDForAlias, req)
+
+    async def get_aliases_for_room(self, req: pb.GetAliasesForRoomRequest) -> pb.GetAliasesForRoomResponse:
+        return await _call(self._stub.GetAliasesForRoom, req)
+
+    async def remove_room_alias(self, req: pb.RemoveRoomAliasRequest) -> pb.RemoveRoomAliasResponse:
+        return await _call(self._stub.RemoveRoomAlias, req)
+
 
 def _implements_the_contract(client: GrpcRoomserverClient) -> RoomserverAPI:
     """Never called: mypy checks here that the gRPC binding satisfies the

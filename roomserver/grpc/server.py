@@ -94,6 +94,23 @@ class RoomserverServicer(roomserver_pb2_grpc.RoomserverServicer):
         return await _call(self._impl.query_rooms_for_user, request, context)
 
 
+    async def SetRoomAlias(self, request: pb.SetRoomAliasRequest,
+                           context: grpc.aio.ServicerContext[Any, Any]) -> pb.SetRoomAliasResponse:
+        return await _call(self._impl.set_room_alias, request, context)
+
+    async def GetRoomIDForAlias(self, request: pb.GetRoomIDForAliasRequest,
+                                context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetRoomIDForAliasResponse:
+        return await _call(self._impl.get_room_id_for_alias, request, context)
+
+    async def GetAliasesForRoom(self, request: pb.GetAliasesForRoomRequest,
+                                context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetAliasesForRoomResponse:
+        return await _call(self._impl.get_aliases_for_room, request, context)
+
+    async def RemoveRoomAlias(self, request: pb.RemoveRoomAliasRequest,
+                              context: grpc.aio.ServicerContext[Any, Any]) -> pb.RemoveRoomAliasResponse:
+        return await _call(self._impl.remove_room_alias, request, context)
+
+
 async def serve_grpc(api: RoomserverAPI, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts a gRPC server for ``api`` on ``address`` ("host:port"; port 0
     picks a free one) and answers (server, port). Stop it with ``server.stop``."""

@@ -30,6 +30,7 @@ from common.storage import Database
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.storage.cache import LRUCache
+from roomserver.storage.tables.aliases import room_aliases
 from roomserver.storage.tables.events import auth_chain_query, auth_events, event_json, events, prev_events
 from roomserver.storage.tables.input_failures import input_failures
 from roomserver.storage.tables.interned import event_state_keys, event_types
@@ -685,6 +686,28 @@ class RoomserverDatabase:
     async def delete_pending_redactions(self, txn: Txn, event_id: str) -> None:
         await txn.conn.execute(delete(pending_redactions).where(
             pending_redactions.c.redacts_event_id == event_id))
+
+    # -- room aliases ----------------------------------------------------------
+
+    async def add_alias(self, txn: Txn, alias: str, room_id: str, creator: str) -> bool:
+        """False when the alias is taken."""
+        result = await txn.conn.execute(self.db.insert_or_ignore(
+            room_aliases, {"alias": alias, "room_id": room_id, "creator": creator}, ["alias"]))
+        return bool(result.rowcount)
+
+    async def alias(self, txn: Txn, alias: str) -> tuple[str, str] | None:
+        """(room ID, creator) of an alias."""
+        row = (await txn.conn.execute(select(room_aliases.c.room_id, room_aliases.c.creator)
+                                      .where(room_aliases.c.alias == alias))).first()
+        return (row.room_id, row.creator) if row is not None else None
+
+    async def aliases_of_room(self, txn: Txn, room_id: str) -> list[str]:
+        rows = await txn.conn.execute(select(room_aliases.c.alias).where(room_aliases.c.room_id == room_id)
+                                      .order_by(room_aliases.c.alias))
+        return [row.alias for row in rows]
+
+    async def remove_alias(self, txn: Txn, alias: str) -> None:
+        await txn.conn.execute(delete(room_aliases).where(room_aliases.c.alias == alias))
 
     # -- input failures ------------------------------------------------------
 

@@ -930,3 +930,30 @@ async def test_shared_history_stays_visible_after_leaving(api: RoomserverAPI) ->
 
     assert await sees(BOB)  # joined after the event, left since: still allowed
     assert not await sees(CAROL)  # only invited
+
+
+async def test_room_aliases(api: RoomserverAPI) -> None:
+    room = TestRoom("12", creator=ALICE)
+    await send(api, room.events)
+    await api.set_room_alias(pb.SetRoomAliasRequest(alias="#hall:test", room_id=room.room_id, creator=ALICE))
+    await api.set_room_alias(pb.SetRoomAliasRequest(alias="#lobby:test", room_id=room.room_id, creator=BOB))
+    with pytest.raises(errors.MatrixError) as taken:
+        await api.set_room_alias(pb.SetRoomAliasRequest(alias="#hall:test", room_id=room.room_id, creator=BOB))
+    assert taken.value.status == 409 and taken.value.errcode == "M_UNKNOWN"
+    with pytest.raises(errors.NotFound):
+        await api.set_room_alias(pb.SetRoomAliasRequest(alias="#x:test", room_id="!unknown:test", creator=BOB))
+    with pytest.raises(errors.InvalidParam):
+        await api.set_room_alias(pb.SetRoomAliasRequest(alias="hall", room_id=room.room_id, creator=BOB))
+
+    found = await api.get_room_id_for_alias(pb.GetRoomIDForAliasRequest(alias="#hall:test"))
+    assert (found.room_id, found.creator) == (room.room_id, ALICE)
+    assert (await api.get_room_id_for_alias(pb.GetRoomIDForAliasRequest(alias="#none:test"))).room_id == ""
+    listed = await api.get_aliases_for_room(pb.GetAliasesForRoomRequest(room_id=room.room_id))
+    assert list(listed.aliases) == ["#hall:test", "#lobby:test"]
+
+    removed = await api.remove_room_alias(pb.RemoveRoomAliasRequest(alias="#lobby:test"))
+    assert (removed.room_id, removed.creator) == (room.room_id, BOB)
+    with pytest.raises(errors.NotFound):
+        await api.remove_room_alias(pb.RemoveRoomAliasRequest(alias="#lobby:test"))
+    listed = await api.get_aliases_for_room(pb.GetAliasesForRoomRequest(room_id=room.room_id))
+    assert list(listed.aliases) == ["#hall:test"]
