@@ -575,6 +575,13 @@ async def test_on_postgresql(tmp_path: Path, log: Log, fresh_postgres_database: 
             room_id=room.room_id, joined_only=True))
         assert len(members.member_events) == 2
         assert len(new_room_events(await read_output(log))) == len(room.events) + 2
+        await api.set_room_alias(pb.SetRoomAliasRequest(alias="#pg:test", room_id=room.room_id, creator=ALICE))
+        with pytest.raises(errors.MatrixError) as taken:
+            await api.set_room_alias(pb.SetRoomAliasRequest(alias="#pg:test", room_id=room.room_id))
+        assert taken.value.status == 409
+        shared = await api.query_user_allowed_to_see_event(pb.QueryUserAllowedToSeeEventRequest(
+            event_id=base.event_id, user_id=BOB))
+        assert shared.allowed
     finally:
         await running.stop()
 
