@@ -195,6 +195,12 @@ class TestRoom:
     def invite(self, sender: str, target: str, **kwargs: Any) -> Event:
         return self.member(target, "invite", sender=sender, **kwargs)
 
+    def kick(self, sender: str, target: str, **kwargs: Any) -> Event:
+        return self.member(target, "leave", sender=sender, **kwargs)
+
+    def knock(self, user_id: str, **kwargs: Any) -> Event:
+        return self.member(user_id, "knock", **kwargs)
+
     def ban(self, sender: str, target: str, **kwargs: Any) -> Event:
         return self.member(target, "ban", sender=sender, **kwargs)
 
