@@ -964,3 +964,22 @@ async def test_room_aliases(api: RoomserverAPI) -> None:
         await api.remove_room_alias(pb.RemoveRoomAliasRequest(alias="#lobby:test"))
     listed = await api.get_aliases_for_room(pb.GetAliasesForRoomRequest(room_id=room.room_id))
     assert list(listed.aliases) == ["#hall:test"]
+
+
+async def test_knock_and_kick(api: RoomserverAPI) -> None:
+    room = TestRoom("10", creator=ALICE, join_rule="knock")
+    room.invite(ALICE, BOB)
+    room.join(BOB)
+    room.knock(CAROL)
+    room.kick(ALICE, BOB)
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+
+    async def membership(user_id: str) -> str:
+        return (await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
+            room_id=room.room_id, user_id=user_id))).membership
+
+    assert await membership(CAROL) == "knock"
+    assert await membership(BOB) == "leave"
+    # Bob may not kick anyone back (power 0).
+    revenge = room.kick(BOB, ALICE, advance=False)
+    assert outcomes(await send(api, [revenge])) == [pb.INPUT_OUTCOME_REJECTED]
