@@ -21,6 +21,7 @@ from clientapi.routing import (
     createroom,
     devices,
     directory,
+    keys_backup,
     login,
     membership,
     profile,
@@ -66,7 +67,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     )
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
-                   directory):
+                   directory, keys_backup):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 
