@@ -18,6 +18,7 @@ from clientapi.internal.services import Services
 from clientapi.internal.uia import SessionSigner
 from clientapi.routing import (
     account,
+    account_data,
     createroom,
     devices,
     directory,
@@ -25,6 +26,7 @@ from clientapi.routing import (
     login,
     membership,
     profile,
+    pushrules,
     register,
     send,
     state,
@@ -67,7 +69,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     )
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
-                   directory, keys_backup):
+                   directory, keys_backup, account_data, pushrules):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 
