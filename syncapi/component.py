@@ -26,11 +26,15 @@ from common.config import Config
 from common.log import Log
 from common.storage import Database, database_url_for, open_database
 from roomserver.api import SyncRoomserverAPI
+from syncapi.consumers.clientapi import ClientAPIConsumer
 from syncapi.consumers.roomserver import RoomserverOutputConsumer
+from syncapi.internal.presence import PresenceWriter
 from syncapi.internal.rooms import RoomReads
 from syncapi.internal.sync import SyncHandler
+from syncapi.internal.typing import TypingCache, now_ms
 from syncapi.notifier import Notifier
 from syncapi.routing import filter as filter_routes
+from syncapi.routing import presence as presence_routes
 from syncapi.routing import rooms as room_routes
 from syncapi.routing import sync as sync_routes
 from syncapi.storage.database import SyncDatabase
@@ -38,6 +42,8 @@ from userapi.api import AuthenticationAPI
 
 COMPONENT = "syncapi"
 POSITION_POLL_INTERVAL = 1.0
+# Longest wait between two looks for expired typing notifications (seconds).
+TYPING_SWEEP_INTERVAL = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -50,33 +56,59 @@ class SyncAPI:
         self.log = log
         self.notifier = Notifier(config.server_name)
         database.on_positions_taken = self.notifier.positions_taken
+        database.on_stream_positions_taken = self.notifier.positions_taken
         self.consumer = RoomserverOutputConsumer(database, roomserver, self.notifier, config.server_name)
-        self.sync_handler = SyncHandler(database, self.notifier)
+        self.typing = TypingCache()
+        self.edu_consumer = ClientAPIConsumer(database, self.notifier, self.typing, config.server_name)
+        self.presence = PresenceWriter(self.edu_consumer, log)
+        self.sync_handler = SyncHandler(database, self.notifier, self.typing)
         self.room_reads = RoomReads(database)
         self.ready = asyncio.Event()
         # Seconds between reads of the database's position (see Notifier.note_database_position).
         self.position_poll_interval = POSITION_POLL_INTERVAL
         self.blueprint = Blueprint(blueprint_name)
-        sync_routes.register(self.blueprint, database, userapi, self.sync_handler)
+        sync_routes.register(self.blueprint, database, userapi, self.sync_handler, self.presence)
+        presence_routes.register(self.blueprint, database, userapi, self.presence)
         room_routes.register(self.blueprint, self.room_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
 
     async def run(self) -> None:
-        """Consumes the room server's output until cancelled; ``ready`` once
-        consuming. Also follows the database's position, for writes by other
-        instances."""
+        """Consumes the room server's output and the client API's EDUs until
+        cancelled; ``ready`` once consuming both. Also follows the database's
+        positions, for writes by other instances, and expires typing."""
         await self.sync_handler.ensure_started()
+        rooms_ready = asyncio.Event()
+        edus_ready = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._follow_database_position())
-            await self.consumer.run(self.log, self.ready)
+            tasks.create_task(self._expire_typing())
+            tasks.create_task(self.edu_consumer.run(self.log, edus_ready))
+            tasks.create_task(self.consumer.run(self.log, rooms_ready))
+            await rooms_ready.wait()
+            await edus_ready.wait()
+            self.ready.set()
 
     async def _follow_database_position(self) -> None:
         while True:
             await asyncio.sleep(self.position_poll_interval)
             try:
-                self.notifier.note_database_position(await self.database.current_position())
+                self.notifier.note_database_positions(await self.database.current_positions())
             except Exception:
-                logger.warning("could not read the stream position", exc_info=True)
+                logger.warning("could not read the stream positions", exc_info=True)
+
+    async def _expire_typing(self) -> None:
+        """Tells the rooms' members when a typer's timeout passes."""
+        while True:
+            next_expiry = self.typing.next_expiry()
+            delay = TYPING_SWEEP_INTERVAL
+            if next_expiry is not None:
+                delay = min(delay, max(0.0, (next_expiry - now_ms()) / 1000))
+            await asyncio.sleep(delay)
+            for room_id, position in self.typing.expire():
+                try:
+                    await self.edu_consumer.notify_typing(room_id, position)
+                except Exception:
+                    logger.warning("could not tell %s of expired typing", room_id, exc_info=True)
 
     async def close(self) -> None:
         await self.database.close()

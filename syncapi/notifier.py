@@ -1,95 +1,134 @@
 """Wakes long-polling /sync requests when something that concerns their user happens.
 
-The consumer tells the notifier, after each commit, the new stream position
-and the users it concerns (the room's joined and invited members, and the
-target of a membership change). The notifier keeps, per local user, the last
-position that concerned them, so an idle incremental /sync is one dictionary
-lookup whatever the number of rooms the user is in, and a wake-up costs
-O(affected users).
+Each stream the sync API serves (``syncapi.tokens.STREAM_NAMES``: room
+events, typing, receipts, presence, to-device) has its own positions. The
+writers tell the notifier, after each commit, the stream, the new position
+and the users it concerns (for a room event, the room's joined and invited
+members and the target of a membership change; for typing and receipts the
+room's members; for presence those sharing a room; for a to-device message
+its target). The notifier keeps, per stream and local user, the last
+position that concerned them, so an idle incremental /sync is a few
+dictionary lookups whatever the number of rooms the user is in, and a
+wake-up costs O(affected users).
 
 Positions before the notifier started are unknown to it: ``has_news``
 answers None for a ``since`` older than that, and the caller then looks in
 the database. The same holds for positions another process wrote (several
 sync API instances sharing one database, each consuming some partitions):
 ``note_database_position`` learns of them from a periodic read of the
-database's position (a position this process did not take), wakes every
+database's positions (a position this process did not take), wakes every
 waiter, and ``has_news`` answers None for a ``since`` before them, once; the
-next token is past them.
+next token is past them. Typing lives in this process's memory only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from syncapi.tokens import STREAM_NAMES, StreamToken
+
+PDU = "pdu"
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.started_at = 0
+        self.position = 0
+        self.last_position: dict[str, int] = {}
+        # The highest position written by someone else than this process.
+        self.external = 0
+        # Positions this process took and the database position last checked.
+        self.taken: set[int] = set()
+        self.checked = 0
 
 
 class Notifier:
     def __init__(self, server_name: str) -> None:
         self._suffix = ":" + server_name
-        self._started_at = 0
-        self._position = 0
-        self._last_position: dict[str, int] = {}
+        self._streams = {name: _Stream() for name in STREAM_NAMES}
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        # The highest position written by someone else than this process.
-        self._external = 0
-        # Positions this process took and the database position last checked.
-        self._taken: set[int] = set()
-        self._checked = 0
 
     @property
     def position(self) -> int:
-        """The highest stream position known to be committed."""
-        return self._position
+        """The highest room-event stream position known to be committed."""
+        return self._streams[PDU].position
 
-    def start_at(self, position: int) -> None:
-        """Called once at startup with the database's position."""
-        self._started_at = position
-        self._position = max(self._position, position)
+    def stream_position(self, stream: str) -> int:
+        return self._streams[stream].position
 
-    def on_new_data(self, position: int, user_ids: Iterable[str]) -> None:
-        """Records that ``position`` is committed and concerns ``user_ids``; wakes their waiters."""
-        self._position = max(self._position, position)
+    def current_token(self) -> StreamToken:
+        """Every stream's highest known position."""
+        return StreamToken(*(self._streams[name].position for name in STREAM_NAMES))
+
+    def start_at(self, position: int, stream: str = PDU) -> None:
+        """Called once per stream at startup with the database's position."""
+        state = self._streams[stream]
+        state.started_at = position
+        state.position = max(state.position, position)
+
+    def on_new_data(self, position: int, user_ids: Iterable[str], stream: str = PDU) -> None:
+        """Records that ``position`` of ``stream`` is committed and concerns
+        ``user_ids``; wakes their waiters."""
+        state = self._streams[stream]
+        state.position = max(state.position, position)
         for user_id in user_ids:
             if not user_id.endswith(self._suffix):
                 continue  # only local users sync here
-            if self._last_position.get(user_id, 0) < position:
-                self._last_position[user_id] = position
+            if state.last_position.get(user_id, 0) < position:
+                state.last_position[user_id] = position
             for waiter in self._waiters.get(user_id, ()):
                 waiter.set()
 
-    def positions_taken(self, positions: range) -> None:
+    def positions_taken(self, positions: range, stream: str = PDU) -> None:
         """This process took these positions (they may not be committed yet)."""
-        self._taken.update(positions)
+        self._streams[stream].taken.update(positions)
 
-    def note_database_position(self, position: int) -> None:
-        """The database's position, read periodically. A committed position
-        this process did not take was written by another process: whom it
-        concerns is unknown, so every waiter looks in the database."""
-        checked = max(self._checked, self._started_at)
+    def note_database_position(self, position: int, stream: str = PDU) -> None:
+        """The database's position of ``stream``, read periodically. A
+        committed position this process did not take was written by another
+        process: whom it concerns is unknown, so every waiter looks in the
+        database."""
+        state = self._streams[stream]
+        checked = max(state.checked, state.started_at)
         if position <= checked:
             return
-        foreign = any(p not in self._taken for p in range(checked + 1, position + 1))
-        self._taken.difference_update(range(checked + 1, position + 1))
-        self._checked = position
+        foreign = any(p not in state.taken for p in range(checked + 1, position + 1))
+        state.taken.difference_update(range(checked + 1, position + 1))
+        state.checked = position
         if not foreign:
             return
-        self._external = max(self._external, position)
-        self._position = max(self._position, position)
+        state.external = max(state.external, position)
+        state.position = max(state.position, position)
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.set()
 
-    def has_news(self, user_id: str, since: int) -> bool | None:
-        """Whether anything after ``since`` concerns the user; None when unknown."""
-        last = self._last_position.get(user_id)
-        if last is not None and last > since:
-            return True
-        if since < self._started_at or since < self._external:
-            return None
-        return False
+    def note_database_positions(self, positions: Mapping[str, int]) -> None:
+        """``note_database_position`` for each stream the database counts."""
+        for stream, position in positions.items():
+            if stream in self._streams:
+                self.note_database_position(position, stream)
 
-    async def wait_for_news(self, user_id: str, since: int, timeout: float) -> bool:
+    def has_news(self, user_id: str, since: StreamToken | int) -> bool | None:
+        """Whether anything after ``since`` concerns the user; None when
+        unknown. An int is a room-event position (the other streams are not
+        asked about)."""
+        token = since if isinstance(since, StreamToken) else None
+        names = STREAM_NAMES if token is not None else (PDU,)
+        unknown = False
+        for name in names:
+            state = self._streams[name]
+            after = token.position(name) if token is not None else since if isinstance(since, int) else 0
+            last = state.last_position.get(user_id)
+            if last is not None and last > after:
+                return True
+            if after < state.started_at or after < state.external:
+                unknown = True
+        return None if unknown else False
+
+    async def wait_for_news(self, user_id: str, since: StreamToken | int, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for news after ``since``; whether some came."""
         if self.has_news(user_id, since) is not False:
             return True

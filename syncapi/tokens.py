@@ -1,10 +1,11 @@
 """The sync API's opaque tokens.
 
-``StreamToken`` ("s<pdu>_<typing>_<receipt>") is /sync's ``next_batch``: one
-position per stream the sync API serves. Only the room-event stream exists
-so far; the others are zero placeholders so that typing, receipts and the
-rest can add their positions without changing the format. A shorter token
-("s12") parses with the missing positions at zero.
+``StreamToken`` ("s<pdu>_<typing>_<receipt>_<presence>_<to_device>") is
+/sync's ``next_batch``: one position per stream the sync API serves (room
+events, typing, receipts and read markers, presence, to-device messages).
+Each stream counts on its own. A shorter token ("s12", "s12_0_0") parses
+with the missing positions at zero; positions of streams a newer version
+added are ignored.
 
 ``TopologyToken`` ("t<depth>-<stream>") is a point between two events in a
 room's topological order (depth, then stream position), used by
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from common import errors
 
-STREAM_NAMES = ("pdu", "typing", "receipt")
+STREAM_NAMES = ("pdu", "typing", "receipt", "presence", "to_device")
 
 
 @dataclass(frozen=True, order=True)
@@ -26,9 +27,15 @@ class StreamToken:
     pdu: int
     typing: int = 0
     receipt: int = 0
+    presence: int = 0
+    to_device: int = 0
 
     def __str__(self) -> str:
-        return f"s{self.pdu}_{self.typing}_{self.receipt}"
+        return "s" + "_".join(str(getattr(self, name)) for name in STREAM_NAMES)
+
+    def position(self, stream: str) -> int:
+        value: int = getattr(self, stream)
+        return value
 
     @classmethod
     def parse(cls, text: str) -> StreamToken:

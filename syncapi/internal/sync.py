@@ -7,24 +7,41 @@ events. An incremental sync returns the rooms with news since ``since``; a
 room joined since then comes as if initial. ``limited`` is set when more
 events happened than the timeline holds, and ``state`` then carries the
 state changes between ``since`` and the start of the timeline.
+
+Besides room events, /sync serves the ephemeral and per-device streams, each
+with its own position in the token: ``rooms.join.*.ephemeral`` (m.typing,
+the room's current typers; m.receipt, the receipts since the token, a user's
+m.read.private to them only), the user's read marker as the room account
+data m.fully_read, top-level ``presence`` (of the user and everyone sharing a
+room with them) and ``to_device`` (the device's inbox, up to
+``TO_DEVICE_LIMIT`` a time; a message is deleted once the device syncs with
+a token past it).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from typing import Any
 
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
+from syncapi.internal.typing import TypingCache
 from syncapi.internal.visibility import RoomVisibility, visibility_by_room
 from syncapi.notifier import Notifier
 from syncapi.storage.database import Reader, SyncDatabase
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
-from syncapi.tokens import StreamToken, TopologyToken
+from syncapi.storage.tables.presence import StoredPresence
+from syncapi.storage.tables.receipts import FULLY_READ, StoredReceipt
+from syncapi.tokens import STREAM_NAMES, StreamToken, TopologyToken
 
 MAX_HEROES = 5
+# To-device messages per response; the rest come with the next sync.
+TO_DEVICE_LIMIT = 100
+# A user active this recently (ms) is "currently_active".
+CURRENTLY_ACTIVE_MS = 5 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -48,44 +65,57 @@ class _RoomWindow:
 
 
 class SyncHandler:
-    def __init__(self, database: SyncDatabase, notifier: Notifier) -> None:
+    def __init__(self, database: SyncDatabase, notifier: Notifier, typing: TypingCache | None = None) -> None:
         self._db = database
         self._notifier = notifier
+        self._typing = typing if typing is not None else TypingCache()
         self._started = False
 
     async def ensure_started(self) -> None:
-        """The notifier starts at the database's position (before the consumer has run)."""
+        """The notifier starts at the database's positions (before the consumers have run)."""
         if not self._started:
-            self._notifier.start_at(await self._db.current_position())
+            for stream, position in (await self._db.current_positions()).items():
+                self._notifier.start_at(position, stream)
             self._started = True
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         await self.ensure_started()
         user_id = request.requester.user_id
-        since = request.since.pdu if request.since is not None else None
-        if since is not None and since > self._notifier.position:
-            # A token from the future (e.g. a database restored from backup): start over from now.
-            since = self._notifier.position
-        if since is not None and not request.full_state:
-            has_news = await self._notifier.wait_for_news(user_id, since, request.timeout_ms / 1000)
+        since_token = request.since
+        if since_token is not None:
+            # A position from the future (a database restored from backup, typing
+            # from before a restart): that stream starts over from now.
+            current = self._notifier.current_token()
+            since_token = StreamToken(*(min(since_token.position(name), current.position(name))
+                                        for name in STREAM_NAMES))
+        if since_token is not None and not request.full_state:
+            has_news = await self._notifier.wait_for_news(user_id, since_token, request.timeout_ms / 1000)
             if not has_news:
                 # Idle: nothing concerns this user, whatever the number of their rooms.
-                return _response(max(self._notifier.position, since), {}, {}, {})
-        upto = self._notifier.position
+                return _response(self._notifier.current_token(), {}, {}, {})
+        upto = self._notifier.current_token()
+        if since_token is not None and since_token.to_device > 0 and request.requester.device_id:
+            # The device has what was sent up to its token: acknowledged.
+            await self._db.delete_to_device(user_id, request.requester.device_id, upto=since_token.to_device)
         async with self._db.read() as reader:
-            return await _Builder(reader, request, since, upto).build()
+            return await _Builder(reader, request, since_token, upto, self._typing).build()
 
 
 class _Builder:
-    def __init__(self, reader: Reader, request: SyncRequest, since: int | None, upto: int) -> None:
+    def __init__(self, reader: Reader, request: SyncRequest, since_token: StreamToken | None,
+                 upto_token: StreamToken, typing: TypingCache) -> None:
         self.r = reader
         self.request = request
         self.requester = request.requester
         self.user_id = request.requester.user_id
-        self.since = since
-        self.upto = upto
+        self.since_token = since_token
+        self.upto_token = upto_token
+        self.typing = typing
+        # The room-event positions.
+        self.since = since_token.pdu if since_token is not None else None
+        self.upto = upto_token.pdu
         self.filter = request.filter
-        self.initial = since is None or request.full_state
+        self.initial = since_token is None or request.full_state
         self.now = now_ms()
 
     async def build(self) -> dict[str, Any]:
@@ -113,6 +143,12 @@ class _Builder:
             # A room joined since `since` comes as in an initial sync.
             windows = [_RoomWindow(room_id, None, self.upto, True) for room_id in sorted(newly_joined)]
             windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(changed)]
+        ephemeral = await self._ephemeral({w.room_id for w in windows})
+        if not self.initial:
+            # Rooms with only ephemeral news come with an empty timeline.
+            have = {w.room_id for w in windows}
+            extra = {room_id for room_id in ephemeral.rooms() - have if room_filter.allows_room(room_id)}
+            windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(extra)]
         # All the user's membership history for an initial sync, else that of the rooms in play.
         rooms = None if self.initial else [w.room_id for w in windows] + [m.room_id for m in left]
         visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id, rooms))
@@ -127,8 +163,9 @@ class _Builder:
             if window.full_state or any(e.get("type") == MEMBER for e in entry["timeline"]["events"]
                                         + state_events):
                 entry["summary"] = await self._summary(window.room_id)
-            entry["ephemeral"] = {"events": []}
-            entry["account_data"] = {"events": []}
+            entry["ephemeral"] = {"events": ephemeral.events(window.room_id, self.filter.room.ephemeral)}
+            entry["account_data"] = {"events": ephemeral.account_data(window.room_id,
+                                                                      self.filter.room.account_data)}
             join[window.room_id] = entry
 
         leave: dict[str, Any] = {}
@@ -149,7 +186,59 @@ class _Builder:
 
         if self.since is not None:
             await self._rejected_invites(leave, join, invite)
-        return _response(self.upto, join, invite, leave)
+        presence = await self._presence()
+        to_device, to_device_position = await self._to_device()
+        token = replace(self.upto_token, to_device=to_device_position)
+        return _response(token, join, invite, leave, presence=presence, to_device=to_device)
+
+    # -- the ephemeral and per-device streams ------------------------------------------------
+
+    async def _ephemeral(self, window_rooms: set[str]) -> _Ephemeral:
+        """Typing and receipts for the rooms in play, and the rooms with such
+        news since the token (incremental syncs)."""
+        found = _Ephemeral(self.user_id)
+        since = self.since_token
+        if self.initial or since is None:
+            for room_id in window_rooms:
+                typers = self.typing.typers(room_id)
+                if typers:
+                    found.typing[room_id] = typers
+            if window_rooms:
+                found.add_receipts(await self.r.visible_receipts(
+                    self.user_id, after=0, upto=self.upto_token.receipt, room_ids=sorted(window_rooms)))
+            return found
+        joined: set[str] | None = None
+        typing_rooms = self.typing.rooms_changed(since.typing, self.upto_token.typing)
+        if typing_rooms:
+            joined = {m.room_id for m in await self.r.user_memberships(self.user_id, ["join"])}
+            for room_id in typing_rooms & joined:
+                found.typing[room_id] = self.typing.typers(room_id)
+        if since.receipt < self.upto_token.receipt:
+            found.add_receipts(await self.r.visible_receipts(
+                self.user_id, after=since.receipt, upto=self.upto_token.receipt))
+        return found
+
+    async def _presence(self) -> list[dict[str, Any]]:
+        since = self.since_token
+        after = 0 if since is None or self.initial else since.presence
+        presence_filter = self.filter.presence
+        return [_presence_event(p, self.now) for p in
+                await self.r.visible_presence(self.user_id, after=after, upto=self.upto_token.presence)
+                if presence_filter.allows("m.presence", p.user_id)]
+
+    async def _to_device(self) -> tuple[list[dict[str, Any]], int]:
+        """The device's pending messages, and the to-device position the
+        next token carries (short of the stream's when some are left)."""
+        device_id = self.requester.device_id
+        if not device_id:
+            return [], self.upto_token.to_device
+        messages = await self.r.to_device_messages(self.user_id, device_id, upto=self.upto_token.to_device,
+                                                   limit=TO_DEVICE_LIMIT)
+        position = self.upto_token.to_device
+        if len(messages) == TO_DEVICE_LIMIT:
+            position = messages[-1].stream_pos
+        return [{"type": m.event_type, "sender": m.sender, "content": json.loads(m.content_json)}
+                for m in messages], position
 
     async def _rejected_invites(self, leave: dict[str, Any], join: dict[str, Any],
                                 invite: dict[str, Any]) -> None:
@@ -282,14 +371,73 @@ class _Builder:
         return summary
 
 
-def _response(position: int, join: dict[str, Any], invite: dict[str, Any], leave: dict[str, Any]
+class _Ephemeral:
+    """What the rooms' ephemeral sections and read markers hold."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.typing: dict[str, list[str]] = {}
+        # room ID -> event ID -> receipt type -> user ID -> receipt
+        self.receipts: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(dict)
+        self.fully_read: dict[str, str] = {}
+
+    def add_receipts(self, receipts: list[StoredReceipt]) -> None:
+        for receipt in receipts:
+            if receipt.receipt_type == FULLY_READ:
+                if receipt.user_id == self.user_id:
+                    self.fully_read[receipt.room_id] = receipt.event_id
+                continue
+            body: dict[str, Any] = {"ts": receipt.ts}
+            if receipt.thread_id:
+                body["thread_id"] = receipt.thread_id
+            by_type = self.receipts[receipt.room_id].setdefault(receipt.event_id, {})
+            by_type.setdefault(receipt.receipt_type, {})[receipt.user_id] = body
+
+    def rooms(self) -> set[str]:
+        return set(self.typing) | set(self.receipts) | set(self.fully_read)
+
+    def events(self, room_id: str, ephemeral_filter: EventFilter) -> list[dict[str, Any]]:
+        if not ephemeral_filter.allows_room(room_id):
+            return []
+        events: list[dict[str, Any]] = []
+        if room_id in self.typing and ephemeral_filter.allows("m.typing", ""):
+            events.append({"type": "m.typing", "content": {"user_ids": self.typing[room_id]}})
+        if self.receipts.get(room_id) and ephemeral_filter.allows("m.receipt", ""):
+            events.append({"type": "m.receipt", "content": self.receipts[room_id]})
+        return events
+
+    def account_data(self, room_id: str, account_data_filter: EventFilter) -> list[dict[str, Any]]:
+        if room_id not in self.fully_read or not account_data_filter.allows_room(room_id):
+            return []
+        if not account_data_filter.allows(FULLY_READ, self.user_id):
+            return []
+        return [{"type": FULLY_READ, "content": {"event_id": self.fully_read[room_id]}}]
+
+
+def presence_content(presence: StoredPresence, now: int) -> dict[str, Any]:
+    """An m.presence event's content; last_active_ago is derived from when
+    the user was last active."""
+    ago = max(0, now - presence.last_active_ts)
+    content: dict[str, Any] = {"presence": presence.presence, "last_active_ago": ago,
+                               "currently_active": presence.presence == "online" and ago < CURRENTLY_ACTIVE_MS}
+    if presence.status_msg is not None:
+        content["status_msg"] = presence.status_msg
+    return content
+
+
+def _presence_event(presence: StoredPresence, now: int) -> dict[str, Any]:
+    return {"type": "m.presence", "sender": presence.user_id, "content": presence_content(presence, now)}
+
+
+def _response(token: StreamToken, join: dict[str, Any], invite: dict[str, Any], leave: dict[str, Any],
+              *, presence: list[dict[str, Any]] | None = None, to_device: list[dict[str, Any]] | None = None
               ) -> dict[str, Any]:
     return {
-        "next_batch": str(StreamToken(position)),
+        "next_batch": str(token),
         "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
         "account_data": {"events": []},
-        "presence": {"events": []},
-        "to_device": {"events": []},
+        "presence": {"events": presence or []},
+        "to_device": {"events": to_device or []},
         # device_lists and device_one_time_keys_count are left out until the
         # sync API serves them: an empty count would tell clients to upload keys.
     }

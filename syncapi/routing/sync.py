@@ -7,6 +7,7 @@ from sanic.response import HTTPResponse
 
 from common import errors
 from common.http import json_response, query_int
+from syncapi.internal.presence import PresenceWriter
 from syncapi.internal.sync import SyncHandler, SyncRequest
 from syncapi.routing.auth import CLIENT_PREFIXES, authenticate
 from syncapi.routing.filter import load_filter
@@ -31,7 +32,7 @@ def parse_bool(request: Request, name: str) -> bool:
 
 
 def register(blueprint: Blueprint, database: SyncDatabase, userapi: AuthenticationAPI,
-             handler: SyncHandler) -> None:
+             handler: SyncHandler, presence: PresenceWriter | None = None) -> None:
     async def sync(request: Request) -> HTTPResponse:
         requester = await authenticate(userapi, request)
         since_text = request.args.get("since")
@@ -42,6 +43,9 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
         if set_presence is not None and set_presence not in PRESENCE_STATES:
             raise errors.InvalidParam("set_presence must be online, offline or unavailable")
         sync_filter = await load_filter(database, requester.user_id, request.args.get("filter"))
+        if presence is not None:
+            # Before the response is built, so its token covers the change.
+            await presence.on_sync(requester.user_id, set_presence)
         body = await handler.sync(SyncRequest(requester=requester, since=since, full_state=full_state,
                                               filter=sync_filter, timeout_ms=timeout_ms,
                                               use_state_after=parse_bool(request, "use_state_after")))

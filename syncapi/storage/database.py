@@ -23,11 +23,17 @@ from syncapi.storage.tables import current_state as state_t
 from syncapi.storage.tables import events as events_t
 from syncapi.storage.tables import filters as filters_t
 from syncapi.storage.tables import invites as invites_t
+from syncapi.storage.tables import presence as presence_t
+from syncapi.storage.tables import receipts as receipts_t
 from syncapi.storage.tables import room_positions as positions_t
+from syncapi.storage.tables import send_to_device as to_device_t
 from syncapi.storage.tables import stream_position as stream_t
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
 from syncapi.storage.tables.invites import StoredInvite
+from syncapi.storage.tables.presence import StoredPresence
+from syncapi.storage.tables.receipts import StoredReceipt
+from syncapi.storage.tables.send_to_device import StoredToDevice
 
 # State deltas larger than this are applied in bulk.
 BULK_STATE_DELTA = 32
@@ -92,6 +98,8 @@ class SyncDatabase:
         # taken by other processes sharing the database can be told apart
         # (see Notifier.note_database_position).
         self.on_positions_taken: Callable[[range], None] | None = None
+        # The same for the other streams' counters: (positions, stream name).
+        self.on_stream_positions_taken: Callable[[range, str], None] | None = None
 
     async def _take_positions(self, conn: AsyncConnection, count: int) -> range:
         positions = await stream_t.next_positions(conn, count)
@@ -101,6 +109,12 @@ class SyncDatabase:
 
     async def _take_position(self, conn: AsyncConnection) -> int:
         return (await self._take_positions(conn, 1))[0]
+
+    async def _take_stream_position(self, conn: AsyncConnection, stream: str) -> int:
+        position = await stream_t.next_position(conn, stream)
+        if self.on_stream_positions_taken is not None:
+            self.on_stream_positions_taken(range(position, position + 1), stream)
+        return position
 
     @property
     def database(self) -> Database:
@@ -119,6 +133,14 @@ class SyncDatabase:
     async def current_position(self) -> int:
         async with self._db.connect() as conn:
             return await stream_t.current_position(conn)
+
+    async def current_positions(self) -> dict[str, int]:
+        """Every stream's position by the notifier's stream names (``pdu``
+        for the room-event stream)."""
+        async with self._db.connect() as conn:
+            found = await stream_t.current_positions(conn)
+        return {("pdu" if name == stream_t.GLOBAL_STREAM else name): position
+                for name, position in found.items()}
 
     async def last_event_id(self, room_id: str) -> str | None:
         async with self._db.connect() as conn:
@@ -256,6 +278,70 @@ class SyncDatabase:
                                            json.dumps(unsigned))
             position = await stream_t.current_position(conn)
         return Applied(position=position, room_id=target.room_id)
+
+    # -- ephemeral and per-device streams ---------------------------------------------------
+
+    async def write_receipt(self, room_id: str, receipt_type: str, user_id: str, thread_id: str,
+                            event_id: str, ts: int) -> int | None:
+        """Replaces the user's receipt of that type (and thread) in the room;
+        the new receipt-stream position, or None when nothing changed (a
+        replayed record)."""
+        async with self._db.transaction() as conn:
+            existing = await receipts_t.select_receipt(conn, room_id, receipt_type, user_id, thread_id)
+            if existing is not None and existing.event_id == event_id and existing.ts == ts:
+                return None
+            position = await self._take_stream_position(conn, "receipt")
+            await conn.execute(self._db.upsert(
+                receipts_t.receipts,
+                {"room_id": room_id, "receipt_type": receipt_type, "user_id": user_id, "thread_id": thread_id,
+                 "event_id": event_id, "ts": ts, "stream_pos": position},
+                ["room_id", "receipt_type", "user_id", "thread_id"]))
+        return position
+
+    async def write_presence(self, user_id: str, presence: str, status_msg: str | None,
+                             last_active_ts: int, *, keep_status: bool) -> int | None:
+        """Sets the user's presence (``keep_status``: the status message stays
+        as it was); the new presence-stream position, or None when nothing
+        changed."""
+        async with self._db.transaction() as conn:
+            existing = await presence_t.select_presence(conn, user_id)
+            if keep_status:
+                status_msg = existing.status_msg if existing is not None else None
+            if existing is not None:
+                if last_active_ts < existing.last_active_ts:
+                    return None  # older than what is stored (a replayed record)
+                if (existing.presence, existing.status_msg, existing.last_active_ts) == (
+                        presence, status_msg, last_active_ts):
+                    return None
+            position = await self._take_stream_position(conn, "presence")
+            await conn.execute(self._db.upsert(
+                presence_t.presence,
+                {"user_id": user_id, "presence": presence, "status_msg": status_msg,
+                 "last_active_ts": last_active_ts, "stream_pos": position},
+                ["user_id"]))
+        return position
+
+    async def presence_of(self, user_id: str) -> StoredPresence | None:
+        async with self._db.connect() as conn:
+            return await presence_t.select_presence(conn, user_id)
+
+    async def write_to_device(self, *, user_id: str, device_id: str, message_id: str, sender: str,
+                              event_type: str, content_json: str) -> int | None:
+        """Puts a message in a device's inbox once per ``message_id``; the
+        new to-device position, or None when it was there already."""
+        async with self._db.transaction() as conn:
+            if await to_device_t.message_exists(conn, user_id, device_id, message_id):
+                return None
+            position = await self._take_stream_position(conn, "to_device")
+            await to_device_t.insert_message(
+                conn, stream_pos=position, user_id=user_id, device_id=device_id, message_id=message_id,
+                sender=sender, event_type=event_type, content_json=content_json)
+        return position
+
+    async def delete_to_device(self, user_id: str, device_id: str, *, upto: int) -> int:
+        """Drops the messages the device acknowledged by syncing past ``upto``."""
+        async with self._db.transaction() as conn:
+            return await to_device_t.delete_messages(conn, user_id, device_id, upto=upto)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -470,6 +556,21 @@ class Reader:
             select(t.history_visibility).where(t.room_id == room_id, t.state_only == false())
             .order_by(t.stream_pos.desc()).limit(1))).first()
         return None if row is None else str(row[0])
+
+    async def visible_receipts(self, user_id: str, *, after: int, upto: int,
+                               room_ids: Sequence[str] | None = None) -> list[StoredReceipt]:
+        return await receipts_t.select_visible_receipts(self.conn, user_id, after=after, upto=upto,
+                                                        room_ids=room_ids)
+
+    async def visible_presence(self, user_id: str, *, after: int, upto: int) -> list[StoredPresence]:
+        return await presence_t.select_visible_presence(self.conn, user_id, after=after, upto=upto)
+
+    async def users_sharing_rooms(self, user_id: str) -> set[str]:
+        return await presence_t.select_users_sharing_rooms(self.conn, user_id)
+
+    async def to_device_messages(self, user_id: str, device_id: str, *, upto: int,
+                                 limit: int) -> list[StoredToDevice]:
+        return await to_device_t.select_messages(self.conn, user_id, device_id, upto=upto, limit=limit)
 
     async def active_invites(self, user_id: str, *, after: int, upto: int) -> list[StoredInvite]:
         return await invites_t.select_active_invites(self.conn, user_id, after=after, upto=upto)

@@ -1,4 +1,6 @@
-"""syncapi_stream_position: the global stream counter (the /sync token's position)."""
+"""syncapi_stream_position: the stream counters (the /sync token's positions):
+``global`` for room events, and one per other stream (``receipt``,
+``presence``, ``to_device``)."""
 
 from __future__ import annotations
 
@@ -16,17 +18,17 @@ stream_position = Table(
 )
 
 
-async def next_position(conn: AsyncConnection) -> int:
+async def next_position(conn: AsyncConnection, stream: str = GLOBAL_STREAM) -> int:
     """Takes the next position. Inside a write transaction the row stays
     locked until commit, so positions become visible in the order taken."""
-    return (await next_positions(conn, 1))[0]
+    return (await next_positions(conn, 1, stream))[0]
 
 
-async def next_positions(conn: AsyncConnection, count: int) -> range:
+async def next_positions(conn: AsyncConnection, count: int, stream: str = GLOBAL_STREAM) -> range:
     """Takes the next ``count`` positions at once (see ``next_position``)."""
     result = await conn.execute(
         update(stream_position)
-        .where(stream_position.c.stream_name == GLOBAL_STREAM)
+        .where(stream_position.c.stream_name == stream)
         .values(position=stream_position.c.position + count)
         .returning(stream_position.c.position)
     )
@@ -34,7 +36,13 @@ async def next_positions(conn: AsyncConnection, count: int) -> range:
     return range(last - count + 1, last + 1)
 
 
-async def current_position(conn: AsyncConnection) -> int:
+async def current_position(conn: AsyncConnection, stream: str = GLOBAL_STREAM) -> int:
     result = await conn.execute(
-        select(stream_position.c.position).where(stream_position.c.stream_name == GLOBAL_STREAM))
+        select(stream_position.c.position).where(stream_position.c.stream_name == stream))
     return int(result.scalar_one())
+
+
+async def current_positions(conn: AsyncConnection) -> dict[str, int]:
+    """Every stream's position, in one read."""
+    result = await conn.execute(select(stream_position.c.stream_name, stream_position.c.position))
+    return {str(name): int(position) for name, position in result}

@@ -59,10 +59,11 @@ def test_event_fields() -> None:
 
 
 def test_tokens_round_trip() -> None:
-    assert str(StreamToken(12)) == "s12_0_0"
+    assert str(StreamToken(12)) == "s12_0_0_0_0"
     assert StreamToken.parse("s12_0_0") == StreamToken(12)
     assert StreamToken.parse("s7") == StreamToken(7)
-    assert StreamToken.parse("s7_1_2_3_4") == StreamToken(7, 1, 2)
+    assert StreamToken.parse("s7_1_2_3_4") == StreamToken(7, 1, 2, 3, 4)
+    assert StreamToken.parse("s7_1_2_3_4_5") == StreamToken(7, 1, 2, 3, 4)
     assert TopologyToken.parse(str(TopologyToken(5, 9))) == TopologyToken(5, 9)
     assert parse_pagination_token("t3-4") == TopologyToken(3, 4)
     assert parse_pagination_token("s3_0_0") == StreamToken(3)
@@ -112,7 +113,7 @@ async def test_notifier_wakes_only_the_affected_local_users() -> None:
     assert await waiting_b is False
     assert notifier.position == 11
     assert notifier.has_news("@a:test", 10) is True and notifier.has_news("@a:test", 11) is False
-    assert "@remote:elsewhere" not in notifier._last_position
+    assert "@remote:elsewhere" not in notifier._streams["pdu"].last_position
     assert notifier._waiters == {}
 
 
