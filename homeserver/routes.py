@@ -26,6 +26,8 @@ ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/sync$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|context/[^/]+)$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/user/[^/]+/filter(?:/[^/]+)?$"), "syncapi"),
+    # Presence lives with /sync (set_presence), so both methods are served there.
+    Route(re.compile(_CLIENT + r"/presence/[^/]+/status$"), "syncapi"),
     Route(re.compile(r"^/_matrix/(?:federation|key)/"), "federationapi"),
     Route(re.compile(r"^/\.well-known/matrix/server$"), "federationapi"),
 ]
