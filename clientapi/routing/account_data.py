@@ -28,6 +28,7 @@ from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
 from common.http import json_response, parse_json_body
+from matrixlib.ids import is_valid_room_id
 
 SERVER_CONTROLLED = ("m.fully_read", "m.push_rules")
 TAG = "m.tag"
@@ -55,7 +56,7 @@ async def account_data_lock(user_id: str) -> AsyncIterator[None]:
 
 
 def check_room_id(room_id: str) -> None:
-    if not room_id.startswith("!") or ":" not in room_id:
+    if not is_valid_room_id(room_id):
         raise errors.InvalidParam(f"{room_id!r} is not a valid room ID")
 
 

@@ -139,6 +139,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def put_attribute(request: Request, scope: str, kind: str, rule_id: str, attr: str) -> HTTPResponse:
         if attr not in ("enabled", "actions"):
             raise errors.Unrecognized("Unrecognized request")
+        await services.device_for(request)  # the token is checked before the body
         body = parse_json_body(request)
         value = body.get(attr)
         if attr == "enabled":
