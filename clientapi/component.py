@@ -19,6 +19,7 @@ from clientapi.internal.uia import SessionSigner
 from clientapi.routing import (
     account,
     account_data,
+    aliases,
     createroom,
     devices,
     directory,
@@ -69,7 +70,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     )
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
-                   directory, keys_backup, account_data, pushrules):
+                   directory, keys_backup, account_data, pushrules, aliases):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 

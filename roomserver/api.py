@@ -72,8 +72,9 @@ class AliasAPI(Protocol):
     async def remove_room_alias(self, req: pb.RemoveRoomAliasRequest) -> pb.RemoveRoomAliasResponse: ...
 
 
-class ClientRoomserverAPI(InputAPI, StateQueryAPI, MembershipQueryAPI, Protocol):
-    """What the client API calls: build events from current state, input them."""
+class ClientRoomserverAPI(InputAPI, StateQueryAPI, MembershipQueryAPI, AliasAPI, Protocol):
+    """What the client API calls: build events from current state, input them;
+    the room alias directory."""
 
 
 class SyncRoomserverAPI(StateQueryAPI, MembershipQueryAPI, VisibilityQueryAPI, Protocol):

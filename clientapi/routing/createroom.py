@@ -4,8 +4,10 @@ Spec: data/api/client-server/create_room.yaml. The initial events are
 built locally (``common.eventbuilder.build_room_creation_events``) and
 input in one call; invites follow as separate membership events.
 ``visibility: public`` publishes the room in the room directory
-(routing/directory.py). Not yet: ``room_alias_name`` (no alias directory;
-ignored) and ``invite_3pid`` (refused).
+(routing/directory.py). ``room_alias_name`` creates the local alias
+``#<name>:<server>`` (400 M_ROOM_IN_USE when taken, checked before the room
+is made) and the room's ``m.room.canonical_alias``. Not yet:
+``invite_3pid`` (refused).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
+from clientapi.internal.aliases import parse_local_alias
 from clientapi.internal.membership import profile_content, send_membership
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
@@ -91,11 +95,23 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         body = parse_json_body(request)
         creation = parse_create_room(body, device.user_id, services.config.default_room_version)
         creation.creator_join_content = await profile_content(services, device.user_id)
-        if body.get("room_alias_name"):
-            logger.info("createRoom: room_alias_name is not supported yet; room created without alias")
+        alias_name = params.optional_str(body, "room_alias_name")
+        alias: str | None = None
+        if alias_name:
+            alias = f"#{alias_name}:{services.server_name}"
+            parse_local_alias(services, alias)
+            taken = await services.roomserver.get_room_id_for_alias(rs_pb.GetRoomIDForAliasRequest(alias=alias))
+            if taken.room_id:
+                raise errors.RoomInUse("Room alias already taken")
+            creation.canonical_alias = alias
         built = build_room_creation_events(creation, server_name=services.server_name,
                                            signing_key=services.signing_key)
         await services.input_events(built.events)
+        if alias is not None:
+            # Taken in the meantime: the room exists with a dangling
+            # canonical alias, as in Synapse when creating the alias fails.
+            await services.roomserver.set_room_alias(rs_pb.SetRoomAliasRequest(
+                alias=alias, room_id=built.room_id, creator=device.user_id))
         if params.optional_str(body, "visibility") == "public":
             await services.database.set_room_published(built.room_id, True)
         is_direct = params.optional_bool(body, "is_direct")

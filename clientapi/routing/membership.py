@@ -4,7 +4,8 @@
 
 Spec: client-server API "Room membership", data/api/client-server/joining.yaml,
 inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml, knocking.yaml. Only rooms this server is already in can be
-joined for now; aliases cannot be resolved yet (no directory).
+joined for now; local aliases are resolved through the room server's
+directory (remote ones need federation: 404 for now).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
+from clientapi.internal.aliases import resolve_alias
 from clientapi.internal.membership import (
     current_membership,
     join_local_room,
@@ -37,11 +39,12 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         services.send_limiter.check(device.user_id)
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
+        room_id = room_id_or_alias
         if room_id_or_alias.startswith("#"):
-            raise errors.NotFound(f"Room alias {room_id_or_alias} not found")
-        _check_room_id(room_id_or_alias)
-        await join_local_room(services, room_id_or_alias, device.user_id, reason)
-        return json_response({"room_id": room_id_or_alias})
+            room_id = await resolve_alias(services, room_id_or_alias)
+        _check_room_id(room_id)
+        await join_local_room(services, room_id, device.user_id, reason)
+        return json_response({"room_id": room_id})
 
     async def join_room(request: Request, room_id: str) -> HTTPResponse:
         device = await services.device_for(request)
@@ -104,13 +107,14 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         services.send_limiter.check(device.user_id)
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
+        knock_room_id = room_id_or_alias
         if room_id_or_alias.startswith("#"):
-            raise errors.NotFound(f"Room alias {room_id_or_alias} not found")
-        _check_room_id(room_id_or_alias)
-        await send_membership(services, room_id=room_id_or_alias, sender=device.user_id, target=device.user_id,
+            knock_room_id = await resolve_alias(services, room_id_or_alias)
+        _check_room_id(knock_room_id)
+        await send_membership(services, room_id=knock_room_id, sender=device.user_id, target=device.user_id,
                               membership="knock", reason=reason,
                               extra_content=await profile_content(services, device.user_id))
-        return json_response({"room_id": room_id_or_alias})
+        return json_response({"room_id": knock_room_id})
 
     client_route(blueprint, "/knock/<room_id_or_alias>", knock, ["POST"], name="knock")
     change_other("leave", "kick")

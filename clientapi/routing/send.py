@@ -19,12 +19,13 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
+from clientapi.internal.aliases import check_canonical_alias
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
 from common.eventbuilder import MAX_PDU_BYTES, build_local_event
 from common.http import json_response, parse_json_body
-from matrixlib.events import REDACTION, Event
+from matrixlib.events import CANONICAL_ALIAS, REDACTION, Event
 from matrixlib.room_versions import get_room_version
 
 
@@ -117,6 +118,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         device = await services.device_for(request)
         content = _content_of(request)
         services.send_limiter.check(device.user_id)
+        if event_type == CANONICAL_ALIAS and state_key == "":
+            await check_canonical_alias(services, room_id, content)
         event = await _build(services, room_id=room_id, sender=device.user_id, type=event_type,
                              content=content, state_key=state_key)
         await services.input_events([event])

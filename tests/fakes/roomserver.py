@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from myelin.roomserver.v1 import events_pb2, input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
+from common import errors
 from matrixlib.auth_rules import AuthError, check_auth_rules
 from matrixlib.events import CREATE, MEMBER, Event, EventFormatError, StateKey
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
@@ -41,6 +42,8 @@ class FakeRoomserver:
         self.inputs: list[input_log_pb2.InputRoomEvent] = []
         self.input_calls = 0
         self.query_calls = 0
+        # alias -> (room ID, creator)
+        self.aliases: dict[str, tuple[str, str]] = {}
 
     # -- input ------------------------------------------------------------------
 
@@ -182,3 +185,27 @@ class FakeRoomserver:
                     not req.membership and membership != "leave"):
                 room_ids.append(room.room_id)
         return pb.QueryRoomsForUserResponse(room_ids=room_ids)
+
+    # -- aliases (as roomserver/internal/perform_aliases.py) ---------------------
+
+    async def set_room_alias(self, req: pb.SetRoomAliasRequest) -> pb.SetRoomAliasResponse:
+        if req.room_id not in self.rooms:
+            raise errors.NotFound(f"unknown room {req.room_id}")
+        if req.alias in self.aliases:
+            raise errors.MatrixError(f"room alias {req.alias} already exists", http_status=409)
+        self.aliases[req.alias] = (req.room_id, req.creator)
+        return pb.SetRoomAliasResponse()
+
+    async def get_room_id_for_alias(self, req: pb.GetRoomIDForAliasRequest) -> pb.GetRoomIDForAliasResponse:
+        room_id, creator = self.aliases.get(req.alias, ("", ""))
+        return pb.GetRoomIDForAliasResponse(room_id=room_id, creator=creator)
+
+    async def get_aliases_for_room(self, req: pb.GetAliasesForRoomRequest) -> pb.GetAliasesForRoomResponse:
+        return pb.GetAliasesForRoomResponse(
+            aliases=sorted(a for a, (room_id, _) in self.aliases.items() if room_id == req.room_id))
+
+    async def remove_room_alias(self, req: pb.RemoveRoomAliasRequest) -> pb.RemoveRoomAliasResponse:
+        found = self.aliases.pop(req.alias, None)
+        if found is None:
+            raise errors.NotFound(f"unknown room alias {req.alias}")
+        return pb.RemoveRoomAliasResponse(room_id=found[0], creator=found[1])
