@@ -28,9 +28,12 @@ from clientapi.routing import (
     membership,
     profile,
     pushrules,
+    receipts,
     register,
     send,
+    send_to_device,
     state,
+    typing,
     versions,
 )
 from clientapi.storage.database import ClientAPIDatabase
@@ -70,7 +73,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     )
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
-                   directory, keys_backup, account_data, pushrules, aliases):
+                   directory, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 
