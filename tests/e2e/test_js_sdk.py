@@ -1,6 +1,7 @@
 """matrix-js-sdk, the client library behind Element, talks to Myelin:
-tests/e2e/js/conversation.js logs in, syncs, sends and receives messages,
-while this test plays the other user over plain HTTP. Both process modes.
+tests/e2e/js/conversation.js logs in, syncs, joins, sends and receives
+messages, sends a read receipt and a typing notification, while this test
+plays the other user over plain HTTP and sees them. Both process modes.
 
 The SDK is installed by scripts/test.sh (``npm ci`` in tests/e2e/js, from
 the committed package-lock.json): matrix-js-sdk 37.5.0, the last release
@@ -39,13 +40,6 @@ async def _register(http: httpx.AsyncClient, localpart: str) -> dict[str, Any]:
 
 def _auth(account: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {account['access_token']}"}
-
-
-async def _served(http: httpx.AsyncClient, method: str, path: str) -> bool:
-    """Whether the server has a route for ``path``: asked without a token, a
-    served endpoint answers 401, an unknown one 404 M_UNRECOGNIZED."""
-    response = await http.request(method, path, json={})
-    return response.status_code == 401
 
 
 async def _read_line(process: asyncio.subprocess.Process, stderr_tail: list[str]) -> dict[str, Any]:
@@ -110,15 +104,9 @@ async def test_js_sdk_conversation(homeserver: RunningHomeserver) -> None:
         assert created.status_code == 200, created.text
         room_id = created.json()["room_id"]
 
-        # Receipts and typing are sent only once the server serves them.
-        receipts_and_typing = (
-            await _served(http, "POST", f"/_matrix/client/v3/rooms/{room_id}/receipt/m.read/$x")
-            and await _served(http, "PUT", f"/_matrix/client/v3/rooms/{room_id}/typing/{alice['user_id']}"))
-        flags = ["--receipts-and-typing"] if receipts_and_typing else []
-        print(f"receipts and typing {'served: the SDK sends them' if receipts_and_typing else 'not served yet'}")
-
         process = await asyncio.create_subprocess_exec(
-            node, str(SCRIPT), homeserver.base_url, alice["user_id"], PASSWORD, room_id, bob["user_id"], *flags,
+            node, str(SCRIPT), homeserver.base_url, alice["user_id"], PASSWORD, room_id, bob["user_id"],
+            "--receipts-and-typing",
             cwd=JS_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         stderr_tail: list[str] = []
         stderr_task = asyncio.create_task(_collect_stderr(process, stderr_tail))
@@ -143,8 +131,7 @@ async def test_js_sdk_conversation(homeserver: RunningHomeserver) -> None:
             received = await _expect(process, "received", stderr_tail)
             assert received["event_id"] == answer_id
             assert received["body"] == "hello from bob"
-            if receipts_and_typing:
-                await _expect(process, "receipt_and_typing_sent", stderr_tail)
+            await _expect(process, "receipt_and_typing_sent", stderr_tail)
             done = await _expect(process, "done", stderr_tail)
             assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
         finally:
@@ -158,18 +145,17 @@ async def test_js_sdk_conversation(homeserver: RunningHomeserver) -> None:
         # Nothing the SDK asked for failed (it tolerates some 404s; Myelin should not need it to).
         assert done["failed_requests"] == [], done["failed_requests"]
 
-        if receipts_and_typing:
-            # Bob's sync carries alice's read receipt on his message and her typing
-            # (in one response or over several).
-            seen: set[str] = set()
+        # Bob's sync carries alice's read receipt on his message and her typing
+        # (in one response or over several).
+        seen: set[str] = set()
 
-            def has_receipt_and_typing(room: dict[str, Any]) -> bool:
-                for event in room.get("ephemeral", {}).get("events", []):
-                    if event["type"] == "m.receipt" and alice["user_id"] in (
-                            event["content"].get(answer_id, {}).get("m.read", {})):
-                        seen.add("receipt")
-                    if event["type"] == "m.typing" and alice["user_id"] in event["content"].get("user_ids", []):
-                        seen.add("typing")
-                return seen == {"receipt", "typing"}
+        def has_receipt_and_typing(room: dict[str, Any]) -> bool:
+            for event in room.get("ephemeral", {}).get("events", []):
+                if event["type"] == "m.receipt" and alice["user_id"] in (
+                        event["content"].get(answer_id, {}).get("m.read", {})):
+                    seen.add("receipt")
+                if event["type"] == "m.typing" and alice["user_id"] in event["content"].get("user_ids", []):
+                    seen.add("typing")
+            return seen == {"receipt", "typing"}
 
-            await _sync_until(http, bob, room_id, has_receipt_and_typing)
+        await _sync_until(http, bob, room_id, has_receipt_and_typing)
