@@ -8,10 +8,9 @@ user must be joined to the room and the event must be one of the room's
 (404 otherwise). A ``thread_id`` ("main" or a thread root's event ID) makes
 a receipt threaded; read markers are never threaded.
 
-A read marker is stored as the room account data m.fully_read in the user
-API (so GET .../account_data/m.fully_read answers it), and also travels as
-a receipt of type m.fully_read on ``clientapi.receipt``, from which the sync
-API serves it as the room's m.fully_read account data in /sync.
+A read marker is the room account data m.fully_read, stored by the user
+API, which publishes it on ``userapi.account_data`` for /sync like any other
+account data. Receipts go to ``clientapi.receipt``.
 """
 
 from __future__ import annotations
@@ -72,6 +71,7 @@ async def _send(services: Services, receipt: edu_log_pb2.ReceiptUpdate) -> None:
         await services.userapi.perform_account_data_update(ua_pb.AccountData(
             user_id=receipt.user_id, room_id=receipt.room_id, type=FULLY_READ,
             content_json=json.dumps({"event_id": receipt.event_id}).encode()))
+        return
     await produce_receipt(services.log, receipt)
 
 

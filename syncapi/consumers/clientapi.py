@@ -3,7 +3,9 @@ API's read model, and wakes the users each change concerns:
 
 - ``clientapi.typing``: the in-memory typing cache; wakes the room's local members.
 - ``clientapi.receipt``: syncapi_receipts; a public receipt wakes the room's
-  local members, a private one (m.read.private, m.fully_read) only its owner.
+  local members, a private one (m.read.private) only its owner. Read
+  markers (m.fully_read) are account data, served from the user API's log:
+  such a receipt is ignored.
 - ``clientapi.presence``: syncapi_presence; wakes everyone sharing a room
   with the user.
 - ``clientapi.send_to_device``: the target device's inbox; wakes its user.
@@ -103,11 +105,13 @@ class ClientAPIConsumer:
         self._notifier.on_new_data(position, members, "typing")
 
     async def on_receipt(self, msg: edu_log_pb2.ReceiptUpdate) -> None:
+        if msg.receipt_type == FULLY_READ:
+            return
         position = await self._db.write_receipt(msg.room_id, msg.receipt_type, msg.user_id, msg.thread_id,
                                                 msg.event_id, msg.ts_ms)
         if position is None:
             return
-        if msg.receipt_type in (READ_PRIVATE, FULLY_READ):
+        if msg.receipt_type == READ_PRIVATE:
             self._notifier.on_new_data(position, [msg.user_id], "receipt")
             return
         async with self._db.read() as reader:
