@@ -28,6 +28,7 @@ from common.storage import Database, database_url_for, open_database
 from roomserver.api import SyncRoomserverAPI
 from syncapi.consumers.clientapi import ClientAPIConsumer
 from syncapi.consumers.roomserver import RoomserverOutputConsumer
+from syncapi.consumers.userapi import UserAPIConsumer
 from syncapi.internal.presence import PresenceWriter
 from syncapi.internal.rooms import RoomReads
 from syncapi.internal.sync import SyncHandler
@@ -61,6 +62,7 @@ class SyncAPI:
         self.typing = TypingCache()
         self.edu_consumer = ClientAPIConsumer(database, self.notifier, self.typing, config.server_name)
         self.presence = PresenceWriter(self.edu_consumer, log)
+        self.account_data_consumer = UserAPIConsumer(database, self.notifier)
         self.sync_handler = SyncHandler(database, self.notifier, self.typing)
         self.room_reads = RoomReads(database)
         self.ready = asyncio.Event()
@@ -73,19 +75,23 @@ class SyncAPI:
         filter_routes.register(self.blueprint, database, userapi)
 
     async def run(self) -> None:
-        """Consumes the room server's output and the client API's EDUs until
-        cancelled; ``ready`` once consuming both. Also follows the database's
+        """Consumes the room server's output, the client API's EDUs and the
+        user API's account data until cancelled; ``ready`` once consuming
+        all. Also follows the database's
         positions, for writes by other instances, and expires typing."""
         await self.sync_handler.ensure_started()
         rooms_ready = asyncio.Event()
         edus_ready = asyncio.Event()
+        account_data_ready = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._follow_database_position())
             tasks.create_task(self._expire_typing())
             tasks.create_task(self.edu_consumer.run(self.log, edus_ready))
             tasks.create_task(self.consumer.run(self.log, rooms_ready))
+            tasks.create_task(self.account_data_consumer.run(self.log, account_data_ready))
             await rooms_ready.wait()
             await edus_ready.wait()
+            await account_data_ready.wait()
             self.ready.set()
 
     async def _follow_database_position(self) -> None:

@@ -16,6 +16,15 @@ data m.fully_read, top-level ``presence`` (of the user and everyone sharing a
 room with them) and ``to_device`` (the device's inbox, up to
 ``TO_DEVICE_LIMIT`` a time; a message is deleted once the device syncs with
 a token past it).
+
+Account data (its own stream, from the user API's log) fills the top-level
+``account_data`` (global data; ``m.push_rules`` merged with the
+server-default rules, and those defaults on an initial sync before the user
+changed any) and ``rooms.join.*.account_data`` (room data, e.g. ``m.tag``);
+a joined room whose only news is account data comes with an empty
+timeline. Events of the users in ``m.ignored_user_list`` are left out of
+timelines (their state events stay, as the spec asks), and so are their
+invites.
 """
 
 from __future__ import annotations
@@ -25,12 +34,14 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
+from matrixlib.push_rules import default_ruleset, merge_with_defaults
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
 from syncapi.internal.typing import TypingCache
 from syncapi.internal.visibility import RoomVisibility, visibility_by_room
 from syncapi.notifier import Notifier
 from syncapi.storage.database import Reader, SyncDatabase
+from syncapi.storage.tables.account_data import StoredAccountData
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
 from syncapi.storage.tables.presence import StoredPresence
@@ -38,6 +49,7 @@ from syncapi.storage.tables.receipts import FULLY_READ, StoredReceipt
 from syncapi.tokens import STREAM_NAMES, StreamToken, TopologyToken
 
 MAX_HEROES = 5
+PUSH_RULES = "m.push_rules"
 # To-device messages per response; the rest come with the next sync.
 TO_DEVICE_LIMIT = 100
 # A user active this recently (ms) is "currently_active".
@@ -117,9 +129,12 @@ class _Builder:
         self.filter = request.filter
         self.initial = since_token is None or request.full_state
         self.now = now_ms()
+        self.ignored: set[str] = set()
 
     async def build(self) -> dict[str, Any]:
         room_filter = self.filter.room
+        self.ignored = await self.r.ignored_users(self.user_id)
+        account_data = await self._account_data()
         # An initial sync reads all the user's memberships; an incremental one
         # only those that changed since `since` (its cost follows the news,
         # not the number of rooms).
@@ -149,6 +164,13 @@ class _Builder:
             have = {w.room_id for w in windows}
             extra = {room_id for room_id in ephemeral.rooms() - have if room_filter.allows_room(room_id)}
             windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(extra)]
+            have |= extra
+            # And so do joined rooms with only account data news.
+            extra = {room_id for room_id in account_data.rooms - have if room_filter.allows_room(room_id)}
+            if extra:
+                joined_now = {m.room_id for m in await self.r.user_memberships(self.user_id, ["join"])}
+                windows += [_RoomWindow(room_id, self.since, self.upto, False)
+                            for room_id in sorted(extra & joined_now)]
         # All the user's membership history for an initial sync, else that of the rooms in play.
         rooms = None if self.initial else [w.room_id for w in windows] + [m.room_id for m in left]
         visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id, rooms))
@@ -165,7 +187,8 @@ class _Builder:
                 entry["summary"] = await self._summary(window.room_id)
             entry["ephemeral"] = {"events": ephemeral.events(window.room_id, self.filter.room.ephemeral)}
             entry["account_data"] = {"events": ephemeral.account_data(window.room_id,
-                                                                      self.filter.room.account_data)}
+                                                                      self.filter.room.account_data)
+                                     + account_data.room_events(window.room_id, self.filter.room.account_data)}
             join[window.room_id] = entry
 
         leave: dict[str, Any] = {}
@@ -181,6 +204,8 @@ class _Builder:
         for stored_invite in await self.r.active_invites(self.user_id, after=after, upto=self.upto):
             if not room_filter.allows_room(stored_invite.room_id):
                 continue
+            if self.ignored and json.loads(stored_invite.event_json).get("sender") in self.ignored:
+                continue
             invite[stored_invite.room_id] = {
                 "invite_state": {"events": stripped_state(json.loads(stored_invite.invite_state_json))}}
 
@@ -189,7 +214,21 @@ class _Builder:
         presence = await self._presence()
         to_device, to_device_position = await self._to_device()
         token = replace(self.upto_token, to_device=to_device_position)
-        return _response(token, join, invite, leave, presence=presence, to_device=to_device)
+        return _response(token, join, invite, leave, presence=presence, to_device=to_device,
+                         account_data=account_data.global_events(self.filter.account_data))
+
+    async def _account_data(self) -> _AccountData:
+        """The account data changed since the token (all of it, initially)."""
+        since = self.since_token
+        after = 0 if since is None or self.initial else since.account_data
+        found = _AccountData(self.user_id)
+        if after < self.upto_token.account_data:
+            found.add(await self.r.account_data_changes(self.user_id, after=after,
+                                                        upto=self.upto_token.account_data))
+        if self.initial and PUSH_RULES not in found.global_data:
+            # Every client starts with the push rules in force.
+            found.global_data[PUSH_RULES] = {"global": default_ruleset(self.user_id)}
+        return found
 
     # -- the ephemeral and per-device streams ------------------------------------------------
 
@@ -274,6 +313,9 @@ class _Builder:
                                              limit=limit + 1, event_filter=timeline_filter)
         limited = len(fetched) > limit
         visible = vis.filter(fetched)
+        if self.ignored:
+            # Ignored users' state events are still sent.
+            visible = [e for e in visible if e.sender not in self.ignored or e.state_key is not None]
         timeline = visible[-limit:] if limit > 0 else []
         if timeline:
             start = timeline[0].stream_pos - 1
@@ -371,6 +413,46 @@ class _Builder:
         return summary
 
 
+class _AccountData:
+    """The account data a response carries, latest content per type."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.global_data: dict[str, dict[str, Any]] = {}
+        self.by_room: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+
+    def add(self, changes: list[StoredAccountData]) -> None:
+        for change in changes:
+            try:
+                content = json.loads(change.content_json)
+            except ValueError:
+                continue
+            if not isinstance(content, dict):
+                continue
+            if change.room_id:
+                self.by_room[change.room_id][change.type] = content
+            elif change.type == PUSH_RULES:
+                stored = content.get("global")
+                self.global_data[change.type] = {"global": merge_with_defaults(
+                    stored if isinstance(stored, dict) else None, self.user_id)}
+            else:
+                self.global_data[change.type] = content
+
+    @property
+    def rooms(self) -> set[str]:
+        return set(self.by_room)
+
+    def global_events(self, account_data_filter: EventFilter) -> list[dict[str, Any]]:
+        return [{"type": t, "content": c} for t, c in self.global_data.items()
+                if account_data_filter.allows(t, self.user_id)]
+
+    def room_events(self, room_id: str, account_data_filter: EventFilter) -> list[dict[str, Any]]:
+        if not account_data_filter.allows_room(room_id):
+            return []
+        return [{"type": t, "content": c} for t, c in self.by_room.get(room_id, {}).items()
+                if account_data_filter.allows(t, self.user_id)]
+
+
 class _Ephemeral:
     """What the rooms' ephemeral sections and read markers hold."""
 
@@ -430,12 +512,12 @@ def _presence_event(presence: StoredPresence, now: int) -> dict[str, Any]:
 
 
 def _response(token: StreamToken, join: dict[str, Any], invite: dict[str, Any], leave: dict[str, Any],
-              *, presence: list[dict[str, Any]] | None = None, to_device: list[dict[str, Any]] | None = None
-              ) -> dict[str, Any]:
+              *, presence: list[dict[str, Any]] | None = None, to_device: list[dict[str, Any]] | None = None,
+              account_data: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "next_batch": str(token),
         "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
-        "account_data": {"events": []},
+        "account_data": {"events": account_data or []},
         "presence": {"events": presence or []},
         "to_device": {"events": to_device or []},
         # device_lists and device_one_time_keys_count are left out until the

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common.storage import Database
 from matrixlib.events import Event
 from syncapi.filters import EventFilter
+from syncapi.storage.tables import account_data as account_data_t
 from syncapi.storage.tables import current_state as state_t
 from syncapi.storage.tables import events as events_t
 from syncapi.storage.tables import filters as filters_t
@@ -28,6 +29,7 @@ from syncapi.storage.tables import receipts as receipts_t
 from syncapi.storage.tables import room_positions as positions_t
 from syncapi.storage.tables import send_to_device as to_device_t
 from syncapi.storage.tables import stream_position as stream_t
+from syncapi.storage.tables.account_data import StoredAccountData
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
 from syncapi.storage.tables.invites import StoredInvite
@@ -325,6 +327,22 @@ class SyncDatabase:
         async with self._db.connect() as conn:
             return await presence_t.select_presence(conn, user_id)
 
+    async def write_account_data(self, user_id: str, room_id: str, data_type: str, content_json: str
+                                 ) -> int | None:
+        """Stores the new content of a piece of account data; the new
+        account-data position, or None when it is what is stored already
+        (a replayed change)."""
+        async with self._db.transaction() as conn:
+            if await account_data_t.select_content(conn, user_id, room_id, data_type) == content_json:
+                return None
+            position = await self._take_stream_position(conn, "account_data")
+            await conn.execute(self._db.upsert(
+                account_data_t.account_data,
+                {"user_id": user_id, "room_id": room_id, "type": data_type, "content_json": content_json,
+                 "stream_pos": position},
+                ["user_id", "room_id", "type"]))
+        return position
+
     async def write_to_device(self, *, user_id: str, device_id: str, message_id: str, sender: str,
                               event_type: str, content_json: str) -> int | None:
         """Puts a message in a device's inbox once per ``message_id``; the
@@ -567,6 +585,18 @@ class Reader:
 
     async def users_sharing_rooms(self, user_id: str) -> set[str]:
         return await presence_t.select_users_sharing_rooms(self.conn, user_id)
+
+    async def account_data_changes(self, user_id: str, *, after: int, upto: int) -> list[StoredAccountData]:
+        return await account_data_t.select_changes(self.conn, user_id, after=after, upto=upto)
+
+    async def ignored_users(self, user_id: str) -> set[str]:
+        """The users in the user's m.ignored_user_list."""
+        found = await account_data_t.select_content(self.conn, user_id, "", "m.ignored_user_list")
+        try:
+            ignored = json.loads(found).get("ignored_users") if found else None
+        except (ValueError, AttributeError):
+            return set()
+        return {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
 
     async def to_device_messages(self, user_id: str, device_id: str, *, upto: int,
                                  limit: int) -> list[StoredToDevice]:

@@ -1,0 +1,136 @@
+"""Account data in /sync (global and per room, its own token position),
+the push rules every client starts with, and ignored users: fed through the
+user API's topic on the real embedded log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from myelin.userapi.v1 import account_data_log_pb2
+
+from common.topics import USERAPI_ACCOUNT_DATA
+from syncapi.tokens import StreamToken
+from tests.builders import TestRoom
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, wait_until
+
+
+async def change(env: Env, user_id: str, data_type: str, content: dict[str, Any], room_id: str = "",
+                 wait: bool = True) -> None:
+    position = env.syncapi.notifier.stream_position("account_data")
+    await env.log.append(USERAPI_ACCOUNT_DATA.name, user_id.encode(), account_data_log_pb2.AccountDataChange(
+        user_id=user_id, room_id=room_id, type=data_type,
+        content_json=json.dumps(content).encode()).SerializeToString())
+    if wait:
+        await wait_until(lambda: env.syncapi.notifier.stream_position("account_data") > position)
+
+
+def global_data(body: dict[str, Any]) -> dict[str, Any]:
+    return {e["type"]: e["content"] for e in body["account_data"]["events"]}
+
+
+def room_data(body: dict[str, Any], room_id: str) -> dict[str, Any]:
+    room = body["rooms"]["join"].get(room_id)
+    return {} if room is None else {e["type"]: e["content"] for e in room["account_data"]["events"]}
+
+
+async def test_initial_sync_has_default_push_rules(env: Env) -> None:
+    token = env.token(ALICE)
+    body = await env.sync(token)
+    rules = global_data(body)["m.push_rules"]["global"]
+    assert rules["override"][0]["rule_id"] == ".m.rule.master"
+    assert any(r["rule_id"] == ".m.rule.is_user_mention" and r["conditions"][0]["value"] == ALICE
+               for r in rules["override"])
+    # The token has an account-data position (the sixth).
+    assert len(body["next_batch"].split("_")) == 6
+    assert StreamToken.parse(body["next_batch"]).account_data == 0
+
+
+async def test_global_and_room_account_data(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(ALICE)
+    first = await env.sync(token)
+    await change(env, ALICE, "org.example.conf", {"a": 1})
+    await change(env, ALICE, "m.tag", {"tags": {"u.work": {"order": 0.5}}}, room_id=room.room_id)
+    await change(env, BOB, "org.example.conf", {"bob": True})  # someone else's
+    body = await env.sync(token, since=first["next_batch"])
+    assert global_data(body) == {"org.example.conf": {"a": 1}}
+    # The room has no new events but comes for its account data.
+    assert room_data(body, room.room_id) == {"m.tag": {"tags": {"u.work": {"order": 0.5}}}}
+    assert body["rooms"]["join"][room.room_id]["timeline"]["events"] == []
+    # Nothing new: nothing again.
+    again = await env.sync(token, since=body["next_batch"])
+    assert global_data(again) == {} and again["rooms"]["join"] == {}
+    # An initial sync has everything, latest content only.
+    await change(env, ALICE, "org.example.conf", {"a": 2})
+    initial = await env.sync(token)
+    assert global_data(initial)["org.example.conf"] == {"a": 2}
+    assert room_data(initial, room.room_id) == {"m.tag": {"tags": {"u.work": {"order": 0.5}}}}
+    # A replayed record (same content) changes nothing.
+    position = env.syncapi.notifier.stream_position("account_data")
+    await change(env, ALICE, "org.example.conf", {"a": 2}, wait=False)
+    await change(env, ALICE, "org.example.other", {})
+    assert env.syncapi.notifier.stream_position("account_data") == position + 1
+
+
+async def test_account_data_of_rooms_not_joined_is_not_sent(env: Env) -> None:
+    token = env.token(ALICE)
+    first = await env.sync(token)
+    await change(env, ALICE, "m.tag", {"tags": {}}, room_id="!elsewhere:test")
+    body = await env.sync(token, since=first["next_batch"])
+    assert body["rooms"]["join"] == {}
+
+
+async def test_account_data_wakes_a_long_poll(env: Env) -> None:
+    token = env.token(ALICE)
+    first = await env.sync(token)
+    polling = asyncio.create_task(env.sync(token, since=first["next_batch"], timeout=10_000))
+    await asyncio.sleep(0.2)
+    assert not polling.done()
+    await change(env, ALICE, "org.example.conf", {"woke": True}, wait=False)
+    body = await asyncio.wait_for(polling, 5)
+    assert global_data(body) == {"org.example.conf": {"woke": True}}
+
+
+async def test_push_rules_are_merged_with_defaults(env: Env) -> None:
+    token = env.token(ALICE)
+    first = await env.sync(token)
+    stored = {"global": {"override": [{"rule_id": ".m.rule.master", "default": True, "enabled": True,
+                                       "conditions": [], "actions": []}],
+                         "content": [{"rule_id": "cake", "default": False, "enabled": True,
+                                      "pattern": "cake", "actions": ["notify"]}]}}
+    await change(env, ALICE, "m.push_rules", stored)
+    body = await env.sync(token, since=first["next_batch"])
+    rules = global_data(body)["m.push_rules"]["global"]
+    assert rules["override"][0] == stored["global"]["override"][0]
+    assert len(rules["override"]) > 1 and rules["underride"]
+    assert [r["rule_id"] for r in rules["content"]] == ["cake"]
+
+
+async def test_ignored_users(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    room.join(CAROL)
+    await env.send_room(room)
+    token = env.token(BOB)
+    first = await env.sync(token)
+    await change(env, BOB, "m.ignored_user_list", {"ignored_users": {CAROL: {}}})
+    hello = room.message(CAROL, "hello")
+    hi = room.message(ALICE, "hi")
+    topic = room.set_state("m.room.topic", {"topic": "by carol"}, sender=CAROL)
+    await env.send(hello, hi, topic)
+    body = await env.sync(token, since=first["next_batch"])
+    timeline = [e["event_id"] for e in body["rooms"]["join"][room.room_id]["timeline"]["events"]]
+    # Carol's message is left out, her state event is not.
+    assert timeline == [hi.event_id, topic.event_id]
+    assert global_data(body)["m.ignored_user_list"] == {"ignored_users": {CAROL: {}}}
+    # Invites from ignored users are not sent either.
+    other = TestRoom(creator=CAROL)
+    await env.send_room(other)
+    await env.send(other.invite(CAROL, BOB))
+    assert other.room_id not in (await env.sync(token))["rooms"]["invite"]
+    await change(env, BOB, "m.ignored_user_list", {"ignored_users": {}})
+    assert other.room_id in (await env.sync(token))["rooms"]["invite"]
