@@ -39,6 +39,7 @@ class Coverage:
     exercised: set[str] = field(default_factory=set)
     outcomes: list[Outcome] = field(default_factory=list)
     mistakes: list[str] = field(default_factory=list)   # examples that do not fit the spec
+    report_path: str = ""                               # where the full report was written
 
     @property
     def failures(self) -> list[Outcome]:
@@ -47,7 +48,8 @@ class Coverage:
     def summary(self) -> str:
         return (f"Myelin implements {len(self.implemented)} of {len(self.spec.operations)} client-server "
                 f"operations; the scenario exercised {len(self.exercised & set(self.implemented))} of them "
-                f"with {len(self.outcomes)} requests, {len(self.failures)} not matching the spec")
+                f"with {len(self.outcomes)} requests, {len(self.failures)} not matching the spec"
+                + (f" (full report: {self.report_path})" if self.report_path else ""))
 
     def report(self) -> str:
         lines = [self.summary(), ""]

@@ -48,6 +48,7 @@ def coverage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coverage]:
             runner.check_without_token("not_a_token", "M_UNKNOWN_TOKEN")
     finally:
         hs.stop()
+    found.report_path = str(workdir / "report.txt")
     report = found.report()
     (workdir / "report.txt").write_text(report + "\n")
     print("\n" + report)
