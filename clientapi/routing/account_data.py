@@ -87,12 +87,15 @@ def _check_writable(data_type: str) -> None:
         raise errors.BadJSON(f"Cannot set {data_type} through this API.", http_status=405)
 
 
-def _check_content(data_type: str, content: dict[str, Any]) -> None:
+def _check_content(user_id: str, data_type: str, content: dict[str, Any]) -> None:
     if data_type == IGNORED_USER_LIST:
         ignored = content.get("ignored_users", {})
         if not isinstance(ignored, dict) or not all(
                 isinstance(u, str) and u.startswith("@") and ":" in u for u in ignored):
             raise errors.BadJSON("ignored_users must be an object keyed by user IDs")
+        if user_id in ignored:
+            # As Synapse: ignoring oneself would hide one's own events.
+            raise errors.InvalidParam("You cannot ignore yourself")
 
 
 def add_routes(blueprint: Blueprint, services: Services) -> None:
@@ -112,7 +115,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         await owner(request, user_id, "add")
         content = parse_json_body(request)
         _check_writable(data_type)
-        _check_content(data_type, content)
+        _check_content(user_id, data_type, content)
         await write_account_data(services, user_id, "", data_type, content)
         return json_response({})
 

@@ -64,6 +64,8 @@ async def test_account_data_errors(harness: Harness) -> None:
     ignore = f"/user/{alice.user_id}/account_data/m.ignored_user_list"
     assert errcode(await put(harness, alice, ignore, {"ignored_users": ["@bob:client.test"]}), 400) == "M_BAD_JSON"
     assert (await put(harness, alice, ignore, {"ignored_users": {bob.user_id: {}}})).status_code == 200
+    assert errcode(await put(harness, alice, ignore, {"ignored_users": {alice.user_id: {}}}), 400) \
+        == "M_INVALID_PARAM"
     no_token = await harness.http.get(V3 + path)
     assert errcode(no_token, 401) == "M_MISSING_TOKEN"
 

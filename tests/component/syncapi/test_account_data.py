@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from myelin.userapi.v1 import account_data_log_pb2
 
 from common.topics import USERAPI_ACCOUNT_DATA
 from syncapi.tokens import StreamToken
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, wait_until
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env, wait_until
 
 
 async def change(env: Env, user_id: str, data_type: str, content: dict[str, Any], room_id: str = "",
@@ -134,3 +136,18 @@ async def test_ignored_users(env: Env) -> None:
     assert other.room_id not in (await env.sync(token))["rooms"]["invite"]
     await change(env, BOB, "m.ignored_user_list", {"ignored_users": {}})
     assert other.room_id in (await env.sync(token))["rooms"]["invite"]
+
+
+@pytest.mark.postgres
+async def test_account_data_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as pg_env:
+        room = TestRoom()
+        await pg_env.send_room(room)
+        token = pg_env.token(ALICE)
+        first = await pg_env.sync(token)
+        await change(pg_env, ALICE, "org.example.conf", {"a": 1})
+        await change(pg_env, ALICE, "org.example.conf", {"a": 2})
+        await change(pg_env, ALICE, "m.tag", {"tags": {"u.x": {}}}, room_id=room.room_id)
+        body = await pg_env.sync(token, since=first["next_batch"])
+        assert global_data(body) == {"org.example.conf": {"a": 2}}
+        assert room_data(body, room.room_id) == {"m.tag": {"tags": {"u.x": {}}}}

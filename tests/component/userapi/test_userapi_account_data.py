@@ -92,3 +92,13 @@ async def test_changes_are_published(tmp_path: Path) -> None:
     finally:
         await component.close()
         await log.close()
+
+
+@pytest.mark.postgres
+async def test_on_postgresql(tmp_path: Path, fresh_postgres_database: str) -> None:
+    component = await open_userapi(make_config(tmp_path, fresh_postgres_database), password_params=CHEAP_SCRYPT)
+    try:
+        await test_global_and_room_account_data(component.api)
+        await test_pushers(component.api)
+    finally:
+        await component.close()
