@@ -11,9 +11,8 @@ state changes between ``since`` and the start of the timeline.
 Besides room events, /sync serves the ephemeral and per-device streams, each
 with its own position in the token: ``rooms.join.*.ephemeral`` (m.typing,
 the room's current typers; m.receipt, the receipts since the token, a user's
-m.read.private to them only), the user's read marker as the room account
-data m.fully_read, top-level ``presence`` (of the user and everyone sharing a
-room with them) and ``to_device`` (the device's inbox, up to
+m.read.private to them only), top-level ``presence`` (of the user and
+everyone sharing a room with them) and ``to_device`` (the device's inbox, up to
 ``TO_DEVICE_LIMIT`` a time; a message is deleted once the device syncs with
 a token past it).
 
@@ -186,9 +185,8 @@ class _Builder:
                                         + state_events):
                 entry["summary"] = await self._summary(window.room_id)
             entry["ephemeral"] = {"events": ephemeral.events(window.room_id, self.filter.room.ephemeral)}
-            entry["account_data"] = {"events": ephemeral.account_data(window.room_id,
-                                                                      self.filter.room.account_data)
-                                     + account_data.room_events(window.room_id, self.filter.room.account_data)}
+            entry["account_data"] = {"events": account_data.room_events(window.room_id,
+                                                                        self.filter.room.account_data)}
             join[window.room_id] = entry
 
         leave: dict[str, Any] = {}
@@ -454,20 +452,18 @@ class _AccountData:
 
 
 class _Ephemeral:
-    """What the rooms' ephemeral sections and read markers hold."""
+    """What the rooms' ephemeral sections hold. (Read markers are account
+    data: the receipts stream holds none.)"""
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         self.typing: dict[str, list[str]] = {}
         # room ID -> event ID -> receipt type -> user ID -> receipt
         self.receipts: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(dict)
-        self.fully_read: dict[str, str] = {}
 
     def add_receipts(self, receipts: list[StoredReceipt]) -> None:
         for receipt in receipts:
             if receipt.receipt_type == FULLY_READ:
-                if receipt.user_id == self.user_id:
-                    self.fully_read[receipt.room_id] = receipt.event_id
                 continue
             body: dict[str, Any] = {"ts": receipt.ts}
             if receipt.thread_id:
@@ -476,7 +472,7 @@ class _Ephemeral:
             by_type.setdefault(receipt.receipt_type, {})[receipt.user_id] = body
 
     def rooms(self) -> set[str]:
-        return set(self.typing) | set(self.receipts) | set(self.fully_read)
+        return set(self.typing) | set(self.receipts)
 
     def events(self, room_id: str, ephemeral_filter: EventFilter) -> list[dict[str, Any]]:
         if not ephemeral_filter.allows_room(room_id):
@@ -487,13 +483,6 @@ class _Ephemeral:
         if self.receipts.get(room_id) and ephemeral_filter.allows("m.receipt", ""):
             events.append({"type": "m.receipt", "content": self.receipts[room_id]})
         return events
-
-    def account_data(self, room_id: str, account_data_filter: EventFilter) -> list[dict[str, Any]]:
-        if room_id not in self.fully_read or not account_data_filter.allows_room(room_id):
-            return []
-        if not account_data_filter.allows(FULLY_READ, self.user_id):
-            return []
-        return [{"type": FULLY_READ, "content": {"event_id": self.fully_read[room_id]}}]
 
 
 def presence_content(presence: StoredPresence, now: int) -> dict[str, Any]:
