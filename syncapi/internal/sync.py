@@ -157,7 +157,7 @@ class _Builder:
             # A room joined since `since` comes as in an initial sync.
             windows = [_RoomWindow(room_id, None, self.upto, True) for room_id in sorted(newly_joined)]
             windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(changed)]
-        ephemeral = await self._ephemeral({w.room_id for w in windows})
+        ephemeral = await self._ephemeral({w.room_id for w in windows if w.full_state})
         if not self.initial:
             # Rooms with only ephemeral news come with an empty timeline.
             have = {w.room_id for w in windows}
@@ -230,19 +230,20 @@ class _Builder:
 
     # -- the ephemeral and per-device streams ------------------------------------------------
 
-    async def _ephemeral(self, window_rooms: set[str]) -> _Ephemeral:
-        """Typing and receipts for the rooms in play, and the rooms with such
-        news since the token (incremental syncs)."""
+    async def _ephemeral(self, full_rooms: set[str]) -> _Ephemeral:
+        """The current typers and every receipt of the rooms sent whole
+        (an initial sync, a room joined since the token); in an incremental
+        sync also what changed since the token in the user's other rooms."""
         found = _Ephemeral(self.user_id)
+        for room_id in full_rooms:
+            typers = self.typing.typers(room_id)
+            if typers:
+                found.typing[room_id] = typers
+        if full_rooms:
+            found.add_receipts(await self.r.visible_receipts(
+                self.user_id, after=0, upto=self.upto_token.receipt, room_ids=sorted(full_rooms)))
         since = self.since_token
         if self.initial or since is None:
-            for room_id in window_rooms:
-                typers = self.typing.typers(room_id)
-                if typers:
-                    found.typing[room_id] = typers
-            if window_rooms:
-                found.add_receipts(await self.r.visible_receipts(
-                    self.user_id, after=0, upto=self.upto_token.receipt, room_ids=sorted(window_rooms)))
             return found
         joined: set[str] | None = None
         typing_rooms = self.typing.rooms_changed(since.typing, self.upto_token.typing)

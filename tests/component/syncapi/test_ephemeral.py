@@ -291,3 +291,20 @@ async def test_to_device_stored_once_and_paged(env: Env) -> None:
     assert [e["content"]["n"] for e in rest["to_device"]["events"]] == list(range(TO_DEVICE_LIMIT, TO_DEVICE_LIMIT + 5))
     done = await env.sync(bob, since=rest["next_batch"])
     assert done["to_device"]["events"] == []
+
+
+async def test_a_room_joined_since_the_token_brings_its_receipts_and_typers(env: Env) -> None:
+    bob = env.token(BOB)
+    since = (await env.sync(bob))["next_batch"]
+    room = TestRoom()
+    message = room.message(ALICE, "before bob")
+    await env.send_room(room)
+    await receipt(env, room.room_id, ALICE, "m.read", message.event_id)
+    await typing(env, room.room_id, ALICE, True)
+    await wait_until(lambda: env.syncapi.notifier.stream_position("typing") >= 1)
+    await env.send(room.join(BOB))
+    body = await env.sync(bob, since=since)
+    assert room.room_id in body["rooms"]["join"]
+    [receipts] = ephemeral(body, room.room_id, "m.receipt")
+    assert receipts["content"] == {message.event_id: {"m.read": {ALICE: {"ts": 1234}}}}
+    assert ephemeral(body, room.room_id, "m.typing")[0]["content"]["user_ids"] == [ALICE]
