@@ -194,7 +194,8 @@ class _Builder:
             vis = visibility.get(m.room_id) or RoomVisibility(self.user_id, [])
             window = _RoomWindow(m.room_id, self.since, m.added_pos, self.initial)
             entry = await self._room(window, vis)
-            entry["account_data"] = {"events": []}
+            entry["account_data"] = {"events": account_data.room_events(m.room_id,
+                                                                        self.filter.room.account_data)}
             leave[m.room_id] = entry
 
         invite: dict[str, Any] = {}

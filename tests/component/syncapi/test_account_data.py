@@ -151,3 +151,16 @@ async def test_account_data_on_postgres(tmp_path: Path, fresh_postgres_database:
         body = await pg_env.sync(token, since=first["next_batch"])
         assert global_data(body) == {"org.example.conf": {"a": 2}}
         assert room_data(body, room.room_id) == {"m.tag": {"tags": {"u.x": {}}}}
+
+
+async def test_left_rooms_carry_their_account_data(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    first = await env.sync(token)
+    await change(env, BOB, "m.tag", {"tags": {"u.old": {}}}, room_id=room.room_id)
+    await env.send(room.leave(BOB))
+    body = await env.sync(token, since=first["next_batch"])
+    left = body["rooms"]["leave"][room.room_id]
+    assert left["account_data"]["events"] == [{"type": "m.tag", "content": {"tags": {"u.old": {}}}}]
