@@ -39,7 +39,7 @@ from syncapi.routing import presence as presence_routes
 from syncapi.routing import rooms as room_routes
 from syncapi.routing import sync as sync_routes
 from syncapi.storage.database import SyncDatabase
-from userapi.api import AuthenticationAPI
+from userapi.api import AccountDataQueryAPI, AuthenticationAPI
 
 COMPONENT = "syncapi"
 POSITION_POLL_INTERVAL = 1.0
@@ -62,7 +62,9 @@ class SyncAPI:
         self.typing = TypingCache()
         self.edu_consumer = ClientAPIConsumer(database, self.notifier, self.typing, config.server_name)
         self.presence = PresenceWriter(self.edu_consumer, log)
-        self.account_data_consumer = UserAPIConsumer(database, self.notifier)
+        self.account_data_consumer = UserAPIConsumer(
+            database, self.notifier, config.server_name,
+            userapi if isinstance(userapi, AccountDataQueryAPI) else None)
         self.sync_handler = SyncHandler(database, self.notifier, self.typing)
         self.room_reads = RoomReads(database)
         self.ready = asyncio.Event()

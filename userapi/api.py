@@ -8,7 +8,7 @@ the in-process binding is the implementation itself, the gRPC binding is
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from myelin.userapi.v1 import userapi_pb2 as pb
 
@@ -19,7 +19,14 @@ class AuthenticationAPI(Protocol):
     async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device: ...
 
 
-class UserAPI(AuthenticationAPI, Protocol):
+@runtime_checkable
+class AccountDataQueryAPI(Protocol):
+    """What the sync API asks when it must rebuild its copy of account data."""
+
+    async def query_account_data(self, req: pb.QueryAccountDataRequest) -> pb.QueryAccountDataResponse: ...
+
+
+class UserAPI(AuthenticationAPI, AccountDataQueryAPI, Protocol):
     async def query_account_availability(
         self, req: pb.QueryAccountAvailabilityRequest) -> pb.QueryAccountAvailabilityResponse: ...
 
@@ -42,8 +49,6 @@ class UserAPI(AuthenticationAPI, Protocol):
         self, req: pb.PerformPasswordUpdateRequest) -> pb.PerformPasswordUpdateResponse: ...
 
     async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account: ...
-
-    async def query_account_data(self, req: pb.QueryAccountDataRequest) -> pb.QueryAccountDataResponse: ...
 
     async def perform_account_data_update(self, req: pb.AccountData) -> pb.PerformAccountDataUpdateResponse: ...
 

@@ -5,6 +5,11 @@ Records are keyed by user ID, so one user's changes apply in order. Each
 record carries the whole new content: a replayed record finds that content
 stored already and changes nothing, so offsets are committed after handling
 like the other consumers'.
+
+When the log no longer holds this consumer's position (retention, a
+restored backup), the changes in between are gone: the consumer then asks
+the user API for the whole account data of every local user the read model
+knows and stores what differs (``rebuild``), then follows the log again.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import contextlib
 import logging
 
 from myelin.userapi.v1 import account_data_log_pb2
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
 
+from common import errors
 from common.consumer import KeyedConsumerRunner
 from common.log import Log, LogRecord, PositionLost
 from common.topics import USERAPI_ACCOUNT_DATA
 from syncapi.notifier import Notifier
 from syncapi.storage.database import SyncDatabase
+from userapi.api import AccountDataQueryAPI
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +39,13 @@ STREAM = "account_data"
 
 
 class UserAPIConsumer:
-    def __init__(self, database: SyncDatabase, notifier: Notifier) -> None:
+    def __init__(self, database: SyncDatabase, notifier: Notifier, server_name: str,
+                 userapi: AccountDataQueryAPI | None = None) -> None:
         self._db = database
         self._notifier = notifier
+        self._server_name = server_name
+        # Where lost changes are read back from (None: they stay lost).
+        self._userapi = userapi
 
     async def run(self, log: Log, ready: asyncio.Event | None = None) -> None:
         """Follows the topic until cancelled; sets ``ready`` once consuming."""
@@ -55,9 +67,32 @@ class UserAPIConsumer:
             waiting.cancel()
 
     async def _on_position_lost(self, lost: PositionLost) -> None:
-        # What retention dropped is missing here until the user changes that
-        # account data again; the user API still holds all of it.
-        logger.warning("userapi.account_data position lost (%s): going on from the oldest record kept", lost)
+        logger.warning("userapi.account_data position lost (%s): rebuilding from the user API", lost)
+        await self.rebuild()
+
+    async def rebuild(self) -> int:
+        """Stores the user API's account data of every local user the read
+        model knows, where it differs; answers how many pieces changed."""
+        if self._userapi is None:
+            logger.warning("no user API to rebuild account data from: changes in the gap stay missing")
+            return 0
+        async with self._db.read() as reader:
+            users = await reader.known_local_users(self._server_name)
+        changed = 0
+        for user_id in users:
+            try:
+                answer = await self._userapi.query_account_data(
+                    ua_pb.QueryAccountDataRequest(user_id=user_id, all_rooms=True))
+            except errors.MatrixError as e:
+                logger.warning("account data of %s not rebuilt: %s", user_id, e)
+                continue
+            for data in answer.account_data:
+                position = await self._db.write_account_data(user_id, data.room_id, data.type,
+                                                             data.content_json.decode("utf-8"))
+                if position is not None:
+                    changed += 1
+                    self._notifier.on_new_data(position, [user_id], STREAM)
+        return changed
 
     async def handle_record(self, record: LogRecord) -> None:
         for attempt in range(1, MAX_ATTEMPTS + 1):

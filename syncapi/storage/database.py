@@ -589,6 +589,9 @@ class Reader:
     async def account_data_changes(self, user_id: str, *, after: int, upto: int) -> list[StoredAccountData]:
         return await account_data_t.select_changes(self.conn, user_id, after=after, upto=upto)
 
+    async def known_local_users(self, server_name: str) -> list[str]:
+        return await account_data_t.select_known_local_users(self.conn, server_name)
+
     async def ignored_users(self, user_id: str) -> set[str]:
         """The users in the user's m.ignored_user_list."""
         found = await account_data_t.select_content(self.conn, user_id, "", "m.ignored_user_list")

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Index, Table, Text, select
+from sqlalchemy import BigInteger, Column, Index, Table, Text, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncapi.storage.tables import metadata
+from syncapi.storage.tables.current_state import MEMBER, current_room_state
 
 account_data = Table(
     "syncapi_account_data", metadata,
@@ -44,3 +45,14 @@ async def select_changes(conn: AsyncConnection, user_id: str, *, after: int, upt
             .where(t.user_id == user_id, t.stream_pos > after, t.stream_pos <= upto)
             .order_by(t.stream_pos))
     return [StoredAccountData(row[0], row[1], row[2], int(row[3])) for row in await conn.execute(stmt)]
+
+
+async def select_known_local_users(conn: AsyncConnection, server_name: str) -> list[str]:
+    """This server's users the read model knows of: members (in any
+    membership) of a room, or owners of account data."""
+    suffix = "%:" + server_name
+    state = current_room_state.c
+    members = select(state.state_key.label("user_id")).where(state.type == MEMBER,
+                                                             state.state_key.like(suffix))
+    owners = select(account_data.c.user_id).where(account_data.c.user_id.like(suffix))
+    return sorted(str(row[0]) for row in await conn.execute(union(members, owners)))

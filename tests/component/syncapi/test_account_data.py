@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 from myelin.userapi.v1 import account_data_log_pb2
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
 
+from common import errors
 from common.topics import USERAPI_ACCOUNT_DATA
+from syncapi.consumers.userapi import UserAPIConsumer
 from syncapi.tokens import StreamToken
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env, wait_until
@@ -23,7 +26,7 @@ async def change(env: Env, user_id: str, data_type: str, content: dict[str, Any]
     position = env.syncapi.notifier.stream_position("account_data")
     await env.log.append(USERAPI_ACCOUNT_DATA.name, user_id.encode(), account_data_log_pb2.AccountDataChange(
         user_id=user_id, room_id=room_id, type=data_type,
-        content_json=json.dumps(content).encode()).SerializeToString())
+        content_json=json.dumps(content, separators=(",", ":")).encode()).SerializeToString())
     if wait:
         await wait_until(lambda: env.syncapi.notifier.stream_position("account_data") > position)
 
@@ -164,3 +167,45 @@ async def test_left_rooms_carry_their_account_data(env: Env) -> None:
     body = await env.sync(token, since=first["next_batch"])
     left = body["rooms"]["leave"][room.room_id]
     assert left["account_data"]["events"] == [{"type": "m.tag", "content": {"tags": {"u.old": {}}}}]
+
+
+class AccountDataSource:
+    """The user API's account data, as the rebuild asks for it."""
+
+    def __init__(self, data: dict[str, list[tuple[str, str, dict[str, Any]]]]) -> None:
+        self.data = data
+        self.asked: list[str] = []
+
+    async def query_account_data(self, req: ua_pb.QueryAccountDataRequest) -> ua_pb.QueryAccountDataResponse:
+        self.asked.append(req.user_id)
+        if req.user_id == CAROL:
+            raise errors.Unavailable("the user API is restarting")
+        return ua_pb.QueryAccountDataResponse(account_data=[
+            ua_pb.AccountData(user_id=req.user_id, room_id=room_id, type=data_type,
+                              content_json=json.dumps(content, separators=(",", ":")).encode())
+            for room_id, data_type, content in self.data.get(req.user_id, [])])
+
+
+async def test_rebuild_after_a_lost_position(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    room.join(CAROL)
+    await env.send_room(room)
+    await change(env, ALICE, "org.example.kept", {"same": True})
+    token = env.token(ALICE)
+    first = await env.sync(token)
+    source = AccountDataSource({
+        ALICE: [("", "org.example.kept", {"same": True}), ("", "org.example.missed", {"n": 1}),
+                (room.room_id, "m.tag", {"tags": {"u.missed": {}}})],
+        BOB: [("", "org.example.bob", {})],
+    })
+    consumer = UserAPIConsumer(env.syncapi.database, env.syncapi.notifier, "test", source)
+    # Alice's unchanged data is not written again; Carol's failure does not stop the others.
+    assert await consumer.rebuild() == 3
+    assert sorted(source.asked) == sorted([ALICE, BOB, CAROL])
+    body = await env.sync(token, since=first["next_batch"])
+    assert global_data(body) == {"org.example.missed": {"n": 1}}
+    assert room_data(body, room.room_id) == {"m.tag": {"tags": {"u.missed": {}}}}
+    assert await consumer.rebuild() == 0
+    # Without a user API to ask, nothing can be rebuilt.
+    assert await UserAPIConsumer(env.syncapi.database, env.syncapi.notifier, "test").rebuild() == 0
