@@ -28,9 +28,11 @@ from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
 from common.http import json_response, parse_json_body
+from matrixlib import push_rules
 from matrixlib.ids import is_valid_room_id
 
-SERVER_CONTROLLED = ("m.fully_read", "m.push_rules")
+PUSH_RULES = "m.push_rules"
+SERVER_CONTROLLED = ("m.fully_read", PUSH_RULES)
 TAG = "m.tag"
 IGNORED_USER_LIST = "m.ignored_user_list"
 # Synapse's limit on a tag's name.
@@ -107,6 +109,12 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def get_global(request: Request, user_id: str, data_type: str) -> HTTPResponse:
         await owner(request, user_id, "get")
         content = await read_account_data(services, user_id, "", data_type)
+        if data_type == PUSH_RULES:
+            # The rules in force, as Synapse answers: also before any change
+            # was stored, and with today's server-default rules.
+            stored = (content or {}).get("global")
+            return json_response({"global": push_rules.merge_with_defaults(
+                stored if isinstance(stored, dict) else None, user_id)})
         if content is None:
             raise errors.NotFound("Account data not found")
         return json_response(content)

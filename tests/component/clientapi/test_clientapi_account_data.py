@@ -92,6 +92,9 @@ async def test_tags(harness: Harness) -> None:
 
 async def test_push_rules_crud(harness: Harness) -> None:
     alice = await harness.register("alice")
+    before_any_change = await get(harness, alice, f"/user/{alice.user_id}/account_data/m.push_rules")
+    assert before_any_change.status_code == 200
+    assert before_any_change.json()["global"]["override"][0]["rule_id"] == ".m.rule.master"
     everything = (await get(harness, alice, "/pushrules/")).json()
     assert set(everything["global"]) == {"override", "content", "room", "sender", "underride"}
     assert everything["global"]["override"][0]["rule_id"] == ".m.rule.master"
