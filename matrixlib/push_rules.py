@@ -323,6 +323,10 @@ class PushContext:
     room_member_count: int = 0
     # The room's m.room.power_levels content (None: there is none).
     power_levels: Mapping[str, Any] | None = None
+    # The sender's power when the caller computed it (matrixlib.power_levels
+    # knows the creators' power in a room without power levels, and room
+    # version 12's infinite creator power); None: read from power_levels.
+    sender_power: float | None = None
 
 
 def _power_of(power_levels: Mapping[str, Any] | None, user_id: str) -> int:
@@ -374,7 +378,9 @@ def condition_matches(condition: Mapping[str, Any], event: Mapping[str, Any], co
         sender = event.get("sender")
         if not isinstance(key, str) or not isinstance(sender, str):
             return False
-        return _power_of(context.power_levels, sender) >= _notification_level(context.power_levels, key)
+        power = context.sender_power if context.sender_power is not None else _power_of(
+            context.power_levels, sender)
+        return power >= _notification_level(context.power_levels, key)
     return False
 
 

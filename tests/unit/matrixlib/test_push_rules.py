@@ -84,6 +84,11 @@ def test_room_mention_needs_the_senders_power() -> None:
     assert winner(event, ctx(power_levels=strong)) == ".m.rule.is_room_mention"
     lowered = {"users_default": 0, "notifications": {"room": 0}}
     assert winner(event, ctx(power_levels=lowered)) == ".m.rule.is_room_mention"
+    # A power the caller computed (a creator in a room without power levels; v12's infinite power).
+    creator = PushContext(user_id=ALICE, room_member_count=5, sender_power=100)
+    assert winner(event, creator) == ".m.rule.is_room_mention"
+    infinite = PushContext(user_id=ALICE, room_member_count=5, power_levels=weak, sender_power=float("inf"))
+    assert winner(event, infinite) == ".m.rule.is_room_mention"
     # "room": "true" (a string) is not true.
     assert winner(message(extra={"m.mentions": {"room": "true"}}), ctx(power_levels=strong)) == ".m.rule.message"
 
