@@ -8,6 +8,7 @@ import json
 import secrets
 import string
 import time
+from typing import Any
 
 from myelin.userapi.v1 import account_data_log_pb2
 from myelin.userapi.v1 import userapi_pb2 as pb
@@ -52,6 +53,9 @@ class UserAPIInternal:
         self._db = database
         # None: changes are stored but not published (tests without a log).
         self._account_data_producer = account_data_producer
+        # user ID -> [lock, holders and waiters]: one user's changes are stored
+        # and published one at a time, so the log has them in the order stored.
+        self._account_data_locks: dict[str, list[Any]] = {}
         self._server_name = server_name
         self._password_params = password_params
 
@@ -216,13 +220,22 @@ class UserAPIInternal:
         if not isinstance(content, dict):
             raise errors.BadJSON("Content must be a JSON object.")
         content_json = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-        await self._db.set_account_data(req.user_id, req.room_id, req.type, content_json)
-        offset = 0
-        if self._account_data_producer is not None:
-            # After the commit: a failure here fails the request, and the
-            # client's retry (a PUT is idempotent) publishes it again.
-            offset = await self._account_data_producer.send(account_data_log_pb2.AccountDataChange(
-                user_id=req.user_id, room_id=req.room_id, type=req.type, content_json=content_json.encode()))
+        entry = self._account_data_locks.setdefault(req.user_id, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                await self._db.set_account_data(req.user_id, req.room_id, req.type, content_json)
+                offset = 0
+                if self._account_data_producer is not None:
+                    # After the commit: a failure here fails the request, and the
+                    # client's retry (a PUT is idempotent) publishes it again.
+                    offset = await self._account_data_producer.send(account_data_log_pb2.AccountDataChange(
+                        user_id=req.user_id, room_id=req.room_id, type=req.type,
+                        content_json=content_json.encode()))
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._account_data_locks[req.user_id]
         return pb.PerformAccountDataUpdateResponse(log_offset=offset)
 
     async def query_pushers(self, req: pb.QueryPushersRequest) -> pb.QueryPushersResponse:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from myelin.userapi.v1 import account_data_log_pb2
 from myelin.userapi.v1 import userapi_pb2 as pb
 
 from common import errors
+from common.log import Log, LogConsumer, LogRecord
 from common.logs import open_log
 from common.topics import USERAPI_ACCOUNT_DATA
 from tests.component.userapi.conftest import CHEAP_SCRYPT, SERVER_NAME, make_config
@@ -102,3 +106,44 @@ async def test_on_postgresql(tmp_path: Path, fresh_postgres_database: str) -> No
         await test_pushers(component.api)
     finally:
         await component.close()
+
+
+class SlowLog:
+    """A log whose appends take a while, in no particular order."""
+
+    def __init__(self, log: Log) -> None:
+        self._log = log
+        self._random = random.Random(7)
+
+    async def start(self) -> None:
+        await self._log.start()
+
+    async def append(self, topic: str, key: bytes, value: bytes) -> LogRecord:
+        await asyncio.sleep(self._random.random() / 50)
+        return await self._log.append(topic, key, value)
+
+    async def consumer(self, group: str, topics: Sequence[str]) -> LogConsumer:
+        return await self._log.consumer(group, topics)
+
+    async def close(self) -> None:
+        await self._log.close()
+
+
+async def test_concurrent_changes_are_published_in_the_order_stored(tmp_path: Path) -> None:
+    log = SlowLog(open_log(None, tmp_path / "log", "test"))
+    await log.start()
+    component = await open_userapi(make_config(tmp_path), password_params=CHEAP_SCRYPT, log=log)
+    try:
+        await asyncio.gather(*(component.api.perform_account_data_update(data("", "org.example.n", {"n": n}))
+                               for n in range(20)))
+        stored = await component.api.query_account_data(pb.QueryAccountDataRequest(
+            user_id=ALICE, type="org.example.n"))
+        consumer = await log.consumer("test", [USERAPI_ACCOUNT_DATA.name])
+        records = await consumer.fetch(timeout=2.0)
+        assert len(records) == 20
+        last = account_data_log_pb2.AccountDataChange.FromString(records[-1].value)
+        assert json.loads(last.content_json) == json.loads(stored.account_data[0].content_json)
+        await consumer.close()
+    finally:
+        await component.close()
+        await log.close()
