@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from myelin.clientapi.v1 import edu_log_pb2
 
 from common.topics import CLIENTAPI_RECEIPT, CLIENTAPI_SEND_TO_DEVICE, CLIENTAPI_TYPING
 from syncapi.internal.sync import TO_DEVICE_LIMIT
 from syncapi.tokens import STREAM_NAMES, StreamToken
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, wait_until
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env, wait_until
 
 V3 = "/_matrix/client/v3"
 
@@ -308,3 +310,27 @@ async def test_a_room_joined_since_the_token_brings_its_receipts_and_typers(env:
     [receipts] = ephemeral(body, room.room_id, "m.receipt")
     assert receipts["content"] == {message.event_id: {"m.read": {ALICE: {"ts": 1234}}}}
     assert ephemeral(body, room.room_id, "m.typing")[0]["content"]["user_ids"] == [ALICE]
+
+
+@pytest.mark.postgres
+async def test_receipts_presence_and_to_device_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as env:
+        room = TestRoom()
+        room.join(BOB)
+        message = room.message(ALICE, "pg")
+        await env.send_room(room)
+        alice, bob = env.token(ALICE), env.token(BOB, "DEV")
+        since = (await env.sync(bob))["next_batch"]
+        await receipt(env, room.room_id, ALICE, "m.read", message.event_id)
+        await receipt(env, room.room_id, ALICE, "m.read", message.event_id, thread_id="main")
+        await env.sync(alice, set_presence="unavailable")
+        await to_device(env, BOB, "DEV", 7)
+        await wait_until(lambda: env.syncapi.notifier.stream_position("to_device") >= 1)
+        body = await env.sync(bob, since=since)
+        [receipts] = ephemeral(body, room.room_id, "m.receipt")
+        # Two receipts of one user for one event (unthreaded, then in "main"):
+        # one m.receipt entry can hold one, the latest.
+        assert receipts["content"] == {message.event_id: {"m.read": {ALICE: {"ts": 1234, "thread_id": "main"}}}}
+        assert {e["sender"]: e["content"]["presence"] for e in body["presence"]["events"]}[ALICE] == "unavailable"
+        assert [e["content"] for e in body["to_device"]["events"]] == [{"n": 7}]
+        assert (await env.sync(bob, since=body["next_batch"]))["to_device"]["events"] == []
