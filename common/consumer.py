@@ -17,6 +17,18 @@ record the failure somewhere visible) and goes on with the next record of
 that key, so one bad event never wedges a room. A handler that wants a retry
 retries inside itself.
 
+Batch mode (``batch_handler=``, instead of ``handler``): when a key's worker
+gets its turn it takes every record queued for that key (at most
+``max_batch``) and awaits ``batch_handler(records)`` once, records in log
+order; a busy key thus pays per-handling costs (a database transaction) once
+per batch rather than once per record. The offsets of a batch count as
+handled only when the call returns. When it raises, the runner cannot know
+which record was at fault, so it hands the records over again one by one
+(``batch_handler([record])``, in order; handlers are idempotent, so records
+the failed call had already applied are harmless to redo), and only a record
+that fails alone is poison. So a bad record never costs the others in its
+batch.
+
 Usage, inside a TaskGroup the caller owns::
 
     runner = KeyedConsumerRunner(log, "syncapi", ["roomserver.output"], handle_output)
@@ -40,6 +52,7 @@ from common.log import Log, LogConsumer, LogRecord, PositionLost, RebalancingCon
 logger = logging.getLogger(__name__)
 
 RecordHandler = Callable[[LogRecord], Awaitable[None]]
+BatchHandler = Callable[[Sequence[LogRecord]], Awaitable[None]]
 PoisonHandler = Callable[[LogRecord, Exception], Awaitable[None]]
 PositionLostHandler = Callable[[PositionLost], Awaitable[None]]
 
@@ -80,8 +93,10 @@ class KeyedConsumerRunner:
         log: Log,
         group: str,
         topics: Sequence[str],
-        handler: RecordHandler,
+        handler: RecordHandler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 100,
         on_poison: PoisonHandler | None = None,
         on_position_lost: PositionLostHandler | None = None,
         concurrency: int = 64,
@@ -90,13 +105,17 @@ class KeyedConsumerRunner:
         fetch_timeout: float = 1.0,
         commit_interval: float = 0.2,
     ) -> None:
-        if concurrency < 1 or max_pending < 1:
-            raise ValueError("concurrency and max_pending must be positive")
+        if concurrency < 1 or max_pending < 1 or max_batch < 1:
+            raise ValueError("concurrency, max_pending and max_batch must be positive")
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self.group = group
         self.topics = list(topics)
         self.ready = asyncio.Event()
         self._log = log
         self._handler = handler
+        self._batch_handler = batch_handler
+        self._max_batch = max_batch if batch_handler is not None else 1
         self._on_poison = on_poison
         self._on_position_lost = on_position_lost
         self._slots = asyncio.Semaphore(concurrency)
@@ -115,8 +134,8 @@ class KeyedConsumerRunner:
         self._has_room.set()
         self._committed: dict[TopicPartition, int] = {}
         self._fatal: PositionLost | None = None
-        # The record each key's worker is handling right now.
-        self._handling: dict[bytes, LogRecord] = {}
+        # The records each key's worker is handling right now.
+        self._handling: dict[bytes, list[LogRecord]] = {}
         # Set (and replaced) whenever a handler returns.
         self._handled = asyncio.Event()
         # The partitions of each revocation, in order (see _fetch_loop).
@@ -244,24 +263,45 @@ class KeyedConsumerRunner:
                     # record can still be withdrawn (stop, revoked partition).
                     if self._halting or not queue:
                         return
-                    record = queue.popleft()
-                    self._handling[key] = record
+                    batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+                    self._handling[key] = batch
                     try:
-                        await self._handle(record)
+                        await self._handle(batch)
                     finally:
                         del self._handling[key]
                         self._handled.set()
                         self._handled = asyncio.Event()
-                self._finished(record)
+                for record in batch:
+                    self._finished(record)
         finally:
             # No await between the emptiness check and this: a record for this
             # key that arrives later starts a new worker.
             if self._queues.get(key) is queue:
                 del self._queues[key]
 
-    async def _handle(self, record: LogRecord) -> None:
+    async def _handle(self, batch: list[LogRecord]) -> None:
+        if self._batch_handler is None:
+            await self._handle_one(batch[0])
+            return
+        if len(batch) == 1:
+            await self._handle_one(batch[0])
+            return
         try:
-            await self._handler(record)
+            await self._batch_handler(batch)
+            return
+        except Exception:
+            logger.warning("%s: a batch of %d records (key %r) failed; handling them one by one",
+                           self.group, len(batch), batch[0].key, exc_info=True)
+        for record in batch:
+            await self._handle_one(record)
+
+    async def _handle_one(self, record: LogRecord) -> None:
+        try:
+            if self._batch_handler is not None:
+                await self._batch_handler([record])
+            else:
+                assert self._handler is not None
+                await self._handler(record)
         except Exception as exc:
             logger.exception(
                 "%s: handler failed on %s[%d]@%d (key %r); skipping it",
@@ -295,7 +335,7 @@ class KeyedConsumerRunner:
             if len(keep) != len(queue):
                 queue.clear()
                 queue.extend(keep)
-        while any((r.topic, r.partition) in partitions for r in self._handling.values()):
+        while any((r.topic, r.partition) in partitions for batch in self._handling.values() for r in batch):
             await self._handled.wait()
         await self._commit_once()
         for partition in partitions:
