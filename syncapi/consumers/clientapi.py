@@ -6,8 +6,11 @@ API's read model, and wakes the users each change concerns:
   local members, a private one (m.read.private) only its owner. Read
   markers (m.fully_read) are account data, served from the user API's log:
   such a receipt is ignored.
-- ``clientapi.presence``: syncapi_presence; wakes everyone sharing a room
-  with the user.
+- ``clientapi.presence``: syncapi_presence; a change of presence or status
+  message wakes everyone sharing a room with the user. A write that only
+  moves ``last_active_ts`` on (a syncing client's periodic refresh) wakes
+  nobody: others get it with their next news, as Synapse keeps
+  ``currently_active`` without a push for every sign of life.
 - ``clientapi.send_to_device``: the target device's inbox; wakes its user.
 
 Handling is idempotent (a replayed record changes nothing), so the offsets
@@ -119,11 +122,16 @@ class ClientAPIConsumer:
         self._notifier.on_new_data(position, members | {msg.user_id}, "receipt")
 
     async def on_presence(self, msg: edu_log_pb2.PresenceUpdate) -> None:
-        position = await self._db.write_presence(
+        written = await self._db.write_presence(
             msg.user_id, msg.presence, msg.status_msg or None,
             msg.last_active_ts_ms, keep_status=not msg.HasField("status_msg"))
-        if position is not None:
+        if written is None:
+            return
+        position, changed = written
+        if changed:
             await self.notify_presence(msg.user_id, position)
+        else:
+            self._notifier.on_new_data(position, [], "presence")
 
     async def notify_presence(self, user_id: str, position: int) -> None:
         async with self._db.read() as reader:

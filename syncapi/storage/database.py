@@ -301,19 +301,21 @@ class SyncDatabase:
         return position
 
     async def write_presence(self, user_id: str, presence: str, status_msg: str | None,
-                             last_active_ts: int, *, keep_status: bool) -> int | None:
+                             last_active_ts: int, *, keep_status: bool) -> tuple[int, bool] | None:
         """Sets the user's presence (``keep_status``: the status message stays
-        as it was); the new presence-stream position, or None when nothing
-        changed."""
+        as it was). Answers the new presence-stream position and whether the
+        presence or status message changed (False: only ``last_active_ts``
+        moved on), or None when nothing changed."""
         async with self._db.transaction() as conn:
             existing = await presence_t.select_presence(conn, user_id)
             if keep_status:
                 status_msg = existing.status_msg if existing is not None else None
+            changed = True
             if existing is not None:
                 if last_active_ts < existing.last_active_ts:
                     return None  # older than what is stored (a replayed record)
-                if (existing.presence, existing.status_msg, existing.last_active_ts) == (
-                        presence, status_msg, last_active_ts):
+                changed = (existing.presence, existing.status_msg) != (presence, status_msg)
+                if not changed and existing.last_active_ts == last_active_ts:
                     return None
             position = await self._take_stream_position(conn, "presence")
             await conn.execute(self._db.upsert(
@@ -321,7 +323,7 @@ class SyncDatabase:
                 {"user_id": user_id, "presence": presence, "status_msg": status_msg,
                  "last_active_ts": last_active_ts, "stream_pos": position},
                 ["user_id"]))
-        return position
+        return position, changed
 
     async def presence_of(self, user_id: str) -> StoredPresence | None:
         async with self._db.connect() as conn:
