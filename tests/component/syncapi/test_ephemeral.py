@@ -334,3 +334,26 @@ async def test_receipts_presence_and_to_device_on_postgres(tmp_path: Path, fresh
         assert {e["sender"]: e["content"]["presence"] for e in body["presence"]["events"]}[ALICE] == "unavailable"
         assert [e["content"] for e in body["to_device"]["events"]] == [{"n": 7}]
         assert (await env.sync(bob, since=body["next_batch"]))["to_device"]["events"] == []
+
+
+async def test_a_presence_refresh_wakes_nobody(env: Env) -> None:
+    """A syncing client's periodic refresh of last_active wakes nobody; a
+    change of presence does."""
+    await shared_room(env, BOB)
+    bob = env.token(BOB)
+    body = await env.sync(bob, set_presence="offline")
+    consumer = env.syncapi.edu_consumer
+    await consumer.on_presence(edu_log_pb2.PresenceUpdate(user_id=ALICE, presence="online",
+                                                          last_active_ts_ms=now_ms() - 1000))
+    assert env.syncapi.notifier.has_news(BOB, StreamToken.parse(body["next_batch"])) is True
+    body = await env.sync(bob, since=body["next_batch"], set_presence="offline")
+    await consumer.on_presence(edu_log_pb2.PresenceUpdate(user_id=ALICE, presence="online",
+                                                          last_active_ts_ms=now_ms()))
+    assert env.syncapi.notifier.has_news(BOB, StreamToken.parse(body["next_batch"])) is False
+    # An older record (replayed) changes nothing at all.
+    assert await env.syncapi.database.write_presence(ALICE, "offline", None, 5, keep_status=True) is None
+    await consumer.on_presence(edu_log_pb2.PresenceUpdate(user_id=ALICE, presence="unavailable",
+                                                          last_active_ts_ms=now_ms() + 1))
+    assert env.syncapi.notifier.has_news(BOB, StreamToken.parse(body["next_batch"])) is True
+    body = await env.sync(bob, since=body["next_batch"], set_presence="offline")
+    assert [e["content"]["presence"] for e in body["presence"]["events"] if e["sender"] == ALICE] == ["unavailable"]
