@@ -80,7 +80,8 @@ class SyncAPI:
         """Consumes the room server's output, the client API's EDUs and the
         user API's account data until cancelled; ``ready`` once consuming
         all. Also follows the database's
-        positions, for writes by other instances, and expires typing."""
+        positions, for writes by other instances, expires typing and times out
+        the presence of users who stopped syncing."""
         await self.sync_handler.ensure_started()
         rooms_ready = asyncio.Event()
         edus_ready = asyncio.Event()
@@ -88,6 +89,7 @@ class SyncAPI:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._follow_database_position())
             tasks.create_task(self._expire_typing())
+            tasks.create_task(self.presence.expire_idle())
             tasks.create_task(self.edu_consumer.run(self.log, edus_ready))
             tasks.create_task(self.consumer.run(self.log, rooms_ready))
             tasks.create_task(self.account_data_consumer.run(self.log, account_data_ready))

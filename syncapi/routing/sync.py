@@ -43,12 +43,14 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
         if set_presence is not None and set_presence not in PRESENCE_STATES:
             raise errors.InvalidParam("set_presence must be online, offline or unavailable")
         sync_filter = await load_filter(database, requester.user_id, request.args.get("filter"))
-        if presence is not None:
+        sync_request = SyncRequest(requester=requester, since=since, full_state=full_state, filter=sync_filter,
+                                   timeout_ms=timeout_ms, use_state_after=parse_bool(request, "use_state_after"))
+        if presence is None:
+            return json_response(await handler.sync(sync_request))
+        async with presence.syncing(requester.user_id):
             # Before the response is built, so its token covers the change.
             await presence.on_sync(requester.user_id, set_presence)
-        body = await handler.sync(SyncRequest(requester=requester, since=since, full_state=full_state,
-                                              filter=sync_filter, timeout_ms=timeout_ms,
-                                              use_state_after=parse_bool(request, "use_state_after")))
+            body = await handler.sync(sync_request)
         return json_response(body)
 
     for prefix in CLIENT_PREFIXES:

@@ -357,3 +357,29 @@ async def test_a_presence_refresh_wakes_nobody(env: Env) -> None:
     assert env.syncapi.notifier.has_news(BOB, StreamToken.parse(body["next_batch"])) is True
     body = await env.sync(bob, since=body["next_batch"], set_presence="offline")
     assert [e["content"]["presence"] for e in body["presence"]["events"] if e["sender"] == ALICE] == ["unavailable"]
+
+
+async def test_users_who_stop_syncing_go_offline(env: Env) -> None:
+    from syncapi.internal.presence import SYNC_ONLINE_TIMEOUT_MS
+
+    await shared_room(env, BOB)
+    alice, bob = env.token(ALICE), env.token(BOB)
+    body = await env.sync(bob, set_presence="offline")
+    await env.sync(alice)
+    writer = env.syncapi.presence
+    ended = now_ms()
+    # Still connected (a long poll in progress): not timed out.
+    poll = asyncio.create_task(env.sync(alice, since=(await env.sync(alice))["next_batch"], timeout=1000))
+    await asyncio.sleep(0.1)
+    assert await writer.time_out_idle(now=ended + SYNC_ONLINE_TIMEOUT_MS + 5000) == []
+    await poll
+    assert await writer.time_out_idle(now=now_ms() + 1000) == []  # too recent
+    assert await writer.time_out_idle(now=now_ms() + SYNC_ONLINE_TIMEOUT_MS + 1000) == [ALICE]
+    body = await env.sync(bob, since=body["next_batch"], set_presence="offline")
+    [content] = [e["content"] for e in body["presence"]["events"] if e["sender"] == ALICE]
+    assert content["presence"] == "offline" and content["currently_active"] is False
+    # Offline users are not timed out again; syncing brings them back online.
+    assert await writer.time_out_idle(now=now_ms() + 10 * SYNC_ONLINE_TIMEOUT_MS) == []
+    await env.sync(alice)
+    response = await env.get(f"{V3}/presence/{ALICE}/status", bob)
+    assert response.json()["presence"] == "online"
