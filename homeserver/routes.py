@@ -28,6 +28,8 @@ ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/user/[^/]+/filter(?:/[^/]+)?$"), "syncapi"),
     # Presence lives with /sync (set_presence), so both methods are served there.
     Route(re.compile(_CLIENT + r"/presence/[^/]+/status$"), "syncapi"),
+    # The search index and the user directory are built by the sync API's consumer.
+    Route(re.compile(_CLIENT + r"/(?:search|user_directory/search)$"), "syncapi"),
     Route(re.compile(r"^/_matrix/(?:federation|key)/"), "federationapi"),
     Route(re.compile(r"^/\.well-known/matrix/server$"), "federationapi"),
 ]

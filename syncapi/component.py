@@ -30,13 +30,17 @@ from syncapi.consumers.clientapi import ClientAPIConsumer
 from syncapi.consumers.roomserver import RoomserverOutputConsumer
 from syncapi.consumers.userapi import UserAPIConsumer
 from syncapi.internal.presence import PresenceWriter
+from syncapi.internal.relations import RelationReads
 from syncapi.internal.rooms import RoomReads
+from syncapi.internal.search import SearchHandler
 from syncapi.internal.sync import SyncHandler
 from syncapi.internal.typing import TypingCache, now_ms
 from syncapi.notifier import Notifier
 from syncapi.routing import filter as filter_routes
 from syncapi.routing import presence as presence_routes
+from syncapi.routing import relations as relation_routes
 from syncapi.routing import rooms as room_routes
+from syncapi.routing import search as search_routes
 from syncapi.routing import sync as sync_routes
 from syncapi.storage.database import SyncDatabase
 from userapi.api import AccountDataQueryAPI, AuthenticationAPI
@@ -67,6 +71,7 @@ class SyncAPI:
             userapi if isinstance(userapi, AccountDataQueryAPI) else None)
         self.sync_handler = SyncHandler(database, self.notifier, self.typing)
         self.room_reads = RoomReads(database)
+        self.relation_reads = RelationReads(database)
         self.ready = asyncio.Event()
         # Seconds between reads of the database's position (see Notifier.note_database_position).
         self.position_poll_interval = POSITION_POLL_INTERVAL
@@ -74,7 +79,10 @@ class SyncAPI:
         sync_routes.register(self.blueprint, database, userapi, self.sync_handler, self.presence)
         presence_routes.register(self.blueprint, database, userapi, self.presence)
         room_routes.register(self.blueprint, self.room_reads, userapi)
+        relation_routes.register(self.blueprint, self.relation_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
+        self.search_handler = SearchHandler(database)
+        search_routes.register(self.blueprint, database, self.search_handler, userapi)
 
     async def run(self) -> None:
         """Consumes the room server's output, the client API's EDUs and the

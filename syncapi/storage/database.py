@@ -27,8 +27,10 @@ from syncapi.storage.tables import invites as invites_t
 from syncapi.storage.tables import presence as presence_t
 from syncapi.storage.tables import receipts as receipts_t
 from syncapi.storage.tables import room_positions as positions_t
+from syncapi.storage.tables import search as search_t
 from syncapi.storage.tables import send_to_device as to_device_t
 from syncapi.storage.tables import stream_position as stream_t
+from syncapi.storage.tables import user_directory as directory_t
 from syncapi.storage.tables.account_data import StoredAccountData
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
@@ -200,6 +202,7 @@ class SyncDatabase:
                 txn_device_id=new.txn_device_id if txn_ok else None,
                 txn_id=new.txn_id if txn_ok else None))
             applied = Applied(position=position, room_id=room_id)
+            await _index_event(conn, event, position, current=not new.historical)
             if not new.historical:
                 known = {event.event_id: event, **{e.event_id: e for e in adds_state_events}}
                 if before_position is not None:
@@ -278,6 +281,8 @@ class SyncDatabase:
                 if redaction is not None else {"event_id": redaction_event_id})
             await events_t.update_redacted(conn, redacted_event_id, redacted.to_json().decode(),
                                            json.dumps(unsigned))
+            # Redacted text is no longer found by /search.
+            await search_t.delete_entry(conn, target.stream_pos)
             position = await stream_t.current_position(conn)
         return Applied(position=position, room_id=target.room_id)
 
@@ -490,6 +495,23 @@ class SyncDatabase:
             return await filters_t.select_filter(conn, user_id, filter_id)
 
 
+async def _index_event(conn: AsyncConnection, event: Event, position: int, *, current: bool) -> None:
+    """Keeps the search index and the user directory up to date with a timeline event."""
+    indexed = search_t.indexed_text(event)
+    if indexed is not None:
+        await search_t.insert_entry(conn, stream_pos=position, room_id=event.room_id,
+                                    event_id=event.event_id, key=indexed[0], value=indexed[1])
+    if not current or event.state_key is None:
+        return
+    content = event.content
+    if event.type == MEMBER and content.get("membership") == "join":
+        name, avatar = content.get("displayname"), content.get("avatar_url")
+        await directory_t.set_profile(conn, event.state_key, name if isinstance(name, str) else None,
+                                      avatar if isinstance(avatar, str) else None)
+    elif event.type == "m.room.join_rules" and event.state_key == "":
+        await directory_t.set_room_public(conn, event.room_id, content.get("join_rule") == "public")
+
+
 def _membership_of(row: StoredEvent) -> str | None:
     if row.type != MEMBER:
         return None
@@ -612,3 +634,26 @@ class Reader:
 
     async def retired_invites(self, user_id: str, *, after: int, upto: int) -> list[StoredInvite]:
         return await invites_t.select_retired_invites(self.conn, user_id, after=after, upto=upto)
+
+    # -- search and the user directory -------------------------------------------------------
+
+    async def search_events(self, term: str, *, room_ids: Sequence[str], keys: Sequence[str],
+                            order_by_rank: bool, limit: int, offset: int = 0,
+                            before_pos: int | None = None) -> list[search_t.SearchHit]:
+        return await search_t.search(self.conn, term, room_ids=room_ids, keys=keys,
+                                     order_by_rank=order_by_rank, limit=limit, offset=offset,
+                                     before_pos=before_pos)
+
+    async def search_count(self, term: str, *, room_ids: Sequence[str], keys: Sequence[str]) -> int:
+        return await search_t.count(self.conn, term, room_ids=room_ids, keys=keys)
+
+    async def events_at_positions(self, positions: Sequence[int]) -> dict[int, StoredEvent]:
+        if not positions:
+            return {}
+        result = await self.conn.execute(
+            select(events_t.events).where(events_t.events.c.stream_pos.in_(list(positions))))
+        return {stored.stream_pos: stored for stored in map(StoredEvent.from_row, result)}
+
+    async def search_user_directory(self, searcher: str, words: list[str], limit: int
+                                    ) -> list[directory_t.DirectoryEntry]:
+        return await directory_t.search_users(self.conn, searcher, words, limit)
