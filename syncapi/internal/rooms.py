@@ -15,6 +15,7 @@ from typing import Any
 from common import errors
 from syncapi.filters import EventFilter
 from syncapi.internal.client_events import Requester, now_ms, to_client_event
+from syncapi.internal.relations import attach, bundle
 from syncapi.internal.visibility import MembershipSpan, RoomVisibility
 from syncapi.storage.database import Reader, SyncDatabase
 from syncapi.storage.tables.current_state import MEMBER
@@ -129,9 +130,11 @@ class RoomReads:
                                                   bound=end_bound, backwards=backwards, limit=limit)
 
             now = now_ms()
+            aggregations = await bundle(reader, requester, chunk, can_see=vis.can_see, now=now)
             response: dict[str, Any] = {
                 "start": from_token or str(start),
-                "chunk": [to_client_event(e, requester, include_room_id=True, now=now) for e in chunk],
+                "chunk": [attach(to_client_event(e, requester, include_room_id=True, now=now), aggregations)
+                          for e in chunk],
             }
             if more:
                 response["end"] = str(cursor)
@@ -166,14 +169,17 @@ class RoomReads:
             now = now_ms()
             state = await _state_for(reader, requester, room_id, [target, *after], event_filter,
                                      lazy_only=event_filter.lazy_load_members, now=now)
+            aggregations = await bundle(reader, requester, [target, *before, *after], can_see=vis.can_see,
+                                        now=now)
             return {
                 "start": str(start if before else at),
                 "end": str(end if after else after_start),
-                "event": to_client_event(target, requester, include_room_id=True, now=now),
-                "events_before": [to_client_event(e, requester, include_room_id=True, now=now)
-                                  for e in before],
-                "events_after": [to_client_event(e, requester, include_room_id=True, now=now)
-                                 for e in after],
+                "event": attach(to_client_event(target, requester, include_room_id=True, now=now),
+                                aggregations),
+                "events_before": [attach(to_client_event(e, requester, include_room_id=True, now=now),
+                                         aggregations) for e in before],
+                "events_after": [attach(to_client_event(e, requester, include_room_id=True, now=now),
+                                        aggregations) for e in after],
                 "state": state,
             }
 

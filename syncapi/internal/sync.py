@@ -36,6 +36,7 @@ from typing import Any
 from matrixlib.push_rules import default_ruleset, merge_with_defaults
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
+from syncapi.internal.relations import Aggregations, attach, bundle
 from syncapi.internal.typing import TypingCache
 from syncapi.internal.visibility import RoomVisibility, visibility_by_room
 from syncapi.notifier import Notifier
@@ -331,10 +332,16 @@ class _Builder:
             state = await self._state_after(room_id, window, timeline)
         else:
             state = await self._state(room_id, window, start, limited, timeline)
+        aggregations: Aggregations = {}
+        if limited and timeline and self.filter.event_format != "federation":
+            # Spec: bundled aggregations when the timeline is limited (otherwise
+            # the client has seen the children itself).
+            aggregations = await bundle(self.r, self.requester, timeline, can_see=vis.can_see,
+                                        ignored=self.ignored, include_room_id=False, now=self.now)
         return {
             state_key: {"events": state},
             "timeline": {
-                "events": [self._client_event(e) for e in timeline],
+                "events": [self._client_event(e, aggregations) for e in timeline],
                 "limited": limited,
                 "prev_batch": prev_batch,
             },
@@ -391,13 +398,15 @@ class _Builder:
             result.append(self._client_event(event))
         return result
 
-    def _client_event(self, event: StoredEvent) -> dict[str, Any]:
+    def _client_event(self, event: StoredEvent, aggregations: Aggregations | None = None) -> dict[str, Any]:
         formatted: dict[str, Any]
         if self.filter.event_format == "federation":
             # The PDU as servers see it (event_format "federation").
             formatted = json.loads(event.event_json)
         else:
             formatted = to_client_event(event, self.requester, include_room_id=False, now=self.now)
+            if aggregations:
+                attach(formatted, aggregations)
         return apply_event_fields(formatted, self.filter.event_fields)
 
     async def _summary(self, room_id: str) -> dict[str, Any]:

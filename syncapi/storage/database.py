@@ -26,6 +26,7 @@ from syncapi.storage.tables import filters as filters_t
 from syncapi.storage.tables import invites as invites_t
 from syncapi.storage.tables import presence as presence_t
 from syncapi.storage.tables import receipts as receipts_t
+from syncapi.storage.tables import relations as relations_t
 from syncapi.storage.tables import room_positions as positions_t
 from syncapi.storage.tables import search as search_t
 from syncapi.storage.tables import send_to_device as to_device_t
@@ -37,6 +38,7 @@ from syncapi.storage.tables.events import StoredEvent
 from syncapi.storage.tables.invites import StoredInvite
 from syncapi.storage.tables.presence import StoredPresence
 from syncapi.storage.tables.receipts import StoredReceipt
+from syncapi.storage.tables.relations import StoredRelation
 from syncapi.storage.tables.send_to_device import StoredToDevice
 
 # State deltas larger than this are applied in bulk.
@@ -72,6 +74,17 @@ class Applied:
     rebuilt: bool = False
 
 
+def relation_of(content: Any) -> tuple[str, str] | None:
+    """(parent event ID, rel_type) of an event's ``m.relates_to``, if it has both."""
+    relates_to = content.get("m.relates_to") if isinstance(content, dict) else None
+    if not isinstance(relates_to, dict):
+        return None
+    parent, rel_type = relates_to.get("event_id"), relates_to.get("rel_type")
+    if isinstance(parent, str) and isinstance(rel_type, str):
+        return parent, rel_type
+    return None
+
+
 def _contains_url(event: Event) -> bool:
     return isinstance(event.content.get("url"), str)
 
@@ -86,7 +99,7 @@ def _stored(event: Event, position: int, *, state_only: bool, historical: bool,
         unsigned_json=json.dumps(unsigned) if unsigned else None,
         history_visibility=history_visibility or "shared", historical=historical,
         state_only=state_only, contains_url=_contains_url(event), txn_device_id=txn_device_id,
-        txn_id=txn_id,
+        txn_id=txn_id, origin_server_ts=event.origin_server_ts,
     )
 
 
@@ -201,6 +214,7 @@ class SyncDatabase:
                 history_visibility=new.history_visibility, unsigned=unsigned,
                 txn_device_id=new.txn_device_id if txn_ok else None,
                 txn_id=new.txn_id if txn_ok else None))
+            await self._store_relation(conn, event, position)
             applied = Applied(position=position, room_id=room_id)
             await _index_event(conn, event, position, current=not new.historical)
             if not new.historical:
@@ -281,6 +295,8 @@ class SyncDatabase:
                 if redaction is not None else {"event_id": redaction_event_id})
             await events_t.update_redacted(conn, redacted_event_id, redacted.to_json().decode(),
                                            json.dumps(unsigned))
+            # The redaction stripped m.relates_to: the event leaves its parent's aggregations.
+            await relations_t.delete_relation(conn, redacted_event_id)
             # Redacted text is no longer found by /search.
             await search_t.delete_entry(conn, target.stream_pos)
             position = await stream_t.current_position(conn)
@@ -369,6 +385,18 @@ class SyncDatabase:
             return await to_device_t.delete_messages(conn, user_id, device_id, upto=upto)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    async def _store_relation(self, conn: AsyncConnection, event: Event, position: int) -> None:
+        found = relation_of(event.content)
+        if found is None:
+            return
+        parent, rel_type = found
+        await conn.execute(self._db.upsert(
+            relations_t.relations,
+            relations_t.insert_statement(relations_t.StoredRelation(
+                event_id=event.event_id, room_id=event.room_id, relates_to=parent, rel_type=rel_type,
+                type=event.type, sender=event.sender, depth=event.depth, stream_pos=position)),
+            ["event_id"]))
 
     async def _store_state_only(self, conn: AsyncConnection, state_events: Iterable[Event]) -> None:
         pending = {e.event_id: e for e in state_events}
@@ -657,3 +685,29 @@ class Reader:
     async def search_user_directory(self, searcher: str, words: list[str], limit: int
                                     ) -> list[directory_t.DirectoryEntry]:
         return await directory_t.search_users(self.conn, searcher, words, limit)
+
+    # -- relations and timestamps ------------------------------------------------------------
+
+    async def relation_children(self, parent_ids: Iterable[str], *,
+                                rel_types: Sequence[str] | None = None) -> list[StoredRelation]:
+        return await relations_t.select_children(self.conn, parent_ids, rel_types=rel_types)
+
+    async def relation_child_ids(self, parent_ids: Iterable[str]) -> list[str]:
+        return await relations_t.select_child_ids(self.conn, parent_ids)
+
+    async def relations_page(self, *, room_id: str, parent_ids: Sequence[str], rel_type: str | None,
+                             event_type: str | None, before: tuple[int, int] | None,
+                             at_or_after: tuple[int, int] | None, backwards: bool, limit: int,
+                             event_ids: Sequence[str] | None = None) -> list[StoredRelation]:
+        return await relations_t.select_page(
+            self.conn, room_id=room_id, parent_ids=parent_ids, rel_type=rel_type, event_type=event_type,
+            before=before, at_or_after=at_or_after, backwards=backwards, limit=limit, event_ids=event_ids)
+
+    async def threads(self, room_id: str, *, before_pos: int | None, limit: int,
+                      participant: str | None = None) -> list[tuple[str, int]]:
+        return await relations_t.select_threads(self.conn, room_id, before_pos=before_pos, limit=limit,
+                                                participant=participant)
+
+    async def events_by_timestamp(self, room_id: str, ts: int, *, backwards: bool,
+                                  limit: int) -> list[StoredEvent]:
+        return await events_t.select_by_timestamp(self.conn, room_id, ts, backwards=backwards, limit=limit)

@@ -53,8 +53,10 @@ events = Table(
     Column("contains_url", Boolean, nullable=False),
     Column("txn_device_id", Text),
     Column("txn_id", Text),
+    Column("origin_server_ts", BigInteger),
     Index("syncapi_events_room_stream", "room_id", "stream_pos"),
     Index("syncapi_events_room_topology", "room_id", "depth", "stream_pos"),
+    Index("syncapi_events_room_ts", "room_id", "origin_server_ts"),
 )
 
 
@@ -76,6 +78,7 @@ class StoredEvent:
     contains_url: bool
     txn_device_id: str | None
     txn_id: str | None
+    origin_server_ts: int | None = None
 
     @classmethod
     def from_row(cls, row: Row[tuple[object, ...]]) -> StoredEvent:
@@ -87,7 +90,7 @@ class StoredEvent:
             unsigned_json=m["unsigned_json"], history_visibility=m["history_visibility"],
             historical=bool(m["historical"]), state_only=bool(m["state_only"]),
             contains_url=bool(m["contains_url"]), txn_device_id=m["txn_device_id"],
-            txn_id=m["txn_id"],
+            txn_id=m["txn_id"], origin_server_ts=m["origin_server_ts"],
         )
 
 
@@ -99,6 +102,7 @@ def _row(event: StoredEvent) -> dict[str, object]:
         "unsigned_json": event.unsigned_json, "history_visibility": event.history_visibility,
         "historical": event.historical, "state_only": event.state_only,
         "contains_url": event.contains_url, "txn_device_id": event.txn_device_id, "txn_id": event.txn_id,
+        "origin_server_ts": event.origin_server_ts,
     }
 
 
@@ -229,3 +233,18 @@ async def select_latest_position_in_room(conn: AsyncConnection, room_id: str, up
     ).order_by(events.c.depth.desc(), events.c.stream_pos.desc()).limit(1)
     row = (await conn.execute(stmt)).first()
     return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def select_by_timestamp(conn: AsyncConnection, room_id: str, ts: int, *, backwards: bool,
+                              limit: int) -> list[StoredEvent]:
+    """Timeline events of a room nearest ``ts``: at or after it oldest first
+    (``backwards``: at or before it, newest first)."""
+    stmt = select(events).where(events.c.room_id == room_id, events.c.state_only == false(),
+                                events.c.origin_server_ts.is_not(None))
+    if backwards:
+        stmt = stmt.where(events.c.origin_server_ts <= ts).order_by(
+            events.c.origin_server_ts.desc(), events.c.stream_pos.desc())
+    else:
+        stmt = stmt.where(events.c.origin_server_ts >= ts).order_by(
+            events.c.origin_server_ts.asc(), events.c.stream_pos.asc())
+    return [StoredEvent.from_row(row) for row in await conn.execute(stmt.limit(limit))]
