@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
@@ -96,13 +97,15 @@ class Roomserver:
             logger.info("sent %d output entries left over from before a restart", sent)
         concurrency = SQLITE_INPUT_CONCURRENCY if self.database.dialect_name == "sqlite" \
             else POSTGRES_INPUT_CONCURRENCY
-        await consume_input(self.log, self._handle_record, self._record_poison, self.ready,
+        await consume_input(self.log, self._handle_records, self._record_poison, self.ready,
                             group=self.input_group, concurrency=concurrency)
 
-    async def _handle_record(self, record: LogRecord) -> None:
-        request_id, results = await self.processor.process_record(record.value)
-        if request_id:
-            self.inputer.report(request_id, results)
+    async def _handle_records(self, records: Sequence[LogRecord]) -> None:
+        """One room's queued input, in one transaction."""
+        answers = await self.processor.process_records([record.value for record in records])
+        for request_id, results in answers:
+            if request_id:
+                self.inputer.report(request_id, results)
 
     async def _record_poison(self, record: LogRecord, exc: Exception) -> None:
         """A record whose processing failed unexpectedly: recorded, skipped,
@@ -116,6 +119,10 @@ class Roomserver:
                 for e in event_ids])
 
     async def close(self) -> None:
+        try:
+            await self.processor.close()
+        except Exception:
+            logger.warning("could not forget sent output before closing", exc_info=True)
         await self.storage.close()
 
 

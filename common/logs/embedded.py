@@ -508,10 +508,21 @@ class EmbeddedLog:
     # -- appending -------------------------------------------------------
 
     async def append(self, topic: str, key: bytes, value: bytes) -> LogRecord:
+        return (await self.append_batch(topic, [(key, value)]))[0]
+
+    async def append_batch(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[LogRecord]:
+        """Appends ``(key, value)`` records in order and returns once all are
+        durable: one wait for one fsync instead of one each."""
         if self._failure is not None:
             raise RuntimeError("the embedded log failed to sync earlier; restart to recover") from self._failure
-        if len(key) + len(value) > self.max_record_bytes:
-            raise RecordTooLarge(f"a record of {len(key) + len(value)} bytes for {topic}")
+        for key, value in items:
+            if len(key) + len(value) > self.max_record_bytes:
+                raise RecordTooLarge(f"a record of {len(key) + len(value)} bytes for {topic}")
+        records = [await self._write(topic, key, value) for key, value in items]
+        await self._wait_synced(self._write_seq)
+        return records
+
+    async def _write(self, topic: str, key: bytes, value: bytes) -> LogRecord:
         partitions = self._topic(topic).partitions
         partition = partitions[partition_for_key(key, len(partitions))]
         segment = partition.segments[-1]
@@ -537,7 +548,6 @@ class EmbeddedLog:
         self._dirty_segments[segment] = None
         self._pending_visible[partition] = offset + 1
         self._write_seq += 1
-        await self._wait_synced(self._write_seq)
         return LogRecord(topic, partition.index, offset, key, value)
 
     async def _wait_synced(self, seq: int) -> None:

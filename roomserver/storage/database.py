@@ -16,6 +16,7 @@ could name the wrong row. Until then it lives in the transaction's own
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
@@ -80,6 +81,9 @@ class TxnCache:
     room_versions: dict[int, str] = field(default_factory=dict)
     type_nids: dict[str, int] = field(default_factory=dict)
     state_key_nids: dict[str, int] = field(default_factory=dict)
+    # Rooms read or written in this transaction, kept up to date by
+    # ``update_room`` (never published: another instance may write them later).
+    rooms: dict[str, RoomRecord] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,6 +171,10 @@ def _room_record(row: Any) -> RoomRecord:
     )
 
 
+def _copy_room(record: RoomRecord) -> RoomRecord:
+    return dataclasses.replace(record, forward_extremities=list(record.forward_extremities))
+
+
 def _event_record(row: Any) -> EventRecord:
     return EventRecord(
         event_nid=row.event_nid, event_id=row.event_id, room_nid=row.room_nid, type_nid=row.type_nid,
@@ -224,12 +232,26 @@ class RoomserverDatabase:
     # -- rooms ---------------------------------------------------------------
 
     async def room_by_id(self, txn: Txn, room_id: str) -> RoomRecord | None:
+        known = txn.local.rooms.get(room_id)
+        if known is not None:
+            return _copy_room(known)
         row = (await txn.conn.execute(select(rooms).where(rooms.c.room_id == room_id))).first()
-        return _room_record(row) if row is not None else None
+        return self._learn_room(txn, row)
 
     async def room_by_nid(self, txn: Txn, room_nid: int) -> RoomRecord | None:
+        for known in txn.local.rooms.values():
+            if known.room_nid == room_nid:
+                return _copy_room(known)
         row = (await txn.conn.execute(select(rooms).where(rooms.c.room_nid == room_nid))).first()
-        return _room_record(row) if row is not None else None
+        return self._learn_room(txn, row)
+
+    @staticmethod
+    def _learn_room(txn: Txn, row: Any) -> RoomRecord | None:
+        if row is None:
+            return None
+        record = _room_record(row)
+        txn.local.rooms[record.room_id] = _copy_room(record)
+        return record
 
     async def room_ids_by_nid(self, txn: Txn, room_nids: Collection[int]) -> dict[int, str]:
         result: dict[int, str] = {}
@@ -265,6 +287,18 @@ class RoomserverDatabase:
             values["last_stream_position"] = last_stream_position
         if values:
             await txn.conn.execute(update(rooms).where(rooms.c.room_nid == room_nid).values(**values))
+            for known in txn.local.rooms.values():
+                if known.room_nid == room_nid:
+                    if create_event_nid is not None:
+                        known.create_event_nid = create_event_nid
+                    if state_snapshot_nid is not None:
+                        known.state_snapshot_nid = state_snapshot_nid
+                    if forward_extremities is not None:
+                        known.forward_extremities = sorted(forward_extremities)
+                    if last_sent_event_id is not None:
+                        known.last_sent_event_id = last_sent_event_id
+                    if last_stream_position is not None:
+                        known.last_stream_position = last_stream_position
 
     async def room_version_of(self, txn: Txn, room_nid: int) -> str:
         version = self._room_versions.get(room_nid) or txn.local.room_versions.get(room_nid)

@@ -92,6 +92,10 @@ AVATAR = "m.room.avatar"
 #: Entries of at least this many outliers are stored in bulk.
 OUTLIER_BATCH_MIN = 8
 
+#: How long appended output may wait for an input transaction to forget it
+#: before a transaction of its own does.
+FORGET_SENT_DELAY_SECONDS = 0.2
+
 #: How often one event is tried when the database fails.
 DATABASE_ATTEMPTS = 3
 
@@ -149,60 +153,85 @@ class InputProcessor:
         self._server_name = server_name
         self._producer = OutputProducer(log)
         self._state = StateComputer(db)
+        # Events whose output is appended and whose outbox rows are not yet
+        # deleted (see ``_send``).
+        self._sent_unmarked: set[int] = set()
+        self._forget_task: asyncio.Task[None] | None = None
 
     # -- entries ---------------------------------------------------------------
 
     async def process_record(self, value: bytes) -> tuple[str, list[pb.InputEventResult]]:
         """Processes one raw log record; answers (request_id, results). A
         record that is not an entry is recorded as a failure and skipped."""
-        entry = input_log_pb2.InputRoomEventsEntry()
-        try:
-            entry.ParseFromString(value)
-        except DecodeError as e:
-            await self._record_failure("", "", "", f"not an InputRoomEventsEntry: {e}", value)
-            return "", []
-        return entry.request_id, await self.process_entry(entry)
+        return (await self.process_records([value]))[0]
+
+    async def process_records(self, values: Sequence[bytes]) -> list[tuple[str, list[pb.InputEventResult]]]:
+        """Processes raw log records of one room, in order, in ONE database
+        transaction (each event in its own savepoint, checked against the
+        state the events before it left), then appends their output; answers
+        (request_id, results) per record. A record that is not an entry is
+        recorded as a failure and skipped."""
+        answers: list[tuple[str, list[pb.InputEventResult]]] = []
+        to_send: list[_Unsent] = []
+        async with self._db.transaction() as txn:
+            forgotten = await self._forget_sent(txn)
+            for value in values:
+                entry = input_log_pb2.InputRoomEventsEntry()
+                try:
+                    entry.ParseFromString(value)
+                except DecodeError as e:
+                    reason = f"not an InputRoomEventsEntry: {e}"
+                    logger.warning("input record skipped: %s", reason)
+                    await self._db.record_input_failure(txn, request_id="", room_id="", event_id="",
+                                                        reason=reason, payload=value)
+                    answers.append(("", []))
+                    continue
+                answers.append((entry.request_id, await self._process_entry_in(txn, entry, to_send)))
+        self._sent_unmarked.difference_update(forgotten)
+        if to_send:
+            await self._send(to_send)
+        return answers
 
     async def process_entry(self, entry: input_log_pb2.InputRoomEventsEntry) -> list[pb.InputEventResult]:
         """Processes an entry's events in one transaction, each in a savepoint
         (a failed event leaves no trace but its failure record), then appends
         their output."""
+        return (await self.process_records([entry.SerializeToString()]))[0][1]
+
+    async def _process_entry_in(self, txn: Txn, entry: input_log_pb2.InputRoomEventsEntry,
+                                to_send: list[_Unsent]) -> list[pb.InputEventResult]:
         results: list[pb.InputEventResult] = []
-        to_send: list[_Unsent] = []
-        async with self._db.transaction() as txn:
-            batch = await self._try_outlier_batch(txn, entry)
-            if batch is not None:
-                for input_event, (result, reason) in zip(entry.events, batch, strict=True):
-                    if reason:
-                        await self._db.record_input_failure(
-                            txn, request_id=entry.request_id, room_id=entry.room_id,
-                            event_id=input_event.event.event_id, reason=reason,
-                            payload=input_event.SerializeToString())
-                    results.append(result)
-                return results
-            for input_event in entry.events:
-                event_id = input_event.event.event_id
-                reason = ""
-                try:
-                    result, unsent = await self._process_with_retries(txn, entry.room_id, input_event)
-                    if unsent is not None:
-                        to_send.append(unsent)
-                except InvalidInput as e:
-                    reason = str(e)
-                except Exception as e:
-                    # A bug, or a database failure: record it and go on, so
-                    # the room is not wedged.
-                    logger.exception("processing %s in %s failed", event_id, entry.room_id)
-                    reason = f"processing failed: {type(e).__name__}: {e}"
+        batch = await self._try_outlier_batch(txn, entry)
+        if batch is not None:
+            for input_event, (result, reason) in zip(entry.events, batch, strict=True):
                 if reason:
-                    logger.warning("input for room %r event %r skipped: %s", entry.room_id, event_id, reason)
                     await self._db.record_input_failure(
-                        txn, request_id=entry.request_id, room_id=entry.room_id, event_id=event_id,
-                        reason=reason, payload=input_event.SerializeToString())
-                    result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=reason)
+                        txn, request_id=entry.request_id, room_id=entry.room_id,
+                        event_id=input_event.event.event_id, reason=reason,
+                        payload=input_event.SerializeToString())
                 results.append(result)
-        if to_send:
-            await self._send(to_send)
+            return results
+        for input_event in entry.events:
+            event_id = input_event.event.event_id
+            reason = ""
+            try:
+                result, unsent = await self._process_with_retries(txn, entry.room_id, input_event)
+                if unsent is not None:
+                    to_send.append(unsent)
+            except InvalidInput as e:
+                reason = str(e)
+            except Exception as e:
+                # A bug, or a database failure: record it and go on, so
+                # the room is not wedged.
+                logger.exception("processing %s in %s failed", event_id, entry.room_id)
+                reason = f"processing failed: {type(e).__name__}: {e}"
+            if reason:
+                logger.warning("input for room %r event %r skipped: %s", entry.room_id, event_id, reason)
+                await self._db.record_input_failure(
+                    txn, request_id=entry.request_id, room_id=entry.room_id, event_id=event_id,
+                    reason=reason, payload=input_event.SerializeToString())
+                result = pb.InputEventResult(event_id=event_id, outcome=INVALID, reason=reason)
+            results.append(result)
         return results
 
     async def _try_outlier_batch(self, txn: Txn, entry: input_log_pb2.InputRoomEventsEntry
@@ -890,23 +919,71 @@ class InputProcessor:
     # -- the outbox ----------------------------------------------------------
 
     async def _send(self, unsent: Sequence[_Unsent]) -> None:
-        """Appends what this entry's events wrote to the outbox, in order,
-        then forgets it; what could not be appended stays for later."""
+        """Appends what these events wrote to the outbox, in order. Forgetting
+        it (deleting the outbox rows, marking the events sent) is left to the
+        next input transaction, or to a short timer when none comes: a crash
+        before that only appends the output again at the next start, and
+        readers dedupe by event ID. What could not be appended stays for later."""
+        # Appended already, only not yet forgotten: not again.
+        unsent = [u for u in unsent if not (u.payloads is None and u.event_nid in self._sent_unmarked)]
+        if not unsent:
+            return
         if any(u.payloads is None for u in unsent):
             await self.send_pending([u.event_nid for u in unsent])
             return
         sent: list[int] = []
+        by_room: list[tuple[str, list[_Unsent]]] = []
         for item in unsent:
+            if by_room and by_room[-1][0] == item.room_id:
+                by_room[-1][1].append(item)
+            else:
+                by_room.append((item.room_id, [item]))
+        for room_id, items in by_room:
             try:
-                for payload in item.payloads or []:
-                    await self._producer.send(item.room_id, payload)
+                await self._producer.send_many(room_id, [p for item in items for p in item.payloads or []])
             except Exception:
-                logger.exception("appending output for event NID %d failed; kept for later", item.event_nid)
+                logger.exception("appending output for %d events of %s failed; kept for later",
+                                 len(items), room_id)
                 break
-            sent.append(item.event_nid)
+            sent.extend(item.event_nid for item in items)
         if sent:
-            async with self._db.transaction() as txn:
-                await self._db.mark_events_sent(txn, sent)
+            self._sent_unmarked.update(sent)
+            self._schedule_forget()
+
+    def _schedule_forget(self) -> None:
+        if self._forget_task is None or self._forget_task.done():
+            self._forget_task = asyncio.create_task(self._forget_later())
+
+    async def _forget_later(self) -> None:
+        await asyncio.sleep(FORGET_SENT_DELAY_SECONDS)
+        try:
+            await self.forget_sent()
+        except Exception:
+            logger.warning("could not forget sent output; the next input transaction will", exc_info=True)
+
+    async def forget_sent(self) -> None:
+        """Deletes the outbox rows of output already appended and marks their
+        events sent, in a transaction of its own (when no input came to do it)."""
+        if not self._sent_unmarked:
+            return
+        async with self._db.transaction() as txn:
+            forgotten = await self._forget_sent(txn)
+        self._sent_unmarked.difference_update(forgotten)
+
+    async def _forget_sent(self, txn: Txn) -> set[int]:
+        """In ``txn``: forgets the output appended since the last time. The
+        caller drops the answered NIDs from ``_sent_unmarked`` once ``txn``
+        has committed (see ``process_records``)."""
+        forgotten = set(self._sent_unmarked)
+        if forgotten:
+            await self._db.mark_events_sent(txn, forgotten)
+        return forgotten
+
+    async def close(self) -> None:
+        """Forgets what was sent (so a restart does not send it again)."""
+        if self._forget_task is not None:
+            self._forget_task.cancel()
+        await self.forget_sent()
 
     async def send_pending(self, event_nids: Sequence[int] | None = None) -> int:
         """Appends the outbox entries of ``event_nids`` (all when None) to

@@ -814,16 +814,16 @@ async def test_output_append_failure_keeps_the_outcome_and_retries(running: Runn
     await send(api, room.events)
     unlucky = room.message(ALICE, "the log was down")
     producer = component.processor._producer
-    real_send = producer.send
+    real_send_many = producer.send_many
 
-    async def flaky(room_id: str, payload: bytes) -> None:
-        if unlucky.event_id.encode() in payload:
+    async def flaky(room_id: str, payloads: Sequence[bytes]) -> None:
+        if any(unlucky.event_id.encode() in payload for payload in payloads):
             raise ConnectionError("log unavailable")
-        await real_send(room_id, payload)
+        await real_send_many(room_id, payloads)
 
-    producer.send = flaky  # type: ignore[method-assign]
+    producer.send_many = flaky  # type: ignore[method-assign]
     assert outcomes(await send(api, [unlucky])) == [pb.INPUT_OUTCOME_ACCEPTED]
-    producer.send = real_send  # type: ignore[method-assign]
+    producer.send_many = real_send_many  # type: ignore[method-assign]
     assert unlucky.event_id not in [n.event.event_id for n in new_room_events(await read_output(running.log))]
 
     # A writer's retry finds it stored but unsent: it is sent then, once.
