@@ -26,6 +26,9 @@ ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/sync$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|context/[^/]+)$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/user/[^/]+/filter(?:/[^/]+)?$"), "syncapi"),
+    # Single events, relations, threads and timestamp lookups come from the read model.
+    Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:event/[^/]+|relations/[^/]+(?:/[^/]+){0,2}|threads"
+                     r"|timestamp_to_event)$"), "syncapi"),
     # Presence lives with /sync (set_presence), so both methods are served there.
     Route(re.compile(_CLIENT + r"/presence/[^/]+/status$"), "syncapi"),
     # The search index and the user directory are built by the sync API's consumer.
