@@ -16,6 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+# Rooms remembered with their last change; beyond this, the rooms where
+# nobody types any more are forgotten (a client that slept through a
+# "stopped typing" drops it after the timeout anyway).
+MAX_REMEMBERED_ROOMS = 10_000
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -86,4 +91,6 @@ class TypingCache:
     def _changed(self, room_id: str) -> int:
         self.position += 1
         self._changed_at[room_id] = self.position
+        if len(self._changed_at) > MAX_REMEMBERED_ROOMS:
+            self._changed_at = {r: p for r, p in self._changed_at.items() if r in self._typers or r == room_id}
         return self.position

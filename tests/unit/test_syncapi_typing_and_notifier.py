@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from syncapi.internal import typing as typing_module
 from syncapi.internal.typing import TypingCache
 from syncapi.notifier import Notifier
 from syncapi.tokens import StreamToken
@@ -25,6 +28,16 @@ def test_typing_cache_changes_renewals_and_expiry() -> None:
     assert cache.rooms_changed(0, 4) == {"!r"}
     assert cache.rooms_changed(4, 4) == set()
     assert cache.rooms_changed(0, 4, room_ids=["!other"]) == set()
+
+
+def test_typing_cache_forgets_quiet_rooms_beyond_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(typing_module, "MAX_REMEMBERED_ROOMS", 3)
+    cache = TypingCache()
+    cache.update("!typing", "@a:t", True, expires_at_ms=10_000, now=0)
+    for i in range(3):
+        cache.update(f"!quiet{i}", "@a:t", True, expires_at_ms=10_000, now=0)
+        cache.update(f"!quiet{i}", "@a:t", False, expires_at_ms=0, now=0)
+    assert cache.rooms_changed(0, cache.position) == {"!typing", "!quiet2"}
 
 
 async def test_notifier_streams_are_independent() -> None:
