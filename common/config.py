@@ -57,6 +57,24 @@ class ComponentAddress:
 
 
 @dataclass
+class OldVerifyKey:
+    """A key this server signed with before: its unpadded base64 public key
+    and when (ms) it stopped being used. Published as old_verify_keys."""
+
+    key: str
+    expired_ts: int
+
+
+@dataclass
+class TrustedKeyServer:
+    """A notary asked for other servers' keys; ``verify_keys`` (key ID ->
+    unpadded base64 public key) check its signature on what it answers."""
+
+    server_name: str
+    verify_keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     server_name: str
     data_dir: Path
@@ -85,6 +103,13 @@ class Config:
     input_timeout_seconds: float = 30.0
     # A secret for tokens that must not be guessable (e.g. UIA sessions).
     macaroon_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Federation: past signing keys (key ID -> key), notaries for other
+    # servers' keys (none by default), certificate checks on outgoing
+    # requests, and whether peers may be private/loopback addresses (tests).
+    old_signing_keys: dict[str, OldVerifyKey] = field(default_factory=dict)
+    trusted_key_servers: list[TrustedKeyServer] = field(default_factory=list)
+    federation_verify_tls: bool = True
+    federation_allow_private_addresses: bool = False
 
     def address_of(self, component: str) -> ComponentAddress:
         return self.components.get(component, ComponentAddress())
@@ -117,6 +142,11 @@ def _from_dict(cls: Any, data: dict[str, Any], where: str) -> Any:
                 name: _from_dict(ComponentAddress, addr or {}, f"{where}.components.{name}")
                 for name, addr in (value or {}).items()
             }
+        elif key == "old_signing_keys":
+            kwargs[key] = {key_id: _from_dict(OldVerifyKey, old, f"{where}.{key}.{key_id}")
+                           for key_id, old in (value or {}).items()}
+        elif key == "trusted_key_servers":
+            kwargs[key] = [_from_dict(TrustedKeyServer, notary, f"{where}.{key}") for notary in value or []]
         elif ftype == "Path":
             kwargs[key] = Path(value)
         else:

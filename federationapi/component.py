@@ -1,31 +1,74 @@
 """The federation API: the server-server HTTP front.
 
-So far it publishes the server's signing keys and its version; the inbound
-and outbound federation come with the federation issue.
+So far: our signing keys and the notary API (``routing/keys.py``), the
+version, the KeyRing that fetches and checks other servers' keys
+(``keyring.py``), the outbound client (``client.py``) and the check that
+authenticates every inbound ``/_matrix/federation/`` request (``auth.py``).
+Federation routes added to the blueprint ``make_blueprint`` builds are
+authenticated; the origin is in ``request.ctx.origin``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sanic import Blueprint
 
 from common.config import Config
+from common.storage import Database, database_url_for, open_database
+from federationapi.auth import FederationAuthenticator, add_federation_auth
+from federationapi.client import FederationClient
+from federationapi.keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher
 from federationapi.routing.keys import add_key_routes
 from federationapi.routing.version import add_version_routes
+from federationapi.storage.database import FederationDatabase
+from matrixlib.signing import SigningKey
+
+COMPONENT = "federationapi"
 
 
 @dataclass
 class FederationAPI:
-    blueprint: Blueprint
+    config: Config
+    database: FederationDatabase
+    client: FederationClient
+    keyring: KeyRing
+    authenticator: FederationAuthenticator
+    direct_fetcher: KeyFetcher
+
+    def make_blueprint(self, name: str = "federationapi") -> Blueprint:
+        """The HTTP front; one per app it is mounted on (a blueprint is not
+        shared between apps), all sharing this component's state."""
+        blueprint = Blueprint(name)
+        add_federation_auth(blueprint, self.authenticator)
+        add_key_routes(blueprint, self.keyring, self.direct_fetcher)
+        add_version_routes(blueprint)
+        return blueprint
+
+    @property
+    def blueprint(self) -> Blueprint:
+        return self.make_blueprint()
 
     async def close(self) -> None:
-        return None
+        await self.client.close()
+        await self.database.close()
 
 
-def build(config: Config, signing_key: Any) -> FederationAPI:
-    blueprint = Blueprint("federationapi")
-    add_key_routes(blueprint, config.server_name, signing_key)
-    add_version_routes(blueprint)
-    return FederationAPI(blueprint=blueprint)
+def build(config: Config, signing_key: SigningKey, database: Database, *,
+          client: FederationClient | None = None) -> FederationAPI:
+    client = client or FederationClient.from_config(config, signing_key)
+    direct = DirectKeyFetcher(client)
+    fetchers: list[KeyFetcher] = [direct]
+    fetchers += [NotaryKeyFetcher(client, notary) for notary in config.trusted_key_servers]
+    storage = FederationDatabase(database)
+    keyring = KeyRing(config.server_name, signing_key, storage, fetchers, old_keys=config.old_signing_keys)
+    return FederationAPI(config=config, database=storage, client=client, keyring=keyring,
+                         authenticator=FederationAuthenticator(keyring), direct_fetcher=direct)
+
+
+async def open_federationapi(config: Config, signing_key: SigningKey, *,
+                             client: FederationClient | None = None) -> FederationAPI:
+    """Opens (and migrates) the federation API's database and builds the
+    component; ``close()`` closes the client and the database."""
+    url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
+    return build(config, signing_key, await open_database(url, COMPONENT), client=client)

@@ -41,6 +41,9 @@ def generate_config(
     split_base_port: int | None = None,
     default_room_version: str | None = None,
     kafka_session_timeout_ms: int | None = None,
+    tls_cert: str = "",
+    tls_key: str = "",
+    insecure_federation_for_tests: bool = False,
 ) -> Config:
     """Writes a working config and, if missing, a signing key."""
     from matrixlib.signing import generate_signing_key, write_signing_key_file
@@ -52,6 +55,10 @@ def generate_config(
     config.client_listen = f"127.0.0.1:{client_port}"
     if federation_port:
         config.federation_listen = f"127.0.0.1:{federation_port}"
+    config.tls_cert_path, config.tls_key_path = tls_cert, tls_key
+    if insecure_federation_for_tests:
+        config.federation_verify_tls = False
+        config.federation_allow_private_addresses = True
     config.registration.open = open_registration
     config.rate_limits.enabled = rate_limits
     config.postgres_url = postgres_url
@@ -92,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"run only the {name}")
     sub.add_parser("generate-nginx", help="print an nginx server block routing one base URL to the components")
     gen = sub.add_parser("generate-config", help="write a config file and a signing key")
-    gen.add_argument("--server-name", required=True)
+    gen.add_argument("--server-name", help="required unless --federation-port P is given (then localhost:P)")
     gen.add_argument("--data-dir", type=Path, required=True)
     gen.add_argument("-o", "--output", type=Path, required=True)
     gen.add_argument("--client-port", type=int, default=8008)
@@ -106,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="give each component its own listener, from this port up")
     gen.add_argument("--default-room-version")
     gen.add_argument("--kafka-session-timeout-ms", type=int)
+    gen.add_argument("--tls-cert", default="", help="federation certificate (default: a self-signed one)")
+    gen.add_argument("--tls-key", default="")
+    gen.add_argument("--insecure-federation-for-tests", action="store_true",
+                     help="do not check peers' certificates and allow loopback/private peers")
     return parser
 
 
@@ -114,13 +125,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "generate-config":
+        server_name = args.server_name or (f"localhost:{args.federation_port}" if args.federation_port else "")
+        if not server_name:
+            raise SystemExit("generate-config needs --server-name (or --federation-port)")
         generate_config(
-            server_name=args.server_name, data_dir=args.data_dir, output=args.output,
+            server_name=server_name, data_dir=args.data_dir, output=args.output,
             client_port=args.client_port, federation_port=args.federation_port,
             open_registration=args.open_registration, rate_limits=not args.no_rate_limits,
             postgres_url=args.postgres, kafka_bootstrap=args.kafka,
             split_base_port=args.split_base_port, default_room_version=args.default_room_version,
             kafka_session_timeout_ms=args.kafka_session_timeout_ms,
+            tls_cert=args.tls_cert, tls_key=args.tls_key,
+            insecure_federation_for_tests=args.insecure_federation_for_tests,
         )
         print(f"wrote {args.output}", file=sys.stderr)
         return

@@ -23,7 +23,7 @@ logger = logging.getLogger("myelin")
 
 async def run_monolith(config: Config, *, started: asyncio.Event | None = None) -> None:
     from clientapi.component import open_clientapi
-    from federationapi.component import build as build_federationapi
+    from federationapi.component import open_federationapi
     from roomserver.component import open_roomserver
     from syncapi.component import open_syncapi
     from userapi.component import open_userapi
@@ -43,20 +43,21 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
         stack.push_async_callback(clientapi.close)
         syncapi = await open_syncapi(config, log, userapi.api, roomserver.api)
         stack.push_async_callback(syncapi.close)
-        federationapi = build_federationapi(config, signing_key)
+        federationapi = await open_federationapi(config, signing_key)
+        stack.push_async_callback(federationapi.close)
 
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(roomserver.run(), name="roomserver")
             tasks.create_task(syncapi.run(), name="syncapi")
             await roomserver.ready.wait()
             await syncapi.ready.wait()
-            app = make_app("myelin", [clientapi.blueprint, syncapi.blueprint, federationapi.blueprint])
+            app = make_app("myelin", [clientapi.blueprint, syncapi.blueprint, federationapi.make_blueprint()])
             serving = await serve_app(app, config.client_listen)
             stack.push_async_callback(serving.stop)
             if config.federation_listen:
                 from homeserver.tls import federation_ssl_context
 
-                fed_app = make_app("myelin_federation", [build_federationapi(config, signing_key).blueprint])
+                fed_app = make_app("myelin_federation", [federationapi.make_blueprint()])
                 fed = await serve_app(fed_app, config.federation_listen,
                                       ssl=federation_ssl_context(config))
                 stack.push_async_callback(fed.stop)

@@ -106,13 +106,21 @@ async def run_personality(config: Config, name: str) -> None:
             stack.push_async_callback(serving.stop)
             port = serving.port
         elif name == "federationapi":
-            from federationapi.component import build as build_federationapi
+            from federationapi.component import open_federationapi
 
-            federationapi = build_federationapi(config, signing_key)
-            serving = await serve_app(make_app("myelin_federationapi", [federationapi.blueprint]),
+            federationapi = await open_federationapi(config, signing_key)
+            stack.push_async_callback(federationapi.close)
+            serving = await serve_app(make_app("myelin_federationapi", [federationapi.make_blueprint()]),
                                       config.address_of(name).http)
             stack.push_async_callback(serving.stop)
             port = serving.port
+            if config.federation_listen:
+                # Other servers reach federation over TLS on its own port.
+                from homeserver.tls import federation_ssl_context
+
+                fed = await serve_app(make_app("myelin_federation", [federationapi.make_blueprint()]),
+                                      config.federation_listen, ssl=federation_ssl_context(config))
+                stack.push_async_callback(fed.stop)
         else:
             raise SystemExit(f"unknown component {name!r}")
         logger.info("%s of %s is ready on port %d", name, config.server_name, port)
