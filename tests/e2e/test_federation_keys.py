@@ -45,7 +45,7 @@ def check_self_signed(response: dict[str, Any], server_name: str) -> None:
 
 def test_each_server_fetches_the_others_keys_over_tls(two_servers: list[tuple[RunningHomeserver, str, int]]
                                                        ) -> None:
-    (a, a_name, a_port), (b, b_name, b_port) = two_servers
+    (_a, a_name, a_port), (b, b_name, b_port) = two_servers
     with httpx.Client(verify=False, timeout=30) as http:
         own = {}
         for name, port in ((a_name, a_port), (b_name, b_port)):
