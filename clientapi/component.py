@@ -30,6 +30,7 @@ from clientapi.routing import (
     pushrules,
     receipts,
     register,
+    report,
     send,
     send_to_device,
     state,
@@ -73,7 +74,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     )
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
-                   directory, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device):
+                   directory, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 

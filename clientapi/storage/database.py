@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from clientapi.storage.tables.reports import EventReport, ReportsTable, RoomReport
 from clientapi.storage.tables.room_directory import RoomDirectoryTable, room_directory
 from clientapi.storage.tables.transactions import TransactionRow, TransactionsTable, transactions
 from common.storage import Database
@@ -26,6 +27,7 @@ class ClientAPIDatabase:
         self.db = db
         self._transactions = TransactionsTable()
         self._directory = RoomDirectoryTable()
+        self._reports = ReportsTable()
         self._last_purge_ms = 0
 
     async def get_transaction(self, user_id: str, device_id: str, endpoint: str,
@@ -98,3 +100,21 @@ class ClientAPIDatabase:
     async def published_rooms(self) -> list[str]:
         async with self.db.connect() as conn:
             return await self._directory.select_all(conn)
+
+    # -- reports ----------------------------------------------------------------
+
+    async def store_event_report(self, report: EventReport) -> None:
+        async with self.db.transaction() as conn:
+            await self._reports.insert_event_report(conn, report)
+
+    async def store_room_report(self, report: RoomReport) -> None:
+        async with self.db.transaction() as conn:
+            await self._reports.insert_room_report(conn, report)
+
+    async def event_reports(self) -> list[EventReport]:
+        async with self.db.connect() as conn:
+            return await self._reports.select_event_reports(conn)
+
+    async def room_reports(self) -> list[RoomReport]:
+        async with self.db.connect() as conn:
+            return await self._reports.select_room_reports(conn)
