@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from myelin.roomserver.v1 import events_pb2, output_log_pb2
@@ -30,7 +31,7 @@ from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.api import SyncRoomserverAPI
 from syncapi.notifier import Notifier
-from syncapi.storage.database import Applied, NewEvent, SyncDatabase
+from syncapi.storage.database import Applied, NewEvent, RoomEventWrite, SyncDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ MAX_ATTEMPTS = 3
 # few in parallel overlap their reads without taking every pooled connection
 # from the /sync readers.
 WRITE_CONCURRENCY = 8
+# The most entries of one room written in one transaction.
+MAX_BATCH = 64
 # Seconds a stopping consumer waits for the entries in flight.
 STOP_TIMEOUT = 10.0
 
@@ -65,7 +68,8 @@ class RoomserverOutputConsumer:
 
     async def run(self, log: Log, ready: asyncio.Event | None = None) -> None:
         """Follows the topic until cancelled (per room in order, rooms in parallel)."""
-        runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [ROOMSERVER_OUTPUT.name], self.handle_record,
+        runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [ROOMSERVER_OUTPUT.name],
+                                     batch_handler=self.handle_records, max_batch=MAX_BATCH,
                                      on_position_lost=self._on_position_lost,
                                      concurrency=WRITE_CONCURRENCY)
         running = asyncio.create_task(runner.run())
@@ -90,6 +94,67 @@ class RoomserverOutputConsumer:
         # oldest entry kept, and each room's next entry shows the gap through
         # last_sent_event_id, which rebuilds that room's state.
         logger.warning("roomserver.output position lost (%s): rooms are rebuilt as entries arrive", lost)
+
+    async def handle_records(self, records: Sequence[LogRecord]) -> None:
+        """A room's queued entries, in order. Runs of timeline events that
+        follow on from what this consumer applied last are written in one
+        transaction; anything else (other kinds, a gap, a re-sent event)
+        goes through ``handle_record`` one by one. When the batch fails the
+        runner hands the records over again one at a time."""
+        if len(records) == 1:
+            await self.handle_record(records[0])
+            return
+        run: list[output_log_pb2.NewRoomEvent] = []
+        for record in records:
+            output = output_log_pb2.OutputEvent.FromString(record.value)
+            if output.WhichOneof("payload") == "new_room_event":
+                run.append(output.new_room_event)
+                continue
+            await self._write_run(run)
+            run = []
+            await self.handle_record(record)
+        await self._write_run(run)
+
+    async def _write_run(self, run: Sequence[output_log_pb2.NewRoomEvent]) -> None:
+        if not run:
+            return
+        events = [parse_event(msg.event) for msg in run]
+        room_id = events[0].room_id
+        previous = await self._db.last_event_id(room_id)
+        for msg, event in zip(run, events, strict=True):
+            if event.room_id != room_id or (msg.last_sent_event_id and msg.last_sent_event_id != previous):
+                # Not a plain continuation (a gap to rebuild, a replay): one by one.
+                for one in run:
+                    await self._apply(output_log_pb2.OutputEvent(new_room_event=one).SerializeToString())
+                return
+            previous = event.event_id
+        writes = [RoomEventWrite(self._new_event(msg, event), adds_state_event_ids=list(msg.adds_state_event_ids),
+                                 removes_state_event_ids=list(msg.removes_state_event_ids),
+                                 adds_state_events=[parse_event(e) for e in msg.adds_state_events],
+                                 room_stream_position=msg.room_stream_position)
+                  for msg, event in zip(run, events, strict=True)]
+        for applied in await self._db.write_room_events(writes, local_server=self._server_name):
+            if applied is not None:
+                await self._notify_room(applied)
+
+    async def _apply(self, value: bytes) -> None:
+        """``handle`` with ``handle_record``'s retries, for one entry of a batch."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                await self.handle(value)
+                return
+            except Exception:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+
+    @staticmethod
+    def _new_event(msg: output_log_pb2.NewRoomEvent, event: Event) -> NewEvent:
+        txn = msg.transaction_id if msg.HasField("transaction_id") else None
+        return NewEvent(
+            event=event, historical=msg.historical, history_visibility=msg.history_visibility,
+            txn_user_id=txn.user_id if txn else None, txn_device_id=txn.device_id if txn else None,
+            txn_id=txn.transaction_id if txn else None)
 
     async def handle_record(self, record: LogRecord) -> None:
         """One entry, retried a few times for passing failures (a busy

@@ -61,6 +61,17 @@ class NewEvent:
     txn_id: str | None = None
 
 
+@dataclass(frozen=True)
+class RoomEventWrite:
+    """A timeline event with the output log's annotations (``write_room_events``)."""
+
+    new: NewEvent
+    adds_state_event_ids: Sequence[str]
+    removes_state_event_ids: Sequence[str]
+    adds_state_events: Sequence[Event]
+    room_stream_position: int
+
+
 @dataclass
 class Applied:
     """What a write changed: the position it took, whom it concerns besides
@@ -176,60 +187,78 @@ class SyncDatabase:
     ) -> Applied | None:
         """Appends a timeline event and applies its state delta; None when
         the event was already stored (the room server re-sent it)."""
+        return (await self.write_room_events([RoomEventWrite(
+            new, adds_state_event_ids=adds_state_event_ids, removes_state_event_ids=removes_state_event_ids,
+            adds_state_events=adds_state_events, room_stream_position=room_stream_position)],
+            local_server=local_server))[0]
+
+    async def write_room_events(self, writes: Sequence[RoomEventWrite], *,
+                                local_server: str) -> list[Applied | None]:
+        """``write_room_event`` for several events of one room, in order, in
+        one transaction (all or nothing)."""
+        async with self._db.transaction() as conn:
+            return [await self._write_room_event(conn, write, local_server) for write in writes]
+
+    async def _write_room_event(self, conn: AsyncConnection, write: RoomEventWrite,
+                                local_server: str) -> Applied | None:
+        new = write.new
+        adds_state_event_ids = write.adds_state_event_ids
+        removes_state_event_ids = write.removes_state_event_ids
+        adds_state_events = write.adds_state_events
+        room_stream_position = write.room_stream_position
         event = new.event
         room_id = event.room_id
-        async with self._db.transaction() as conn:
-            seen = (await events_t.select_events_by_ids(conn, [event.event_id])).get(event.event_id)
-            if seen is not None:
-                if not seen.state_only:
-                    return None
-                # Seen before only as state (e.g. resolved in): now it enters the timeline.
-                await events_t.delete_event(conn, event.event_id)
-            await self._store_state_only(conn, [e for e in adds_state_events
-                                                if e.event_id != event.event_id])
-            # State that came with the event but is not the event itself (state
-            # resolution, or the whole state of a room joined over federation)
-            # is in force just before it, at a position of its own: /sync's
-            # "state at the start of the timeline" then includes it.
-            own_key = (event.type, event.state_key) if (
-                event.state_key is not None and event.event_id in adds_state_event_ids) else None
-            other_adds = [a for a in adds_state_event_ids if a != event.event_id]
-            removed_entries = await state_t.select_current_entries_by_event_ids(
-                conn, room_id, list(removes_state_event_ids))
-            own_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) == own_key]
-            other_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) != own_key]
-            before_position: int | None = None
-            if not new.historical and (other_adds or other_removes):
-                before_position = await self._take_position(conn)
-            position = await self._take_position(conn)
-            unsigned: dict[str, Any] = {}
-            if event.is_state() and not new.historical:
-                previous = await state_t.select_current_entry(conn, room_id, event.type,
-                                                              event.state_key or "")
-                if previous is not None and previous.event_id != event.event_id:
-                    unsigned = await self._prev_unsigned(conn, previous.event_id)
-            txn_ok = new.txn_id and new.txn_user_id == event.sender
-            await events_t.insert_event(conn, _stored(
-                event, position, state_only=False, historical=new.historical,
-                history_visibility=new.history_visibility, unsigned=unsigned,
-                txn_device_id=new.txn_device_id if txn_ok else None,
-                txn_id=new.txn_id if txn_ok else None))
-            await self._store_relation(conn, event, position)
-            applied = Applied(position=position, room_id=room_id)
-            await _index_event(conn, event, position, current=not new.historical)
-            if not new.historical:
-                known = {event.event_id: event, **{e.event_id: e for e in adds_state_events}}
-                if before_position is not None:
-                    applied.memberships.update(await self._apply_state_delta(
-                        conn, room_id, before_position, other_adds, other_removes, known))
-                if own_key is not None or own_removes:
-                    applied.memberships.update(await self._apply_state_delta(
-                        conn, room_id, position, [event.event_id] if own_key else [], own_removes, known))
-                applied.user_ids.update(applied.memberships)
-                if event.type == MEMBER and event.state_key is not None:
-                    applied.user_ids.add(event.state_key)
-                    await self._track_invite(conn, event, position, local_server)
-            await self._set_room_position(conn, room_id, event.event_id, room_stream_position)
+        seen = (await events_t.select_events_by_ids(conn, [event.event_id])).get(event.event_id)
+        if seen is not None:
+            if not seen.state_only:
+                return None
+            # Seen before only as state (e.g. resolved in): now it enters the timeline.
+            await events_t.delete_event(conn, event.event_id)
+        await self._store_state_only(conn, [e for e in adds_state_events
+                                            if e.event_id != event.event_id])
+        # State that came with the event but is not the event itself (state
+        # resolution, or the whole state of a room joined over federation)
+        # is in force just before it, at a position of its own: /sync's
+        # "state at the start of the timeline" then includes it.
+        own_key = (event.type, event.state_key) if (
+            event.state_key is not None and event.event_id in adds_state_event_ids) else None
+        other_adds = [a for a in adds_state_event_ids if a != event.event_id]
+        removed_entries = await state_t.select_current_entries_by_event_ids(
+            conn, room_id, list(removes_state_event_ids))
+        own_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) == own_key]
+        other_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) != own_key]
+        before_position: int | None = None
+        if not new.historical and (other_adds or other_removes):
+            before_position = await self._take_position(conn)
+        position = await self._take_position(conn)
+        unsigned: dict[str, Any] = {}
+        if event.is_state() and not new.historical:
+            previous = await state_t.select_current_entry(conn, room_id, event.type,
+                                                          event.state_key or "")
+            if previous is not None and previous.event_id != event.event_id:
+                unsigned = await self._prev_unsigned(conn, previous.event_id)
+        txn_ok = new.txn_id and new.txn_user_id == event.sender
+        await events_t.insert_event(conn, _stored(
+            event, position, state_only=False, historical=new.historical,
+            history_visibility=new.history_visibility, unsigned=unsigned,
+            txn_device_id=new.txn_device_id if txn_ok else None,
+            txn_id=new.txn_id if txn_ok else None))
+        await self._store_relation(conn, event, position)
+        applied = Applied(position=position, room_id=room_id)
+        await _index_event(conn, event, position, current=not new.historical)
+        if not new.historical:
+            known = {event.event_id: event, **{e.event_id: e for e in adds_state_events}}
+            if before_position is not None:
+                applied.memberships.update(await self._apply_state_delta(
+                    conn, room_id, before_position, other_adds, other_removes, known))
+            if own_key is not None or own_removes:
+                applied.memberships.update(await self._apply_state_delta(
+                    conn, room_id, position, [event.event_id] if own_key else [], own_removes, known))
+            applied.user_ids.update(applied.memberships)
+            if event.type == MEMBER and event.state_key is not None:
+                applied.user_ids.add(event.state_key)
+                await self._track_invite(conn, event, position, local_server)
+        await self._set_room_position(conn, room_id, event.event_id, room_stream_position)
         return applied
 
     async def rebuild_room_state(self, room_id: str, state_events: Sequence[Event]) -> Applied:
