@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,10 @@ class RunningHomeserver:
         process = self.processes[name]
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+                tail = self.log_tail(name)
+                if "Address already in use" in tail:
+                    raise PortTaken(f"{name}: {tail.splitlines()[-1]}")
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
             try:
                 if http:
                     r = httpx.get(f"http://127.0.0.1:{port}/_matrix/client/versions", timeout=2)
@@ -132,7 +136,33 @@ def generate_config(workdir: Path, *extra: str, client_port: int) -> Path:
     return config_path
 
 
+class PortTaken(RuntimeError):
+    """A port picked as free was taken by someone else before we bound it."""
+
+
+def _with_fresh_ports(start: Callable[[Path], RunningHomeserver], workdir: Path) -> RunningHomeserver:
+    # Ports are picked free and bound moments later by another process; on
+    # a busy machine something else may take one in between, so try again
+    # with new ports in a new directory.
+    for attempt in range(3):
+        try:
+            return start(workdir if attempt == 0 else workdir.with_name(f"{workdir.name}-{attempt}"))
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_monolith(workdir: Path, *extra_config: str) -> RunningHomeserver:
+    return _with_fresh_ports(lambda wd: _start_monolith(wd, *extra_config), workdir)
+
+
+def start_split(workdir: Path, *, postgres_url: str, kafka_bootstrap: str) -> RunningHomeserver:
+    return _with_fresh_ports(
+        lambda wd: _start_split(wd, postgres_url=postgres_url, kafka_bootstrap=kafka_bootstrap), workdir)
+
+
+def _start_monolith(workdir: Path, *extra_config: str) -> RunningHomeserver:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config_path = generate_config(workdir, *extra_config, client_port=port)
@@ -147,7 +177,7 @@ def start_monolith(workdir: Path, *extra_config: str) -> RunningHomeserver:
     return hs
 
 
-def start_split(workdir: Path, *, postgres_url: str, kafka_bootstrap: str) -> RunningHomeserver:
+def _start_split(workdir: Path, *, postgres_url: str, kafka_bootstrap: str) -> RunningHomeserver:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base = free_port_range(5)
