@@ -5,14 +5,20 @@ in /messages, /context and limited /sync timelines, with redactions."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
+import pytest
 from myelin.roomserver.v1 import output_log_pb2
+from sqlalchemy import text
 
+from common.storage import database_url_for, open_database
 from matrixlib.events import Event
 from matrixlib.redaction import redact
+from syncapi.storage.database import SyncDatabase
 from tests.builders import TestRoom, event_proto
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
 
 V1 = "/_matrix/client/v1"
 V3 = "/_matrix/client/v3"
@@ -289,3 +295,61 @@ async def test_timestamp_to_event(env: Env) -> None:
     assert (await get_json(env, path, bob, status=400, ts=1, dir="up"))["errcode"] == "M_INVALID_PARAM"
     # Someone never in the room finds nothing.
     await get_json(env, path, env.token(CAROL), status=404, ts=stamps[1], dir="f")
+
+
+@pytest.mark.postgres
+async def test_relations_threads_and_timestamps_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as pg:
+        await test_relations_pages_filters_and_recurses(pg)
+        await test_threads_list_orders_by_latest_reply_and_filters_participation(pg)
+        await test_edits_are_bundled_by_the_spec_rules_and_redactions_undo_them(pg)
+        await test_timestamp_to_event(pg)
+
+
+def _migrations_up_to_0004(old_root: Path) -> Path:
+    """A copy of the sync API's migrations without the revisions after 0004."""
+    (old_root / "syncapi" / "versions").mkdir(parents=True)
+    source = Path(__file__).resolve().parents[3] / "migrations" / "syncapi"
+    for name in ("env.py", "script.py.mako"):
+        shutil.copy(source / name, old_root / "syncapi" / name)
+    for revision in sorted((source / "versions").glob("000[1-4]_*.py")):
+        shutil.copy(revision, old_root / "syncapi" / "versions" / revision.name)
+    return old_root
+
+
+async def test_migration_fills_relations_and_timestamps_of_stored_events(tmp_path: Path) -> None:
+    """A database at the revision before relations gets them (and event
+    timestamps) from the events it already stores."""
+    old_root = _migrations_up_to_0004(tmp_path / "migrations")
+    url = database_url_for("syncapi", postgres_url=None, data_dir=tmp_path)
+
+    room = TestRoom()
+    root = room.message(ALICE, "root")
+    child = reply(room, ALICE, root.event_id, "in thread")
+    fixed = edit(room, ALICE, root.event_id, "root, edited")
+    old = await open_database(url, "syncapi", migrations_root=old_root)
+    try:
+        async with old.transaction() as conn:
+            for position, event in enumerate(room.events, start=1):
+                await conn.execute(text(
+                    "INSERT INTO syncapi_events (stream_pos, room_id, event_id, type, sender, state_key, depth, "
+                    "room_version, event_json, history_visibility, historical, state_only, contains_url) "
+                    "VALUES (:pos, :room, :id, :type, :sender, :state_key, :depth, :version, :json, 'shared', "
+                    ":false, :false, :false)"),
+                    {"pos": position, "room": event.room_id, "id": event.event_id, "type": event.type,
+                     "sender": event.sender, "state_key": event.state_key, "depth": event.depth,
+                     "version": room.version.identifier, "json": event.to_json().decode(), "false": False})
+    finally:
+        await old.close()
+
+    upgraded = await open_database(url, "syncapi")
+    try:
+        database = SyncDatabase(upgraded)
+        async with database.read() as reader:
+            children = await reader.relation_children([root.event_id])
+            assert {(r.event_id, r.rel_type) for r in children} == {
+                (child.event_id, "m.thread"), (fixed.event_id, "m.replace")}
+            found = await reader.events_by_timestamp(room.room_id, child.origin_server_ts, backwards=False, limit=1)
+            assert [e.event_id for e in found] == [child.event_id]
+    finally:
+        await upgraded.close()
