@@ -103,6 +103,8 @@ async def bundle(reader: Reader, requester: Requester, events: Sequence[StoredEv
         child = children.get(relation.event_id)
         if child is None or child.sender in ignored or not can_see(child):
             continue
+        if child.room_id != parents[relation.relates_to].room_id:
+            continue  # a relation only holds within one room
         visible.append((relation, child))
 
     result: Aggregations = {}

@@ -161,6 +161,12 @@ async def test_edits_are_bundled_by_the_spec_rules_and_redactions_undo_them(env:
     edit(room, ALICE, second.event_id, "edit of an edit")
     referrer = reply(room, BOB, original.event_id, "ref", rel_type="m.reference")
     await env.send_room(room)
+    # Relations from another room count for nothing.
+    elsewhere = TestRoom()
+    elsewhere.join(BOB)
+    edit(elsewhere, ALICE, original.event_id, "from elsewhere")
+    reply(elsewhere, ALICE, original.event_id, "thread elsewhere")
+    await env.send_room(elsewhere)
     bob = env.token(BOB)
 
     async def bundled() -> dict[str, Any]:
@@ -175,6 +181,7 @@ async def test_edits_are_bundled_by_the_spec_rules_and_redactions_undo_them(env:
     assert now["m.replace"]["event_id"] == second.event_id
     assert now["m.replace"]["content"]["m.new_content"]["body"] == "I love chocolate cake"
     assert now["m.reference"] == {"chunk": [{"event_id": referrer.event_id}]}
+    assert "m.thread" not in now
     second_page = await get_json(env, f"{V3}/rooms/{room.room_id}/messages", bob, dir="b", limit=50)
     edit_of_edit_target = next(e for e in second_page["chunk"] if e["event_id"] == second.event_id)
     assert "m.relations" not in edit_of_edit_target["unsigned"]
