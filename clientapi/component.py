@@ -34,6 +34,7 @@ from clientapi.routing import (
     send,
     send_to_device,
     state,
+    threepid,
     typing,
     versions,
 )
@@ -74,7 +75,8 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     )
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
-                   directory, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report):
+                   directory, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report,
+                   threepid):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 

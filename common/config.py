@@ -103,6 +103,10 @@ class Config:
     input_timeout_seconds: float = 30.0
     # A secret for tokens that must not be guessable (e.g. UIA sessions).
     macaroon_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # How long access tokens live (ms): those issued with a refresh token
+    # (the client asked with refresh_token: true), and the others (0: for ever).
+    refreshable_access_token_lifetime_ms: int = 5 * 60 * 1000
+    nonrefreshable_access_token_lifetime_ms: int = 0
     # Federation: past signing keys (key ID -> key), notaries for other
     # servers' keys (none by default), certificate checks on outgoing
     # requests, and whether peers may be private/loopback addresses (tests).

@@ -39,7 +39,9 @@ def build(config: Config, database: Database, *,
     without one they are only stored."""
     producer = AccountDataProducer(log) if log is not None else None
     internal = UserAPIInternal(UserAPIDatabase(database), config.server_name, password_params,
-                               account_data_producer=producer)
+                               account_data_producer=producer,
+                               refreshable_token_lifetime_ms=config.refreshable_access_token_lifetime_ms,
+                               nonrefreshable_token_lifetime_ms=config.nonrefreshable_access_token_lifetime_ms)
     return UserAPIComponent(api=internal, database=database)
 
 

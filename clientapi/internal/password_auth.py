@@ -30,19 +30,21 @@ def localpart_of(user: str, server_name: str) -> str:
 async def password_auth(services: Services, device: ua_pb.Device, body: dict[str, Any],
                          purpose: str) -> HTTPResponse | None:
     """None when ``body.auth`` proves the caller knows the password; the
-    401 answer (the flow, or a failed stage) otherwise."""
+    401 answer (the flow, or a failed stage) otherwise. ``purpose`` (see
+    ``uia.request_purpose``) binds the session to the request."""
+    sessions = services.sessions
     auth = params.optional_dict(body, "auth")
     if auth is None:
-        return json_response(services.sessions.challenge(stage=PASSWORD, purpose=purpose), status=401)
+        return json_response(sessions.challenge(stage=PASSWORD, purpose=purpose), status=401)
     session = params.optional_str(auth, "session")
-    if session is not None and not services.sessions.is_valid(session, purpose):
-        raise errors.MatrixError("Unknown session ID", http_status=400)
-    session = session or services.sessions.new_session(purpose)
+    if session is not None and not sessions.is_valid(session, purpose):
+        return json_response(sessions.unknown_session(stage=PASSWORD, purpose=purpose), status=401)
+    session = session or sessions.new_session(purpose)
     auth_type = params.optional_str(auth, "type")
     if auth_type != PASSWORD:
-        return json_response({**services.sessions.challenge(session, stage=PASSWORD, purpose=purpose),
-                              "errcode": "M_UNRECOGNIZED", "error": f"Unsupported auth type {auth_type!r}"},
-                             status=401)
+        return json_response(sessions.challenge(session, stage=PASSWORD, purpose=purpose,
+                                                errcode="M_UNRECOGNIZED",
+                                                error=f"Unsupported auth type {auth_type!r}"), status=401)
     identifier = params.optional_dict(auth, "identifier")
     user = params.require_str(identifier, "user") if identifier is not None else params.optional_str(auth, "user")
     password = params.require_str(auth, "password")
@@ -53,8 +55,6 @@ async def password_auth(services: Services, device: ua_pb.Device, body: dict[str
         await services.userapi.perform_password_check(
             ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))
     except errors.Forbidden:
-        return json_response({**services.sessions.challenge(session, stage=PASSWORD, purpose=purpose),
-                              "errcode": "M_FORBIDDEN", "error": "Invalid password"}, status=401)
+        return json_response(sessions.challenge(session, stage=PASSWORD, purpose=purpose,
+                                                errcode="M_FORBIDDEN", error="Invalid password"), status=401)
     return None
-
-

@@ -19,6 +19,7 @@ from clientapi.internal import params
 from clientapi.internal.membership import send_membership
 from clientapi.internal.password_auth import password_auth
 from clientapi.internal.services import Services
+from clientapi.internal.uia import request_purpose
 from clientapi.routing import client_route
 from clientapi.routing.register import MAX_PASSWORD_LENGTH
 from common import errors
@@ -36,7 +37,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         log_out_devices = params.optional_bool(body, "logout_devices", default=True)
         if not new_password or len(new_password) > MAX_PASSWORD_LENGTH:
             raise errors.InvalidParam("Invalid password")
-        refused = await password_auth(services, device, body, "account_password\n" + device.user_id)
+        refused = await password_auth(services, device, body,
+                                      request_purpose(request.method, request.path, device.user_id))
         if refused is not None:
             return refused
         localpart = device.user_id[1:].split(":", 1)[0]
@@ -49,7 +51,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         device = await services.device_for(request)
         services.login_limiter.check(services.client_ip(request))
         body = parse_json_body(request, allow_empty=True)
-        refused = await password_auth(services, device, body, "account_deactivate\n" + device.user_id)
+        refused = await password_auth(services, device, body,
+                                      request_purpose(request.method, request.path, device.user_id))
         if refused is not None:
             return refused
         localpart = device.user_id[1:].split(":", 1)[0]

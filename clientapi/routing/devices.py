@@ -17,6 +17,7 @@ from sanic.response import HTTPResponse
 from clientapi.internal import params
 from clientapi.internal.password_auth import password_auth
 from clientapi.internal.services import Services
+from clientapi.internal.uia import request_purpose
 from clientapi.routing import client_route
 from common import errors
 from common.http import json_response, parse_json_body
@@ -49,7 +50,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
 
     async def delete(request: Request, device: ua_pb.Device, body: dict[str, Any],
                      device_ids: list[str]) -> HTTPResponse:
-        purpose = "delete_devices\n" + device.user_id + "\n" + "\n".join(sorted(set(device_ids)))
+        purpose = request_purpose(request.method, request.path, device.user_id, *sorted(set(device_ids)))
         services.login_limiter.check(services.client_ip(request))
         refused = await password_auth(services, device, body, purpose)
         if refused is not None:
@@ -57,6 +58,16 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         if device_ids:
             await services.userapi.perform_device_deletion(
                 ua_pb.PerformDeviceDeletionRequest(user_id=device.user_id, device_ids=device_ids))
+        return json_response({})
+
+    async def update_device(request: Request, device_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        body = parse_json_body(request, allow_empty=True)
+        display_name = params.optional_str(body, "display_name")
+        update = ua_pb.PerformDeviceUpdateRequest(user_id=device.user_id, device_id=device_id)
+        if display_name is not None:
+            update.display_name = display_name
+        await services.userapi.perform_device_update(update)
         return json_response({})
 
     async def delete_device(request: Request, device_id: str) -> HTTPResponse:
@@ -77,5 +88,6 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
 
     client_route(blueprint, "/devices", list_devices, ["GET"], name="list_devices")
     client_route(blueprint, "/devices/<device_id>", get_device, ["GET"], name="get_device")
+    client_route(blueprint, "/devices/<device_id>", update_device, ["PUT"], name="update_device")
     client_route(blueprint, "/devices/<device_id>", delete_device, ["DELETE"], name="delete_device")
     client_route(blueprint, "/delete_devices", delete_devices, ["POST"], name="delete_devices")

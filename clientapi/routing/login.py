@@ -14,6 +14,7 @@ from clientapi.internal import params
 from clientapi.internal.password_auth import localpart_of
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
+from clientapi.routing.register import token_lifetime_fields
 from common import errors
 from common.http import json_response, parse_json_body
 
@@ -42,17 +43,27 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             user = params.require_str(body, "user")
         password = params.require_str(body, "password")
         device_id, display_name = params.device_fields(body)
+        want_refresh_token = params.optional_bool(body, "refresh_token")
         localpart = localpart_of(user, services.server_name)
         account = await services.userapi.perform_password_check(
             ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))
         device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
             user_id=account.user_id, device_id=device_id or "", display_name=display_name or "",
-            ip=services.client_ip(request)))
+            ip=services.client_ip(request), refresh_token=want_refresh_token))
         return json_response({
             "user_id": account.user_id, "access_token": device.access_token,
             "device_id": device.device_id, "home_server": services.server_name,
             "well_known": {"m.homeserver": {"base_url": services.base_url}},
+            **token_lifetime_fields(device),
         })
+
+    async def refresh(request: Request) -> HTTPResponse:
+        """POST /refresh (refresh.yaml): a new access token (and refresh token)."""
+        body = parse_json_body(request)
+        refresh_token = params.require_str(body, "refresh_token")
+        device = await services.userapi.perform_token_refresh(
+            ua_pb.PerformTokenRefreshRequest(refresh_token=refresh_token))
+        return json_response({"access_token": device.access_token, **token_lifetime_fields(device)})
 
     async def logout(request: Request) -> HTTPResponse:
         device = await services.device_for(request)
@@ -73,6 +84,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
 
     client_route(blueprint, "/login", login_flows, ["GET"], name="login_flows")
     client_route(blueprint, "/login", login, ["POST"], name="login")
+    client_route(blueprint, "/refresh", refresh, ["POST"], name="refresh")
     client_route(blueprint, "/logout", logout, ["POST"], name="logout")
     client_route(blueprint, "/logout/all", logout_all, ["POST"], name="logout_all")
     client_route(blueprint, "/account/whoami", whoami, ["GET"], name="whoami")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from typing import Any
 
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
 from sanic import Blueprint, Request
@@ -18,7 +19,7 @@ from sanic.response import HTTPResponse
 
 from clientapi.internal import params
 from clientapi.internal.services import Services
-from clientapi.internal.uia import DUMMY
+from clientapi.internal.uia import DUMMY, request_purpose
 from clientapi.routing import client_route
 from common import errors
 from common.http import json_response, parse_json_body
@@ -48,6 +49,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         password = params.optional_str(body, "password")
         device_id, display_name = params.device_fields(body)
         inhibit_login = params.optional_bool(body, "inhibit_login")
+        want_refresh_token = params.optional_bool(body, "refresh_token")
         auth = params.optional_dict(body, "auth")
         if password is not None and len(password) > MAX_PASSWORD_LENGTH:
             raise errors.InvalidParam("Password too long")
@@ -59,24 +61,27 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             if not available.available:
                 raise errors.UserInUse("User ID already taken.")
 
+        purpose = request_purpose(request.method, request.path)
         if auth is None:
-            return json_response(services.sessions.challenge(), status=401)
+            return json_response(services.sessions.challenge(purpose=purpose), status=401)
         auth_type = params.optional_str(auth, "type")
         session = params.optional_str(auth, "session")
-        if session is not None and not services.sessions.is_valid(session):
-            raise errors.MatrixError("Unknown session ID", http_status=400)
+        if session is not None and not services.sessions.is_valid(session, purpose):
+            return json_response(services.sessions.unknown_session(stage=DUMMY, purpose=purpose), status=401)
         if auth_type != DUMMY:
-            return json_response({**services.sessions.challenge(session), "errcode": "M_UNRECOGNIZED",
-                                  "error": f"Unsupported auth type {auth_type!r}"}, status=401)
+            return json_response(services.sessions.challenge(
+                session, purpose=purpose, errcode="M_UNRECOGNIZED",
+                error=f"Unsupported auth type {auth_type!r}"), status=401)
 
         account = await _create_account(services, username, password or "")
         if inhibit_login:
             return json_response({"user_id": account.user_id})
         device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
             user_id=account.user_id, device_id=device_id or "", display_name=display_name or "",
-            ip=services.client_ip(request)))
-        return json_response({"user_id": account.user_id, "access_token": device.access_token,
-                              "device_id": device.device_id, "home_server": services.server_name})
+            ip=services.client_ip(request), refresh_token=want_refresh_token))
+        answer = {"user_id": account.user_id, "access_token": device.access_token,
+                  "device_id": device.device_id, "home_server": services.server_name}
+        return json_response({**answer, **token_lifetime_fields(device)})
 
     async def register_available(request: Request) -> HTTPResponse:
         username = request.args.get("username")
@@ -90,6 +95,16 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
 
     client_route(blueprint, "/register", register, ["POST"], name="register")
     client_route(blueprint, "/register/available", register_available, ["GET"], name="register_available")
+
+
+def token_lifetime_fields(device: ua_pb.Device) -> dict[str, Any]:
+    """``refresh_token`` and ``expires_in_ms`` of a login or registration answer, when set."""
+    fields: dict[str, Any] = {}
+    if device.refresh_token:
+        fields["refresh_token"] = device.refresh_token
+    if device.expires_in_ms:
+        fields["expires_in_ms"] = device.expires_in_ms
+    return fields
 
 
 async def _create_account(services: Services, username: str | None, password: str) -> ua_pb.Account:

@@ -75,3 +75,9 @@ class GrpcUserAPIClient:
 
     async def perform_pusher_set(self, req: pb.PerformPusherSetRequest) -> pb.PerformPusherSetResponse:
         return await _call(self._stub.PerformPusherSet, req)
+
+    async def perform_token_refresh(self, req: pb.PerformTokenRefreshRequest) -> pb.Device:
+        return await _call(self._stub.PerformTokenRefresh, req)
+
+    async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
+        return await _call(self._stub.PerformDeviceUpdate, req)

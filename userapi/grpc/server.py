@@ -103,6 +103,16 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
             context: grpc.aio.ServicerContext) -> pb.PerformPusherSetResponse:  # type: ignore[type-arg]
         return await _call(self._impl.perform_pusher_set, request, context)
 
+    async def PerformTokenRefresh(  # type: ignore[override]
+            self, request: pb.PerformTokenRefreshRequest,
+            context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_token_refresh, request, context)
+
+    async def PerformDeviceUpdate(  # type: ignore[override]
+            self, request: pb.PerformDeviceUpdateRequest,
+            context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
+        return await _call(self._impl.perform_device_update, request, context)
+
 
 async def serve_grpc(api: UserAPI, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts a gRPC server for ``api`` on ``address`` ("host:port"; port 0

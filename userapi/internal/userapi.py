@@ -21,6 +21,9 @@ from userapi.storage.database import AccountDataRow, AccountRow, DeviceRow, Push
 # A token is 32 random bytes, URL-safe base64, with a prefix that secret
 # scanners can recognise.
 TOKEN_PREFIX = "myt_"
+REFRESH_TOKEN_PREFIX = "myr_"
+# As Synapse's default: access tokens issued with a refresh token live five minutes.
+DEFAULT_REFRESHABLE_LIFETIME_MS = 5 * 60 * 1000
 TOKEN_BYTES = 32
 DEVICE_ID_LENGTH = 10
 # Writing "last seen" on every request would make every read a write.
@@ -40,6 +43,10 @@ def new_access_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
+def new_refresh_token() -> str:
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
 def new_device_id() -> str:
     return "".join(secrets.choice(string.ascii_uppercase) for _ in range(DEVICE_ID_LENGTH))
 
@@ -49,8 +56,14 @@ class UserAPIInternal:
 
     def __init__(self, database: UserAPIDatabase, server_name: str,
                  password_params: passwords.ScryptParams = passwords.DEFAULT_PARAMS,
-                 account_data_producer: AccountDataProducer | None = None) -> None:
+                 account_data_producer: AccountDataProducer | None = None, *,
+                 refreshable_token_lifetime_ms: int = DEFAULT_REFRESHABLE_LIFETIME_MS,
+                 nonrefreshable_token_lifetime_ms: int = 0) -> None:
         self._db = database
+        # How long access tokens live (ms; 0: for ever), with and without a refresh
+        # token. Read at each issue, so a test may change them.
+        self.refreshable_token_lifetime_ms = refreshable_token_lifetime_ms
+        self.nonrefreshable_token_lifetime_ms = nonrefreshable_token_lifetime_ms
         # None: changes are stored but not published (tests without a log).
         self._account_data_producer = account_data_producer
         # user ID -> [lock, holders and waiters]: one user's changes are stored
@@ -116,13 +129,42 @@ class UserAPIInternal:
         device_id = req.device_id or new_device_id()
         now = _now_ms()
         token = new_access_token()
+        refresh = new_refresh_token() if req.refresh_token else None
+        lifetime = self.refreshable_token_lifetime_ms if refresh else self.nonrefreshable_token_lifetime_ms
         stored = await self._db.create_device(
             DeviceRow(user_id=req.user_id, device_id=device_id, display_name=req.display_name,
                       created_ts=now, last_seen_ts=now, last_seen_ip=req.ip),
-            token_digest(token))
+            token_digest(token), expires_ts=now + lifetime if lifetime else None,
+            refresh_sha256=token_digest(refresh) if refresh else None)
         return pb.Device(user_id=stored.user_id, device_id=stored.device_id,
                          display_name=stored.display_name, access_token=token,
-                         last_seen_ts=stored.last_seen_ts, last_seen_ip=stored.last_seen_ip)
+                         last_seen_ts=stored.last_seen_ts, last_seen_ip=stored.last_seen_ip,
+                         refresh_token=refresh or "", expires_in_ms=lifetime)
+
+    async def perform_token_refresh(self, req: pb.PerformTokenRefreshRequest) -> pb.Device:
+        if not req.refresh_token:
+            raise errors.UnknownToken("Unknown refresh token", extra={"soft_logout": False})
+        now = _now_ms()
+        token, refresh = new_access_token(), new_refresh_token()
+        lifetime = self.refreshable_token_lifetime_ms
+        found = await self._db.refresh_tokens(
+            token_digest(req.refresh_token), token_digest(token), token_digest(refresh), now_ts=now,
+            expires_ts=now + lifetime if lifetime else None)
+        if found is None:
+            raise errors.UnknownToken("Unknown or already used refresh token", extra={"soft_logout": False})
+        return pb.Device(user_id=found.user_id, device_id=found.device_id, access_token=token,
+                         refresh_token=refresh, expires_in_ms=lifetime)
+
+    async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
+        if not req.HasField("display_name"):
+            devices = await self._db.get_devices(req.user_id)
+            row = next((d for d in devices if d.device_id == req.device_id), None)
+        else:
+            row = await self._db.rename_device(req.user_id, req.device_id, req.display_name)
+        if row is None:
+            raise errors.NotFound("Device not found")
+        return pb.Device(user_id=row.user_id, device_id=row.device_id, display_name=row.display_name,
+                         last_seen_ts=row.last_seen_ts, last_seen_ip=row.last_seen_ip)
 
     async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
         if not req.access_token:
@@ -130,8 +172,14 @@ class UserAPIInternal:
         owner = await self._db.get_token_owner(token_digest(req.access_token))
         if owner is None:
             raise errors.UnknownToken("Unknown access token", extra={"soft_logout": False})
-        last_seen = owner.last_seen_ts
         now = _now_ms()
+        if owner.expires_ts is not None and now >= owner.expires_ts:
+            # Soft logout: the device and its keys stay; a refresh or a login
+            # with the same device ID gets a new token.
+            raise errors.UnknownToken("Access token has expired", extra={"soft_logout": True})
+        if owner.refreshed_from is not None:
+            await self._db.first_use_of_refreshed_token(token_digest(req.access_token), owner.refreshed_from)
+        last_seen = owner.last_seen_ts
         if now - last_seen >= LAST_SEEN_RESOLUTION_MS:
             await self._db.touch_device(owner.user_id, owner.device_id, now)
             last_seen = now

@@ -14,8 +14,9 @@ from userapi.storage.tables.accounts import AccountRow, AccountsTable
 from userapi.storage.tables.devices import DeviceRow, DevicesTable
 from userapi.storage.tables.profiles import ProfileRow, ProfilesTable, profiles
 from userapi.storage.tables.pushers import PusherRow, PushersTable, pushers
+from userapi.storage.tables.refresh_tokens import RefreshTokenRow, RefreshTokensTable
 
-__all__ = ["AccountDataRow", "AccountRow", "DeviceRow", "ProfileRow", "PusherRow", "TokenOwner",
+__all__ = ["AccountDataRow", "AccountRow", "DeviceRow", "ProfileRow", "PusherRow", "RefreshTokenRow", "TokenOwner",
            "UserAPIDatabase"]
 
 
@@ -28,6 +29,7 @@ class UserAPIDatabase:
         self._profiles = ProfilesTable()
         self._account_data = AccountDataTable()
         self._pushers = PushersTable()
+        self._refresh_tokens = RefreshTokensTable()
 
     # -- accounts -------------------------------------------------------------
 
@@ -134,13 +136,20 @@ class UserAPIDatabase:
 
     # -- devices and tokens ---------------------------------------------------
 
-    async def create_device(self, row: DeviceRow, token_sha256: str) -> DeviceRow:
+    async def create_device(self, row: DeviceRow, token_sha256: str, *, expires_ts: int | None = None,
+                            refresh_sha256: str | None = None) -> DeviceRow:
         """Creates (or refreshes) the device and gives it ``token_sha256`` as
-        its only access token: earlier tokens of the same device stop working."""
+        its only access token (and ``refresh_sha256`` as its only refresh
+        token): earlier tokens of the same device stop working."""
         async with self.db.transaction() as conn:
             await self._devices.upsert(conn, row)
             await self._tokens.delete_for_devices(conn, row.user_id, [row.device_id])
-            await self._tokens.insert(conn, token_sha256, row.user_id, row.device_id, row.created_ts)
+            await self._refresh_tokens.delete_for_devices(conn, row.user_id, [row.device_id])
+            await self._tokens.insert(conn, token_sha256, row.user_id, row.device_id, row.created_ts,
+                                      expires_ts=expires_ts, refresh_sha256=refresh_sha256)
+            if refresh_sha256 is not None:
+                await self._refresh_tokens.insert(conn, RefreshTokenRow(
+                    refresh_sha256, row.user_id, row.device_id, row.created_ts, None))
             stored = await self._devices.select(conn, row.user_id, row.device_id)
         assert stored is not None
         return stored
@@ -152,6 +161,46 @@ class UserAPIDatabase:
     async def get_token_owner(self, token_sha256: str) -> TokenOwner | None:
         async with self.db.connect() as conn:
             return await self._tokens.select_owner(conn, token_sha256)
+
+    async def refresh_tokens(self, refresh_sha256: str, new_access_sha256: str, new_refresh_sha256: str,
+                             *, now_ts: int, expires_ts: int | None) -> RefreshTokenRow | None:
+        """Issues a new access and refresh token for the device of a live
+        refresh token; None when it is not live. The used token stays live
+        (a client that lost the answer may repeat) until a successor is used;
+        a repeat replaces the successors of the earlier attempt. Using this
+        token revokes the one it replaced."""
+        async with self.db.transaction() as conn:
+            found = await self._refresh_tokens.select(conn, refresh_sha256)
+            if found is None:
+                return None
+            await self._retire_predecessor(conn, found.prev_sha256)
+            await self._refresh_tokens.delete_successors(conn, refresh_sha256)
+            await self._tokens.delete_refreshed_from(conn, refresh_sha256)
+            await self._refresh_tokens.insert(conn, RefreshTokenRow(
+                new_refresh_sha256, found.user_id, found.device_id, now_ts, refresh_sha256))
+            await self._tokens.insert(conn, new_access_sha256, found.user_id, found.device_id, now_ts,
+                                      expires_ts=expires_ts, refresh_sha256=new_refresh_sha256,
+                                      refreshed_from=refresh_sha256)
+            return found
+
+    async def first_use_of_refreshed_token(self, token_sha256: str, refreshed_from: str) -> None:
+        """The access token a refresh issued is used: the refresh token that
+        was used (and the access token issued with it) are revoked."""
+        async with self.db.transaction() as conn:
+            await self._retire_predecessor(conn, refreshed_from)
+            await self._tokens.clear_refreshed_from(conn, token_sha256)
+
+    async def _retire_predecessor(self, conn: AsyncConnection, refresh_sha256: str | None) -> None:
+        if refresh_sha256 is None:
+            return
+        await self._refresh_tokens.delete(conn, refresh_sha256)
+        await self._tokens.delete_issued_with(conn, refresh_sha256)
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: str) -> DeviceRow | None:
+        async with self.db.transaction() as conn:
+            if not await self._devices.update_display_name(conn, user_id, device_id, display_name):
+                return None
+            return await self._devices.select(conn, user_id, device_id)
 
     async def touch_device(self, user_id: str, device_id: str, last_seen_ts: int) -> None:
         async with self.db.transaction() as conn:
@@ -174,4 +223,5 @@ class UserAPIDatabase:
             device_ids = [row.device_id for row in await self._devices.select_for_user(conn, user_id)]
         chosen = [d for d in dict.fromkeys(device_ids) if d != except_device_id]
         await self._tokens.delete_for_devices(conn, user_id, chosen)
+        await self._refresh_tokens.delete_for_devices(conn, user_id, chosen)
         return await self._devices.delete(conn, user_id, chosen)

@@ -53,7 +53,10 @@ async def test_register_r0_prefix(harness: Harness) -> None:
 async def test_register_forged_session_is_refused(harness: Harness) -> None:
     response = await harness.http.post(f"{V3}/register", json={
         "username": "carl", "password": "pw", "auth": {"type": "m.login.dummy", "session": "1.abc.def"}})
-    assert response.status_code == 400
+    # An unknown session gets the flows again, with a new session.
+    assert (response.status_code, response.json()["errcode"]) == (401, "M_UNKNOWN")
+    assert response.json()["flows"] == [{"stages": ["m.login.dummy"]}]
+    assert response.json()["session"] != "1.abc.def"
 
 
 async def test_register_unknown_stage_is_a_401_with_flows(harness: Harness) -> None:

@@ -86,3 +86,10 @@ class DevicesTable:
         await conn.execute(update(devices).where(
             devices.c.user_id == user_id, devices.c.device_id == device_id)
             .values(last_seen_ts=last_seen_ts))
+
+    async def update_display_name(self, conn: AsyncConnection, user_id: str, device_id: str,
+                                  display_name: str) -> bool:
+        result = await conn.execute(update(devices).where(
+            devices.c.user_id == user_id, devices.c.device_id == device_id)
+            .values(display_name=display_name))
+        return bool(getattr(result, "rowcount", 0))

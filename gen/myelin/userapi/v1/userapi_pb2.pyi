@@ -62,6 +62,8 @@ class Device(_message.Message):
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
     LAST_SEEN_TS_FIELD_NUMBER: _builtins.int
     LAST_SEEN_IP_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_MS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     device_id: _builtins.str
     display_name: _builtins.str
@@ -69,6 +71,12 @@ class Device(_message.Message):
     """Only set in the answer to PerformDeviceCreation."""
     last_seen_ts: _builtins.int
     last_seen_ip: _builtins.str
+    refresh_token: _builtins.str
+    """Only set when a refresh token was asked for (PerformDeviceCreation with
+    refresh_token, PerformTokenRefresh).
+    """
+    expires_in_ms: _builtins.int
+    """How long the access token lives; 0: it does not expire."""
     def __init__(
         self,
         *,
@@ -78,10 +86,12 @@ class Device(_message.Message):
         access_token: _builtins.str = ...,
         last_seen_ts: _builtins.int = ...,
         last_seen_ip: _builtins.str = ...,
+        refresh_token: _builtins.str = ...,
+        expires_in_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "device_id", b"device_id", "display_name", b"display_name", "last_seen_ip", b"last_seen_ip", "last_seen_ts", b"last_seen_ts", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "device_id", b"device_id", "display_name", b"display_name", "expires_in_ms", b"expires_in_ms", "last_seen_ip", b"last_seen_ip", "last_seen_ts", b"last_seen_ts", "refresh_token", b"refresh_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,11 +210,14 @@ class PerformDeviceCreationRequest(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     IP_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     device_id: _builtins.str
     """Empty: the server chooses one."""
     display_name: _builtins.str
     ip: _builtins.str
+    refresh_token: _builtins.bool
+    """Also issue a refresh token; the access token then expires."""
     def __init__(
         self,
         *,
@@ -212,10 +225,11 @@ class PerformDeviceCreationRequest(_message.Message):
         device_id: _builtins.str = ...,
         display_name: _builtins.str = ...,
         ip: _builtins.str = ...,
+        refresh_token: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "display_name", b"display_name", "ip", b"ip", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "display_name", b"display_name", "ip", b"ip", "refresh_token", b"refresh_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -683,3 +697,50 @@ class PerformPusherSetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PerformPusherSetResponse: _TypeAlias = PerformPusherSetResponse  # noqa: Y015
+
+@_typing.final
+class PerformTokenRefreshRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    refresh_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        refresh_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_token", b"refresh_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformTokenRefreshRequest: _TypeAlias = PerformTokenRefreshRequest  # noqa: Y015
+
+@_typing.final
+class PerformDeviceUpdateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    device_id: _builtins.str
+    display_name: _builtins.str
+    """Absent: unchanged."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        display_name: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_display_name", b"_display_name", "display_name", b"display_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_display_name", b"_display_name", "device_id", b"device_id", "display_name", b"display_name", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__display_name: _TypeAlias = _typing.Literal["display_name"]  # noqa: Y015
+    _WhichOneofArgType__display_name: _TypeAlias = _typing.Literal["_display_name", b"_display_name"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__display_name) -> _WhichOneofReturnType__display_name | None: ...
+
+Global___PerformDeviceUpdateRequest: _TypeAlias = PerformDeviceUpdateRequest  # noqa: Y015

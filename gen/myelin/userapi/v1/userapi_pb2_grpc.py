@@ -109,6 +109,16 @@ class UserAPIStub:
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetRequest.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetResponse.FromString,
                 _registered_method=True)
+        self.PerformTokenRefresh = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformTokenRefresh',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformTokenRefreshRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
+                _registered_method=True)
+        self.PerformDeviceUpdate = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformDeviceUpdate',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
+                _registered_method=True)
 
 
 class UserAPIServicer:
@@ -219,6 +229,22 @@ class UserAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PerformTokenRefresh(self, request, context):
+        """Exchanges a refresh token for a new access token and refresh token
+        (POST /refresh); NOT_FOUND (M_UNKNOWN_TOKEN) when it is unknown or was
+        replaced and its successor has been used.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformDeviceUpdate(self, request, context):
+        """Renames a device; NOT_FOUND when the user has no such device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -296,6 +322,16 @@ def add_UserAPIServicer_to_server(servicer, server):
                     servicer.PerformPusherSet,
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetRequest.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetResponse.SerializeToString,
+            ),
+            'PerformTokenRefresh': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformTokenRefresh,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformTokenRefreshRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.SerializeToString,
+            ),
+            'PerformDeviceUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformDeviceUpdate,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -703,6 +739,60 @@ class UserAPI:
             '/myelin.userapi.v1.UserAPI/PerformPusherSet',
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetRequest.SerializeToString,
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformPusherSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformTokenRefresh(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformTokenRefresh',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformTokenRefreshRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformDeviceUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformDeviceUpdate',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
             options,
             channel_credentials,
             insecure,

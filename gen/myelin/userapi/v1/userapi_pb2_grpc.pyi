@@ -67,6 +67,13 @@ class UserAPIStub:
     """The user's pushers (POST /pushers/set stores them; delivery comes later)."""
     PerformPusherSet: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformPusherSetRequest, _userapi_pb2.PerformPusherSetResponse]
     """Creates, replaces or (kind empty) deletes a pusher."""
+    PerformTokenRefresh: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformTokenRefreshRequest, _userapi_pb2.Device]
+    """Exchanges a refresh token for a new access token and refresh token
+    (POST /refresh); NOT_FOUND (M_UNKNOWN_TOKEN) when it is unknown or was
+    replaced and its successor has been used.
+    """
+    PerformDeviceUpdate: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceUpdateRequest, _userapi_pb2.Device]
+    """Renames a device; NOT_FOUND when the user has no such device."""
 
 @_typing.type_check_only
 class UserAPIAsyncStub(UserAPIStub):
@@ -104,6 +111,13 @@ class UserAPIAsyncStub(UserAPIStub):
     """The user's pushers (POST /pushers/set stores them; delivery comes later)."""
     PerformPusherSet: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformPusherSetRequest, _userapi_pb2.PerformPusherSetResponse]  # type: ignore[assignment]
     """Creates, replaces or (kind empty) deletes a pusher."""
+    PerformTokenRefresh: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformTokenRefreshRequest, _userapi_pb2.Device]  # type: ignore[assignment]
+    """Exchanges a refresh token for a new access token and refresh token
+    (POST /refresh); NOT_FOUND (M_UNKNOWN_TOKEN) when it is unknown or was
+    replaced and its successor has been used.
+    """
+    PerformDeviceUpdate: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceUpdateRequest, _userapi_pb2.Device]  # type: ignore[assignment]
+    """Renames a device; NOT_FOUND when the user has no such device."""
 
 class UserAPIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -228,5 +242,24 @@ class UserAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_userapi_pb2.PerformPusherSetResponse, _abc.Awaitable[_userapi_pb2.PerformPusherSetResponse]]:
         """Creates, replaces or (kind empty) deletes a pusher."""
+
+    @_abc_1.abstractmethod
+    def PerformTokenRefresh(
+        self,
+        request: _userapi_pb2.PerformTokenRefreshRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.Device, _abc.Awaitable[_userapi_pb2.Device]]:
+        """Exchanges a refresh token for a new access token and refresh token
+        (POST /refresh); NOT_FOUND (M_UNKNOWN_TOKEN) when it is unknown or was
+        replaced and its successor has been used.
+        """
+
+    @_abc_1.abstractmethod
+    def PerformDeviceUpdate(
+        self,
+        request: _userapi_pb2.PerformDeviceUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.Device, _abc.Awaitable[_userapi_pb2.Device]]:
+        """Renames a device; NOT_FOUND when the user has no such device."""
 
 def add_UserAPIServicer_to_server(servicer: UserAPIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
