@@ -1,10 +1,11 @@
-"""POST /rooms/{roomId}/report/{eventId} and POST /rooms/{roomId}/report
-(data/api/client-server/report_content.yaml).
+"""POST /rooms/{roomId}/report/{eventId}, POST /rooms/{roomId}/report and
+POST /users/{userId}/report (data/api/client-server/report_content.yaml).
 
 An event can be reported by a user joined to its room who may see it; any
 other case, and an unknown event, is 404 M_NOT_FOUND (the spec's answer for
 "not found or not joined"). A room can be reported by anyone, 404 when this
-server does not know it. Reports are stored for the server's admins.
+server does not know it; a user too (a local user must exist, 404
+otherwise). Reports are stored for the server's admins.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Protocol, runtime_checkable
 
 from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal.membership import current_membership
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
-from clientapi.storage.tables.reports import EventReport, RoomReport
+from clientapi.storage.tables.reports import EventReport, RoomReport, UserReport
 from common import errors
 from common.http import json_response, parse_json_body
 from matrixlib.events import Event
@@ -98,5 +100,21 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             received_ts=int(time.time() * 1000)))
         return json_response({})
 
+    async def report_user(request: Request, user_id: str) -> HTTPResponse:
+        device = await services.device_for(request)
+        body = parse_json_body(request)
+        reason = _reason(body, required=True)
+        assert reason is not None
+        if not user_id.startswith("@") or ":" not in user_id:
+            raise errors.InvalidParam("Not a user ID")
+        if user_id.partition(":")[2] == services.server_name:
+            # A local user must exist; a remote one cannot be checked from here.
+            await services.userapi.query_profile(ua_pb.QueryProfileRequest(user_id=user_id))
+        await services.database.store_user_report(UserReport(
+            report_id=uuid.uuid4().hex, target_user_id=user_id, user_id=device.user_id, reason=reason,
+            received_ts=int(time.time() * 1000)))
+        return json_response({})
+
     client_route(blueprint, "/rooms/<room_id>/report/<event_id>", report_event, ["POST"], name="report_event")
     client_route(blueprint, "/rooms/<room_id>/report", report_room, ["POST"], name="report_room")
+    client_route(blueprint, "/users/<user_id>/report", report_user, ["POST"], name="report_user")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from clientapi.storage.tables.reports import EventReport, ReportsTable, RoomReport
+from clientapi.storage.tables.reports import EventReport, ReportsTable, RoomReport, UserReport
 from clientapi.storage.tables.room_directory import RoomDirectoryTable, room_directory
 from clientapi.storage.tables.transactions import TransactionRow, TransactionsTable, transactions
 from common.storage import Database
@@ -110,6 +110,14 @@ class ClientAPIDatabase:
     async def store_room_report(self, report: RoomReport) -> None:
         async with self.db.transaction() as conn:
             await self._reports.insert_room_report(conn, report)
+
+    async def store_user_report(self, report: UserReport) -> None:
+        async with self.db.transaction() as conn:
+            await self._reports.insert_user_report(conn, report)
+
+    async def user_reports(self) -> list[UserReport]:
+        async with self.db.connect() as conn:
+            return await self._reports.select_user_reports(conn)
 
     async def event_reports(self) -> list[EventReport]:
         async with self.db.connect() as conn:

@@ -381,6 +381,8 @@ def examples() -> list[Example]:
                 path_values={"roomId": lambda c: f"!nosuchroom:{c.server_name}"}),
         Example("POST", V3 + "/users/{userId}/report", path_values={"userId": lambda c: c.user_id("bob")},
                 body={"reason": "contract"}),
+        Example("POST", V3 + "/users/{userId}/report", path_values={"userId": lambda c: c.user_id("nobody")},
+                body={"reason": "contract"}, expect=404, errcode="M_NOT_FOUND"),
         Example("GET", V1 + "/mutual_rooms", query={"user_id": lambda c: c.user_id("bob")}),
 
         # -- odds and ends ---------------------------------------------------------

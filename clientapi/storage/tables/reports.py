@@ -1,4 +1,4 @@
-"""clientapi_event_reports and clientapi_room_reports: what users reported
+"""clientapi_event_reports, clientapi_room_reports and clientapi_user_reports: what users reported
 (content/client-server-api, "Reporting content"), for the server's admins."""
 
 from __future__ import annotations
@@ -32,6 +32,16 @@ room_reports = Table(
     Column("received_ts", BigInteger, nullable=False),
 )
 
+user_reports = Table(
+    "clientapi_user_reports",
+    METADATA,
+    Column("report_id", Text, primary_key=True),
+    Column("target_user_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("received_ts", BigInteger, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class EventReport:
@@ -48,6 +58,15 @@ class EventReport:
 class RoomReport:
     report_id: str
     room_id: str
+    user_id: str
+    reason: str
+    received_ts: int
+
+
+@dataclass(frozen=True)
+class UserReport:
+    report_id: str
+    target_user_id: str
     user_id: str
     reason: str
     received_ts: int
@@ -75,3 +94,13 @@ class ReportsTable:
         result = await conn.execute(select(room_reports).order_by(room_reports.c.received_ts))
         return [RoomReport(report_id=r.report_id, room_id=r.room_id, user_id=r.user_id, reason=r.reason,
                            received_ts=r.received_ts) for r in result]
+
+    async def insert_user_report(self, conn: AsyncConnection, report: UserReport) -> None:
+        await conn.execute(insert(user_reports).values(
+            report_id=report.report_id, target_user_id=report.target_user_id, user_id=report.user_id,
+            reason=report.reason, received_ts=report.received_ts))
+
+    async def select_user_reports(self, conn: AsyncConnection) -> list[UserReport]:
+        result = await conn.execute(select(user_reports).order_by(user_reports.c.received_ts))
+        return [UserReport(report_id=r.report_id, target_user_id=r.target_user_id, user_id=r.user_id,
+                           reason=r.reason, received_ts=r.received_ts) for r in result]

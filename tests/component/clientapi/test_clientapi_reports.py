@@ -4,7 +4,7 @@ server, in process and over gRPC."""
 from __future__ import annotations
 
 from clientapi.routing.report import MAX_REASON_CHARS
-from tests.component.clientapi.conftest import Harness
+from tests.component.clientapi.conftest import SERVER_NAME, Harness
 from tests.component.clientapi.test_clientapi_real_roomserver import harness, real_roomserver
 
 __all__ = ["harness", "real_roomserver"]
@@ -70,3 +70,24 @@ async def test_reporting_a_room(harness: Harness) -> None:
     assert unknown.status_code == 404 and unknown.json()["errcode"] == "M_NOT_FOUND"
     missing = await harness.http.post(f"{V3}/rooms/{room_id}/report", json={}, headers=bob.headers)
     assert missing.status_code == 400 and missing.json()["errcode"] == "M_MISSING_PARAM"
+
+
+async def test_reporting_a_user(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    bob = await harness.register("bob")
+    ok = await harness.http.post(f"{V3}/users/{bob.user_id}/report", json={"reason": "rude"},
+                                 headers=alice.headers)
+    assert ok.status_code == 200 and ok.json() == {}
+    remote = await harness.http.post(f"{V3}/users/@someone:elsewhere.example/report", json={"reason": ""},
+                                     headers=alice.headers)
+    assert remote.status_code == 200
+    reports = await harness.clientapi.services.database.user_reports()
+    assert [(r.target_user_id, r.user_id, r.reason) for r in reports] == [
+        (bob.user_id, alice.user_id, "rude"), ("@someone:elsewhere.example", alice.user_id, "")]
+    unknown = await harness.http.post(f"{V3}/users/@nobody:{SERVER_NAME}/report", json={"reason": "x"},
+                                      headers=alice.headers)
+    assert unknown.status_code == 404 and unknown.json()["errcode"] == "M_NOT_FOUND"
+    missing = await harness.http.post(f"{V3}/users/{bob.user_id}/report", json={}, headers=alice.headers)
+    assert missing.status_code == 400 and missing.json()["errcode"] == "M_MISSING_PARAM"
+    not_a_user = await harness.http.post(f"{V3}/users/bob/report", json={"reason": "x"}, headers=alice.headers)
+    assert not_a_user.status_code == 400
