@@ -1,18 +1,35 @@
-"""Two Myelin single processes with federation ports: each fetches the
-other's keys over TLS (through its notary API, which fetches directly from
-the other server and re-signs), and keeps serving them once the other is
-gone."""
+"""Federation keys and request signing between real servers.
+
+Two Myelin single processes with federation ports: each fetches the other's
+keys over TLS (through its notary API, which fetches directly from the
+other server and re-signs), and keeps serving them once the other is gone.
+Synapse as the peer: each side fetches the other's keys, a request Myelin's
+client signs is accepted by Synapse, and a request Synapse signs passes
+Myelin's inbound X-Matrix check."""
 
 from __future__ import annotations
 
+import ssl
+import subprocess
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from sanic import Request
+from sanic.response import HTTPResponse
 
-from matrixlib.signing import decode_verify_key, verify_json
+from bench.synapse import ensure_synapse_installed
+from common.config import Config, load_config
+from common.http import json_response, make_app, serve_app
+from federationapi.client import FederationClient, HttpResponseError
+from federationapi.component import open_federationapi
+from homeserver.tls import ensure_self_signed_certificate
+from matrixlib.signing import decode_verify_key, generate_signing_key, read_signing_key_file, verify_json
 from tests.e2e.harness import RunningHomeserver, free_port, start_monolith
 
 pytestmark = pytest.mark.e2e
@@ -75,3 +92,194 @@ def test_each_server_fetches_the_others_keys_over_tls(two_servers: list[tuple[Ru
         # A bad server name is answered with no keys, not an error.
         r = http.get(f"https://127.0.0.1:{a_port}/_matrix/key/v2/query/not%20a%20server")
         assert r.json() == {"server_keys": []}
+
+
+# -- Synapse as the peer ------------------------------------------------------------
+
+
+@dataclass
+class SynapsePeer:
+    server_name: str
+    federation_port: int
+    client_url: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_synapse_peer(workdir: Path) -> SynapsePeer:
+    """Synapse with its federation listener on TLS on the port of its server
+    name (shared/INTEROP-NOTES.md), and plain HTTP for clients."""
+    python = ensure_synapse_installed()
+    workdir.mkdir(parents=True, exist_ok=True)
+    federation_port, client_port = free_port(), free_port()
+    server_name = f"localhost:{federation_port}"
+    config = workdir / "homeserver.yaml"
+    subprocess.run([str(python), "-m", "synapse.app.homeserver", "--server-name", server_name,
+                    "--config-path", str(config), "--generate-config", "--report-stats=no",
+                    "--data-directory", str(workdir)], check=True, capture_output=True, cwd=workdir)
+    cert, key = ensure_self_signed_certificate(workdir, "localhost")
+    overrides = {
+        "listeners": [
+            {"port": federation_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
+             "resources": [{"names": ["federation"], "compress": False}]},
+            {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
+             "resources": [{"names": ["client"], "compress": False}]},
+        ],
+        "tls_certificate_path": str(cert),
+        "tls_private_key_path": str(key),
+        "federation_verify_certificates": False,
+        "ip_range_whitelist": ["127.0.0.1"],
+        "trusted_key_servers": [],
+        "database": {"name": "sqlite3", "args": {"database": str(workdir / "homeserver.db")}},
+        "enable_registration": True,
+        "enable_registration_without_verification": True,
+        "bcrypt_rounds": 4,
+        "report_stats": False,
+        "presence": {"enabled": False},
+        "rc_registration": {"per_second": 1000, "burst_count": 1000},
+    }
+    override_path = workdir / "overrides.yaml"
+    override_path.write_text(yaml.safe_dump(overrides))
+    log = (workdir / "synapse.log").open("ab")
+    process = subprocess.Popen([str(python), "-m", "synapse.app.homeserver", "-c", str(config),
+                                "-c", str(override_path)], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    peer = SynapsePeer(server_name, federation_port, f"http://127.0.0.1:{client_port}", process, workdir)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"synapse exited:\n{(workdir / 'synapse.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(peer.client_url + "/_matrix/client/versions", timeout=2).status_code == 200:
+                return peer
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    peer.stop()
+    raise RuntimeError("synapse did not start in 120 s")
+
+
+@pytest.fixture
+def synapse_peer(tmp_path: Path) -> Iterator[SynapsePeer]:
+    peer = start_synapse_peer(tmp_path / "synapse")
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def myelin(tmp_path: Path) -> Iterator[tuple[RunningHomeserver, str, int]]:
+    hs, name, port = start_federating(tmp_path / "myelin")
+    yield hs, name, port
+    hs.stop()
+
+
+def register_synapse_user(peer: SynapsePeer, localpart: str, display_name: str) -> str:
+    with httpx.Client(base_url=peer.client_url, timeout=30) as http:
+        r = http.post("/_matrix/client/v3/register", json={"username": localpart, "password": "pw-123456",
+                                                            "auth": {"type": "m.login.dummy"}})
+        if r.status_code == 401:
+            r = http.post("/_matrix/client/v3/register", json={
+                "username": localpart, "password": "pw-123456",
+                "auth": {"type": "m.login.dummy", "session": r.json()["session"]}})
+        assert r.status_code == 200, r.text
+        user_id: str = r.json()["user_id"]
+        token = r.json()["access_token"]
+        r = http.put(f"/_matrix/client/v3/profile/{user_id}/displayname", json={"displayname": display_name},
+                     headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return user_id
+
+
+async def test_keys_and_signed_requests_interoperate_with_synapse(
+        synapse_peer: SynapsePeer, myelin: tuple[RunningHomeserver, str, int], tmp_path: Path) -> None:
+    hs, myelin_name, myelin_port = myelin
+    async with httpx.AsyncClient(verify=False, timeout=60) as http:
+        synapse_keys = (await http.get(
+            f"https://127.0.0.1:{synapse_peer.federation_port}/_matrix/key/v2/server")).json()
+        myelin_keys = (await http.get(f"https://127.0.0.1:{myelin_port}/_matrix/key/v2/server")).json()
+
+        # Myelin fetches Synapse's keys over TLS and accepts its self-signature.
+        r = await http.get(f"https://127.0.0.1:{myelin_port}/_matrix/key/v2/query/{synapse_peer.server_name}")
+        [answer] = r.json()["server_keys"]
+        check_self_signed(answer, synapse_peer.server_name)
+        assert answer["verify_keys"] == synapse_keys["verify_keys"]
+
+        # Synapse, as a notary, fetches Myelin's keys and accepts them (it
+        # fetches only for key IDs it is asked for).
+        [myelin_key_id] = myelin_keys["verify_keys"]
+        r = await http.post(f"https://127.0.0.1:{synapse_peer.federation_port}/_matrix/key/v2/query",
+                            json={"server_keys": {myelin_name: {myelin_key_id: {
+                                "minimum_valid_until_ts": int(time.time() * 1000)}}}})
+        assert r.status_code == 200, r.text
+        [answer] = r.json()["server_keys"]
+        check_self_signed(answer, myelin_name)
+        assert answer["verify_keys"] == myelin_keys["verify_keys"]
+
+    # A request signed by Myelin's key (Myelin's FederationClient, as Myelin)
+    # is accepted by Synapse, which checks it with the keys Myelin serves.
+    user_id = register_synapse_user(synapse_peer, "alice", "Alice in Synapse")
+    signing_key = read_signing_key_file(load_config(hs.config_path).signing_key_path)
+    client = FederationClient(myelin_name, signing_key, verify_tls=False, allow_private_addresses=True)
+    try:
+        profile = await client.get_json(synapse_peer.server_name, "/_matrix/federation/v1/query/profile",
+                                        {"user_id": user_id})
+        assert profile["displayname"] == "Alice in Synapse"
+        # The same request signed with another key is refused.
+        forged = FederationClient(myelin_name, generate_signing_key(signing_key.version), verify_tls=False,
+                                  allow_private_addresses=True)
+        try:
+            with pytest.raises(HttpResponseError) as refused:
+                await forged.get_json(synapse_peer.server_name, "/_matrix/federation/v1/query/profile",
+                                      {"user_id": user_id})
+            assert refused.value.status == 401
+        finally:
+            await forged.close()
+    finally:
+        await client.close()
+
+
+async def test_synapse_requests_pass_myelins_inbound_authentication(synapse_peer: SynapsePeer,
+                                                                     tmp_path: Path) -> None:
+    """Synapse signs a real federation request (a profile query its client
+    API makes) to a server whose front is Myelin's federation API blueprint
+    (in this process, with a probe route): the X-Matrix check, fetching
+    Synapse's keys over TLS, lets it through with Synapse as origin."""
+    port = free_port()
+    config = Config(server_name=f"localhost:{port}", data_dir=tmp_path / "fed", signing_key_path=tmp_path / "k",
+                    federation_verify_tls=False, federation_allow_private_addresses=True)
+    config.data_dir.mkdir()
+    component = await open_federationapi(config, generate_signing_key("probe"))
+    blueprint = component.make_blueprint()
+    origins: list[str] = []
+
+    async def query_profile(request: Request) -> HTTPResponse:
+        origins.append(request.ctx.origin)
+        return json_response({"displayname": "Bob in Myelin"})
+
+    blueprint.add_route(query_profile, "/_matrix/federation/v1/query/profile", methods=["GET"])
+    cert, key = ensure_self_signed_certificate(tmp_path, "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    serving = await serve_app(make_app(f"probe_{port}", [blueprint]), f"127.0.0.1:{port}", ssl=context)
+    try:
+        register_synapse_user(synapse_peer, "carol", "Carol")
+        async with httpx.AsyncClient(base_url=synapse_peer.client_url, timeout=60) as http:
+            r = await http.post("/_matrix/client/v3/login", json={
+                "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "carol"},
+                "password": "pw-123456"})
+            token = r.json()["access_token"]
+            r = await http.get(f"/_matrix/client/v3/profile/@bob:{config.server_name}",
+                               headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["displayname"] == "Bob in Myelin"
+        assert origins == [synapse_peer.server_name]
+    finally:
+        await serving.stop()
+        await component.close()
