@@ -278,11 +278,9 @@ class KeyRing:
             return
         task = asyncio.get_running_loop().create_task(self._fetch_from_sources(server_name, key_ids, at_ts))
         self._in_flight[server_name] = task
-        try:
-            await asyncio.shield(task)
-        finally:
-            if task.done():
-                self._in_flight.pop(server_name, None)
+        # Forgotten when it ends, also when every caller waiting on it was cancelled.
+        task.add_done_callback(lambda _: self._in_flight.pop(server_name, None))
+        await asyncio.shield(task)
 
     async def _fetch_from_sources(self, server_name: str, key_ids: Sequence[str], at_ts: int) -> None:
         self._last_fetch[server_name] = self._clock()
@@ -292,6 +290,11 @@ class KeyRing:
                 responses = await fetcher.fetch_key_responses(server_name, key_ids, minimum_valid_until_ts)
             except (FederationError, KeyResponseError, OSError) as e:
                 logger.info("fetching keys of %s with %s failed: %s", server_name, type(fetcher).__name__, e)
+                continue
+            except Exception:
+                # Whatever a remote server or its DNS does must not break
+                # the caller: no keys is the answer.
+                logger.exception("fetching keys of %s with %s failed", server_name, type(fetcher).__name__)
                 continue
             await self.store_key_responses(server_name, responses)
             if not [k for k in key_ids if k not in await self._stored_keys(server_name, key_ids, at_ts)]:
@@ -318,6 +321,9 @@ class KeyRing:
             responses = await fetcher.fetch_key_responses(server_name, [], self._clock())
         except (FederationError, KeyResponseError, OSError) as e:
             logger.info("refreshing keys of %s failed: %s", server_name, e)
+            return False
+        except Exception:
+            logger.exception("refreshing keys of %s failed", server_name)
             return False
         return await self.store_key_responses(server_name, responses) > 0
 

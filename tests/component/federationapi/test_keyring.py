@@ -203,3 +203,54 @@ async def test_keys_come_from_a_notary_when_the_server_is_down(harness: Harness,
         assert list(stored["signatures"]) == [target.server_name]
     else:
         assert keys == {}
+
+
+class BlockingFetcher:
+    """Answers the fake server's keys once ``release`` is set; counts calls."""
+
+    def __init__(self, fake: FakeKeyServer) -> None:
+        self.fake = fake
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.calls = 0
+
+    async def fetch_key_responses(self, server_name: str, key_ids: object, minimum_valid_until_ts: int
+                                  ) -> list[object]:
+        self.calls += 1
+        self.started.set()
+        await self.release.wait()
+        return [self.fake.response()]
+
+
+class ExplodingFetcher:
+    async def fetch_key_responses(self, server_name: str, key_ids: object, minimum_valid_until_ts: int
+                                  ) -> list[object]:
+        raise RuntimeError("unexpected")
+
+
+async def test_a_cancelled_caller_does_not_wedge_later_lookups(harness: Harness) -> None:
+    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
+    fetcher = BlockingFetcher(fake)
+    keyring = harness.keyring([fetcher])
+    first = asyncio.create_task(keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now))
+    await fetcher.started.wait()
+    first.cancel()
+    fetcher.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The fetch finished on its own and stored the keys.
+    keys = await keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now)
+    assert fake.key.key_id in keys
+    assert fetcher.calls == 1
+    # A later lookup of an unknown key starts a new fetch.
+    await keyring.get_verify_keys("remote.test", ["ed25519:new"], harness.clock.now)
+    assert fetcher.calls == 2
+
+
+async def test_a_failing_fetcher_gives_no_keys_and_the_next_one_is_asked(harness: Harness) -> None:
+    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
+    fetcher = BlockingFetcher(fake)
+    fetcher.release.set()
+    keyring = harness.keyring([ExplodingFetcher(), fetcher])
+    assert fake.key.key_id in await keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now)
+    assert await harness.keyring([ExplodingFetcher()]).get_verify_keys("other.test", ["ed25519:a"], 0) == {}
