@@ -84,6 +84,11 @@ class TxnCache:
     # Rooms read or written in this transaction, kept up to date by
     # ``update_room`` (never published: another instance may write them later).
     rooms: dict[str, RoomRecord] = field(default_factory=dict)
+    # For the event IDs in ``prefetched`` (see ``RoomserverDatabase.prefetch``):
+    # the events naming them as prev events, and the redactions waiting for them.
+    prefetched: set[str] = field(default_factory=set)
+    children: dict[str, list[int]] = field(default_factory=dict)
+    waiting_redactions: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,16 +97,20 @@ class Txn:
 
     conn: AsyncConnection
     local: TxnCache = field(default_factory=TxnCache)
+    # Outbox rows to insert (in one statement) when the transaction commits.
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A nested transaction: on an exception its writes are undone and
         what the whole transaction learnt is forgotten (it may name them)."""
+        outbox_before = len(self.outbox)
         try:
             async with self.conn.begin_nested():
                 yield
         except BaseException:
             self.local = TxnCache()
+            del self.outbox[outbox_before:]
             raise
 
 
@@ -208,6 +217,8 @@ class RoomserverDatabase:
         async with self.db.transaction() as conn:
             txn = Txn(conn)
             yield txn
+            if txn.outbox:
+                await conn.execute(output_outbox.insert(), txn.outbox)
         self._publish(txn.local)
 
     @asynccontextmanager
@@ -443,7 +454,8 @@ class RoomserverDatabase:
                            state_key_nid: int | None, auth_event_nids: Collection[int],
                            is_outlier: bool, is_rejected: bool, is_soft_failed: bool,
                            rejection_reason: str | None, state_before_nid: int | None,
-                           state_after_nid: int | None, sent_to_output: bool = False) -> int:
+                           state_after_nid: int | None, sent_to_output: bool = False,
+                           stream_position: int | None = None) -> int:
         """Stores a new event; ``sent_to_output`` when it will have no output."""
         nid = await txn.conn.scalar(
             events.insert().values(
@@ -451,6 +463,7 @@ class RoomserverDatabase:
                 depth=event.depth, is_outlier=is_outlier, is_rejected=is_rejected,
                 is_soft_failed=is_soft_failed, rejection_reason=rejection_reason, sent_to_output=sent_to_output,
                 state_before_nid=state_before_nid, state_after_nid=state_after_nid,
+                stream_position=stream_position,
             ).returning(events.c.event_nid))
         assert nid is not None
         event_nid = int(nid)
@@ -459,6 +472,7 @@ class RoomserverDatabase:
         if prevs:
             await txn.conn.execute(
                 prev_events.insert(), [{"event_nid": event_nid, "prev_event_id": p} for p in prevs])
+            self._note_children(txn, event_nid, prevs)
         if auth_event_nids:
             await txn.conn.execute(
                 auth_events.insert(),
@@ -489,6 +503,8 @@ class RoomserverDatabase:
         for table, rows_of in ((event_json, json_rows), (prev_events, prev_rows), (auth_events, auth_rows)):
             for chunk in _chunks(rows_of):
                 await txn.conn.execute(table.insert(), chunk)
+        for o in outliers:
+            self._note_children(txn, nids[o.event.event_id], dict.fromkeys(o.event.prev_event_ids))
         return nids
 
     async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:
@@ -503,10 +519,41 @@ class RoomserverDatabase:
             result.update(int(row[0]) for row in rows)
         return result
 
+    async def prefetch(self, txn: Txn, event_ids: Collection[str]) -> None:
+        """Reads, for a batch of input about to be processed, what each event
+        will ask about itself (``children_of``, ``pending_redactions_of``) in
+        two statements for all; kept up to date by this transaction's writes."""
+        wanted = set(event_ids) - txn.local.prefetched
+        if not wanted:
+            return
+        children: dict[str, list[int]] = {e: [] for e in wanted}
+        waiting: dict[str, list[int]] = {e: [] for e in wanted}
+        for chunk in _chunks(wanted):
+            rows = await txn.conn.execute(select(prev_events.c.prev_event_id, prev_events.c.event_nid)
+                                          .where(prev_events.c.prev_event_id.in_(chunk)))
+            for row in rows:
+                children[row.prev_event_id].append(int(row.event_nid))
+            rows = await txn.conn.execute(
+                select(pending_redactions.c.redacts_event_id, pending_redactions.c.redaction_event_nid)
+                .where(pending_redactions.c.redacts_event_id.in_(chunk)))
+            for row in rows:
+                waiting[row.redacts_event_id].append(int(row.redaction_event_nid))
+        txn.local.children.update(children)
+        txn.local.waiting_redactions.update(waiting)
+        txn.local.prefetched |= wanted
+
+    def _note_children(self, txn: Txn, event_nid: int, prev_event_ids: Iterable[str]) -> None:
+        for prev in prev_event_ids:
+            if prev in txn.local.prefetched:
+                txn.local.children[prev].append(event_nid)
+
     async def children_of(self, txn: Txn, event_ids: Collection[str]) -> dict[str, list[int]]:
         """Events (NIDs) that name each of ``event_ids`` among their prev events."""
         result: dict[str, list[int]] = {}
-        for chunk in _chunks(event_ids):
+        for event_id in event_ids:
+            if event_id in txn.local.prefetched and txn.local.children[event_id]:
+                result[event_id] = list(txn.local.children[event_id])
+        for chunk in _chunks([e for e in event_ids if e not in txn.local.prefetched]):
             rows = await txn.conn.execute(
                 select(prev_events.c.prev_event_id, prev_events.c.event_nid)
                 .where(prev_events.c.prev_event_id.in_(chunk)))
@@ -674,9 +721,9 @@ class RoomserverDatabase:
     # -- the output outbox ---------------------------------------------------
 
     async def add_to_outbox(self, txn: Txn, room_nid: int, event_nid: int, payloads: list[bytes]) -> None:
-        if payloads:
-            await txn.conn.execute(output_outbox.insert(), [
-                {"room_nid": room_nid, "event_nid": event_nid, "payload": p} for p in payloads])
+        """Written, in order, when ``txn`` commits (nothing reads the outbox
+        inside an input transaction)."""
+        txn.outbox.extend({"room_nid": room_nid, "event_nid": event_nid, "payload": p} for p in payloads)
 
     async def outbox_for_events(self, txn: Txn, event_nids: Collection[int] | None
                                 ) -> list[tuple[int, int, int, bytes]]:
@@ -710,9 +757,15 @@ class RoomserverDatabase:
     async def add_pending_redaction(self, txn: Txn, redaction_event_nid: int, redacts_event_id: str) -> None:
         await txn.conn.execute(self.db.insert_or_ignore(pending_redactions, {
             "redaction_event_nid": redaction_event_nid, "redacts_event_id": redacts_event_id}))
+        waiting = txn.local.waiting_redactions.get(redacts_event_id)
+        if redacts_event_id in txn.local.prefetched and waiting is not None \
+                and redaction_event_nid not in waiting:
+            waiting.append(redaction_event_nid)
 
     async def pending_redactions_of(self, txn: Txn, event_id: str) -> list[int]:
         """NIDs of the redactions waiting for ``event_id``."""
+        if event_id in txn.local.prefetched:
+            return list(txn.local.waiting_redactions[event_id])
         rows = await txn.conn.execute(select(pending_redactions.c.redaction_event_nid).where(
             pending_redactions.c.redacts_event_id == event_id))
         return [int(row[0]) for row in rows]
@@ -720,6 +773,8 @@ class RoomserverDatabase:
     async def delete_pending_redactions(self, txn: Txn, event_id: str) -> None:
         await txn.conn.execute(delete(pending_redactions).where(
             pending_redactions.c.redacts_event_id == event_id))
+        if event_id in txn.local.prefetched:
+            txn.local.waiting_redactions[event_id] = []
 
     # -- room aliases ----------------------------------------------------------
 
