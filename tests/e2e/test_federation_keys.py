@@ -30,7 +30,7 @@ from federationapi.client import FederationClient, HttpResponseError
 from federationapi.component import open_federationapi
 from homeserver.tls import ensure_self_signed_certificate
 from matrixlib.signing import decode_verify_key, generate_signing_key, read_signing_key_file, verify_json
-from tests.e2e.harness import RunningHomeserver, free_port, start_monolith
+from tests.e2e.harness import RunningHomeserver, free_port, free_port_range, generate_config, start_monolith
 
 pytestmark = pytest.mark.e2e
 
@@ -283,3 +283,28 @@ async def test_synapse_requests_pass_myelins_inbound_authentication(synapse_peer
     finally:
         await serving.stop()
         await component.close()
+
+
+def test_the_federationapi_personality_serves_tls_on_the_federation_port(tmp_path: Path) -> None:
+    """In a split deployment the federation API's own process serves the
+    router's plain HTTP and, on the federation port, TLS."""
+    federation_port, base = free_port(), free_port_range(5)
+    workdir = tmp_path / "split"
+    workdir.mkdir()
+    config_path = generate_config(workdir, "--server-name", f"localhost:{federation_port}",
+                                  "--federation-port", str(federation_port), "--split-base-port", str(base),
+                                  client_port=free_port())
+    hs = RunningHomeserver(base_url="", server_name=f"localhost:{federation_port}", workdir=workdir,
+                           config_path=config_path)
+    hs.start("federationapi", "federationapi")
+    try:
+        hs.wait_ready("federationapi", base + 4, http=True)
+        with httpx.Client(verify=False, timeout=30) as http:
+            over_tls = http.get(f"https://127.0.0.1:{federation_port}/_matrix/key/v2/server").json()
+            check_self_signed(over_tls, hs.server_name)
+            plain = http.get(f"http://127.0.0.1:{base + 4}/_matrix/key/v2/server").json()
+            assert plain["verify_keys"] == over_tls["verify_keys"]
+            r = http.get(f"https://127.0.0.1:{federation_port}/_matrix/federation/v1/version")
+            assert r.json()["server"]["name"] == "Myelin"
+    finally:
+        hs.stop()
