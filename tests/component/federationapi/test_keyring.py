@@ -11,7 +11,7 @@ from sanic.response import HTTPResponse
 
 from common.config import OldVerifyKey, TrustedKeyServer
 from common.http import json_response, parse_json_body
-from federationapi.keyring import DirectKeyFetcher, NotaryKeyFetcher
+from federationapi.keyring import DirectKeyFetcher, NotaryKeyFetcher, parse_key_response
 from matrixlib.builder import build_event
 from matrixlib.events import Event
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS
@@ -254,3 +254,26 @@ async def test_a_failing_fetcher_gives_no_keys_and_the_next_one_is_asked(harness
     keyring = harness.keyring([ExplodingFetcher(), fetcher])
     assert fake.key.key_id in await keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now)
     assert await harness.keyring([ExplodingFetcher()]).get_verify_keys("other.test", ["ed25519:a"], 0) == {}
+
+
+async def test_our_key_response_has_the_spec_shape_and_our_old_keys(harness: Harness) -> None:
+    old = generate_signing_key("was")
+    expired_ts = harness.clock.now - DAY_MS
+    keyring = harness.keyring(fetchers=[], old_keys={old.key_id: OldVerifyKey(encode_verify_key(old.verify_key),
+                                                                              expired_ts)})
+    response = keyring.own_key_response()
+    # definitions/keys.yaml: required fields, and expired_ts + key for old keys.
+    assert {"server_name", "verify_keys", "signatures", "valid_until_ts"} <= set(response)
+    assert response["server_name"] == OUR_NAME
+    assert response["verify_keys"] == {OUR_KEY.key_id: {"key": encode_verify_key(OUR_KEY.verify_key)}}
+    assert response["old_verify_keys"] == {old.key_id: {"key": encode_verify_key(old.verify_key),
+                                                        "expired_ts": expired_ts}}
+    # Valid for a while, but not more than the 7 days others will believe.
+    assert harness.clock.now + 3600_000 < response["valid_until_ts"] <= harness.clock.now + 7 * DAY_MS
+    # What we publish passes our own checks for a remote response.
+    rows = parse_key_response(OUR_NAME, response, harness.clock.now)
+    assert {(r.key_id, r.expired_ts) for r in rows} == {(OUR_KEY.key_id, None), (old.key_id, expired_ts)}
+    # Our old key checks our old events, not new ones.
+    await keyring.verify_json_for_server(OUR_NAME, signed_obj(OUR_NAME, old), expired_ts - 1)
+    with pytest.raises(SignatureError):
+        await keyring.verify_json_for_server(OUR_NAME, signed_obj(OUR_NAME, old), expired_ts + 1)
