@@ -126,6 +126,9 @@ class Config:
         for name in self.components:
             if name not in COMPONENT_NAMES:
                 raise ConfigError(f"unknown component {name!r} in components")
+        for notary in self.trusted_key_servers:
+            if not notary.verify_keys:
+                raise ConfigError(f"trusted key server {notary.server_name!r} needs verify_keys")
 
 
 def _from_dict(cls: Any, data: dict[str, Any], where: str) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import OldVerifyKey, TrustedKeyServer, load_config, save_config
+from common.config import ConfigError, OldVerifyKey, TrustedKeyServer, load_config, save_config
 from federationapi.client import FederationClient
 from homeserver.cli import main
 from matrixlib.signing import read_signing_key_file
@@ -52,3 +52,13 @@ def test_old_keys_and_notaries_round_trip(tmp_path: Path) -> None:
     loaded = load_config(output)
     assert loaded.old_signing_keys == config.old_signing_keys
     assert loaded.trusted_key_servers == config.trusted_key_servers
+
+
+def test_a_notary_without_keys_is_refused(tmp_path: Path) -> None:
+    output = tmp_path / "myelin.yaml"
+    main(["generate-config", "--server-name", "example.org", "--data-dir", str(tmp_path / "data"), "-o", str(output)])
+    text = output.read_text()
+    assert "trusted_key_servers: []\n" in text
+    output.write_text(text.replace("trusted_key_servers: []\n", "trusted_key_servers:\n- server_name: notary.example\n"))
+    with pytest.raises(ConfigError, match="verify_keys"):
+        load_config(output)
