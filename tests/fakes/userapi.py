@@ -84,6 +84,19 @@ class FakeUserAPI:
             deleted += 1
         return pb.PerformDeviceDeletionResponse(deleted=deleted)
 
+    async def perform_token_refresh(self, req: pb.PerformTokenRefreshRequest) -> pb.Device:
+        # The fake issues no refresh tokens.
+        raise errors.UnknownToken("Unknown refresh token", extra={"soft_logout": False})
+
+    async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
+        found = [d for d in self.devices.values() if d.user_id == req.user_id and d.device_id == req.device_id]
+        if not found:
+            raise errors.NotFound("Device not found")
+        for device in found:
+            if req.HasField("display_name"):
+                device.display_name = req.display_name
+        return pb.Device(user_id=req.user_id, device_id=req.device_id, display_name=found[0].display_name)
+
     async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
         return pb.QueryDevicesResponse(devices=[
             pb.Device(user_id=d.user_id, device_id=d.device_id, display_name=d.display_name,
