@@ -122,9 +122,13 @@ def make_config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    db = await open_database(database_url_for("federationapi", postgres_url=None, data_dir=tmp_path),
-                             "federationapi")
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """On SQLite, or on PostgreSQL when parametrized indirectly with "postgres"."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        url = request.getfixturevalue("fresh_postgres_database")
+    else:
+        url = database_url_for("federationapi", postgres_url=None, data_dir=tmp_path)
+    db = await open_database(url, "federationapi")
     client = FederationClient(OUR_NAME, OUR_KEY, verify_tls=False, allow_private_addresses=True)
     h = Harness(tmp_path, Clock(), client, FederationDatabase(db))
     try:

@@ -25,6 +25,10 @@ from matrixlib.signing import (
 )
 from tests.component.federationapi.conftest import DAY_MS, OUR_KEY, OUR_NAME, FakeKeyServer, Harness
 
+# Every KeyRing test on both databases.
+pytestmark = pytest.mark.parametrize(
+    "harness", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+
 
 async def started(harness: Harness, **kwargs: object) -> FakeKeyServer:
     fake = FakeKeyServer(valid_until_ts=harness.clock.now + DAY_MS, **kwargs)  # type: ignore[arg-type]
