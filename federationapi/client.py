@@ -100,22 +100,33 @@ AddressLookup = Callable[[str, int], Awaitable[list[str]]]
 WellKnownLookup = Callable[[str], Awaitable[tuple[str | None, float]]]
 
 
-async def dns_srv_lookup(name: str) -> list[SrvTarget]:
-    """SRV targets for ``name`` (lowest priority first, weighted within a
-    priority), or [] when there is no such record."""
-    import dns.asyncresolver
-    import dns.exception
-    import dns.resolver
+class DnsSrvLookup:
+    """SRV targets of a name with dnspython (lowest priority first, weighted
+    at random within a priority), or [] when there is no such record. The
+    resolver defaults to the system's configuration."""
 
-    try:
-        answer = await dns.asyncresolver.resolve(name, "SRV")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers,
-            dns.exception.Timeout, dns.resolver.NoResolverConfiguration):
-        return []
-    records = sorted(answer, key=lambda r: (r.priority, -r.weight * random.random()))
-    targets = [SrvTarget(str(r.target).rstrip("."), int(r.port)) for r in records]
-    # "." as the target means the service is decidedly not available.
-    return [t for t in targets if t.host]
+    def __init__(self, resolver: Any = None) -> None:
+        self._resolver = resolver
+
+    async def __call__(self, name: str) -> list[SrvTarget]:
+        import dns.asyncresolver
+        import dns.exception
+        import dns.resolver
+
+        try:
+            resolver = self._resolver or dns.asyncresolver.get_default_resolver()
+            answer = await resolver.resolve(name, "SRV")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers,
+                dns.exception.Timeout, dns.resolver.NoResolverConfiguration):
+            return []
+        # Within a priority, a higher weight is more likely first (RFC 2782).
+        records = sorted(answer, key=lambda r: (r.priority, -random.random() ** (1.0 / (r.weight + 1))))
+        targets = [SrvTarget(str(r.target).rstrip("."), int(r.port)) for r in records]
+        # "." as the only target means the service is decidedly not available.
+        return [t for t in targets if t.host]
+
+
+dns_srv_lookup = DnsSrvLookup()
 
 
 async def system_address_lookup(host: str, port: int) -> list[str]:
