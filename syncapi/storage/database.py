@@ -251,6 +251,9 @@ class SyncDatabase:
             if before_position is not None:
                 applied.memberships.update(await self._apply_state_delta(
                     conn, room_id, before_position, other_adds, other_removes, known))
+            for state_event in adds_state_events:
+                if state_event.event_id in other_adds:
+                    await _update_directory(conn, state_event)
             if own_key is not None or own_removes:
                 applied.memberships.update(await self._apply_state_delta(
                     conn, room_id, position, [event.event_id] if own_key else [], own_removes, known))
@@ -276,6 +279,10 @@ class SyncDatabase:
             applied = Applied(position=position, room_id=room_id, rebuilt=True)
             applied.memberships = await self._apply_state_delta(
                 conn, room_id, position, adds, removes, {e.event_id: e for e in state_events})
+            added = set(adds)
+            for state_event in state_events:
+                if state_event.event_id in added:
+                    await _update_directory(conn, state_event)
             applied.user_ids.update(applied.memberships)
         return applied
 
@@ -558,7 +565,13 @@ async def _index_event(conn: AsyncConnection, event: Event, position: int, *, cu
     if indexed is not None:
         await search_t.insert_entry(conn, stream_pos=position, room_id=event.room_id,
                                     event_id=event.event_id, key=indexed[0], value=indexed[1])
-    if not current or event.state_key is None:
+    if current:
+        await _update_directory(conn, event)
+
+
+async def _update_directory(conn: AsyncConnection, event: Event) -> None:
+    """The user directory follows join events (profiles) and join rules (public rooms)."""
+    if event.state_key is None:
         return
     content = event.content
     if event.type == MEMBER and content.get("membership") == "join":

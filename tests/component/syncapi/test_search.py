@@ -202,3 +202,16 @@ async def test_search_and_directory_on_postgres(tmp_path: Path, fresh_postgres_d
     async with running_env(tmp_path, fresh_postgres_database) as env:
         await check_search(env)
         await check_user_directory(env)
+
+
+async def test_user_directory_follows_a_rebuilt_room(env: Env) -> None:
+    """After missed entries the room's state is rebuilt from the room server:
+    the joins it brings reach the directory too."""
+    room = TestRoom()
+    await env.send_room(room)
+    env.roomserver.rooms[room.room_id] = room
+    env.new_room_event(join_as(room, "@ghost:test", "Lost Ghost"))  # never reaches the sync API
+    await env.send(room.message(ALICE, "after the gap"))
+    assert env.roomserver.state_queries == [room.room_id]
+    found = await directory(env, env.token(ALICE), "ghost")
+    assert found["results"] == [{"user_id": "@ghost:test", "display_name": "Lost Ghost"}]
