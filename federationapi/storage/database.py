@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from sqlalchemy import ColumnClause, literal_column, or_
+
 from common.storage import Database
 from federationapi.storage.tables.server_keys import ServerKeyRow, ServerKeysTable, server_keys
 
@@ -23,12 +25,17 @@ class FederationDatabase:
 
     async def store_server_keys(self, rows: Sequence[ServerKeyRow]) -> None:
         """Stores keys from one response, replacing what was stored for the
-        same key IDs (a newer response knows better)."""
+        same key IDs when the response is at least as fresh."""
         if not rows:
             return
+        # A stale answer (a notary's old cache) must not shorten what a
+        # fresher one said, unless it retires the key.
+        proposed_until: ColumnClause[int] = literal_column("excluded.valid_until_ts")
+        proposed_expired: ColumnClause[int] = literal_column("excluded.expired_ts")
+        fresher = or_(server_keys.c.valid_until_ts <= proposed_until, proposed_expired.is_not(None))
         async with self.db.transaction() as conn:
             await conn.execute(self.db.upsert(server_keys, [asdict(row) for row in rows],
-                                              ["server_name", "key_id"]))
+                                              ["server_name", "key_id"], where=fresher))
 
     async def close(self) -> None:
         await self.db.close()

@@ -281,3 +281,22 @@ async def test_our_key_response_has_the_spec_shape_and_our_old_keys(harness: Har
     await keyring.verify_json_for_server(OUR_NAME, signed_obj(OUR_NAME, old), expired_ts - 1)
     with pytest.raises(SignatureError):
         await keyring.verify_json_for_server(OUR_NAME, signed_obj(OUR_NAME, old), expired_ts + 1)
+
+
+async def test_a_stale_answer_does_not_shorten_a_keys_validity(harness: Harness) -> None:
+    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + 3 * DAY_MS)
+    fresh = fake.response()
+    fake.valid_until_ts = harness.clock.now + DAY_MS
+    stale = fake.response()
+    keyring = harness.keyring(fetchers=[])
+    assert await keyring.store_key_responses("remote.test", [fresh, stale]) == 2
+    [row] = await harness.database.get_server_keys("remote.test")
+    assert row.valid_until_ts == harness.clock.now + 3 * DAY_MS
+    # Retiring the key is always taken.
+    fake.old_keys = {fake.key.key_id: OldVerifyKey(encode_verify_key(fake.key.verify_key), harness.clock.now)}
+    fake.key = generate_signing_key("k2")
+    await keyring.store_key_responses("remote.test", [fake.response()])
+    rows = {r.key_id: r for r in await harness.database.get_server_keys("remote.test")}
+    assert rows["ed25519:k1"].expired_ts == harness.clock.now
+    assert rows["ed25519:k1"].valid_until_ts == harness.clock.now
+    assert rows["ed25519:k2"].expired_ts is None
