@@ -51,6 +51,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 WELL_KNOWN_TIMEOUT_SECONDS = 10.0
 MAX_WELL_KNOWN_REDIRECTS = 5
 MAX_RESPONSE_BYTES = 100 * 1024 * 1024
+USER_AGENT = "Myelin"
 _MAX_POOLED_CONNECTIONS = 256
 
 
@@ -215,7 +216,10 @@ class FederationClient:
     def __init__(self, server_name: str, signing_key: SigningKey, *, verify_tls: bool = True,
                  allow_private_addresses: bool = False, resolver: ServerResolver | None = None,
                  address_lookup: AddressLookup = system_address_lookup,
-                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, well_known_port: int = 443) -> None:
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, well_known_port: int = 443,
+                 ca_file: str | None = None) -> None:
+        """``ca_file``: trust these certificate authorities instead of the
+        system's (for private federations and tests)."""
         self.server_name = server_name
         self._signing_key = signing_key
         self._verify_tls = verify_tls
@@ -224,7 +228,7 @@ class FederationClient:
         self._timeout = timeout_seconds
         self._well_known_port = well_known_port
         self.resolver = resolver or ServerResolver(well_known=self.fetch_well_known)
-        self._ssl_context = ssl.create_default_context()
+        self._ssl_context = ssl.create_default_context(cafile=ca_file)
         if not verify_tls:
             self._ssl_context.check_hostname = False
             self._ssl_context.verify_mode = ssl.CERT_NONE
@@ -268,7 +272,7 @@ class FederationClient:
                                                         ensure_ascii=False).encode("utf-8")
         authorization = sign_request(self._signing_key, method=method, uri=uri, origin=self.server_name,
                                      destination=destination, content=content)
-        headers = {"Authorization": authorization}
+        headers = {"Authorization": authorization, "User-Agent": USER_AGENT}
         if body is not None:
             headers["Content-Type"] = "application/json"
         target = await self.resolver.resolve(destination)
