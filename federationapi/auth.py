@@ -56,7 +56,7 @@ class FederationAuthenticator:
         content: Any = None
         if body:
             try:
-                content = json.loads(body)
+                content = json.loads(body, parse_constant=_reject_constant)
             except (ValueError, UnicodeDecodeError):
                 raise errors.NotJSON("Content not JSON.") from None
         candidates = [h for h in authorization_headers if h.strip().lower().startswith("x-matrix")]
@@ -82,6 +82,11 @@ class FederationAuthenticator:
     async def authenticate_request(self, request: Request) -> str:
         return await self.authenticate(request.method, request_target(request),
                                        request.headers.getall("authorization", []), request.body or b"")
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON.
+    raise ValueError(name)
 
 
 def request_target(request: Request) -> str:

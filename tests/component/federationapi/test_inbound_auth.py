@@ -145,3 +145,12 @@ async def test_notary_serves_cached_keys_re_signed(front: Front) -> None:
     assert r.json() == {"server_keys": []}
     r = await front.http.post("/_matrix/key/v2/query", json={"nope": 1})
     assert r.status_code == 400
+
+
+async def test_a_body_that_is_not_json_is_400(front: Front) -> None:
+    auth = sign_request(front.origin.key, method="PUT", uri=ECHO, origin=front.origin.server_name,
+                        destination=OUR_NAME, content={"a": 1})
+    for body in (b"not json", b'{"a": NaN}'):
+        r = await front.http.put(ECHO, content=body, headers={"Authorization": auth})
+        assert r.status_code == 400, r.text
+        assert r.json()["errcode"] == "M_NOT_JSON"
