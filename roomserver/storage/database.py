@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.storage import Database
@@ -89,27 +89,57 @@ class TxnCache:
     prefetched: set[str] = field(default_factory=set)
     children: dict[str, list[int]] = field(default_factory=dict)
     waiting_redactions: dict[str, list[int]] = field(default_factory=dict)
+    # Rooms (NIDs) whose row in ``rooms`` is behind the record above.
+    dirty_rooms: set[int] = field(default_factory=set)
 
 
 @dataclass
 class Txn:
-    """A connection inside one transaction and what it learnt so far."""
+    """A connection inside one transaction and what it learnt so far.
+
+    Writes that nothing in the transaction reads back through SQL are held
+    here and written together (``flush``): a new event's JSON, prev and auth
+    edges, a room row's changes, outbox rows. Every method that reads those
+    tables flushes first, and so do ``savepoint`` and the commit."""
 
     conn: AsyncConnection
     local: TxnCache = field(default_factory=TxnCache)
     # Outbox rows to insert (in one statement) when the transaction commits.
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    # Rows of event_json, prev_events and auth_events not yet inserted.
+    held_rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def hold(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
+        self.held_rows.setdefault(table, []).extend(rows)
+
+    async def flush(self) -> None:
+        """Writes what is held (but the outbox, written at the commit)."""
+        held, self.held_rows = self.held_rows, {}
+        for table, rows in held.items():
+            for chunk in _chunks(rows):
+                await self.conn.execute(table.insert(), chunk)
+        dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
+        for record in self.local.rooms.values():
+            if record.room_nid in dirty:
+                await self.conn.execute(update(rooms).where(rooms.c.room_nid == record.room_nid).values(
+                    create_event_nid=record.create_event_nid, state_snapshot_nid=record.state_snapshot_nid,
+                    forward_extremities=json.dumps(sorted(record.forward_extremities)),
+                    last_sent_event_id=record.last_sent_event_id,
+                    last_stream_position=record.last_stream_position))
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A nested transaction: on an exception its writes are undone and
         what the whole transaction learnt is forgotten (it may name them)."""
+        await self.flush()
         outbox_before = len(self.outbox)
         try:
             async with self.conn.begin_nested():
                 yield
+                await self.flush()
         except BaseException:
             self.local = TxnCache()
+            self.held_rows = {}
             del self.outbox[outbox_before:]
             raise
 
@@ -217,6 +247,7 @@ class RoomserverDatabase:
         async with self.db.transaction() as conn:
             txn = Txn(conn)
             yield txn
+            await txn.flush()
             if txn.outbox:
                 await conn.execute(output_outbox.insert(), txn.outbox)
         self._publish(txn.local)
@@ -296,20 +327,25 @@ class RoomserverDatabase:
             values["last_sent_event_id"] = last_sent_event_id
         if last_stream_position is not None:
             values["last_stream_position"] = last_stream_position
-        if values:
+        if not values:
+            return
+        cached = [known for known in txn.local.rooms.values() if known.room_nid == room_nid]
+        if not cached:
             await txn.conn.execute(update(rooms).where(rooms.c.room_nid == room_nid).values(**values))
-            for known in txn.local.rooms.values():
-                if known.room_nid == room_nid:
-                    if create_event_nid is not None:
-                        known.create_event_nid = create_event_nid
-                    if state_snapshot_nid is not None:
-                        known.state_snapshot_nid = state_snapshot_nid
-                    if forward_extremities is not None:
-                        known.forward_extremities = sorted(forward_extremities)
-                    if last_sent_event_id is not None:
-                        known.last_sent_event_id = last_sent_event_id
-                    if last_stream_position is not None:
-                        known.last_stream_position = last_stream_position
+            return
+        # Written by ``Txn.flush``.
+        txn.local.dirty_rooms.add(room_nid)
+        for known in cached:
+            if create_event_nid is not None:
+                known.create_event_nid = create_event_nid
+            if state_snapshot_nid is not None:
+                known.state_snapshot_nid = state_snapshot_nid
+            if forward_extremities is not None:
+                known.forward_extremities = sorted(forward_extremities)
+            if last_sent_event_id is not None:
+                known.last_sent_event_id = last_sent_event_id
+            if last_stream_position is not None:
+                known.last_stream_position = last_stream_position
 
     async def room_version_of(self, txn: Txn, room_nid: int) -> str:
         version = self._room_versions.get(room_nid) or txn.local.room_versions.get(room_nid)
@@ -437,6 +473,8 @@ class RoomserverDatabase:
                 missing.append(nid)
             else:
                 result[nid] = cached
+        if missing:
+            await txn.flush()
         for chunk in _chunks(missing):
             rows = await txn.conn.execute(
                 select(event_json.c.event_nid, event_json.c.event_json, events.c.event_id,
@@ -467,16 +505,16 @@ class RoomserverDatabase:
             ).returning(events.c.event_nid))
         assert nid is not None
         event_nid = int(nid)
-        await txn.conn.execute(event_json.insert().values(event_nid=event_nid, event_json=event.to_json()))
+        # Held until something reads these tables (see Txn); the parsed event
+        # serves events_by_nid meanwhile.
+        txn.hold(event_json, [{"event_nid": event_nid, "event_json": event.to_json()}])
+        txn.local.events[event_nid] = event
         prevs = list(dict.fromkeys(event.prev_event_ids))
         if prevs:
-            await txn.conn.execute(
-                prev_events.insert(), [{"event_nid": event_nid, "prev_event_id": p} for p in prevs])
+            txn.hold(prev_events, [{"event_nid": event_nid, "prev_event_id": p} for p in prevs])
             self._note_children(txn, event_nid, prevs)
         if auth_event_nids:
-            await txn.conn.execute(
-                auth_events.insert(),
-                [{"event_nid": event_nid, "auth_event_nid": a} for a in set(auth_event_nids)])
+            txn.hold(auth_events, [{"event_nid": event_nid, "auth_event_nid": a} for a in set(auth_event_nids)])
         return event_nid
 
     async def insert_outliers(self, txn: Txn, room_nid: int, outliers: Sequence[NewOutlier],
@@ -484,6 +522,7 @@ class RoomserverDatabase:
         """Stores many outliers with a handful of statements; answers their
         NIDs by event ID. Auth events must be in ``known_nids`` or among
         ``outliers``."""
+        await txn.flush()
         nids: dict[str, int] = {}
         for chunk in _chunks(outliers, 200):
             rows = await txn.conn.execute(events.insert().returning(events.c.event_id, events.c.event_nid), [{
@@ -513,6 +552,7 @@ class RoomserverDatabase:
     async def auth_chain_nids(self, txn: Txn, event_nids: Collection[int]) -> set[int]:
         if not event_nids:
             return set()
+        await txn.flush()
         result: set[int] = set()
         for chunk in _chunks(event_nids):
             rows = await txn.conn.execute(auth_chain_query(chunk))
@@ -526,6 +566,7 @@ class RoomserverDatabase:
         wanted = set(event_ids) - txn.local.prefetched
         if not wanted:
             return
+        await txn.flush()
         children: dict[str, list[int]] = {e: [] for e in wanted}
         waiting: dict[str, list[int]] = {e: [] for e in wanted}
         for chunk in _chunks(wanted):
@@ -553,7 +594,10 @@ class RoomserverDatabase:
         for event_id in event_ids:
             if event_id in txn.local.prefetched and txn.local.children[event_id]:
                 result[event_id] = list(txn.local.children[event_id])
-        for chunk in _chunks([e for e in event_ids if e not in txn.local.prefetched]):
+        unknown = [e for e in event_ids if e not in txn.local.prefetched]
+        if unknown:
+            await txn.flush()
+        for chunk in _chunks(unknown):
             rows = await txn.conn.execute(
                 select(prev_events.c.prev_event_id, prev_events.c.event_nid)
                 .where(prev_events.c.prev_event_id.in_(chunk)))
