@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 import time
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clientapi.storage.tables.reports import EventReport, ReportsTable, RoomReport, UserReport
 from clientapi.storage.tables.room_directory import RoomDirectoryTable, room_directory
@@ -11,11 +16,18 @@ from common.storage import Database
 
 __all__ = ["TRANSACTION_TTL_MS", "ClientAPIDatabase", "TransactionRow"]
 
+logger = logging.getLogger(__name__)
+
 # How long a transaction ID is remembered. Clients retry within seconds or
 # minutes; a day covers a phone that was offline overnight.
 TRANSACTION_TTL_MS = 24 * 60 * 60 * 1000
 # Expired rows are deleted at most this often, on a write.
 _PURGE_INTERVAL_MS = 10 * 60 * 1000
+# How long a transaction marked done may wait for a send's write transaction
+# to record it before a write of its own does.
+_DONE_FLUSH_DELAY_SECONDS = 0.5
+
+TransactionKey = tuple[str, str, str, str]
 
 
 def _now_ms() -> int:
@@ -29,22 +41,31 @@ class ClientAPIDatabase:
         self._directory = RoomDirectoryTable()
         self._reports = ReportsTable()
         self._last_purge_ms = 0
+        # Transactions marked done and not yet written so (see mark_transaction_done).
+        self._done: set[TransactionKey] = set()
+        self._done_flush: asyncio.Task[None] | None = None
 
     async def get_transaction(self, user_id: str, device_id: str, endpoint: str,
                               txn_id: str) -> TransactionRow | None:
         """What an unexpired transaction produced, if anything."""
         async with self.db.connect() as conn:
-            return await self._transactions.select(
+            found = await self._transactions.select(
                 conn, user_id, device_id, endpoint, txn_id, _now_ms() - TRANSACTION_TTL_MS)
+        return self._as_marked((user_id, device_id, endpoint, txn_id), found)
+
+    def _as_marked(self, key: TransactionKey, found: TransactionRow | None) -> TransactionRow | None:
+        if found is not None and key in self._done:
+            return dataclasses.replace(found, pending=False, event_json=None)
+        return found
 
     async def store_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str,
                                 event_id: str, *, pending: bool = False, room_version: str | None = None,
                                 event_json: str | None = None) -> None:
         now = _now_ms()
+        key = (user_id, device_id, endpoint, txn_id)
         async with self.db.transaction() as conn:
-            if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:
-                self._last_purge_ms = now
-                await self._transactions.delete_older_than(conn, now - TRANSACTION_TTL_MS)
+            await self._write_done(conn)
+            await self._purge(conn, now)
             # An expired row with the same key may still be there: replace it.
             await conn.execute(self.db.upsert(
                 transactions,
@@ -52,36 +73,73 @@ class ClientAPIDatabase:
                  "event_id": event_id, "created_ts": now, "pending": pending, "room_version": room_version,
                  "event_json": event_json},
                 ["user_id", "device_id", "endpoint", "txn_id"]))
+        self._done.discard(key)
 
     async def claim_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str,
                                 event_id: str, room_version: str, event_json: str) -> TransactionRow | None:
         """Records the event as the transaction's pending send, in one write
         transaction, unless the transaction already has an unexpired row:
-        then that row is answered and nothing is written."""
+        then that row is answered and nothing is written. The common case
+        (a new transaction ID) is one statement: an insert that replaces
+        only an expired row."""
         now = _now_ms()
+        cutoff = now - TRANSACTION_TTL_MS
+        key = (user_id, device_id, endpoint, txn_id)
         async with self.db.transaction() as conn:
-            earlier = await self._transactions.select(
-                conn, user_id, device_id, endpoint, txn_id, now - TRANSACTION_TTL_MS)
-            if earlier is not None:
-                return earlier
-            if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:
-                self._last_purge_ms = now
-                await self._transactions.delete_older_than(conn, now - TRANSACTION_TTL_MS)
-            await conn.execute(self.db.upsert(
+            await self._write_done(conn)
+            await self._purge(conn, now)
+            claimed = (await conn.execute(self.db.upsert(
                 transactions,
                 {"user_id": user_id, "device_id": device_id, "endpoint": endpoint, "txn_id": txn_id,
                  "event_id": event_id, "created_ts": now, "pending": True, "room_version": room_version,
                  "event_json": event_json},
-                ["user_id", "device_id", "endpoint", "txn_id"]))
-            return None
+                ["user_id", "device_id", "endpoint", "txn_id"],
+                where=transactions.c.created_ts < cutoff).returning(transactions.c.event_id))).first()
+            if claimed is not None:
+                self._done.discard(key)
+                return None
+            earlier = await self._transactions.select(conn, user_id, device_id, endpoint, txn_id, cutoff)
+        return self._as_marked(key, earlier)
+
+    async def _purge(self, conn: AsyncConnection, now: int) -> None:
+        if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:
+            self._last_purge_ms = now
+            await self._transactions.delete_older_than(conn, now - TRANSACTION_TTL_MS)
 
     async def mark_transaction_done(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
+        """The send finished: its row stops being pending and drops the event
+        JSON kept for a retry. Readers here see it at once; it is written by
+        the next write transaction (or within half a second): a crash before
+        that leaves the row pending, so a retry inputs the same event again,
+        which the room server answers as a duplicate."""
+        self._done.add((user_id, device_id, endpoint, txn_id))
+        if self._done_flush is None or self._done_flush.done():
+            self._done_flush = asyncio.create_task(self._flush_done_later())
+
+    async def _flush_done_later(self) -> None:
+        await asyncio.sleep(_DONE_FLUSH_DELAY_SECONDS)
+        try:
+            await self.flush_done()
+        except Exception:
+            logger.warning("could not mark transactions done; the next write will", exc_info=True)
+
+    async def flush_done(self) -> None:
+        """Writes the transactions marked done (also done by every write here)."""
+        if not self._done:
+            return
         async with self.db.transaction() as conn:
-            await self._transactions.mark_done(conn, user_id, device_id, endpoint, txn_id)
+            await self._write_done(conn)
+
+    async def _write_done(self, conn: AsyncConnection) -> None:
+        done = list(self._done)
+        if done:
+            await self._transactions.mark_done_many(conn, done)
+            self._done.difference_update(done)
 
     async def forget_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
         async with self.db.transaction() as conn:
             await self._transactions.delete(conn, user_id, device_id, endpoint, txn_id)
+        self._done.discard((user_id, device_id, endpoint, txn_id))
 
     # -- the published room directory -------------------------------------------
 

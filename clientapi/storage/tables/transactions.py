@@ -8,6 +8,7 @@ failed or interrupted input call re-inputs the very same event.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     false,
     select,
@@ -73,6 +75,17 @@ class TransactionsTable:
         # The JSON was only kept for a retry.
         await conn.execute(update(transactions).where(_key(user_id, device_id, endpoint, txn_id))
                            .values(pending=False, event_json=None))
+
+    async def mark_done_many(self, conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]) -> None:
+        """``mark_done`` for several, in one statement."""
+        statement = (update(transactions)
+                     .where(transactions.c.user_id == bindparam("k_user"),
+                            transactions.c.device_id == bindparam("k_device"),
+                            transactions.c.endpoint == bindparam("k_endpoint"),
+                            transactions.c.txn_id == bindparam("k_txn"))
+                     .values(pending=False, event_json=None))
+        await conn.execute(statement, [{"k_user": u, "k_device": d, "k_endpoint": e, "k_txn": t}
+                                       for u, d, e, t in keys])
 
     async def delete(self, conn: AsyncConnection, user_id: str, device_id: str, endpoint: str,
                      txn_id: str) -> None:
