@@ -55,6 +55,11 @@ USER_AGENT = "Myelin"
 _MAX_POOLED_CONNECTIONS = 256
 
 
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON.
+    raise ValueError(name)
+
+
 class FederationError(Exception):
     """A federation request could not be made or did not succeed."""
 
@@ -280,7 +285,7 @@ class FederationClient:
         if response.status >= 300:
             raise HttpResponseError(response.status, response.body, destination)
         try:
-            return json.loads(response.body)
+            return json.loads(response.body, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError):
             raise FederationError(f"{destination} answered {path} with something that is not JSON") from None
 

@@ -122,7 +122,7 @@ def parse_key_response(server_name: str, response: Any, fetched_ts: int) -> list
     for key_id, verify_key in decoded.items():
         try:
             verify_json(stripped, server_name, key_id, verify_key)
-        except SignatureError as e:
+        except ValueError as e:  # SignatureError, or a value canonical JSON cannot encode
             raise KeyResponseError(f"key response self-signature: {e}") from None
     response_json = json.dumps(stripped, separators=(",", ":"), ensure_ascii=False)
     valid_until = min(valid_until_ts, fetched_ts + MAX_KEY_VALIDITY_MS)

@@ -300,3 +300,12 @@ async def test_a_stale_answer_does_not_shorten_a_keys_validity(harness: Harness)
     assert rows["ed25519:k1"].expired_ts == harness.clock.now
     assert rows["ed25519:k1"].valid_until_ts == harness.clock.now
     assert rows["ed25519:k2"].expired_ts is None
+
+
+async def test_a_response_canonical_json_cannot_encode_is_refused(harness: Harness) -> None:
+    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
+    response = fake.response()
+    response["extra"] = float("nan")
+    keyring = harness.keyring(fetchers=[])
+    assert await keyring.store_key_responses("remote.test", [response]) == 0
+    assert await harness.database.get_server_keys("remote.test") == []
