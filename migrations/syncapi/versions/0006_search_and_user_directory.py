@@ -77,9 +77,16 @@ def upgrade() -> None:
     )
     # Rooms whose join rule is public now: their members are found by anyone.
     op.execute("CREATE TABLE syncapi_directory_public_rooms (room_id TEXT PRIMARY KEY)")
+    # One row per joined user, with the profile of (one of) their join events.
+    if postgres:
+        name = "(e.event_json::jsonb -> 'content') ->> '{}'"
+    else:
+        name = "json_extract(e.event_json, '$.content.{}')"
     op.execute(
-        "INSERT INTO syncapi_user_directory (user_id) SELECT DISTINCT state_key FROM syncapi_current_room_state "
-        "WHERE type = 'm.room.member' AND membership = 'join'"
+        "INSERT INTO syncapi_user_directory (user_id, display_name, avatar_url) "
+        f"SELECT s.state_key, MAX({name.format('displayname')}), MAX({name.format('avatar_url')}) "
+        "FROM syncapi_current_room_state s JOIN syncapi_events e ON e.event_id = s.event_id "
+        "WHERE s.type = 'm.room.member' AND s.membership = 'join' GROUP BY s.state_key"
     )
     if postgres:
         op.execute(

@@ -70,7 +70,7 @@ async def check_migration(url: str, tmp_path: Path) -> None:
             assert await reader.search_count("needle haystack", room_ids=[room.room_id], keys=keys) == 0
             # Both joined users are in the directory; the room's join rule is public.
             found = await reader.search_user_directory(ALICE, ["test"], 10)
-            assert {entry.user_id for entry in found} == {ALICE, BOB}
+            assert {(entry.user_id, entry.display_name) for entry in found} == {(ALICE, None), (BOB, "Bob")}
     finally:
         await upgraded.close()
 
