@@ -3,9 +3,9 @@
 Two Myelin single processes with federation ports: each fetches the other's
 keys over TLS (through its notary API, which fetches directly from the
 other server and re-signs), and keeps serving them once the other is gone.
-Synapse as the peer: each side fetches the other's keys, a request Myelin's
-client signs is accepted by Synapse, and a request Synapse signs passes
-Myelin's inbound X-Matrix check."""
+Synapse as the peer: each side fetches the other's keys, Synapse serves as
+Myelin's notary, a request Myelin's client signs is accepted by Synapse, and
+a request Synapse signs passes Myelin's inbound X-Matrix check."""
 
 from __future__ import annotations
 
@@ -24,12 +24,21 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from bench.synapse import ensure_synapse_installed
-from common.config import Config, load_config
+from common.config import Config, TrustedKeyServer, load_config
 from common.http import json_response, make_app, serve_app
+from common.storage import database_url_for, open_database
 from federationapi.client import FederationClient, HttpResponseError
 from federationapi.component import open_federationapi
+from federationapi.keyring import KeyRing, NotaryKeyFetcher
+from federationapi.storage.database import FederationDatabase
 from homeserver.tls import ensure_self_signed_certificate
-from matrixlib.signing import decode_verify_key, generate_signing_key, read_signing_key_file, verify_json
+from matrixlib.signing import (
+    decode_verify_key,
+    encode_verify_key,
+    generate_signing_key,
+    read_signing_key_file,
+    verify_json,
+)
 from tests.e2e.harness import RunningHomeserver, free_port, free_port_range, generate_config, start_monolith
 
 pytestmark = pytest.mark.e2e
@@ -241,6 +250,22 @@ async def test_keys_and_signed_requests_interoperate_with_synapse(
             assert refused.value.status == 401
         finally:
             await forged.close()
+
+        # Synapse as our trusted notary: a KeyRing that may only ask Synapse
+        # gets Myelin's keys through it, checking Synapse's signature.
+        [(synapse_key_id, synapse_key)] = synapse_keys["verify_keys"].items()
+        notary = TrustedKeyServer(server_name=synapse_peer.server_name,
+                                  verify_keys={synapse_key_id: synapse_key["key"]})
+        (tmp_path / "ring").mkdir()
+        database = await open_database(database_url_for("federationapi", postgres_url=None,
+                                                        data_dir=tmp_path / "ring"), "federationapi")
+        try:
+            keyring = KeyRing("observer.test", generate_signing_key("o"), FederationDatabase(database),
+                              [NotaryKeyFetcher(client, notary)])
+            keys = await keyring.get_verify_keys(myelin_name, [myelin_key_id], keyring.now())
+            assert encode_verify_key(keys[myelin_key_id].key) == myelin_keys["verify_keys"][myelin_key_id]["key"]
+        finally:
+            await database.close()
     finally:
         await client.close()
 
