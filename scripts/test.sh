@@ -7,12 +7,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-  echo "== installing PostgreSQL from Debian"
+# Debian packages: PostgreSQL (its server is started by the tests), Node.js
+# and npm (matrix-js-sdk), openssl (self-signed federation certificates).
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing from Debian: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq postgresql >/dev/null
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== installing the virtualenv"
@@ -26,6 +33,11 @@ if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -
   echo "== installing matrix-js-sdk (npm ci in $js)"
   (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# Synapse, the federation peer of tests/e2e/test_federation_keys.py (and the
+# benchmarks' reference), in its own virtualenv under bench/.work/.
+echo "== installing Synapse (bench/.work/synapse-venv)"
+.venv/bin/python -c "from bench.synapse import ensure_synapse_installed; ensure_synapse_installed()"
 
 echo "== lint and types"
 .venv/bin/ruff check .
