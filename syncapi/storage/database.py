@@ -197,25 +197,39 @@ class SyncDatabase:
         """``write_room_event`` for several events of one room, in order, in
         one transaction (all or nothing)."""
         async with self._db.transaction() as conn:
-            return [await self._write_room_event(conn, write, local_server) for write in writes]
+            # Which are stored already (timeline: False, only as state: True),
+            # read once for the batch and kept up to date as it is written.
+            found = await events_t.select_events_by_ids(conn, [w.new.event.event_id for w in writes])
+            stored = {event_id: row.state_only for event_id, row in found.items()}
+            results = [await self._write_room_event(conn, write, local_server, stored) for write in writes]
+            # Only the last event written per room names the room's position.
+            last: dict[str, RoomEventWrite] = {}
+            for write, applied in zip(writes, results, strict=True):
+                if applied is not None:
+                    last[write.new.event.room_id] = write
+            for room_id, write in last.items():
+                await self._set_room_position(conn, room_id, write.new.event.event_id, write.room_stream_position)
+        return results
 
     async def _write_room_event(self, conn: AsyncConnection, write: RoomEventWrite,
-                                local_server: str) -> Applied | None:
+                                local_server: str, stored: dict[str, bool]) -> Applied | None:
         new = write.new
         adds_state_event_ids = write.adds_state_event_ids
         removes_state_event_ids = write.removes_state_event_ids
         adds_state_events = write.adds_state_events
-        room_stream_position = write.room_stream_position
         event = new.event
         room_id = event.room_id
-        seen = (await events_t.select_events_by_ids(conn, [event.event_id])).get(event.event_id)
-        if seen is not None:
-            if not seen.state_only:
+        state_only = stored.get(event.event_id)
+        if state_only is not None:
+            if not state_only:
                 return None
             # Seen before only as state (e.g. resolved in): now it enters the timeline.
             await events_t.delete_event(conn, event.event_id)
-        await self._store_state_only(conn, [e for e in adds_state_events
-                                            if e.event_id != event.event_id])
+        state_events = [e for e in adds_state_events if e.event_id != event.event_id]
+        await self._store_state_only(conn, state_events)
+        for state_event in state_events:
+            stored.setdefault(state_event.event_id, True)
+        stored[event.event_id] = False
         # State that came with the event but is not the event itself (state
         # resolution, or the whole state of a room joined over federation)
         # is in force just before it, at a position of its own: /sync's
@@ -261,7 +275,6 @@ class SyncDatabase:
             if event.type == MEMBER and event.state_key is not None:
                 applied.user_ids.add(event.state_key)
                 await self._track_invite(conn, event, position, local_server)
-        await self._set_room_position(conn, room_id, event.event_id, room_stream_position)
         return applied
 
     async def rebuild_room_state(self, room_id: str, state_events: Sequence[Event]) -> Applied:

@@ -82,8 +82,14 @@ class Inputer:
             except InvalidInput as e:
                 results[index] = pb.InputEventResult(event_id=input_event.event.event_id,
                                                      outcome=INVALID, reason=str(e))
-        async with self._db.reading() as txn:
-            known = await self._db.event_records_by_id(txn, [event_id for _, event_id, _ in parsed])
+        known: dict[str, EventRecord] = {}
+        if not all(e.HasField("transaction_id") for e in req.events):
+            # A client's send (it carries its transaction ID) is new: built a
+            # moment ago, and a client's retry is answered by the client API
+            # from its transaction IDs. The consumer answers DUPLICATE all the
+            # same, so only others' input (federation) is worth a lookup here.
+            async with self._db.reading() as txn:
+                known = await self._db.event_records_by_id(txn, [event_id for _, event_id, _ in parsed])
 
         # One entry per room, split so that no log record gets too big;
         # a room's entries go to one partition, in order.
