@@ -132,7 +132,7 @@ class SearchHandler:
             for _ in range(MAX_ROUNDS):
                 hits = await reader.search_events(
                     request.term, room_ids=room_ids, keys=request.keys, order_by_rank=request.order_by_rank,
-                    limit=BATCH, offset=offset, before_pos=before)
+                    limit=BATCH, offset=offset if request.order_by_rank else 0, before_pos=before)
                 stored = await reader.events_at_positions([h.stream_pos for h in hits])
                 for hit in hits:
                     offset += 1
@@ -160,7 +160,9 @@ class SearchHandler:
                 results.append(entry)
             answer: dict[str, Any] = {"count": count, "highlights": sorted(set(search_words(request.term))),
                                       "results": results}
-            if not exhausted and len(found) == limit:
+            # More may follow unless the index ran out (also when the rounds ran
+            # out before the page filled: the client goes on from there).
+            if not exhausted:
                 answer["next_batch"] = f"r_{offset}" if request.order_by_rank else f"s_{before}"
             if request.group_by:
                 answer["groups"] = _groups(found, request.group_by)

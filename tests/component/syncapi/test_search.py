@@ -215,3 +215,30 @@ async def test_user_directory_follows_a_rebuilt_room(env: Env) -> None:
     assert env.roomserver.state_queries == [room.room_id]
     found = await directory(env, env.token(ALICE), "ghost")
     assert found["results"] == [{"user_id": "@ghost:test", "display_name": "Lost Ghost"}]
+
+
+@pytest.mark.parametrize("order", ["recent", "rank"])
+async def test_pages_go_on_past_invisible_matches(env: Env, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """When a request's rounds run out on matches the user may not see, the
+    answer still has a next_batch, and the next page finds what is visible."""
+    from syncapi.internal import search as search_module
+    monkeypatch.setattr(search_module, "BATCH", 2)
+    monkeypatch.setattr(search_module, "MAX_ROUNDS", 2)
+    room = TestRoom(history_visibility="joined")
+    room.join(BOB)
+    room.message(ALICE, "needle seen")
+    room.leave(BOB)
+    for i in range(5):
+        room.message(ALICE, f"needle unseen {i}")
+    await env.send_room(room)
+    bob = env.token(BOB)
+    first = await search(env, bob, {"search_term": "needle", "order_by": order})
+    assert "next_batch" in first
+    pages = [first]
+    while "next_batch" in pages[-1] and len(pages) < 10:
+        pages.append(await search(env, bob, {"search_term": "needle", "order_by": order},
+                                  next_batch=pages[-1]["next_batch"]))
+    assert [body for page in pages for body in bodies(page)] == ["needle seen"]
+    if order == "recent":
+        # Newest first: the first page's rounds met only unseen matches.
+        assert first["results"] == []
