@@ -72,11 +72,13 @@ class Services:
 
     # -- callers --------------------------------------------------------------
 
-    async def device_for(self, request: Request) -> ua_pb.Device:
-        """The caller's device; M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise."""
+    async def device_for(self, request: Request, *, allow_expired: bool = False) -> ua_pb.Device:
+        """The caller's device; M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise
+        (``allow_expired``: an expired access token is still the device's)."""
         token = access_token(request)
         try:
-            return await self.userapi.query_access_token(ua_pb.QueryAccessTokenRequest(access_token=token))
+            return await self.userapi.query_access_token(
+                ua_pb.QueryAccessTokenRequest(access_token=token, allow_expired=allow_expired))
         except errors.UnknownToken as e:
             e.extra.setdefault("soft_logout", False)
             raise

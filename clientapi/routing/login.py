@@ -66,13 +66,14 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         return json_response({"access_token": device.access_token, **token_lifetime_fields(device)})
 
     async def logout(request: Request) -> HTTPResponse:
-        device = await services.device_for(request)
+        # As Synapse: a client whose token expired (soft logout) may still log out.
+        device = await services.device_for(request, allow_expired=True)
         await services.userapi.perform_device_deletion(ua_pb.PerformDeviceDeletionRequest(
             user_id=device.user_id, device_ids=[device.device_id]))
         return json_response({})
 
     async def logout_all(request: Request) -> HTTPResponse:
-        device = await services.device_for(request)
+        device = await services.device_for(request, allow_expired=True)
         await services.userapi.perform_device_deletion(
             ua_pb.PerformDeviceDeletionRequest(user_id=device.user_id))
         return json_response({})

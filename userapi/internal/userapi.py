@@ -173,7 +173,7 @@ class UserAPIInternal:
         if owner is None:
             raise errors.UnknownToken("Unknown access token", extra={"soft_logout": False})
         now = _now_ms()
-        if owner.expires_ts is not None and now >= owner.expires_ts:
+        if owner.expires_ts is not None and now >= owner.expires_ts and not req.allow_expired:
             # Soft logout: the device and its keys stay; a refresh or a login
             # with the same device ID gets a new token.
             raise errors.UnknownToken("Access token has expired", extra={"soft_logout": True})

@@ -224,3 +224,19 @@ async def test_third_party_identifiers_without_email_or_identity_server(harness:
     assert (added.status_code, added.json()["errcode"]) == (400, "M_THREEPID_AUTH_FAILED")
     unauthenticated = await harness.http.get(f"{V3}/account/3pid")
     assert unauthenticated.status_code == 401
+
+
+async def test_an_expired_token_may_still_log_out(harness: Harness) -> None:
+    userapi = cast(UserAPIInternal, harness.clientapi.services.userapi)
+    userapi.refreshable_token_lifetime_ms = 100
+    await harness.register("alice", "pw")
+    session = await login(harness, "alice", "pw", refresh_token=True)
+    await asyncio.sleep(0.2)
+    assert (await whoami(harness, session["access_token"]))[1]["soft_logout"] is True
+    out = await harness.http.post(f"{V3}/logout", headers=bearer(session["access_token"]))
+    assert out.status_code == 200, out.text
+    # The device is gone: its refresh token with it.
+    again = await harness.http.post(f"{V3}/refresh", json={"refresh_token": session["refresh_token"]})
+    assert (again.status_code, again.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    status, error = await whoami(harness, session["access_token"])
+    assert (status, error["soft_logout"]) == (401, False)

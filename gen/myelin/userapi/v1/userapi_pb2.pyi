@@ -102,15 +102,21 @@ class QueryAccessTokenRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ALLOW_EXPIRED_FIELD_NUMBER: _builtins.int
     access_token: _builtins.str
+    allow_expired: _builtins.bool
+    """Accept an expired token too (POST /logout, as Synapse: a soft-logged-out
+    client may still end its session).
+    """
     def __init__(
         self,
         *,
         access_token: _builtins.str = ...,
+        allow_expired: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "allow_expired", b"allow_expired"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
