@@ -36,6 +36,7 @@ from clientapi.routing import (
     state,
     threepid,
     typing,
+    upgrade,
     versions,
 )
 from clientapi.storage.database import ClientAPIDatabase
@@ -76,7 +77,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
                    directory, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report,
-                   threepid):
+                   threepid, upgrade):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 
