@@ -82,8 +82,9 @@ class SyncRoomserverAPI(StateQueryAPI, MembershipQueryAPI, VisibilityQueryAPI, P
 
 
 class FederationRoomserverAPI(InputAPI, StateQueryAPI, MembershipQueryAPI, VisibilityQueryAPI,
-                              DAGQueryAPI, Protocol):
-    """What the federation API calls to serve and accept federation."""
+                              DAGQueryAPI, AliasAPI, Protocol):
+    """What the federation API calls to serve and accept federation (and
+    answer alias queries)."""
 
 
 class RoomserverAPI(FederationRoomserverAPI, ClientRoomserverAPI, SyncRoomserverAPI, AliasAPI, Protocol):
