@@ -22,12 +22,14 @@ from clientapi.internal import params
 from clientapi.internal.membership import current_membership
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
+from clientapi.storage.database import ClientAPIDatabase
 from common import errors
 from common.http import json_response, parse_json_body, query_int
 from matrixlib import events as ev
 from matrixlib.events import Event, StateKey
 from matrixlib.power_levels import PowerLevels
 from matrixlib.room_versions import get_room_version
+from roomserver.api import ClientRoomserverAPI
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -37,9 +39,9 @@ _CHUNK_STATE: list[StateKey] = [
 ]
 
 
-async def _room_state(services: Services, room_id: str, wanted: list[StateKey]
+async def _room_state(roomserver: ClientRoomserverAPI, room_id: str, wanted: list[StateKey]
                       ) -> dict[StateKey, Event] | None:
-    answer = await services.roomserver.query_latest_events_and_state(rs_pb.QueryLatestEventsAndStateRequest(
+    answer = await roomserver.query_latest_events_and_state(rs_pb.QueryLatestEventsAndStateRequest(
         room_id=room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=t, state_key=k) for t, k in wanted]))
     if not answer.room_exists:
         return None
@@ -58,9 +60,9 @@ def _text(state: dict[StateKey, Event], key: StateKey, field: str) -> str | None
     return value if isinstance(value, str) and value else None
 
 
-async def _chunk_entry(services: Services, room_id: str) -> dict[str, Any] | None:
-    info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
-    state = await _room_state(services, room_id, _CHUNK_STATE)
+async def _chunk_entry(roomserver: ClientRoomserverAPI, room_id: str) -> dict[str, Any] | None:
+    info = await roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
+    state = await _room_state(roomserver, room_id, _CHUNK_STATE)
     if not info.room_exists or state is None:
         return None
     entry: dict[str, Any] = {
@@ -97,19 +99,21 @@ def _offset(since: str | None) -> int:
     return int(since[1:])
 
 
-def add_routes(blueprint: Blueprint, services: Services) -> None:
-    def check_server(request: Request) -> None:
-        server = request.args.get("server")
-        if server and server != services.server_name:
-            raise errors.MatrixError("Listing other servers' directories is not supported yet", http_status=400)
+class PublishedRoomDirectory:
+    """The published room list, one page at a time: what /publicRooms
+    answers, for clients here and for other servers (the federation API)."""
 
-    async def listing(limit: int, since: str | None, term: str | None,
-                      room_types: list[Any] | None) -> HTTPResponse:
+    def __init__(self, roomserver: ClientRoomserverAPI, database: ClientAPIDatabase) -> None:
+        self._roomserver = roomserver
+        self._database = database
+
+    async def public_rooms(self, *, limit: int, since: str | None, search_term: str | None,
+                           room_types: list[Any] | None) -> dict[str, Any]:
         offset = _offset(since)
         entries = []
-        for room_id in await services.database.published_rooms():
-            entry = await _chunk_entry(services, room_id)
-            if entry is not None and _matches(entry, term, room_types):
+        for room_id in await self._database.published_rooms():
+            entry = await _chunk_entry(self._roomserver, room_id)
+            if entry is not None and _matches(entry, search_term, room_types):
                 entries.append(entry)
         entries.sort(key=lambda e: (-int(e["num_joined_members"]), e["room_id"]))
         page = entries[offset:offset + limit]
@@ -118,7 +122,21 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             body["next_batch"] = f"o{offset + limit}"
         if offset > 0:
             body["prev_batch"] = f"o{max(0, offset - limit)}"
-        return json_response(body)
+        return body
+
+
+def add_routes(blueprint: Blueprint, services: Services) -> None:
+    def check_server(request: Request) -> None:
+        server = request.args.get("server")
+        if server and server != services.server_name:
+            raise errors.MatrixError("Listing other servers' directories is not supported yet", http_status=400)
+
+    directory = PublishedRoomDirectory(services.roomserver, services.database)
+
+    async def listing(limit: int, since: str | None, term: str | None,
+                      room_types: list[Any] | None) -> HTTPResponse:
+        return json_response(await directory.public_rooms(limit=limit, since=since, search_term=term,
+                                                          room_types=room_types))
 
     async def get_public_rooms(request: Request) -> HTTPResponse:
         check_server(request)
@@ -151,7 +169,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         visibility = params.optional_str(body, "visibility") or "public"
         if visibility not in ("public", "private"):
             raise errors.InvalidParam("visibility must be public or private")
-        state = await _room_state(services, room_id, [(ev.CREATE, ""), (ev.POWER_LEVELS, "")])
+        state = await _room_state(services.roomserver, room_id, [(ev.CREATE, ""), (ev.POWER_LEVELS, "")])
         if state is None:
             raise errors.NotFound("Room not found")
         membership = await current_membership(services, room_id, device.user_id)
