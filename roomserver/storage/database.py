@@ -91,6 +91,17 @@ class TxnCache:
     waiting_redactions: dict[str, list[int]] = field(default_factory=dict)
     # Rooms (NIDs) whose row in ``rooms`` is behind the record above.
     dirty_rooms: set[int] = field(default_factory=set)
+    # Event rows read or written in this transaction (kept up to date by its
+    # writes), and event IDs known not to be stored. Only this transaction
+    # writes its room's events, so neither goes stale before it ends.
+    records: dict[int, EventRecord] = field(default_factory=dict)
+    record_nids: dict[str, int] = field(default_factory=dict)
+    absent_ids: set[str] = field(default_factory=set)
+
+    def learn_record(self, record: EventRecord) -> None:
+        self.records[record.event_nid] = dataclasses.replace(record)
+        self.record_nids[record.event_id] = record.event_nid
+        self.absent_ids.discard(record.event_id)
 
 
 @dataclass
@@ -450,17 +461,39 @@ class RoomserverDatabase:
     # -- events --------------------------------------------------------------
 
     async def event_records_by_id(self, txn: Txn, event_ids: Collection[str]) -> dict[str, EventRecord]:
+        local = txn.local
         result: dict[str, EventRecord] = {}
-        for chunk in _chunks(event_ids):
+        missing: list[str] = []
+        for event_id in event_ids:
+            nid = local.record_nids.get(event_id)
+            if nid is not None:
+                result[event_id] = dataclasses.replace(local.records[nid])
+            elif event_id not in local.absent_ids:
+                missing.append(event_id)
+        for chunk in _chunks(missing):
             rows = await txn.conn.execute(select(events).where(events.c.event_id.in_(chunk)))
-            result.update({row.event_id: _event_record(row) for row in rows})
+            for row in rows:
+                record = _event_record(row)
+                local.learn_record(record)
+                result[record.event_id] = record
         return result
 
     async def event_records_by_nid(self, txn: Txn, event_nids: Collection[int]) -> dict[int, EventRecord]:
+        local = txn.local
         result: dict[int, EventRecord] = {}
-        for chunk in _chunks(event_nids):
+        missing: list[int] = []
+        for nid in event_nids:
+            cached = local.records.get(nid)
+            if cached is not None:
+                result[nid] = dataclasses.replace(cached)
+            else:
+                missing.append(nid)
+        for chunk in _chunks(missing):
             rows = await txn.conn.execute(select(events).where(events.c.event_nid.in_(chunk)))
-            result.update({row.event_nid: _event_record(row) for row in rows})
+            for row in rows:
+                record = _event_record(row)
+                local.learn_record(record)
+                result[record.event_nid] = record
         return result
 
     async def events_by_nid(self, txn: Txn, event_nids: Collection[int]) -> dict[int, Event]:
@@ -505,6 +538,12 @@ class RoomserverDatabase:
             ).returning(events.c.event_nid))
         assert nid is not None
         event_nid = int(nid)
+        txn.local.learn_record(EventRecord(
+            event_nid=event_nid, event_id=event.event_id, room_nid=room_nid, type_nid=type_nid,
+            state_key_nid=state_key_nid, depth=event.depth, is_outlier=is_outlier, is_rejected=is_rejected,
+            is_soft_failed=is_soft_failed, rejection_reason=rejection_reason, sent_to_output=sent_to_output,
+            state_before_nid=state_before_nid, state_after_nid=state_after_nid, stream_position=stream_position,
+            redacted_by=None))
         # Held until something reads these tables (see Txn); the parsed event
         # serves events_by_nid meanwhile.
         txn.hold(event_json, [{"event_nid": event_nid, "event_json": event.to_json()}])
@@ -532,6 +571,8 @@ class RoomserverDatabase:
                 "rejection_reason": o.rejection_reason, "sent_to_output": True, "state_before_nid": None,
                 "state_after_nid": None} for o in chunk])
             nids.update({row.event_id: int(row.event_nid) for row in rows})
+        # Not cached as records (read back when asked for), no longer absent.
+        txn.local.absent_ids.difference_update(nids)
         every = {**known_nids, **nids}
         json_rows = [{"event_nid": nids[o.event.event_id], "event_json": o.event.to_json()} for o in outliers]
         prev_rows = [{"event_nid": nids[o.event.event_id], "prev_event_id": p}
@@ -548,6 +589,10 @@ class RoomserverDatabase:
 
     async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:
         await txn.conn.execute(update(events).where(events.c.event_nid == event_nid).values(**values))
+        cached = txn.local.records.get(event_nid)
+        if cached is not None:
+            for name, value in values.items():
+                setattr(cached, name, value)
 
     async def auth_chain_nids(self, txn: Txn, event_nids: Collection[int]) -> set[int]:
         if not event_nids:
@@ -582,6 +627,8 @@ class RoomserverDatabase:
         txn.local.children.update(children)
         txn.local.waiting_redactions.update(waiting)
         txn.local.prefetched |= wanted
+        found = await self.event_records_by_id(txn, wanted)
+        txn.local.absent_ids |= wanted - found.keys()
 
     def _note_children(self, txn: Txn, event_nid: int, prev_event_ids: Iterable[str]) -> None:
         for prev in prev_event_ids:
@@ -788,6 +835,14 @@ class RoomserverDatabase:
             await txn.conn.execute(delete(output_outbox).where(output_outbox.c.event_nid.in_(chunk)))
             await txn.conn.execute(update(events).where(events.c.event_nid.in_(chunk))
                                    .values(sent_to_output=True))
+        self._note_sent(txn, event_nids)
+
+    @staticmethod
+    def _note_sent(txn: Txn, event_nids: Iterable[int]) -> None:
+        for nid in event_nids:
+            cached = txn.local.records.get(nid)
+            if cached is not None:
+                cached.sent_to_output = True
 
     async def mark_sent(self, txn: Txn, outbox_nids: Collection[int], event_nids: Collection[int]) -> None:
         for chunk in _chunks(outbox_nids):
@@ -795,6 +850,7 @@ class RoomserverDatabase:
         for chunk in _chunks(event_nids):
             await txn.conn.execute(update(events).where(events.c.event_nid.in_(chunk))
                                    .values(sent_to_output=True))
+        self._note_sent(txn, event_nids)
 
     # -- redactions waiting for their target -------------------------------
 
