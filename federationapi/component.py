@@ -19,10 +19,14 @@ from common.storage import Database, database_url_for, open_database
 from federationapi.auth import FederationAuthenticator, add_federation_auth
 from federationapi.client import FederationClient
 from federationapi.keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher
+from federationapi.routing.events import add_event_routes
 from federationapi.routing.keys import add_key_routes
+from federationapi.routing.public_rooms import PublicRoomDirectory, add_public_rooms_routes
+from federationapi.routing.query import ProfileQueryAPI, add_query_routes
 from federationapi.routing.version import add_version_routes
 from federationapi.storage.database import FederationDatabase
 from matrixlib.signing import SigningKey
+from roomserver.api import FederationRoomserverAPI
 
 COMPONENT = "federationapi"
 
@@ -35,6 +39,11 @@ class FederationAPI:
     keyring: KeyRing
     authenticator: FederationAuthenticator
     direct_fetcher: KeyFetcher
+    # The read endpoints (events, state, queries, public rooms) are served
+    # when their sources are given.
+    roomserver: FederationRoomserverAPI | None = None
+    userapi: ProfileQueryAPI | None = None
+    public_rooms: PublicRoomDirectory | None = None
 
     def make_blueprint(self, name: str = "federationapi") -> Blueprint:
         """The HTTP front; one per app it is mounted on (a blueprint is not
@@ -43,6 +52,13 @@ class FederationAPI:
         add_federation_auth(blueprint, self.authenticator)
         add_key_routes(blueprint, self.keyring, self.direct_fetcher)
         add_version_routes(blueprint)
+        server_name = self.config.server_name
+        if self.roomserver is not None:
+            add_event_routes(blueprint, server_name, self.roomserver)
+            if self.userapi is not None:
+                add_query_routes(blueprint, server_name, self.roomserver, self.userapi)
+        if self.public_rooms is not None:
+            add_public_rooms_routes(blueprint, self.public_rooms)
         return blueprint
 
     @property
@@ -55,7 +71,9 @@ class FederationAPI:
 
 
 def build(config: Config, signing_key: SigningKey, database: Database, *,
-          client: FederationClient | None = None) -> FederationAPI:
+          client: FederationClient | None = None, roomserver: FederationRoomserverAPI | None = None,
+          userapi: ProfileQueryAPI | None = None, public_rooms: PublicRoomDirectory | None = None
+          ) -> FederationAPI:
     client = client or FederationClient.from_config(config, signing_key)
     direct = DirectKeyFetcher(client)
     fetchers: list[KeyFetcher] = [direct]
@@ -63,12 +81,17 @@ def build(config: Config, signing_key: SigningKey, database: Database, *,
     storage = FederationDatabase(database)
     keyring = KeyRing(config.server_name, signing_key, storage, fetchers, old_keys=config.old_signing_keys)
     return FederationAPI(config=config, database=storage, client=client, keyring=keyring,
-                         authenticator=FederationAuthenticator(keyring), direct_fetcher=direct)
+                         authenticator=FederationAuthenticator(keyring), direct_fetcher=direct,
+                         roomserver=roomserver, userapi=userapi, public_rooms=public_rooms)
 
 
 async def open_federationapi(config: Config, signing_key: SigningKey, *,
-                             client: FederationClient | None = None) -> FederationAPI:
+                             client: FederationClient | None = None,
+                             roomserver: FederationRoomserverAPI | None = None,
+                             userapi: ProfileQueryAPI | None = None,
+                             public_rooms: PublicRoomDirectory | None = None) -> FederationAPI:
     """Opens (and migrates) the federation API's database and builds the
     component; ``close()`` closes the client and the database."""
     url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
-    return build(config, signing_key, await open_database(url, COMPONENT), client=client)
+    return build(config, signing_key, await open_database(url, COMPONENT), client=client,
+                 roomserver=roomserver, userapi=userapi, public_rooms=public_rooms)

@@ -23,6 +23,7 @@ logger = logging.getLogger("myelin")
 
 async def run_monolith(config: Config, *, started: asyncio.Event | None = None) -> None:
     from clientapi.component import open_clientapi
+    from clientapi.routing.directory import PublishedRoomDirectory
     from federationapi.component import open_federationapi
     from roomserver.component import open_roomserver
     from syncapi.component import open_syncapi
@@ -43,7 +44,9 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
         stack.push_async_callback(clientapi.close)
         syncapi = await open_syncapi(config, log, userapi.api, roomserver.api)
         stack.push_async_callback(syncapi.close)
-        federationapi = await open_federationapi(config, signing_key)
+        federationapi = await open_federationapi(
+            config, signing_key, roomserver=roomserver.api, userapi=userapi.api,
+            public_rooms=PublishedRoomDirectory(roomserver.api, clientapi.services.database))
         stack.push_async_callback(federationapi.close)
 
         async with asyncio.TaskGroup() as tasks:

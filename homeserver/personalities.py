@@ -107,8 +107,12 @@ async def run_personality(config: Config, name: str) -> None:
             port = serving.port
         elif name == "federationapi":
             from federationapi.component import open_federationapi
+            from roomserver.grpc.client import GrpcRoomserverClient
+            from userapi.grpc.client import GrpcUserAPIClient
 
-            federationapi = await open_federationapi(config, signing_key)
+            federationapi = await open_federationapi(
+                config, signing_key, roomserver=GrpcRoomserverClient(_channel(config, "roomserver")),
+                userapi=GrpcUserAPIClient(_channel(config, "userapi")))
             stack.push_async_callback(federationapi.close)
             serving = await serve_app(make_app("myelin_federationapi", [federationapi.make_blueprint()]),
                                       config.address_of(name).http)
