@@ -26,6 +26,7 @@ ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/sync$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|context/[^/]+)$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/user/[^/]+/filter(?:/[^/]+)?$"), "syncapi"),
+    Route(re.compile(_CLIENT + r"/notifications$"), "syncapi"),
     # Single events, relations, threads and timestamp lookups come from the read model.
     Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:event/[^/]+|relations/[^/]+(?:/[^/]+){0,2}|threads"
                      r"|timestamp_to_event)$"), "syncapi"),

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from sanic import Blueprint
 
 from common.config import Config
 from common.log import Log
 from common.storage import Database, database_url_for, open_database
+from matrixlib.events import Event
 from roomserver.api import SyncRoomserverAPI
 from syncapi.consumers.clientapi import ClientAPIConsumer
 from syncapi.consumers.roomserver import RoomserverOutputConsumer
 from syncapi.consumers.userapi import UserAPIConsumer
 from syncapi.internal.presence import PresenceWriter
+from syncapi.internal.push import PushEvaluator
 from syncapi.internal.relations import RelationReads
 from syncapi.internal.rooms import RoomReads
 from syncapi.internal.search import SearchHandler
@@ -37,6 +40,7 @@ from syncapi.internal.sync import SyncHandler
 from syncapi.internal.typing import TypingCache, now_ms
 from syncapi.notifier import Notifier
 from syncapi.routing import filter as filter_routes
+from syncapi.routing import notifications as notification_routes
 from syncapi.routing import presence as presence_routes
 from syncapi.routing import relations as relation_routes
 from syncapi.routing import rooms as room_routes
@@ -63,6 +67,8 @@ class SyncAPI:
         database.on_positions_taken = self.notifier.positions_taken
         database.on_stream_positions_taken = self.notifier.positions_taken
         self.consumer = RoomserverOutputConsumer(database, roomserver, self.notifier, config.server_name)
+        self.push_evaluator = PushEvaluator(database, config.server_name)
+        self.consumer.on_room_events = self._on_room_events
         self.typing = TypingCache()
         self.edu_consumer = ClientAPIConsumer(database, self.notifier, self.typing, config.server_name)
         self.presence = PresenceWriter(self.edu_consumer, log)
@@ -81,6 +87,7 @@ class SyncAPI:
         room_routes.register(self.blueprint, self.room_reads, userapi)
         relation_routes.register(self.blueprint, self.relation_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
+        notification_routes.register(self.blueprint, database, userapi)
         self.search_handler = SearchHandler(database)
         search_routes.register(self.blueprint, database, self.search_handler, userapi)
 
@@ -105,6 +112,14 @@ class SyncAPI:
             await edus_ready.wait()
             await account_data_ready.wait()
             self.ready.set()
+
+    async def _on_room_events(self, room_id: str, stored: Sequence[tuple[Event, int]]) -> None:
+        """Push rules for the events the consumer stored. A failure here
+        loses those notifications rather than holding up the room's events."""
+        try:
+            await self.push_evaluator.on_room_events(room_id, stored)
+        except Exception:
+            logger.warning("push rules not evaluated for %d events of %s", len(stored), room_id, exc_info=True)
 
     async def _follow_database_position(self) -> None:
         while True:

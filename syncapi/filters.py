@@ -35,6 +35,8 @@ class EventFilter:
     contains_url: bool | None = None
     lazy_load_members: bool = False
     include_redundant_members: bool = False
+    # Per-thread notification counts in /sync (the timeline filter's flag).
+    unread_thread_notifications: bool = False
 
     def allows_room(self, room_id: str) -> bool:
         if room_id in self.not_rooms:
@@ -208,6 +210,7 @@ def _event_filter(value: Any, where: str) -> EventFilter:
         contains_url=contains_url,
         lazy_load_members=_bool(value, "lazy_load_members", False, where),
         include_redundant_members=_bool(value, "include_redundant_members", False, where),
+        unread_thread_notifications=_bool(value, "unread_thread_notifications", False, where),
     )
 
 

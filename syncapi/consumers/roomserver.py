@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from myelin.roomserver.v1 import events_pb2, output_log_pb2
@@ -63,6 +63,9 @@ class RoomserverOutputConsumer:
         self._local_suffix = ":" + server_name
         # room ID -> its local joined and invited users (see _notify_room).
         self._local_members: dict[str, set[str]] = {}
+        # Told of each room's newly stored live timeline events, (event,
+        # stream position), after their write (push rule evaluation).
+        self.on_room_events: Callable[[str, Sequence[tuple[Event, int]]], Awaitable[None]] | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -133,9 +136,18 @@ class RoomserverOutputConsumer:
                                  adds_state_events=[parse_event(e) for e in msg.adds_state_events],
                                  room_stream_position=msg.room_stream_position)
                   for msg, event in zip(run, events, strict=True)]
-        for applied in await self._db.write_room_events(writes, local_server=self._server_name):
+        results = await self._db.write_room_events(writes, local_server=self._server_name)
+        # Before the wake-up, so the /sync it answers has the notification counts.
+        await self._tell_room_events(room_id, [(event, applied.position) for msg, event, applied
+                                               in zip(run, events, results, strict=True)
+                                               if applied is not None and not msg.historical])
+        for applied in results:
             if applied is not None:
                 await self._notify_room(applied)
+
+    async def _tell_room_events(self, room_id: str, stored: Sequence[tuple[Event, int]]) -> None:
+        if stored and self.on_room_events is not None:
+            await self.on_room_events(room_id, stored)
 
     async def _apply(self, value: bytes) -> None:
         """``handle`` with ``handle_record``'s retries, for one entry of a batch."""
@@ -236,11 +248,14 @@ class RoomserverOutputConsumer:
             event=event, historical=msg.historical, history_visibility=msg.history_visibility,
             txn_user_id=txn.user_id if txn else None, txn_device_id=txn.device_id if txn else None,
             txn_id=txn.transaction_id if txn else None)
-        return await self._db.write_room_event(
+        applied = await self._db.write_room_event(
             new, adds_state_event_ids=list(msg.adds_state_event_ids),
             removes_state_event_ids=list(msg.removes_state_event_ids),
             adds_state_events=[parse_event(e) for e in msg.adds_state_events],
             room_stream_position=msg.room_stream_position, local_server=self._server_name)
+        if applied is not None and not msg.historical:
+            await self._tell_room_events(room_id, [(event, applied.position)])
+        return applied
 
     async def _rebuild_room(self, room_id: str) -> Applied | None:
         response = await self._roomserver.query_latest_events_and_state(

@@ -36,6 +36,7 @@ from typing import Any
 from matrixlib.push_rules import default_ruleset, merge_with_defaults
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
+from syncapi.internal.push import unread_counts
 from syncapi.internal.relations import Aggregations, attach, bundle
 from syncapi.internal.typing import TypingCache
 from syncapi.internal.visibility import RoomVisibility, visibility_by_room
@@ -189,6 +190,7 @@ class _Builder:
             entry["account_data"] = {"events": account_data.room_events(window.room_id,
                                                                         self.filter.room.account_data)}
             join[window.room_id] = entry
+        await self._add_unread_counts(join)
 
         leave: dict[str, Any] = {}
         for m in left:
@@ -216,6 +218,13 @@ class _Builder:
         token = replace(self.upto_token, to_device=to_device_position)
         return _response(token, join, invite, leave, presence=presence, to_device=to_device,
                          account_data=account_data.global_events(self.filter.account_data))
+
+    async def _add_unread_counts(self, join: dict[str, Any]) -> None:
+        """Each joined room's notification counts (push.md, "Receiving
+        notifications"); per thread with the timeline filter's flag."""
+        by_thread = self.filter.room.timeline.unread_thread_notifications
+        for room_id, counts in (await unread_counts(self.r, self.user_id, sorted(join))).items():
+            join[room_id].update(counts.as_sync(by_thread))
 
     async def _account_data(self) -> _AccountData:
         """The account data changed since the token (all of it, initially)."""

@@ -24,6 +24,7 @@ from syncapi.storage.tables import current_state as state_t
 from syncapi.storage.tables import events as events_t
 from syncapi.storage.tables import filters as filters_t
 from syncapi.storage.tables import invites as invites_t
+from syncapi.storage.tables import notifications as notifications_t
 from syncapi.storage.tables import presence as presence_t
 from syncapi.storage.tables import receipts as receipts_t
 from syncapi.storage.tables import relations as relations_t
@@ -36,6 +37,7 @@ from syncapi.storage.tables.account_data import StoredAccountData
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
 from syncapi.storage.tables.invites import StoredInvite
+from syncapi.storage.tables.notifications import ReadUpTo, StoredNotification
 from syncapi.storage.tables.presence import StoredPresence
 from syncapi.storage.tables.receipts import StoredReceipt
 from syncapi.storage.tables.relations import StoredRelation
@@ -415,6 +417,14 @@ class SyncDatabase:
                 ["user_id", "room_id", "type"]))
         return position
 
+    async def write_notifications(self, rows: Sequence[StoredNotification]) -> None:
+        """Stores push rule results; a row stored already is left as it is (a replay)."""
+        if not rows:
+            return
+        async with self._db.transaction() as conn:
+            await conn.execute(self._db.upsert(notifications_t.notifications, [r.values() for r in rows],
+                                               ["user_id", "stream_pos"], set_=[]))
+
     async def write_to_device(self, *, user_id: str, device_id: str, message_id: str, sender: str,
                               event_type: str, content_json: str) -> int | None:
         """Puts a message in a device's inbox once per ``message_id``; the
@@ -762,6 +772,20 @@ class Reader:
                       participant: str | None = None) -> list[tuple[str, int]]:
         return await relations_t.select_threads(self.conn, room_id, before_pos=before_pos, limit=limit,
                                                 participant=participant)
+
+    async def read_up_to(self, user_id: str, room_ids: Sequence[str]) -> dict[str, ReadUpTo]:
+        return await notifications_t.select_read_up_to(self.conn, user_id, room_ids)
+
+    async def unread_candidates(self, user_id: str, room_id: str, *, after: int) -> list[tuple[str, int, bool]]:
+        return await notifications_t.select_unread_candidates(self.conn, user_id, room_id, after=after)
+
+    async def notifications_page(self, user_id: str, *, before: int | None, limit: int,
+                                 only_highlight: bool) -> list[StoredNotification]:
+        return await notifications_t.select_page(self.conn, user_id, before=before, limit=limit,
+                                                 only_highlight=only_highlight)
+
+    async def global_account_data(self, user_ids: Sequence[str], data_type: str) -> dict[str, str]:
+        return await notifications_t.select_global_account_data(self.conn, user_ids, data_type)
 
     async def events_by_timestamp(self, room_id: str, ts: int, *, backwards: bool,
                                   limit: int) -> list[StoredEvent]:

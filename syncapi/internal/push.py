@@ -1,0 +1,241 @@
+"""Push rule evaluation for the events the sync API stores
+(content/client-server-api/modules/push.md, "Receiving notifications",
+"Push Rules").
+
+For every new timeline event, each local joined member of the room other than
+the sender (and a local user the event invites) has their push rules
+(``m.push_rules`` account data merged with the server defaults) evaluated
+against it, with their display name in the room and the room's joined member
+count. An event whose actions include ``notify`` becomes a stored
+notification (its actions, whether they highlight, its thread); /sync counts
+those past the user's read receipt and GET /notifications lists them.
+
+The inputs are read once per batch of a room's events (members, display names,
+rule sets, power levels: a handful of statements whatever the batch's size),
+with the room's state after the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from common import errors
+from matrixlib.events import Event
+from matrixlib.power_levels import PowerLevels
+from matrixlib.push_rules import PushContext, actions_highlight, actions_notify, evaluate, merge_with_defaults
+from matrixlib.room_versions import get_room_version
+from syncapi.internal.client_events import Requester, now_ms, to_client_event
+from syncapi.storage.database import Reader, SyncDatabase, relation_of
+from syncapi.storage.tables.current_state import MEMBER
+from syncapi.storage.tables.events import StoredEvent
+from syncapi.storage.tables.notifications import StoredNotification
+
+logger = logging.getLogger(__name__)
+
+PUSH_RULES = "m.push_rules"
+THREAD = "m.thread"
+
+
+def thread_of(event: Event) -> str:
+    """The thread root's event ID of an event in a thread, "" otherwise."""
+    relation = relation_of(event.content)
+    if relation is not None and relation[1] == THREAD:
+        return relation[0]
+    return ""
+
+
+def event_for_rules(event: Event) -> dict[str, Any]:
+    """The fields of an event the push rule conditions look at (client format)."""
+    found: dict[str, Any] = {"event_id": event.event_id, "type": event.type, "sender": event.sender,
+                             "room_id": event.room_id, "content": event.content,
+                             "origin_server_ts": event.origin_server_ts}
+    if event.state_key is not None:
+        found["state_key"] = event.state_key
+    return found
+
+
+def _parse(stored: StoredEvent) -> Event | None:
+    try:
+        return Event.from_json(stored.event_json, get_room_version(stored.room_version), stored.event_id)
+    except Exception:
+        return None
+
+
+@dataclass
+class _RoomInputs:
+    joined_count: int
+    display_names: dict[str, str]
+    rulesets: dict[str, dict[str, list[dict[str, Any]]]]
+    power_levels_content: Mapping[str, Any] | None
+    power_levels: PowerLevels | None
+
+
+class PushEvaluator:
+    def __init__(self, database: SyncDatabase, server_name: str) -> None:
+        self._db = database
+        self._local_suffix = ":" + server_name
+
+    async def on_room_events(self, room_id: str, new_events: Sequence[tuple[Event, int]]
+                             ) -> list[StoredNotification]:
+        """Evaluates the room's new live timeline events (each at its stream
+        position) for its local members and stores the notifications;
+        answers them (for delivery to pushers)."""
+        if not new_events:
+            return []
+        invited = {e.state_key for e, _ in new_events
+                   if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
+                   and e.content.get("membership") == "invite"}
+        async with self._db.read() as reader:
+            members = await reader.room_members(room_id, ["join"])
+            local_joined = {m.state_key for m in members if m.state_key.endswith(self._local_suffix)}
+            if not local_joined and not invited:
+                return []
+            inputs = await self._inputs(reader, room_id, len(members), sorted(local_joined | invited),
+                                        [m.event_id for m in members if m.state_key in local_joined])
+        rows: list[StoredNotification] = []
+        for event, stream_pos in new_events:
+            recipients = set(local_joined)
+            if event.type == MEMBER and event.state_key in invited:
+                recipients.add(event.state_key)
+            as_json = event_for_rules(event)
+            thread_id = thread_of(event)
+            for user_id in sorted(recipients):
+                if user_id == event.sender:
+                    continue
+                context = PushContext(
+                    user_id=user_id, display_name=inputs.display_names.get(user_id, ""),
+                    room_member_count=inputs.joined_count, power_levels=inputs.power_levels_content,
+                    sender_power=(inputs.power_levels.user_level(event.sender)
+                                  if inputs.power_levels is not None else None))
+                ruleset = inputs.rulesets.get(user_id)
+                if ruleset is None:
+                    ruleset = inputs.rulesets[user_id] = merge_with_defaults(None, user_id)
+                matched = evaluate(ruleset, as_json, context)
+                if matched is None or not actions_notify(matched[1]):
+                    continue
+                actions = matched[1]
+                rows.append(StoredNotification(
+                    user_id=user_id, stream_pos=stream_pos, room_id=room_id, event_id=event.event_id,
+                    thread_id=thread_id, actions_json=json.dumps(actions, separators=(",", ":")),
+                    highlight=actions_highlight(actions), ts=event.origin_server_ts))
+        await self._db.write_notifications(rows)
+        return rows
+
+    async def _inputs(self, reader: Reader, room_id: str, joined_count: int, user_ids: list[str],
+                      member_event_ids: list[str]) -> _RoomInputs:
+        display_names: dict[str, str] = {}
+        for stored in (await reader.events_by_ids(member_event_ids)).values():
+            content = json.loads(stored.event_json).get("content")
+            name = content.get("displayname") if isinstance(content, dict) else None
+            if isinstance(name, str) and stored.state_key is not None:
+                display_names[stored.state_key] = name
+        rulesets: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for user_id, content_json in (await reader.global_account_data(user_ids, PUSH_RULES)).items():
+            try:
+                stored_rules = json.loads(content_json).get("global")
+            except (ValueError, AttributeError):
+                stored_rules = None
+            rulesets[user_id] = merge_with_defaults(stored_rules if isinstance(stored_rules, dict) else None,
+                                                    user_id)
+        power_entry = await reader.current_state_entry(room_id, "m.room.power_levels", "")
+        create_entry = await reader.current_state_entry(room_id, "m.room.create", "")
+        wanted = [e.event_id for e in (power_entry, create_entry) if e is not None]
+        found = await reader.events_by_ids(wanted)
+        power_event = _parse(found[power_entry.event_id]) if power_entry and power_entry.event_id in found else None
+        create_event = (_parse(found[create_entry.event_id])
+                        if create_entry and create_entry.event_id in found else None)
+        levels: PowerLevels | None = None
+        if create_event is not None:
+            try:
+                levels = PowerLevels.from_state(power_event, create_event.room_version, create_event=create_event)
+            except Exception:
+                logger.warning("power levels of %s unreadable for push rules", room_id, exc_info=True)
+        return _RoomInputs(joined_count=joined_count, display_names=display_names, rulesets=rulesets,
+                           power_levels_content=power_event.content if power_event is not None else None,
+                           power_levels=levels)
+
+
+@dataclass
+class UnreadCounts:
+    """A room's unread notification counts for a user: the main timeline's
+    and each thread's (notifications, highlights)."""
+
+    main: tuple[int, int] = (0, 0)
+    threads: dict[str, tuple[int, int]] | None = None
+
+    def as_sync(self, by_thread: bool) -> dict[str, Any]:
+        """``unread_notifications`` (everything, or the main timeline when
+        ``by_thread``) and, ``by_thread``, ``unread_thread_notifications``."""
+        threads = self.threads or {}
+        if by_thread:
+            found: dict[str, Any] = {"unread_notifications": _counts(self.main)}
+            if threads:
+                found["unread_thread_notifications"] = {t: _counts(c) for t, c in sorted(threads.items())}
+            return found
+        total = (self.main[0] + sum(c[0] for c in threads.values()),
+                 self.main[1] + sum(c[1] for c in threads.values()))
+        return {"unread_notifications": _counts(total)}
+
+
+def _counts(counts: tuple[int, int]) -> dict[str, int]:
+    return {"notification_count": counts[0], "highlight_count": counts[1]}
+
+
+async def unread_counts(reader: Reader, user_id: str, room_ids: Sequence[str]) -> dict[str, UnreadCounts]:
+    """The user's unread counts in the rooms: their notifications past the
+    latest read receipt (public or private) for the notification's thread
+    or an unthreaded one."""
+    read = await reader.read_up_to(user_id, room_ids)
+    found: dict[str, UnreadCounts] = {}
+    for room_id in room_ids:
+        up_to = read.get(room_id)
+        candidates = await reader.unread_candidates(user_id, room_id, after=up_to.unthreaded if up_to else 0)
+        main = [0, 0]
+        threads: dict[str, list[int]] = {}
+        for thread_id, stream_pos, highlight in candidates:
+            if up_to is not None and stream_pos <= up_to.position(thread_id):
+                continue
+            counts = threads.setdefault(thread_id, [0, 0]) if thread_id else main
+            counts[0] += 1
+            counts[1] += int(highlight)
+        found[room_id] = UnreadCounts((main[0], main[1]), {t: (c[0], c[1]) for t, c in threads.items()})
+    return found
+
+
+DEFAULT_NOTIFICATIONS_LIMIT = 20
+MAX_NOTIFICATIONS_LIMIT = 100
+
+
+async def notifications_page(database: SyncDatabase, requester: Requester, *, from_token: str | None,
+                             limit: int, only_highlight: bool) -> dict[str, Any]:
+    """GET /notifications (notifications.yaml): the user's notifications,
+    newest first; ``from`` is the stream position to continue below."""
+    before: int | None = None
+    if from_token is not None:
+        if not from_token.isdigit():
+            raise errors.InvalidParam("from is not a token this server gave")
+        before = int(from_token)
+    user_id = requester.user_id
+    now = now_ms()
+    async with database.read() as reader:
+        rows = await reader.notifications_page(user_id, before=before, limit=limit, only_highlight=only_highlight)
+        stored = await reader.events_by_ids([row.event_id for row in rows])
+        read = await reader.read_up_to(user_id, sorted({row.room_id for row in rows}))
+    notifications: list[dict[str, Any]] = []
+    for row in rows:
+        event = stored.get(row.event_id)
+        if event is None:
+            continue
+        up_to = read.get(row.room_id)
+        notifications.append({
+            "actions": json.loads(row.actions_json), "room_id": row.room_id, "ts": row.ts,
+            "read": up_to is not None and up_to.is_read(row),
+            "event": to_client_event(event, requester, include_room_id=False, now=now)})
+    body: dict[str, Any] = {"notifications": notifications}
+    if len(rows) == limit and rows:
+        body["next_token"] = str(rows[-1].stream_pos)
+    return body

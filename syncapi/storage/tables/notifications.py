@@ -1,0 +1,141 @@
+"""syncapi_notifications: one row per local user and event their push rules
+said notifies them (the ``notify`` action), with the rule's actions.
+
+A row is unread while its stream position is past the user's latest
+``m.read``/``m.read.private`` receipt in the room (for its thread, or an
+unthreaded one): counts and the ``read`` flag are worked out against the
+receipts when read, so a receipt needs no write here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Column, Index, Table, Text, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from syncapi.storage.tables import metadata
+from syncapi.storage.tables.account_data import account_data
+from syncapi.storage.tables.events import events
+from syncapi.storage.tables.receipts import READ_PRIVATE, receipts
+
+READ = "m.read"
+# The thread ID of the main timeline in receipts.
+MAIN_THREAD = "main"
+
+notifications = Table(
+    "syncapi_notifications", metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("stream_pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("room_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    # "" for the main timeline, else the thread root's event ID.
+    Column("thread_id", Text, nullable=False),
+    Column("actions_json", Text, nullable=False),
+    Column("highlight", Boolean, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Index("syncapi_notifications_room", "user_id", "room_id", "stream_pos"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotification:
+    user_id: str
+    stream_pos: int
+    room_id: str
+    event_id: str
+    thread_id: str
+    actions_json: str
+    highlight: bool
+    ts: int
+
+    def values(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "stream_pos": self.stream_pos, "room_id": self.room_id,
+                "event_id": self.event_id, "thread_id": self.thread_id,
+                "actions_json": self.actions_json, "highlight": self.highlight, "ts": self.ts}
+
+
+_COLUMNS = (notifications.c.user_id, notifications.c.stream_pos, notifications.c.room_id,
+            notifications.c.event_id, notifications.c.thread_id, notifications.c.actions_json,
+            notifications.c.highlight, notifications.c.ts)
+
+
+def _notification(row: Any) -> StoredNotification:
+    return StoredNotification(user_id=row[0], stream_pos=int(row[1]), room_id=row[2], event_id=row[3],
+                              thread_id=row[4], actions_json=row[5], highlight=bool(row[6]), ts=int(row[7]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadUpTo:
+    """Where the user's read receipts in a room stand (stream positions;
+    0: none). ``unthreaded`` covers every thread."""
+
+    unthreaded: int = 0
+    by_thread: tuple[tuple[str, int], ...] = ()
+
+    def position(self, thread_id: str) -> int:
+        """Up to where a notification of ``thread_id`` ("" for main) is read."""
+        wanted = thread_id or MAIN_THREAD
+        threaded = max((pos for thread, pos in self.by_thread if thread == wanted), default=0)
+        return max(self.unthreaded, threaded)
+
+    def is_read(self, notification: StoredNotification) -> bool:
+        return notification.stream_pos <= self.position(notification.thread_id)
+
+
+async def select_read_up_to(conn: AsyncConnection, user_id: str, room_ids: Sequence[str]) -> dict[str, ReadUpTo]:
+    """The user's read receipts (public or private) in the rooms, as stream
+    positions of the events they point at (receipts for events this read
+    model does not have are left out)."""
+    if not room_ids:
+        return {}
+    r = receipts.c
+    stmt = (select(r.room_id, r.thread_id, events.c.stream_pos)
+            .select_from(receipts.join(events, events.c.event_id == r.event_id))
+            .where(r.user_id == user_id, r.room_id.in_(list(room_ids)), r.receipt_type.in_([READ, READ_PRIVATE])))
+    unthreaded: dict[str, int] = {}
+    threaded: dict[str, dict[str, int]] = {}
+    for room_id, thread_id, stream_pos in await conn.execute(stmt):
+        if thread_id:
+            by_thread = threaded.setdefault(room_id, {})
+            by_thread[thread_id] = max(by_thread.get(thread_id, 0), int(stream_pos))
+        else:
+            unthreaded[room_id] = max(unthreaded.get(room_id, 0), int(stream_pos))
+    return {room_id: ReadUpTo(unthreaded.get(room_id, 0), tuple(sorted(threaded.get(room_id, {}).items())))
+            for room_id in set(unthreaded) | set(threaded)}
+
+
+async def select_unread_candidates(conn: AsyncConnection, user_id: str, room_id: str, *,
+                                   after: int) -> list[tuple[str, int, bool]]:
+    """(thread ID, stream position, highlight) of the user's notifications
+    in the room after ``after`` (the unthreaded receipt's position)."""
+    n = notifications.c
+    stmt = (select(n.thread_id, n.stream_pos, n.highlight)
+            .where(n.user_id == user_id, n.room_id == room_id, n.stream_pos > after))
+    return [(str(row[0]), int(row[1]), bool(row[2])) for row in await conn.execute(stmt)]
+
+
+async def select_page(conn: AsyncConnection, user_id: str, *, before: int | None, limit: int,
+                      only_highlight: bool) -> list[StoredNotification]:
+    """The user's notifications, newest first, before ``before`` (a stream position)."""
+    n = notifications.c
+    stmt = select(*_COLUMNS).where(n.user_id == user_id)
+    if before is not None:
+        stmt = stmt.where(n.stream_pos < before)
+    if only_highlight:
+        stmt = stmt.where(n.highlight)
+    stmt = stmt.order_by(n.stream_pos.desc()).limit(limit)
+    return [_notification(row) for row in await conn.execute(stmt)]
+
+
+async def select_global_account_data(conn: AsyncConnection, user_ids: Sequence[str],
+                                     data_type: str) -> dict[str, str]:
+    """user ID -> the content of their global account data of ``data_type``
+    (for the push rules of a room's members, in one statement)."""
+    if not user_ids:
+        return {}
+    t = account_data.c
+    stmt = select(t.user_id, t.content_json).where(t.user_id.in_(list(user_ids)), t.room_id == "",
+                                                   t.type == data_type)
+    return {str(row[0]): str(row[1]) for row in await conn.execute(stmt)}
