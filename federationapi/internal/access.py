@@ -19,6 +19,8 @@ from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from common import errors
 from matrixlib import events as ev
+from matrixlib.events import Event
+from matrixlib.room_versions import get_room_version
 from matrixlib.server_acl import server_allowed_by_acl
 from roomserver.api import FederationRoomserverAPI
 
@@ -30,8 +32,8 @@ def pdu_of(event: events_pb2.Event) -> dict[str, Any]:
 
 
 def room_id_of(event: events_pb2.Event) -> str:
-    room_id = pdu_of(event).get("room_id")
-    return room_id if isinstance(room_id, str) else ""
+    # Room version 12 create events carry no room_id: the Event derives it.
+    return Event.from_json(event.pdu_json, get_room_version(event.room_version), event.event_id or None).room_id
 
 
 class RoomAccess:

@@ -19,7 +19,7 @@ from sanic.response import HTTPResponse
 
 from common import errors
 from common.http import json_response, parse_json_body
-from federationapi.internal.access import RoomAccess, pdu_of
+from federationapi.internal.access import RoomAccess, pdu_of, room_id_of
 from roomserver.api import FederationRoomserverAPI
 
 V1 = "/_matrix/federation/v1"
@@ -116,7 +116,7 @@ def add_event_routes(blueprint: Blueprint, server_name: str, roomserver: Federat
         known: list[str] = []
         for event_id in dict.fromkeys(starts):
             found = await roomserver.query_events_by_id(rs_pb.QueryEventsByIDRequest(event_ids=[event_id]))
-            if not found.events or pdu_of(found.events[0]).get("room_id") != room_id:
+            if not found.events or room_id_of(found.events[0]) != room_id:
                 continue
             known.append(event_id)
             allowed = await roomserver.query_server_allowed_to_see_event(
