@@ -30,6 +30,15 @@ _DONE_FLUSH_DELAY_SECONDS = 0.5
 TransactionKey = tuple[str, str, str, str]
 
 
+@dataclasses.dataclass
+class _Claim:
+    key: TransactionKey
+    event_id: str
+    room_version: str
+    event_json: str
+    answer: asyncio.Future[TransactionRow | None]
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -44,6 +53,9 @@ class ClientAPIDatabase:
         # Transactions marked done and not yet written so (see mark_transaction_done).
         self._done: set[TransactionKey] = set()
         self._done_flush: asyncio.Task[None] | None = None
+        # Claims waiting to be written, and the task writing them (see claim_transaction).
+        self._claims: list[_Claim] = []
+        self._claimer: asyncio.Task[None] | None = None
 
     async def get_transaction(self, user_id: str, device_id: str, endpoint: str,
                               txn_id: str) -> TransactionRow | None:
@@ -77,29 +89,83 @@ class ClientAPIDatabase:
 
     async def claim_transaction(self, user_id: str, device_id: str, endpoint: str, txn_id: str,
                                 event_id: str, room_version: str, event_json: str) -> TransactionRow | None:
-        """Records the event as the transaction's pending send, in one write
-        transaction, unless the transaction already has an unexpired row:
-        then that row is answered and nothing is written. The common case
-        (a new transaction ID) is one statement: an insert that replaces
-        only an expired row."""
+        """Records the event as the transaction's pending send, unless the
+        transaction already has an unexpired row: then that row is answered
+        and nothing is written. The common case (a new transaction ID) is one
+        statement, an insert that replaces only an expired row; claims made
+        while another is being written are written together, in one write
+        transaction (group commit), and answered once it committed."""
+        claim = _Claim((user_id, device_id, endpoint, txn_id), event_id, room_version, event_json,
+                       asyncio.get_running_loop().create_future())
+        self._claims.append(claim)
+        if self._claimer is None or self._claimer.done():
+            self._claimer = asyncio.create_task(self._write_claims())
+        return await claim.answer
+
+    async def _write_claims(self) -> None:
+        group: list[_Claim] = []
+        try:
+            while self._claims:
+                group, self._claims = self._claims, []
+                try:
+                    answers = await self._claim_group(group)
+                except Exception as e:
+                    if len(group) == 1:
+                        self._fail(group[0], e)
+                        continue
+                    # One bad claim must not fail the others: each on its own.
+                    logger.warning("writing %d transaction claims together failed; one by one",
+                                   len(group), exc_info=True)
+                    for claim in group:
+                        try:
+                            self._answer(claim, (await self._claim_group([claim]))[0])
+                        except Exception as one_failed:
+                            self._fail(claim, one_failed)
+                    continue
+                for claim, answer in zip(group, answers, strict=True):
+                    self._answer(claim, answer)
+        except BaseException as e:
+            # Cancelled (closing): nobody may wait forever.
+            for claim in [*group, *self._claims]:
+                self._fail(claim, RuntimeError(f"transaction claim not written: {e!r}"))
+            self._claims = []
+            raise
+
+    @staticmethod
+    def _answer(claim: _Claim, answer: TransactionRow | None) -> None:
+        if not claim.answer.done():
+            claim.answer.set_result(answer)
+
+    @staticmethod
+    def _fail(claim: _Claim, error: Exception) -> None:
+        if not claim.answer.done():
+            claim.answer.set_exception(error)
+
+    async def _claim_group(self, group: list[_Claim]) -> list[TransactionRow | None]:
         now = _now_ms()
         cutoff = now - TRANSACTION_TTL_MS
-        key = (user_id, device_id, endpoint, txn_id)
+        answers: list[TransactionRow | None] = []
+        claimed: list[TransactionKey] = []
         async with self.db.transaction() as conn:
             await self._write_done(conn)
             await self._purge(conn, now)
-            claimed = (await conn.execute(self.db.upsert(
-                transactions,
-                {"user_id": user_id, "device_id": device_id, "endpoint": endpoint, "txn_id": txn_id,
-                 "event_id": event_id, "created_ts": now, "pending": True, "room_version": room_version,
-                 "event_json": event_json},
-                ["user_id", "device_id", "endpoint", "txn_id"],
-                where=transactions.c.created_ts < cutoff).returning(transactions.c.event_id))).first()
-            if claimed is not None:
-                self._done.discard(key)
-                return None
-            earlier = await self._transactions.select(conn, user_id, device_id, endpoint, txn_id, cutoff)
-        return self._as_marked(key, earlier)
+            for claim in group:
+                user_id, device_id, endpoint, txn_id = claim.key
+                inserted = (await conn.execute(self.db.upsert(
+                    transactions,
+                    {"user_id": user_id, "device_id": device_id, "endpoint": endpoint, "txn_id": txn_id,
+                     "event_id": claim.event_id, "created_ts": now, "pending": True,
+                     "room_version": claim.room_version, "event_json": claim.event_json},
+                    ["user_id", "device_id", "endpoint", "txn_id"],
+                    where=transactions.c.created_ts < cutoff).returning(transactions.c.event_id))).first()
+                if inserted is not None:
+                    claimed.append(claim.key)
+                    answers.append(None)
+                else:
+                    earlier = await self._transactions.select(conn, user_id, device_id, endpoint, txn_id, cutoff)
+                    answers.append(self._as_marked(claim.key, earlier))
+        self._done.difference_update(claimed)
+        return answers
 
     async def _purge(self, conn: AsyncConnection, now: int) -> None:
         if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:
