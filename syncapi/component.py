@@ -33,6 +33,7 @@ from syncapi.consumers.roomserver import RoomserverOutputConsumer
 from syncapi.consumers.userapi import UserAPIConsumer
 from syncapi.internal.presence import PresenceWriter
 from syncapi.internal.push import PushEvaluator
+from syncapi.internal.pushers import PusherAPI, PusherDelivery
 from syncapi.internal.relations import RelationReads
 from syncapi.internal.rooms import RoomReads
 from syncapi.internal.search import SearchHandler
@@ -69,6 +70,7 @@ class SyncAPI:
         self.consumer = RoomserverOutputConsumer(database, roomserver, self.notifier, config.server_name)
         self.push_evaluator = PushEvaluator(database, config.server_name)
         self.consumer.on_room_events = self._on_room_events
+        self.pushers = PusherDelivery(database, userapi if isinstance(userapi, PusherAPI) else None)
         self.typing = TypingCache()
         self.edu_consumer = ClientAPIConsumer(database, self.notifier, self.typing, config.server_name)
         self.presence = PresenceWriter(self.edu_consumer, log)
@@ -93,8 +95,8 @@ class SyncAPI:
 
     async def run(self) -> None:
         """Consumes the room server's output, the client API's EDUs and the
-        user API's account data until cancelled; ``ready`` once consuming
-        all. Also follows the database's
+        user API's account data until cancelled (and delivers notifications
+        to pushers); ``ready`` once consuming all. Also follows the database's
         positions, for writes by other instances, expires typing and times out
         the presence of users who stopped syncing."""
         await self.sync_handler.ensure_started()
@@ -108,6 +110,7 @@ class SyncAPI:
             tasks.create_task(self.edu_consumer.run(self.log, edus_ready))
             tasks.create_task(self.consumer.run(self.log, rooms_ready))
             tasks.create_task(self.account_data_consumer.run(self.log, account_data_ready))
+            tasks.create_task(self.pushers.run())
             await rooms_ready.wait()
             await edus_ready.wait()
             await account_data_ready.wait()
@@ -117,7 +120,7 @@ class SyncAPI:
         """Push rules for the events the consumer stored. A failure here
         loses those notifications rather than holding up the room's events."""
         try:
-            await self.push_evaluator.on_room_events(room_id, stored)
+            self.pushers.enqueue(await self.push_evaluator.on_room_events(room_id, stored))
         except Exception:
             logger.warning("push rules not evaluated for %d events of %s", len(stored), room_id, exc_info=True)
 

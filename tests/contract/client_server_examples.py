@@ -364,6 +364,13 @@ def examples() -> list[Example]:
                       "app_display_name": "Contract", "device_display_name": "Contract device",
                       "lang": "en", "data": {"url": "https://push.example.org/_matrix/push/v1/notify"}}),
         Example("GET", V3 + "/notifications"),
+        Example("GET", V3 + "/notifications", user="bob", query={"limit": "2"}),
+        Example("GET", V3 + "/notifications", user="bob", query={"only": "highlight", "from": "999999999"}),
+        Example("GET", V3 + "/notifications", query={"from": "not-a-token"}, expect=400, errcode="M_INVALID_PARAM"),
+        Example("GET", V3 + "/notifications", query={"only": "everything"}, expect=400,
+                errcode="M_INVALID_PARAM"),
+        Example("GET", V3 + "/sync", user="bob", query={"timeout": "0", "filter": json.dumps(
+            {"room": {"timeline": {"limit": 1, "unread_thread_notifications": True}}})}),
 
         # -- aliases and the room directory ---------------------------------------
         Example("PUT", V3 + "/directory/room/{roomAlias}", path_values={"roomAlias": _alias},
