@@ -107,12 +107,15 @@ async def run_personality(config: Config, name: str) -> None:
             port = serving.port
         elif name == "federationapi":
             from federationapi.component import open_federationapi
+            from federationapi.internal.public_rooms import ClientAPIPublicRooms
             from roomserver.grpc.client import GrpcRoomserverClient
             from userapi.grpc.client import GrpcUserAPIClient
 
+            public_rooms = ClientAPIPublicRooms(config.address_of("clientapi").http)
+            stack.push_async_callback(public_rooms.close)
             federationapi = await open_federationapi(
                 config, signing_key, roomserver=GrpcRoomserverClient(_channel(config, "roomserver")),
-                userapi=GrpcUserAPIClient(_channel(config, "userapi")))
+                userapi=GrpcUserAPIClient(_channel(config, "userapi")), public_rooms=public_rooms)
             stack.push_async_callback(federationapi.close)
             serving = await serve_app(make_app("myelin_federationapi", [federationapi.make_blueprint()]),
                                       config.address_of(name).http)

@@ -19,13 +19,16 @@ import pytest
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from myelin.userapi.v1 import userapi_pb2 as user_pb
 
+from clientapi.component import build as build_clientapi
 from clientapi.component import open_clientapi_database
 from clientapi.routing.directory import PublishedRoomDirectory
 from clientapi.storage.database import ClientAPIDatabase
+from common import errors
 from common.config import Config
 from common.http import make_app, serve_app
 from common.logs import open_log
 from federationapi.component import open_federationapi
+from federationapi.internal.public_rooms import ClientAPIPublicRooms
 from federationapi.keyring import now_ms
 from matrixlib.events import CREATE, HISTORY_VISIBILITY, JOIN_RULES, MEMBER, POWER_LEVELS, SERVER_ACL, Event
 from matrixlib.federation_auth import sign_request
@@ -342,3 +345,37 @@ async def test_public_rooms(reads: Reads) -> None:
     assert r.status_code == 200 and r.json()["chunk"] == []
     assert_error(await reads.call("POST", f"{V1}/publicRooms", {"limit": "x"}), 400, "M_BAD_JSON")
     assert_error(await reads.call("GET", f"{V1}/publicRooms?limit=x"), 400, "M_INVALID_PARAM")
+
+
+async def test_split_mode_directory_reads_the_client_apis_public_rooms(reads: Reads, harness: Harness) -> None:
+    """``ClientAPIPublicRooms`` (the split deployment's directory) against
+    the real client API's GET /publicRooms on the same published list."""
+    rooms = []
+    for name in ("Alpha lounge", "Beta lounge", "Gamma kitchen"):
+        room = TestRoom()
+        room.set_state("m.room.name", {"name": name}, sender=ALICE)
+        await reads.input(room, room.events)
+        await reads.directory_db.set_room_published(room.room_id, True)
+        rooms.append(room)
+    clientapi = build_clientapi(config(harness, "client"), reads.directory_db.db, None, reads.roomserver,
+                                reads.userapi, TEST_SIGNING_KEY)
+    serving = await serve_app(make_app(f"client_{uuid.uuid4().hex[:8]}", [clientapi.blueprint]), "127.0.0.1:0")
+    directory = ClientAPIPublicRooms(f"127.0.0.1:{serving.port}")
+    try:
+        everything = await directory.public_rooms(limit=10, since=None, search_term=None, room_types=None)
+        assert {c["room_id"] for c in everything["chunk"]} == {r.room_id for r in rooms}
+        first = await directory.public_rooms(limit=1, since=None, search_term="lounge", room_types=None)
+        assert first["total_room_count_estimate"] == 2 and len(first["chunk"]) == 1
+        second = await directory.public_rooms(limit=1, since=first["next_batch"], search_term="lounge",
+                                              room_types=None)
+        assert "next_batch" not in second
+        lounges = {first["chunk"][0]["name"], second["chunk"][0]["name"]}
+        assert lounges == {"Alpha lounge", "Beta lounge"}
+        spaces = await directory.public_rooms(limit=10, since=None, search_term=None, room_types=["m.space"])
+        assert spaces["chunk"] == []
+        with pytest.raises(errors.InvalidParam):
+            await directory.public_rooms(limit=10, since="bad", search_term="x", room_types=None)
+    finally:
+        await directory.close()
+        await serving.stop()
+        await clientapi.close()
