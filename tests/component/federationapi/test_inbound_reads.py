@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import grpc
 import httpx
 import pytest
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
@@ -35,6 +36,8 @@ from matrixlib.federation_auth import sign_request
 from matrixlib.hashes import compute_event_id
 from roomserver.api import RoomserverAPI
 from roomserver.component import open_roomserver
+from roomserver.grpc.client import GrpcRoomserverClient, roomserver_channel
+from roomserver.grpc.server import serve_grpc
 from tests.builders import TEST_SERVER_NAME, TEST_SIGNING_KEY, TestRoom
 from tests.component.federationapi.conftest import DAY_MS, OUR_KEY, FakeKeyServer, Harness
 from tests.fakes.userapi import FakeUserAPI
@@ -78,30 +81,42 @@ def config(harness: Harness, name: str) -> Config:
 
 
 @pytest.fixture
-async def reads(harness: Harness) -> AsyncIterator[Reads]:
+async def reads(request: pytest.FixtureRequest, harness: Harness) -> AsyncIterator[Reads]:
+    """The room server in process, or over its gRPC binding when
+    parametrized indirectly with "grpc"."""
     remote = FakeKeyServer(valid_until_ts=now_ms() + DAY_MS)
     await harness.start(remote)
     log = open_log(None, harness.tmp_path / "log", "fedreads-test")
     await log.start()
     roomserver = await open_roomserver(config(harness, "rs"), log, TEST_SIGNING_KEY)
     task = asyncio.create_task(roomserver.run())
+    api: RoomserverAPI = roomserver.api
+    grpc_server: grpc.aio.Server | None = None
+    channel: grpc.aio.Channel | None = None
+    if getattr(request, "param", "inprocess") == "grpc":
+        grpc_server, port = await serve_grpc(roomserver.api, "127.0.0.1:0")
+        channel = roomserver_channel(f"127.0.0.1:{port}")
+        api = GrpcRoomserverClient(channel)
     client_db = await open_clientapi_database(config(harness, "client"))
     directory_db = ClientAPIDatabase(client_db)
     userapi = FakeUserAPI(TEST_SERVER_NAME)
     component = await open_federationapi(
-        config(harness, "fed"), OUR_KEY, client=harness.client, roomserver=roomserver.api, userapi=userapi,
-        public_rooms=PublishedRoomDirectory(roomserver.api, directory_db))
+        config(harness, "fed"), OUR_KEY, client=harness.client, roomserver=api, userapi=userapi,
+        public_rooms=PublishedRoomDirectory(api, directory_db))
     serving = await serve_app(make_app(f"reads_{uuid.uuid4().hex[:8]}", [component.make_blueprint()]),
                               "127.0.0.1:0")
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving.port}")
     try:
         await asyncio.wait_for(roomserver.ready.wait(), 10)
-        yield Reads(http, remote, roomserver.api, userapi, directory_db)
+        yield Reads(http, remote, api, userapi, directory_db)
     finally:
         await http.aclose()
         await serving.stop()
         await component.close()
         await client_db.close()
+        if channel is not None and grpc_server is not None:
+            await channel.close()
+            await grpc_server.stop(None)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -117,9 +132,9 @@ class SharedRoom:
     after: list[Event]
 
 
-async def shared_room(reads: Reads, history_visibility: str = "joined") -> SharedRoom:
+async def shared_room(reads: Reads, history_visibility: str = "joined", room_version: str = "12") -> SharedRoom:
     """A room the remote's user joined, with history only members see."""
-    room = TestRoom(history_visibility=history_visibility)
+    room = TestRoom(room_version, history_visibility=history_visibility)
     before = room.message(ALICE, "before bob")
     join = room.join(reads.bob)
     after = [room.message(ALICE, f"m{i}") for i in range(3)]
@@ -187,9 +202,16 @@ async def test_unauthenticated_requests_are_401(reads: Reads) -> None:
         assert_error(await reads.http.get(uri), 401, "M_UNAUTHORIZED")
 
 
-async def test_state_and_state_ids_are_the_state_before_the_event(reads: Reads) -> None:
-    shared = await shared_room(reads)
+# Room version 1 lists prev events as [ID, hashes] pairs; version 3 IDs may hold "/".
+@pytest.mark.parametrize("room_version", ["1", "3", "12"])
+async def test_state_and_state_ids_are_the_state_before_the_event(reads: Reads, room_version: str) -> None:
+    shared = await shared_room(reads, room_version=room_version)
     room, target = shared.room, shared.after[1]
+    r = await reads.call("GET", f"{V1}/event/{q(target.event_id)}")
+    assert r.status_code == 200, r.text
+    assert event_id_of(r.json()["pdus"][0], room) == target.event_id
+    r = await reads.call("GET", f"{V1}/event_auth/{q(room.room_id)}/{q(target.event_id)}")
+    assert r.status_code == 200, r.text
     expected_state = {e.event_id for e in room.state_after[target.prev_event_ids[0]].values()}
     assert shared.bob_join.event_id in expected_state
     r = await reads.call("GET", f"{V1}/state_ids/{q(room.room_id)}?event_id={q(target.event_id)}")
@@ -379,3 +401,42 @@ async def test_split_mode_directory_reads_the_client_apis_public_rooms(reads: Re
         await directory.close()
         await serving.stop()
         await clientapi.close()
+
+
+async def test_room_version_3_event_ids_with_slashes(reads: Reads) -> None:
+    shared = await shared_room(reads, room_version="3")
+    room = shared.room
+    # Only events from the remote's join on are the remote's to see.
+    slashed = next((e for e in [shared.bob_join, *shared.after] if "/" in e.event_id), None)
+    while slashed is None:
+        # About half of all version 3 IDs hold a "/"; keep sending until one does.
+        message = room.message(ALICE, "again")
+        await reads.input(room, [message])
+        slashed = message if "/" in message.event_id else None
+    r = await reads.call("GET", f"{V1}/event/{q(slashed.event_id)}")
+    assert r.status_code == 200, r.text
+    assert event_id_of(r.json()["pdus"][0], room) == slashed.event_id
+    r = await reads.call("GET", f"{V1}/event_auth/{q(room.room_id)}/{q(slashed.event_id)}")
+    assert r.status_code == 200, r.text
+    r = await reads.call("GET", f"{V1}/state_ids/{q(room.room_id)}?event_id={q(slashed.event_id)}")
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("reads", ["grpc"], indirect=True)
+async def test_over_the_room_servers_grpc_binding(reads: Reads) -> None:
+    shared = await shared_room(reads)
+    room, target = shared.room, shared.after[1]
+    r = await reads.call("GET", f"{V1}/event/{q(target.event_id)}")
+    assert r.status_code == 200 and event_id_of(r.json()["pdus"][0], room) == target.event_id
+    assert_error(await reads.call("GET", f"{V1}/event/{q(shared.before_join.event_id)}"), 403, "M_FORBIDDEN")
+    r = await reads.call("GET", f"{V1}/state_ids/{q(room.room_id)}?event_id={q(target.event_id)}")
+    assert set(r.json()["pdu_ids"]) == {e.event_id for e in room.state_after[target.prev_event_ids[0]].values()}
+    r = await reads.call("POST", f"{V1}/get_missing_events/{q(room.room_id)}",
+                         {"earliest_events": [shared.bob_join.event_id], "latest_events": [target.event_id]})
+    assert [event_id_of(p, room) for p in r.json()["events"]] == [shared.after[0].event_id]
+    assert_error(await reads.call("GET", f"{V1}/state_ids/{q('!nope:test')}?event_id={q(target.event_id)}"),
+                 404, "M_NOT_FOUND")
+    await reads.roomserver.set_room_alias(rs_pb.SetRoomAliasRequest(
+        alias="#g:test", room_id=room.room_id, creator=ALICE))
+    r = await reads.call("GET", f"{V1}/query/directory?room_alias={q('#g:test')}")
+    assert r.json()["room_id"] == room.room_id
