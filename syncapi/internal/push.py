@@ -186,23 +186,17 @@ def _counts(counts: tuple[int, int]) -> dict[str, int]:
 
 
 async def unread_counts(reader: Reader, user_id: str, room_ids: Sequence[str]) -> dict[str, UnreadCounts]:
-    """The user's unread counts in the rooms: their notifications past the
-    latest read receipt (public or private) for the notification's thread
-    or an unthreaded one."""
-    read = await reader.read_up_to(user_id, room_ids)
-    found: dict[str, UnreadCounts] = {}
-    for room_id in room_ids:
-        up_to = read.get(room_id)
-        candidates = await reader.unread_candidates(user_id, room_id, after=up_to.unthreaded if up_to else 0)
-        main = [0, 0]
-        threads: dict[str, list[int]] = {}
-        for thread_id, stream_pos, highlight in candidates:
-            if up_to is not None and stream_pos <= up_to.position(thread_id):
-                continue
-            counts = threads.setdefault(thread_id, [0, 0]) if thread_id else main
-            counts[0] += 1
-            counts[1] += int(highlight)
-        found[room_id] = UnreadCounts((main[0], main[1]), {t: (c[0], c[1]) for t, c in threads.items()})
+    """The user's unread counts in the rooms (every room named has an
+    entry): their notifications past the latest read receipt (public or
+    private) for the notification's thread or an unthreaded one."""
+    found = {room_id: UnreadCounts((0, 0), {}) for room_id in room_ids}
+    for room_id, thread_id, notified, highlighted in await reader.unread_counts(user_id, room_ids):
+        counts = found[room_id]
+        if thread_id:
+            assert counts.threads is not None
+            counts.threads[thread_id] = (notified, highlighted)
+        else:
+            counts.main = (notified, highlighted)
     return found
 
 

@@ -776,8 +776,8 @@ class Reader:
     async def read_up_to(self, user_id: str, room_ids: Sequence[str]) -> dict[str, ReadUpTo]:
         return await notifications_t.select_read_up_to(self.conn, user_id, room_ids)
 
-    async def unread_candidates(self, user_id: str, room_id: str, *, after: int) -> list[tuple[str, int, bool]]:
-        return await notifications_t.select_unread_candidates(self.conn, user_id, room_id, after=after)
+    async def unread_counts(self, user_id: str, room_ids: Sequence[str]) -> list[tuple[str, str, int, int]]:
+        return await notifications_t.select_unread_counts(self.conn, user_id, room_ids)
 
     async def notifications_page(self, user_id: str, *, before: int | None, limit: int,
                                  only_highlight: bool) -> list[StoredNotification]:

@@ -12,7 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Table, Text, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    Table,
+    Text,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncapi.storage.tables import metadata
@@ -106,14 +119,29 @@ async def select_read_up_to(conn: AsyncConnection, user_id: str, room_ids: Seque
             for room_id in set(unthreaded) | set(threaded)}
 
 
-async def select_unread_candidates(conn: AsyncConnection, user_id: str, room_id: str, *,
-                                   after: int) -> list[tuple[str, int, bool]]:
-    """(thread ID, stream position, highlight) of the user's notifications
-    in the room after ``after`` (the unthreaded receipt's position)."""
+async def select_unread_counts(conn: AsyncConnection, user_id: str, room_ids: Sequence[str]
+                               ) -> list[tuple[str, str, int, int]]:
+    """(room ID, thread ID, notifications, highlights) of the user's unread
+    notifications in the rooms, in one statement: a notification is unread
+    when its position is past every read receipt (public or private) of the
+    user in its room that is unthreaded or for its thread ("main" for the
+    main timeline)."""
+    if not room_ids:
+        return []
     n = notifications.c
-    stmt = (select(n.thread_id, n.stream_pos, n.highlight)
-            .where(n.user_id == user_id, n.room_id == room_id, n.stream_pos > after))
-    return [(str(row[0]), int(row[1]), bool(row[2])) for row in await conn.execute(stmt)]
+    r = receipts.c
+    receipt_thread = case((n.thread_id == "", literal(MAIN_THREAD)), else_=n.thread_id)
+    read_up_to = (select(func.max(events.c.stream_pos))
+                  .select_from(receipts.join(events, events.c.event_id == r.event_id))
+                  .where(r.user_id == user_id, r.room_id == n.room_id, r.receipt_type.in_([READ, READ_PRIVATE]),
+                         or_(r.thread_id == "", r.thread_id == receipt_thread))
+                  .correlate(notifications).scalar_subquery())
+    stmt = (select(n.room_id, n.thread_id, func.count(),
+                   func.sum(case((n.highlight, literal(1, Integer)), else_=literal(0, Integer))))
+            .where(n.user_id == user_id, n.room_id.in_(list(room_ids)),
+                   n.stream_pos > func.coalesce(read_up_to, 0))
+            .group_by(n.room_id, n.thread_id))
+    return [(str(row[0]), str(row[1]), int(row[2]), int(row[3] or 0)) for row in await conn.execute(stmt)]
 
 
 async def select_page(conn: AsyncConnection, user_id: str, *, before: int | None, limit: int,

@@ -5,11 +5,14 @@ summaries, and GET /notifications."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from syncapi.internal.push import thread_of
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
 from tests.component.syncapi.test_account_data import change
 from tests.component.syncapi.test_ephemeral import receipt
 
@@ -197,3 +200,12 @@ async def test_notifications_paging_and_only_highlight(env: Env) -> None:
     bad = await env.get(path, alice, **{"from": "nonsense"})
     assert bad.status_code == 400
     assert (await env.client.get(path)).status_code == 401
+
+
+@pytest.mark.postgres
+async def test_counts_and_paging_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as env:
+        # Paging first: it expects Alice's only notifications to be its own.
+        await test_notifications_paging_and_only_highlight(env)
+        await test_messages_and_mentions_count_until_a_receipt(env)
+        await test_thread_counts(env)
