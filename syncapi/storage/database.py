@@ -648,8 +648,9 @@ class Reader:
     async def member_counts(self, room_id: str) -> dict[str, int]:
         return await state_t.select_member_counts(self.conn, room_id)
 
-    async def heroes(self, room_id: str, exclude_user: str, limit: int) -> list[str]:
-        return await state_t.select_heroes(self.conn, room_id, exclude_user, limit)
+    async def heroes(self, room_id: str, exclude_user: str, limit: int,
+                     memberships: Sequence[str] = ("join", "invite")) -> list[str]:
+        return await state_t.select_heroes(self.conn, room_id, exclude_user, limit, memberships)
 
     async def current_state_entry(self, room_id: str, event_type: str, state_key: str
                                   ) -> StateEntry | None:

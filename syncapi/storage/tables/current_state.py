@@ -161,11 +161,13 @@ async def select_member_counts(conn: AsyncConnection, room_id: str) -> dict[str,
     return {str(row[0]): int(row[1]) for row in rows}
 
 
-async def select_heroes(conn: AsyncConnection, room_id: str, exclude_user: str, limit: int) -> list[str]:
-    """The first joined or invited members by stream order, for a room summary."""
+async def select_heroes(conn: AsyncConnection, room_id: str, exclude_user: str, limit: int,
+                        memberships: Sequence[str] = ("join", "invite")) -> list[str]:
+    """The first members with one of ``memberships`` (joined or invited) by
+    stream order, for a room summary."""
     c = current_room_state.c
     rows = await conn.execute(select(c.state_key).where(
-        c.room_id == room_id, c.type == MEMBER, c.membership.in_(["join", "invite"]),
+        c.room_id == room_id, c.type == MEMBER, c.membership.in_(list(memberships)),
         c.state_key != exclude_user).order_by(c.added_pos).limit(limit))
     return [str(row[0]) for row in rows]
 

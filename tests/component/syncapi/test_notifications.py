@@ -209,3 +209,13 @@ async def test_counts_and_paging_on_postgres(tmp_path: Path, fresh_postgres_data
         await test_notifications_paging_and_only_highlight(env)
         await test_messages_and_mentions_count_until_a_receipt(env)
         await test_thread_counts(env)
+
+
+async def test_heroes_fall_back_to_members_who_left_and_an_empty_name_is_no_name(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    room.set_state("m.room.name", {"name": ""})
+    room.leave(BOB)
+    await env.send_room(room)
+    summary = (await env.sync(env.token(ALICE)))["rooms"]["join"][room.room_id]["summary"]
+    assert summary == {"m.joined_member_count": 1, "m.invited_member_count": 0, "m.heroes": [BOB]}
