@@ -27,6 +27,8 @@ ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|context/[^/]+)$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/user/[^/]+/filter(?:/[^/]+)?$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/notifications$"), "syncapi"),
+    # Forgetting a room changes what /sync shows, so the sync API keeps the flag.
+    Route(re.compile(_CLIENT + r"/rooms/[^/]+/forget$"), "syncapi"),
     # Single events, relations, threads and timestamp lookups come from the read model.
     Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:event/[^/]+|relations/[^/]+(?:/[^/]+){0,2}|threads"
                      r"|timestamp_to_event)$"), "syncapi"),

@@ -41,6 +41,7 @@ from syncapi.internal.sync import SyncHandler
 from syncapi.internal.typing import TypingCache, now_ms
 from syncapi.notifier import Notifier
 from syncapi.routing import filter as filter_routes
+from syncapi.routing import forget as forget_routes
 from syncapi.routing import notifications as notification_routes
 from syncapi.routing import presence as presence_routes
 from syncapi.routing import relations as relation_routes
@@ -90,6 +91,7 @@ class SyncAPI:
         relation_routes.register(self.blueprint, self.relation_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
         notification_routes.register(self.blueprint, database, userapi)
+        forget_routes.register(self.blueprint, database, roomserver, userapi)
         self.search_handler = SearchHandler(database)
         search_routes.register(self.blueprint, database, self.search_handler, userapi)
 

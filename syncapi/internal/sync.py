@@ -42,6 +42,7 @@ from syncapi.internal.typing import TypingCache
 from syncapi.internal.visibility import RoomVisibility, visibility_by_room
 from syncapi.notifier import Notifier
 from syncapi.storage.database import Reader, SyncDatabase
+from syncapi.storage.tables import forgotten_rooms as forgotten_t
 from syncapi.storage.tables.account_data import StoredAccountData
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
 from syncapi.storage.tables.events import StoredEvent
@@ -146,6 +147,10 @@ class _Builder:
         left = [m for m in memberships if m.membership != "join" and (
             (self.since is not None and m.added_pos > self.since)
             or (self.since is None and room_filter.include_leave))]
+        if left:
+            # Forgotten rooms are left out, unless a newer membership brought them back.
+            forgotten = await forgotten_t.select_forgotten_rooms(self.r.conn, self.user_id)
+            left = [m for m in left if forgotten.get(m.room_id) != m.event_id]
 
         windows: list[_RoomWindow]
         if self.initial:
@@ -424,24 +429,11 @@ class _Builder:
             "m.joined_member_count": counts.get("join", 0),
             "m.invited_member_count": counts.get("invite", 0),
         }
-        if not await self._has_name(room_id):
-            # Spec: joined or invited members; when there are none, those who left or were banned.
-            heroes = await self.r.heroes(room_id, self.user_id, MAX_HEROES)
-            if not heroes:
-                heroes = await self.r.heroes(room_id, self.user_id, MAX_HEROES, ("leave", "ban"))
-            summary["m.heroes"] = heroes
+        named = (await self.r.current_state_entry(room_id, "m.room.name", "") is not None
+                 or await self.r.current_state_entry(room_id, "m.room.canonical_alias", "") is not None)
+        if not named:
+            summary["m.heroes"] = await self.r.heroes(room_id, self.user_id, MAX_HEROES)
         return summary
-
-    async def _has_name(self, room_id: str) -> bool:
-        """Whether the room's m.room.name or m.room.canonical_alias is set and not empty."""
-        entries = [await self.r.current_state_entry(room_id, "m.room.name", ""),
-                   await self.r.current_state_entry(room_id, "m.room.canonical_alias", "")]
-        found = await self.r.events_by_ids(e.event_id for e in entries if e is not None)
-        for stored in found.values():
-            content = json.loads(stored.event_json).get("content")
-            if isinstance(content, dict) and (content.get("name") or content.get("alias")):
-                return True
-        return False
 
 
 class _AccountData:
