@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from roomserver.grpc.client import GrpcRoomserverClient, roomserver_channel
 from roomserver.grpc.server import serve_grpc
 from tests.builders import TEST_SERVER_NAME, TEST_SIGNING_KEY, TestRoom
 from tests.component.federationapi.conftest import DAY_MS, OUR_KEY, FakeKeyServer, Harness
+from tests.contract.openapi_spec import SPEC_ROOT, ClientServerSpec
 from tests.fakes.userapi import FakeUserAPI
 
 V1 = "/_matrix/federation/v1"
@@ -440,3 +442,54 @@ async def test_over_the_room_servers_grpc_binding(reads: Reads) -> None:
         alias="#g:test", room_id=room.room_id, creator=ALICE))
     r = await reads.call("GET", f"{V1}/query/directory?room_alias={q('#g:test')}")
     assert r.json()["room_id"] == room.room_id
+
+
+@functools.cache
+def server_server_spec() -> ClientServerSpec:
+    # The vendored spec's server-server descriptions (tests/contract/matrix_spec);
+    # their errors are the client-server API's error object.
+    spec = ClientServerSpec(SPEC_ROOT / "data" / "api" / "server-server")
+    spec.error_schema = SPEC_ROOT / "data" / "api" / "client-server" / "definitions" / "errors" / "error.yaml"
+    return spec
+
+
+def assert_matches_spec(method: str, spec_path: str, r: httpx.Response) -> None:
+    spec = server_server_spec()
+    [operation] = [o for o in spec.operations if o.key == f"{method} {V1}{spec_path}"]
+    problems = spec.validate_response(operation, r.status_code, r.json())
+    assert not problems, f"{method} {spec_path} {r.status_code}: {problems}"
+
+
+async def test_answers_match_the_spec(reads: Reads) -> None:
+    shared = await shared_room(reads)
+    room, target = shared.room, shared.after[1]
+    reads.userapi.profiles[ALICE] = user_pb.Profile(user_id=ALICE, display_name="Alice", avatar_url="mxc://test/a")
+    await reads.roomserver.set_room_alias(rs_pb.SetRoomAliasRequest(
+        alias="#spec:test", room_id=room.room_id, creator=ALICE))
+    await reads.directory_db.set_room_published(room.room_id, True)
+    room_id, event_id = q(room.room_id), q(target.event_id)
+    answers = [
+        ("GET", "/event/{eventId}", await reads.call("GET", f"{V1}/event/{event_id}"), 200),
+        ("GET", "/event/{eventId}", await reads.call("GET", f"{V1}/event/{q('$nope')}"), 404),
+        ("GET", "/state/{roomId}", await reads.call("GET", f"{V1}/state/{room_id}?event_id={event_id}"), 200),
+        ("GET", "/state_ids/{roomId}", await reads.call("GET", f"{V1}/state_ids/{room_id}?event_id={event_id}"),
+         200),
+        ("GET", "/event_auth/{roomId}/{eventId}", await reads.call("GET", f"{V1}/event_auth/{room_id}/{event_id}"),
+         200),
+        ("GET", "/backfill/{roomId}", await reads.call("GET", f"{V1}/backfill/{room_id}?v={event_id}&limit=5"),
+         200),
+        ("POST", "/get_missing_events/{roomId}", await reads.call(
+            "POST", f"{V1}/get_missing_events/{room_id}",
+            {"earliest_events": [shared.bob_join.event_id], "latest_events": [target.event_id]}), 200),
+        ("GET", "/query/profile", await reads.call("GET", f"{V1}/query/profile?user_id={q(ALICE)}"), 200),
+        ("GET", "/query/profile", await reads.call("GET", f"{V1}/query/profile?user_id={q('@x:test')}"), 404),
+        ("GET", "/query/directory", await reads.call("GET", f"{V1}/query/directory?room_alias={q('#spec:test')}"),
+         200),
+        ("GET", "/query/directory", await reads.call("GET", f"{V1}/query/directory?room_alias={q('#x:test')}"),
+         404),
+        ("GET", "/publicRooms", await reads.call("GET", f"{V1}/publicRooms"), 200),
+        ("POST", "/publicRooms", await reads.call("POST", f"{V1}/publicRooms", {"limit": 1}), 200),
+    ]
+    for method, spec_path, response, status in answers:
+        assert response.status_code == status, (spec_path, response.text)
+        assert_matches_spec(method, spec_path, response)
