@@ -429,11 +429,24 @@ class _Builder:
             "m.joined_member_count": counts.get("join", 0),
             "m.invited_member_count": counts.get("invite", 0),
         }
-        named = (await self.r.current_state_entry(room_id, "m.room.name", "") is not None
-                 or await self.r.current_state_entry(room_id, "m.room.canonical_alias", "") is not None)
-        if not named:
-            summary["m.heroes"] = await self.r.heroes(room_id, self.user_id, MAX_HEROES)
+        if not await self._has_name(room_id):
+            # Spec: joined or invited members; when there are none, those who left or were banned.
+            heroes = await self.r.heroes(room_id, self.user_id, MAX_HEROES)
+            if not heroes:
+                heroes = await self.r.heroes(room_id, self.user_id, MAX_HEROES, ("leave", "ban"))
+            summary["m.heroes"] = heroes
         return summary
+
+    async def _has_name(self, room_id: str) -> bool:
+        """Whether the room's m.room.name or m.room.canonical_alias is set and not empty."""
+        entries = [await self.r.current_state_entry(room_id, "m.room.name", ""),
+                   await self.r.current_state_entry(room_id, "m.room.canonical_alias", "")]
+        found = await self.r.events_by_ids(e.event_id for e in entries if e is not None)
+        for stored in found.values():
+            content = json.loads(stored.event_json).get("content")
+            if isinstance(content, dict) and (content.get("name") or content.get("alias")):
+                return True
+        return False
 
 
 class _AccountData:
