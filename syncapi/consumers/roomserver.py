@@ -103,10 +103,23 @@ class RoomserverOutputConsumer:
         follow on from what this consumer applied last are written in one
         transaction; anything else (other kinds, a gap, a re-sent event)
         goes through ``handle_record`` one by one. When the batch fails the
-        runner hands the records over again one at a time."""
-        if len(records) == 1:
-            await self.handle_record(records[0])
+        runner hands the records over again one at a time (a single one is
+        retried a few times first, as ``handle_record`` does)."""
+        if len(records) > 1:
+            await self._handle_batch(records)
             return
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                await self._handle_batch(records)
+                return
+            except Exception:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                logger.warning("output entry %s/%d@%d failed, retrying", records[0].topic,
+                               records[0].partition, records[0].offset, exc_info=True)
+                await asyncio.sleep(0.05 * attempt)
+
+    async def _handle_batch(self, records: Sequence[LogRecord]) -> None:
         run: list[output_log_pb2.NewRoomEvent] = []
         for record in records:
             output = output_log_pb2.OutputEvent.FromString(record.value)
@@ -115,7 +128,7 @@ class RoomserverOutputConsumer:
                 continue
             await self._write_run(run)
             run = []
-            await self.handle_record(record)
+            await self.handle(record.value)
         await self._write_run(run)
 
     async def _write_run(self, run: Sequence[output_log_pb2.NewRoomEvent]) -> None:
@@ -147,7 +160,12 @@ class RoomserverOutputConsumer:
 
     async def _tell_room_events(self, room_id: str, stored: Sequence[tuple[Event, int]]) -> None:
         if stored and self.on_room_events is not None:
-            await self.on_room_events(room_id, stored)
+            try:
+                await self.on_room_events(room_id, stored)
+            except Exception:
+                # The events are committed: a retry would find them stored and
+                # skip them, wake-ups included. Their users must still be woken.
+                logger.exception("on_room_events failed for %d events of %s", len(stored), room_id)
 
     async def _apply(self, value: bytes) -> None:
         """``handle`` with ``handle_record``'s retries, for one entry of a batch."""
