@@ -3,7 +3,11 @@
 So far: our signing keys and the notary API (``routing/keys.py``), the
 version, the KeyRing that fetches and checks other servers' keys
 (``keyring.py``), the outbound client (``client.py``) and the check that
-authenticates every inbound ``/_matrix/federation/`` request (``auth.py``).
+authenticates every inbound ``/_matrix/federation/`` request (``auth.py``),
+and, given a room server (and user API, public room directory), the
+inbound reads: events, state, auth chains, backfill, missing events,
+profile and alias queries, public rooms (``routing/events.py``,
+``routing/query.py``, ``routing/public_rooms.py``).
 Federation routes added to the blueprint ``make_blueprint`` builds are
 authenticated; the origin is in ``request.ctx.origin``.
 """
