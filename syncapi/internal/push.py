@@ -77,6 +77,7 @@ class _RoomInputs:
 class PushEvaluator:
     def __init__(self, database: SyncDatabase, server_name: str) -> None:
         self._db = database
+        self._server_name = server_name
         self._local_suffix = ":" + server_name
 
     async def on_room_events(self, room_id: str, new_events: Sequence[tuple[Event, int]]
@@ -90,12 +91,13 @@ class PushEvaluator:
                    if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
                    and e.content.get("membership") == "invite"}
         async with self._db.read() as reader:
-            members = await reader.room_members(room_id, ["join"])
-            local_joined = {m.state_key for m in members if m.state_key.endswith(self._local_suffix)}
+            local_members = await reader.local_joined_members(room_id, self._server_name)
+            local_joined = set(local_members)
             if not local_joined and not invited:
                 return []
-            inputs = await self._inputs(reader, room_id, len(members), sorted(local_joined | invited),
-                                        [m.event_id for m in members if m.state_key in local_joined])
+            joined_count = (await reader.member_counts(room_id)).get("join", 0)
+            inputs = await self._inputs(reader, room_id, joined_count, sorted(local_joined | invited),
+                                        list(local_members.values()))
         rows: list[StoredNotification] = []
         for event, stream_pos in new_events:
             recipients = set(local_joined)

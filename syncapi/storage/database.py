@@ -785,6 +785,9 @@ class Reader:
         return await notifications_t.select_page(self.conn, user_id, before=before, limit=limit,
                                                  only_highlight=only_highlight)
 
+    async def local_joined_members(self, room_id: str, server_name: str) -> dict[str, str]:
+        return await notifications_t.select_local_joined_members(self.conn, room_id, server_name)
+
     async def global_account_data(self, user_ids: Sequence[str], data_type: str) -> dict[str, str]:
         return await notifications_t.select_global_account_data(self.conn, user_ids, data_type)
 

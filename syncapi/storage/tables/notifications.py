@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncapi.storage.tables import metadata
 from syncapi.storage.tables.account_data import account_data
+from syncapi.storage.tables.current_state import MEMBER, current_room_state
 from syncapi.storage.tables.events import events
 from syncapi.storage.tables.receipts import READ_PRIVATE, receipts
 
@@ -167,3 +168,14 @@ async def select_global_account_data(conn: AsyncConnection, user_ids: Sequence[s
     stmt = select(t.user_id, t.content_json).where(t.user_id.in_(list(user_ids)), t.room_id == "",
                                                    t.type == data_type)
     return {str(row[0]): str(row[1]) for row in await conn.execute(stmt)}
+
+
+async def select_local_joined_members(conn: AsyncConnection, room_id: str, server_name: str
+                                      ) -> dict[str, str]:
+    """The room's joined users of this server -> their membership event's ID
+    (the rows of other servers' users stay in the database)."""
+    c = current_room_state.c
+    stmt = select(c.state_key, c.event_id).where(c.room_id == room_id, c.type == MEMBER, c.membership == "join",
+                                                 c.state_key.like("%:" + server_name))
+    return {str(row[0]): str(row[1]) for row in await conn.execute(stmt)
+            if str(row[0]).endswith(":" + server_name)}
