@@ -3,7 +3,8 @@
 "Push Rules").
 
 For every new timeline event, each local joined member of the room other than
-the sender (and a local user the event invites) has their push rules
+the sender (and a local user the event invites), unless they ignore the
+sender, has their push rules
 (``m.push_rules`` account data merged with the server defaults) evaluated
 against it, with their display name in the room and the room's joined member
 count. An event whose actions include ``notify`` becomes a stored
@@ -37,6 +38,7 @@ from syncapi.storage.tables.notifications import StoredNotification
 logger = logging.getLogger(__name__)
 
 PUSH_RULES = "m.push_rules"
+IGNORED_USERS = "m.ignored_user_list"
 THREAD = "m.thread"
 
 
@@ -70,6 +72,8 @@ class _RoomInputs:
     joined_count: int
     display_names: dict[str, str]
     rulesets: dict[str, dict[str, list[dict[str, Any]]]]
+    # user ID -> the senders they ignore (their events never notify them).
+    ignored: dict[str, set[str]]
     power_levels_content: Mapping[str, Any] | None
     power_levels: PowerLevels | None
 
@@ -106,7 +110,7 @@ class PushEvaluator:
             as_json = event_for_rules(event)
             thread_id = thread_of(event)
             for user_id in sorted(recipients):
-                if user_id == event.sender:
+                if user_id == event.sender or event.sender in inputs.ignored.get(user_id, ()):
                     continue
                 context = PushContext(
                     user_id=user_id, display_name=inputs.display_names.get(user_id, ""),
@@ -143,6 +147,14 @@ class PushEvaluator:
                 stored_rules = None
             rulesets[user_id] = merge_with_defaults(stored_rules if isinstance(stored_rules, dict) else None,
                                                     user_id)
+        ignored: dict[str, set[str]] = {}
+        for user_id, content_json in (await reader.global_account_data(user_ids, IGNORED_USERS)).items():
+            try:
+                listed = json.loads(content_json).get("ignored_users")
+            except (ValueError, AttributeError):
+                listed = None
+            if isinstance(listed, dict):
+                ignored[user_id] = {u for u in listed if isinstance(u, str)}
         power_entry = await reader.current_state_entry(room_id, "m.room.power_levels", "")
         create_entry = await reader.current_state_entry(room_id, "m.room.create", "")
         wanted = [e.event_id for e in (power_entry, create_entry) if e is not None]
@@ -157,6 +169,7 @@ class PushEvaluator:
             except Exception:
                 logger.warning("power levels of %s unreadable for push rules", room_id, exc_info=True)
         return _RoomInputs(joined_count=joined_count, display_names=display_names, rulesets=rulesets,
+                           ignored=ignored,
                            power_levels_content=power_event.content if power_event is not None else None,
                            power_levels=levels)
 

@@ -219,3 +219,11 @@ async def test_heroes_fall_back_to_members_who_left_and_an_empty_name_is_no_name
     await env.send_room(room)
     summary = (await env.sync(env.token(ALICE)))["rooms"]["join"][room.room_id]["summary"]
     assert summary == {"m.joined_member_count": 1, "m.invited_member_count": 0, "m.heroes": [BOB]}
+
+
+async def test_ignored_senders_do_not_notify(env: Env) -> None:
+    room = await group_room(env)
+    await change(env, ALICE, "m.ignored_user_list", {"ignored_users": {BOB: {}}})
+    await env.send(mention(room, BOB, ALICE, "alice!"))
+    await env.send(room.message(CAROL, "hi"))
+    assert unread(await env.sync(env.token(ALICE)), room.room_id) == counts(1, 0)
