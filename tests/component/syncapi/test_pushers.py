@@ -119,10 +119,14 @@ async def test_event_id_only_and_a_rejected_pushkey(env: Env, gateway: FakeGatew
     [received] = gateway.received
     assert "content" not in received["notification"] and "sender" not in received["notification"]
     assert received["notification"]["devices"][0]["data"] == {"format": "event_id_only"}
-    # The pusher is gone: the next notification is not sent anywhere.
+    # The pusher is gone: the next notification reaches only a pusher added since.
+    gateway.rejected = []
+    pushers.pushers[ALICE].append(ua_pb.Pusher(kind="http", app_id="org.example.app", pushkey="key-2",
+                                               data_json=json.dumps({"url": gateway.url}).encode()))
     await env.send(room.message(BOB, "again"))
-    await env.sync(env.token(ALICE))
-    assert len(gateway.received) == 1
+    await wait_until(lambda: len(gateway.received) == 2)
+    assert [d["pushkey"] for d in gateway.received[1]["notification"]["devices"]] == ["key-2"]
+    assert gateway.received[1]["notification"]["counts"] == {"unread": 2}
 
 
 async def test_the_sender_and_users_without_pushers_get_nothing(env: Env, gateway: FakeGateway) -> None:
