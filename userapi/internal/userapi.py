@@ -291,7 +291,7 @@ class UserAPIInternal:
         return pb.QueryPushersResponse(pushers=[
             pb.Pusher(pushkey=r.pushkey, kind=r.kind, app_id=r.app_id, app_display_name=r.app_display_name,
                       device_display_name=r.device_display_name, profile_tag=r.profile_tag, lang=r.lang,
-                      data_json=r.data_json.encode())
+                      data_json=r.data_json.encode(), pushkey_ts=r.created_ts)
             for r in rows])
 
     async def perform_pusher_set(self, req: pb.PerformPusherSetRequest) -> pb.PerformPusherSetResponse:

@@ -69,6 +69,7 @@ async def test_pushers(userapi: UserAPI) -> None:
     listed = await userapi.query_pushers(pb.QueryPushersRequest(user_id=ALICE))
     assert [(p.app_id, p.pushkey, p.kind, json.loads(p.data_json)) for p in listed.pushers] == [
         ("org.example.app", "key1", "http", {"url": "https://push.example/"})]
+    assert listed.pushers[0].pushkey_ts > 0  # when it was set: the push gateway's pushkey_ts
     # Without append, the same app and key of other users goes.
     await userapi.perform_pusher_set(pb.PerformPusherSetRequest(user_id=ALICE, pusher=pusher))
     assert not (await userapi.query_pushers(pb.QueryPushersRequest(user_id=bob))).pushers

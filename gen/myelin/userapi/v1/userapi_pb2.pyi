@@ -592,6 +592,7 @@ class Pusher(_message.Message):
     PROFILE_TAG_FIELD_NUMBER: _builtins.int
     LANG_FIELD_NUMBER: _builtins.int
     DATA_JSON_FIELD_NUMBER: _builtins.int
+    PUSHKEY_TS_FIELD_NUMBER: _builtins.int
     pushkey: _builtins.str
     kind: _builtins.str
     app_id: _builtins.str
@@ -601,6 +602,8 @@ class Pusher(_message.Message):
     lang: _builtins.str
     data_json: _builtins.bytes
     """The pusher's `data` object."""
+    pushkey_ts: _builtins.int
+    """When the pusher was last set (ms): the push gateway API's `pushkey_ts`."""
     def __init__(
         self,
         *,
@@ -612,10 +615,11 @@ class Pusher(_message.Message):
         profile_tag: _builtins.str = ...,
         lang: _builtins.str = ...,
         data_json: _builtins.bytes = ...,
+        pushkey_ts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_display_name", b"app_display_name", "app_id", b"app_id", "data_json", b"data_json", "device_display_name", b"device_display_name", "kind", b"kind", "lang", b"lang", "profile_tag", b"profile_tag", "pushkey", b"pushkey"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_display_name", b"app_display_name", "app_id", b"app_id", "data_json", b"data_json", "device_display_name", b"device_display_name", "kind", b"kind", "lang", b"lang", "profile_tag", b"profile_tag", "pushkey", b"pushkey", "pushkey_ts", b"pushkey_ts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
