@@ -72,6 +72,8 @@ def gateway_request(notification: StoredNotification, event: Mapping[str, Any] |
               if isinstance(a, dict) and isinstance(a.get("set_tweak"), str)}
     data = {k: v for k, v in pusher_data.items() if k != "url"}
     device: dict[str, Any] = {"app_id": pusher.app_id, "pushkey": pusher.pushkey, "data": data}
+    if pusher.pushkey_ts:
+        device["pushkey_ts"] = pusher.pushkey_ts
     if tweaks:
         device["tweaks"] = tweaks
     body: dict[str, Any] = {

@@ -76,7 +76,7 @@ def attach_pushers(env: Env, gateway: FakeGateway, **data: Any) -> FakePushers:
     assert isinstance(pushers, PusherAPI)
     pushers.pushers[ALICE] = [ua_pb.Pusher(
         kind="http", app_id="org.example.app", pushkey="key-1", app_display_name="App",
-        device_display_name="Phone", lang="en",
+        device_display_name="Phone", lang="en", pushkey_ts=1234,
         data_json=json.dumps({"url": gateway.url, **data}).encode())]
     env.syncapi.pushers.userapi = pushers
     env.syncapi.pushers.initial_backoff = 0.05
@@ -105,8 +105,8 @@ async def test_a_notification_reaches_the_gateway_after_a_500(env: Env, gateway:
     assert notification["content"] == {"msgtype": "m.text", "body": "are you there?"}
     assert notification["counts"] == {"unread": 1}
     assert notification["prio"] == "high"
-    assert notification["devices"] == [{"app_id": "org.example.app", "pushkey": "key-1", "data": {},
-                                        "tweaks": {"sound": "default"}}]
+    assert notification["devices"] == [{"app_id": "org.example.app", "pushkey": "key-1", "pushkey_ts": 1234,
+                                        "data": {}, "tweaks": {"sound": "default"}}]
 
 
 async def test_event_id_only_and_a_rejected_pushkey(env: Env, gateway: FakeGateway) -> None:
