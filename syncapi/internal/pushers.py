@@ -42,6 +42,10 @@ REQUEST_TIMEOUT = 10.0
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 600.0
 MAX_ATTEMPTS = 10
+# Seconds a user's pushers are remembered: most notified users have none, and
+# asking the user API for every notification would cost a call each. A pusher
+# set or deleted takes up to this long to be seen.
+PUSHERS_TTL = 10.0
 
 
 @runtime_checkable
@@ -99,6 +103,9 @@ class PusherDelivery:
         self._retries: set[asyncio.Task[None]] = set()
         self.initial_backoff = INITIAL_BACKOFF
         self.request_timeout = REQUEST_TIMEOUT
+        self.pushers_ttl = PUSHERS_TTL
+        # user ID -> (when fetched, by the loop's clock; their pushers)
+        self._pushers: dict[str, tuple[float, list[ua_pb.Pusher]]] = {}
 
     def enqueue(self, notifications: Sequence[StoredNotification]) -> None:
         if self.userapi is None:
@@ -131,11 +138,21 @@ class PusherDelivery:
                 logger.warning("push delivery failed", exc_info=True)
 
     async def _fan_out(self, client: httpx.AsyncClient, notification: StoredNotification) -> None:
-        assert self.userapi is not None
-        answer = await self.userapi.query_pushers(ua_pb.QueryPushersRequest(user_id=notification.user_id))
-        for pusher in answer.pushers:
+        for pusher in await self._pushers_of(notification.user_id):
             if pusher.kind == "http":
                 await self._deliver(client, _Delivery(notification, pusher))
+
+    async def _pushers_of(self, user_id: str) -> list[ua_pb.Pusher]:
+        assert self.userapi is not None
+        now = asyncio.get_running_loop().time()
+        cached = self._pushers.get(user_id)
+        if cached is not None and now - cached[0] < self.pushers_ttl:
+            return cached[1]
+        answer = await self.userapi.query_pushers(ua_pb.QueryPushersRequest(user_id=user_id))
+        if len(self._pushers) > 10_000:
+            self._pushers = {u: c for u, c in self._pushers.items() if now - c[0] < self.pushers_ttl}
+        self._pushers[user_id] = (now, list(answer.pushers))
+        return self._pushers[user_id][1]
 
     async def _deliver(self, client: httpx.AsyncClient, delivery: _Delivery) -> None:
         try:
@@ -194,6 +211,7 @@ class PusherDelivery:
     async def _drop(self, user_id: str, pusher: ua_pb.Pusher) -> None:
         """The gateway says the pushkey is no longer valid: the pusher goes."""
         assert self.userapi is not None
+        self._pushers.pop(user_id, None)
         logger.info("push gateway rejected %s's pushkey for %s: deleting the pusher", user_id, pusher.app_id)
         await self.userapi.perform_pusher_set(ua_pb.PerformPusherSetRequest(
             user_id=user_id, pusher=ua_pb.Pusher(app_id=pusher.app_id, pushkey=pusher.pushkey, kind="")))

@@ -47,8 +47,10 @@ class FakePushers:
     def __init__(self) -> None:
         self.pushers: dict[str, list[ua_pb.Pusher]] = {}
         self.deleted: list[tuple[str, str, str]] = []
+        self.queries = 0
 
     async def query_pushers(self, req: ua_pb.QueryPushersRequest) -> ua_pb.QueryPushersResponse:
+        self.queries += 1
         return ua_pb.QueryPushersResponse(pushers=self.pushers.get(req.user_id, []))
 
     async def perform_pusher_set(self, req: ua_pb.PerformPusherSetRequest) -> ua_pb.PerformPusherSetResponse:
@@ -80,6 +82,7 @@ def attach_pushers(env: Env, gateway: FakeGateway, **data: Any) -> FakePushers:
         data_json=json.dumps({"url": gateway.url, **data}).encode())]
     env.syncapi.pushers.userapi = pushers
     env.syncapi.pushers.initial_backoff = 0.05
+    env.syncapi.pushers.pushers_ttl = 0.0  # the tests change the pushers as they go
     return pushers
 
 
@@ -136,3 +139,13 @@ async def test_the_sender_and_users_without_pushers_get_nothing(env: Env, gatewa
     await env.send(room.message(BOB, "for alice"))
     await wait_until(lambda: len(gateway.received) == 1)
     assert gateway.received[0]["notification"]["content"]["body"] == "for alice"
+
+
+async def test_pushers_are_remembered_for_a_while(env: Env, gateway: FakeGateway) -> None:
+    pushers = attach_pushers(env, gateway)
+    env.syncapi.pushers.pushers_ttl = 60.0
+    room = await one_to_one(env)
+    await env.send(room.message(BOB, "one"))
+    await env.send(room.message(BOB, "two"))
+    await wait_until(lambda: len(gateway.received) == 2)
+    assert pushers.queries == 1
