@@ -193,7 +193,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         await services.userapi.perform_pusher_set(ua_pb.PerformPusherSetRequest(
             user_id=device.user_id, append=append, pusher=ua_pb.Pusher(
                 app_id=app_id, pushkey=pushkey, kind=kind, profile_tag=profile_tag,
-                data_json=json.dumps(data).encode(), **fields)))
+                data_json=json.dumps(data).encode(), app_display_name=fields["app_display_name"],
+                device_display_name=fields["device_display_name"], lang=fields["lang"])))
         return json_response({})
 
     client_route(blueprint, "/pushrules", get_all, ["GET"], name="pushrules_all")
