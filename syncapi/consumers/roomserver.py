@@ -31,7 +31,7 @@ from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.api import SyncRoomserverAPI
 from syncapi.notifier import Notifier
-from syncapi.storage.database import Applied, NewEvent, RoomEventWrite, SyncDatabase
+from syncapi.storage.database import Applied, MissedEntries, NewEvent, RoomEventWrite, SyncDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -136,20 +136,26 @@ class RoomserverOutputConsumer:
             return
         events = [parse_event(msg.event) for msg in run]
         room_id = events[0].room_id
-        previous = await self._db.last_event_id(room_id)
-        for msg, event in zip(run, events, strict=True):
-            if event.room_id != room_id or (msg.last_sent_event_id and msg.last_sent_event_id != previous):
-                # Not a plain continuation (a gap to rebuild, a replay): one by one.
-                for one in run:
-                    await self._apply(output_log_pb2.OutputEvent(new_room_event=one).SerializeToString())
-                return
-            previous = event.event_id
-        writes = [RoomEventWrite(self._new_event(msg, event), adds_state_event_ids=list(msg.adds_state_event_ids),
-                                 removes_state_event_ids=list(msg.removes_state_event_ids),
-                                 adds_state_events=[parse_event(e) for e in msg.adds_state_events],
-                                 room_stream_position=msg.room_stream_position)
-                  for msg, event in zip(run, events, strict=True)]
-        results = await self._db.write_room_events(writes, local_server=self._server_name)
+        # Each entry must follow the one before it (the first: what was written last).
+        chained = all(event.room_id == room_id and msg.last_sent_event_id in ("", before.event_id)
+                      for msg, event, before in zip(run[1:], events[1:], events[:-1], strict=True))
+        results: list[Applied | None] | None = None
+        if chained:
+            writes = [RoomEventWrite(self._new_event(msg, event), adds_state_event_ids=list(msg.adds_state_event_ids),
+                                     removes_state_event_ids=list(msg.removes_state_event_ids),
+                                     adds_state_events=[parse_event(e) for e in msg.adds_state_events],
+                                     room_stream_position=msg.room_stream_position)
+                      for msg, event in zip(run, events, strict=True)]
+            try:
+                results = await self._db.write_room_events(writes, local_server=self._server_name,
+                                                           follows=run[0].last_sent_event_id or None)
+            except MissedEntries:
+                results = None
+        if results is None:
+            # Not a plain continuation (a gap to rebuild, a replay): one by one.
+            for one in run:
+                await self._apply(output_log_pb2.OutputEvent(new_room_event=one).SerializeToString())
+            return
         # Before the wake-up, so the /sync it answers has the notification counts.
         await self._tell_room_events(room_id, [(event, applied.position) for msg, event, applied
                                                in zip(run, events, results, strict=True)

@@ -63,6 +63,11 @@ class NewEvent:
     txn_id: str | None = None
 
 
+class MissedEntries(Exception):
+    """``write_room_events`` was told which event the batch follows, and the
+    room's last stored event is another (a gap, or a replay)."""
+
+
 @dataclass(frozen=True)
 class RoomEventWrite:
     """A timeline event with the output log's annotations (``write_room_events``)."""
@@ -194,11 +199,18 @@ class SyncDatabase:
             adds_state_events=adds_state_events, room_stream_position=room_stream_position)],
             local_server=local_server))[0]
 
-    async def write_room_events(self, writes: Sequence[RoomEventWrite], *,
-                                local_server: str) -> list[Applied | None]:
+    async def write_room_events(self, writes: Sequence[RoomEventWrite], *, local_server: str,
+                                follows: str | None = None) -> list[Applied | None]:
         """``write_room_event`` for several events of one room, in order, in
-        one transaction (all or nothing)."""
+        one transaction (all or nothing). With ``follows``, raises
+        ``MissedEntries`` (writing nothing) unless the last event written for
+        the room is that one."""
         async with self._db.transaction() as conn:
+            if follows is not None and writes:
+                room_id = writes[0].new.event.room_id
+                stored_last = await positions_t.select_last_event_id(conn, room_id)
+                if stored_last != follows:
+                    raise MissedEntries(f"{room_id}: the last event stored is {stored_last}, not {follows}")
             # Which are stored already (timeline: False, only as state: True),
             # read once for the batch and kept up to date as it is written.
             found = await events_t.select_events_by_ids(conn, [w.new.event.event_id for w in writes])
