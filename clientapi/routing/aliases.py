@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -23,6 +22,7 @@ from sanic.response import HTTPResponse
 from clientapi.internal import params
 from clientapi.internal.aliases import parse_local_alias, resolve_alias
 from clientapi.internal.membership import current_membership
+from clientapi.internal.room_state import current_state_events
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
@@ -38,17 +38,7 @@ logger = logging.getLogger(__name__)
 
 async def room_state(services: Services, room_id: str, wanted: list[StateKey]) -> dict[StateKey, Event] | None:
     """The wanted pieces of the room's current state; None for an unknown room."""
-    answer = await services.roomserver.query_latest_events_and_state(rs_pb.QueryLatestEventsAndStateRequest(
-        room_id=room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=t, state_key=k) for t, k in wanted]))
-    if not answer.room_exists:
-        return None
-    version = get_room_version(answer.room_version)
-    state: dict[StateKey, Event] = {}
-    for proto in answer.state_events:
-        event = Event.from_json(proto.pdu_json, version, proto.event_id or None)
-        if event.state_key is not None:
-            state[event.state_tuple] = event
-    return state
+    return await current_state_events(services.roomserver, room_id, wanted)
 
 
 async def _remove_from_canonical_alias(services: Services, room_id: str, alias: str, user_id: str,

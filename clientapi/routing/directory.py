@@ -13,22 +13,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
 from clientapi.internal.membership import current_membership
+from clientapi.internal.room_state import current_state_events
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from clientapi.storage.database import ClientAPIDatabase
 from common import errors
 from common.http import json_response, parse_json_body, query_int
+from common.room_directory import parse_offset_token, public_room_matches
 from matrixlib import events as ev
 from matrixlib.events import Event, StateKey
 from matrixlib.power_levels import PowerLevels
-from matrixlib.room_versions import get_room_version
 from roomserver.api import ClientRoomserverAPI
 
 DEFAULT_LIMIT = 100
@@ -41,17 +41,7 @@ _CHUNK_STATE: list[StateKey] = [
 
 async def _room_state(roomserver: ClientRoomserverAPI, room_id: str, wanted: list[StateKey]
                       ) -> dict[StateKey, Event] | None:
-    answer = await roomserver.query_latest_events_and_state(rs_pb.QueryLatestEventsAndStateRequest(
-        room_id=room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=t, state_key=k) for t, k in wanted]))
-    if not answer.room_exists:
-        return None
-    version = get_room_version(answer.room_version)
-    state: dict[StateKey, Event] = {}
-    for proto in answer.state_events:
-        event = Event.from_json(proto.pdu_json, version, proto.event_id or None)
-        if event.state_key is not None:
-            state[event.state_tuple] = event
-    return state
+    return await current_state_events(roomserver, room_id, wanted)
 
 
 def _text(state: dict[StateKey, Event], key: StateKey, field: str) -> str | None:
@@ -82,23 +72,6 @@ async def _chunk_entry(roomserver: ClientRoomserverAPI, room_id: str) -> dict[st
     return entry
 
 
-def _matches(entry: dict[str, Any], term: str | None, room_types: list[Any] | None) -> bool:
-    if room_types is not None and entry.get("room_type") not in room_types:
-        return False
-    if term:
-        haystack = " ".join(str(entry.get(k, "")) for k in ("name", "topic", "canonical_alias", "room_id"))
-        return term.lower() in haystack.lower()
-    return True
-
-
-def _offset(since: str | None) -> int:
-    if not since:
-        return 0
-    if not since.startswith("o") or not since[1:].isdigit():
-        raise errors.InvalidParam("Invalid since token")
-    return int(since[1:])
-
-
 class PublishedRoomDirectory:
     """The published room list, one page at a time: what /publicRooms
     answers, for clients here and for other servers (the federation API)."""
@@ -109,11 +82,11 @@ class PublishedRoomDirectory:
 
     async def public_rooms(self, *, limit: int, since: str | None, search_term: str | None,
                            room_types: list[Any] | None) -> dict[str, Any]:
-        offset = _offset(since)
+        offset = parse_offset_token(since)
         entries = []
         for room_id in await self._database.published_rooms():
             entry = await _chunk_entry(self._roomserver, room_id)
-            if entry is not None and _matches(entry, search_term, room_types):
+            if entry is not None and public_room_matches(entry, search_term, room_types):
                 entries.append(entry)
         entries.sort(key=lambda e: (-int(e["num_joined_members"]), e["room_id"]))
         page = entries[offset:offset + limit]

@@ -29,13 +29,13 @@ from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
+from clientapi.internal.room_state import current_state_events
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
 from common.http import json_response, query_int
 from matrixlib import events as ev
 from matrixlib.events import Event, StateKey
-from matrixlib.room_versions import get_room_version
 
 V1_PREFIXES = ("/_matrix/client/v1",)
 SPACE_CHILD = "m.space.child"
@@ -107,18 +107,11 @@ class LocalRoom:
 
 
 async def load_local_room(services: Services, room_id: str) -> LocalRoom | None:
-    answer = await services.roomserver.query_latest_events_and_state(
-        rs_pb.QueryLatestEventsAndStateRequest(room_id=room_id))
-    if not answer.room_exists:
+    state = await current_state_events(services.roomserver, room_id)
+    if state is None:
         return None
-    version = get_room_version(answer.room_version)
-    state: dict[StateKey, Event] = {}
-    for proto in answer.state_events:
-        event = Event.from_json(proto.pdu_json, version, proto.event_id or None)
-        if event.state_key is not None:
-            state[event.state_tuple] = event
     joined = sum(1 for (type, _), e in state.items() if type == ev.MEMBER and e.content.get("membership") == "join")
-    return LocalRoom(room_id, answer.room_version, state, joined)
+    return LocalRoom(room_id, state[(ev.CREATE, "")].room_version.identifier, state, joined)
 
 
 async def _membership(services: Services, room_id: str, user_id: str) -> str:

@@ -14,26 +14,10 @@ from typing import Any
 import httpx
 
 from common import errors
+from common.room_directory import parse_offset_token, public_room_matches
 
 PAGE = 500
 PUBLIC_ROOMS_PATH = "/_matrix/client/v3/publicRooms"
-
-
-def _matches(entry: dict[str, Any], term: str | None, room_types: list[Any] | None) -> bool:
-    if room_types is not None and entry.get("room_type") not in room_types:
-        return False
-    if term:
-        haystack = " ".join(str(entry.get(k, "")) for k in ("name", "topic", "canonical_alias", "room_id"))
-        return term.lower() in haystack.lower()
-    return True
-
-
-def _offset(since: str | None) -> int:
-    if not since:
-        return 0
-    if not since.startswith("o") or not since[1:].isdigit():
-        raise errors.InvalidParam("Invalid since token")
-    return int(since[1:])
 
 
 class ClientAPIPublicRooms:
@@ -65,12 +49,12 @@ class ClientAPIPublicRooms:
                            room_types: list[Any] | None) -> dict[str, Any]:
         if not search_term and room_types is None:
             return await self._page(limit, since)
-        offset = _offset(since)
+        offset = parse_offset_token(since)
         entries: list[dict[str, Any]] = []
         token: str | None = None
         while True:
             page = await self._page(PAGE, token)
-            entries += [e for e in page.get("chunk", []) if _matches(e, search_term, room_types)]
+            entries += [e for e in page.get("chunk", []) if public_room_matches(e, search_term, room_types)]
             token = page.get("next_batch")
             if not token:
                 break
