@@ -371,3 +371,29 @@ class KeyedConsumerRunner:
             logger.warning("%s: commit failed; will retry", self.group, exc_info=True)
             return
         self._committed.update(positions)
+
+
+async def run_consumer(runner: KeyedConsumerRunner, ready: asyncio.Event | None = None, *,
+                       stop_timeout: float = 10.0) -> None:
+    """Runs ``runner`` until cancelled, setting ``ready`` once it consumes.
+
+    On cancellation the runner is stopped cleanly (handlers in flight finish
+    and their offsets are committed, for up to ``stop_timeout`` seconds)
+    before the cancellation goes on to the caller.
+    """
+    running = asyncio.create_task(runner.run())
+    waiting = asyncio.create_task(runner.ready.wait())
+    try:
+        await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if runner.ready.is_set() and ready is not None:
+            ready.set()
+        # Shielded, so a cancellation reaches the clean stop below instead
+        # of tearing the runner down mid-batch.
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        runner.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running, stop_timeout)
+        raise
+    finally:
+        waiting.cancel()

@@ -20,12 +20,11 @@ are committed after handling like the room-event consumer's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from myelin.clientapi.v1 import edu_log_pb2
 
-from common.consumer import KeyedConsumerRunner
+from common.consumer import KeyedConsumerRunner, run_consumer
 from common.log import Log, LogRecord, PositionLost
 from common.topics import CLIENTAPI_PRESENCE, CLIENTAPI_RECEIPT, CLIENTAPI_SEND_TO_DEVICE, CLIENTAPI_TYPING
 from syncapi.internal.typing import TypingCache
@@ -54,20 +53,7 @@ class ClientAPIConsumer:
         """Follows the topics until cancelled; sets ``ready`` once consuming."""
         runner = KeyedConsumerRunner(log, CONSUMER_GROUP, TOPICS, self.handle_record,
                                      on_position_lost=self._on_position_lost, concurrency=CONCURRENCY)
-        running = asyncio.create_task(runner.run())
-        waiting = asyncio.create_task(runner.ready.wait())
-        try:
-            await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
-            if runner.ready.is_set() and ready is not None:
-                ready.set()
-            await asyncio.shield(running)
-        except asyncio.CancelledError:
-            runner.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(running, STOP_TIMEOUT)
-            raise
-        finally:
-            waiting.cancel()
+        await run_consumer(runner, ready, stop_timeout=STOP_TIMEOUT)
 
     async def _on_position_lost(self, lost: PositionLost) -> None:
         # Ephemeral data: what retention dropped is simply gone.

@@ -15,7 +15,6 @@ before applying the entry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 from myelin.roomserver.v1 import events_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
-from common.consumer import KeyedConsumerRunner
+from common.consumer import KeyedConsumerRunner, run_consumer
 from common.log import Log, LogRecord, PositionLost
 from common.topics import ROOMSERVER_OUTPUT
 from matrixlib.events import Event
@@ -75,22 +74,7 @@ class RoomserverOutputConsumer:
                                      batch_handler=self.handle_records, max_batch=MAX_BATCH,
                                      on_position_lost=self._on_position_lost,
                                      concurrency=WRITE_CONCURRENCY)
-        running = asyncio.create_task(runner.run())
-        waiting = asyncio.create_task(runner.ready.wait())
-        try:
-            await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
-            if runner.ready.is_set() and ready is not None:
-                ready.set()
-            # Shielded: on cancellation the runner is stopped cleanly below
-            # (handlers in flight finish and their offsets are committed).
-            await asyncio.shield(running)
-        except asyncio.CancelledError:
-            runner.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(running, STOP_TIMEOUT)
-            raise
-        finally:
-            waiting.cancel()
+        await run_consumer(runner, ready, stop_timeout=STOP_TIMEOUT)
 
     async def _on_position_lost(self, lost: PositionLost) -> None:
         # The log no longer holds where this consumer was: it goes on from the

@@ -15,14 +15,13 @@ knows and stores what differs (``rebuild``), then follows the log again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from myelin.userapi.v1 import account_data_log_pb2
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
 
 from common import errors
-from common.consumer import KeyedConsumerRunner
+from common.consumer import KeyedConsumerRunner, run_consumer
 from common.log import Log, LogRecord, PositionLost
 from common.topics import USERAPI_ACCOUNT_DATA
 from syncapi.notifier import Notifier
@@ -51,20 +50,7 @@ class UserAPIConsumer:
         """Follows the topic until cancelled; sets ``ready`` once consuming."""
         runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [USERAPI_ACCOUNT_DATA.name], self.handle_record,
                                      on_position_lost=self._on_position_lost, concurrency=CONCURRENCY)
-        running = asyncio.create_task(runner.run())
-        waiting = asyncio.create_task(runner.ready.wait())
-        try:
-            await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
-            if runner.ready.is_set() and ready is not None:
-                ready.set()
-            await asyncio.shield(running)
-        except asyncio.CancelledError:
-            runner.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(running, STOP_TIMEOUT)
-            raise
-        finally:
-            waiting.cancel()
+        await run_consumer(runner, ready, stop_timeout=STOP_TIMEOUT)
 
     async def _on_position_lost(self, lost: PositionLost) -> None:
         logger.warning("userapi.account_data position lost (%s): rebuilding from the user API", lost)
