@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 import grpc
 
 from common.config import Config
+from common.grpc_binding import insecure_channel
 from common.http import make_app, serve_app
 from common.log import Log
 from common.logs import open_log
@@ -23,17 +24,11 @@ from matrixlib.signing import read_signing_key_file
 
 logger = logging.getLogger("myelin")
 
-_GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", 256 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-]
-
-
 def _channel(config: Config, component: str) -> grpc.aio.Channel:
     address = config.address_of(component).grpc
     if not address:
         raise SystemExit(f"config has no components.{component}.grpc address")
-    return grpc.aio.insecure_channel(address, options=_GRPC_OPTIONS)
+    return insecure_channel(address)
 
 
 async def _open_log(config: Config, name: str, stack: AsyncExitStack) -> Log:

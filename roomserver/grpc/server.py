@@ -3,35 +3,14 @@ implementation (the real one, or a fake in tests) as the Roomserver service."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 from myelin.roomserver.v1 import roomserver_pb2_grpc
 
-from common import errors
+from common.grpc_binding import GRPC_OPTIONS, serve_call
 from roomserver.api import RoomserverAPI
-
-#: The room state of big rooms travels in one message.
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
-
-Req = TypeVar("Req", bound=Message)
-Resp = TypeVar("Resp", bound=Message)
-
-
-async def _call(method: Callable[[Req], Awaitable[Resp]], request: Req,
-                context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-    try:
-        return await method(request)
-    except errors.MatrixError as e:
-        await context.abort(e.grpc_code, e.to_details())
-        raise  # abort raises; this keeps the type checker honest
 
 
 class RoomserverServicer(roomserver_pb2_grpc.RoomserverServicer):
@@ -40,75 +19,75 @@ class RoomserverServicer(roomserver_pb2_grpc.RoomserverServicer):
 
     async def InputRoomEvents(self, request: pb.InputRoomEventsRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.InputRoomEventsResponse:
-        return await _call(self._impl.input_room_events, request, context)
+        return await serve_call(self._impl.input_room_events, request, context)
 
     async def QueryLatestEventsAndState(self, request: pb.QueryLatestEventsAndStateRequest,
                                         context: grpc.aio.ServicerContext[Any, Any]
                                         ) -> pb.QueryLatestEventsAndStateResponse:
-        return await _call(self._impl.query_latest_events_and_state, request, context)
+        return await serve_call(self._impl.query_latest_events_and_state, request, context)
 
     async def QueryStateAfterEvents(self, request: pb.QueryStateAfterEventsRequest,
                                     context: grpc.aio.ServicerContext[Any, Any]
                                     ) -> pb.QueryStateAfterEventsResponse:
-        return await _call(self._impl.query_state_after_events, request, context)
+        return await serve_call(self._impl.query_state_after_events, request, context)
 
     async def QueryEventsByID(self, request: pb.QueryEventsByIDRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryEventsByIDResponse:
-        return await _call(self._impl.query_events_by_id, request, context)
+        return await serve_call(self._impl.query_events_by_id, request, context)
 
     async def QueryMembershipForUser(self, request: pb.QueryMembershipForUserRequest,
                                      context: grpc.aio.ServicerContext[Any, Any]
                                      ) -> pb.QueryMembershipForUserResponse:
-        return await _call(self._impl.query_membership_for_user, request, context)
+        return await serve_call(self._impl.query_membership_for_user, request, context)
 
     async def QueryMembershipsForRoom(self, request: pb.QueryMembershipsForRoomRequest,
                                       context: grpc.aio.ServicerContext[Any, Any]
                                       ) -> pb.QueryMembershipsForRoomResponse:
-        return await _call(self._impl.query_memberships_for_room, request, context)
+        return await serve_call(self._impl.query_memberships_for_room, request, context)
 
     async def QueryRoomInfo(self, request: pb.QueryRoomInfoRequest,
                             context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryRoomInfoResponse:
-        return await _call(self._impl.query_room_info, request, context)
+        return await serve_call(self._impl.query_room_info, request, context)
 
     async def QueryServerAllowedToSeeEvent(self, request: pb.QueryServerAllowedToSeeEventRequest,
                                            context: grpc.aio.ServicerContext[Any, Any]
                                            ) -> pb.QueryAllowedToSeeEventResponse:
-        return await _call(self._impl.query_server_allowed_to_see_event, request, context)
+        return await serve_call(self._impl.query_server_allowed_to_see_event, request, context)
 
     async def QueryUserAllowedToSeeEvent(self, request: pb.QueryUserAllowedToSeeEventRequest,
                                          context: grpc.aio.ServicerContext[Any, Any]
                                          ) -> pb.QueryAllowedToSeeEventResponse:
-        return await _call(self._impl.query_user_allowed_to_see_event, request, context)
+        return await serve_call(self._impl.query_user_allowed_to_see_event, request, context)
 
     async def QueryAuthChain(self, request: pb.QueryAuthChainRequest,
                              context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryAuthChainResponse:
-        return await _call(self._impl.query_auth_chain, request, context)
+        return await serve_call(self._impl.query_auth_chain, request, context)
 
     async def QueryMissingEvents(self, request: pb.QueryMissingEventsRequest,
                                  context: grpc.aio.ServicerContext[Any, Any]
                                  ) -> pb.QueryMissingEventsResponse:
-        return await _call(self._impl.query_missing_events, request, context)
+        return await serve_call(self._impl.query_missing_events, request, context)
 
     async def QueryRoomsForUser(self, request: pb.QueryRoomsForUserRequest,
                                 context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryRoomsForUserResponse:
-        return await _call(self._impl.query_rooms_for_user, request, context)
+        return await serve_call(self._impl.query_rooms_for_user, request, context)
 
 
     async def SetRoomAlias(self, request: pb.SetRoomAliasRequest,
                            context: grpc.aio.ServicerContext[Any, Any]) -> pb.SetRoomAliasResponse:
-        return await _call(self._impl.set_room_alias, request, context)
+        return await serve_call(self._impl.set_room_alias, request, context)
 
     async def GetRoomIDForAlias(self, request: pb.GetRoomIDForAliasRequest,
                                 context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetRoomIDForAliasResponse:
-        return await _call(self._impl.get_room_id_for_alias, request, context)
+        return await serve_call(self._impl.get_room_id_for_alias, request, context)
 
     async def GetAliasesForRoom(self, request: pb.GetAliasesForRoomRequest,
                                 context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetAliasesForRoomResponse:
-        return await _call(self._impl.get_aliases_for_room, request, context)
+        return await serve_call(self._impl.get_aliases_for_room, request, context)
 
     async def RemoveRoomAlias(self, request: pb.RemoveRoomAliasRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.RemoveRoomAliasResponse:
-        return await _call(self._impl.remove_room_alias, request, context)
+        return await serve_call(self._impl.remove_room_alias, request, context)
 
 
 async def serve_grpc(api: RoomserverAPI, address: str) -> tuple[grpc.aio.Server, int]:

@@ -3,23 +3,15 @@ another process than the user API."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from myelin.userapi.v1 import userapi_pb2 as pb
 from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
 
-from common import errors
+from common.grpc_binding import call_remote
 
 Resp = TypeVar("Resp")
-
-
-async def _call(rpc: Callable[[Any], Awaitable[Resp]], request: Any) -> Resp:
-    try:
-        return await rpc(request)
-    except grpc.aio.AioRpcError as e:
-        raise errors.from_grpc(e) from None
 
 
 class GrpcUserAPIClient:
@@ -29,55 +21,55 @@ class GrpcUserAPIClient:
         self._stub: Any = pb_grpc.UserAPIStub(channel)
 
     async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
-        return await _call(self._stub.QueryAccessToken, req)
+        return await call_remote(self._stub.QueryAccessToken, req)
 
     async def query_account_availability(
             self, req: pb.QueryAccountAvailabilityRequest) -> pb.QueryAccountAvailabilityResponse:
-        return await _call(self._stub.QueryAccountAvailability, req)
+        return await call_remote(self._stub.QueryAccountAvailability, req)
 
     async def perform_account_creation(self, req: pb.PerformAccountCreationRequest) -> pb.Account:
-        return await _call(self._stub.PerformAccountCreation, req)
+        return await call_remote(self._stub.PerformAccountCreation, req)
 
     async def perform_password_check(self, req: pb.PerformPasswordCheckRequest) -> pb.Account:
-        return await _call(self._stub.PerformPasswordCheck, req)
+        return await call_remote(self._stub.PerformPasswordCheck, req)
 
     async def perform_device_creation(self, req: pb.PerformDeviceCreationRequest) -> pb.Device:
-        return await _call(self._stub.PerformDeviceCreation, req)
+        return await call_remote(self._stub.PerformDeviceCreation, req)
 
     async def perform_device_deletion(
             self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
-        return await _call(self._stub.PerformDeviceDeletion, req)
+        return await call_remote(self._stub.PerformDeviceDeletion, req)
 
     async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
-        return await _call(self._stub.QueryDevices, req)
+        return await call_remote(self._stub.QueryDevices, req)
 
     async def query_profile(self, req: pb.QueryProfileRequest) -> pb.Profile:
-        return await _call(self._stub.QueryProfile, req)
+        return await call_remote(self._stub.QueryProfile, req)
 
     async def perform_profile_update(self, req: pb.PerformProfileUpdateRequest) -> pb.Profile:
-        return await _call(self._stub.PerformProfileUpdate, req)
+        return await call_remote(self._stub.PerformProfileUpdate, req)
 
     async def perform_password_update(
             self, req: pb.PerformPasswordUpdateRequest) -> pb.PerformPasswordUpdateResponse:
-        return await _call(self._stub.PerformPasswordUpdate, req)
+        return await call_remote(self._stub.PerformPasswordUpdate, req)
 
     async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account:
-        return await _call(self._stub.PerformAccountDeactivation, req)
+        return await call_remote(self._stub.PerformAccountDeactivation, req)
 
     async def query_account_data(self, req: pb.QueryAccountDataRequest) -> pb.QueryAccountDataResponse:
-        return await _call(self._stub.QueryAccountData, req)
+        return await call_remote(self._stub.QueryAccountData, req)
 
     async def perform_account_data_update(self, req: pb.AccountData) -> pb.PerformAccountDataUpdateResponse:
-        return await _call(self._stub.PerformAccountDataUpdate, req)
+        return await call_remote(self._stub.PerformAccountDataUpdate, req)
 
     async def query_pushers(self, req: pb.QueryPushersRequest) -> pb.QueryPushersResponse:
-        return await _call(self._stub.QueryPushers, req)
+        return await call_remote(self._stub.QueryPushers, req)
 
     async def perform_pusher_set(self, req: pb.PerformPusherSetRequest) -> pb.PerformPusherSetResponse:
-        return await _call(self._stub.PerformPusherSet, req)
+        return await call_remote(self._stub.PerformPusherSet, req)
 
     async def perform_token_refresh(self, req: pb.PerformTokenRefreshRequest) -> pb.Device:
-        return await _call(self._stub.PerformTokenRefresh, req)
+        return await call_remote(self._stub.PerformTokenRefresh, req)
 
     async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
-        return await _call(self._stub.PerformDeviceUpdate, req)
+        return await call_remote(self._stub.PerformDeviceUpdate, req)

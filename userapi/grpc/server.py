@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 import grpc
 from myelin.userapi.v1 import userapi_pb2 as pb
 from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
 
-from common import errors
+from common.grpc_binding import GRPC_OPTIONS, serve_call
 from userapi.api import UserAPI
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-
-
-async def _call(method: Callable[[Req], Awaitable[Resp]], request: Req,
-                context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
-    try:
-        return await method(request)
-    except errors.MatrixError as e:
-        await context.abort(e.grpc_code, e.to_details())
-        raise  # abort raises; this keeps the type checker content
 
 
 class UserAPIServicer(pb_grpc.UserAPIServicer):
@@ -31,93 +16,93 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
 
     async def QueryAccessToken(self, request: pb.QueryAccessTokenRequest,  # type: ignore[override]
                                context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
-        return await _call(self._impl.query_access_token, request, context)
+        return await serve_call(self._impl.query_access_token, request, context)
 
     async def QueryAccountAvailability(  # type: ignore[override]
             self, request: pb.QueryAccountAvailabilityRequest,
             context: grpc.aio.ServicerContext) -> pb.QueryAccountAvailabilityResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.query_account_availability, request, context)
+        return await serve_call(self._impl.query_account_availability, request, context)
 
     async def PerformAccountCreation(  # type: ignore[override]
             self, request: pb.PerformAccountCreationRequest,
             context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_account_creation, request, context)
+        return await serve_call(self._impl.perform_account_creation, request, context)
 
     async def PerformPasswordCheck(  # type: ignore[override]
             self, request: pb.PerformPasswordCheckRequest,
             context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_password_check, request, context)
+        return await serve_call(self._impl.perform_password_check, request, context)
 
     async def PerformDeviceCreation(  # type: ignore[override]
             self, request: pb.PerformDeviceCreationRequest,
             context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_device_creation, request, context)
+        return await serve_call(self._impl.perform_device_creation, request, context)
 
     async def PerformDeviceDeletion(  # type: ignore[override]
             self, request: pb.PerformDeviceDeletionRequest,
             context: grpc.aio.ServicerContext) -> pb.PerformDeviceDeletionResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_device_deletion, request, context)
+        return await serve_call(self._impl.perform_device_deletion, request, context)
 
     async def QueryDevices(  # type: ignore[override]
             self, request: pb.QueryDevicesRequest,
             context: grpc.aio.ServicerContext) -> pb.QueryDevicesResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.query_devices, request, context)
+        return await serve_call(self._impl.query_devices, request, context)
 
     async def QueryProfile(  # type: ignore[override]
             self, request: pb.QueryProfileRequest,
             context: grpc.aio.ServicerContext) -> pb.Profile:  # type: ignore[type-arg]
-        return await _call(self._impl.query_profile, request, context)
+        return await serve_call(self._impl.query_profile, request, context)
 
     async def PerformProfileUpdate(  # type: ignore[override]
             self, request: pb.PerformProfileUpdateRequest,
             context: grpc.aio.ServicerContext) -> pb.Profile:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_profile_update, request, context)
+        return await serve_call(self._impl.perform_profile_update, request, context)
 
     async def PerformPasswordUpdate(  # type: ignore[override]
             self, request: pb.PerformPasswordUpdateRequest,
             context: grpc.aio.ServicerContext) -> pb.PerformPasswordUpdateResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_password_update, request, context)
+        return await serve_call(self._impl.perform_password_update, request, context)
 
     async def PerformAccountDeactivation(  # type: ignore[override]
             self, request: pb.PerformAccountDeactivationRequest,
             context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_account_deactivation, request, context)
+        return await serve_call(self._impl.perform_account_deactivation, request, context)
 
     async def QueryAccountData(  # type: ignore[override]
             self, request: pb.QueryAccountDataRequest,
             context: grpc.aio.ServicerContext) -> pb.QueryAccountDataResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.query_account_data, request, context)
+        return await serve_call(self._impl.query_account_data, request, context)
 
     async def PerformAccountDataUpdate(  # type: ignore[override]
             self, request: pb.AccountData,
             context: grpc.aio.ServicerContext) -> pb.PerformAccountDataUpdateResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_account_data_update, request, context)
+        return await serve_call(self._impl.perform_account_data_update, request, context)
 
     async def QueryPushers(  # type: ignore[override]
             self, request: pb.QueryPushersRequest,
             context: grpc.aio.ServicerContext) -> pb.QueryPushersResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.query_pushers, request, context)
+        return await serve_call(self._impl.query_pushers, request, context)
 
     async def PerformPusherSet(  # type: ignore[override]
             self, request: pb.PerformPusherSetRequest,
             context: grpc.aio.ServicerContext) -> pb.PerformPusherSetResponse:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_pusher_set, request, context)
+        return await serve_call(self._impl.perform_pusher_set, request, context)
 
     async def PerformTokenRefresh(  # type: ignore[override]
             self, request: pb.PerformTokenRefreshRequest,
             context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_token_refresh, request, context)
+        return await serve_call(self._impl.perform_token_refresh, request, context)
 
     async def PerformDeviceUpdate(  # type: ignore[override]
             self, request: pb.PerformDeviceUpdateRequest,
             context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
-        return await _call(self._impl.perform_device_update, request, context)
+        return await serve_call(self._impl.perform_device_update, request, context)
 
 
 async def serve_grpc(api: UserAPI, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts a gRPC server for ``api`` on ``address`` ("host:port"; port 0
     picks a free one). The caller stops the returned server."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_OPTIONS)
     pb_grpc.add_UserAPIServicer_to_server(UserAPIServicer(api), server)
     port = server.add_insecure_port(address)
     if port == 0:
