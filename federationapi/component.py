@@ -19,18 +19,22 @@ from dataclasses import dataclass
 from sanic import Blueprint
 
 from common.config import Config
+from common.log import Log
 from common.storage import Database, database_url_for, open_database
 from federationapi.auth import FederationAuthenticator, add_federation_auth
 from federationapi.client import FederationClient
+from federationapi.internal.api import FederationInternalAPIImpl
+from federationapi.internal.context import FederationContext
 from federationapi.keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher
 from federationapi.routing.events import add_event_routes
 from federationapi.routing.keys import add_key_routes
 from federationapi.routing.public_rooms import PublicRoomDirectory, add_public_rooms_routes
-from federationapi.routing.query import ProfileQueryAPI, add_query_routes
+from federationapi.routing.query import add_query_routes
 from federationapi.routing.version import add_version_routes
 from federationapi.storage.database import FederationDatabase
 from matrixlib.signing import SigningKey
 from roomserver.api import FederationRoomserverAPI
+from userapi.api import UserAPI
 
 COMPONENT = "federationapi"
 
@@ -46,8 +50,11 @@ class FederationAPI:
     # The read endpoints (events, state, queries, public rooms) are served
     # when their sources are given.
     roomserver: FederationRoomserverAPI | None = None
-    userapi: ProfileQueryAPI | None = None
+    userapi: UserAPI | None = None
     public_rooms: PublicRoomDirectory | None = None
+    # What other components call (joins, invites, backfill, remote
+    # queries); present when a room server is given.
+    internal: FederationInternalAPIImpl | None = None
 
     def make_blueprint(self, name: str = "federationapi") -> Blueprint:
         """The HTTP front; one per app it is mounted on (a blueprint is not
@@ -76,26 +83,32 @@ class FederationAPI:
 
 def build(config: Config, signing_key: SigningKey, database: Database, *,
           client: FederationClient | None = None, roomserver: FederationRoomserverAPI | None = None,
-          userapi: ProfileQueryAPI | None = None, public_rooms: PublicRoomDirectory | None = None
-          ) -> FederationAPI:
+          userapi: UserAPI | None = None, public_rooms: PublicRoomDirectory | None = None,
+          log: Log | None = None) -> FederationAPI:
     client = client or FederationClient.from_config(config, signing_key)
     direct = DirectKeyFetcher(client)
     fetchers: list[KeyFetcher] = [direct]
     fetchers += [NotaryKeyFetcher(client, notary) for notary in config.trusted_key_servers]
     storage = FederationDatabase(database)
     keyring = KeyRing(config.server_name, signing_key, storage, fetchers, old_keys=config.old_signing_keys)
+    internal = None
+    if roomserver is not None:
+        internal = FederationInternalAPIImpl(FederationContext(
+            config=config, signing_key=signing_key, client=client, keyring=keyring, database=storage,
+            roomserver=roomserver, userapi=userapi, log=log))
     return FederationAPI(config=config, database=storage, client=client, keyring=keyring,
                          authenticator=FederationAuthenticator(keyring), direct_fetcher=direct,
-                         roomserver=roomserver, userapi=userapi, public_rooms=public_rooms)
+                         roomserver=roomserver, userapi=userapi, public_rooms=public_rooms, internal=internal)
 
 
 async def open_federationapi(config: Config, signing_key: SigningKey, *,
                              client: FederationClient | None = None,
                              roomserver: FederationRoomserverAPI | None = None,
-                             userapi: ProfileQueryAPI | None = None,
-                             public_rooms: PublicRoomDirectory | None = None) -> FederationAPI:
+                             userapi: UserAPI | None = None,
+                             public_rooms: PublicRoomDirectory | None = None,
+                             log: Log | None = None) -> FederationAPI:
     """Opens (and migrates) the federation API's database and builds the
     component; ``close()`` closes the client and the database."""
     url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
     return build(config, signing_key, await open_database(url, COMPONENT), client=client,
-                 roomserver=roomserver, userapi=userapi, public_rooms=public_rooms)
+                 roomserver=roomserver, userapi=userapi, public_rooms=public_rooms, log=log)

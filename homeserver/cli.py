@@ -73,7 +73,8 @@ def generate_config(
             "userapi": ComponentAddress(grpc=f"127.0.0.1:{split_base_port + 1}"),
             "clientapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 2}"),
             "syncapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 3}"),
-            "federationapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 4}"),
+            "federationapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 4}",
+                                              grpc=f"127.0.0.1:{split_base_port + 5}"),
         }
     config.validate()
     if not key_path.exists():

@@ -46,8 +46,11 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
         stack.push_async_callback(syncapi.close)
         federationapi = await open_federationapi(
             config, signing_key, roomserver=roomserver.api, userapi=userapi.api,
-            public_rooms=PublishedRoomDirectory(roomserver.api, clientapi.services.database))
+            public_rooms=PublishedRoomDirectory(roomserver.api, clientapi.services.database), log=log)
         stack.push_async_callback(federationapi.close)
+        # Built after the client API (its public room directory reads the
+        # client API's table), so handed over here.
+        clientapi.services.federation = federationapi.internal
 
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(roomserver.run(), name="roomserver")

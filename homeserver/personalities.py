@@ -24,6 +24,12 @@ from matrixlib.signing import read_signing_key_file
 
 logger = logging.getLogger("myelin")
 
+def _optional_channel(config: Config, component: str) -> grpc.aio.Channel | None:
+    """A channel to a component the deployment may run without."""
+    address = config.address_of(component).grpc
+    return insecure_channel(address) if address else None
+
+
 def _channel(config: Config, component: str) -> grpc.aio.Channel:
     address = config.address_of(component).grpc
     if not address:
@@ -73,6 +79,7 @@ async def run_personality(config: Config, name: str) -> None:
             stack.push_async_callback(server.stop, 5)
         elif name == "clientapi":
             from clientapi.component import open_clientapi
+            from federationapi.grpc.client import GrpcFederationAPIClient
             from roomserver.grpc.client import GrpcRoomserverClient
             from userapi.grpc.client import GrpcUserAPIClient
 
@@ -81,6 +88,9 @@ async def run_personality(config: Config, name: str) -> None:
                 config, log, GrpcRoomserverClient(_channel(config, "roomserver")),
                 GrpcUserAPIClient(_channel(config, "userapi")), signing_key)
             stack.push_async_callback(clientapi.close)
+            federation_channel = _optional_channel(config, "federationapi")
+            if federation_channel is not None:
+                clientapi.services.federation = GrpcFederationAPIClient(federation_channel)
             serving = await serve_app(make_app("myelin_clientapi", [clientapi.blueprint]),
                                       config.address_of(name).http)
             stack.push_async_callback(serving.stop)
@@ -102,16 +112,22 @@ async def run_personality(config: Config, name: str) -> None:
             port = serving.port
         elif name == "federationapi":
             from federationapi.component import open_federationapi
+            from federationapi.grpc.server import serve_grpc as serve_federationapi
             from federationapi.internal.public_rooms import ClientAPIPublicRooms
             from roomserver.grpc.client import GrpcRoomserverClient
             from userapi.grpc.client import GrpcUserAPIClient
 
+            log = await _open_log(config, name, stack)
             public_rooms = ClientAPIPublicRooms(config.address_of("clientapi").http)
             stack.push_async_callback(public_rooms.close)
             federationapi = await open_federationapi(
                 config, signing_key, roomserver=GrpcRoomserverClient(_channel(config, "roomserver")),
-                userapi=GrpcUserAPIClient(_channel(config, "userapi")), public_rooms=public_rooms)
+                userapi=GrpcUserAPIClient(_channel(config, "userapi")), public_rooms=public_rooms, log=log)
             stack.push_async_callback(federationapi.close)
+            grpc_address = config.address_of(name).grpc
+            if grpc_address and federationapi.internal is not None:
+                grpc_server, _ = await serve_federationapi(federationapi.internal, grpc_address)
+                stack.push_async_callback(grpc_server.stop, 5)
             serving = await serve_app(make_app("myelin_federationapi", [federationapi.make_blueprint()]),
                                       config.address_of(name).http)
             stack.push_async_callback(serving.stop)

@@ -24,6 +24,7 @@ from common import errors
 from common.config import Config
 from common.http import access_token
 from common.log import Log
+from federationapi.api import FederationInternalAPI
 from matrixlib.events import Event
 from matrixlib.signing import SigningKey
 from roomserver.api import ClientRoomserverAPI
@@ -54,6 +55,9 @@ class Services:
     login_limiter: TokenBucketLimiter
     register_limiter: TokenBucketLimiter
     sessions: SessionSigner
+    # Reaches other servers (remote joins, invites, profiles, keys). None
+    # when the deployment has no federation API.
+    federation: FederationInternalAPI | None = None
     # key -> [lock, how many requests hold or await it]
     _txn_locks: dict[tuple[str, ...], list[Any]] = field(default_factory=dict)
     # Transactions this process completed lately: a quick retry is answered

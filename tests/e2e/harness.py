@@ -180,7 +180,8 @@ def _start_monolith(workdir: Path, *extra_config: str) -> RunningHomeserver:
 def _start_split(workdir: Path, *, postgres_url: str, kafka_bootstrap: str) -> RunningHomeserver:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    base = free_port_range(5)
+    # base+5: the federation API's gRPC port; base+6: kept for the media API.
+    base = free_port_range(7)
     config_path = generate_config(workdir, "--postgres", postgres_url, "--kafka", kafka_bootstrap,
                                   "--split-base-port", str(base),
                                   "--kafka-session-timeout-ms", "1000", client_port=port)
