@@ -98,6 +98,9 @@ class Config:
     kafka_session_timeout_ms: int = 10000
     registration: Registration = field(default_factory=Registration)
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # Password hashing cost: scrypt's n is 2**password_scrypt_log2_n (15: about
+    # 70 ms a hash). Lowered only for tests and benchmarks.
+    password_scrypt_log2_n: int = 15
     components: dict[str, ComponentAddress] = field(default_factory=dict)
     # Seconds an event over the input call may wait for the room server.
     input_timeout_seconds: float = 30.0

@@ -9,6 +9,7 @@ process.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from common.config import Config
@@ -45,10 +46,13 @@ def build(config: Config, database: Database, *,
     return UserAPIComponent(api=internal, database=database)
 
 
-async def open_userapi(config: Config, *, password_params: ScryptParams = DEFAULT_PARAMS,
+async def open_userapi(config: Config, *, password_params: ScryptParams | None = None,
                        log: Log | None = None) -> UserAPIComponent:
     """Opens (and migrates) the user API's database and builds the component;
-    ``close()`` closes the database."""
+    ``close()`` closes the database. Without ``password_params`` the scrypt
+    cost is the config's ``password_scrypt_log2_n``."""
+    if password_params is None:
+        password_params = dataclasses.replace(DEFAULT_PARAMS, n=2**config.password_scrypt_log2_n)
     url = database_url_for(COMPONENT, postgres_url=config.postgres_url or None, data_dir=config.data_dir)
     database = await open_database(url, COMPONENT)
     return build(config, database, password_params=password_params, log=log)
