@@ -18,7 +18,7 @@ import yaml
 
 from matrixlib.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
 
-COMPONENT_NAMES = ("roomserver", "userapi", "clientapi", "syncapi", "federationapi")
+COMPONENT_NAMES = ("roomserver", "userapi", "clientapi", "syncapi", "federationapi", "mediaapi")
 
 
 class ConfigError(ValueError):
@@ -45,6 +45,34 @@ class RateLimits:
 class Registration:
     # Registration with m.login.dummy, without email or captcha.
     open: bool = False
+
+
+@dataclass
+class ThumbnailSize:
+    """A thumbnail the media repository makes of every image: fitted inside
+    width x height ("scale") or cut to exactly that size ("crop")."""
+
+    width: int
+    height: int
+    method: str
+
+
+def _default_thumbnail_sizes() -> list[ThumbnailSize]:
+    # The sizes the spec's content repository module recommends.
+    return [ThumbnailSize(32, 32, "crop"), ThumbnailSize(96, 96, "crop"), ThumbnailSize(320, 240, "scale"),
+            ThumbnailSize(640, 480, "scale"), ThumbnailSize(800, 600, "scale")]
+
+
+@dataclass
+class MediaConfig:
+    max_upload_size_bytes: int = 50 * 1024 * 1024
+    thumbnail_sizes: list[ThumbnailSize] = field(default_factory=_default_thumbnail_sizes)
+    # Images with more pixels than this are not decoded for thumbnails.
+    max_thumbnail_source_pixels: int = 32_000_000
+    url_preview_enabled: bool = True
+    # Previews of private/loopback/link-local addresses (after DNS) are refused unless set.
+    url_preview_allow_private_addresses: bool = False
+    url_preview_max_bytes: int = 10 * 1024 * 1024
 
 
 @dataclass
@@ -117,6 +145,7 @@ class Config:
     trusted_key_servers: list[TrustedKeyServer] = field(default_factory=list)
     federation_verify_tls: bool = True
     federation_allow_private_addresses: bool = False
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     def address_of(self, component: str) -> ComponentAddress:
         return self.components.get(component, ComponentAddress())
@@ -132,6 +161,9 @@ class Config:
         for notary in self.trusted_key_servers:
             if not notary.verify_keys:
                 raise ConfigError(f"trusted key server {notary.server_name!r} needs verify_keys")
+        for size in self.media.thumbnail_sizes:
+            if size.method not in ("crop", "scale") or size.width < 1 or size.height < 1:
+                raise ConfigError(f"bad media.thumbnail_sizes entry {size}")
 
 
 def _from_dict(cls: Any, data: dict[str, Any], where: str) -> Any:
@@ -155,6 +187,10 @@ def _from_dict(cls: Any, data: dict[str, Any], where: str) -> Any:
         elif key == "old_signing_keys":
             kwargs[key] = {key_id: _from_dict(OldVerifyKey, old, f"{where}.{key}.{key_id}")
                            for key_id, old in (value or {}).items()}
+        elif key == "media":
+            kwargs[key] = _from_dict(MediaConfig, value or {}, f"{where}.{key}")
+        elif key == "thumbnail_sizes":
+            kwargs[key] = [_from_dict(ThumbnailSize, size, f"{where}.{key}") for size in value or []]
         elif key == "trusted_key_servers":
             kwargs[key] = [_from_dict(TrustedKeyServer, notary, f"{where}.{key}") for notary in value or []]
         elif ftype == "Path":

@@ -52,7 +52,9 @@ def test_signing_key_is_kept_on_regeneration(tmp_path: Path) -> None:
         ("server_name: a\ndata_dir: .\nsigning_key_path: k\nbogus: 1\n", "unknown setting config.bogus"),
         ("server_name: a\ndata_dir: .\nsigning_key_path: k\ndefault_room_version: '99'\n", "not supported"),
         ("server_name: a\ndata_dir: .\nsigning_key_path: k\nregistration: {nope: true}\n", "registration.nope"),
-        ("server_name: a\ndata_dir: .\nsigning_key_path: k\ncomponents: {mediaapi: {}}\n", "unknown component"),
+        ("server_name: a\ndata_dir: .\nsigning_key_path: k\n"
+         "media: {thumbnail_sizes: [{width: 1, height: 1, method: zoom}]}\n", "media.thumbnail_sizes"),
+        ("server_name: a\ndata_dir: .\nsigning_key_path: k\ncomponents: {pushapi: {}}\n", "unknown component"),
     ],
 )
 def test_bad_config_is_refused(tmp_path: Path, text: str, message: str) -> None:
