@@ -7,7 +7,7 @@ an alias needs membership of the room, deleting one needs being its creator
 or the power to send ``m.room.canonical_alias`` (and takes the alias out of
 the room's canonical alias event when it is there), and the list of a
 room's aliases is for its members (or anyone, in a world-readable room).
-Remote aliases need federation (later): they are 404 for now.
+A remote alias is resolved by its server, through the federation API.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
-from clientapi.internal.aliases import parse_local_alias, resolve_alias
+from clientapi.internal.aliases import parse_local_alias, resolve_alias_with_servers
 from clientapi.internal.membership import current_membership
 from clientapi.internal.room_state import current_state_events
 from clientapi.internal.services import Services
@@ -85,7 +85,9 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         return json_response({})
 
     async def get_alias(request: Request, room_alias: str) -> HTTPResponse:
-        room_id = await resolve_alias(services, room_alias)
+        room_id, remote_servers = await resolve_alias_with_servers(services, room_alias)
+        if remote_servers is not None:
+            return json_response({"room_id": room_id, "servers": remote_servers})
         servers = [services.server_name]
         members = await services.roomserver.query_memberships_for_room(
             rs_pb.QueryMembershipsForRoomRequest(room_id=room_id, joined_only=True))

@@ -2,8 +2,8 @@
 GET/POST /publicRooms.
 
 Spec: data/api/client-server/list_public_rooms.yaml,
-definitions/public_rooms_chunk.yaml. Only this server's directory is
-served (``server`` naming another one needs federation, later). Rooms are
+definitions/public_rooms_chunk.yaml. ``server`` naming another server
+reads that server's directory through the federation API. Rooms are
 ordered by joined members, most first, then by room ID; the ``since`` token
 is an offset into that order. Publishing needs the power to set the room's
 canonical alias, as in Synapse.
@@ -11,8 +11,10 @@ canonical alias, as in Synapse.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -28,6 +30,7 @@ from common.http import json_response, parse_json_body, query_int
 from common.room_directory import parse_offset_token, public_room_matches
 from matrixlib import events as ev
 from matrixlib.events import Event, StateKey
+from matrixlib.ids import is_valid_server_name
 from matrixlib.power_levels import PowerLevels
 from roomserver.api import ClientRoomserverAPI
 
@@ -99,10 +102,22 @@ class PublishedRoomDirectory:
 
 
 def add_routes(blueprint: Blueprint, services: Services) -> None:
-    def check_server(request: Request) -> None:
-        server = request.args.get("server")
-        if server and server != services.server_name:
-            raise errors.MatrixError("Listing other servers' directories is not supported yet", http_status=400)
+    def remote_server(request: Request) -> str | None:
+        """The other server whose directory is asked for, if any."""
+        server: str | None = request.args.get("server")
+        if not server or server == services.server_name:
+            return None
+        if not is_valid_server_name(server):
+            raise errors.InvalidParam(f"{server!r} is not a valid server name")
+        if services.federation is None:
+            raise errors.MatrixError("This server does not federate", http_status=502)
+        return server
+
+    async def remote_listing(server: str, body: dict[str, Any]) -> HTTPResponse:
+        assert services.federation is not None
+        answer = await services.federation.query_public_rooms(fed_pb.QueryPublicRoomsRequest(
+            server_name=server, request_json=json.dumps(body).encode()))
+        return json_response(json.loads(answer.response_json))
 
     directory = PublishedRoomDirectory(services.roomserver, services.database)
 
@@ -112,13 +127,16 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
                                                           room_types=room_types))
 
     async def get_public_rooms(request: Request) -> HTTPResponse:
-        check_server(request)
+        server = remote_server(request)
         limit = query_int(request, "limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
-        return await listing(limit, request.args.get("since"), None, None)
+        since = request.args.get("since")
+        if server is not None:
+            return await remote_listing(server, {"limit": limit, **({"since": since} if since else {})})
+        return await listing(limit, since, None, None)
 
     async def post_public_rooms(request: Request) -> HTTPResponse:
         await services.device_for(request)
-        check_server(request)
+        server = remote_server(request)
         body = parse_json_body(request, allow_empty=True)
         limit = body.get("limit", DEFAULT_LIMIT)
         if not isinstance(limit, int) or isinstance(limit, bool):
@@ -127,6 +145,12 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         search = params.optional_dict(body, "filter") or {}
         term = params.optional_str(search, "generic_search_term")
         room_types = params.optional_list(search, "room_types") if "room_types" in search else None
+        if server is not None:
+            remote_body: dict[str, Any] = {"limit": min(max(limit, 1), MAX_LIMIT)}
+            for key in ("since", "filter", "include_all_networks", "third_party_instance_id"):
+                if key in body:
+                    remote_body[key] = body[key]
+            return await remote_listing(server, remote_body)
         return await listing(min(max(limit, 1), MAX_LIMIT), since, term, room_types)
 
     async def get_visibility(request: Request, room_id: str) -> HTTPResponse:

@@ -1,17 +1,21 @@
 """GET /profile/{userId}[/displayname|/avatar_url] and
 PUT /profile/{userId}/displayname|avatar_url.
 
-Spec: data/api/client-server/profile.yaml. Profiles of local users only
-(remote ones need federation, later): others are 404 M_NOT_FOUND. A change
+Spec: data/api/client-server/profile.yaml. A remote user's profile is asked
+of their server through the federation API (404 M_NOT_FOUND when that
+server does not know them, cannot be reached, or there is no federation
+API). A change
 is also sent, as Synapse does, as a new m.room.member event in every room
 the user has joined, so the rooms show the new name.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
 from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
@@ -25,6 +29,7 @@ from clientapi.routing import client_route
 from common import errors
 from common.http import json_response, parse_json_body
 from matrixlib.events import MEMBER, Event
+from matrixlib.ids import InvalidIdentifierError, UserID
 from matrixlib.room_versions import get_room_version
 
 logger = logging.getLogger(__name__)
@@ -74,16 +79,32 @@ async def _update_member_events(services: Services, user_id: str, profile: ua_pb
             logger.info("profile change not sent to %s: %s", room_id, e)
 
 
+async def query_profile(services: Services, user_id: str, field: str = "") -> dict[str, Any]:
+    """The profile of a local or remote user (only ``field`` when given)."""
+    try:
+        server_name = UserID.parse(user_id).server_name
+    except InvalidIdentifierError:
+        raise errors.InvalidParam(f"{user_id!r} is not a valid user ID") from None
+    if server_name == services.server_name:
+        profile = await services.userapi.query_profile(ua_pb.QueryProfileRequest(user_id=user_id))
+        found = _profile_json(profile)
+    else:
+        if services.federation is None:
+            raise errors.NotFound("Profile was not found (this server does not federate)")
+        remote = await services.federation.query_profile(fed_pb.QueryProfileRequest(user_id=user_id, field=field))
+        loaded = json.loads(remote.profile_json or b"{}")
+        found = {k: v for k, v in loaded.items() if k in FIELDS and isinstance(v, str)}
+    return {k: v for k, v in found.items() if not field or k == field}
+
+
 def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def get_profile(request: Request, user_id: str) -> HTTPResponse:
-        profile = await services.userapi.query_profile(ua_pb.QueryProfileRequest(user_id=user_id))
-        return json_response(_profile_json(profile))
+        return json_response(await query_profile(services, user_id))
 
     async def get_field(request: Request, user_id: str, field: str) -> HTTPResponse:
         if field not in FIELDS:
             raise errors.Unrecognized("Unrecognized request")
-        profile = await services.userapi.query_profile(ua_pb.QueryProfileRequest(user_id=user_id))
-        return json_response({k: v for k, v in _profile_json(profile).items() if k == field})
+        return json_response(await query_profile(services, user_id, field))
 
     async def put_field(request: Request, user_id: str, field: str) -> HTTPResponse:
         if field not in FIELDS:

@@ -72,5 +72,8 @@ async def test_directory_refusals(harness: Harness) -> None:
     assert (response.status_code, response.json()["errcode"]) == (400, "M_INVALID_PARAM")
     response = await harness.http.post(f"{V3}/publicRooms", json={"limit": "5"}, headers=alice.headers)
     assert (response.status_code, response.json()["errcode"]) == (400, "M_BAD_JSON")
+    # Without a federation API another server's directory cannot be read.
     response = await harness.http.get(f"{V3}/publicRooms", params={"server": "elsewhere.example"})
-    assert response.status_code == 400
+    assert response.status_code == 502
+    response = await harness.http.get(f"{V3}/publicRooms", params={"server": "not a server"})
+    assert (response.status_code, response.json()["errcode"]) == (400, "M_INVALID_PARAM")
