@@ -195,6 +195,10 @@ class Database:
         self._engine = engine
         self.component = component
         self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # Moves when a write transaction of this process begins and when it
+        # ends: a cache of read results is valid while the generation it was
+        # read at is the current one (see ``write_generation``).
+        self._write_generation = 0
         self._writer_task: asyncio.Task[Any] | None = None
 
     @property
@@ -206,8 +210,25 @@ class Database:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._engine.dialect.name
 
+    @property
+    def write_generation(self) -> int:
+        """For caches of reads that this process's writes may change: a value
+        read while the generation stayed the same may be kept, and is valid
+        until the generation moves. A write that overlaps the read moves it at
+        its start or at its end, so the value is never kept past it."""
+        return self._write_generation
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        self._write_generation += 1
+        try:
+            async with self._transaction() as conn:
+                yield conn
+        finally:
+            self._write_generation += 1
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         if self._sqlite_writer is None:
             async with self._engine.connect() as conn, conn.begin():
                 yield conn

@@ -16,6 +16,7 @@ object: ``{"override": [...], "content": [...], "room": [...], "sender":
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -241,6 +242,13 @@ def set_rule_actions(ruleset: dict[str, list[dict[str, Any]]], kind: str, rule_i
 def split_property_path(key: str) -> list[str]:
     """A dot-separated property path (appendices, "Dot-separated property
     paths"): ``.`` separates, ``\\.`` is a literal dot, ``\\\\`` a backslash."""
+    return list(_split_property_path(key))
+
+
+# Every event is checked against every member's rules: the same few dozen
+# keys and patterns over and over, so their parsed forms are kept.
+@functools.lru_cache(maxsize=4096)
+def _split_property_path(key: str) -> tuple[str, ...]:
     parts: list[str] = []
     current: list[str] = []
     index = 0
@@ -257,7 +265,7 @@ def split_property_path(key: str) -> list[str]:
             current.append(char)
         index += 1
     parts.append("".join(current))
-    return parts
+    return tuple(parts)
 
 
 _MISSING = object()
@@ -266,7 +274,7 @@ _MISSING = object()
 def event_property(event: Mapping[str, Any], key: str) -> Any:
     """The value at a dot-separated path, or ``_MISSING``."""
     value: Any = event
-    for part in split_property_path(key):
+    for part in _split_property_path(key):
         if not isinstance(value, Mapping) or part not in value:
             return _MISSING
         value = value[part]
@@ -277,15 +285,22 @@ def _glob_regex(pattern: str) -> str:
     return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled_glob(pattern: str, word_boundary: bool) -> re.Pattern[str]:
+    regex = _glob_regex(pattern)
+    if word_boundary:
+        regex = f"(?<![{_WORD_CHAR}]){regex}(?![{_WORD_CHAR}])"
+    return re.compile(regex, re.IGNORECASE | re.DOTALL)
+
+
 def glob_matches(pattern: str, value: str, *, word_boundary: bool = False) -> bool:
     """Case-insensitive glob match of the whole value, or (``word_boundary``,
     for ``content.body``) of any substring that starts and ends at a word
     boundary (a character outside ``[A-Za-z0-9_]``, or either end)."""
-    regex = _glob_regex(pattern)
+    compiled = _compiled_glob(pattern, word_boundary)
     if word_boundary:
-        regex = f"(?<![{_WORD_CHAR}]){regex}(?![{_WORD_CHAR}])"
-        return re.search(regex, value, re.IGNORECASE | re.DOTALL) is not None
-    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+        return compiled.search(value) is not None
+    return compiled.fullmatch(value) is not None
 
 
 def _is_simple_value(value: Any) -> bool:

@@ -20,6 +20,10 @@ __all__ = ["AccountDataRow", "AccountRow", "DeviceRow", "ProfileRow", "PusherRow
            "UserAPIDatabase"]
 
 
+#: Token owners kept between writes (see ``get_token_owner``).
+TOKEN_OWNER_CACHE_SIZE = 10_000
+
+
 class UserAPIDatabase:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -30,6 +34,10 @@ class UserAPIDatabase:
         self._account_data = AccountDataTable()
         self._pushers = PushersTable()
         self._refresh_tokens = RefreshTokensTable()
+        # Every request asks who owns its token: the answers are kept until
+        # this database's next write (logout, refresh, device change, last
+        # seen...), which is rare next to reads. Bounded; dropped when full.
+        self._token_owners: dict[str, tuple[int, TokenOwner | None]] = {}
 
     # -- accounts -------------------------------------------------------------
 
@@ -159,8 +167,17 @@ class UserAPIDatabase:
             return await self._devices.select(conn, user_id, device_id) is not None
 
     async def get_token_owner(self, token_sha256: str) -> TokenOwner | None:
+        generation = self.db.write_generation
+        cached = self._token_owners.get(token_sha256)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         async with self.db.connect() as conn:
-            return await self._tokens.select_owner(conn, token_sha256)
+            owner = await self._tokens.select_owner(conn, token_sha256)
+        if self.db.write_generation == generation:
+            if len(self._token_owners) >= TOKEN_OWNER_CACHE_SIZE:
+                self._token_owners.clear()
+            self._token_owners[token_sha256] = (generation, owner)
+        return owner
 
     async def refresh_tokens(self, refresh_sha256: str, new_access_sha256: str, new_refresh_sha256: str,
                              *, now_ts: int, expires_ts: int | None) -> RefreshTokenRow | None:
