@@ -24,6 +24,8 @@ same errcode whichever binding sat in between::
     ├── IncompatibleRoomVersion      (M_INCOMPATIBLE_ROOM_VERSION, 400)
     ├── RoomInUse                    (M_ROOM_IN_USE, 400)
     ├── LimitExceeded                (M_LIMIT_EXCEEDED, 429, retry_after_ms)
+    ├── WrongRoomKeysVersion         (M_WRONG_ROOM_KEYS_VERSION, 403, current_version)
+    ├── InvalidSignature             (M_INVALID_SIGNATURE, 400)
     └── Unavailable                  (M_UNKNOWN, 503): a component could not be reached
 """
 
@@ -168,6 +170,20 @@ class LimitExceeded(MatrixError):
         self.retry_after_ms = retry_after_ms
 
 
+class WrongRoomKeysVersion(MatrixError):
+    """Room keys sent to a backup version that is not the current one;
+    ``extra`` carries ``current_version``."""
+    errcode = "M_WRONG_ROOM_KEYS_VERSION"
+    http_status = 403
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class InvalidSignature(MatrixError):
+    errcode = "M_INVALID_SIGNATURE"
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
 class Unavailable(MatrixError):
     errcode = "M_UNKNOWN"
     http_status = 503
@@ -178,7 +194,8 @@ _BY_ERRCODE: dict[str, type[MatrixError]] = {
     cls.errcode: cls
     for cls in [BadJSON, NotJSON, MissingParam, InvalidParam, TooLarge, Forbidden, UnknownToken,
                 MissingToken, NotFound, Unrecognized, UserInUse, InvalidUsername, Exclusive,
-                UnsupportedRoomVersion, IncompatibleRoomVersion, RoomInUse]
+                UnsupportedRoomVersion, IncompatibleRoomVersion, RoomInUse, WrongRoomKeysVersion,
+                InvalidSignature]
 }
 
 
