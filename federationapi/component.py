@@ -14,7 +14,8 @@ authenticated; the origin is in ``request.ctx.origin``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from sanic import Blueprint
 
@@ -25,12 +26,16 @@ from federationapi.auth import FederationAuthenticator, add_federation_auth
 from federationapi.client import FederationClient
 from federationapi.internal.api import FederationInternalAPIImpl
 from federationapi.internal.context import FederationContext
+from federationapi.internal.inbound.transaction import TransactionHandler
 from federationapi.keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher
 from federationapi.routing.events import add_event_routes
 from federationapi.routing.keys import add_key_routes
+from federationapi.routing.membership import add_membership_routes
 from federationapi.routing.public_rooms import PublicRoomDirectory, add_public_rooms_routes
 from federationapi.routing.query import add_query_routes
+from federationapi.routing.send import add_send_routes
 from federationapi.routing.version import add_version_routes
+from federationapi.sender.sender import FederationSender, build_sender
 from federationapi.storage.database import FederationDatabase
 from matrixlib.signing import SigningKey
 from roomserver.api import FederationRoomserverAPI
@@ -55,6 +60,12 @@ class FederationAPI:
     # What other components call (joins, invites, backfill, remote
     # queries); present when a room server is given.
     internal: FederationInternalAPIImpl | None = None
+    # Inbound /send transactions; present with ``internal`` (shares its context).
+    inbound: TransactionHandler | None = None
+    # The outbound sender of PDUs and EDUs; present when a log and a room
+    # server are given. ``run()`` runs it.
+    sender: FederationSender | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def make_blueprint(self, name: str = "federationapi") -> Blueprint:
         """The HTTP front; one per app it is mounted on (a blueprint is not
@@ -66,8 +77,11 @@ class FederationAPI:
         server_name = self.config.server_name
         if self.roomserver is not None:
             add_event_routes(blueprint, server_name, self.roomserver)
+            add_membership_routes(blueprint, self.keyring, self.roomserver)
             if self.userapi is not None:
                 add_query_routes(blueprint, server_name, self.roomserver, self.userapi)
+        if self.inbound is not None:
+            add_send_routes(blueprint, self.inbound)
         if self.public_rooms is not None:
             add_public_rooms_routes(blueprint, self.public_rooms)
         return blueprint
@@ -76,7 +90,20 @@ class FederationAPI:
     def blueprint(self) -> Blueprint:
         return self.make_blueprint()
 
+    async def run(self) -> None:
+        """Runs the federation sender until cancelled (``ready`` once it
+        consumes); returns at once, ready, when there is none."""
+        if self.sender is None:
+            self.ready.set()
+            return
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.sender.run(), name="federation-sender")
+            await self.sender.ready.wait()
+            self.ready.set()
+
     async def close(self) -> None:
+        if self.sender is not None:
+            await self.sender.close()
         await self.client.close()
         await self.database.close()
 
@@ -96,9 +123,16 @@ def build(config: Config, signing_key: SigningKey, database: Database, *,
         internal = FederationInternalAPIImpl(FederationContext(
             config=config, signing_key=signing_key, client=client, keyring=keyring, database=storage,
             roomserver=roomserver, userapi=userapi, log=log))
+    sender = None
+    if log is not None and roomserver is not None:
+        sender = build_sender(database, client, log, roomserver, config.server_name,
+                              backoff_initial=config.federation_retry_initial_seconds,
+                              backoff_max=config.federation_retry_max_seconds)
     return FederationAPI(config=config, database=storage, client=client, keyring=keyring,
                          authenticator=FederationAuthenticator(keyring), direct_fetcher=direct,
-                         roomserver=roomserver, userapi=userapi, public_rooms=public_rooms, internal=internal)
+                         roomserver=roomserver, userapi=userapi, public_rooms=public_rooms, internal=internal,
+                         inbound=TransactionHandler(internal.context) if internal is not None else None,
+                         sender=sender)
 
 
 async def open_federationapi(config: Config, signing_key: SigningKey, *,
