@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 from sanic import Blueprint
 
 from common.config import Config
 from common.log import Log
 from common.storage import Database, database_url_for, open_database
-from matrixlib.events import Event
 from roomserver.api import SyncRoomserverAPI
 from syncapi.consumers.clientapi import ClientAPIConsumer
 from syncapi.consumers.roomserver import RoomserverOutputConsumer
@@ -70,8 +68,9 @@ class SyncAPI:
         database.on_stream_positions_taken = self.notifier.positions_taken
         self.consumer = RoomserverOutputConsumer(database, roomserver, self.notifier, config.server_name)
         self.push_evaluator = PushEvaluator(database, config.server_name)
-        self.consumer.on_room_events = self._on_room_events
         self.pushers = PusherDelivery(database, userapi if isinstance(userapi, PusherAPI) else None)
+        self.consumer.push_evaluator = self.push_evaluator
+        self.consumer.on_notifications = self.pushers.enqueue
         self.typing = TypingCache()
         self.edu_consumer = ClientAPIConsumer(database, self.notifier, self.typing, config.server_name)
         self.presence = PresenceWriter(self.edu_consumer, log)
@@ -117,14 +116,6 @@ class SyncAPI:
             await edus_ready.wait()
             await account_data_ready.wait()
             self.ready.set()
-
-    async def _on_room_events(self, room_id: str, stored: Sequence[tuple[Event, int]]) -> None:
-        """Push rules for the events the consumer stored. A failure here
-        loses those notifications rather than holding up the room's events."""
-        try:
-            self.pushers.enqueue(await self.push_evaluator.on_room_events(room_id, stored))
-        except Exception:
-            logger.warning("push rules not evaluated for %d events of %s", len(stored), room_id, exc_info=True)
 
     async def _follow_database_position(self) -> None:
         while True:

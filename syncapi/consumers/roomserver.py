@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from myelin.roomserver.v1 import events_pb2, output_log_pb2
@@ -29,8 +29,10 @@ from common.topics import ROOMSERVER_OUTPUT
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.api import SyncRoomserverAPI
+from syncapi.internal.push import PushEvaluator
 from syncapi.notifier import Notifier
-from syncapi.storage.database import Applied, MissedEntries, NewEvent, RoomEventWrite, SyncDatabase
+from syncapi.storage.database import Applied, MissedEntries, NewEvent, Reader, RoomEventWrite, SyncDatabase
+from syncapi.storage.tables.notifications import StoredNotification
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +64,11 @@ class RoomserverOutputConsumer:
         self._local_suffix = ":" + server_name
         # room ID -> its local joined and invited users (see _notify_room).
         self._local_members: dict[str, set[str]] = {}
-        # Told of each room's newly stored live timeline events, (event,
-        # stream position), after their write (push rule evaluation).
-        self.on_room_events: Callable[[str, Sequence[tuple[Event, int]]], Awaitable[None]] | None = None
+        # Push rules for the live timeline events stored, evaluated in the
+        # events' own transaction; the notifications go to ``on_notifications``
+        # (delivery to pushers).
+        self.push_evaluator: PushEvaluator | None = None
+        self.on_notifications: Callable[[list[StoredNotification]], None] | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -124,15 +128,27 @@ class RoomserverOutputConsumer:
         chained = all(event.room_id == room_id and msg.last_sent_event_id in ("", before.event_id)
                       for msg, event, before in zip(run[1:], events[1:], events[:-1], strict=True))
         results: list[Applied | None] | None = None
+        notifications: list[StoredNotification] = []
         if chained:
             writes = [RoomEventWrite(self._new_event(msg, event), adds_state_event_ids=list(msg.adds_state_event_ids),
                                      removes_state_event_ids=list(msg.removes_state_event_ids),
                                      adds_state_events=[parse_event(e) for e in msg.adds_state_events],
                                      room_stream_position=msg.room_stream_position)
                       for msg, event in zip(run, events, strict=True)]
+            state_changed = any(event.state_key is not None or msg.adds_state_event_ids or msg.removes_state_event_ids
+                                for msg, event in zip(run, events, strict=True))
+            evaluator = self.push_evaluator
+
+            async def push(reader: Reader, live: Sequence[tuple[Event, int]]) -> list[StoredNotification]:
+                assert evaluator is not None
+                return await evaluator.evaluate(reader, room_id, live, state_changed=state_changed)
+
             try:
-                results = await self._db.write_room_events(writes, local_server=self._server_name,
-                                                           follows=run[0].last_sent_event_id or None)
+                # The notifications are stored with the events, before the
+                # wake-up: the /sync it answers has the counts.
+                results, notifications = await self._db.write_room_events_with_push(
+                    writes, local_server=self._server_name, follows=run[0].last_sent_event_id or None,
+                    push=push if evaluator is not None else None)
             except MissedEntries:
                 results = None
         if results is None:
@@ -140,22 +156,25 @@ class RoomserverOutputConsumer:
             for one in run:
                 await self._apply(output_log_pb2.OutputEvent(new_room_event=one).SerializeToString())
             return
-        # Before the wake-up, so the /sync it answers has the notification counts.
-        await self._tell_room_events(room_id, [(event, applied.position) for msg, event, applied
-                                               in zip(run, events, results, strict=True)
-                                               if applied is not None and not msg.historical])
+        if notifications and self.on_notifications is not None:
+            self.on_notifications(notifications)
         for applied in results:
             if applied is not None:
                 await self._notify_room(applied)
 
     async def _tell_room_events(self, room_id: str, stored: Sequence[tuple[Event, int]]) -> None:
-        if stored and self.on_room_events is not None:
-            try:
-                await self.on_room_events(room_id, stored)
-            except Exception:
-                # The events are committed: a retry would find them stored and
-                # skip them, wake-ups included. Their users must still be woken.
-                logger.exception("on_room_events failed for %d events of %s", len(stored), room_id)
+        """Push rules for events written one by one (outside a batch)."""
+        if not stored or self.push_evaluator is None:
+            return
+        try:
+            notifications = await self.push_evaluator.on_room_events(room_id, stored)
+        except Exception:
+            # The events are committed: a retry would find them stored and
+            # skip them, wake-ups included. Their users must still be woken.
+            logger.exception("push rules failed for %d events of %s", len(stored), room_id)
+            return
+        if notifications and self.on_notifications is not None:
+            self.on_notifications(notifications)
 
     async def _apply(self, value: bytes) -> None:
         """``handle`` with ``handle_record``'s retries, for one entry of a batch."""
@@ -270,6 +289,8 @@ class RoomserverOutputConsumer:
             rs_pb.QueryLatestEventsAndStateRequest(room_id=room_id))
         if not response.room_exists:
             return None
+        if self.push_evaluator is not None:
+            self.push_evaluator.forget_room(room_id)
         return await self._db.rebuild_room_state(room_id, [parse_event(e) for e in response.state_events])
 
     async def _on_new_invite(self, msg: output_log_pb2.NewInviteEvent) -> Applied | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,11 +79,32 @@ class _RoomInputs:
     power_levels: PowerLevels | None
 
 
+#: Rooms whose push rule inputs are kept between batches.
+ROOM_INPUTS_CACHE_SIZE = 1024
+
+
+@dataclass
+class _CachedRoom:
+    # SyncDatabase.account_data_generation when read.
+    account_data_generation: int
+    local_joined: set[str]
+    inputs: _RoomInputs
+
+
 class PushEvaluator:
     def __init__(self, database: SyncDatabase, server_name: str) -> None:
         self._db = database
         self._server_name = server_name
         self._local_suffix = ":" + server_name
+        # room ID -> its inputs as of the last batch, while the room's state
+        # and its members' account data stay as they were: a busy room's
+        # messages then cost no reads at all.
+        self._rooms: OrderedDict[str, _CachedRoom] = OrderedDict()
+
+    def forget_room(self, room_id: str) -> None:
+        """The room's state changed other than through ``evaluate``'s
+        batches (a rebuild): its inputs are read again next time."""
+        self._rooms.pop(room_id, None)
 
     async def on_room_events(self, room_id: str, new_events: Sequence[tuple[Event, int]]
                              ) -> list[StoredNotification]:
@@ -91,17 +113,42 @@ class PushEvaluator:
         answers them (for delivery to pushers)."""
         if not new_events:
             return []
+        self.forget_room(room_id)
+        async with self._db.read() as reader:
+            rows = await self.evaluate(reader, room_id, new_events, state_changed=True)
+        await self._db.write_notifications(rows)
+        return rows
+
+    async def evaluate(self, reader: Reader, room_id: str, new_events: Sequence[tuple[Event, int]], *,
+                       state_changed: bool) -> list[StoredNotification]:
+        """The notifications of the room's new live events, read on
+        ``reader`` (the room's state after them), not stored.
+        ``state_changed``: the batch changed the room's state, so what was
+        kept of the room is read again."""
+        if not new_events:
+            return []
         invited = {e.state_key for e, _ in new_events
                    if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
                    and e.content.get("membership") == "invite"}
-        async with self._db.read() as reader:
+        generation = self._db.account_data_generation
+        cached = None if state_changed or invited else self._rooms.get(room_id)
+        if cached is not None and cached.account_data_generation == generation:
+            self._rooms.move_to_end(room_id)
+            local_joined, inputs = cached.local_joined, cached.inputs
+        else:
             local_members = await reader.local_joined_members(room_id, self._server_name)
             local_joined = set(local_members)
             if not local_joined and not invited:
+                self.forget_room(room_id)
                 return []
             joined_count = (await reader.member_counts(room_id)).get("join", 0)
             inputs = await self._inputs(reader, room_id, joined_count, sorted(local_joined | invited),
                                         list(local_members.values()))
+            if self._db.account_data_generation == generation:
+                self._rooms[room_id] = _CachedRoom(generation, local_joined, inputs)
+                self._rooms.move_to_end(room_id)
+                while len(self._rooms) > ROOM_INPUTS_CACHE_SIZE:
+                    self._rooms.popitem(last=False)
         rows: list[StoredNotification] = []
         for event, stream_pos in new_events:
             recipients = set(local_joined)
@@ -128,7 +175,6 @@ class PushEvaluator:
                     user_id=user_id, stream_pos=stream_pos, room_id=room_id, event_id=event.event_id,
                     thread_id=thread_id, actions_json=json.dumps(actions, separators=(",", ":")),
                     highlight=actions_highlight(actions), ts=event.origin_server_ts))
-        await self._db.write_notifications(rows)
         return rows
 
     async def _inputs(self, reader: Reader, room_id: str, joined_count: int, user_ids: list[str],

@@ -8,7 +8,8 @@ one connection for the duration of a request.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ from syncapi.storage.tables.presence import StoredPresence
 from syncapi.storage.tables.receipts import StoredReceipt
 from syncapi.storage.tables.relations import StoredRelation
 from syncapi.storage.tables.send_to_device import StoredToDevice
+
+logger = logging.getLogger(__name__)
 
 # State deltas larger than this are applied in bulk.
 BULK_STATE_DELTA = 32
@@ -126,9 +129,18 @@ def _stripped(pdu: dict[str, Any]) -> dict[str, Any]:
             "content": pdu.get("content", {}), "sender": pdu.get("sender")}
 
 
+#: Reads what push rule evaluation needs on the events' own transaction and
+#: answers the notifications of the live events written (event, position).
+PushRulesRun = Callable[["Reader", Sequence[tuple[Event, int]]], Awaitable[Sequence[StoredNotification]]]
+
+
 class SyncDatabase:
     def __init__(self, database: Database) -> None:
         self._db = database
+        # Moves with every account data write of this process: what is
+        # derived from account data (push rule sets, ignored users) is kept
+        # while it stays the same.
+        self.account_data_generation = 0
         # Told of every stream position this process takes, so that positions
         # taken by other processes sharing the database can be told apart
         # (see Notifier.note_database_position).
@@ -205,24 +217,57 @@ class SyncDatabase:
         one transaction (all or nothing). With ``follows``, raises
         ``MissedEntries`` (writing nothing) unless the last event written for
         the room is that one."""
+        results, _ = await self.write_room_events_with_push(writes, local_server=local_server, follows=follows)
+        return results
+
+    async def write_room_events_with_push(
+            self, writes: Sequence[RoomEventWrite], *, local_server: str, follows: str | None = None,
+            push: PushRulesRun | None = None) -> tuple[list[Applied | None], list[StoredNotification]]:
+        """``write_room_events``, and in the same transaction the push rule
+        results for the live events written: ``push`` reads what it needs on
+        this transaction's connection (the room's state after the batch) and
+        answers the notifications, stored here with the events. One
+        transaction instead of three (events, the rules' reads, the
+        notifications) is what lets a busy room's wake-ups go out sooner.
+        A failing ``push`` loses its notifications, not the events."""
         async with self._db.transaction() as conn:
-            if follows is not None and writes:
-                room_id = writes[0].new.event.room_id
-                stored_last = await positions_t.select_last_event_id(conn, room_id)
-                if stored_last != follows:
-                    raise MissedEntries(f"{room_id}: the last event stored is {stored_last}, not {follows}")
-            # Which are stored already (timeline: False, only as state: True),
-            # read once for the batch and kept up to date as it is written.
-            found = await events_t.select_events_by_ids(conn, [w.new.event.event_id for w in writes])
-            stored = {event_id: row.state_only for event_id, row in found.items()}
-            results = [await self._write_room_event(conn, write, local_server, stored) for write in writes]
-            # Only the last event written per room names the room's position.
-            last: dict[str, RoomEventWrite] = {}
-            for write, applied in zip(writes, results, strict=True):
-                if applied is not None:
-                    last[write.new.event.room_id] = write
-            for room_id, write in last.items():
-                await self._set_room_position(conn, room_id, write.new.event.event_id, write.room_stream_position)
+            results = await self._write_room_events(conn, writes, local_server=local_server, follows=follows)
+            notifications: list[StoredNotification] = []
+            live = [(write.new.event, applied.position) for write, applied in zip(writes, results, strict=True)
+                    if applied is not None and not write.new.historical]
+            if push is not None and live:
+                try:
+                    async with conn.begin_nested():
+                        notifications = list(await push(Reader(conn), live))
+                        if notifications:
+                            await conn.execute(self._db.upsert(
+                                notifications_t.notifications, [r.values() for r in notifications],
+                                ["user_id", "stream_pos"], set_=[]))
+                except Exception:
+                    logger.warning("push rules not evaluated for %d events of %s", len(live),
+                                   live[0][0].room_id, exc_info=True)
+                    notifications = []
+        return results, notifications
+
+    async def _write_room_events(self, conn: AsyncConnection, writes: Sequence[RoomEventWrite], *,
+                                 local_server: str, follows: str | None) -> list[Applied | None]:
+        if follows is not None and writes:
+            room_id = writes[0].new.event.room_id
+            stored_last = await positions_t.select_last_event_id(conn, room_id)
+            if stored_last != follows:
+                raise MissedEntries(f"{room_id}: the last event stored is {stored_last}, not {follows}")
+        # Which are stored already (timeline: False, only as state: True),
+        # read once for the batch and kept up to date as it is written.
+        found = await events_t.select_events_by_ids(conn, [w.new.event.event_id for w in writes])
+        stored = {event_id: row.state_only for event_id, row in found.items()}
+        results = [await self._write_room_event(conn, write, local_server, stored) for write in writes]
+        # Only the last event written per room names the room's position.
+        last: dict[str, RoomEventWrite] = {}
+        for write, applied in zip(writes, results, strict=True):
+            if applied is not None:
+                last[write.new.event.room_id] = write
+        for room_id, write in last.items():
+            await self._set_room_position(conn, room_id, write.new.event.event_id, write.room_stream_position)
         return results
 
     async def _write_room_event(self, conn: AsyncConnection, write: RoomEventWrite,
@@ -418,15 +463,21 @@ class SyncDatabase:
         """Stores the new content of a piece of account data; the new
         account-data position, or None when it is what is stored already
         (a replayed change)."""
-        async with self._db.transaction() as conn:
-            if await account_data_t.select_content(conn, user_id, room_id, data_type) == content_json:
-                return None
-            position = await self._take_stream_position(conn, "account_data")
-            await conn.execute(self._db.upsert(
-                account_data_t.account_data,
-                {"user_id": user_id, "room_id": room_id, "type": data_type, "content_json": content_json,
-                 "stream_pos": position},
-                ["user_id", "room_id", "type"]))
+        # Moved at the start and the end, so that nothing read while the
+        # write was under way is kept past it.
+        self.account_data_generation += 1
+        try:
+            async with self._db.transaction() as conn:
+                if await account_data_t.select_content(conn, user_id, room_id, data_type) == content_json:
+                    return None
+                position = await self._take_stream_position(conn, "account_data")
+                await conn.execute(self._db.upsert(
+                    account_data_t.account_data,
+                    {"user_id": user_id, "room_id": room_id, "type": data_type, "content_json": content_json,
+                     "stream_pos": position},
+                    ["user_id", "room_id", "type"]))
+        finally:
+            self.account_data_generation += 1
         return position
 
     async def write_notifications(self, rows: Sequence[StoredNotification]) -> None:

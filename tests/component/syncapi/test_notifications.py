@@ -227,3 +227,26 @@ async def test_ignored_senders_do_not_notify(env: Env) -> None:
     await env.send(mention(room, BOB, ALICE, "alice!"))
     await env.send(room.message(CAROL, "hi"))
     assert unread(await env.sync(env.token(ALICE)), room.room_id) == counts(1, 0)
+
+
+async def test_rule_changes_between_messages_apply_to_the_next_one(env: Env) -> None:
+    """The room's push inputs are kept between batches: a change of push
+    rules, ignored users or display name must still apply to the very next
+    message."""
+    room = await group_room(env)
+    alice = env.token(ALICE)
+    await env.send(room.message(BOB, "one"))
+    assert unread(await env.sync(alice), room.room_id) == counts(1, 0)
+    await change(env, ALICE, "m.push_rules", {"global": {"content": [
+        {"rule_id": "pie", "default": False, "enabled": True, "pattern": "pie",
+         "actions": ["notify", {"set_tweak": "highlight"}]}]}})
+    await env.send(room.message(BOB, "apple pie"))
+    assert unread(await env.sync(alice), room.room_id) == counts(2, 1)
+    await change(env, ALICE, "m.ignored_user_list", {"ignored_users": {BOB: {}}})
+    await env.send(room.message(BOB, "more pie"))
+    assert unread(await env.sync(alice), room.room_id) == counts(2, 1)
+    # A new member is a state change: their messages notify Alice too.
+    dave = "@dave:" + ALICE.partition(":")[2]
+    await env.send(room.build("m.room.member", {"membership": "join"}, sender=dave, state_key=dave))
+    await env.send(room.message(dave, "pie for dave"))
+    assert unread(await env.sync(alice), room.room_id) == counts(3, 2)
