@@ -145,6 +145,10 @@ class Config:
     trusted_key_servers: list[TrustedKeyServer] = field(default_factory=list)
     federation_verify_tls: bool = True
     federation_allow_private_addresses: bool = False
+    # The federation sender's retries of an unreachable destination: the
+    # first after this many seconds, doubling up to the maximum.
+    federation_retry_initial_seconds: float = 1.0
+    federation_retry_max_seconds: float = 3600.0
     media: MediaConfig = field(default_factory=MediaConfig)
 
     def address_of(self, component: str) -> ComponentAddress:

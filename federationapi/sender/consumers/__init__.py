@@ -1,0 +1,1 @@
+"""The federation sender's log consumers, one module per producer."""

@@ -1,0 +1,137 @@
+"""The federation sender's reader of ``roomserver.output``.
+
+For every NewRoomEvent it keeps the room's joined servers from the state
+annotations (member events with membership "join" entering and leaving the
+current state), and queues the event for every other joined server when
+this server created it: the sender is one of our users and the event did
+not reach us over federation (``origin`` empty). A membership event about a
+remote user also goes to that user's server (a kick or ban must reach it).
+Backfilled (historical) events are never sent.
+
+Each room's last handled ``room_stream_position`` is stored in the same
+transaction as what the entry queued, so a replay after a crash queues
+nothing twice. A gap in the positions (entries this reader never saw: a
+new database, or the log's retention) makes it read the room's joined
+members from the room server instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from myelin.roomserver.v1 import output_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+
+from common.log import LogRecord
+from federationapi.sender.queues import DestinationQueues
+from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
+from matrixlib.events import Event
+from matrixlib.room_versions import get_room_version
+from roomserver.api import FederationRoomserverAPI
+
+logger = logging.getLogger(__name__)
+
+MEMBER = "m.room.member"
+
+
+def server_of(user_id: str) -> str:
+    """The server part of a user ID ("" when it has none)."""
+    return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
+def _joined_member(event_id: str, pdu: dict[str, Any]) -> JoinedMember | None:
+    if pdu.get("type") != MEMBER:
+        return None
+    state_key = pdu.get("state_key")
+    content = pdu.get("content")
+    if not isinstance(state_key, str) or not isinstance(content, dict) or content.get("membership") != "join":
+        return None
+    server = server_of(state_key)
+    return JoinedMember(event_id, state_key, server) if server else None
+
+
+class RoomserverOutputConsumer:
+    def __init__(self, database: SenderDatabase, queues: DestinationQueues,
+                 roomserver: FederationRoomserverAPI, server_name: str) -> None:
+        self._db = database
+        self._queues = queues
+        self._roomserver = roomserver
+        self._server_name = server_name
+
+    async def handle_record(self, record: LogRecord) -> None:
+        output = output_log_pb2.OutputEvent.FromString(record.value)
+        if output.WhichOneof("payload") == "new_room_event":
+            await self.on_new_room_event(output.new_room_event)
+
+    async def on_new_room_event(self, msg: output_log_pb2.NewRoomEvent) -> None:
+        event = Event.from_json(msg.event.pdu_json, get_room_version(msg.event.room_version), msg.event.event_id)
+        pdu = event.pdu
+        # Not in the JSON of a v12 create event: derived from its ID.
+        room_id = event.room_id
+        position = msg.room_stream_position
+        handled = await self._db.room_position(room_id)
+        if handled is not None and position <= handled:
+            return
+        reset: list[JoinedMember] | None = None
+        if (handled is None and position > 1) or (handled is not None and position > handled + 1):
+            logger.info("federation sender: missed output entries of %s (at %s, now %d): reading its members",
+                        room_id, handled, position)
+            reset = await self._current_members(room_id)
+        joined: list[JoinedMember] = []
+        if not msg.historical:
+            joined = await self._joined_in(msg, pdu)
+        outgoing = None
+        if self._is_ours_to_send(msg, pdu):
+            extra: frozenset[str] = frozenset()
+            state_key = pdu.get("state_key")
+            if pdu.get("type") == MEMBER and isinstance(state_key, str) and server_of(state_key):
+                extra = frozenset({server_of(state_key)})
+            outgoing = OutgoingPDU(msg.event.event_id, msg.event.pdu_json.decode("utf-8"), extra)
+        left = [] if msg.historical else list(msg.removes_state_event_ids)
+        destinations = await self._db.write_room_event(room_id, position, joined=joined, left_event_ids=left,
+                                                       reset_members=reset, pdu=outgoing)
+        if destinations:
+            self._queues.wake(destinations)
+
+    def _is_ours_to_send(self, msg: output_log_pb2.NewRoomEvent, pdu: dict[str, Any]) -> bool:
+        if msg.historical or msg.origin:
+            return False
+        sender = pdu.get("sender")
+        return isinstance(sender, str) and server_of(sender) == self._server_name
+
+    async def _joined_in(self, msg: output_log_pb2.NewRoomEvent, pdu: dict[str, Any]) -> list[JoinedMember]:
+        """The joined members among the state events the entry adds."""
+        if not msg.adds_state_event_ids:
+            return []
+        known: dict[str, dict[str, Any]] = {msg.event.event_id: pdu}
+        for added in msg.adds_state_events:
+            known[added.event_id] = json.loads(added.pdu_json)
+        missing = [e for e in msg.adds_state_event_ids if e not in known]
+        if missing:
+            # Left out of the entry when too big (a join bringing a large
+            # room's state): fetched by ID.
+            answer = await self._roomserver.query_events_by_id(rs_pb.QueryEventsByIDRequest(event_ids=missing))
+            for event in answer.events:
+                known[event.event_id] = json.loads(event.pdu_json)
+        members = []
+        for event_id in msg.adds_state_event_ids:
+            added_pdu = known.get(event_id)
+            if added_pdu is None:
+                logger.warning("federation sender: added state event %s is unknown to the room server", event_id)
+                continue
+            member = _joined_member(event_id, added_pdu)
+            if member is not None:
+                members.append(member)
+        return members
+
+    async def _current_members(self, room_id: str) -> list[JoinedMember]:
+        answer = await self._roomserver.query_memberships_for_room(
+            rs_pb.QueryMembershipsForRoomRequest(room_id=room_id, joined_only=True))
+        members = []
+        for event in answer.member_events:
+            member = _joined_member(event.event_id, json.loads(event.pdu_json))
+            if member is not None:
+                members.append(member)
+        return members

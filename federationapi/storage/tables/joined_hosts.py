@@ -1,0 +1,51 @@
+"""federationapi_joined_hosts: the joined members of each room (their
+``m.room.member`` event in the current state and their server), kept from the
+output log's state annotations; who a room's events and EDUs go to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Column, Table, Text, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.storage import Database
+from federationapi.storage.tables import METADATA
+
+joined_hosts = Table(
+    "federationapi_joined_hosts",
+    METADATA,
+    Column("room_id", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("server_name", Text, nullable=False),
+)
+
+
+class JoinedHostsTable:
+    async def insert(self, db: Database, conn: AsyncConnection,
+                     rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Rows of (room ID, event ID, user ID, server name)."""
+        if not rows:
+            return
+        values = [{"room_id": r, "event_id": e, "user_id": u, "server_name": s} for r, e, u, s in rows]
+        await conn.execute(db.insert_or_ignore(joined_hosts, values, ["room_id", "event_id"]))
+
+    async def delete_events(self, conn: AsyncConnection, room_id: str, event_ids: Iterable[str]) -> None:
+        ids = list(event_ids)
+        if ids:
+            await conn.execute(delete(joined_hosts).where(joined_hosts.c.room_id == room_id,
+                                                          joined_hosts.c.event_id.in_(ids)))
+
+    async def delete_room(self, conn: AsyncConnection, room_id: str) -> None:
+        await conn.execute(delete(joined_hosts).where(joined_hosts.c.room_id == room_id))
+
+    async def select_servers_in_room(self, conn: AsyncConnection, room_id: str) -> set[str]:
+        query = select(joined_hosts.c.server_name).where(joined_hosts.c.room_id == room_id).distinct()
+        return set((await conn.execute(query)).scalars())
+
+    async def select_servers_sharing_rooms_with(self, conn: AsyncConnection, user_id: str) -> set[str]:
+        """The servers of everyone joined to a room ``user_id`` is joined to."""
+        rooms = select(joined_hosts.c.room_id).where(joined_hosts.c.user_id == user_id).scalar_subquery()
+        query = select(joined_hosts.c.server_name).where(joined_hosts.c.room_id.in_(rooms)).distinct()
+        return set((await conn.execute(query)).scalars())

@@ -1,0 +1,250 @@
+"""The federation sender against fake remote servers: PDUs of rooms with
+remote members, transactions of at most 50 PDUs and 100 EDUs, a destination
+that is down, a restart with a pending queue, a poison PDU."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from common.logs import open_log
+from common.storage import Database, database_url_for, open_database
+from federationapi.client import FederationClient
+from federationapi.sender.queues import DestinationQueues
+from federationapi.sender.sender import FederationSender, build_sender
+from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
+from matrixlib.events import Event
+from roomserver.api import FederationRoomserverAPI
+from tests.builders import TestRoom
+from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME
+from tests.component.federationapi.sender_fakes import FakeDestination, FakeRoomserver, OutputWriter
+
+ALICE = f"@alice:{OUR_NAME}"
+
+
+@dataclass
+class Env:
+    tmp_path: Path
+    db: Database
+    client: FederationClient
+    output: OutputWriter
+    roomserver: FakeRoomserver
+    log: Any
+    sender: FederationSender | None = None
+    task: asyncio.Task[None] | None = None
+    fakes: list[FakeDestination] = field(default_factory=list)
+
+    async def start_sender(self) -> FederationSender:
+        self.sender = build_sender(self.db, self.client, self.log, cast(FederationRoomserverAPI, self.roomserver),
+                                   OUR_NAME, backoff_initial=0.05, backoff_max=0.2)
+        self.task = asyncio.create_task(self.sender.run())
+        await asyncio.wait_for(self.sender.ready.wait(), 20)
+        return self.sender
+
+    async def stop_sender(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        if self.sender is not None:
+            await self.sender.close()
+            self.sender = None
+
+    async def destination(self, **kwargs: Any) -> FakeDestination:
+        fake = FakeDestination(**kwargs)
+        await fake.start(self.tmp_path)
+        self.fakes.append(fake)
+        return fake
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    db = await open_database(database_url_for("federationapi", postgres_url=None, data_dir=tmp_path),
+                             "federationapi")
+    log = open_log(None, tmp_path / "log", "test")
+    await log.start()
+    client = FederationClient(OUR_NAME, OUR_KEY, verify_tls=False, allow_private_addresses=True)
+    e = Env(tmp_path, db, client, OutputWriter(log), FakeRoomserver(), log)
+    try:
+        yield e
+    finally:
+        await e.stop_sender()
+        for fake in e.fakes:
+            if fake.serving is not None:
+                await fake.serving.stop()
+        await client.close()
+        await log.close()
+        await db.close()
+
+
+async def room_with(env: Env, *remote_users: str, version: str = "10") -> TestRoom:
+    """A room of ours whose remote members joined (their joins came over federation)."""
+    room = TestRoom(version, creator=ALICE, server_name=OUR_NAME)
+    for event in room.events:
+        await env.output.write(event)
+    for user in remote_users:
+        await env.output.write(room.join(user), origin=user.split(":", 1)[1])
+    return room
+
+
+async def test_pdus_of_local_users_reach_the_remote_member_in_order(env: Env) -> None:
+    remote = await env.destination()
+    bob = f"@bob:{remote.server_name}"
+    await env.start_sender()
+    room = await room_with(env, bob)
+    for i in range(5):
+        await env.output.write(room.message(ALICE, f"m{i}"))
+    # Bob's own message came from his server: never sent back.
+    await env.output.write(room.message(bob, "from bob"), origin=remote.server_name)
+    await env.output.write(room.message(ALICE, "last"))
+    await remote.wait_for(lambda: "last" in remote.bodies())
+    assert remote.bodies() == ["m0", "m1", "m2", "m3", "m4", "last"]
+    assert all(body["origin"] == OUR_NAME for body in remote.transactions)
+    # The room's events from before Bob joined were never his server's.
+    assert not any(pdu["type"] == "m.room.create" for pdu in remote.pdus())
+
+
+async def test_historical_events_and_rooms_without_remote_members_send_nothing(env: Env) -> None:
+    remote = await env.destination()
+    bob = f"@bob:{remote.server_name}"
+    await env.start_sender()
+    lonely = await room_with(env)
+    await env.output.write(lonely.message(ALICE, "nobody else here"))
+    room = await room_with(env, bob)
+    await env.output.write(room.message(ALICE, "old"), historical=True)
+    await env.output.write(room.message(ALICE, "new"))
+    await remote.wait_for(lambda: "new" in remote.bodies())
+    assert remote.bodies() == ["new"]
+
+
+async def test_kick_reaches_the_kicked_users_server(env: Env) -> None:
+    remote = await env.destination()
+    other = await env.destination()
+    bob = f"@bob:{remote.server_name}"
+    carol = f"@carol:{other.server_name}"
+    await env.start_sender()
+    room = await room_with(env, bob, carol)
+    kick = room.kick(ALICE, bob)
+    await env.output.write(kick)
+    await env.output.write(room.message(ALICE, "after"))
+    await other.wait_for(lambda: "after" in other.bodies())
+    await remote.wait_for(lambda: any(p["type"] == "m.room.member" for p in remote.pdus()))
+    assert [p["state_key"] for p in remote.pdus()] == [bob]
+    # Bob's server is no longer in the room: the next message is not its.
+    assert [p["type"] for p in other.pdus()] == ["m.room.member", "m.room.message"]
+    assert "after" not in remote.bodies()
+
+
+async def test_a_hundred_and_twenty_queued_events_make_transactions_of_fifty(env: Env) -> None:
+    remote = await env.destination()
+    database = SenderDatabase(env.db, OUR_NAME)
+    members = [JoinedMember("$bobjoin", f"@bob:{remote.server_name}", remote.server_name)]
+    await database.write_room_event("!r:us.test", 1, joined=members, left_event_ids=[])
+    for i in range(120):
+        pdu = {"type": "m.room.message", "content": {"body": f"m{i}"}, "room_id": "!r:us.test"}
+        await database.write_room_event("!r:us.test", i + 2, joined=[], left_event_ids=[],
+                                        pdu=OutgoingPDU(f"$e{i}", json.dumps(pdu)))
+    queues = DestinationQueues(database, env.client, OUR_NAME, backoff_initial=0.05)
+    await queues.resume()
+    try:
+        await remote.wait_for(lambda: len(remote.pdus()) == 120)
+        await queues.drained(remote.server_name)
+    finally:
+        await queues.close()
+    assert [len(body["pdus"]) for body in remote.transactions] == [50, 50, 20]
+    assert remote.bodies() == [f"m{i}" for i in range(120)]
+    assert await database.queued_count() == 0
+
+
+async def test_edus_go_at_most_a_hundred_per_transaction_and_to_device_merges(env: Env) -> None:
+    remote = await env.destination()
+    database = SenderDatabase(env.db, OUR_NAME)
+    for i in range(150):
+        edu = {"edu_type": "m.direct_to_device",
+               "content": {"sender": ALICE, "type": "m.test", "message_id": f"msg{i}",
+                           "messages": {f"@bob:{remote.server_name}": {"D1": {"i": i}}}}}
+        await database.queue_edu([remote.server_name], json.dumps(edu))
+    # One request to three devices: three records, one EDU.
+    for device in ("D1", "D2", "D3"):
+        edu = {"edu_type": "m.direct_to_device",
+               "content": {"sender": ALICE, "type": "m.test", "message_id": "shared",
+                           "messages": {f"@bob:{remote.server_name}": {device: {"d": device}}}}}
+        await database.queue_edu([remote.server_name], json.dumps(edu))
+    queues = DestinationQueues(database, env.client, OUR_NAME)
+    await queues.resume()
+    try:
+        await remote.wait_for(lambda: sum(len(b.get("edus", [])) for b in remote.transactions) == 151)
+        await queues.drained(remote.server_name)
+    finally:
+        await queues.close()
+    assert [len(body.get("edus", [])) for body in remote.transactions] == [100, 51]
+    merged = remote.edus()[-1]["content"]
+    assert merged["message_id"] == "shared"
+    assert merged["messages"][f"@bob:{remote.server_name}"] == {"D1": {"d": "D1"}, "D2": {"d": "D2"},
+                                                                "D3": {"d": "D3"}}
+    assert [e["content"]["message_id"] for e in remote.edus()[:150]] == [f"msg{i}" for i in range(150)]
+
+
+async def test_a_down_destination_gets_everything_in_order_once_back_while_others_keep_receiving(
+        env: Env) -> None:
+    down = await env.destination(fail_status=502)
+    up = await env.destination()
+    await env.start_sender()
+    room = await room_with(env, f"@bob:{down.server_name}", f"@carol:{up.server_name}")
+    for i in range(30):
+        await env.output.write(room.message(ALICE, f"m{i}"))
+    await up.wait_for(lambda: len(up.bodies()) == 30)
+    assert up.bodies() == [f"m{i}" for i in range(30)]
+    # Retried meanwhile, always with the same transaction.
+    await down.wait_for(lambda: len(down.requests) >= 3)
+    assert down.accepted == {}
+    assert len({txn_id for txn_id, _ in down.requests}) == 1
+    assert env.sender is not None and env.sender.queues.is_backing_off(down.server_name)
+    down.fail_status = None
+    await down.wait_for(lambda: len(down.bodies()) == 30)
+    assert down.bodies() == [f"m{i}" for i in range(30)]
+    assert down.accepted_order[0] == down.requests[0][0]
+    assert not env.sender.queues.is_backing_off(down.server_name)
+
+
+async def test_a_restart_with_a_pending_queue_resends_the_same_transaction_and_loses_nothing(env: Env) -> None:
+    remote = await env.destination(fail_status=500)
+    await env.start_sender()
+    room = await room_with(env, f"@bob:{remote.server_name}")
+    for i in range(10):
+        await env.output.write(room.message(ALICE, f"m{i}"))
+    await remote.wait_for(lambda: len(remote.requests) >= 2)
+    assert env.sender is not None
+    database = env.sender.database
+
+    async def all_queued() -> bool:
+        return await database.queued_count(remote.server_name) == 10
+
+    await eventually(all_queued)
+    first_txn = remote.requests[0][0]
+    await env.stop_sender()
+
+    remote.fail_status = None
+    await env.start_sender()
+    for i in range(10, 15):
+        await env.output.write(room.message(ALICE, f"m{i}"))
+    await remote.wait_for(lambda: len(remote.bodies()) == 15)
+    assert remote.accepted_order[0] == first_txn
+    assert remote.bodies() == [f"m{i}" for i in range(15)]
+    event_ids = [Event(p, room.version).event_id for p in remote.pdus()]
+    assert len(set(event_ids)) == 15
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Polls what only the database can tell (no event to await for it)."""
+    for _ in range(int(timeout / 0.02)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the condition did not hold in time")
