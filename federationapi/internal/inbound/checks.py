@@ -1,0 +1,114 @@
+"""The checks a received PDU passes before the room server sees it
+(server-server-api "Checks performed on receipt of a PDU", steps 1-3):
+
+1. it is a valid event of the room's version (shape, size, canonical JSON
+   values for v6+), its event ID computed by us;
+2. every server that must sign it did, with a key valid at its
+   ``origin_server_ts`` (v5+), checked through the KeyRing;
+3. its content hash matches; when it does not, the event goes on redacted.
+
+The auth checks (steps 4-6) are the room server's. Nothing here does I/O
+but the KeyRing's key fetches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from myelin.roomserver.v1 import events_pb2
+
+from common.http import MAX_EVENT_BYTES
+from federationapi.keyring import KeyRing
+from matrixlib.canonical_json import encode_canonical_json
+from matrixlib.events import Event, EventFormatError
+from matrixlib.hashes import check_content_hash
+from matrixlib.redaction import redact
+from matrixlib.room_versions import RoomVersion
+from matrixlib.signing import SignatureError
+
+logger = logging.getLogger(__name__)
+
+# What of a remote ``unsigned`` is kept (as Synapse does): the rest is the
+# sender's to claim about itself and not ours to store.
+KEPT_UNSIGNED_KEYS = ("age", "invite_room_state", "knock_room_state")
+
+
+class PDURejected(Exception):
+    """The PDU failed a check; the message is the per-PDU error answered."""
+
+
+@dataclass(frozen=True)
+class CheckedPDU:
+    event: Event
+    # The content hash did not match: ``event`` is the redacted copy.
+    redacted: bool = False
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+    def to_proto(self) -> events_pb2.Event:
+        return events_pb2.Event(event_id=self.event.event_id, room_version=self.event.room_version.identifier,
+                                pdu_json=self.event.to_json())
+
+
+def parse_pdu(pdu: Any, room_version: RoomVersion) -> Event:
+    """The PDU as an event of the room's version (ID computed by us).
+    Raises ``PDURejected``."""
+    if not isinstance(pdu, dict):
+        raise PDURejected("the PDU is not a JSON object")
+    pdu = dict(pdu)
+    unsigned = pdu.get("unsigned")
+    if isinstance(unsigned, dict):
+        pdu["unsigned"] = {k: v for k, v in unsigned.items() if k in KEPT_UNSIGNED_KEYS}
+    else:
+        pdu.pop("unsigned", None)
+    try:
+        size = len(encode_canonical_json(pdu, strict=room_version.strict_canonical_json))
+    except (ValueError, TypeError) as exc:
+        raise PDURejected(f"the PDU is not valid canonical JSON: {exc}") from None
+    if size > MAX_EVENT_BYTES:
+        raise PDURejected(f"the PDU is {size} bytes, over the limit of {MAX_EVENT_BYTES}")
+    try:
+        event = Event(pdu, room_version)
+        _ = event.event_id
+        _ = event.room_id
+    except (EventFormatError, ValueError, TypeError, KeyError) as exc:
+        raise PDURejected(f"malformed PDU: {exc}") from None
+    if not isinstance(pdu.get("depth"), int) or not isinstance(pdu.get("origin_server_ts"), int):
+        raise PDURejected("malformed PDU: depth and origin_server_ts are required")
+    return event
+
+
+def event_id_of(pdu: Any, room_version: RoomVersion) -> str | None:
+    """The PDU's event ID when it can be computed at all (to key a per-PDU
+    error), else None."""
+    try:
+        return parse_pdu(pdu, room_version).event_id
+    except PDURejected:
+        if isinstance(pdu, dict):
+            try:
+                return Event(pdu, room_version).event_id
+            except Exception:
+                return None
+        return None
+
+
+async def check_signatures_and_hashes(keyring: KeyRing, event: Event) -> CheckedPDU:
+    """Steps 2 and 3. Raises ``PDURejected`` for a bad or missing signature."""
+    try:
+        await keyring.verify_event_signatures(event)
+    except (SignatureError, EventFormatError) as exc:
+        raise PDURejected(f"signature check failed: {exc}") from None
+    if check_content_hash(event.pdu):
+        return CheckedPDU(event)
+    logger.info("content hash of %s does not match: going on with the redacted event", event.event_id)
+    return CheckedPDU(Event(redact(event.pdu, event.room_version), event.room_version, event.event_id),
+                      redacted=True)
+
+
+async def check_pdu(keyring: KeyRing, pdu: Any, room_version: RoomVersion) -> CheckedPDU:
+    """Steps 1 to 3 for one PDU. Raises ``PDURejected``."""
+    return await check_signatures_and_hashes(keyring, parse_pdu(pdu, room_version))
