@@ -473,6 +473,10 @@ class InputProcessor:
             if room is None or room.state_snapshot_nid is None or any(
                     a not in known for a in event.auth_event_ids):
                 return await self._store_remote_invite(txn, event, room, known)
+        if existing is None and kind == OUTLIER and self._is_own_membership_elsewhere(event):
+            room = await self._db.room_by_id(txn, event.room_id)
+            if room is None or room.state_snapshot_nid is None:
+                return await self._store_membership_elsewhere(txn, event, room, known)
         # New, or an outlier that now arrives as part of the timeline (e.g.
         # an auth event, later backfilled): it gets its state.
         return await self._store_new(txn, event, input_event, kind, existing, known)
@@ -482,6 +486,50 @@ class InputProcessor:
         target = event.state_key or ""
         return (event.membership == "invite" and target.split(":", 1)[-1] == self._server_name
                 and event.origin != self._server_name)
+
+    def _is_own_membership_elsewhere(self, event: Event) -> bool:
+        """One of our users' own leave or knock (a rejected remote invite, a
+        knock through another server): the federation API made it with a
+        server in the room, for a room this server may not be in."""
+        return (event.membership in ("leave", "knock") and event.state_key == event.sender
+                and event.sender.split(":", 1)[-1] == self._server_name)
+
+    async def _store_membership_elsewhere(self, txn: Txn, event: Event, room: RoomRecord | None,
+                                          known: dict[str, EventRecord]
+                                          ) -> tuple[pb.InputEventResult, _Unsent | None]:
+        """Our user's leave or knock in a room this server has no state of:
+        stored as an outlier of a stub room, the user's membership set, and
+        a rejected invite retired for readers (server-server API "Leaving
+        Rooms (Rejecting Invites)")."""
+        version = event.room_version.identifier
+        if room is None:
+            room_nid = await self._db.create_room(txn, event.room_id, version)
+            room = await self._db.room_by_nid(txn, room_nid)
+            assert room is not None
+        elif room.room_version != version:
+            raise InvalidInput(f"room {room.room_id} has version {room.room_version}, the input says {version}")
+        assert event.state_key is not None
+        prior = await self._db.membership_of(txn, room.room_nid, event.state_key)
+        invite = None
+        if prior is not None and prior.membership == "invite":
+            invite = (await self._db.event_records_by_nid(txn, [prior.event_nid])).get(prior.event_nid)
+        type_nid = (await self._db.type_nids(txn, [event.type], create=True))[event.type]
+        target_nid = (await self._db.state_key_nids(txn, [event.state_key], create=True))[event.state_key]
+        event_nid = await self._db.insert_event(
+            txn, event, room_nid=room.room_nid, type_nid=type_nid, state_key_nid=target_nid,
+            auth_event_nids=[known[a].event_nid for a in event.auth_event_ids if a in known],
+            is_outlier=True, is_rejected=False, is_soft_failed=False, rejection_reason=None,
+            state_before_nid=None, state_after_nid=None, sent_to_output=invite is None)
+        await self._db.set_membership(txn, room.room_nid, target_nid, event.membership or "leave", event_nid)
+        result = pb.InputEventResult(event_id=event.event_id, outcome=ACCEPTED)
+        if invite is None:
+            return result, None
+        output = output_log_pb2.OutputEvent(retire_invite_event=output_log_pb2.RetireInviteEvent(
+            event_id=invite.event_id, room_id=room.room_id, target_user_id=event.state_key,
+            membership=event.membership or "leave", retired_by_event_id=event.event_id))
+        payloads = [output.SerializeToString()]
+        await self._db.add_to_outbox(txn, room.room_nid, event_nid, payloads)
+        return result, _Unsent(event_nid, room.room_id, payloads)
 
     async def _store_remote_invite(self, txn: Txn, event: Event, room: RoomRecord | None,
                                    known: dict[str, EventRecord]) -> tuple[pb.InputEventResult, _Unsent | None]:

@@ -1,0 +1,70 @@
+"""Our users' own leaves and knocks in rooms this server is not in (made
+through another server by the federation API, input as outliers): the
+membership is kept in a stub room, and a rejected remote invite is retired
+for readers."""
+
+from __future__ import annotations
+
+from myelin.roomserver.v1 import input_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as pb
+
+from roomserver.api import RoomserverAPI
+from tests.builders import TestRoom, input_event
+from tests.component.roomserver.conftest import Running, read_output
+
+OUTLIER = input_log_pb2.INPUT_KIND_OUTLIER
+BOB = "@bob:test"
+REMOTE = "@dave:remote.example"
+
+
+async def send_outlier(api: RoomserverAPI, room: TestRoom, *events: object) -> list[int]:
+    answer = await api.input_room_events(pb.InputRoomEventsRequest(
+        wait=True, events=[input_event(e, OUTLIER) for e in events]))  # type: ignore[arg-type]
+    return [r.outcome for r in answer.results]
+
+
+async def membership_of(api: RoomserverAPI, room_id: str, user_id: str) -> pb.QueryMembershipForUserResponse:
+    return await api.query_membership_for_user(pb.QueryMembershipForUserRequest(room_id=room_id, user_id=user_id))
+
+
+async def test_rejecting_a_remote_invite_retires_it(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("12", creator=REMOTE, server_name="remote.example", join_rule="invite")
+    stripped = [{"type": "m.room.create", "state_key": "", "content": room.create.content, "sender": REMOTE}]
+    invite = room.invite(REMOTE, BOB, unsigned={"invite_room_state": stripped})
+    assert await send_outlier(api, room, invite) == [pb.INPUT_OUTCOME_ACCEPTED]
+    # The leave the remote server's make_leave template gave (auth events unknown here).
+    leave = room.leave(BOB)
+    assert await send_outlier(api, room, leave) == [pb.INPUT_OUTCOME_ACCEPTED]
+
+    found = await membership_of(api, room.room_id, BOB)
+    assert (found.membership, found.event_id) == ("leave", leave.event_id)
+    assert not (await api.query_rooms_for_user(pb.QueryRoomsForUserRequest(user_id=BOB))).room_ids
+    retired = [o.retire_invite_event for o in await read_output(running.log)
+               if o.WhichOneof("payload") == "retire_invite_event"]
+    assert [(r.event_id, r.retired_by_event_id, r.membership, r.target_user_id) for r in retired] == [
+        (invite.event_id, leave.event_id, "leave", BOB)]
+    # Input again: nothing new.
+    assert await send_outlier(api, room, leave) == [pb.INPUT_OUTCOME_DUPLICATE]
+
+
+async def test_a_knock_through_another_server_is_kept(api: RoomserverAPI, running: Running) -> None:
+    room = TestRoom("10", creator=REMOTE, server_name="remote.example", join_rule="knock")
+    knock = room.knock(BOB)
+    assert await send_outlier(api, room, knock) == [pb.INPUT_OUTCOME_ACCEPTED]
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert info.room_exists and info.is_stub
+    assert (await membership_of(api, room.room_id, BOB)).membership == "knock"
+    # Retracted with a leave.
+    leave = room.leave(BOB)
+    assert await send_outlier(api, room, leave) == [pb.INPUT_OUTCOME_ACCEPTED]
+    assert (await membership_of(api, room.room_id, BOB)).membership == "leave"
+    assert not [o for o in await read_output(running.log) if o.WhichOneof("payload") == "retire_invite_event"]
+
+
+async def test_another_servers_leave_outlier_is_not_a_membership(api: RoomserverAPI) -> None:
+    room = TestRoom("10", creator=REMOTE, server_name="remote.example")
+    other = "@eve:remote.example"
+    leave = room.leave(other)
+    # Its auth events are unknown: the ordinary outlier path refuses it.
+    assert await send_outlier(api, room, leave) == [pb.INPUT_OUTCOME_INVALID]
+    assert not (await membership_of(api, room.room_id, other)).room_exists
