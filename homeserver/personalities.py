@@ -124,6 +124,9 @@ async def run_personality(config: Config, name: str) -> None:
                 config, signing_key, roomserver=GrpcRoomserverClient(_channel(config, "roomserver")),
                 userapi=GrpcUserAPIClient(_channel(config, "userapi")), public_rooms=public_rooms, log=log)
             stack.push_async_callback(federationapi.close)
+            # The federation sender.
+            tasks.create_task(federationapi.run(), name="federationapi")
+            await federationapi.ready.wait()
             grpc_address = config.address_of(name).grpc
             if grpc_address and federationapi.internal is not None:
                 grpc_server, _ = await serve_federationapi(federationapi.internal, grpc_address)
