@@ -1,0 +1,1 @@
+"""The media API's HTTP routes."""
