@@ -18,7 +18,7 @@ from common.storage import Database, database_url_for, open_database
 from userapi.api import UserAPI
 from userapi.internal.passwords import DEFAULT_PARAMS, ScryptParams
 from userapi.internal.userapi import UserAPIInternal
-from userapi.producers import AccountDataProducer
+from userapi.producers import AccountDataProducer, DeviceListProducer
 from userapi.storage.database import UserAPIDatabase
 
 COMPONENT = "userapi"
@@ -36,13 +36,15 @@ class UserAPIComponent:
 def build(config: Config, database: Database, *,
           password_params: ScryptParams = DEFAULT_PARAMS, log: Log | None = None) -> UserAPIComponent:
     """``password_params`` lets tests use a cheaper scrypt; servers keep the default.
-    ``log``: where account data changes are published (``userapi.account_data``);
-    without one they are only stored."""
+    ``log``: where account data changes (``userapi.account_data``) and device
+    list changes (``userapi.device_list_update``) are published; without one
+    they are only stored."""
     producer = AccountDataProducer(log) if log is not None else None
     internal = UserAPIInternal(UserAPIDatabase(database), config.server_name, password_params,
                                account_data_producer=producer,
                                refreshable_token_lifetime_ms=config.refreshable_access_token_lifetime_ms,
-                               nonrefreshable_token_lifetime_ms=config.nonrefreshable_access_token_lifetime_ms)
+                               nonrefreshable_token_lifetime_ms=config.nonrefreshable_access_token_lifetime_ms,
+                               device_list_producer=DeviceListProducer(log) if log is not None else None)
     return UserAPIComponent(api=internal, database=database)
 
 

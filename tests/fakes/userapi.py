@@ -8,12 +8,69 @@ from __future__ import annotations
 import secrets
 import time
 
+from myelin.userapi.v1 import device_list_log_pb2 as dl_pb
 from myelin.userapi.v1 import userapi_pb2 as pb
 
 from common import errors
 
 
-class FakeUserAPI:
+class FakeKeys:
+    """The key verbs of the fake: nobody has keys, no backup exists, and
+    what is uploaded is forgotten (the real ones are tested on the real user API)."""
+
+    async def perform_upload_keys(self, req: pb.PerformUploadKeysRequest) -> pb.OneTimeKeyCounts:
+        return pb.OneTimeKeyCounts()
+
+    async def query_one_time_key_counts(self, req: pb.QueryOneTimeKeyCountsRequest) -> pb.OneTimeKeyCounts:
+        return pb.OneTimeKeyCounts()
+
+    async def query_keys(self, req: pb.QueryKeysRequest) -> pb.QueryKeysResponse:
+        return pb.QueryKeysResponse(device_keys_json=b"{}", master_keys_json=b"{}", self_signing_keys_json=b"{}",
+                                    user_signing_keys_json=b"{}")
+
+    async def perform_claim_keys(self, req: pb.PerformClaimKeysRequest) -> pb.PerformClaimKeysResponse:
+        return pb.PerformClaimKeysResponse(one_time_keys_json=b"{}")
+
+    async def perform_upload_device_signing_keys(
+            self, req: pb.PerformUploadDeviceSigningKeysRequest) -> pb.PerformUploadDeviceSigningKeysResponse:
+        return pb.PerformUploadDeviceSigningKeysResponse()
+
+    async def perform_upload_signatures(
+            self, req: pb.PerformUploadSignaturesRequest) -> pb.PerformUploadSignaturesResponse:
+        return pb.PerformUploadSignaturesResponse(failures_json=b"{}")
+
+    async def query_user_devices(self, req: pb.QueryUserDevicesRequest) -> pb.UserDevices:
+        return pb.UserDevices(user_id=req.user_id, devices_json=b"[]")
+
+    async def perform_remote_device_list_update(
+            self, req: dl_pb.DeviceListUpdate) -> pb.PerformRemoteDeviceListUpdateResponse:
+        return pb.PerformRemoteDeviceListUpdateResponse()
+
+    async def perform_remote_device_list_resync(self, req: pb.UserDevices) -> pb.PerformRemoteDeviceListResyncResponse:
+        return pb.PerformRemoteDeviceListResyncResponse()
+
+    async def perform_remote_signing_key_update(
+            self, req: pb.PerformRemoteSigningKeyUpdateRequest) -> pb.PerformRemoteSigningKeyUpdateResponse:
+        return pb.PerformRemoteSigningKeyUpdateResponse()
+
+    async def query_key_backup_version(self, req: pb.QueryKeyBackupVersionRequest) -> pb.KeyBackupVersion:
+        raise errors.NotFound("No current backup version")
+
+    async def perform_key_backup_version(self, req: pb.PerformKeyBackupVersionRequest) -> pb.KeyBackupVersion:
+        raise errors.NotFound("Unknown backup version")
+
+    async def perform_key_backup_keys_upload(
+            self, req: pb.PerformKeyBackupKeysUploadRequest) -> pb.KeyBackupKeysResponse:
+        raise errors.NotFound("Unknown backup version")
+
+    async def query_key_backup_keys(self, req: pb.KeyBackupKeysSelector) -> pb.QueryKeyBackupKeysResponse:
+        raise errors.NotFound("Unknown backup version")
+
+    async def perform_key_backup_keys_deletion(self, req: pb.KeyBackupKeysSelector) -> pb.KeyBackupKeysResponse:
+        raise errors.NotFound("Unknown backup version")
+
+
+class FakeUserAPI(FakeKeys):
     def __init__(self, server_name: str = "fake.test") -> None:
         self.server_name = server_name
         self.passwords: dict[str, str] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import grpc
+from myelin.userapi.v1 import device_list_log_pb2 as dl_pb
 from myelin.userapi.v1 import userapi_pb2 as pb
 from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
 
@@ -73,3 +74,48 @@ class GrpcUserAPIClient:
 
     async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
         return await call_remote(self._stub.PerformDeviceUpdate, req)
+
+    async def perform_upload_keys(self, req: pb.PerformUploadKeysRequest) -> pb.OneTimeKeyCounts:
+        return await call_remote(self._stub.PerformUploadKeys, req)
+
+    async def query_one_time_key_counts(self, req: pb.QueryOneTimeKeyCountsRequest) -> pb.OneTimeKeyCounts:
+        return await call_remote(self._stub.QueryOneTimeKeyCounts, req)
+
+    async def query_keys(self, req: pb.QueryKeysRequest) -> pb.QueryKeysResponse:
+        return await call_remote(self._stub.QueryKeys, req)
+
+    async def perform_claim_keys(self, req: pb.PerformClaimKeysRequest) -> pb.PerformClaimKeysResponse:
+        return await call_remote(self._stub.PerformClaimKeys, req)
+
+    async def perform_upload_device_signing_keys(self, req: pb.PerformUploadDeviceSigningKeysRequest) -> pb.PerformUploadDeviceSigningKeysResponse:
+        return await call_remote(self._stub.PerformUploadDeviceSigningKeys, req)
+
+    async def perform_upload_signatures(self, req: pb.PerformUploadSignaturesRequest) -> pb.PerformUploadSignaturesResponse:
+        return await call_remote(self._stub.PerformUploadSignatures, req)
+
+    async def query_user_devices(self, req: pb.QueryUserDevicesRequest) -> pb.UserDevices:
+        return await call_remote(self._stub.QueryUserDevices, req)
+
+    async def perform_remote_device_list_update(self, req: dl_pb.DeviceListUpdate) -> pb.PerformRemoteDeviceListUpdateResponse:
+        return await call_remote(self._stub.PerformRemoteDeviceListUpdate, req)
+
+    async def perform_remote_device_list_resync(self, req: pb.UserDevices) -> pb.PerformRemoteDeviceListResyncResponse:
+        return await call_remote(self._stub.PerformRemoteDeviceListResync, req)
+
+    async def perform_remote_signing_key_update(self, req: pb.PerformRemoteSigningKeyUpdateRequest) -> pb.PerformRemoteSigningKeyUpdateResponse:
+        return await call_remote(self._stub.PerformRemoteSigningKeyUpdate, req)
+
+    async def query_key_backup_version(self, req: pb.QueryKeyBackupVersionRequest) -> pb.KeyBackupVersion:
+        return await call_remote(self._stub.QueryKeyBackupVersion, req)
+
+    async def perform_key_backup_version(self, req: pb.PerformKeyBackupVersionRequest) -> pb.KeyBackupVersion:
+        return await call_remote(self._stub.PerformKeyBackupVersion, req)
+
+    async def perform_key_backup_keys_upload(self, req: pb.PerformKeyBackupKeysUploadRequest) -> pb.KeyBackupKeysResponse:
+        return await call_remote(self._stub.PerformKeyBackupKeysUpload, req)
+
+    async def query_key_backup_keys(self, req: pb.KeyBackupKeysSelector) -> pb.QueryKeyBackupKeysResponse:
+        return await call_remote(self._stub.QueryKeyBackupKeys, req)
+
+    async def perform_key_backup_keys_deletion(self, req: pb.KeyBackupKeysSelector) -> pb.KeyBackupKeysResponse:
+        return await call_remote(self._stub.PerformKeyBackupKeysDeletion, req)

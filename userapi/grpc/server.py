@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from myelin.userapi.v1 import device_list_log_pb2 as dl_pb
 from myelin.userapi.v1 import userapi_pb2 as pb
 from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
 
@@ -97,6 +98,81 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
             self, request: pb.PerformDeviceUpdateRequest,
             context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
         return await serve_call(self._impl.perform_device_update, request, context)
+
+    async def PerformUploadKeys(  # type: ignore[override]
+            self, request: pb.PerformUploadKeysRequest,
+            context: grpc.aio.ServicerContext) -> pb.OneTimeKeyCounts:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_upload_keys, request, context)
+
+    async def QueryOneTimeKeyCounts(  # type: ignore[override]
+            self, request: pb.QueryOneTimeKeyCountsRequest,
+            context: grpc.aio.ServicerContext) -> pb.OneTimeKeyCounts:  # type: ignore[type-arg]
+        return await serve_call(self._impl.query_one_time_key_counts, request, context)
+
+    async def QueryKeys(  # type: ignore[override]
+            self, request: pb.QueryKeysRequest,
+            context: grpc.aio.ServicerContext) -> pb.QueryKeysResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.query_keys, request, context)
+
+    async def PerformClaimKeys(  # type: ignore[override]
+            self, request: pb.PerformClaimKeysRequest,
+            context: grpc.aio.ServicerContext) -> pb.PerformClaimKeysResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_claim_keys, request, context)
+
+    async def PerformUploadDeviceSigningKeys(  # type: ignore[override]
+            self, request: pb.PerformUploadDeviceSigningKeysRequest,
+            context: grpc.aio.ServicerContext) -> pb.PerformUploadDeviceSigningKeysResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_upload_device_signing_keys, request, context)
+
+    async def PerformUploadSignatures(  # type: ignore[override]
+            self, request: pb.PerformUploadSignaturesRequest,
+            context: grpc.aio.ServicerContext) -> pb.PerformUploadSignaturesResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_upload_signatures, request, context)
+
+    async def QueryUserDevices(  # type: ignore[override]
+            self, request: pb.QueryUserDevicesRequest,
+            context: grpc.aio.ServicerContext) -> pb.UserDevices:  # type: ignore[type-arg]
+        return await serve_call(self._impl.query_user_devices, request, context)
+
+    async def PerformRemoteDeviceListUpdate(  # type: ignore[override]
+            self, request: dl_pb.DeviceListUpdate,
+            context: grpc.aio.ServicerContext) -> pb.PerformRemoteDeviceListUpdateResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_remote_device_list_update, request, context)
+
+    async def PerformRemoteDeviceListResync(  # type: ignore[override]
+            self, request: pb.UserDevices,
+            context: grpc.aio.ServicerContext) -> pb.PerformRemoteDeviceListResyncResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_remote_device_list_resync, request, context)
+
+    async def PerformRemoteSigningKeyUpdate(  # type: ignore[override]
+            self, request: pb.PerformRemoteSigningKeyUpdateRequest,
+            context: grpc.aio.ServicerContext) -> pb.PerformRemoteSigningKeyUpdateResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_remote_signing_key_update, request, context)
+
+    async def QueryKeyBackupVersion(  # type: ignore[override]
+            self, request: pb.QueryKeyBackupVersionRequest,
+            context: grpc.aio.ServicerContext) -> pb.KeyBackupVersion:  # type: ignore[type-arg]
+        return await serve_call(self._impl.query_key_backup_version, request, context)
+
+    async def PerformKeyBackupVersion(  # type: ignore[override]
+            self, request: pb.PerformKeyBackupVersionRequest,
+            context: grpc.aio.ServicerContext) -> pb.KeyBackupVersion:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_key_backup_version, request, context)
+
+    async def PerformKeyBackupKeysUpload(  # type: ignore[override]
+            self, request: pb.PerformKeyBackupKeysUploadRequest,
+            context: grpc.aio.ServicerContext) -> pb.KeyBackupKeysResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_key_backup_keys_upload, request, context)
+
+    async def QueryKeyBackupKeys(  # type: ignore[override]
+            self, request: pb.KeyBackupKeysSelector,
+            context: grpc.aio.ServicerContext) -> pb.QueryKeyBackupKeysResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.query_key_backup_keys, request, context)
+
+    async def PerformKeyBackupKeysDeletion(  # type: ignore[override]
+            self, request: pb.KeyBackupKeysSelector,
+            context: grpc.aio.ServicerContext) -> pb.KeyBackupKeysResponse:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_key_backup_keys_deletion, request, context)
 
 
 async def serve_grpc(api: UserAPI, address: str) -> tuple[grpc.aio.Server, int]:

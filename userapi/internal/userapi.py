@@ -15,8 +15,10 @@ from myelin.userapi.v1 import userapi_pb2 as pb
 
 from common import errors
 from userapi.internal import localparts, passwords
-from userapi.producers import AccountDataProducer
+from userapi.internal.keys import KeysInternal
+from userapi.producers import AccountDataProducer, DeviceListProducer
 from userapi.storage.database import AccountDataRow, AccountRow, DeviceRow, PusherRow, UserAPIDatabase
+from userapi.storage.keys_database import KeysDatabase
 
 # A token is 32 random bytes, URL-safe base64, with a prefix that secret
 # scanners can recognise.
@@ -51,14 +53,18 @@ def new_device_id() -> str:
     return "".join(secrets.choice(string.ascii_uppercase) for _ in range(DEVICE_ID_LENGTH))
 
 
-class UserAPIInternal:
+class UserAPIInternal(KeysInternal):
     """Implements ``userapi.api.UserAPI`` against the user API's database."""
 
     def __init__(self, database: UserAPIDatabase, server_name: str,
                  password_params: passwords.ScryptParams = passwords.DEFAULT_PARAMS,
                  account_data_producer: AccountDataProducer | None = None, *,
                  refreshable_token_lifetime_ms: int = DEFAULT_REFRESHABLE_LIFETIME_MS,
-                 nonrefreshable_token_lifetime_ms: int = 0) -> None:
+                 nonrefreshable_token_lifetime_ms: int = 0,
+                 device_list_producer: DeviceListProducer | None = None) -> None:
+        # End-to-end keys (userapi.internal.keys); device changes are published
+        # on userapi.device_list_update through ``device_list_producer``.
+        super().__init__(KeysDatabase(database.db), server_name, device_list_producer)
         self._db = database
         # How long access tokens live (ms; 0: for ever), with and without a refresh
         # token. Read at each issue, so a test may change them.
@@ -136,6 +142,9 @@ class UserAPIInternal:
                       created_ts=now, last_seen_ts=now, last_seen_ip=req.ip),
             token_digest(token), expires_ts=now + lifetime if lifetime else None,
             refresh_sha256=token_digest(refresh) if refresh else None)
+        if stored.created_ts == now:
+            # A new device (a known device ID keeps its created_ts).
+            await self.device_list_changed(stored.user_id, stored.device_id, stored.display_name)
         return pb.Device(user_id=stored.user_id, device_id=stored.device_id,
                          display_name=stored.display_name, access_token=token,
                          last_seen_ts=stored.last_seen_ts, last_seen_ip=stored.last_seen_ip,
@@ -161,6 +170,8 @@ class UserAPIInternal:
             row = next((d for d in devices if d.device_id == req.device_id), None)
         else:
             row = await self._db.rename_device(req.user_id, req.device_id, req.display_name)
+            if row is not None:
+                await self.device_list_changed(row.user_id, row.device_id, row.display_name)
         if row is None:
             raise errors.NotFound("Device not found")
         return pb.Device(user_id=row.user_id, device_id=row.device_id, display_name=row.display_name,
@@ -189,9 +200,16 @@ class UserAPIInternal:
 
     async def perform_device_deletion(
             self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
+        before = {row.device_id for row in await self._db.get_devices(req.user_id)}
         deleted = await self._db.delete_devices(
             req.user_id, list(req.device_ids) if req.device_ids else None, req.except_device_id)
+        await self._forget_deleted_devices(req.user_id, before)
         return pb.PerformDeviceDeletionResponse(deleted=deleted)
+
+    async def _forget_deleted_devices(self, user_id: str, before: set[str]) -> None:
+        """The keys of the devices of ``before`` that are gone now go too."""
+        after = {row.device_id for row in await self._db.get_devices(user_id)}
+        await self.devices_deleted(user_id, before - after)
 
     async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
         rows = await self._db.get_devices(req.user_id)
@@ -227,16 +245,21 @@ class UserAPIInternal:
             raise errors.NotFound(f"no account {self._user_id(req.localpart)}")
         password_hash = await asyncio.to_thread(
             passwords.hash_password, req.new_password, self._password_params)
+        before = {row.device_id for row in await self._db.get_devices(self._user_id(req.localpart))}
         deleted = await self._db.set_password_hash(
             req.localpart, password_hash, user_id=self._user_id(req.localpart),
             log_out_except=req.except_device_id if req.log_out_devices else None)
+        if deleted:
+            await self._forget_deleted_devices(self._user_id(req.localpart), before)
         return pb.PerformPasswordUpdateResponse(devices_deleted=deleted)
 
     async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account:
         row = await self._db.get_account(req.localpart)
         if row is None:
             raise errors.NotFound(f"no account {self._user_id(req.localpart)}")
+        before = {row.device_id for row in await self._db.get_devices(self._user_id(req.localpart))}
         await self._db.deactivate_account(req.localpart, self._user_id(req.localpart))
+        await self._forget_deleted_devices(self._user_id(req.localpart), before)
         return pb.Account(user_id=self._user_id(row.localpart), localpart=row.localpart,
                           created_ts=row.created_ts, is_guest=row.is_guest, deactivated=True)
 

@@ -10,6 +10,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -754,3 +755,667 @@ class PerformDeviceUpdateRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__display_name) -> _WhichOneofReturnType__display_name | None: ...
 
 Global___PerformDeviceUpdateRequest: _TypeAlias = PerformDeviceUpdateRequest  # noqa: Y015
+
+@_typing.final
+class PerformUploadKeysRequest(_message.Message):
+    """--- End-to-end encryption keys"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    ONE_TIME_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    FALLBACK_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    device_id: _builtins.str
+    device_keys_json: _builtins.bytes
+    """JSON objects as in the /keys/upload body; empty when absent."""
+    one_time_keys_json: _builtins.bytes
+    fallback_keys_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        device_keys_json: _builtins.bytes = ...,
+        one_time_keys_json: _builtins.bytes = ...,
+        fallback_keys_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "device_keys_json", b"device_keys_json", "fallback_keys_json", b"fallback_keys_json", "one_time_keys_json", b"one_time_keys_json", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformUploadKeysRequest: _TypeAlias = PerformUploadKeysRequest  # noqa: Y015
+
+@_typing.final
+class QueryOneTimeKeyCountsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    device_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryOneTimeKeyCountsRequest: _TypeAlias = QueryOneTimeKeyCountsRequest  # noqa: Y015
+
+@_typing.final
+class OneTimeKeyCounts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OneTimeKeyCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ONE_TIME_KEY_COUNTS_FIELD_NUMBER: _builtins.int
+    UNUSED_FALLBACK_KEY_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def one_time_key_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def unused_fallback_key_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        one_time_key_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        unused_fallback_key_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["one_time_key_counts", b"one_time_key_counts", "unused_fallback_key_types", b"unused_fallback_key_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OneTimeKeyCounts: _TypeAlias = OneTimeKeyCounts  # noqa: Y015
+
+@_typing.final
+class UserDeviceIds(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    @_builtins.property
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty: every device."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_ids", b"device_ids", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserDeviceIds: _TypeAlias = UserDeviceIds  # noqa: Y015
+
+@_typing.final
+class QueryKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTING_USER_ID_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    requesting_user_id: _builtins.str
+    """Who asks: only they see their own user-signing key."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserDeviceIds]: ...
+    def __init__(
+        self,
+        *,
+        requesting_user_id: _builtins.str = ...,
+        users: _abc.Iterable[Global___UserDeviceIds] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requesting_user_id", b"requesting_user_id", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryKeysRequest: _TypeAlias = QueryKeysRequest  # noqa: Y015
+
+@_typing.final
+class QueryKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    MASTER_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    SELF_SIGNING_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    USER_SIGNING_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    device_keys_json: _builtins.bytes
+    """JSON objects as in the /keys/query answer: user -> device -> keys, and
+    user -> key for the cross-signing keys.
+    """
+    master_keys_json: _builtins.bytes
+    self_signing_keys_json: _builtins.bytes
+    user_signing_keys_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        device_keys_json: _builtins.bytes = ...,
+        master_keys_json: _builtins.bytes = ...,
+        self_signing_keys_json: _builtins.bytes = ...,
+        user_signing_keys_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_keys_json", b"device_keys_json", "master_keys_json", b"master_keys_json", "self_signing_keys_json", b"self_signing_keys_json", "user_signing_keys_json", b"user_signing_keys_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryKeysResponse: _TypeAlias = QueryKeysResponse  # noqa: Y015
+
+@_typing.final
+class KeyClaim(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    device_id: _builtins.str
+    algorithm: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "device_id", b"device_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyClaim: _TypeAlias = KeyClaim  # noqa: Y015
+
+@_typing.final
+class PerformClaimKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyClaim]: ...
+    def __init__(
+        self,
+        *,
+        claims: _abc.Iterable[Global___KeyClaim] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformClaimKeysRequest: _TypeAlias = PerformClaimKeysRequest  # noqa: Y015
+
+@_typing.final
+class PerformClaimKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ONE_TIME_KEYS_JSON_FIELD_NUMBER: _builtins.int
+    one_time_keys_json: _builtins.bytes
+    """user -> device -> {"<algorithm>:<key id>": key}, as in /keys/claim."""
+    def __init__(
+        self,
+        *,
+        one_time_keys_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["one_time_keys_json", b"one_time_keys_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformClaimKeysResponse: _TypeAlias = PerformClaimKeysResponse  # noqa: Y015
+
+@_typing.final
+class PerformUploadDeviceSigningKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MASTER_KEY_JSON_FIELD_NUMBER: _builtins.int
+    SELF_SIGNING_KEY_JSON_FIELD_NUMBER: _builtins.int
+    USER_SIGNING_KEY_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    master_key_json: _builtins.bytes
+    """JSON objects; empty when not uploaded."""
+    self_signing_key_json: _builtins.bytes
+    user_signing_key_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        master_key_json: _builtins.bytes = ...,
+        self_signing_key_json: _builtins.bytes = ...,
+        user_signing_key_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["master_key_json", b"master_key_json", "self_signing_key_json", b"self_signing_key_json", "user_id", b"user_id", "user_signing_key_json", b"user_signing_key_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformUploadDeviceSigningKeysRequest: _TypeAlias = PerformUploadDeviceSigningKeysRequest  # noqa: Y015
+
+@_typing.final
+class PerformUploadDeviceSigningKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformUploadDeviceSigningKeysResponse: _TypeAlias = PerformUploadDeviceSigningKeysResponse  # noqa: Y015
+
+@_typing.final
+class PerformUploadSignaturesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SIGNED_OBJECTS_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    signed_objects_json: _builtins.bytes
+    """The /keys/signatures/upload body: user -> key ID -> signed object."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        signed_objects_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed_objects_json", b"signed_objects_json", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformUploadSignaturesRequest: _TypeAlias = PerformUploadSignaturesRequest  # noqa: Y015
+
+@_typing.final
+class PerformUploadSignaturesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAILURES_JSON_FIELD_NUMBER: _builtins.int
+    failures_json: _builtins.bytes
+    """user -> key ID -> error object; "{}" when all were stored."""
+    def __init__(
+        self,
+        *,
+        failures_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures_json", b"failures_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformUploadSignaturesResponse: _TypeAlias = PerformUploadSignaturesResponse  # noqa: Y015
+
+@_typing.final
+class QueryUserDevicesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryUserDevicesRequest: _TypeAlias = QueryUserDevicesRequest  # noqa: Y015
+
+@_typing.final
+class UserDevices(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    DEVICES_JSON_FIELD_NUMBER: _builtins.int
+    MASTER_KEY_JSON_FIELD_NUMBER: _builtins.int
+    SELF_SIGNING_KEY_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    stream_id: _builtins.int
+    devices_json: _builtins.bytes
+    """A JSON list of {"device_id", "keys", "device_display_name"} as in
+    GET /user/devices.
+    """
+    master_key_json: _builtins.bytes
+    """JSON objects; empty when the user has none."""
+    self_signing_key_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        stream_id: _builtins.int = ...,
+        devices_json: _builtins.bytes = ...,
+        master_key_json: _builtins.bytes = ...,
+        self_signing_key_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices_json", b"devices_json", "master_key_json", b"master_key_json", "self_signing_key_json", b"self_signing_key_json", "stream_id", b"stream_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserDevices: _TypeAlias = UserDevices  # noqa: Y015
+
+@_typing.final
+class PerformRemoteDeviceListUpdateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEEDS_RESYNC_FIELD_NUMBER: _builtins.int
+    needs_resync: _builtins.bool
+    def __init__(
+        self,
+        *,
+        needs_resync: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["needs_resync", b"needs_resync"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformRemoteDeviceListUpdateResponse: _TypeAlias = PerformRemoteDeviceListUpdateResponse  # noqa: Y015
+
+@_typing.final
+class PerformRemoteDeviceListResyncResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformRemoteDeviceListResyncResponse: _TypeAlias = PerformRemoteDeviceListResyncResponse  # noqa: Y015
+
+@_typing.final
+class PerformRemoteSigningKeyUpdateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MASTER_KEY_JSON_FIELD_NUMBER: _builtins.int
+    SELF_SIGNING_KEY_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    master_key_json: _builtins.bytes
+    self_signing_key_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        master_key_json: _builtins.bytes = ...,
+        self_signing_key_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["master_key_json", b"master_key_json", "self_signing_key_json", b"self_signing_key_json", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformRemoteSigningKeyUpdateRequest: _TypeAlias = PerformRemoteSigningKeyUpdateRequest  # noqa: Y015
+
+@_typing.final
+class PerformRemoteSigningKeyUpdateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformRemoteSigningKeyUpdateResponse: _TypeAlias = PerformRemoteSigningKeyUpdateResponse  # noqa: Y015
+
+@_typing.final
+class KeyBackupVersion(_message.Message):
+    """--- Key backup"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    AUTH_DATA_JSON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    algorithm: _builtins.str
+    auth_data_json: _builtins.bytes
+    etag: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+        auth_data_json: _builtins.bytes = ...,
+        etag: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "auth_data_json", b"auth_data_json", "count", b"count", "etag", b"etag", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyBackupVersion: _TypeAlias = KeyBackupVersion  # noqa: Y015
+
+@_typing.final
+class QueryKeyBackupVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    version: _builtins.str
+    """Empty: the current (newest) version."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryKeyBackupVersionRequest: _TypeAlias = QueryKeyBackupVersionRequest  # noqa: Y015
+
+@_typing.final
+class PerformKeyBackupVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Action:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[PerformKeyBackupVersionRequest._Action.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ACTION_UNSPECIFIED: PerformKeyBackupVersionRequest._Action.ValueType  # 0
+        CREATE: PerformKeyBackupVersionRequest._Action.ValueType  # 1
+        UPDATE: PerformKeyBackupVersionRequest._Action.ValueType  # 2
+        """Replaces auth_data; the algorithm must stay the same."""
+        DELETE: PerformKeyBackupVersionRequest._Action.ValueType  # 3
+
+    class Action(_Action, metaclass=_ActionEnumTypeWrapper): ...
+    ACTION_UNSPECIFIED: PerformKeyBackupVersionRequest.Action.ValueType  # 0
+    CREATE: PerformKeyBackupVersionRequest.Action.ValueType  # 1
+    UPDATE: PerformKeyBackupVersionRequest.Action.ValueType  # 2
+    """Replaces auth_data; the algorithm must stay the same."""
+    DELETE: PerformKeyBackupVersionRequest.Action.ValueType  # 3
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    AUTH_DATA_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    action: Global___PerformKeyBackupVersionRequest.Action.ValueType
+    version: _builtins.str
+    algorithm: _builtins.str
+    auth_data_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        action: Global___PerformKeyBackupVersionRequest.Action.ValueType = ...,
+        version: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+        auth_data_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "algorithm", b"algorithm", "auth_data_json", b"auth_data_json", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformKeyBackupVersionRequest: _TypeAlias = PerformKeyBackupVersionRequest  # noqa: Y015
+
+@_typing.final
+class PerformKeyBackupKeysUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROOMS_JSON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    version: _builtins.str
+    rooms_json: _builtins.bytes
+    """room ID -> {"sessions": session ID -> KeyBackupData}, as in PUT /room_keys/keys."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        rooms_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rooms_json", b"rooms_json", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformKeyBackupKeysUploadRequest: _TypeAlias = PerformKeyBackupKeysUploadRequest  # noqa: Y015
+
+@_typing.final
+class KeyBackupKeysSelector(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    version: _builtins.str
+    room_id: _builtins.str
+    """Empty: every room (and then every session)."""
+    session_id: _builtins.str
+    """Empty: every session of the room."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        room_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "session_id", b"session_id", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyBackupKeysSelector: _TypeAlias = KeyBackupKeysSelector  # noqa: Y015
+
+@_typing.final
+class KeyBackupKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ETAG_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        etag: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "etag", b"etag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyBackupKeysResponse: _TypeAlias = KeyBackupKeysResponse  # noqa: Y015
+
+@_typing.final
+class QueryKeyBackupKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOMS_JSON_FIELD_NUMBER: _builtins.int
+    rooms_json: _builtins.bytes
+    """room ID -> {"sessions": session ID -> KeyBackupData}."""
+    def __init__(
+        self,
+        *,
+        rooms_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rooms_json", b"rooms_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryKeyBackupKeysResponse: _TypeAlias = QueryKeyBackupKeysResponse  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from myelin.userapi.v1 import device_list_log_pb2 as myelin_dot_userapi_dot_v1_dot_device__list__log__pb2
 from myelin.userapi.v1 import userapi_pb2 as myelin_dot_userapi_dot_v1_dot_userapi__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -118,6 +119,81 @@ class UserAPIStub:
                 '/myelin.userapi.v1.UserAPI/PerformDeviceUpdate',
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
+                _registered_method=True)
+        self.PerformUploadKeys = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformUploadKeys',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadKeysRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.OneTimeKeyCounts.FromString,
+                _registered_method=True)
+        self.QueryOneTimeKeyCounts = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryOneTimeKeyCounts',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryOneTimeKeyCountsRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.OneTimeKeyCounts.FromString,
+                _registered_method=True)
+        self.QueryKeys = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryKeys',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeysRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeysResponse.FromString,
+                _registered_method=True)
+        self.PerformClaimKeys = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformClaimKeys',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformClaimKeysRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformClaimKeysResponse.FromString,
+                _registered_method=True)
+        self.PerformUploadDeviceSigningKeys = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformUploadDeviceSigningKeys',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadDeviceSigningKeysRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadDeviceSigningKeysResponse.FromString,
+                _registered_method=True)
+        self.PerformUploadSignatures = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformUploadSignatures',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadSignaturesRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadSignaturesResponse.FromString,
+                _registered_method=True)
+        self.QueryUserDevices = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryUserDevices',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryUserDevicesRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.UserDevices.FromString,
+                _registered_method=True)
+        self.PerformRemoteDeviceListUpdate = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformRemoteDeviceListUpdate',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_device__list__log__pb2.DeviceListUpdate.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteDeviceListUpdateResponse.FromString,
+                _registered_method=True)
+        self.PerformRemoteDeviceListResync = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformRemoteDeviceListResync',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.UserDevices.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteDeviceListResyncResponse.FromString,
+                _registered_method=True)
+        self.PerformRemoteSigningKeyUpdate = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformRemoteSigningKeyUpdate',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteSigningKeyUpdateRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteSigningKeyUpdateResponse.FromString,
+                _registered_method=True)
+        self.QueryKeyBackupVersion = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryKeyBackupVersion',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeyBackupVersionRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupVersion.FromString,
+                _registered_method=True)
+        self.PerformKeyBackupVersion = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformKeyBackupVersion',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformKeyBackupVersionRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupVersion.FromString,
+                _registered_method=True)
+        self.PerformKeyBackupKeysUpload = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformKeyBackupKeysUpload',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformKeyBackupKeysUploadRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysResponse.FromString,
+                _registered_method=True)
+        self.QueryKeyBackupKeys = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryKeyBackupKeys',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysSelector.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeyBackupKeysResponse.FromString,
+                _registered_method=True)
+        self.PerformKeyBackupKeysDeletion = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformKeyBackupKeysDeletion',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysSelector.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysResponse.FromString,
                 _registered_method=True)
 
 
@@ -245,6 +321,122 @@ class UserAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PerformUploadKeys(self, request, context):
+        """--- End-to-end encryption keys (modules/end_to_end_encryption.md). Key
+        objects travel as the JSON clients and servers sign, unchanged. Changes
+        to a user's devices and keys are published on userapi.device_list_update
+        (device_list_log.proto).
+
+        Stores a device's keys (/keys/upload): device keys (INVALID_ARGUMENT
+        when their user or device is not the caller's), one-time keys (a known
+        key ID with other content is INVALID_ARGUMENT) and fallback keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryOneTimeKeyCounts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryKeys(self, request, context):
+        """Device and cross-signing keys of local users and of the remote users whose
+        device lists are cached here, with their signatures, as /keys/query shows them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformClaimKeys(self, request, context):
+        """Hands out one one-time key per (user, device, algorithm), else the
+        device's fallback key; devices with neither are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformUploadDeviceSigningKeys(self, request, context):
+        """Stores cross-signing keys (/keys/device_signing/upload, after any
+        interactive auth): INVALID_ARGUMENT (M_INVALID_SIGNATURE) for a
+        self-signing or user-signing key the master key did not sign.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformUploadSignatures(self, request, context):
+        """Stores signatures (/keys/signatures/upload); answers the failures per
+        user and key ID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryUserDevices(self, request, context):
+        """A user's devices with keys and the device list stream ID (GET
+        /_matrix/federation/v1/user/devices/{userId}).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformRemoteDeviceListUpdate(self, request, context):
+        """Applies an m.device_list_update EDU of a remote user; needs_resync when
+        its prev_id shows a gap (the caller then fetches the whole list and calls
+        PerformRemoteDeviceListResync).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformRemoteDeviceListResync(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformRemoteSigningKeyUpdate(self, request, context):
+        """Applies an m.signing_key_update EDU of a remote user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryKeyBackupVersion(self, request, context):
+        """--- Server-side key backup. NOT_FOUND for an unknown or deleted version;
+        FAILED_PRECONDITION (M_WRONG_ROOM_KEYS_VERSION, with current_version)
+        for keys sent to a version that is not the current one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformKeyBackupVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformKeyBackupKeysUpload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryKeyBackupKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformKeyBackupKeysDeletion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +524,81 @@ def add_UserAPIServicer_to_server(servicer, server):
                     servicer.PerformDeviceUpdate,
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.SerializeToString,
+            ),
+            'PerformUploadKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformUploadKeys,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadKeysRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.OneTimeKeyCounts.SerializeToString,
+            ),
+            'QueryOneTimeKeyCounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryOneTimeKeyCounts,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryOneTimeKeyCountsRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.OneTimeKeyCounts.SerializeToString,
+            ),
+            'QueryKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryKeys,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeysRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeysResponse.SerializeToString,
+            ),
+            'PerformClaimKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformClaimKeys,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformClaimKeysRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformClaimKeysResponse.SerializeToString,
+            ),
+            'PerformUploadDeviceSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformUploadDeviceSigningKeys,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadDeviceSigningKeysRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadDeviceSigningKeysResponse.SerializeToString,
+            ),
+            'PerformUploadSignatures': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformUploadSignatures,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadSignaturesRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadSignaturesResponse.SerializeToString,
+            ),
+            'QueryUserDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUserDevices,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryUserDevicesRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.UserDevices.SerializeToString,
+            ),
+            'PerformRemoteDeviceListUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformRemoteDeviceListUpdate,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_device__list__log__pb2.DeviceListUpdate.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteDeviceListUpdateResponse.SerializeToString,
+            ),
+            'PerformRemoteDeviceListResync': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformRemoteDeviceListResync,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.UserDevices.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteDeviceListResyncResponse.SerializeToString,
+            ),
+            'PerformRemoteSigningKeyUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformRemoteSigningKeyUpdate,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteSigningKeyUpdateRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteSigningKeyUpdateResponse.SerializeToString,
+            ),
+            'QueryKeyBackupVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryKeyBackupVersion,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeyBackupVersionRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupVersion.SerializeToString,
+            ),
+            'PerformKeyBackupVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformKeyBackupVersion,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformKeyBackupVersionRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupVersion.SerializeToString,
+            ),
+            'PerformKeyBackupKeysUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformKeyBackupKeysUpload,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformKeyBackupKeysUploadRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysResponse.SerializeToString,
+            ),
+            'QueryKeyBackupKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryKeyBackupKeys,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysSelector.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeyBackupKeysResponse.SerializeToString,
+            ),
+            'PerformKeyBackupKeysDeletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformKeyBackupKeysDeletion,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysSelector.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -793,6 +1060,411 @@ class UserAPI:
             '/myelin.userapi.v1.UserAPI/PerformDeviceUpdate',
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.SerializeToString,
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformUploadKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformUploadKeys',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadKeysRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.OneTimeKeyCounts.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryOneTimeKeyCounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryOneTimeKeyCounts',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryOneTimeKeyCountsRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.OneTimeKeyCounts.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryKeys',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeysRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformClaimKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformClaimKeys',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformClaimKeysRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformClaimKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformUploadDeviceSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformUploadDeviceSigningKeys',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadDeviceSigningKeysRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadDeviceSigningKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformUploadSignatures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformUploadSignatures',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadSignaturesRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadSignaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUserDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryUserDevices',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryUserDevicesRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.UserDevices.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformRemoteDeviceListUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformRemoteDeviceListUpdate',
+            myelin_dot_userapi_dot_v1_dot_device__list__log__pb2.DeviceListUpdate.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteDeviceListUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformRemoteDeviceListResync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformRemoteDeviceListResync',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.UserDevices.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteDeviceListResyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformRemoteSigningKeyUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformRemoteSigningKeyUpdate',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteSigningKeyUpdateRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformRemoteSigningKeyUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryKeyBackupVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryKeyBackupVersion',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeyBackupVersionRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformKeyBackupVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformKeyBackupVersion',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformKeyBackupVersionRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformKeyBackupKeysUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformKeyBackupKeysUpload',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformKeyBackupKeysUploadRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryKeyBackupKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryKeyBackupKeys',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysSelector.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryKeyBackupKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformKeyBackupKeysDeletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformKeyBackupKeysDeletion',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysSelector.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.KeyBackupKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

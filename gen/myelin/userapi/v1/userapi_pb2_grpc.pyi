@@ -8,6 +8,7 @@ authenticates requests with QueryAccessToken.
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from myelin.userapi.v1 import device_list_log_pb2 as _device_list_log_pb2
 from myelin.userapi.v1 import userapi_pb2 as _userapi_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -74,6 +75,55 @@ class UserAPIStub:
     """
     PerformDeviceUpdate: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceUpdateRequest, _userapi_pb2.Device]
     """Renames a device; NOT_FOUND when the user has no such device."""
+    PerformUploadKeys: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadKeysRequest, _userapi_pb2.OneTimeKeyCounts]
+    """--- End-to-end encryption keys (modules/end_to_end_encryption.md). Key
+    objects travel as the JSON clients and servers sign, unchanged. Changes
+    to a user's devices and keys are published on userapi.device_list_update
+    (device_list_log.proto).
+
+    Stores a device's keys (/keys/upload): device keys (INVALID_ARGUMENT
+    when their user or device is not the caller's), one-time keys (a known
+    key ID with other content is INVALID_ARGUMENT) and fallback keys.
+    """
+    QueryOneTimeKeyCounts: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryOneTimeKeyCountsRequest, _userapi_pb2.OneTimeKeyCounts]
+    QueryKeys: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryKeysRequest, _userapi_pb2.QueryKeysResponse]
+    """Device and cross-signing keys of local users and of the remote users whose
+    device lists are cached here, with their signatures, as /keys/query shows them.
+    """
+    PerformClaimKeys: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformClaimKeysRequest, _userapi_pb2.PerformClaimKeysResponse]
+    """Hands out one one-time key per (user, device, algorithm), else the
+    device's fallback key; devices with neither are left out.
+    """
+    PerformUploadDeviceSigningKeys: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadDeviceSigningKeysRequest, _userapi_pb2.PerformUploadDeviceSigningKeysResponse]
+    """Stores cross-signing keys (/keys/device_signing/upload, after any
+    interactive auth): INVALID_ARGUMENT (M_INVALID_SIGNATURE) for a
+    self-signing or user-signing key the master key did not sign.
+    """
+    PerformUploadSignatures: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadSignaturesRequest, _userapi_pb2.PerformUploadSignaturesResponse]
+    """Stores signatures (/keys/signatures/upload); answers the failures per
+    user and key ID.
+    """
+    QueryUserDevices: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryUserDevicesRequest, _userapi_pb2.UserDevices]
+    """A user's devices with keys and the device list stream ID (GET
+    /_matrix/federation/v1/user/devices/{userId}).
+    """
+    PerformRemoteDeviceListUpdate: _grpc.UnaryUnaryMultiCallable[_device_list_log_pb2.DeviceListUpdate, _userapi_pb2.PerformRemoteDeviceListUpdateResponse]
+    """Applies an m.device_list_update EDU of a remote user; needs_resync when
+    its prev_id shows a gap (the caller then fetches the whole list and calls
+    PerformRemoteDeviceListResync).
+    """
+    PerformRemoteDeviceListResync: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.UserDevices, _userapi_pb2.PerformRemoteDeviceListResyncResponse]
+    PerformRemoteSigningKeyUpdate: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformRemoteSigningKeyUpdateRequest, _userapi_pb2.PerformRemoteSigningKeyUpdateResponse]
+    """Applies an m.signing_key_update EDU of a remote user."""
+    QueryKeyBackupVersion: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryKeyBackupVersionRequest, _userapi_pb2.KeyBackupVersion]
+    """--- Server-side key backup. NOT_FOUND for an unknown or deleted version;
+    FAILED_PRECONDITION (M_WRONG_ROOM_KEYS_VERSION, with current_version)
+    for keys sent to a version that is not the current one.
+    """
+    PerformKeyBackupVersion: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformKeyBackupVersionRequest, _userapi_pb2.KeyBackupVersion]
+    PerformKeyBackupKeysUpload: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformKeyBackupKeysUploadRequest, _userapi_pb2.KeyBackupKeysResponse]
+    QueryKeyBackupKeys: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.KeyBackupKeysSelector, _userapi_pb2.QueryKeyBackupKeysResponse]
+    PerformKeyBackupKeysDeletion: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.KeyBackupKeysSelector, _userapi_pb2.KeyBackupKeysResponse]
 
 @_typing.type_check_only
 class UserAPIAsyncStub(UserAPIStub):
@@ -118,6 +168,55 @@ class UserAPIAsyncStub(UserAPIStub):
     """
     PerformDeviceUpdate: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceUpdateRequest, _userapi_pb2.Device]  # type: ignore[assignment]
     """Renames a device; NOT_FOUND when the user has no such device."""
+    PerformUploadKeys: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadKeysRequest, _userapi_pb2.OneTimeKeyCounts]  # type: ignore[assignment]
+    """--- End-to-end encryption keys (modules/end_to_end_encryption.md). Key
+    objects travel as the JSON clients and servers sign, unchanged. Changes
+    to a user's devices and keys are published on userapi.device_list_update
+    (device_list_log.proto).
+
+    Stores a device's keys (/keys/upload): device keys (INVALID_ARGUMENT
+    when their user or device is not the caller's), one-time keys (a known
+    key ID with other content is INVALID_ARGUMENT) and fallback keys.
+    """
+    QueryOneTimeKeyCounts: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryOneTimeKeyCountsRequest, _userapi_pb2.OneTimeKeyCounts]  # type: ignore[assignment]
+    QueryKeys: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryKeysRequest, _userapi_pb2.QueryKeysResponse]  # type: ignore[assignment]
+    """Device and cross-signing keys of local users and of the remote users whose
+    device lists are cached here, with their signatures, as /keys/query shows them.
+    """
+    PerformClaimKeys: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformClaimKeysRequest, _userapi_pb2.PerformClaimKeysResponse]  # type: ignore[assignment]
+    """Hands out one one-time key per (user, device, algorithm), else the
+    device's fallback key; devices with neither are left out.
+    """
+    PerformUploadDeviceSigningKeys: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadDeviceSigningKeysRequest, _userapi_pb2.PerformUploadDeviceSigningKeysResponse]  # type: ignore[assignment]
+    """Stores cross-signing keys (/keys/device_signing/upload, after any
+    interactive auth): INVALID_ARGUMENT (M_INVALID_SIGNATURE) for a
+    self-signing or user-signing key the master key did not sign.
+    """
+    PerformUploadSignatures: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadSignaturesRequest, _userapi_pb2.PerformUploadSignaturesResponse]  # type: ignore[assignment]
+    """Stores signatures (/keys/signatures/upload); answers the failures per
+    user and key ID.
+    """
+    QueryUserDevices: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryUserDevicesRequest, _userapi_pb2.UserDevices]  # type: ignore[assignment]
+    """A user's devices with keys and the device list stream ID (GET
+    /_matrix/federation/v1/user/devices/{userId}).
+    """
+    PerformRemoteDeviceListUpdate: _aio.UnaryUnaryMultiCallable[_device_list_log_pb2.DeviceListUpdate, _userapi_pb2.PerformRemoteDeviceListUpdateResponse]  # type: ignore[assignment]
+    """Applies an m.device_list_update EDU of a remote user; needs_resync when
+    its prev_id shows a gap (the caller then fetches the whole list and calls
+    PerformRemoteDeviceListResync).
+    """
+    PerformRemoteDeviceListResync: _aio.UnaryUnaryMultiCallable[_userapi_pb2.UserDevices, _userapi_pb2.PerformRemoteDeviceListResyncResponse]  # type: ignore[assignment]
+    PerformRemoteSigningKeyUpdate: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformRemoteSigningKeyUpdateRequest, _userapi_pb2.PerformRemoteSigningKeyUpdateResponse]  # type: ignore[assignment]
+    """Applies an m.signing_key_update EDU of a remote user."""
+    QueryKeyBackupVersion: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryKeyBackupVersionRequest, _userapi_pb2.KeyBackupVersion]  # type: ignore[assignment]
+    """--- Server-side key backup. NOT_FOUND for an unknown or deleted version;
+    FAILED_PRECONDITION (M_WRONG_ROOM_KEYS_VERSION, with current_version)
+    for keys sent to a version that is not the current one.
+    """
+    PerformKeyBackupVersion: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformKeyBackupVersionRequest, _userapi_pb2.KeyBackupVersion]  # type: ignore[assignment]
+    PerformKeyBackupKeysUpload: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformKeyBackupKeysUploadRequest, _userapi_pb2.KeyBackupKeysResponse]  # type: ignore[assignment]
+    QueryKeyBackupKeys: _aio.UnaryUnaryMultiCallable[_userapi_pb2.KeyBackupKeysSelector, _userapi_pb2.QueryKeyBackupKeysResponse]  # type: ignore[assignment]
+    PerformKeyBackupKeysDeletion: _aio.UnaryUnaryMultiCallable[_userapi_pb2.KeyBackupKeysSelector, _userapi_pb2.KeyBackupKeysResponse]  # type: ignore[assignment]
 
 class UserAPIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -261,5 +360,144 @@ class UserAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_userapi_pb2.Device, _abc.Awaitable[_userapi_pb2.Device]]:
         """Renames a device; NOT_FOUND when the user has no such device."""
+
+    @_abc_1.abstractmethod
+    def PerformUploadKeys(
+        self,
+        request: _userapi_pb2.PerformUploadKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.OneTimeKeyCounts, _abc.Awaitable[_userapi_pb2.OneTimeKeyCounts]]:
+        """--- End-to-end encryption keys (modules/end_to_end_encryption.md). Key
+        objects travel as the JSON clients and servers sign, unchanged. Changes
+        to a user's devices and keys are published on userapi.device_list_update
+        (device_list_log.proto).
+
+        Stores a device's keys (/keys/upload): device keys (INVALID_ARGUMENT
+        when their user or device is not the caller's), one-time keys (a known
+        key ID with other content is INVALID_ARGUMENT) and fallback keys.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryOneTimeKeyCounts(
+        self,
+        request: _userapi_pb2.QueryOneTimeKeyCountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.OneTimeKeyCounts, _abc.Awaitable[_userapi_pb2.OneTimeKeyCounts]]: ...
+
+    @_abc_1.abstractmethod
+    def QueryKeys(
+        self,
+        request: _userapi_pb2.QueryKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.QueryKeysResponse, _abc.Awaitable[_userapi_pb2.QueryKeysResponse]]:
+        """Device and cross-signing keys of local users and of the remote users whose
+        device lists are cached here, with their signatures, as /keys/query shows them.
+        """
+
+    @_abc_1.abstractmethod
+    def PerformClaimKeys(
+        self,
+        request: _userapi_pb2.PerformClaimKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformClaimKeysResponse, _abc.Awaitable[_userapi_pb2.PerformClaimKeysResponse]]:
+        """Hands out one one-time key per (user, device, algorithm), else the
+        device's fallback key; devices with neither are left out.
+        """
+
+    @_abc_1.abstractmethod
+    def PerformUploadDeviceSigningKeys(
+        self,
+        request: _userapi_pb2.PerformUploadDeviceSigningKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformUploadDeviceSigningKeysResponse, _abc.Awaitable[_userapi_pb2.PerformUploadDeviceSigningKeysResponse]]:
+        """Stores cross-signing keys (/keys/device_signing/upload, after any
+        interactive auth): INVALID_ARGUMENT (M_INVALID_SIGNATURE) for a
+        self-signing or user-signing key the master key did not sign.
+        """
+
+    @_abc_1.abstractmethod
+    def PerformUploadSignatures(
+        self,
+        request: _userapi_pb2.PerformUploadSignaturesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformUploadSignaturesResponse, _abc.Awaitable[_userapi_pb2.PerformUploadSignaturesResponse]]:
+        """Stores signatures (/keys/signatures/upload); answers the failures per
+        user and key ID.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryUserDevices(
+        self,
+        request: _userapi_pb2.QueryUserDevicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.UserDevices, _abc.Awaitable[_userapi_pb2.UserDevices]]:
+        """A user's devices with keys and the device list stream ID (GET
+        /_matrix/federation/v1/user/devices/{userId}).
+        """
+
+    @_abc_1.abstractmethod
+    def PerformRemoteDeviceListUpdate(
+        self,
+        request: _device_list_log_pb2.DeviceListUpdate,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformRemoteDeviceListUpdateResponse, _abc.Awaitable[_userapi_pb2.PerformRemoteDeviceListUpdateResponse]]:
+        """Applies an m.device_list_update EDU of a remote user; needs_resync when
+        its prev_id shows a gap (the caller then fetches the whole list and calls
+        PerformRemoteDeviceListResync).
+        """
+
+    @_abc_1.abstractmethod
+    def PerformRemoteDeviceListResync(
+        self,
+        request: _userapi_pb2.UserDevices,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformRemoteDeviceListResyncResponse, _abc.Awaitable[_userapi_pb2.PerformRemoteDeviceListResyncResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PerformRemoteSigningKeyUpdate(
+        self,
+        request: _userapi_pb2.PerformRemoteSigningKeyUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.PerformRemoteSigningKeyUpdateResponse, _abc.Awaitable[_userapi_pb2.PerformRemoteSigningKeyUpdateResponse]]:
+        """Applies an m.signing_key_update EDU of a remote user."""
+
+    @_abc_1.abstractmethod
+    def QueryKeyBackupVersion(
+        self,
+        request: _userapi_pb2.QueryKeyBackupVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.KeyBackupVersion, _abc.Awaitable[_userapi_pb2.KeyBackupVersion]]:
+        """--- Server-side key backup. NOT_FOUND for an unknown or deleted version;
+        FAILED_PRECONDITION (M_WRONG_ROOM_KEYS_VERSION, with current_version)
+        for keys sent to a version that is not the current one.
+        """
+
+    @_abc_1.abstractmethod
+    def PerformKeyBackupVersion(
+        self,
+        request: _userapi_pb2.PerformKeyBackupVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.KeyBackupVersion, _abc.Awaitable[_userapi_pb2.KeyBackupVersion]]: ...
+
+    @_abc_1.abstractmethod
+    def PerformKeyBackupKeysUpload(
+        self,
+        request: _userapi_pb2.PerformKeyBackupKeysUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.KeyBackupKeysResponse, _abc.Awaitable[_userapi_pb2.KeyBackupKeysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def QueryKeyBackupKeys(
+        self,
+        request: _userapi_pb2.KeyBackupKeysSelector,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.QueryKeyBackupKeysResponse, _abc.Awaitable[_userapi_pb2.QueryKeyBackupKeysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PerformKeyBackupKeysDeletion(
+        self,
+        request: _userapi_pb2.KeyBackupKeysSelector,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.KeyBackupKeysResponse, _abc.Awaitable[_userapi_pb2.KeyBackupKeysResponse]]: ...
 
 def add_UserAPIServicer_to_server(servicer: UserAPIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
