@@ -4,8 +4,9 @@ content/client-server-api/modules/send_to_device.md).
 ``messages`` maps user IDs to device IDs (or ``*``, every device of the
 user) to the content. Each target device gets one record on
 ``clientapi.send_to_device``; the sync API puts it in the device's inbox.
-Only local users are served (remote ones need the federation sender, later;
-their messages are dropped, as are those to unknown users or devices).
+Messages for remote users are written as named (one record per device ID
+or ``*``) for the federation sender; the sync API keeps only local users'.
+Messages to unknown local users or devices are dropped.
 
 The request is idempotent per (device, event type, transaction ID): a retry
 is answered without sending again, and the records carry a message ID that
@@ -71,7 +72,13 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             suffix = ":" + services.server_name
             for user_id, by_device in messages.items():
                 if not user_id.endswith(suffix):
-                    logger.info("dropping a to-device message for remote user %s", user_id)
+                    # A remote user's devices are known to their server: one
+                    # record per device named (or "*"), for the federation sender.
+                    for device_id, content in by_device.items():
+                        await produce_to_device(services.log, edu_log_pb2.ToDeviceMessage(
+                            sender=device.user_id, sender_device_id=device.device_id, target_user_id=user_id,
+                            target_device_id=device_id, event_type=event_type,
+                            content_json=json.dumps(content).encode(), message_id=message_id))
                     continue
                 for device_id in await target_devices(user_id, list(by_device)):
                     content = by_device.get(device_id, by_device.get(ALL_DEVICES, {}))

@@ -125,6 +125,8 @@ class ClientAPIConsumer:
         self._notifier.on_new_data(position, users, "presence")
 
     async def on_to_device(self, msg: edu_log_pb2.ToDeviceMessage) -> None:
+        if not msg.target_user_id.endswith(":" + self._server_name):
+            return  # a remote user's: the federation sender delivers it
         position = await self._db.write_to_device(
             user_id=msg.target_user_id, device_id=msg.target_device_id, message_id=msg.message_id,
             sender=msg.sender, event_type=msg.event_type, content_json=msg.content_json.decode("utf-8"))

@@ -227,8 +227,9 @@ async def test_send_to_device_per_device_all_devices_and_idempotent(harness: Edu
         assert response.json() == {}
     records = await harness.records(CLIENTAPI_SEND_TO_DEVICE)
     got = sorted((r.target_user_id, r.target_device_id, json.loads(r.content_json)["n"]) for r in records)
+    # A remote user's message is written as named, for the federation sender.
     assert got == sorted([(alice.user_id, alice.device_id, 1), (bob.user_id, bob.device_id, 2),
-                          (bob.user_id, "BOB2", 2)])
+                          (bob.user_id, "BOB2", 2), ("@remote:elsewhere.example", "DEV", 3)])
     assert {(r.sender, r.sender_device_id, r.event_type) for r in records} == {
         (alice.user_id, alice.device_id, "m.test")}
     assert len({r.message_id for r in records}) == 1
@@ -237,7 +238,7 @@ async def test_send_to_device_per_device_all_devices_and_idempotent(harness: Edu
                                       json={"messages": {bob.user_id: {bob.device_id: {}}}}, headers=alice.headers)
     assert response.status_code == 200
     records = await harness.records(CLIENTAPI_SEND_TO_DEVICE)
-    assert len(records) == 4 and len({r.message_id for r in records}) == 2
+    assert len(records) == 5 and len({r.message_id for r in records}) == 2
     assert isinstance(records[0], edu_log_pb2.ToDeviceMessage)
 
 
