@@ -45,6 +45,9 @@ class RateLimits:
 class Registration:
     # Registration with m.login.dummy, without email or captcha.
     open: bool = False
+    # Guest accounts (POST /register?kind=guest), whether or not the
+    # registration of full accounts is open.
+    allow_guests: bool = True
 
 
 @dataclass

@@ -22,6 +22,7 @@ from clientapi.internal.uia import SessionSigner
 from clientapi.storage.database import ClientAPIDatabase
 from common import errors
 from common.config import Config
+from common.guest_access import check_guest_request
 from common.http import access_token
 from common.log import Log
 from federationapi.api import FederationInternalAPI
@@ -78,14 +79,17 @@ class Services:
 
     async def device_for(self, request: Request, *, allow_expired: bool = False) -> ua_pb.Device:
         """The caller's device; M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise
-        (``allow_expired``: an expired access token is still the device's)."""
+        (``allow_expired``: an expired access token is still the device's);
+        403 M_GUEST_ACCESS_FORBIDDEN for a guest on an endpoint not open to guests."""
         token = access_token(request)
         try:
-            return await self.userapi.query_access_token(
+            device = await self.userapi.query_access_token(
                 ua_pb.QueryAccessTokenRequest(access_token=token, allow_expired=allow_expired))
         except errors.UnknownToken as e:
             e.extra.setdefault("soft_logout", False)
             raise
+        check_guest_request(device.user_id, request)
+        return device
 
     @staticmethod
     def client_ip(request: Request) -> str:

@@ -3,9 +3,11 @@
 /rooms/{roomId}/unban, /knock/{roomIdOrAlias}.
 
 Spec: client-server API "Room membership", data/api/client-server/joining.yaml,
-inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml, knocking.yaml. Only rooms this server is already in can be
-joined for now; local aliases are resolved through the room server's
-directory (remote ones need federation: 404 for now).
+inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml, knocking.yaml. Rooms this
+server is not in are joined and knocked on through the federation API, via
+the ``via``/``server_name`` servers and a remote alias's servers; invites
+of remote users and leaves of remote invites go through it too
+(clientapi/internal/membership.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from clientapi.internal import params
-from clientapi.internal.aliases import resolve_alias
+from clientapi.internal.aliases import resolve_alias_with_servers
+from clientapi.internal.guests import check_guest_can_join
 from clientapi.internal.membership import (
     current_membership,
     join_local_room,
@@ -33,6 +36,12 @@ def _check_room_id(room_id: str) -> None:
         raise errors.InvalidParam(f"not a room ID: {room_id!r}")
 
 
+def _via(request: Request) -> list[str]:
+    """The servers a client names to join or knock through (``server_name``
+    is the deprecated spelling of ``via``)."""
+    return [*request.args.getlist("via", []), *request.args.getlist("server_name", [])]
+
+
 def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def join_by_id_or_alias(request: Request, room_id_or_alias: str) -> HTTPResponse:
         device = await services.device_for(request)
@@ -40,10 +49,13 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
         room_id = room_id_or_alias
+        servers = _via(request)
         if room_id_or_alias.startswith("#"):
-            room_id = await resolve_alias(services, room_id_or_alias)
+            room_id, alias_servers = await resolve_alias_with_servers(services, room_id_or_alias)
+            servers += alias_servers or []
         _check_room_id(room_id)
-        await join_local_room(services, room_id, device.user_id, reason)
+        await check_guest_can_join(services, device.user_id, room_id)
+        await join_local_room(services, room_id, device.user_id, reason, servers)
         return json_response({"room_id": room_id})
 
     async def join_room(request: Request, room_id: str) -> HTTPResponse:
@@ -52,6 +64,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
         _check_room_id(room_id)
+        await check_guest_can_join(services, device.user_id, room_id)
         await join_local_room(services, room_id, device.user_id, reason)
         return json_response({"room_id": room_id})
 
@@ -108,12 +121,14 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
         knock_room_id = room_id_or_alias
+        servers = _via(request)
         if room_id_or_alias.startswith("#"):
-            knock_room_id = await resolve_alias(services, room_id_or_alias)
+            knock_room_id, alias_servers = await resolve_alias_with_servers(services, room_id_or_alias)
+            servers += alias_servers or []
         _check_room_id(knock_room_id)
         await send_membership(services, room_id=knock_room_id, sender=device.user_id, target=device.user_id,
                               membership="knock", reason=reason,
-                              extra_content=await profile_content(services, device.user_id))
+                              extra_content=await profile_content(services, device.user_id), server_names=servers)
         return json_response({"room_id": knock_room_id})
 
     client_route(blueprint, "/knock/<room_id_or_alias>", knock, ["POST"], name="knock")

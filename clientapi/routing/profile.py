@@ -27,6 +27,7 @@ from clientapi.internal.membership import send_membership
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
+from common.guest_access import GuestAccessForbidden, is_guest_user_id
 from common.http import json_response, parse_json_body
 from matrixlib.events import MEMBER, Event
 from matrixlib.ids import InvalidIdentifierError, UserID
@@ -112,6 +113,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         device = await services.device_for(request)
         if device.user_id != user_id:
             raise errors.Forbidden("You may only change your own profile")
+        if field != "displayname" and is_guest_user_id(user_id):
+            raise GuestAccessForbidden("Guests may change only their display name")
         body = parse_json_body(request)
         value = params.optional_str(body, field)
         proto_field, limit = FIELDS[field]

@@ -1,7 +1,8 @@
 """POST /register (m.login.dummy interactive auth) and GET /register/available.
 
 Spec: client-server API "Account registration and management",
-data/api/client-server/registration.yaml. As Synapse: usernames are
+data/api/client-server/registration.yaml; guests (``kind=guest``):
+modules/guest_access.md. As Synapse: usernames are
 lowercased, the username is checked before the auth stage (so a client
 learns M_USER_IN_USE first), and a single request carrying
 ``auth: {type: m.login.dummy}`` without a session is accepted.
@@ -22,6 +23,7 @@ from clientapi.internal.services import Services
 from clientapi.internal.uia import DUMMY, request_purpose
 from clientapi.routing import client_route
 from common import errors
+from common.guest_access import GuestAccessForbidden
 from common.http import json_response, parse_json_body
 
 MAX_PASSWORD_LENGTH = 512
@@ -32,14 +34,18 @@ def _generated_localpart() -> str:
     return "u" + "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(11))
 
 
+def _guest_localpart() -> str:
+    # Numeric, as guest IDs are (no other account may have one); random
+    # rather than counted, so split instances need no shared counter.
+    return str(secrets.randbelow(9 * 10**11) + 10**11)
+
+
 def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def register(request: Request) -> HTTPResponse:
         services.register_limiter.check(services.client_ip(request))
         kind = request.args.get("kind", "user")
         if kind == "guest":
-            guest_error = errors.Forbidden("Guest access is disabled")
-            guest_error.errcode = "M_GUEST_ACCESS_FORBIDDEN"  # type: ignore[misc]
-            raise guest_error
+            return await register_guest(request)
         if kind != "user":
             raise errors.InvalidParam(f"unknown kind {kind!r}")
         if not services.config.registration.open:
@@ -76,6 +82,31 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         account = await _create_account(services, username, password or "")
         if inhibit_login:
             return json_response({"user_id": account.user_id})
+        device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
+            user_id=account.user_id, device_id=device_id or "", display_name=display_name or "",
+            ip=services.client_ip(request), refresh_token=want_refresh_token))
+        answer = {"user_id": account.user_id, "access_token": device.access_token,
+                  "device_id": device.device_id, "home_server": services.server_name}
+        return json_response({**answer, **token_lifetime_fields(device)})
+
+    async def register_guest(request: Request) -> HTTPResponse:
+        """A guest account: no interactive auth, a numeric user ID, and a
+        token that reaches only the endpoints open to guests."""
+        if not services.config.registration.allow_guests:
+            raise GuestAccessForbidden("Guest access is disabled")
+        body = parse_json_body(request, allow_empty=True)
+        device_id, display_name = params.device_fields(body)
+        want_refresh_token = params.optional_bool(body, "refresh_token")
+        account = None
+        for _ in range(5):
+            try:
+                account = await services.userapi.perform_account_creation(ua_pb.PerformAccountCreationRequest(
+                    localpart=_guest_localpart(), is_guest=True))
+                break
+            except errors.UserInUse:
+                continue
+        if account is None:
+            raise errors.MatrixError("could not choose a free guest user ID")
         device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
             user_id=account.user_id, device_id=device_id or "", display_name=display_name or "",
             ip=services.client_ip(request), refresh_token=want_refresh_token))

@@ -20,12 +20,13 @@ from sanic.response import HTTPResponse
 
 from clientapi.internal import params
 from clientapi.internal.aliases import check_canonical_alias
+from clientapi.internal.guests import guests_may_join, remove_guests
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
 from common.eventbuilder import MAX_PDU_BYTES, build_local_event
 from common.http import json_response, parse_json_body
-from matrixlib.events import CANONICAL_ALIAS, REDACTION, Event
+from matrixlib.events import CANONICAL_ALIAS, GUEST_ACCESS, REDACTION, Event
 from matrixlib.room_versions import get_room_version
 
 
@@ -123,6 +124,8 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         event = await _build(services, room_id=room_id, sender=device.user_id, type=event_type,
                              content=content, state_key=state_key)
         await services.input_events([event])
+        if event_type == GUEST_ACCESS and state_key == "" and not guests_may_join(content):
+            await remove_guests(services, room_id)
         return json_response({"event_id": event.event_id})
 
     client_route(blueprint, "/rooms/<room_id>/send/<event_type>/<txn_id>", send_message, ["PUT"],

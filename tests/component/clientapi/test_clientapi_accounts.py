@@ -94,7 +94,9 @@ async def test_register_taken_and_invalid_names(harness: Harness) -> None:
         assert (response.status_code, response.json()["errcode"]) == (400, "M_INVALID_USERNAME"), bad
 
 
-async def test_register_guest_refused(harness: Harness) -> None:
+async def test_register_guest_refused_when_disabled(harness: Harness) -> None:
+    # Guests are allowed by default (tests/component/clientapi/test_clientapi_guests.py).
+    harness.clientapi.services.config.registration.allow_guests = False
     response = await harness.http.post(f"{V3}/register?kind=guest", json={})
     assert response.status_code == 403
     assert response.json()["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
