@@ -1,16 +1,30 @@
-"""Membership changes of local users in rooms this server knows."""
+"""Membership changes of local users: in rooms this server is in, and,
+through the federation API, in rooms it is not in (remote joins, leaves
+and knocks) and of users of other servers (remote invites)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
+from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
+from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
 
 from clientapi.internal.services import Services
 from common import errors
 from common.eventbuilder import build_local_event
-from matrixlib.events import MEMBER
+from matrixlib import events as ev
+from matrixlib.auth_rules import AuthError, auth_types_for_event, check_auth_rules
+from matrixlib.events import MEMBER, Event, StateKey
+from matrixlib.room_versions import get_room_version
+
+# The state an invitee on another server is sent with the invite (full PDUs,
+# spec v1.16: the create event is required), besides the inviter's membership.
+INVITE_STATE_TYPES = (ev.CREATE, ev.JOIN_RULES, ev.NAME, "m.room.avatar", ev.TOPIC, ev.CANONICAL_ALIAS,
+                      ev.ENCRYPTION)
 
 
 async def current_membership(services: Services, room_id: str, user_id: str) -> rs_pb.QueryMembershipForUserResponse:
@@ -33,29 +47,112 @@ async def profile_content(services: Services, user_id: str) -> dict[str, Any]:
     return content
 
 
+def _domain(identifier: str) -> str:
+    return identifier.partition(":")[2]
+
+
 async def send_membership(services: Services, *, room_id: str, sender: str, target: str, membership: str,
-                          reason: str | None = None, extra_content: dict[str, Any] | None = None) -> str:
+                          reason: str | None = None, extra_content: dict[str, Any] | None = None,
+                          server_names: Sequence[str] = ()) -> str:
     """Builds and inputs an m.room.member event; answers its event ID.
-    NotFound when the room is unknown here (joining over federation is not
-    done yet); Forbidden when the auth rules refuse it."""
+    NotFound when the room is unknown here; Forbidden when the auth rules
+    refuse it. Through the federation API: an invite of another server's
+    user (that server signs it first), a leave of a room this server has
+    only an invite or knock for, a knock on a room this server is not in
+    (``server_names`` to knock through)."""
     content: dict[str, Any] = dict(extra_content or {})
     content["membership"] = membership
     if reason:
         content["reason"] = reason
+    if services.federation is not None and sender == target and membership in ("leave", "knock"):
+        info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
+        if membership == "knock" and (not info.room_exists or info.is_stub):
+            knocked = await services.federation.perform_knock(fed_pb.PerformKnockRequest(
+                room_id=room_id, user_id=sender, server_names=list(server_names), reason=reason or ""))
+            return knocked.event_id
+        if membership == "leave" and info.room_exists and info.is_stub:
+            left = await services.federation.perform_leave(fed_pb.PerformLeaveRequest(
+                room_id=room_id, user_id=sender, server_names=list(server_names), reason=reason or ""))
+            return left.event_id
     event = await build_local_event(
         services.roomserver, room_id=room_id, type=MEMBER, sender=sender, content=content,
         state_key=target, server_name=services.server_name, signing_key=services.signing_key)
+    if membership == "invite" and _domain(target) != services.server_name and services.federation is not None:
+        event = await _remote_invite(services, event)
     await services.input_events([event])
     return event.event_id
 
 
-async def join_local_room(services: Services, room_id: str, user_id: str, reason: str | None) -> None:
-    """Joins ``user_id`` to a room this server is in; a user already joined
-    sends nothing (as Synapse, a repeated join is not a new event)."""
+async def _current_state(services: Services, room_id: str, keys: Sequence[StateKey]) -> list[Event]:
+    answer = await services.roomserver.query_latest_events_and_state(rs_pb.QueryLatestEventsAndStateRequest(
+        room_id=room_id, state_to_fetch=[events_pb2.StateKeyTuple(event_type=t, state_key=k) for t, k in keys]))
+    version = get_room_version(answer.room_version)
+    return [Event.from_json(e.pdu_json, version, e.event_id or None) for e in answer.state_events]
+
+
+async def _remote_invite(services: Services, invite: Event) -> Event:
+    """The invite as the invitee's server signed it. It is checked against
+    the room's current state first, so that nothing reaches the other
+    server that this one would refuse."""
+    assert services.federation is not None
+    auth_state = {e.state_tuple: e for e in await _current_state(
+        services, invite.room_id, [(ev.CREATE, ""), *auth_types_for_event(invite)]) if e.state_key is not None}
+    try:
+        check_auth_rules(invite, auth_state)
+    except AuthError as e:
+        raise errors.Forbidden(f"The invite is not allowed: {e}") from None
+    shown = await _current_state(services, invite.room_id,
+                                 [*((t, "") for t in INVITE_STATE_TYPES), (MEMBER, invite.sender)])
+    answer = await services.federation.perform_invite(fed_pb.PerformInviteRequest(
+        event_json=invite.to_json(), room_version=invite.room_version.identifier,
+        invite_room_state_json=[e.to_json() for e in shown]))
+    return Event.from_json(answer.event_json, invite.room_version)
+
+
+async def _has_local_member(services: Services, room_id: str) -> bool:
+    members = await services.roomserver.query_memberships_for_room(
+        rs_pb.QueryMembershipsForRoomRequest(room_id=room_id, joined_only=True))
+    for member in members.member_events:
+        state_key = json.loads(member.pdu_json).get("state_key")
+        if isinstance(state_key, str) and _domain(state_key) == services.server_name:
+            return True
+    return False
+
+
+async def _inviters_server(services: Services, membership: rs_pb.QueryMembershipForUserResponse) -> list[str]:
+    if membership.membership != "invite" or not membership.event_id:
+        return []
+    found = await services.roomserver.query_events_by_id(
+        rs_pb.QueryEventsByIDRequest(event_ids=[membership.event_id], include_unaccepted=True))
+    senders = [json.loads(e.pdu_json).get("sender") for e in found.events]
+    return [_domain(s) for s in senders if isinstance(s, str)]
+
+
+async def join_local_room(services: Services, room_id: str, user_id: str, reason: str | None,
+                          server_names: Sequence[str] = ()) -> None:
+    """Joins ``user_id`` to a room; a user already joined sends nothing (as
+    Synapse, a repeated join is not a new event). When this server is not
+    in the room (unknown room, only an invite here, or a remote invite and
+    no local member joined) the federation API joins through
+    ``server_names``, the inviter's server and the room ID's server, in
+    that order: 404 when none could be reached, 403 when refused."""
     found = await current_membership(services, room_id, user_id)
-    if not found.room_exists:
-        raise errors.NotFound(f"No known servers to join {room_id} through")
     if found.membership == "join":
         return
-    await send_membership(services, room_id=room_id, sender=user_id, target=user_id, membership="join",
-                          reason=reason, extra_content=await profile_content(services, user_id))
+    remote = not found.room_exists
+    if found.room_exists:
+        info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
+        remote = info.is_stub or (found.membership == "invite" and not await _has_local_member(services, room_id))
+    content = await profile_content(services, user_id)
+    if not remote:
+        await send_membership(services, room_id=room_id, sender=user_id, target=user_id, membership="join",
+                              reason=reason, extra_content=content)
+        return
+    if services.federation is None:
+        raise errors.NotFound(f"No known servers to join {room_id} through")
+    if reason:
+        content["reason"] = reason
+    servers = [*server_names, *await _inviters_server(services, found), _domain(room_id)]
+    await services.federation.perform_join(fed_pb.PerformJoinRequest(
+        room_id=room_id, user_id=user_id, server_names=[s for s in dict.fromkeys(servers) if s],
+        content_json=json.dumps(content).encode()))
