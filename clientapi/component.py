@@ -23,6 +23,7 @@ from clientapi.routing import (
     createroom,
     devices,
     directory,
+    keys,
     keys_backup,
     login,
     membership,
@@ -77,7 +78,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     )
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
-                   directory, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report,
+                   directory, keys, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report,
                    threepid, upgrade, spaces):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
