@@ -51,6 +51,8 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
         # Built after the client API (its public room directory reads the
         # client API's table), so handed over here.
         clientapi.services.federation = federationapi.internal
+        # /messages backfills from other servers when it reaches the start of local history.
+        syncapi.room_reads.federation = federationapi.internal
 
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(roomserver.run(), name="roomserver")

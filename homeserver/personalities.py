@@ -96,6 +96,7 @@ async def run_personality(config: Config, name: str) -> None:
             stack.push_async_callback(serving.stop)
             port = serving.port
         elif name == "syncapi":
+            from federationapi.grpc.client import GrpcFederationAPIClient
             from roomserver.grpc.client import GrpcRoomserverClient
             from syncapi.component import open_syncapi
             from userapi.grpc.client import GrpcUserAPIClient
@@ -104,6 +105,10 @@ async def run_personality(config: Config, name: str) -> None:
             syncapi = await open_syncapi(config, log, GrpcUserAPIClient(_channel(config, "userapi")),
                                          GrpcRoomserverClient(_channel(config, "roomserver")))
             stack.push_async_callback(syncapi.close)
+            sync_federation_channel = _optional_channel(config, "federationapi")
+            if sync_federation_channel is not None:
+                # /messages backfills through the federation API.
+                syncapi.room_reads.federation = GrpcFederationAPIClient(sync_federation_channel)
             tasks.create_task(syncapi.run(), name="syncapi")
             await syncapi.ready.wait()
             serving = await serve_app(make_app("myelin_syncapi", [syncapi.blueprint]),

@@ -5,14 +5,26 @@
 position) with ``TopologyToken``s that sit between events, so a client that
 pages backwards from /sync's ``prev_batch`` gets every event exactly once,
 back to the room's creation, after which ``end`` is left out.
+
+When a backwards page reaches the start of what this server has and the
+room's history goes further (the earliest event is not the create event),
+the federation API (when given) backfills older events from other servers
+in the room; once the sync API has them, the page is served again and so
+takes them in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 from typing import Any
 
+from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
+
 from common import errors
+from federationapi.api import FederationInternalAPI
 from syncapi.filters import EventFilter
 from syncapi.internal.client_events import Requester, now_ms, to_client_event
 from syncapi.internal.relations import attach, bundle
@@ -22,7 +34,17 @@ from syncapi.storage.tables.current_state import MEMBER
 from syncapi.storage.tables.events import StoredEvent
 from syncapi.tokens import StreamToken, TopologyToken, parse_pagination_token
 
+logger = logging.getLogger(__name__)
+
 MAX_MESSAGES_LIMIT = 1000
+# Backfill asks for at least this many events.
+MIN_BACKFILL_LIMIT = 20
+# How long a page waits for backfilled events to reach this component's
+# read model (the room server's output log is followed asynchronously).
+BACKFILL_ARRIVAL_SECONDS = 5.0
+BACKFILL_ARRIVAL_POLL_SECONDS = 0.05
+# A room whose backfill brought nothing is not tried again for this long.
+BACKFILL_RETRY_SECONDS = 30.0
 
 
 async def _room_visibility(reader: Reader, user_id: str, room_id: str) -> RoomVisibility:
@@ -94,12 +116,57 @@ async def _state_for(reader: Reader, requester: Requester, room_id: str, events:
 
 
 class RoomReads:
-    def __init__(self, database: SyncDatabase) -> None:
+    def __init__(self, database: SyncDatabase, federation: FederationInternalAPI | None = None) -> None:
         self._db = database
+        # Set by the deployment once the federation API exists (backfill).
+        self.federation = federation
+        # room ID -> when (monotonic) a backfill of it last brought nothing
+        self._fruitless_backfill: dict[str, float] = {}
 
     async def messages(self, requester: Requester, room_id: str, *, from_token: str | None,
                        to_token: str | None, backwards: bool, limit: int,
                        event_filter: EventFilter) -> dict[str, Any]:
+        response, earliest = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
+                                                  backwards=backwards, limit=limit, event_filter=event_filter)
+        if earliest is not None and await self._backfill(room_id, earliest, limit):
+            response, _ = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
+                                               backwards=backwards, limit=limit, event_filter=event_filter)
+        return response
+
+    async def _backfill(self, room_id: str, earliest: StoredEvent, limit: int) -> bool:
+        """Backfills before ``earliest``; True once events arrived here."""
+        if self.federation is None:
+            return False
+        tried = self._fruitless_backfill.get(room_id)
+        if tried is not None and time.monotonic() - tried < BACKFILL_RETRY_SECONDS:
+            return False
+        try:
+            answer = await self.federation.perform_backfill(fed_pb.PerformBackfillRequest(
+                room_id=room_id, from_event_ids=[earliest.event_id], limit=max(limit, MIN_BACKFILL_LIMIT)))
+        except errors.MatrixError as exc:
+            logger.info("backfill of %s failed: %s", room_id, exc)
+            answer = fed_pb.PerformBackfillResponse(added=0)
+        if answer.added <= 0:
+            self._fruitless_backfill[room_id] = time.monotonic()
+            return False
+        self._fruitless_backfill.pop(room_id, None)
+        # The room server has them; wait (bounded) for the output log to
+        # bring them here. Nothing signals historical events, so look.
+        deadline = time.monotonic() + BACKFILL_ARRIVAL_SECONDS
+        while True:
+            async with self._db.read() as reader:
+                arrived = await reader.topological_page(
+                    room_id, before=(earliest.depth, earliest.stream_pos), at_or_after=None, backwards=True,
+                    limit=answer.added, event_filter=None)
+            if len(arrived) >= answer.added or time.monotonic() > deadline:
+                return bool(arrived)
+            await asyncio.sleep(BACKFILL_ARRIVAL_POLL_SECONDS)
+
+    async def _messages(self, requester: Requester, room_id: str, *, from_token: str | None,
+                        to_token: str | None, backwards: bool, limit: int,
+                        event_filter: EventFilter) -> tuple[dict[str, Any], StoredEvent | None]:
+        """The page, and the room's earliest event here when the page reached
+        it going backwards and history goes further (a backfill is due)."""
         limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
         async with self._db.read() as reader:
             vis = await _room_visibility(reader, requester.user_id, room_id)
@@ -142,7 +209,13 @@ class RoomReads:
             if event_filter.lazy_load_members and chunk:
                 response["state"] = await _state_for(reader, requester, room_id, chunk, event_filter,
                                                      lazy_only=True, now=now)
-            return response
+            earliest: StoredEvent | None = None
+            if backwards and not more and end_bound is None and self.federation is not None:
+                first = await reader.topological_page(room_id, before=None, at_or_after=None, backwards=False,
+                                                      limit=1, event_filter=None)
+                if first and first[0].type != "m.room.create":
+                    earliest = first[0]
+            return response, earliest
 
     async def context(self, requester: Requester, room_id: str, event_id: str, *, limit: int,
                       event_filter: EventFilter) -> dict[str, Any]:
