@@ -36,6 +36,7 @@ from typing import Any
 from matrixlib.push_rules import default_ruleset, merge_with_defaults
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
+from syncapi.internal.lazy_members import DeviceMembers, LazyLoadedMembers
 from syncapi.internal.push import unread_counts
 from syncapi.internal.relations import Aggregations, attach, bundle
 from syncapi.internal.typing import TypingCache
@@ -84,6 +85,7 @@ class SyncHandler:
         self._notifier = notifier
         self._typing = typing if typing is not None else TypingCache()
         self._started = False
+        self.lazy_members = LazyLoadedMembers()
 
     async def ensure_started(self) -> None:
         """The notifier starts at the database's positions (before the consumers have run)."""
@@ -112,12 +114,12 @@ class SyncHandler:
             # The device has what was sent up to its token: acknowledged.
             await self._db.delete_to_device(user_id, request.requester.device_id, upto=since_token.to_device)
         async with self._db.read() as reader:
-            return await _Builder(reader, request, since_token, upto, self._typing).build()
+            return await _Builder(reader, request, since_token, upto, self._typing, self.lazy_members).build()
 
 
 class _Builder:
     def __init__(self, reader: Reader, request: SyncRequest, since_token: StreamToken | None,
-                 upto_token: StreamToken, typing: TypingCache) -> None:
+                 upto_token: StreamToken, typing: TypingCache, lazy_members: LazyLoadedMembers | None = None) -> None:
         self.r = reader
         self.request = request
         self.requester = request.requester
@@ -132,6 +134,14 @@ class _Builder:
         self.initial = since_token is None or request.full_state
         self.now = now_ms()
         self.ignored: set[str] = set()
+        # The member events this device was sent already, when lazy-loading
+        # without redundant members (a new sync sequence starts afresh).
+        self.sent_members: DeviceMembers | None = None
+        state_filter = self.filter.room.state
+        if (lazy_members is not None and state_filter.lazy_load_members
+                and not state_filter.include_redundant_members and self.requester.device_id):
+            self.sent_members = lazy_members.for_device(self.user_id, self.requester.device_id,
+                                                        new_sequence=self.initial)
 
     async def build(self) -> dict[str, Any]:
         room_filter = self.filter.room
@@ -352,10 +362,12 @@ class _Builder:
             # the client has seen the children itself).
             aggregations = await bundle(self.r, self.requester, timeline, can_see=vis.can_see,
                                         ignored=self.ignored, include_room_id=False, now=self.now)
+        timeline_events = [self._client_event(e, aggregations) for e in timeline]
+        self._remember_members(room_id, state, timeline_events)
         return {
             state_key: {"events": state},
             "timeline": {
-                "events": [self._client_event(e, aggregations) for e in timeline],
+                "events": timeline_events,
                 "limited": limited,
                 "prev_batch": prev_batch,
             },
@@ -374,12 +386,12 @@ class _Builder:
         else:
             entries = (await self.r.state_at(room_id, start, added_after=window.since)) if limited else []
             if state_filter.lazy_load_members and senders:
-                # The senders' memberships, so the client can show them. Without
-                # a record of what each device was sent, they are always sent
-                # (the spec allows these redundant members).
+                # The senders' memberships, so the client can show them (those
+                # this device was sent already only with include_redundant_members).
                 have = {(e.type, e.state_key) for e in entries}
                 extra = await self.r.state_at(room_id, start, types=[(MEMBER, s) for s in sorted(senders)])
                 entries += [e for e in extra if (e.type, e.state_key) not in have]
+                entries = self._not_sent_before(room_id, entries)
             if not entries:
                 return []
         return await self._format_state(entries, state_filter, exclude={e.event_id for e in timeline})
@@ -398,7 +410,26 @@ class _Builder:
             changed = await self.r.state_at(room_id, window.upto, added_after=added_after,
                                             types=[(MEMBER, None)])
             entries += [e for e in changed if (e.type, e.state_key) not in have]
+            entries = self._not_sent_before(room_id, entries)
         return await self._format_state(entries, state_filter, exclude=set())
+
+    def _not_sent_before(self, room_id: str, entries: list[StateEntry]) -> list[StateEntry]:
+        """Leaves out the member events this device was already sent."""
+        sent = self.sent_members
+        if sent is None:
+            return entries
+        return [e for e in entries
+                if not (e.type == MEMBER and sent.was_sent(room_id, e.state_key, e.event_id))]
+
+    def _remember_members(self, room_id: str, *event_lists: list[dict[str, Any]]) -> None:
+        sent = self.sent_members
+        if sent is None:
+            return
+        for events in event_lists:
+            for event in events:
+                state_key, event_id = event.get("state_key"), event.get("event_id")
+                if event.get("type") == MEMBER and isinstance(state_key, str) and isinstance(event_id, str):
+                    sent.remember(room_id, state_key, event_id)
 
     async def _format_state(self, entries: list[StateEntry], state_filter: EventFilter,
                             exclude: set[str]) -> list[dict[str, Any]]:

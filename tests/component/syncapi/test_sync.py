@@ -429,7 +429,7 @@ async def test_lazy_loading_sends_the_members_of_new_senders(env: Env) -> None:
     room.join(BOB)
     await env.send_room(room)
     token = env.token(BOB)
-    lazy = '{"room":{"state":{"lazy_load_members":true}}}'
+    lazy = '{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true}}}'
     first = await env.sync(token, filter=lazy)
     assert timeline_ids(first["rooms"]["join"][room.room_id])[-1] == room.events[-1].event_id
 
@@ -440,6 +440,56 @@ async def test_lazy_loading_sends_the_members_of_new_senders(env: Env) -> None:
     assert [(e["type"], e["state_key"]) for e in joined["state"]["events"]] == [(MEMBER, CAROL)]
     plain = await env.sync(token, since=first["next_batch"])
     assert plain["rooms"]["join"][room.room_id]["state"]["events"] == []
+
+
+def member_keys(body: dict[str, Any], room_id: str) -> list[str]:
+    return [e["state_key"] for e in body["rooms"]["join"][room_id]["state"]["events"] if e["type"] == MEMBER]
+
+
+async def test_lazy_loading_sends_a_member_once_per_device(env: Env) -> None:
+    # Spec "Lazy-loading room members": without include_redundant_members a
+    # device is not sent a member event again; a new sync sequence starts over.
+    room = TestRoom()
+    room.join(CAROL)
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    lazy = '{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true}}}'
+    redundant = ('{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true,'
+                 '"include_redundant_members":true}}}')
+    first = await env.sync(token, filter=lazy)
+    await env.send(room.message(CAROL, "one"))
+    second = await env.sync(token, since=first["next_batch"], filter=lazy, timeout=5000)
+    assert member_keys(second, room.room_id) == [CAROL]
+
+    await env.send(room.message(CAROL, "two"))
+    third = await env.sync(token, since=second["next_batch"], filter=lazy, timeout=5000)
+    assert timeline_ids(third["rooms"]["join"][room.room_id]) == [room.events[-1].event_id]
+    assert member_keys(third, room.room_id) == []
+    # Asked for, redundant members are sent anyway.
+    again = await env.sync(token, since=second["next_batch"], filter=redundant)
+    assert member_keys(again, room.room_id) == [CAROL]
+
+    # Another device of the same user has its own record.
+    other = env.token(BOB, "OTHER")
+    other_first = await env.sync(other, filter=lazy)
+    assert CAROL in member_keys(other_first, room.room_id)
+    await env.send(room.message(CAROL, "three"))
+    other_next = await env.sync(other, since=other_first["next_batch"], filter=lazy, timeout=5000)
+    assert member_keys(other_next, room.room_id) == []
+    # A new sync sequence (no since) starts over on the first device.
+    restarted = await env.sync(token, filter=lazy)
+    assert CAROL in member_keys(restarted, room.room_id)
+
+    # A member whose membership changed is sent again (a new event).
+    rename = room.build(MEMBER, {"membership": "join", "displayname": "Caroline"}, sender=CAROL, state_key=CAROL)
+    await env.send(rename)
+    await env.send(room.message(CAROL, "four"))
+    renamed = await env.sync(token, since=restarted["next_batch"], filter=lazy, timeout=5000)
+    joined = renamed["rooms"]["join"][room.room_id]
+    sent_ids = [e["event_id"] for e in joined["state"]["events"] + joined["timeline"]["events"]
+                if e["type"] == MEMBER]
+    assert rename.event_id in sent_ids
 
 
 async def test_remote_invite_rejected_goes_to_leave(env: Env) -> None:
