@@ -102,6 +102,11 @@ DATABASE_ATTEMPTS = 3
 #: The most event JSON a NewRoomEvent carries in ``adds_state_events``; over
 #: it, the events are left out (their IDs are always there).
 MAX_ADDED_STATE_BYTES = 256 * 1024
+#: The same for an event input with the state before it (a join over
+#: federation): readers have never seen that state, and the sync API serves
+#: the room from what the output carries, so it goes whole up to well
+#: within a log record's limit (16 MiB on Kafka).
+MAX_GIVEN_STATE_BYTES = 8 * 1024 * 1024
 # The state an invited user is shown (client-server API "Stripped state";
 # the create event is required since v1.16).
 _INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, TOPIC, CANONICAL_ALIAS, ENCRYPTION)
@@ -821,7 +826,7 @@ class InputProcessor:
             ids_by_nid.update({n: r.event_id for n, r in (await self._db.event_records_by_nid(txn, wanted)).items()})
         added_events = await self._db.events_by_nid(txn, [n for n in added.values() if n != event_nid])
         adds_state_events: list[events_pb2.Event] = []
-        budget = MAX_ADDED_STATE_BYTES
+        budget = MAX_GIVEN_STATE_BYTES if input_event.has_state else MAX_ADDED_STATE_BYTES
         for added_event in added_events.values():
             proto = event_to_proto(added_event)
             budget -= proto.ByteSize()

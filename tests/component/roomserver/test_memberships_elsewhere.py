@@ -68,3 +68,24 @@ async def test_another_servers_leave_outlier_is_not_a_membership(api: Roomserver
     # Its auth events are unknown: the ordinary outlier path refuses it.
     assert await send_outlier(api, room, leave) == [pb.INPUT_OUTCOME_INVALID]
     assert not (await membership_of(api, room.room_id, other)).room_exists
+
+
+async def test_a_join_with_a_big_rooms_state_carries_all_of_it_to_readers(running: Running) -> None:
+    """A join over federation comes with the room's state, which readers have
+    never seen: the output carries all of it, also past the size over which
+    ordinary state changes leave the JSON out."""
+    api = running.component.api
+    room = TestRoom("10", creator=REMOTE, server_name="remote.example")
+    for i in range(700):
+        room.join(f"@member{i:04d}:remote.example")
+    state = list(room.state.values())
+    assert sum(len(e.to_json()) for e in state) > 256 * 1024
+    assert set(await send_outlier(api, room, *state)) == {pb.INPUT_OUTCOME_ACCEPTED}
+    join = room.join(BOB)
+    answer = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[
+        input_event(join, state_event_ids=[e.event_id for e in state])]))
+    assert [r.outcome for r in answer.results] == [pb.INPUT_OUTCOME_ACCEPTED]
+    [output] = [o.new_room_event for o in await read_output(running.log)
+                if o.WhichOneof("payload") == "new_room_event" and o.new_room_event.event.event_id == join.event_id]
+    assert set(output.adds_state_event_ids) == {e.event_id for e in state} | {join.event_id}
+    assert {e.event_id for e in output.adds_state_events} == {e.event_id for e in state}
