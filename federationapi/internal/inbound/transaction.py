@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 MAX_PDUS = 50
 MAX_EDUS = 100
+# Answers are kept this long for retries (a sender retries for minutes, and
+# a new transaction ID after a restart); older ones are deleted now and then.
+KEEP_ANSWERS_MS = 24 * 3600 * 1000
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 def validate_transaction(body: Any) -> tuple[list[Any], list[Any]]:
@@ -106,6 +110,7 @@ class TransactionHandler:
         self.context = context
         self._origin_locks = KeyedLocks()
         self._room_locks = KeyedLocks()
+        self._last_prune = 0.0
 
     async def handle(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
         """The answer to ``PUT /send/{txn_id}`` from ``origin``."""
@@ -121,7 +126,18 @@ class TransactionHandler:
             if outcome.final:
                 await self.context.database.store_inbound_transaction(
                     origin, txn_id, json.dumps(answer), int(time.time() * 1000))
-            return answer
+        await self._prune_answers()
+        return answer
+
+    async def _prune_answers(self) -> None:
+        if time.monotonic() - self._last_prune < PRUNE_INTERVAL_SECONDS:
+            return
+        self._last_prune = time.monotonic()
+        try:
+            await self.context.database.delete_inbound_transactions_before(
+                int(time.time() * 1000) - KEEP_ANSWERS_MS)
+        except Exception:
+            logger.warning("could not delete old inbound transaction answers", exc_info=True)
 
     async def _process_edus(self, origin: str, edus: list[Any]) -> None:
         for edu in edus:
@@ -159,10 +175,12 @@ class TransactionHandler:
         except UnknownRoomVersionError:
             room_version = None
         if room_version is None or info.is_stub:
-            # We cannot know the room's version: the ID is the best guess a
-            # v4+ room's rules give (what the sender matches errors by).
+            # Without the room's version the ID is a guess: the one the PDU
+            # carries (v1, v2), else what the v4+ rules give.
             for pdu in pdus:
-                event_id = event_id_of(pdu, room_version or get_room_version(DEFAULT_ROOM_VERSION))
+                carried = pdu.get("event_id") if isinstance(pdu, dict) else None
+                event_id = carried if isinstance(carried, str) else event_id_of(
+                    pdu, room_version or get_room_version(DEFAULT_ROOM_VERSION))
                 if event_id is not None:
                     outcome.pdus[event_id] = {"error": f"this server is not in room {room_id}"}
             return

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from myelin.clientapi.v1 import edu_log_pb2
 
+from common import errors
 from common.topics import CLIENTAPI_PRESENCE, CLIENTAPI_RECEIPT, CLIENTAPI_SEND_TO_DEVICE, CLIENTAPI_TYPING
 from matrixlib.events import POWER_LEVELS, SERVER_ACL, Event
 from matrixlib.signing import generate_signing_key
@@ -291,3 +292,23 @@ async def test_edus_land_on_the_client_topics(inbound: Inbound) -> None:
     assert [(m.sender, m.target_user_id, m.target_device_id, m.event_type) for m in to_device] == [
         (bob, ALICE, alice_device, "m.room_key_request")]
     assert json.loads(to_device[0].content_json) == {"hello": "alice"}
+
+
+async def test_failure_of_ours_is_not_stored_so_a_retry_processes_again(inbound: Inbound,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    room = await room_with_bob(inbound)
+    message = inbound.remote_event(room, lambda: room.message(inbound.user("bob"), "retried"))
+    assert inbound.federation.inbound is not None
+    roomserver = inbound.federation.inbound.context.roomserver
+    real_input = roomserver.input_room_events
+
+    async def unavailable(req: Any) -> Any:
+        raise errors.Unavailable("the room server did not process the events in time")
+
+    monkeypatch.setattr(roomserver, "input_room_events", unavailable)
+    r = await inbound.send([pdu(message)], txn_id="flaky")
+    assert r.status_code == 200 and "internal error" in r.json()["pdus"][message.event_id]["error"]
+    monkeypatch.setattr(roomserver, "input_room_events", real_input)
+    r = await inbound.send([pdu(message)], txn_id="flaky")
+    assert r.status_code == 200 and r.json() == {"pdus": {message.event_id: {}}}
+    assert await inbound.stored(message.event_id, include_unaccepted=False) is not None
