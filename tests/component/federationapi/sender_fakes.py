@@ -6,13 +6,13 @@ answers the two queries the sender makes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import pytest
 from myelin.roomserver.v1 import output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from sanic import Blueprint, Request
@@ -20,10 +20,15 @@ from sanic.response import HTTPResponse
 
 from common.http import ServingApp, json_response
 from common.log import Log
+from common.logs import open_log
+from common.storage import Database, database_url_for, open_database
 from common.topics import ROOMSERVER_OUTPUT
+from federationapi.client import FederationClient
+from federationapi.sender.sender import FederationSender, build_sender
 from matrixlib.events import Event
-from tests.builders import event_proto
-from tests.component.federationapi.conftest import serve_tls
+from roomserver.api import FederationRoomserverAPI
+from tests.builders import TestRoom, event_proto
+from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME, serve_tls
 
 
 @dataclass
@@ -138,10 +143,82 @@ class FakeRoomserver:
                                                      member_events=[event_proto(e) for e in joined])
 
 
-def pdu_body(pdu: dict[str, Any]) -> str:
-    content = pdu.get("content", {})
-    return str(content.get("body", "")) if isinstance(content, dict) else ""
+ALICE = f"@alice:{OUR_NAME}"
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+@dataclass
+class Env:
+    tmp_path: Path
+    db: Database
+    client: FederationClient
+    output: OutputWriter
+    roomserver: FakeRoomserver
+    log: Any
+    sender: FederationSender | None = None
+    task: asyncio.Task[None] | None = None
+    fakes: list[FakeDestination] = field(default_factory=list)
+
+    async def start_sender(self) -> FederationSender:
+        self.sender = build_sender(self.db, self.client, self.log, cast(FederationRoomserverAPI, self.roomserver),
+                                   OUR_NAME, backoff_initial=0.05, backoff_max=0.2)
+        self.task = asyncio.create_task(self.sender.run())
+        await asyncio.wait_for(self.sender.ready.wait(), 20)
+        return self.sender
+
+    async def stop_sender(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        if self.sender is not None:
+            await self.sender.close()
+            self.sender = None
+
+    async def destination(self, **kwargs: Any) -> FakeDestination:
+        fake = FakeDestination(**kwargs)
+        await fake.start(self.tmp_path)
+        self.fakes.append(fake)
+        return fake
+
+
+@pytest.fixture
+async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+    """On SQLite, or on PostgreSQL when parametrized indirectly with "postgres"."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        url = request.getfixturevalue("fresh_postgres_database")
+    else:
+        url = database_url_for("federationapi", postgres_url=None, data_dir=tmp_path)
+    db = await open_database(url, "federationapi")
+    log = open_log(None, tmp_path / "log", "test")
+    await log.start()
+    client = FederationClient(OUR_NAME, OUR_KEY, verify_tls=False, allow_private_addresses=True)
+    e = Env(tmp_path, db, client, OutputWriter(log), FakeRoomserver(), log)
+    try:
+        yield e
+    finally:
+        await e.stop_sender()
+        for fake in e.fakes:
+            if fake.serving is not None:
+                await fake.serving.stop()
+        await client.close()
+        await log.close()
+        await db.close()
+
+
+async def room_with(env: Env, *remote_users: str, version: str = "10") -> TestRoom:
+    """A room of ours whose remote members joined (their joins came over federation)."""
+    room = TestRoom(version, creator=ALICE, server_name=OUR_NAME)
+    for event in room.events:
+        await env.output.write(event)
+    for user in remote_users:
+        await env.output.write(room.join(user), origin=user.split(":", 1)[1])
+    return room
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Polls what only the database can tell (no event to await for it)."""
+    for _ in range(int(timeout / 0.02)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the condition did not hold in time")

@@ -4,93 +4,17 @@ that is down, a restart with a pending queue, a poison PDU."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
-from common.logs import open_log
-from common.storage import Database, database_url_for, open_database
-from federationapi.client import FederationClient
 from federationapi.sender.queues import DestinationQueues
-from federationapi.sender.sender import FederationSender, build_sender
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
 from matrixlib.events import Event
-from roomserver.api import FederationRoomserverAPI
-from tests.builders import TestRoom
-from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME
-from tests.component.federationapi.sender_fakes import FakeDestination, FakeRoomserver, OutputWriter
+from tests.component.federationapi.conftest import OUR_NAME
+from tests.component.federationapi.sender_fakes import ALICE, Env, env, eventually, room_with
 
-ALICE = f"@alice:{OUR_NAME}"
-
-
-@dataclass
-class Env:
-    tmp_path: Path
-    db: Database
-    client: FederationClient
-    output: OutputWriter
-    roomserver: FakeRoomserver
-    log: Any
-    sender: FederationSender | None = None
-    task: asyncio.Task[None] | None = None
-    fakes: list[FakeDestination] = field(default_factory=list)
-
-    async def start_sender(self) -> FederationSender:
-        self.sender = build_sender(self.db, self.client, self.log, cast(FederationRoomserverAPI, self.roomserver),
-                                   OUR_NAME, backoff_initial=0.05, backoff_max=0.2)
-        self.task = asyncio.create_task(self.sender.run())
-        await asyncio.wait_for(self.sender.ready.wait(), 20)
-        return self.sender
-
-    async def stop_sender(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            self.task = None
-        if self.sender is not None:
-            await self.sender.close()
-            self.sender = None
-
-    async def destination(self, **kwargs: Any) -> FakeDestination:
-        fake = FakeDestination(**kwargs)
-        await fake.start(self.tmp_path)
-        self.fakes.append(fake)
-        return fake
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    db = await open_database(database_url_for("federationapi", postgres_url=None, data_dir=tmp_path),
-                             "federationapi")
-    log = open_log(None, tmp_path / "log", "test")
-    await log.start()
-    client = FederationClient(OUR_NAME, OUR_KEY, verify_tls=False, allow_private_addresses=True)
-    e = Env(tmp_path, db, client, OutputWriter(log), FakeRoomserver(), log)
-    try:
-        yield e
-    finally:
-        await e.stop_sender()
-        for fake in e.fakes:
-            if fake.serving is not None:
-                await fake.serving.stop()
-        await client.close()
-        await log.close()
-        await db.close()
-
-
-async def room_with(env: Env, *remote_users: str, version: str = "10") -> TestRoom:
-    """A room of ours whose remote members joined (their joins came over federation)."""
-    room = TestRoom(version, creator=ALICE, server_name=OUR_NAME)
-    for event in room.events:
-        await env.output.write(event)
-    for user in remote_users:
-        await env.output.write(room.join(user), origin=user.split(":", 1)[1])
-    return room
+__all__ = ["env"]  # the fixture, imported
 
 
 async def test_pdus_of_local_users_reach_the_remote_member_in_order(env: Env) -> None:
@@ -141,6 +65,7 @@ async def test_kick_reaches_the_kicked_users_server(env: Env) -> None:
     assert "after" not in remote.bodies()
 
 
+@pytest.mark.parametrize("env", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 async def test_a_hundred_and_twenty_queued_events_make_transactions_of_fifty(env: Env) -> None:
     remote = await env.destination()
     database = SenderDatabase(env.db, OUR_NAME)
@@ -213,6 +138,7 @@ async def test_a_down_destination_gets_everything_in_order_once_back_while_other
     assert not env.sender.queues.is_backing_off(down.server_name)
 
 
+@pytest.mark.parametrize("env", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 async def test_a_restart_with_a_pending_queue_resends_the_same_transaction_and_loses_nothing(env: Env) -> None:
     remote = await env.destination(fail_status=500)
     await env.start_sender()
@@ -239,12 +165,3 @@ async def test_a_restart_with_a_pending_queue_resends_the_same_transaction_and_l
     assert remote.bodies() == [f"m{i}" for i in range(15)]
     event_ids = [Event(p, room.version).event_id for p in remote.pdus()]
     assert len(set(event_ids)) == 15
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Polls what only the database can tell (no event to await for it)."""
-    for _ in range(int(timeout / 0.02)):
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the condition did not hold in time")
