@@ -1,1 +1,1 @@
-"""The media API's logic: ids, the repository, thumbnails, response headers, URL previews."""
+"""The media API's logic: ids, the repository, thumbnails, URL previews."""

@@ -36,7 +36,7 @@ from PIL import Image
 from common import errors
 from common.config import MediaConfig
 from matrixlib.server_names import is_forbidden_address
-from mediaapi.internal.headers import essence
+from mediaapi.headers import essence
 from mediaapi.internal.repository import MediaRepository
 from mediaapi.storage.store import one_chunk
 

@@ -21,7 +21,7 @@ from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
 from common import errors
 from common.config import Config
 from mediaapi.api import MediaContent
-from mediaapi.internal.headers import sanitize_content_type, sanitize_filename
+from mediaapi.headers import sanitize_content_type, sanitize_filename
 from mediaapi.internal.ids import check_mxc_parts, mxc_uri, new_media_id
 from mediaapi.internal.thumbnails import (
     ImageTooLarge,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from common.config import ThumbnailSize
-from mediaapi.internal.headers import essence
+from mediaapi.headers import essence
 from mediaapi.storage.tables.thumbnails import ThumbnailRow
 
 THUMBNAILABLE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"})

@@ -23,7 +23,7 @@ from sanic.response import HTTPResponse
 from common import errors
 from common.config import MediaConfig
 from common.http import access_token, json_response, query_int
-from mediaapi.internal.headers import media_headers
+from mediaapi.headers import media_headers
 from mediaapi.internal.preview import UrlPreviewer
 from mediaapi.internal.repository import (
     DEFAULT_DOWNLOAD_TIMEOUT_MS,
