@@ -250,3 +250,28 @@ async def test_rule_changes_between_messages_apply_to_the_next_one(env: Env) -> 
     await env.send(room.build("m.room.member", {"membership": "join"}, sender=dave, state_key=dave))
     await env.send(room.message(dave, "pie for dave"))
     assert unread(await env.sync(alice), room.room_id) == counts(3, 2)
+
+
+async def test_sending_does_not_reset_counts_but_a_receipt_on_the_own_message_does(env: Env) -> None:
+    # As Synapse: the user's own events never count, sending is no receipt
+    # (the spec has clients send none for their own events), and the counts
+    # are of what comes after the latest m.read / m.read.private receipt.
+    room = await group_room(env)
+    alice = env.token(ALICE)
+    await env.send(mention(room, BOB, ALICE, "alice?"))
+    await env.send(room.message(CAROL, "and hello"))
+    first = await env.sync(alice)
+    assert unread(first, room.room_id) == counts(2, 1)
+    own = room.message(ALICE, "here I am")
+    await env.send(own)
+    body = await env.sync(alice, since=first["next_batch"])
+    assert [e["event_id"] for e in body["rooms"]["join"][room.room_id]["timeline"]["events"]] == [own.event_id]
+    assert unread(body, room.room_id) == counts(2, 1)
+    # Others' counts include Alice's message.
+    assert unread(await env.sync(env.token(CAROL)), room.room_id) == counts(2, 0)
+    await receipt(env, room.room_id, ALICE, "m.read", own.event_id)
+    body = await env.sync(alice, since=body["next_batch"])
+    assert unread(body, room.room_id) == counts(0, 0)
+    await env.send(room.message(BOB, "after"))
+    body = await env.sync(alice, since=body["next_batch"])
+    assert unread(body, room.room_id) == counts(1, 0)
