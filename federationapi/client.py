@@ -289,6 +289,21 @@ class FederationClient:
         except (ValueError, UnicodeDecodeError):
             raise FederationError(f"{destination} answered {path} with something that is not JSON") from None
 
+    async def get_raw(self, destination: str, path: str, query: Mapping[str, Any] | None = None) -> RawResponse:
+        """A signed GET answered with the raw response (media is not JSON);
+        ``HttpResponseError`` for an error status."""
+        if destination == self.server_name:
+            raise FederationError("refusing to send a federation request to ourselves")
+        uri = path + ("?" + urlencode(query, doseq=True) if query else "")
+        authorization = sign_request(self._signing_key, method="GET", uri=uri, origin=self.server_name,
+                                     destination=destination, content=None)
+        target = await self.resolver.resolve(destination)
+        response = await self._send(target, "GET", uri, {"Authorization": authorization, "User-Agent": USER_AGENT},
+                                    None)
+        if response.status >= 300:
+            raise HttpResponseError(response.status, response.body, destination)
+        return response
+
     # -- well-known -------------------------------------------------------------------
 
     async def fetch_well_known(self, host: str) -> tuple[str | None, float]:

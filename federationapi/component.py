@@ -30,6 +30,7 @@ from federationapi.internal.inbound.transaction import TransactionHandler
 from federationapi.keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher
 from federationapi.routing.events import add_event_routes
 from federationapi.routing.keys import add_key_routes
+from federationapi.routing.media import add_media_routes
 from federationapi.routing.membership import add_membership_routes
 from federationapi.routing.public_rooms import PublicRoomDirectory, add_public_rooms_routes
 from federationapi.routing.query import add_query_routes
@@ -38,6 +39,7 @@ from federationapi.routing.version import add_version_routes
 from federationapi.sender.sender import FederationSender, build_sender
 from federationapi.storage.database import FederationDatabase
 from matrixlib.signing import SigningKey
+from mediaapi.api import LocalMediaAPI
 from roomserver.api import FederationRoomserverAPI
 from userapi.api import UserAPI
 
@@ -65,6 +67,9 @@ class FederationAPI:
     # The outbound sender of PDUs and EDUs; present when a log and a room
     # server are given. ``run()`` runs it.
     sender: FederationSender | None = None
+    # This server's media, served to other servers; set by the process wiring
+    # (the media API is built after this component).
+    media: LocalMediaAPI | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def make_blueprint(self, name: str = "federationapi") -> Blueprint:
@@ -84,6 +89,8 @@ class FederationAPI:
             add_send_routes(blueprint, self.inbound)
         if self.public_rooms is not None:
             add_public_rooms_routes(blueprint, self.public_rooms)
+        if self.media is not None:
+            add_media_routes(blueprint, self.media)
         return blueprint
 
     @property
