@@ -75,6 +75,7 @@ def generate_config(
             "syncapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 3}"),
             "federationapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 4}",
                                               grpc=f"127.0.0.1:{split_base_port + 5}"),
+            "mediaapi": ComponentAddress(http=f"127.0.0.1:{split_base_port + 6}"),
         }
     config.validate()
     if not key_path.exists():
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "generate-nginx":
         from homeserver.routes import nginx_config
 
-        upstreams = {n: config.address_of(n).http for n in ("clientapi", "syncapi", "federationapi")}
+        upstreams = {n: config.address_of(n).http for n in ("clientapi", "syncapi", "federationapi", "mediaapi")}
         print(nginx_config(config.client_listen, upstreams))
         return
     if args.command is None:

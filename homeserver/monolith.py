@@ -25,6 +25,7 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
     from clientapi.component import open_clientapi
     from clientapi.routing.directory import PublishedRoomDirectory
     from federationapi.component import open_federationapi
+    from mediaapi.component import open_mediaapi
     from roomserver.component import open_roomserver
     from syncapi.component import open_syncapi
     from userapi.component import open_userapi
@@ -53,6 +54,9 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
         clientapi.services.federation = federationapi.internal
         # /messages backfills from other servers when it reaches the start of local history.
         syncapi.room_reads.federation = federationapi.internal
+        mediaapi = await open_mediaapi(config, userapi.api, federation=federationapi.internal)
+        stack.push_async_callback(mediaapi.close)
+        federationapi.media = mediaapi.local_media
 
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(roomserver.run(), name="roomserver")
@@ -61,7 +65,8 @@ async def run_monolith(config: Config, *, started: asyncio.Event | None = None) 
             await roomserver.ready.wait()
             await syncapi.ready.wait()
             await federationapi.ready.wait()
-            app = make_app("myelin", [clientapi.blueprint, syncapi.blueprint, federationapi.make_blueprint()])
+            app = make_app("myelin", [clientapi.blueprint, syncapi.blueprint, mediaapi.blueprint,
+                                      federationapi.make_blueprint()])
             serving = await serve_app(app, config.client_listen)
             stack.push_async_callback(serving.stop)
             if config.federation_listen:

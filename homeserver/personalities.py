@@ -129,6 +129,13 @@ async def run_personality(config: Config, name: str) -> None:
                 config, signing_key, roomserver=GrpcRoomserverClient(_channel(config, "roomserver")),
                 userapi=GrpcUserAPIClient(_channel(config, "userapi")), public_rooms=public_rooms, log=log)
             stack.push_async_callback(federationapi.close)
+            media_address = config.address_of("mediaapi").http
+            if media_address:
+                from mediaapi.client import HttpLocalMedia
+
+                local_media = HttpLocalMedia(media_address, config.server_name)
+                stack.push_async_callback(local_media.close)
+                federationapi.media = local_media
             # The federation sender.
             tasks.create_task(federationapi.run(), name="federationapi")
             await federationapi.ready.wait()
@@ -147,6 +154,19 @@ async def run_personality(config: Config, name: str) -> None:
                 fed = await serve_app(make_app("myelin_federation", [federationapi.make_blueprint()]),
                                       config.federation_listen, ssl=federation_ssl_context(config))
                 stack.push_async_callback(fed.stop)
+        elif name == "mediaapi":
+            from federationapi.grpc.client import GrpcFederationAPIClient
+            from mediaapi.component import open_mediaapi
+            from userapi.grpc.client import GrpcUserAPIClient
+
+            media_federation_channel = _optional_channel(config, "federationapi")
+            mediaapi = await open_mediaapi(
+                config, GrpcUserAPIClient(_channel(config, "userapi")),
+                federation=GrpcFederationAPIClient(media_federation_channel) if media_federation_channel else None)
+            stack.push_async_callback(mediaapi.close)
+            serving = await serve_app(make_app("myelin_mediaapi", [mediaapi.blueprint]), config.address_of(name).http)
+            stack.push_async_callback(serving.stop)
+            port = serving.port
         else:
             raise SystemExit(f"unknown component {name!r}")
         logger.info("%s of %s is ready on port %d", name, config.server_name, port)

@@ -31,7 +31,7 @@ _HOP_BY_HOP = {
 def make_router_app(config: Config) -> Sanic:  # type: ignore[type-arg]
     upstreams = {
         name: f"http://{config.address_of(name).http}"
-        for name in ("clientapi", "syncapi", "federationapi")
+        for name in ("clientapi", "syncapi", "federationapi", "mediaapi")
         if config.address_of(name).http
     }
     app: Sanic = Sanic("myelin_router", configure_logging=False)  # type: ignore[type-arg]

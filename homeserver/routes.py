@@ -36,6 +36,11 @@ ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/presence/[^/]+/status$"), "syncapi"),
     # The search index and the user directory are built by the sync API's consumer.
     Route(re.compile(_CLIENT + r"/(?:search|user_directory/search)$"), "syncapi"),
+    # Its tokens are /sync's.
+    Route(re.compile(_CLIENT + r"/keys/changes$"), "syncapi"),
+    # The content repository: uploads and the frozen v3 paths, and the authenticated v1 ones.
+    Route(re.compile(r"^/_matrix/media/"), "mediaapi"),
+    Route(re.compile(_CLIENT + r"/media/"), "mediaapi"),
     Route(re.compile(r"^/_matrix/(?:federation|key)/"), "federationapi"),
     Route(re.compile(r"^/\.well-known/matrix/server$"), "federationapi"),
 ]

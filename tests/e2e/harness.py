@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-SPLIT_ORDER = ("roomserver", "userapi", "clientapi", "syncapi", "federationapi", "router")
+SPLIT_ORDER = ("roomserver", "userapi", "clientapi", "syncapi", "federationapi", "mediaapi", "router")
 
 
 def free_port() -> int:
@@ -180,13 +180,13 @@ def _start_monolith(workdir: Path, *extra_config: str) -> RunningHomeserver:
 def _start_split(workdir: Path, *, postgres_url: str, kafka_bootstrap: str) -> RunningHomeserver:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    # base+5: the federation API's gRPC port; base+6: kept for the media API.
+    # base+5: the federation API's gRPC port; base+6: the media API.
     base = free_port_range(7)
     config_path = generate_config(workdir, "--postgres", postgres_url, "--kafka", kafka_bootstrap,
                                   "--split-base-port", str(base),
                                   "--kafka-session-timeout-ms", "1000", client_port=port)
     ports = {"roomserver": base, "userapi": base + 1, "clientapi": base + 2, "syncapi": base + 3,
-             "federationapi": base + 4, "router": port}
+             "federationapi": base + 4, "mediaapi": base + 6, "router": port}
     hs = RunningHomeserver(base_url=f"http://127.0.0.1:{port}", server_name=f"localhost:{port}",
                            workdir=workdir, config_path=config_path, ports=ports)
     try:

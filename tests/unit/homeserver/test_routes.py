@@ -33,6 +33,12 @@ from homeserver.routes import component_for_path, nginx_config
         ("/_matrix/client/v3/user/@a:b/account_data/x", "clientapi"),
         ("/_matrix/federation/v1/version", "federationapi"),
         ("/_matrix/key/v2/server", "federationapi"),
+        ("/_matrix/media/v3/upload", "mediaapi"),
+        ("/_matrix/media/v1/create", "mediaapi"),
+        ("/_matrix/media/v3/download/a.org/abc", "mediaapi"),
+        ("/_matrix/client/v1/media/thumbnail/a.org/abc", "mediaapi"),
+        ("/_matrix/client/v1/media/config", "mediaapi"),
+        ("/_matrix/federation/v1/media/download/abc", "federationapi"),
         ("/unknown", "clientapi"),
     ],
 )
@@ -42,7 +48,8 @@ def test_component_for_path(path: str, component: str) -> None:
 
 def test_nginx_config_names_every_upstream() -> None:
     text = nginx_config("8008", {"clientapi": "127.0.0.1:1", "syncapi": "127.0.0.1:2",
-                                 "federationapi": "127.0.0.1:3"})
+                                 "federationapi": "127.0.0.1:3", "mediaapi": "127.0.0.1:4"})
     assert "proxy_pass http://127.0.0.1:2;" in text
     assert "proxy_pass http://127.0.0.1:3;" in text
+    assert "proxy_pass http://127.0.0.1:4;" in text
     assert text.rstrip().endswith("}")
