@@ -39,6 +39,15 @@ class RateLimits:
     send_per_user: RateLimit = field(default_factory=lambda: RateLimit(per_second=5.0, burst=20))
     login_per_ip: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.2, burst=5))
     register_per_ip: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.2, burst=5))
+    # Logins per account (whatever the address), and failed logins per
+    # account (a wrong password uses one; none left: 429 before checking).
+    login_per_account: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.2, burst=5))
+    failed_login_per_account: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.17, burst=3))
+    # Per user, as Synapse's rc_joins.local, rc_invites.per_issuer and
+    # rc_room_creation (each also counts as a send).
+    join_per_user: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.1, burst=10))
+    invite_per_user: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.3, burst=10))
+    room_creation_per_user: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.016, burst=10))
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Token-bucket rate limits: per user for sends, per IP for login and
-registration (config ``rate_limits``). A refused request answers 429
+"""Token-bucket rate limits (config ``rate_limits``): per user for sends,
+joins, invites and room creation; per IP for login and registration; per
+account for logins and failed logins. A refused request answers 429
 M_LIMIT_EXCEEDED with ``retry_after_ms``.
 
 The buckets live in the process: behind a load balancer each client API
@@ -32,6 +33,18 @@ class TokenBucketLimiter:
 
     def check(self, key: str) -> None:
         """Takes one token for ``key``, or raises LimitExceeded."""
+        self._take(key, consume=True, refuse=True)
+
+    def ensure_available(self, key: str) -> None:
+        """Raises LimitExceeded when ``key`` has no token left, taking none."""
+        self._take(key, consume=False, refuse=True)
+
+    def record(self, key: str) -> None:
+        """Takes a token for ``key`` if there is one; never refuses (for
+        failures, counted after the fact)."""
+        self._take(key, consume=True, refuse=False)
+
+    def _take(self, key: str, *, consume: bool, refuse: bool) -> None:
         if not self._enabled:
             return
         now = self._clock()
@@ -39,9 +52,11 @@ class TokenBucketLimiter:
         tokens = min(self._burst, tokens + (now - then) * self._rate)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
-            retry_after_ms = math.ceil((1.0 - tokens) / self._rate * 1000)
-            raise errors.LimitExceeded("Too many requests", retry_after_ms=retry_after_ms)
-        self._buckets[key] = (tokens - 1.0, now)
+            if refuse:
+                retry_after_ms = math.ceil((1.0 - tokens) / self._rate * 1000)
+                raise errors.LimitExceeded("Too many requests", retry_after_ms=retry_after_ms)
+            return
+        self._buckets[key] = (tokens - 1.0 if consume else tokens, now)
         if len(self._buckets) > MAX_KEYS:
             self._prune(now)
 

@@ -65,6 +65,20 @@ class Services:
     # without the database. Bounded; the database remains the record.
     completed_transactions: OrderedDict[tuple[str, ...], str] = field(default_factory=OrderedDict)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    # Built from config.rate_limits (the three above come from the component).
+    login_account_limiter: TokenBucketLimiter = field(init=False)
+    failed_login_limiter: TokenBucketLimiter = field(init=False)
+    join_limiter: TokenBucketLimiter = field(init=False)
+    invite_limiter: TokenBucketLimiter = field(init=False)
+    room_creation_limiter: TokenBucketLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = self.config.rate_limits
+        self.login_account_limiter = TokenBucketLimiter(limits.login_per_account, enabled=limits.enabled)
+        self.failed_login_limiter = TokenBucketLimiter(limits.failed_login_per_account, enabled=limits.enabled)
+        self.join_limiter = TokenBucketLimiter(limits.join_per_user, enabled=limits.enabled)
+        self.invite_limiter = TokenBucketLimiter(limits.invite_per_user, enabled=limits.enabled)
+        self.room_creation_limiter = TokenBucketLimiter(limits.room_creation_per_user, enabled=limits.enabled)
 
     @property
     def server_name(self) -> str:

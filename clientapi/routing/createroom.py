@@ -92,6 +92,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def create_room(request: Request) -> HTTPResponse:
         device = await services.device_for(request)
         services.send_limiter.check(device.user_id)
+        services.room_creation_limiter.check(device.user_id)
         body = parse_json_body(request)
         creation = parse_create_room(body, device.user_id, services.config.default_room_version)
         creation.creator_join_content = await profile_content(services, device.user_id)

@@ -46,8 +46,14 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         device_id, display_name = params.device_fields(body)
         want_refresh_token = params.optional_bool(body, "refresh_token")
         localpart = localpart_of(user, services.server_name)
-        account = await services.userapi.perform_password_check(
-            ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))
+        services.login_account_limiter.check(localpart)
+        services.failed_login_limiter.ensure_available(localpart)
+        try:
+            account = await services.userapi.perform_password_check(
+                ua_pb.PerformPasswordCheckRequest(localpart=localpart, password=password))
+        except errors.Forbidden:
+            services.failed_login_limiter.record(localpart)
+            raise
         device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
             user_id=account.user_id, device_id=device_id or "", display_name=display_name or "",
             ip=services.client_ip(request), refresh_token=want_refresh_token))

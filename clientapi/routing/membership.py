@@ -46,6 +46,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def join_by_id_or_alias(request: Request, room_id_or_alias: str) -> HTTPResponse:
         device = await services.device_for(request)
         services.send_limiter.check(device.user_id)
+        services.join_limiter.check(device.user_id)
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
         room_id = room_id_or_alias
@@ -61,6 +62,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def join_room(request: Request, room_id: str) -> HTTPResponse:
         device = await services.device_for(request)
         services.send_limiter.check(device.user_id)
+        services.join_limiter.check(device.user_id)
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
         _check_room_id(room_id)
@@ -71,6 +73,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def invite(request: Request, room_id: str) -> HTTPResponse:
         device = await services.device_for(request)
         services.send_limiter.check(device.user_id)
+        services.invite_limiter.check(device.user_id)
         body = parse_json_body(request)
         invitee = params.require_str(body, "user_id")
         reason = params.optional_str(body, "reason")

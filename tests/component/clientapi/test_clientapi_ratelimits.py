@@ -1,13 +1,17 @@
-"""Rate limits: per user for sends, per IP for login and registration."""
+"""Rate limits: per user for sends, joins, invites and room creation; per
+IP for login and registration; per account for logins and failed logins.
+Each refusal is 429 M_LIMIT_EXCEEDED with retry_after_ms and changes
+nothing."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from clientapi.internal.ratelimit import TokenBucketLimiter
 from common import errors
 from common.config import RateLimit, RateLimits
-from tests.component.clientapi.conftest import HarnessFactory
+from tests.component.clientapi.conftest import Harness, HarnessFactory
 
 V3 = "/_matrix/client/v3"
 SLOW = RateLimit(per_second=0.01, burst=2)
@@ -17,7 +21,17 @@ def limits(**chosen: RateLimit) -> RateLimits:
     generous = RateLimit(per_second=1000, burst=1000)
     return RateLimits(enabled=True, send_per_user=chosen.get("send", generous),
                       login_per_ip=chosen.get("login", generous),
-                      register_per_ip=chosen.get("register", generous))
+                      register_per_ip=chosen.get("register", generous),
+                      login_per_account=chosen.get("login_account", generous),
+                      failed_login_per_account=chosen.get("failed_login", generous),
+                      join_per_user=chosen.get("join", generous),
+                      invite_per_user=chosen.get("invite", generous),
+                      room_creation_per_user=chosen.get("room_creation", generous))
+
+
+def assert_limited(response: httpx.Response) -> None:
+    assert (response.status_code, response.json()["errcode"]) == (429, "M_LIMIT_EXCEEDED"), response.text
+    assert response.json()["retry_after_ms"] > 0
 
 
 async def test_send_limit_per_user(make_harness: HarnessFactory) -> None:
@@ -94,3 +108,63 @@ async def test_login_limit_per_forwarded_ip(make_harness: HarnessFactory) -> Non
     assert await attempt("198.51.100.9") == 403
     # The entry the nearest proxy added is the one that counts.
     assert await attempt("198.51.100.9, 203.0.113.7") == 429
+
+
+async def login_from(harness: Harness, ip: str, user: str, password: str) -> httpx.Response:
+    return await harness.http.post(f"{V3}/login", headers={"X-Forwarded-For": ip}, json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
+
+
+async def test_login_limit_per_account_whatever_the_address(make_harness: HarnessFactory) -> None:
+    harness = await make_harness(rate_limits=limits(login_account=SLOW))
+    await harness.register("dora", "pw-dora")
+    await harness.register("eve", "pw-eve")
+    assert (await login_from(harness, "203.0.113.1", "dora", "pw-dora")).status_code == 200
+    assert (await login_from(harness, "203.0.113.2", "@dora:client.test", "pw-dora")).status_code == 200
+    assert_limited(await login_from(harness, "203.0.113.3", "DORA", "pw-dora"))
+    assert (await login_from(harness, "203.0.113.3", "eve", "pw-eve")).status_code == 200
+
+
+async def test_failed_logins_per_account(make_harness: HarnessFactory) -> None:
+    harness = await make_harness(rate_limits=limits(failed_login=SLOW))
+    await harness.register("fay", "pw-fay")
+    # Good passwords use nothing.
+    for _ in range(3):
+        assert (await login_from(harness, "203.0.113.1", "fay", "pw-fay")).status_code == 200
+    assert (await login_from(harness, "203.0.113.1", "fay", "wrong")).status_code == 403
+    assert (await login_from(harness, "203.0.113.2", "fay", "wrong")).status_code == 403
+    # No failures left: refused before the password is checked, even a right one.
+    assert_limited(await login_from(harness, "203.0.113.3", "fay", "pw-fay"))
+    await harness.register("gus", "pw-gus")
+    assert (await login_from(harness, "203.0.113.3", "gus", "pw-gus")).status_code == 200
+
+
+async def test_room_creation_join_and_invite_limits_per_user(make_harness: HarnessFactory) -> None:
+    harness = await make_harness(rate_limits=limits(room_creation=SLOW, join=SLOW, invite=SLOW))
+    alice = await harness.register("alice")
+    bob = await harness.register("bob")
+    rooms = [await harness.create_room(alice, preset="public_chat") for _ in range(2)]
+    refused = await harness.http.post(f"{V3}/createRoom", json={"name": "third"}, headers=alice.headers)
+    assert_limited(refused)
+    joined = await harness.http.get(f"{V3}/joined_rooms", headers=alice.headers)
+    assert sorted(joined.json()["joined_rooms"]) == sorted(rooms)
+    # Bob has his own room creation bucket.
+    rooms.append(await harness.create_room(bob, preset="public_chat"))
+
+    for room_id in rooms[:2]:
+        response = await harness.http.post(f"{V3}/rooms/{room_id}/join", json={}, headers=bob.headers)
+        assert response.status_code == 200, response.text
+    assert_limited(await harness.http.post(f"{V3}/join/{rooms[0]}", json={}, headers=bob.headers))
+
+    carol = await harness.register("carol")
+    dave = await harness.register("dave")
+    erin = await harness.register("erin")
+    for invitee in (carol, dave):
+        response = await harness.http.post(f"{V3}/rooms/{rooms[0]}/invite", json={"user_id": invitee.user_id},
+                                           headers=alice.headers)
+        assert response.status_code == 200, response.text
+    assert_limited(await harness.http.post(f"{V3}/rooms/{rooms[0]}/invite", json={"user_id": erin.user_id},
+                                           headers=alice.headers))
+    state = await harness.http.get(f"{V3}/rooms/{rooms[0]}/state/m.room.member/{erin.user_id}",
+                                   headers=alice.headers)
+    assert state.status_code == 404
