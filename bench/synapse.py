@@ -2,8 +2,8 @@
 so a benchmark can put the same workload on it and on Myelin in one run.
 
 Settings follow shared/INTEROP-NOTES.md: open registration without
-verification, rate limits raised out of the way, SQLite, plain HTTP for
-clients.
+verification, rate limits raised out of the way, SQLite (or PostgreSQL when
+given a database URL), plain HTTP for clients.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -27,10 +28,11 @@ def ensure_synapse_installed() -> Path:
     python = VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    probe = subprocess.run([str(python), "-c", "import synapse"], capture_output=True)
+    # psycopg2 comes with the postgres extra: the benchmarks also run Synapse on PostgreSQL.
+    probe = subprocess.run([str(python), "-c", "import synapse, psycopg2"], capture_output=True)
     if probe.returncode != 0:
         print("installing matrix-synapse into bench/.work/synapse-venv ...", file=sys.stderr)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "matrix-synapse"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "matrix-synapse[postgres]"], check=True)
     return python
 
 
@@ -49,7 +51,27 @@ class RunningSynapse:
             self.process.wait()
 
 
-def start_synapse(workdir: Path, port: int) -> RunningSynapse:
+def synapse_version() -> str:
+    python = ensure_synapse_installed()
+    probe = subprocess.run([str(python), "-c", "import synapse; print(synapse.__version__)"],
+                           capture_output=True, text=True, check=True)
+    return probe.stdout.strip()
+
+
+def _database_section(workdir: Path, postgres_url: str | None) -> dict[str, object]:
+    if postgres_url is None:
+        return {"name": "sqlite3", "args": {"database": str(workdir / "homeserver.db")}}
+    url = urlsplit(postgres_url)
+    return {"name": "psycopg2", "args": {
+        "user": url.username or "postgres", "password": url.password or "", "host": url.hostname,
+        "port": url.port or 5432, "database": url.path.lstrip("/"), "cp_min": 5, "cp_max": 10}}
+
+
+def start_synapse(workdir: Path, port: int, *, postgres_url: str | None = None,
+                  bcrypt_rounds: int = 4) -> RunningSynapse:
+    """Synapse on 127.0.0.1:``port`` (clients only, plain HTTP), on SQLite in
+    ``workdir``, or on PostgreSQL when ``postgres_url`` names an empty
+    database (Synapse wants it in the C locale, as the test cluster is)."""
     python = ensure_synapse_installed()
     workdir.mkdir(parents=True, exist_ok=True)
     server_name = f"localhost:{port}"
@@ -63,10 +85,10 @@ def start_synapse(workdir: Path, port: int) -> RunningSynapse:
     overrides = {
         "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
                        "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
-        "database": {"name": "sqlite3", "args": {"database": str(workdir / "homeserver.db")}},
+        "database": _database_section(workdir, postgres_url),
         "enable_registration": True,
         "enable_registration_without_verification": True,
-        "bcrypt_rounds": 4,
+        "bcrypt_rounds": bcrypt_rounds,
         "trusted_key_servers": [],
         "report_stats": False,
         "presence": {"enabled": False},
