@@ -20,13 +20,18 @@ from typing import Any
 from myelin.roomserver.v1 import events_pb2
 
 from common.http import MAX_EVENT_BYTES
-from federationapi.keyring import KeyRing
+from federationapi.keyring import KeyRing, VerifyKey
 from matrixlib.canonical_json import encode_canonical_json
 from matrixlib.events import Event, EventFormatError
 from matrixlib.hashes import check_content_hash
 from matrixlib.redaction import redact
 from matrixlib.room_versions import RoomVersion
-from matrixlib.signing import SignatureError
+from matrixlib.signing import (
+    SignatureError,
+    servers_that_must_sign,
+    signature_key_ids,
+    verify_event_signatures,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +101,43 @@ def event_id_of(pdu: Any, room_version: RoomVersion) -> str | None:
         return None
 
 
-async def check_signatures_and_hashes(keyring: KeyRing, event: Event) -> CheckedPDU:
+class TransactionKeys:
+    """The KeyRing's keys as looked up for one batch of events (a
+    transaction's PDUs mostly share one sender server and key), so that each
+    server's keys are read once rather than once per event. A key not valid
+    at an event's time (v5+) is asked of the KeyRing again, which may fetch."""
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
+        self._found: dict[str, dict[str, VerifyKey]] = {}
+
+    async def keys_for(self, server: str, key_ids: list[str], at_ts: int) -> dict[str, VerifyKey]:
+        known = self._found.setdefault(server, {})
+        usable = {k: known[k] for k in key_ids if k in known and known[k].valid_until_ts >= at_ts}
+        if len(usable) < len(key_ids):
+            found = await self.keyring.get_verify_keys(server, key_ids, at_ts)
+            known.update(found)
+            usable.update(found)
+        return usable
+
+    async def verify_event_signatures(self, event: Event) -> None:
+        """As ``KeyRing.verify_event_signatures``. Raises ``SignatureError``."""
+        at_ts = 0
+        if event.room_version.enforce_key_validity:
+            ts = event.pdu.get("origin_server_ts")
+            at_ts = ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
+        redacted = redact(event.pdu, event.room_version)
+        keys = {}
+        for server in servers_that_must_sign(event):
+            found = await self.keys_for(server, signature_key_ids(redacted, server), at_ts)
+            keys[server] = {key_id: key.key for key_id, key in found.items()}
+        verify_event_signatures(event, keys)
+
+
+async def check_signatures_and_hashes(keys: KeyRing | TransactionKeys, event: Event) -> CheckedPDU:
     """Steps 2 and 3. Raises ``PDURejected`` for a bad or missing signature."""
     try:
-        await keyring.verify_event_signatures(event)
+        await keys.verify_event_signatures(event)
     except (SignatureError, EventFormatError) as exc:
         raise PDURejected(f"signature check failed: {exc}") from None
     if check_content_hash(event.pdu):
@@ -109,6 +147,6 @@ async def check_signatures_and_hashes(keyring: KeyRing, event: Event) -> Checked
                       redacted=True)
 
 
-async def check_pdu(keyring: KeyRing, pdu: Any, room_version: RoomVersion) -> CheckedPDU:
+async def check_pdu(keys: KeyRing | TransactionKeys, pdu: Any, room_version: RoomVersion) -> CheckedPDU:
     """Steps 1 to 3 for one PDU. Raises ``PDURejected``."""
-    return await check_signatures_and_hashes(keyring, parse_pdu(pdu, room_version))
+    return await check_signatures_and_hashes(keys, parse_pdu(pdu, room_version))

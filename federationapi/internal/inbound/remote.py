@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from federationapi.client import FederationError
 from federationapi.internal.context import FederationContext
-from federationapi.internal.inbound.checks import CheckedPDU, PDURejected, check_pdu
+from federationapi.internal.inbound.checks import CheckedPDU, PDURejected, TransactionKeys, check_pdu
 from matrixlib.room_versions import RoomVersion
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,10 @@ class RemoteRoom:
     async def check_all(self, pdus: Iterable[Any]) -> list[CheckedPDU]:
         """The PDUs that pass the checks and are of this room."""
         checked: list[CheckedPDU] = []
+        keys = TransactionKeys(self.context.keyring)
         for pdu in pdus:
             try:
-                result = await check_pdu(self.context.keyring, pdu, self.room_version)
+                result = await check_pdu(keys, pdu, self.room_version)
             except PDURejected as exc:
                 logger.info("dropping an event fetched from %s for %s: %s", self.server, self.room_id, exc)
                 continue

@@ -34,7 +34,13 @@ from common import errors
 from federationapi.internal.access import RoomAccess
 from federationapi.internal.context import FederationContext
 from federationapi.internal.edus import handle_edu
-from federationapi.internal.inbound.checks import CheckedPDU, PDURejected, check_pdu, event_id_of
+from federationapi.internal.inbound.checks import (
+    CheckedPDU,
+    PDURejected,
+    TransactionKeys,
+    check_pdu,
+    event_id_of,
+)
 from federationapi.internal.inbound.room_input import RoomInput
 from matrixlib.room_versions import DEFAULT_ROOM_VERSION, UnknownRoomVersionError, get_room_version
 
@@ -192,19 +198,28 @@ class TransactionHandler:
                 if event_id is not None:
                     outcome.pdus[event_id] = {"error": str(exc)}
             return
-        checked: list[CheckedPDU] = []
+        # One key look-up per server for the batch, then CPU work only.
+        keys = TransactionKeys(self.context.keyring)
+        results: list[CheckedPDU | BaseException] = []
         for pdu in pdus:
-            event_id = event_id_of(pdu, room_version)
             try:
-                checked.append(await check_pdu(self.context.keyring, pdu, room_version))
-            except PDURejected as exc:
-                logger.info("PDU %s from %s refused: %s", event_id, origin, exc)
-                if event_id is not None:
-                    outcome.pdus[event_id] = {"error": str(exc)}
+                results.append(await check_pdu(keys, pdu, room_version))
             except Exception as exc:
-                logger.warning("checking PDU %s from %s failed", event_id, origin, exc_info=True)
+                results.append(exc)
+        checked: list[CheckedPDU] = []
+        for pdu, result in zip(pdus, results, strict=True):
+            if isinstance(result, CheckedPDU):
+                checked.append(result)
+                continue
+            event_id = event_id_of(pdu, room_version)
+            if isinstance(result, PDURejected):
+                logger.info("PDU %s from %s refused: %s", event_id, origin, result)
                 if event_id is not None:
-                    outcome.internal_failure(event_id, exc)
+                    outcome.pdus[event_id] = {"error": str(result)}
+            else:
+                logger.warning("checking PDU %s from %s failed", event_id, origin, exc_info=result)
+                if event_id is not None:
+                    outcome.internal_failure(event_id, result)
         if not checked:
             return
         async with self._room_locks.hold(room_id):

@@ -14,10 +14,11 @@ from myelin.clientapi.v1 import edu_log_pb2
 
 from common import errors
 from common.topics import CLIENTAPI_PRESENCE, CLIENTAPI_RECEIPT, CLIENTAPI_SEND_TO_DEVICE, CLIENTAPI_TYPING
+from federationapi.keyring import now_ms
 from matrixlib.events import POWER_LEVELS, SERVER_ACL, Event
 from matrixlib.signing import generate_signing_key
 from tests.builders import TestRoom
-from tests.component.federationapi.conftest import Harness
+from tests.component.federationapi.conftest import DAY_MS, Harness
 from tests.component.federationapi.inbound_fixtures import ALICE, V1, Inbound, pdu, start_inbound
 
 
@@ -94,6 +95,23 @@ async def test_event_of_another_server_signed_by_the_origin_is_rejected(inbound:
     assert "error" in results[spoofed.event_id]
     assert await inbound.stored(spoofed.event_id) is None
     await assert_room_still_works(inbound, room)
+
+
+@pytest.mark.parametrize(("room_version", "accepted"), [("3", True), ("12", False)])
+async def test_key_must_be_valid_at_the_event_time_from_v5(inbound: Inbound, room_version: str,
+                                                          accepted: bool) -> None:
+    room = await room_with_bob(inbound, room_version)
+    # The remote's key is valid for a day from now; this event claims a time
+    # two days on, when (for all we know) the key may have been retired.
+    room._clock = now_ms() + 2 * DAY_MS
+    future = inbound.remote_event(room, lambda: room.message(inbound.user("bob"), "from the future",
+                                                             advance=False))
+    results = await inbound.send_events([future])
+    if accepted:
+        assert results == {future.event_id: {}}
+    else:
+        assert "signature" in results[future.event_id]["error"]
+        assert await inbound.stored(future.event_id) is None
 
 
 async def test_wrong_content_hash_is_stored_redacted(inbound: Inbound) -> None:
