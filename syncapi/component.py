@@ -40,6 +40,7 @@ from syncapi.internal.typing import TypingCache, now_ms
 from syncapi.notifier import Notifier
 from syncapi.routing import filter as filter_routes
 from syncapi.routing import forget as forget_routes
+from syncapi.routing import keys_changes as keys_changes_routes
 from syncapi.routing import notifications as notification_routes
 from syncapi.routing import presence as presence_routes
 from syncapi.routing import relations as relation_routes
@@ -91,6 +92,7 @@ class SyncAPI:
         filter_routes.register(self.blueprint, database, userapi)
         notification_routes.register(self.blueprint, database, userapi)
         forget_routes.register(self.blueprint, database, roomserver, userapi)
+        keys_changes_routes.register(self.blueprint, database, userapi)
         self.search_handler = SearchHandler(database)
         search_routes.register(self.blueprint, database, self.search_handler, userapi)
 

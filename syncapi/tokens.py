@@ -1,9 +1,9 @@
 """The sync API's opaque tokens.
 
-``StreamToken`` ("s<pdu>_<typing>_<receipt>_<presence>_<to_device>_<account_data>")
+``StreamToken`` ("s<pdu>_<typing>_<receipt>_<presence>_<to_device>_<account_data>_<device_list>")
 is /sync's ``next_batch``: one position per stream the sync API serves (room
 events, typing, receipts and read markers, presence, to-device messages,
-account data).
+account data, device list changes).
 Each stream counts on its own. A shorter token ("s12", "s12_0_0") parses
 with the missing positions at zero; positions of streams a newer version
 added are ignored.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from common import errors
 
-STREAM_NAMES = ("pdu", "typing", "receipt", "presence", "to_device", "account_data")
+STREAM_NAMES = ("pdu", "typing", "receipt", "presence", "to_device", "account_data", "device_list")
 
 
 @dataclass(frozen=True, order=True)
@@ -31,6 +31,7 @@ class StreamToken:
     presence: int = 0
     to_device: int = 0
     account_data: int = 0
+    device_list: int = 0
 
     def __str__(self) -> str:
         return "s" + "_".join(str(getattr(self, name)) for name in STREAM_NAMES)

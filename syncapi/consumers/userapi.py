@@ -1,5 +1,8 @@
 """Consumes ``userapi.account_data`` (``account_data_log.proto``) into the
-sync API's read model and wakes the user whose account data changed.
+sync API's read model and wakes the user whose account data changed; and
+``userapi.device_list_update`` (``device_list_log.proto``): the user's
+device-list position moves, and everyone sharing a room with them is woken
+(``device_lists.changed`` in /sync).
 
 Records are keyed by user ID, so one user's changes apply in order. Each
 record carries the whole new content: a replayed record finds that content
@@ -17,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from myelin.userapi.v1 import account_data_log_pb2
+from myelin.userapi.v1 import account_data_log_pb2, device_list_log_pb2
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
 
 from common import errors
 from common.consumer import KeyedConsumerRunner, run_consumer
 from common.log import Log, LogRecord, PositionLost
-from common.topics import USERAPI_ACCOUNT_DATA
+from common.topics import USERAPI_ACCOUNT_DATA, USERAPI_DEVICE_LIST_UPDATE
 from syncapi.notifier import Notifier
 from syncapi.storage.database import SyncDatabase
 from userapi.api import AccountDataQueryAPI
@@ -35,6 +38,7 @@ MAX_ATTEMPTS = 3
 CONCURRENCY = 4
 STOP_TIMEOUT = 10.0
 STREAM = "account_data"
+DEVICE_LIST_STREAM = "device_list"
 
 
 class UserAPIConsumer:
@@ -48,7 +52,8 @@ class UserAPIConsumer:
 
     async def run(self, log: Log, ready: asyncio.Event | None = None) -> None:
         """Follows the topic until cancelled; sets ``ready`` once consuming."""
-        runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [USERAPI_ACCOUNT_DATA.name], self.handle_record,
+        runner = KeyedConsumerRunner(log, CONSUMER_GROUP, [USERAPI_ACCOUNT_DATA.name, USERAPI_DEVICE_LIST_UPDATE.name],
+                                     self.handle_record,
                                      on_position_lost=self._on_position_lost, concurrency=CONCURRENCY)
         await run_consumer(runner, ready, stop_timeout=STOP_TIMEOUT)
 
@@ -83,7 +88,10 @@ class UserAPIConsumer:
     async def handle_record(self, record: LogRecord) -> None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                await self.handle(record.value)
+                if record.topic == USERAPI_DEVICE_LIST_UPDATE.name:
+                    await self.handle_device_list(record.value)
+                else:
+                    await self.handle(record.value)
                 return
             except Exception:
                 if attempt == MAX_ATTEMPTS:
@@ -101,3 +109,13 @@ class UserAPIConsumer:
                                                      change.content_json.decode("utf-8"))
         if position is not None:
             self._notifier.on_new_data(position, [change.user_id], STREAM)
+
+    async def handle_device_list(self, value: bytes) -> None:
+        update = device_list_log_pb2.DeviceListUpdate.FromString(value)
+        if not update.user_id:
+            logger.warning("skipping a device list update without a user")
+            return
+        position = await self._db.write_device_list_change(update.user_id)
+        async with self._db.read() as reader:
+            users = await reader.users_sharing_rooms(update.user_id)
+        self._notifier.on_new_data(position, users | {update.user_id}, DEVICE_LIST_STREAM)

@@ -7,6 +7,7 @@ from sanic.response import HTTPResponse
 
 from common import errors
 from common.http import json_response, query_int
+from syncapi.internal.device_lists import KeyCountsAPI, add_e2ee_fields
 from syncapi.internal.presence import PresenceWriter
 from syncapi.internal.sync import SyncHandler, SyncRequest
 from syncapi.routing.auth import CLIENT_PREFIXES, authenticate
@@ -46,11 +47,14 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
         sync_request = SyncRequest(requester=requester, since=since, full_state=full_state, filter=sync_filter,
                                    timeout_ms=timeout_ms, use_state_after=parse_bool(request, "use_state_after"))
         if presence is None:
-            return json_response(await handler.sync(sync_request))
-        async with presence.syncing(requester.user_id):
-            # Before the response is built, so its token covers the change.
-            await presence.on_sync(requester.user_id, set_presence)
             body = await handler.sync(sync_request)
+        else:
+            async with presence.syncing(requester.user_id):
+                # Before the response is built, so its token covers the change.
+                await presence.on_sync(requester.user_id, set_presence)
+                body = await handler.sync(sync_request)
+        key_counts = userapi if isinstance(userapi, KeyCountsAPI) else None
+        await add_e2ee_fields(body, database, key_counts, requester, since)
         return json_response(body)
 
     for prefix in CLIENT_PREFIXES:

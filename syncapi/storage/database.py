@@ -22,6 +22,7 @@ from matrixlib.events import Event
 from syncapi.filters import EventFilter
 from syncapi.storage.tables import account_data as account_data_t
 from syncapi.storage.tables import current_state as state_t
+from syncapi.storage.tables import device_lists as device_lists_t
 from syncapi.storage.tables import events as events_t
 from syncapi.storage.tables import filters as filters_t
 from syncapi.storage.tables import invites as invites_t
@@ -480,6 +481,14 @@ class SyncDatabase:
             self.account_data_generation += 1
         return position
 
+    async def write_device_list_change(self, user_id: str) -> int:
+        """The user changed devices or keys: answers the new device-list position."""
+        async with self._db.transaction() as conn:
+            position = await self._take_stream_position(conn, "device_list")
+            await conn.execute(self._db.upsert(device_lists_t.device_list_changes,
+                                               {"user_id": user_id, "stream_pos": position}, ["user_id"]))
+        return position
+
     async def write_notifications(self, rows: Sequence[StoredNotification]) -> None:
         """Stores push rule results; a row stored already is left as it is (a replay)."""
         if not rows:
@@ -766,6 +775,9 @@ class Reader:
 
     async def users_sharing_rooms(self, user_id: str) -> set[str]:
         return await presence_t.select_users_sharing_rooms(self.conn, user_id)
+
+    async def device_list_changes(self, user_id: str, *, after: int, upto: int) -> set[str]:
+        return await device_lists_t.select_changed_users(self.conn, user_id, after=after, upto=upto)
 
     async def account_data_changes(self, user_id: str, *, after: int, upto: int) -> list[StoredAccountData]:
         return await account_data_t.select_changes(self.conn, user_id, after=after, upto=upto)

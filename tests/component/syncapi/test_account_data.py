@@ -47,8 +47,8 @@ async def test_initial_sync_has_default_push_rules(env: Env) -> None:
     assert rules["override"][0]["rule_id"] == ".m.rule.master"
     assert any(r["rule_id"] == ".m.rule.is_user_mention" and r["conditions"][0]["value"] == ALICE
                for r in rules["override"])
-    # The token has an account-data position (the sixth).
-    assert len(body["next_batch"].split("_")) == 6
+    # The token has an account-data position (the sixth; the device-list one is the seventh).
+    assert len(body["next_batch"].split("_")) == 7
     assert StreamToken.parse(body["next_batch"]).account_data == 0
 
 

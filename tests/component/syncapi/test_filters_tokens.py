@@ -59,12 +59,14 @@ def test_event_fields() -> None:
 
 
 def test_tokens_round_trip() -> None:
-    assert str(StreamToken(12)) == "s12_0_0_0_0_0"
+    assert str(StreamToken(12)) == "s12_0_0_0_0_0_0"
     assert StreamToken.parse("s12_0_0") == StreamToken(12)
     assert StreamToken.parse("s7") == StreamToken(7)
     assert StreamToken.parse("s7_1_2_3_4") == StreamToken(7, 1, 2, 3, 4)
     assert StreamToken.parse("s7_1_2_3_4_5") == StreamToken(7, 1, 2, 3, 4, 5)
-    assert StreamToken.parse("s7_1_2_3_4_5_6") == StreamToken(7, 1, 2, 3, 4, 5)
+    assert StreamToken.parse("s7_1_2_3_4_5_6") == StreamToken(7, 1, 2, 3, 4, 5, 6)
+    # A position of a stream a newer version added is ignored.
+    assert StreamToken.parse("s7_1_2_3_4_5_6_8") == StreamToken(7, 1, 2, 3, 4, 5, 6)
     assert TopologyToken.parse(str(TopologyToken(5, 9))) == TopologyToken(5, 9)
     assert parse_pagination_token("t3-4") == TopologyToken(3, 4)
     assert parse_pagination_token("s3_0_0") == StreamToken(3)
