@@ -25,6 +25,8 @@ NEW_PASSWORD = "a better horse battery staple"
 
 V3 = "/_matrix/client/v3"
 V1 = "/_matrix/client/v1"
+MEDIA_V3 = "/_matrix/media/v3"
+MEDIA_V1 = "/_matrix/media/v1"
 
 
 class Context:
@@ -99,6 +101,16 @@ def _keep(name: str, field_name: str) -> Callable[[Context, Any], None]:
     def keep(context: Context, body: Any) -> None:
         context[name] = body[field_name]
     return keep
+
+
+def _keep_media(name: str) -> Callable[[Context, Any], None]:
+    def keep(context: Context, body: Any) -> None:
+        context[name] = body["content_uri"].rsplit("/", 1)[1]
+    return keep
+
+
+def _server_name(context: Context) -> str:
+    return context.server_name
 
 
 def _keep_session(context: Context, body: Any) -> None:
@@ -473,6 +485,35 @@ def examples() -> list[Example]:
         Example("POST", V3 + "/account/password", user="carol",
                 body=lambda c: {"new_password": NEW_PASSWORD, "logout_devices": False,
                                 "auth": _password_auth("carol")(c)}),
+        # The content repository (media bytes are not JSON: downloads are exercised by their errors).
+        Example("POST", MEDIA_V3 + "/upload", body=RawBody(b"contract bytes"), query={"filename": "c.txt"},
+                keep=_keep_media("uploadedMediaId")),
+        Example("GET", V1 + "/media/config"),
+        Example("GET", MEDIA_V3 + "/config"),
+        Example("POST", MEDIA_V1 + "/create", body={}, keep=_keep_media("createdMediaId")),
+        Example("PUT", MEDIA_V3 + "/upload/{serverName}/{mediaId}", body=RawBody(b"later"),
+                path_values={"serverName": _server_name, "mediaId": lambda c: c["createdMediaId"]}),
+        Example("PUT", MEDIA_V3 + "/upload/{serverName}/{mediaId}", body=RawBody(b"again"),
+                path_values={"serverName": _server_name, "mediaId": lambda c: c["createdMediaId"]},
+                expect=409, errcode="M_CANNOT_OVERWRITE_MEDIA"),
+        Example("GET", V1 + "/media/thumbnail/{serverName}/{mediaId}", query={"width": 32, "height": 32},
+                path_values={"serverName": _server_name, "mediaId": lambda c: c["uploadedMediaId"]},
+                expect=400, errcode="M_UNKNOWN"),
+        *[Example("GET", path, user=user, query=query, expect=404, errcode="M_NOT_FOUND",
+                  path_values={"serverName": _server_name, "mediaId": "noSuchMedia", "fileName": "f.txt"})
+          for path, user, query in [
+              (V1 + "/media/download/{serverName}/{mediaId}", "alice", {}),
+              (V1 + "/media/download/{serverName}/{mediaId}/{fileName}", "alice", {}),
+              (V1 + "/media/thumbnail/{serverName}/{mediaId}", "alice", {"width": 32, "height": 32}),
+              (MEDIA_V3 + "/download/{serverName}/{mediaId}", None, {}),
+              (MEDIA_V3 + "/download/{serverName}/{mediaId}/{fileName}", None, {}),
+              (MEDIA_V3 + "/thumbnail/{serverName}/{mediaId}", None, {"width": 32, "height": 32}),
+          ]],
+        # Previews of loopback addresses are refused.
+        Example("GET", V1 + "/media/preview_url", query={"url": "http://127.0.0.1/"}, expect=403,
+                errcode="M_FORBIDDEN"),
+        Example("GET", MEDIA_V3 + "/preview_url", query={"url": "http://localhost/"}, expect=403,
+                errcode="M_FORBIDDEN"),
         Example("POST", V3 + "/login", user=None, body=_password_login("bob"), keep=_keep_login("bob2")),
         Example("POST", V3 + "/logout", user="bob2"),
         Example("POST", V3 + "/logout/all", user="bob"),
