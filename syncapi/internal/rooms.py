@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGES_LIMIT = 1000
 # Backfill asks for at least this many events.
-MIN_BACKFILL_LIMIT = 20
+MIN_BACKFILL_LIMIT = 50
 # How long a page waits for backfilled events to reach this component's
 # read model (the room server's output log is followed asynchronously).
 BACKFILL_ARRIVAL_SECONDS = 5.0
@@ -115,6 +116,16 @@ async def _state_for(reader: Reader, requester: Requester, room_id: str, events:
             if lazy_only or event_filter.allows(e.type, e.sender, e.contains_url)]
 
 
+@dataclass
+class _Page:
+    response: dict[str, Any]
+    # The token after the last event looked at.
+    cursor: TopologyToken
+    # The room's earliest event here, when the page reached it going
+    # backwards and history goes further (a backfill is due).
+    earliest: StoredEvent | None
+
+
 class RoomReads:
     def __init__(self, database: SyncDatabase, federation: FederationInternalAPI | None = None) -> None:
         self._db = database
@@ -126,12 +137,15 @@ class RoomReads:
     async def messages(self, requester: Requester, room_id: str, *, from_token: str | None,
                        to_token: str | None, backwards: bool, limit: int,
                        event_filter: EventFilter) -> dict[str, Any]:
-        response, earliest = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
-                                                  backwards=backwards, limit=limit, event_filter=event_filter)
-        if earliest is not None and await self._backfill(room_id, earliest, limit):
-            response, _ = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
-                                               backwards=backwards, limit=limit, event_filter=event_filter)
-        return response
+        page = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
+                                    backwards=backwards, limit=limit, event_filter=event_filter)
+        if page.earliest is not None and await self._backfill(room_id, page.earliest, limit):
+            page = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
+                                        backwards=backwards, limit=limit, event_filter=event_filter)
+            if page.earliest is not None and "end" not in page.response:
+                # History goes further still: the client's next page backfills again.
+                page.response["end"] = str(page.cursor)
+        return page.response
 
     async def _backfill(self, room_id: str, earliest: StoredEvent, limit: int) -> bool:
         """Backfills before ``earliest``; True once events arrived here."""
@@ -164,9 +178,7 @@ class RoomReads:
 
     async def _messages(self, requester: Requester, room_id: str, *, from_token: str | None,
                         to_token: str | None, backwards: bool, limit: int,
-                        event_filter: EventFilter) -> tuple[dict[str, Any], StoredEvent | None]:
-        """The page, and the room's earliest event here when the page reached
-        it going backwards and history goes further (a backfill is due)."""
+                        event_filter: EventFilter) -> _Page:
         limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
         async with self._db.read() as reader:
             vis = await _room_visibility(reader, requester.user_id, room_id)
@@ -215,7 +227,7 @@ class RoomReads:
                                                       limit=1, event_filter=None)
                 if first and first[0].type != "m.room.create":
                     earliest = first[0]
-            return response, earliest
+            return _Page(response, cursor, earliest)
 
     async def context(self, requester: Requester, room_id: str, event_id: str, *, limit: int,
                       event_filter: EventFilter) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from federationapi.api import FederationInternalAPI
 from matrixlib.events import Event
 from roomserver.api import RoomserverAPI
 from roomserver.component import open_roomserver
+from syncapi.internal import rooms
 from tests.builders import TEST_SERVER_NAME, TEST_SIGNING_KEY, TestRoom, input_event
 from tests.component.syncapi.conftest import ALICE, Env, running_env
 
@@ -35,12 +36,27 @@ class FakeBackfill:
 
     roomserver: RoomserverAPI
     history: list[Event] = field(default_factory=list)
+    # Events the room server has already (the join).
+    later: list[Event] = field(default_factory=list)
     calls: list[fed_pb.PerformBackfillRequest] = field(default_factory=list)
 
     async def perform_backfill(self, req: fed_pb.PerformBackfillRequest) -> fed_pb.PerformBackfillResponse:
+        """Up to ``limit`` events from ``from_event_ids`` back (as /backfill
+        answers), oldest first."""
         self.calls.append(req)
+        by_id = {e.event_id: e for e in [*self.history, *self.later]}
+        found: dict[str, Event] = {}
+        frontier = list(req.from_event_ids)
+        while frontier and len(found) < req.limit:
+            event_id = frontier.pop(0)
+            if event_id in by_id and event_id not in found:
+                found[event_id] = by_id[event_id]
+                frontier.extend(by_id[event_id].prev_event_ids)
+        events = sorted((e for e in found.values() if e in self.history), key=lambda e: e.depth)
+        if not events:
+            return fed_pb.PerformBackfillResponse(added=0)
         answer = await self.roomserver.input_room_events(rs_pb.InputRoomEventsRequest(
-            events=[input_event(e, input_log_pb2.INPUT_KIND_OLD) for e in self.history], wait=True))
+            events=[input_event(e, input_log_pb2.INPUT_KIND_OLD) for e in events], wait=True))
         return fed_pb.PerformBackfillResponse(
             added=sum(r.outcome == rs_pb.INPUT_OUTCOME_ACCEPTED for r in answer.results))
 
@@ -83,7 +99,7 @@ async def joined(tmp_path: Path) -> AsyncIterator[Joined]:
         sync_dir.mkdir()
         async with running_env(sync_dir, log=log, roomserver_api=roomserver.api) as env:
             await env.wait_for_events([alice_join.event_id])
-            yield Joined(env, room, messages, alice_join, FakeBackfill(roomserver.api, history))
+            yield Joined(env, room, messages, alice_join, FakeBackfill(roomserver.api, history, [alice_join]))
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -93,10 +109,18 @@ async def joined(tmp_path: Path) -> AsyncIterator[Joined]:
 
 
 async def page_back(joined: Joined, limit: int = 50) -> list[str]:
-    r = await joined.env.get(f"/_matrix/client/v3/rooms/{joined.room.room_id}/messages",
-                             joined.env.token(ALICE), dir="b", limit=limit)
-    assert r.status_code == 200, r.text
-    return [e["event_id"] for e in r.json()["chunk"]]
+    """Every event paging backwards from now, newest first."""
+    events: list[str] = []
+    params: dict[str, str | int] = {"dir": "b", "limit": limit}
+    for _ in range(50):
+        r = await joined.env.get(f"/_matrix/client/v3/rooms/{joined.room.room_id}/messages",
+                                 joined.env.token(ALICE), **params)
+        assert r.status_code == 200, r.text
+        events += [e["event_id"] for e in r.json()["chunk"]]
+        if "end" not in r.json():
+            return events
+        params["from"] = r.json()["end"]
+    raise AssertionError("pagination did not end")
 
 
 async def test_messages_backfills_at_the_start_of_local_history(joined: Joined) -> None:
@@ -111,6 +135,16 @@ async def test_messages_backfills_at_the_start_of_local_history(joined: Joined) 
     # Reached the create event: no more backfill.
     assert await page_back(joined) == chunk
     assert len(joined.federation.calls) == 1
+
+
+async def test_paging_in_small_pages_backfills_page_by_page(joined: Joined, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rooms, "MIN_BACKFILL_LIMIT", 3)
+    joined.env.syncapi.room_reads.federation = cast(FederationInternalAPI, joined.federation)
+    chunk = await page_back(joined, limit=3)
+    assert chunk == [joined.alice_join.event_id] + [e.event_id for e in reversed(joined.federation.history)]
+    # Several backfills, each from the earliest event known at the time.
+    assert len(joined.federation.calls) >= 2
+    assert [list(c.from_event_ids) for c in joined.federation.calls][:1] == [[joined.alice_join.event_id]]
 
 
 async def test_fruitless_backfill_is_not_repeated_at_once(joined: Joined) -> None:
