@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.harness import RunningHomeserver, free_port, start_monolith
+from tests.e2e.test_federation_keys import SynapsePeer, myelin, synapse_peer  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
 
@@ -114,3 +115,46 @@ async def test_remote_media_over_federation_is_cached(
                              headers=auth_b)
         assert r.status_code == 200
         assert Image.open(io.BytesIO(r.content)).size == (320, 240)
+
+
+async def synapse_token(peer: SynapsePeer) -> dict[str, str]:
+    async with httpx.AsyncClient(base_url=peer.client_url, timeout=30) as http:
+        body = {"username": f"m{uuid.uuid4().hex[:6]}", "password": "pw-123456", "auth": {"type": "m.login.dummy"}}
+        r = await http.post(f"{V3}/register", json=body)
+        if r.status_code == 401:
+            r = await http.post(f"{V3}/register", json={**body, "auth": {"type": "m.login.dummy",
+                                                                         "session": r.json()["session"]}})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+async def test_media_between_myelin_and_synapse(
+        synapse_peer: SynapsePeer, myelin: tuple[RunningHomeserver, str, int]) -> None:  # noqa: F811
+    hs, myelin_name, _ = myelin
+    synapse_auth = await synapse_token(synapse_peer)
+    async with httpx.AsyncClient(base_url=hs.base_url, timeout=60) as http, \
+            httpx.AsyncClient(base_url=synapse_peer.client_url, timeout=60) as synapse_http:
+        myelin_auth = await register(http)
+        # Synapse's user downloads Myelin media: Synapse fetches it from Myelin's federation API.
+        ours = png(300, 200)
+        content_uri = await upload(http, myelin_auth, ours, "image/png", "myelin.png")
+        r = await synapse_http.get(f"{MEDIA_V1}/download/{content_uri.removeprefix('mxc://')}",
+                                   headers=synapse_auth)
+        assert r.status_code == 200, r.text
+        assert r.content == ours
+        # Myelin's user downloads Synapse media: Myelin fetches it from Synapse's federation API.
+        theirs = png(500, 400)
+        r = await synapse_http.post("/_matrix/media/v3/upload", content=theirs, params={"filename": "syn.png"},
+                                    headers={**synapse_auth, "Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        path = r.json()["content_uri"].removeprefix("mxc://")
+        assert path.startswith(synapse_peer.server_name + "/")
+        r = await http.get(f"{MEDIA_V1}/download/{path}", headers=myelin_auth)
+        assert r.status_code == 200, r.text
+        assert r.content == theirs
+        assert r.headers["content-type"] == "image/png"
+        r = await http.get(f"{MEDIA_V1}/thumbnail/{path}", params={"width": 32, "height": 32, "method": "crop"},
+                           headers=myelin_auth)
+        assert r.status_code == 200
+        assert Image.open(io.BytesIO(r.content)).size == (32, 32)
+    assert myelin_name != synapse_peer.server_name
