@@ -30,14 +30,8 @@ import yaml
 
 from bench.measure import ProcessMonitor
 from bench.synapse import ensure_synapse_installed, start_synapse, synapse_version
-from tests.e2e.harness import (
-    ROOT,
-    SPLIT_ORDER,
-    RunningHomeserver,
-    free_port,
-    free_port_range,
-    generate_config,
-)
+from tests.e2e import harness
+from tests.e2e.harness import ROOT, free_port
 from tests.harness.postgres import PostgresServer, start_postgres
 from tests.harness.tansu import start_tansu, stop_tansu
 
@@ -146,48 +140,43 @@ def _set_hash_cost(config_path: Path, scrypt_log2_n: int) -> None:
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def _start_myelin(workdir: Path, cost: HashCost) -> Target:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config_path = generate_config(workdir, client_port=port)
-    _set_hash_cost(config_path, cost.scrypt_log2_n)
-    hs = RunningHomeserver(base_url=f"http://127.0.0.1:{port}", server_name=f"localhost:{port}",
-                           workdir=workdir, config_path=config_path, ports={"monolith": port})
+@contextlib.contextmanager
+def _configs_with_hash_cost(cost: HashCost) -> Iterator[None]:
+    """While inside, the e2e harness's generated configs carry the benchmark's
+    hashing cost. The harness is reused as it is (it knows the split
+    deployment's processes and ports as they change); its config generator is
+    wrapped for the duration, since its starters take no config overrides."""
+    original = harness.generate_config
+
+    def generate(workdir: Path, *extra: str, client_port: int) -> Path:
+        path = original(workdir, *extra, client_port=client_port)
+        _set_hash_cost(path, cost.scrypt_log2_n)
+        return path
+
+    harness.generate_config = generate
     try:
-        hs.start("monolith")
-        hs.wait_ready("monolith", port, http=True)
-    except BaseException:
-        hs.stop()
-        raise
-    pids = {name: p.pid for name, p in hs.processes.items()}
-    return Target("myelin", hs.base_url, hs.server_name, myelin_version(), ProcessMonitor(list(pids.values())),
+        yield
+    finally:
+        harness.generate_config = original
+
+
+def _myelin_target(name: str, hs: harness.RunningHomeserver, workdir: Path) -> Target:
+    pids = {process_name: p.pid for process_name, p in hs.processes.items()}
+    return Target(name, hs.base_url, hs.server_name, myelin_version(), ProcessMonitor(list(pids.values())),
                   hs.stop, workdir, pids)
 
 
+def _start_myelin(workdir: Path, cost: HashCost) -> Target:
+    with _configs_with_hash_cost(cost):
+        hs = harness.start_monolith(workdir)
+    return _myelin_target("myelin", hs, workdir)
+
+
 def _start_myelin_split(workdir: Path, cost: HashCost, shared: SharedServices) -> Target:
-    workdir.mkdir(parents=True, exist_ok=True)
     postgres_url = shared.postgres().create_database(f"myelinbench_{uuid.uuid4().hex[:8]}")
-    kafka = shared.kafka_bootstrap()
-    port = free_port()
-    base = free_port_range(7)
-    config_path = generate_config(workdir, "--postgres", postgres_url, "--kafka", kafka,
-                                  "--split-base-port", str(base), "--kafka-session-timeout-ms", "1000",
-                                  client_port=port)
-    _set_hash_cost(config_path, cost.scrypt_log2_n)
-    ports = {"roomserver": base, "userapi": base + 1, "clientapi": base + 2, "syncapi": base + 3,
-             "federationapi": base + 4, "router": port}
-    hs = RunningHomeserver(base_url=f"http://127.0.0.1:{port}", server_name=f"localhost:{port}",
-                           workdir=workdir, config_path=config_path, ports=ports)
-    try:
-        for name in SPLIT_ORDER:
-            hs.start(name, name)
-            hs.wait_ready(name, ports[name], http=name not in ("roomserver", "userapi"))
-    except BaseException:
-        hs.stop()
-        raise
-    pids = {name: p.pid for name, p in hs.processes.items()}
-    return Target("myelin-split", hs.base_url, hs.server_name, myelin_version(),
-                  ProcessMonitor(list(pids.values())), hs.stop, workdir, pids)
+    with _configs_with_hash_cost(cost):
+        hs = harness.start_split(workdir, postgres_url=postgres_url, kafka_bootstrap=shared.kafka_bootstrap())
+    return _myelin_target("myelin-split", hs, workdir)
 
 
 def _start_synapse(name: str, workdir: Path, cost: HashCost, postgres_url: str | None) -> Target:
