@@ -27,6 +27,7 @@ from clientapi.routing import (
     keys_backup,
     login,
     membership,
+    openid,
     profile,
     pushrules,
     receipts,
@@ -36,9 +37,11 @@ from clientapi.routing import (
     send_to_device,
     spaces,
     state,
+    thirdparty,
     threepid,
     typing,
     upgrade,
+    users,
     versions,
 )
 from clientapi.storage.database import ClientAPIDatabase
@@ -79,7 +82,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
                    directory, keys, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report,
-                   threepid, upgrade, spaces):
+                   threepid, upgrade, spaces, thirdparty, openid, users):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 

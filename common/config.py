@@ -162,6 +162,9 @@ class Config:
     federation_retry_initial_seconds: float = 1.0
     federation_retry_max_seconds: float = 3600.0
     media: MediaConfig = field(default_factory=MediaConfig)
+    # What GET /.well-known/matrix/support answers ({"contacts": [...],
+    # "support_page": ...}); empty: 404.
+    well_known_support: dict[str, Any] = field(default_factory=dict)
 
     def address_of(self, component: str) -> ComponentAddress:
         return self.components.get(component, ComponentAddress())

@@ -1,5 +1,5 @@
 """GET /profile/{userId}[/displayname|/avatar_url] and
-PUT /profile/{userId}/displayname|avatar_url.
+PUT/DELETE /profile/{userId}/displayname|avatar_url.
 
 Spec: data/api/client-server/profile.yaml. A remote user's profile is asked
 of their server through the federation API (404 M_NOT_FOUND when that
@@ -128,6 +128,23 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         await _update_member_events(services, user_id, profile)
         return json_response({})
 
+    async def delete_field(request: Request, user_id: str, field: str) -> HTTPResponse:
+        """DELETE /profile/{userId}/{keyName} (v1.16): the field is removed."""
+        if field not in FIELDS:
+            raise errors.Unrecognized("Unrecognized request")
+        device = await services.device_for(request)
+        if device.user_id != user_id:
+            raise errors.Forbidden("You may only change your own profile")
+        if field != "displayname" and is_guest_user_id(user_id):
+            raise GuestAccessForbidden("Guests may change only their display name")
+        services.send_limiter.check(device.user_id)
+        proto_field, _ = FIELDS[field]
+        profile = await services.userapi.perform_profile_update(
+            ua_pb.PerformProfileUpdateRequest(user_id=user_id, **{proto_field: ""}))
+        await _update_member_events(services, user_id, profile)
+        return json_response({})
+
     client_route(blueprint, "/profile/<user_id>", get_profile, ["GET"], name="get_profile")
     client_route(blueprint, "/profile/<user_id>/<field>", get_field, ["GET"], name="get_profile_field")
     client_route(blueprint, "/profile/<user_id>/<field>", put_field, ["PUT"], name="put_profile_field")
+    client_route(blueprint, "/profile/<user_id>/<field>", delete_field, ["DELETE"], name="delete_profile_field")

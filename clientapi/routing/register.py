@@ -124,7 +124,19 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             raise errors.UserInUse("User ID already taken.")
         return json_response({"available": True})
 
+    async def registration_token_validity(request: Request) -> HTTPResponse:
+        """GET /v1/register/m.login.registration_token/validity
+        (registration_tokens.yaml): this server issues no registration
+        tokens, so none is valid; 403 while registration is closed."""
+        if not services.config.registration.open:
+            raise errors.Forbidden("Registration is disabled")
+        if not request.args.get("token"):
+            raise errors.MissingParam("Missing parameter: token")
+        return json_response({"valid": False})
+
     client_route(blueprint, "/register", register, ["POST"], name="register")
+    client_route(blueprint, "/register/m.login.registration_token/validity", registration_token_validity,
+                 ["GET"], name="registration_token_validity", prefixes=("/_matrix/client/v1",))
     client_route(blueprint, "/register/available", register_available, ["GET"], name="register_available")
 
 

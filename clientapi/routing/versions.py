@@ -1,5 +1,10 @@
-"""GET /_matrix/client/versions, GET /.well-known/matrix/client and
-GET /capabilities."""
+"""GET /_matrix/client/versions, GET /.well-known/matrix/client,
+GET /.well-known/matrix/support, GET /capabilities and GET /v1/auth_metadata.
+
+The support information is the config's ``well_known_support`` (404, as
+the spec says, when there is none). This server has no OAuth 2.0 API:
+auth_metadata answers the spec's 404 M_UNRECOGNIZED, so clients use the
+Matrix login API."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from sanic.response import HTTPResponse
 
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
+from common import errors
 from common.http import json_response
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS
 
@@ -36,9 +42,24 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             "m.set_avatar_url": {"enabled": True},
             # Not served: say so, so clients hide the option.
             "m.3pid_changes": {"enabled": False},
+            "m.get_login_token": {"enabled": False},
+            "m.profile_fields": {"enabled": True, "allowed": ["displayname", "avatar_url"]},
         }})
+
+    async def well_known_support(request: Request) -> HTTPResponse:
+        support = services.config.well_known_support
+        if not support:
+            raise errors.NotFound("No server support information available")
+        return json_response(support)
+
+    async def auth_metadata(request: Request) -> HTTPResponse:
+        raise errors.Unrecognized("This server does not support the OAuth 2.0 API")
 
     client_route(blueprint, "/capabilities", capabilities, ["GET"], name="capabilities")
     blueprint.add_route(versions, "/_matrix/client/versions", methods=["GET"], name="versions")
     blueprint.add_route(well_known_client, "/.well-known/matrix/client", methods=["GET"],
                         name="well_known_client")
+    blueprint.add_route(well_known_support, "/.well-known/matrix/support", methods=["GET"],
+                        name="well_known_support")
+    client_route(blueprint, "/auth_metadata", auth_metadata, ["GET"], name="auth_metadata",
+                 prefixes=("/_matrix/client/v1",))

@@ -1,0 +1,141 @@
+"""The smaller endpoints: OpenID tokens (issued by the client API, checked by
+the federation API's userinfo), mutual rooms, whois, third-party lookups
+without application services, DELETE /profile, well-known support,
+auth_metadata, registration token validity and the capabilities."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+from sanic import Blueprint
+
+from common.http import make_app, serve_app
+from common.openid import OpenIDTokens
+from federationapi.auth import needs_authentication
+from federationapi.routing.openid import USERINFO_PATH, add_openid_routes
+from tests.component.clientapi.conftest import SERVER_NAME, Harness
+
+V3 = "/_matrix/client/v3"
+V1 = "/_matrix/client/v1"
+
+
+@pytest.fixture
+async def userinfo(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    """The federation API's userinfo, with the same secret as the client API."""
+    blueprint = Blueprint(f"openid_{uuid.uuid4().hex[:8]}")
+    add_openid_routes(blueprint, OpenIDTokens(harness.clientapi.services.config.macaroon_secret))
+    serving = await serve_app(make_app(f"openid_test_{uuid.uuid4().hex}", [blueprint]), "127.0.0.1:0")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving.port}") as http:
+        yield http
+    await serving.stop()
+
+
+async def test_openid_token_round_trip(harness: Harness, userinfo: httpx.AsyncClient) -> None:
+    alice = await harness.register("alice")
+    bob = await harness.register("bob")
+    response = await harness.http.post(f"{V3}/user/{quote(alice.user_id)}/openid/request_token", json={},
+                                       headers=alice.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "Bearer" and body["matrix_server_name"] == SERVER_NAME
+    assert body["expires_in"] == 3600
+    answer = await userinfo.get(USERINFO_PATH, params={"access_token": body["access_token"]})
+    assert answer.status_code == 200 and answer.json() == {"sub": alice.user_id}
+    # The third party calls without X-Matrix.
+    assert not needs_authentication(USERINFO_PATH)
+
+    tampered = body["access_token"][:-2] + ("AA" if not body["access_token"].endswith("AA") else "BB")
+    for token in (tampered, "nonsense", alice.access_token):
+        answer = await userinfo.get(USERINFO_PATH, params={"access_token": token})
+        assert (answer.status_code, answer.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    answer = await userinfo.get(USERINFO_PATH)
+    assert (answer.status_code, answer.json()["errcode"]) == (400, "M_MISSING_PARAM")
+    response = await harness.http.post(f"{V3}/user/{quote(alice.user_id)}/openid/request_token", json={},
+                                       headers=bob.headers)
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
+
+
+def test_openid_tokens_expire() -> None:
+    tokens = OpenIDTokens("secret")
+    token = tokens.issue("@a:b", now_ms=1000)
+    assert tokens.user_of(token, now_ms=1000 + tokens.lifetime_ms - 1) == "@a:b"
+    assert tokens.user_of(token, now_ms=1000 + tokens.lifetime_ms) is None
+    assert OpenIDTokens("another secret").user_of(token, now_ms=1000) is None
+
+
+async def test_mutual_rooms_and_whois(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    bob = await harness.register("bob")
+    shared = await harness.create_room(alice, preset="public_chat")
+    await harness.create_room(alice, preset="public_chat")
+    response = await harness.http.post(f"{V3}/rooms/{shared}/join", json={}, headers=bob.headers)
+    assert response.status_code == 200, response.text
+    response = await harness.http.get(f"{V1}/mutual_rooms", params={"user_id": bob.user_id}, headers=alice.headers)
+    assert response.json() == {"joined": [shared], "count": 1}
+    response = await harness.http.get(f"{V1}/mutual_rooms", params={"user_id": "not-a-user"}, headers=alice.headers)
+    assert response.json() == {"joined": [], "count": 0}
+    response = await harness.http.get(f"{V1}/mutual_rooms", params={"user_id": bob.user_id, "from": "x"},
+                                      headers=alice.headers)
+    assert (response.status_code, response.json()["errcode"]) == (400, "M_INVALID_PARAM")
+
+    response = await harness.http.get(f"{V3}/admin/whois/{quote(alice.user_id)}", headers=alice.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["user_id"] == alice.user_id
+    assert list(response.json()["devices"]) == [alice.device_id]
+    response = await harness.http.get(f"{V3}/admin/whois/{quote(alice.user_id)}", headers=bob.headers)
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
+
+
+async def test_third_party_lookups_without_bridges(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    assert (await harness.http.get(f"{V3}/thirdparty/protocols", headers=alice.headers)).json() == {}
+    response = await harness.http.get(f"{V3}/thirdparty/protocol/irc", headers=alice.headers)
+    assert (response.status_code, response.json()["errcode"]) == (404, "M_NOT_FOUND")
+    for path in ("/thirdparty/location/irc", "/thirdparty/user/irc", "/thirdparty/location", "/thirdparty/user"):
+        response = await harness.http.get(V3 + path, headers=alice.headers)
+        assert (response.status_code, response.json()) == (200, []), path
+    response = await harness.http.get(f"{V3}/thirdparty/protocols")
+    assert response.status_code == 401
+
+
+async def test_delete_profile_field(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    bob = await harness.register("bob")
+    url = f"{V3}/profile/{quote(alice.user_id)}"
+    await harness.http.put(f"{url}/avatar_url", json={"avatar_url": "mxc://a/b"}, headers=alice.headers)
+    assert (await harness.http.get(url)).json() == {"displayname": "alice", "avatar_url": "mxc://a/b"}
+    response = await harness.http.delete(f"{url}/avatar_url", headers=bob.headers)
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
+    response = await harness.http.delete(f"{url}/avatar_url", headers=alice.headers)
+    assert response.status_code == 200, response.text
+    assert (await harness.http.get(url)).json() == {"displayname": "alice"}
+    response = await harness.http.delete(f"{url}/displayname", headers=alice.headers)
+    assert (await harness.http.get(url)).json() == {}
+    response = await harness.http.delete(f"{url}/x.custom", headers=alice.headers)
+    assert response.status_code in (400, 404)
+
+
+async def test_discovery_and_capabilities(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    capabilities = (await harness.http.get(f"{V3}/capabilities", headers=alice.headers)).json()["capabilities"]
+    assert capabilities["m.get_login_token"] == {"enabled": False}
+    assert capabilities["m.profile_fields"] == {"enabled": True, "allowed": ["displayname", "avatar_url"]}
+    response = await harness.http.get("/.well-known/matrix/support")
+    assert response.status_code == 404
+    harness.clientapi.services.config.well_known_support = {"support_page": "https://example.org/help"}
+    response = await harness.http.get("/.well-known/matrix/support")
+    assert response.json() == {"support_page": "https://example.org/help"}
+    response = await harness.http.get(f"{V1}/auth_metadata")
+    assert (response.status_code, response.json()["errcode"]) == (404, "M_UNRECOGNIZED")
+    validity = f"{V1}/register/m.login.registration_token/validity"
+    response = await harness.http.get(validity, params={"token": "abc"})
+    assert response.json() == {"valid": False}
+    response = await harness.http.get(validity)
+    assert (response.status_code, response.json()["errcode"]) == (400, "M_MISSING_PARAM")
+    harness.clientapi.services.config.registration.open = False
+    response = await harness.http.get(validity, params={"token": "abc"})
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
