@@ -33,7 +33,8 @@ from matrixlib.signing import SignatureError
 logger = logging.getLogger(__name__)
 
 FEDERATION_PREFIX = "/_matrix/federation/"
-UNAUTHENTICATED_PATHS = frozenset({"/_matrix/federation/v1/version"})
+# The OpenID userinfo is asked by third parties holding a user's token, not by servers.
+UNAUTHENTICATED_PATHS = frozenset({"/_matrix/federation/v1/version", "/_matrix/federation/v1/openid/userinfo"})
 
 
 class Unauthorized(errors.MatrixError):

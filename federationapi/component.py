@@ -21,6 +21,7 @@ from sanic import Blueprint
 
 from common.config import Config
 from common.log import Log
+from common.openid import OpenIDTokens
 from common.storage import Database, database_url_for, open_database
 from federationapi.auth import FederationAuthenticator, add_federation_auth
 from federationapi.client import FederationClient
@@ -32,9 +33,11 @@ from federationapi.routing.events import add_event_routes
 from federationapi.routing.keys import add_key_routes
 from federationapi.routing.media import add_media_routes
 from federationapi.routing.membership import add_membership_routes
+from federationapi.routing.openid import add_openid_routes
 from federationapi.routing.public_rooms import PublicRoomDirectory, add_public_rooms_routes
 from federationapi.routing.query import add_query_routes
 from federationapi.routing.send import add_send_routes
+from federationapi.routing.user_keys import add_user_keys_routes
 from federationapi.routing.version import add_version_routes
 from federationapi.sender.sender import FederationSender, build_sender
 from federationapi.storage.database import FederationDatabase
@@ -79,12 +82,15 @@ class FederationAPI:
         add_federation_auth(blueprint, self.authenticator)
         add_key_routes(blueprint, self.keyring, self.direct_fetcher)
         add_version_routes(blueprint)
+        add_openid_routes(blueprint, OpenIDTokens(self.config.macaroon_secret))
         server_name = self.config.server_name
         if self.roomserver is not None:
             add_event_routes(blueprint, server_name, self.roomserver)
             add_membership_routes(blueprint, self.keyring, self.roomserver)
             if self.userapi is not None:
                 add_query_routes(blueprint, server_name, self.roomserver, self.userapi)
+        if self.userapi is not None:
+            add_user_keys_routes(blueprint, server_name, self.userapi)
         if self.inbound is not None:
             add_send_routes(blueprint, self.inbound)
         if self.public_rooms is not None:
