@@ -10,7 +10,7 @@ import httpx
 from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
 from PIL import Image
 
-from mediaapi.internal.headers import CONTENT_SECURITY_POLICY
+from mediaapi.headers import CONTENT_SECURITY_POLICY
 from tests.component.mediaapi.conftest import REMOTE_NAME, SERVER_NAME, MediaEnv, jpeg_bytes, png_bytes
 
 V1 = "/_matrix/client/v1/media"

@@ -10,7 +10,7 @@ import pytest
 
 from common import errors
 from mediaapi.client import filename_from_disposition
-from mediaapi.internal.headers import content_disposition, sanitize_content_type, sanitize_filename
+from mediaapi.headers import content_disposition, sanitize_content_type, sanitize_filename
 from mediaapi.internal.ids import check_mxc_parts, is_valid_media_id, new_media_id
 from mediaapi.internal.preview import parse_open_graph
 from mediaapi.internal.thumbnails import choose_thumbnail
