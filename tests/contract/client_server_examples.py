@@ -136,6 +136,17 @@ def _password_login(who: str, password: str = PASSWORD) -> Any:
                       "identifier": {"type": "m.id.user", "user": c.localpart(who)}}
 
 
+BACKUP_ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2"
+BACKED_UP_KEY = {"first_message_index": 0, "forwarded_count": 0, "is_verified": False,
+                 "session_data": {"ephemeral": "e", "ciphertext": "c", "mac": "m"}}
+
+
+def _keep_backup_version(name: str) -> Callable[[Context, Any], None]:
+    def keep(context: Context, body: Any) -> None:
+        context[name] = body["version"]
+    return keep
+
+
 def _password_auth(who: str, password: str = PASSWORD) -> Lazy:
     return lambda c: {"type": "m.login.password", "password": password, "session": c["session"],
                       "identifier": {"type": "m.id.user", "user": c.localpart(who)}}
@@ -472,6 +483,50 @@ def examples() -> list[Example]:
         Example("POST", V3 + "/keys/upload", body={}),
         Example("POST", V3 + "/keys/claim", body={"one_time_keys": {}}),
         Example("GET", V3 + "/keys/changes", query={"from": lambda c: c["since"], "to": lambda c: c["since"]}),
+        Example("POST", V3 + "/keys/device_signing/upload", body=lambda c: {"master_key": {
+            "user_id": c.user_id("alice"), "usage": ["master"], "keys": {"ed25519:contractkey": "contractkey"}}}),
+        Example("POST", V3 + "/keys/signatures/upload", body={}),
+        Example("POST", V3 + "/room_keys/version", body={"algorithm": BACKUP_ALGORITHM, "auth_data": {"public_key": "k"}},
+                keep=_keep_backup_version("backup_version")),
+        Example("GET", V3 + "/room_keys/version/{version}", path_values={"version": lambda c: c["backup_version"]}),
+        Example("GET", V3 + "/room_keys/version/{version}", path_values={"version": "999"}, expect=404,
+                errcode="M_NOT_FOUND"),
+        Example("PUT", V3 + "/room_keys/version/{version}", path_values={"version": lambda c: c["backup_version"]},
+                body={"algorithm": BACKUP_ALGORITHM, "auth_data": {"public_key": "k2"}}),
+        Example("PUT", V3 + "/room_keys/version/{version}", path_values={"version": lambda c: c["backup_version"]},
+                body={"algorithm": "org.example.other", "auth_data": {}}, expect=400, errcode="M_INVALID_PARAM"),
+        Example("PUT", V3 + "/room_keys/keys", query={"version": lambda c: c["backup_version"]},
+                body={"rooms": {"!backup:example.org": {"sessions": {"s1": BACKED_UP_KEY}}}}),
+        Example("PUT", V3 + "/room_keys/keys/{roomId}", path_values={"roomId": "!backup:example.org"},
+                query={"version": lambda c: c["backup_version"]}, body={"sessions": {"s2": BACKED_UP_KEY}}),
+        Example("PUT", V3 + "/room_keys/keys/{roomId}/{sessionId}",
+                path_values={"roomId": "!backup:example.org", "sessionId": "s3"},
+                query={"version": lambda c: c["backup_version"]}, body=BACKED_UP_KEY),
+        Example("PUT", V3 + "/room_keys/keys/{roomId}/{sessionId}",
+                path_values={"roomId": "!backup:example.org", "sessionId": "s3"},
+                query={"version": "999"}, body=BACKED_UP_KEY, expect=404, errcode="M_NOT_FOUND"),
+        Example("GET", V3 + "/room_keys/keys", query={"version": lambda c: c["backup_version"]}),
+        Example("GET", V3 + "/room_keys/keys/{roomId}", path_values={"roomId": "!backup:example.org"},
+                query={"version": lambda c: c["backup_version"]}),
+        Example("GET", V3 + "/room_keys/keys/{roomId}/{sessionId}",
+                path_values={"roomId": "!backup:example.org", "sessionId": "s1"},
+                query={"version": lambda c: c["backup_version"]}),
+        Example("GET", V3 + "/room_keys/keys/{roomId}/{sessionId}",
+                path_values={"roomId": "!backup:example.org", "sessionId": "nosuch"},
+                query={"version": lambda c: c["backup_version"]}, expect=404, errcode="M_NOT_FOUND"),
+        Example("DELETE", V3 + "/room_keys/keys/{roomId}/{sessionId}",
+                path_values={"roomId": "!backup:example.org", "sessionId": "s3"},
+                query={"version": lambda c: c["backup_version"]}),
+        Example("DELETE", V3 + "/room_keys/keys/{roomId}", path_values={"roomId": "!backup:example.org"},
+                query={"version": lambda c: c["backup_version"]}),
+        Example("DELETE", V3 + "/room_keys/keys", query={"version": lambda c: c["backup_version"]}),
+        Example("POST", V3 + "/room_keys/version", body={"algorithm": BACKUP_ALGORITHM, "auth_data": {}},
+                keep=_keep_backup_version("backup_version2")),
+        Example("PUT", V3 + "/room_keys/keys", query={"version": lambda c: c["backup_version"]},
+                body={"rooms": {}}, expect=403, errcode="M_WRONG_ROOM_KEYS_VERSION"),
+        Example("DELETE", V3 + "/room_keys/version/{version}", path_values={"version": lambda c: c["backup_version2"]}),
+        Example("DELETE", V3 + "/room_keys/version/{version}", path_values={"version": lambda c: c["backup_version2"]},
+                expect=404, errcode="M_NOT_FOUND"),
 
         # -- devices, passwords, sessions ending -----------------------------------
         Example("GET", V3 + "/devices"),
