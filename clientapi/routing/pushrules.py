@@ -120,7 +120,12 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         return json_response(_public(await find(request, scope, kind, rule_id)))
 
     async def put_rule(request: Request, scope: str, kind: str, rule_id: str) -> HTTPResponse:
+        await services.device_for(request)  # the token is checked before the body
         body = parse_json_body(request)
+        if "actions" not in body:
+            raise errors.MissingParam("Missing parameter: actions")
+        if kind == "content" and "pattern" not in body:
+            raise errors.MissingParam("Missing parameter: pattern (content rules match it)")
         before = request.args.get("before")
         after = request.args.get("after")
         return await edit(request, scope, kind, rule_id, lambda ruleset: push_rules.set_rule(

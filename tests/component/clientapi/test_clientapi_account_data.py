@@ -145,8 +145,10 @@ async def test_push_rule_errors(harness: Harness) -> None:
     alice = await harness.register("alice")
     assert errcode(await put(harness, alice, "/pushrules/global/override/.m.rule.mine", {"actions": []}),
                    400) == "M_UNKNOWN"
+    # A missing field is M_MISSING_PARAM (issue 3), where Synapse says M_UNKNOWN.
     assert errcode(await put(harness, alice, "/pushrules/global/content/nopattern", {"actions": []}),
-                   400) == "M_UNKNOWN"
+                   400) == "M_MISSING_PARAM"
+    assert errcode(await put(harness, alice, "/pushrules/global/override/noactions", {}), 400) == "M_MISSING_PARAM"
     assert errcode(await put(harness, alice, "/pushrules/global/override/x", {"actions": "notify"}),
                    400) == "M_UNKNOWN"
     placed = await harness.http.put(V3 + "/pushrules/global/override/x", params={"before": "missing"},
