@@ -7,6 +7,7 @@ A fake client stands in for the network."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from federationapi.internal.context import FederationContext
 from federationapi.internal.edus import handle_edu
 from federationapi.routing.user_keys import add_user_keys_routes
 from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME
+from tests.contract.openapi_spec import SPEC_ROOT, ClientServerSpec
 from tests.e2ee import ClientDevice, CrossSigning
 from userapi.api import UserAPI
 from userapi.component import UserAPIComponent, open_userapi
@@ -61,6 +63,20 @@ def context_with(client: FakeClient, userapi: UserAPI | None = None) -> Federati
     return FederationContext(config=Config(server_name=OUR_NAME, data_dir=Path("."), signing_key_path=Path("k")),
                              signing_key=OUR_KEY, client=cast(FederationClient, client), keyring=cast(Any, None),
                              database=cast(Any, None), roomserver=cast(Any, None), userapi=userapi)
+
+
+@functools.cache
+def server_server_spec() -> ClientServerSpec:
+    spec = ClientServerSpec(SPEC_ROOT / "data" / "api" / "server-server")
+    spec.error_schema = SPEC_ROOT / "data" / "api" / "client-server" / "definitions" / "errors" / "error.yaml"
+    return spec
+
+
+def assert_matches_spec(method: str, spec_path: str, r: httpx.Response) -> None:
+    spec = server_server_spec()
+    [operation] = [o for o in spec.operations if o.key == f"{method} {V1}{spec_path}"]
+    problems = spec.validate_response(operation, r.status_code, r.json())
+    assert not problems, f"{method} {spec_path} {r.status_code}: {problems}"
 
 
 @pytest.fixture
@@ -125,16 +141,21 @@ async def test_inbound_endpoints_serve_local_users(userapi_component: UserAPICom
     serving = await serve_app(make_app("user_keys_test", [blueprint]), "127.0.0.1:0")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving.port}") as http:
-            found = (await http.post(f"{V1}/user/keys/query", json={
-                "device_keys": {ALICE: [], ZOE: []}})).json()
+            query = await http.post(f"{V1}/user/keys/query", json={"device_keys": {ALICE: [], ZOE: []}})
+            assert_matches_spec("POST", "/user/keys/query", query)
+            found = query.json()
             assert set(found["device_keys"]) == {ALICE}
             assert found["device_keys"][ALICE]["A1"]["keys"] == device.device_keys()["keys"]
             assert ALICE in found["master_keys"] and ALICE in found["self_signing_keys"]
             assert "user_signing_keys" not in found
-            claimed = (await http.post(f"{V1}/user/keys/claim", json={
-                "one_time_keys": {ALICE: {"A1": "signed_curve25519"}}})).json()
+            claim = await http.post(f"{V1}/user/keys/claim", json={
+                "one_time_keys": {ALICE: {"A1": "signed_curve25519"}}})
+            assert_matches_spec("POST", "/user/keys/claim", claim)
+            claimed = claim.json()
             assert list(claimed["one_time_keys"][ALICE]["A1"]) == ["signed_curve25519:1"]
-            devices = (await http.get(f"{V1}/user/devices/{ALICE}")).json()
+            listed = await http.get(f"{V1}/user/devices/{ALICE}")
+            assert_matches_spec("GET", "/user/devices/{userId}", listed)
+            devices = listed.json()
             assert devices["user_id"] == ALICE and devices["stream_id"] > 0
             assert [(d["device_id"], d["device_display_name"]) for d in devices["devices"]] == [("A1", "Alice's phone")]
             assert devices["master_key"]["keys"] == keys.master_key()["keys"]
