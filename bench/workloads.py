@@ -12,6 +12,7 @@ wall-clock ones.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -232,14 +233,20 @@ async def sync(ctx: WorkloadContext) -> Figures:
 
     async def quiet_since(count: int) -> str:
         since: str = (await client.settled_sync(ctx.http, user, count))["next_batch"]
-        # Settled once an incremental sync has nothing more to say.
-        for _ in range(100):
+        # Settled once incremental syncs have had nothing more to say for a
+        # while (a split deployment's read model may trail by a moment).
+        quiet = 0
+        for _ in range(200):
             body = await client.sync(ctx.http, user, timeout="0", since=since,
                                      filter=client.timeline_filter(1, fresh=True))
-            if not body.get("rooms", {}).get("join"):
-                return since
-            since = body["next_batch"]
-            await asyncio.sleep(0.2)
+            if body.get("rooms", {}).get("join"):
+                quiet = 0
+                since = body["next_batch"]
+            else:
+                quiet += 1
+                if quiet == 3:
+                    return since
+            await asyncio.sleep(0.3)
         raise RuntimeError("the rooms never went quiet")
 
     async def devices(count: int) -> list[Account]:
@@ -256,7 +263,9 @@ async def sync(ctx: WorkloadContext) -> Figures:
                 for account in accounts:
                     elapsed, body = await client.timed_sync(ctx.http, account, timeout="0", since=since)
                     if body.get("rooms", {}).get("join"):
-                        raise RuntimeError("an idle incremental /sync returned rooms")
+                        room_id, room = next(iter(body["rooms"]["join"].items()))
+                        raise RuntimeError(f"an idle incremental /sync returned rooms, e.g. {room_id}: "
+                                           f"{json.dumps(room)[:300]}")
                     timings.append(elapsed)
             figures[f"{key}.p50_ms"].append(_ms(statistics.median(timings)))
             figures[f"{key}.cpu_ms"].append(_ms(cpu.seconds) / len(timings))
