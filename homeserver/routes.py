@@ -24,7 +24,8 @@ class Route:
 # First match wins; the client API takes everything else.
 ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/sync$"), "syncapi"),
-    Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|context/[^/]+)$"), "syncapi"),
+    Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|context/[^/]+|initialSync)$"),
+          "syncapi"),
     Route(re.compile(_CLIENT + r"/user/[^/]+/filter(?:/[^/]+)?$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/notifications$"), "syncapi"),
     # Forgetting a room changes what /sync shows, so the sync API keeps the flag.

@@ -40,6 +40,7 @@ from syncapi.internal.typing import TypingCache, now_ms
 from syncapi.notifier import Notifier
 from syncapi.routing import filter as filter_routes
 from syncapi.routing import forget as forget_routes
+from syncapi.routing import initial_sync as initial_sync_routes
 from syncapi.routing import keys_changes as keys_changes_routes
 from syncapi.routing import notifications as notification_routes
 from syncapi.routing import presence as presence_routes
@@ -88,6 +89,7 @@ class SyncAPI:
         sync_routes.register(self.blueprint, database, userapi, self.sync_handler, self.presence)
         presence_routes.register(self.blueprint, database, userapi, self.presence)
         room_routes.register(self.blueprint, self.room_reads, userapi)
+        initial_sync_routes.register(self.blueprint, database, self.room_reads, userapi)
         relation_routes.register(self.blueprint, self.relation_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
         notification_routes.register(self.blueprint, database, userapi)
