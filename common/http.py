@@ -119,6 +119,15 @@ def make_app(name: str, blueprints: Iterable[Blueprint]) -> App:
     app.config.TOUCHUP = False
     for blueprint in blueprints:
         app.blueprint(blueprint)
+    # Every path parameter of the Matrix APIs is percent-encoded by its
+    # sender. sanic-routing decides unquoting per shared path prefix, from
+    # whichever route (blueprints keep routes in a set: hash order) creates
+    # the prefix first, so one route without ``unquote`` could turn it off
+    # for its neighbours in some processes and not others: unquote them all.
+    for group in app.router.groups.values():
+        group.unquote = True
+        for route in group.routes:
+            route.unquote = True
 
     @app.exception(errors.MatrixError)
     async def on_matrix_error(request: Request, exc: errors.MatrixError) -> HTTPResponse:
