@@ -80,6 +80,8 @@ class FederationAPI:
         shared between apps), all sharing this component's state."""
         blueprint = Blueprint(name)
         add_federation_auth(blueprint, self.authenticator)
+        if self.sender is not None:
+            self.sender.add_wake_on_inbound(blueprint)
         add_key_routes(blueprint, self.keyring, self.direct_fetcher)
         add_version_routes(blueprint)
         add_openid_routes(blueprint, OpenIDTokens(self.config.macaroon_secret))

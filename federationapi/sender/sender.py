@@ -8,6 +8,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
 from common.consumer import KeyedConsumerRunner, run_consumer
 from common.log import Log, LogRecord, PositionLost
 from common.storage import Database
@@ -57,9 +60,23 @@ class FederationSender:
         self.edus = EDUConsumer(database, queues, server_name)
 
     def destination_is_up(self, server_name: str) -> None:
-        """Called when ``server_name`` reached us (an inbound request): its
-        backoff ends and its queue goes out now."""
-        self.queues.retry_now(server_name)
+        """Called when ``server_name`` reached us (an authenticated inbound
+        request): if it was being retried after failures, its queue goes out
+        now instead of at the end of the backoff (catch-up as soon as a
+        server is back, however long its backoff had grown)."""
+        if self.queues.is_backing_off(server_name):
+            self.queues.retry_now(server_name)
+
+    def add_wake_on_inbound(self, blueprint: Blueprint) -> None:
+        """Calls ``destination_is_up`` for the origin of every request the
+        blueprint's X-Matrix check authenticated."""
+
+        async def origin_is_up(request: Request, response: HTTPResponse) -> None:
+            origin = getattr(request.ctx, "origin", None)
+            if isinstance(origin, str):
+                self.destination_is_up(origin)
+
+        blueprint.middleware(origin_is_up, "response")
 
     async def run(self) -> None:
         rooms_ready = asyncio.Event()

@@ -36,6 +36,14 @@ class OutgoingPDU:
 
 
 @dataclass(frozen=True)
+class RoomWrite:
+    # Where the entry's PDU was queued.
+    destinations: list[str]
+    # Whether servers other than ours are joined to the room now.
+    has_other_servers: bool
+
+
+@dataclass(frozen=True)
 class QueuedItem:
     position: int
     kind: str
@@ -70,13 +78,13 @@ class SenderDatabase:
 
     async def write_room_event(self, room_id: str, position: int, *, joined: Sequence[JoinedMember],
                                left_event_ids: Iterable[str], reset_members: Sequence[JoinedMember] | None = None,
-                               pdu: OutgoingPDU | None = None) -> list[str] | None:
+                               pdu: OutgoingPDU | None = None) -> RoomWrite | None:
         """Applies one output entry: the members that joined and the member
         events that left the current state (or, with ``reset_members``, the
         room's whole joined membership first), and queues ``pdu`` for every
-        other joined server. Answers the destinations queued to, or None when
-        the entry was handled before (a replay after a crash: nothing is
-        queued twice)."""
+        other joined server. Answers where it was queued and whether other
+        servers are in the room now, or None when the entry was handled
+        before (a replay after a crash: nothing is queued twice)."""
         async with self.db.transaction() as conn:
             handled = await self._rooms.select_position(conn, room_id)
             if handled is not None and position <= handled:
@@ -89,15 +97,15 @@ class SenderDatabase:
             await self._joined.insert(self.db, conn, [(room_id, m.event_id, m.user_id, m.server_name)
                                                       for m in joined])
             await self._rooms.upsert_position(self.db, conn, room_id, position)
+            others = await self._joined.select_servers_in_room(conn, room_id) - {self.server_name}
             if pdu is None:
-                return []
-            servers = await self._joined.select_servers_in_room(conn, room_id) | pdu.extra_destinations
-            destinations = sorted(servers - {self.server_name})
+                return RoomWrite([], bool(others))
+            destinations = sorted((others | pdu.extra_destinations) - {self.server_name})
             if destinations:
                 nid = await self._json.insert(conn, pdu.pdu_json)
                 await self._queue.insert(conn, [{"destination": d, "kind": PDU, "json_nid": nid,
                                                  "event_id": pdu.event_id} for d in destinations])
-            return destinations
+            return RoomWrite(destinations, bool(others))
 
     async def servers_in_room(self, room_id: str) -> set[str]:
         async with self.db.connect() as conn:
@@ -184,4 +192,5 @@ class SenderDatabase:
             return await self._queue.count(conn, destination)
 
 
-__all__ = ["JoinedMember", "OutgoingPDU", "PendingTransaction", "QueueEntry", "QueuedItem", "SenderDatabase"]
+__all__ = ["JoinedMember", "OutgoingPDU", "PendingTransaction", "QueueEntry", "QueuedItem", "RoomWrite",
+           "SenderDatabase"]

@@ -9,10 +9,12 @@ remote user also goes to that user's server (a kick or ban must reach it).
 Backfilled (historical) events are never sent.
 
 Each room's last handled ``room_stream_position`` is stored in the same
-transaction as what the entry queued, so a replay after a crash queues
-nothing twice. A gap in the positions (entries this reader never saw: a
-new database, or the log's retention) makes it read the room's joined
-members from the room server instead.
+transaction as what the entry queued or changed, so a replay after a crash
+queues nothing twice; entries that change nothing (most messages of rooms
+without other servers, events from other servers) write nothing. A gap in
+the positions (entries this reader never saw: a new database, or the log's
+retention) makes it read the room's joined members from the room server
+instead.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class RoomserverOutputConsumer:
         self._queues = queues
         self._roomserver = roomserver
         self._server_name = server_name
+        # Per room: the last entry handled, and whether other servers are
+        # in it (as of the last write), so that entries that change nothing
+        # cost no database write.
+        self._positions: dict[str, int] = {}
+        self._has_other_servers: dict[str, bool] = {}
 
     async def handle_record(self, record: LogRecord) -> None:
         output = output_log_pb2.OutputEvent.FromString(record.value)
@@ -71,7 +78,11 @@ class RoomserverOutputConsumer:
         # Not in the JSON of a v12 create event: derived from its ID.
         room_id = event.room_id
         position = msg.room_stream_position
-        handled = await self._db.room_position(room_id)
+        handled = self._positions.get(room_id)
+        if handled is None:
+            # Stored only when an entry changed something, so it may lag
+            # behind: a "gap" then costs one needless read of the members.
+            handled = await self._db.room_position(room_id)
         if handled is not None and position <= handled:
             return
         reset: list[JoinedMember] | None = None
@@ -90,10 +101,22 @@ class RoomserverOutputConsumer:
                 extra = frozenset({server_of(state_key)})
             outgoing = OutgoingPDU(msg.event.event_id, msg.event.pdu_json.decode("utf-8"), extra)
         left = [] if msg.historical else list(msg.removes_state_event_ids)
-        destinations = await self._db.write_room_event(room_id, position, joined=joined, left_event_ids=left,
-                                                       reset_members=reset, pdu=outgoing)
-        if destinations:
-            self._queues.wake(destinations)
+        changes_nothing = reset is None and not joined and not left and (
+            outgoing is None or self._has_other_servers.get(room_id) is False)
+        if changes_nothing:
+            # Most entries (messages in rooms of local users only, events
+            # from other servers): no write at all. A replay of one after a
+            # crash changes nothing either.
+            self._positions[room_id] = position
+            return
+        written = await self._db.write_room_event(room_id, position, joined=joined, left_event_ids=left,
+                                                  reset_members=reset, pdu=outgoing)
+        self._positions[room_id] = position
+        if written is None:
+            return
+        self._has_other_servers[room_id] = written.has_other_servers
+        if written.destinations:
+            self._queues.wake(written.destinations)
 
     def _is_ours_to_send(self, msg: output_log_pb2.NewRoomEvent, pdu: dict[str, Any]) -> bool:
         if msg.historical or msg.origin:

@@ -158,9 +158,9 @@ class Env:
     task: asyncio.Task[None] | None = None
     fakes: list[FakeDestination] = field(default_factory=list)
 
-    async def start_sender(self) -> FederationSender:
+    async def start_sender(self, backoff_initial: float = 0.05, backoff_max: float = 0.2) -> FederationSender:
         self.sender = build_sender(self.db, self.client, self.log, cast(FederationRoomserverAPI, self.roomserver),
-                                   OUR_NAME, backoff_initial=0.05, backoff_max=0.2)
+                                   OUR_NAME, backoff_initial=backoff_initial, backoff_max=backoff_max)
         self.task = asyncio.create_task(self.sender.run())
         await asyncio.wait_for(self.sender.ready.wait(), 20)
         return self.sender

@@ -165,3 +165,21 @@ async def test_a_restart_with_a_pending_queue_resends_the_same_transaction_and_l
     assert remote.bodies() == [f"m{i}" for i in range(15)]
     event_ids = [Event(p, room.version).event_id for p in remote.pdus()]
     assert len(set(event_ids)) == 15
+
+
+async def test_a_destination_that_reaches_us_is_retried_at_once_whatever_its_backoff(env: Env) -> None:
+    remote = await env.destination(fail_status=503)
+    sender = await env.start_sender(backoff_initial=600, backoff_max=600)
+    room = await room_with(env, f"@bob:{remote.server_name}")
+    await env.output.write(room.message(ALICE, "waiting"))
+    await remote.wait_for(lambda: len(remote.requests) == 1)
+
+    async def backing_off() -> bool:
+        return sender.queues.is_backing_off(remote.server_name)
+
+    await eventually(backing_off)
+    remote.fail_status = None
+    # An authenticated request from it (the inbound side calls this).
+    sender.destination_is_up(remote.server_name)
+    await remote.wait_for(lambda: remote.bodies() == ["waiting"])
+    assert not sender.queues.is_backing_off(remote.server_name)

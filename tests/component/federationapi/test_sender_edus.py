@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import Message
 from myelin.clientapi.v1 import edu_log_pb2
@@ -21,8 +21,10 @@ from common.topics import (
     Topic,
 )
 from federationapi.sender.consumers.clientapi import wire_message_id
+from federationapi.sender.consumers.roomserver import RoomserverOutputConsumer
 from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
+from roomserver.api import FederationRoomserverAPI
 from tests.builders import TestRoom
 from tests.component.federationapi.conftest import OUR_NAME
 from tests.component.federationapi.sender_fakes import ALICE, Env, env, eventually, room_with
@@ -167,8 +169,11 @@ async def test_a_replayed_output_entry_queues_nothing_twice(env: Env) -> None:
     message = await env.output.write(room.message(ALICE, "once"))
     await remote.wait_for(lambda: len(remote.requests) >= 1)
     assert await sender.database.queued_count(remote.server_name) == 1
-    # The log hands the entry over again (a crash before its offset was committed).
-    await sender.rooms.on_new_room_event(message)
+    # The log hands the entry over again to a new process (a crash before
+    # its offset was committed).
+    restarted = RoomserverOutputConsumer(sender.database, sender.queues,
+                                         cast(FederationRoomserverAPI, env.roomserver), OUR_NAME)
+    await restarted.on_new_room_event(message)
     assert await sender.database.queued_count(remote.server_name) == 1
 
 
