@@ -43,6 +43,7 @@ from clientapi.routing import (
     upgrade,
     users,
     versions,
+    voip,
 )
 from clientapi.storage.database import ClientAPIDatabase
 from common.config import Config
@@ -82,7 +83,7 @@ def build(config: Config, database: Database, log: Log | None, roomserver: Clien
     blueprint = Blueprint(blueprint_name)
     for module in (versions, register, login, account, devices, profile, createroom, membership, send, state,
                    directory, keys, keys_backup, account_data, pushrules, aliases, typing, receipts, send_to_device, report,
-                   threepid, upgrade, spaces, thirdparty, openid, users):
+                   threepid, upgrade, spaces, thirdparty, openid, users, voip):
         module.add_routes(blueprint, services)
     return ClientAPI(blueprint=blueprint, services=services)
 

@@ -165,6 +165,15 @@ class Config:
     # What GET /.well-known/matrix/support answers ({"contacts": [...],
     # "support_page": ...}); empty: 404.
     well_known_support: dict[str, Any] = field(default_factory=dict)
+    # TURN servers for VoIP (GET /voip/turnServer): their URIs, and either
+    # the shared secret of the TURN REST API (coturn's use-auth-secret) or
+    # a fixed username and password. No URIs: clients are told of none.
+    turn_uris: list[str] = field(default_factory=list)
+    turn_shared_secret: str = ""
+    turn_username: str = ""
+    turn_password: str = ""
+    turn_user_lifetime_ms: int = 60 * 60 * 1000
+    turn_allow_guests: bool = True
 
     def address_of(self, component: str) -> ComponentAddress:
         return self.components.get(component, ComponentAddress())

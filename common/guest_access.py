@@ -9,7 +9,7 @@ be checked.
 
 The endpoints are the spec's list plus those Synapse also opens to guests
 (capabilities, joined rooms, public rooms, relations, hierarchy, room
-summaries, third-party lookups, key changes); everything else is
+summaries, third-party lookups, key changes, TURN credentials); everything else is
 403 M_GUEST_ACCESS_FORBIDDEN, as Synapse answers.
 """
 
@@ -47,7 +47,7 @@ GUEST_ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("PUT", "sendToDevice/*/*"),
     # Their own account (the handlers allow only the display name).
     ("PUT", "profile/*/*"), ("DELETE", "profile/*/*"), ("GET", "devices"), ("GET", "devices/*"),
-    ("PUT", "devices/*"), ("GET", "account/whoami"), ("GET", "capabilities"),
+    ("PUT", "devices/*"), ("GET", "account/whoami"), ("GET", "capabilities"), ("GET", "voip/turnServer"),
     # End-to-end encryption.
     ("POST", "keys/upload"), ("POST", "keys/query"), ("POST", "keys/claim"), ("GET", "keys/changes"),
     # Media.

@@ -44,6 +44,8 @@ def generate_config(
     tls_cert: str = "",
     tls_key: str = "",
     insecure_federation_for_tests: bool = False,
+    turn_uris: list[str] | None = None,
+    turn_shared_secret: str = "",
 ) -> Config:
     """Writes a working config and, if missing, a signing key."""
     from matrixlib.signing import generate_signing_key, write_signing_key_file
@@ -60,6 +62,7 @@ def generate_config(
         config.federation_verify_tls = False
         config.federation_allow_private_addresses = True
     config.registration.open = open_registration
+    config.turn_uris, config.turn_shared_secret = list(turn_uris or []), turn_shared_secret
     config.rate_limits.enabled = rate_limits
     config.postgres_url = postgres_url
     config.kafka_bootstrap = kafka_bootstrap
@@ -119,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--tls-key", default="")
     gen.add_argument("--insecure-federation-for-tests", action="store_true",
                      help="do not check peers' certificates and allow loopback/private peers")
+    gen.add_argument("--turn-uri", action="append", default=[], help="a TURN server URI (repeatable)")
+    gen.add_argument("--turn-shared-secret", default="", help="the TURN servers' REST API shared secret")
     return parser
 
 
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             split_base_port=args.split_base_port, default_room_version=args.default_room_version,
             kafka_session_timeout_ms=args.kafka_session_timeout_ms,
             tls_cert=args.tls_cert, tls_key=args.tls_key,
+            turn_uris=args.turn_uri, turn_shared_secret=args.turn_shared_secret,
             insecure_federation_for_tests=args.insecure_federation_for_tests,
         )
         print(f"wrote {args.output}", file=sys.stderr)

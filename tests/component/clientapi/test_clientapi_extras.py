@@ -139,3 +139,38 @@ async def test_discovery_and_capabilities(harness: Harness) -> None:
     harness.clientapi.services.config.registration.open = False
     response = await harness.http.get(validity, params={"token": "abc"})
     assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
+
+
+def test_turn_credentials_of_the_rest_api() -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from clientapi.routing.voip import turn_credentials
+
+    answer = turn_credentials(user_id="@a:b", uris=["turn:t.example:3478"], shared_secret="s3cret", username="",
+                              password="", lifetime_ms=3_600_000, now_ms=1_000_000_000)
+    assert answer["username"] == "1003600:@a:b" and answer["ttl"] == 3600
+    expected = base64.b64encode(hmac.new(b"s3cret", b"1003600:@a:b", hashlib.sha1).digest()).decode()
+    assert answer["password"] == expected and answer["uris"] == ["turn:t.example:3478"]
+    fixed = turn_credentials(user_id="@a:b", uris=["turns:t.example:443"], shared_secret="", username="u",
+                             password="p", lifetime_ms=60_000, now_ms=0)
+    assert fixed == {"username": "u", "password": "p", "uris": ["turns:t.example:443"], "ttl": 60}
+    assert turn_credentials(user_id="@a:b", uris=[], shared_secret="x", username="", password="",
+                            lifetime_ms=1, now_ms=0) == {}
+
+
+async def test_turn_server_endpoint(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    response = await harness.http.get(f"{V3}/voip/turnServer", headers=alice.headers)
+    assert (response.status_code, response.json()) == (200, {})
+    config = harness.clientapi.services.config
+    config.turn_uris, config.turn_shared_secret = ["turn:turn.example.org:3478"], "secret"
+    body = (await harness.http.get(f"{V3}/voip/turnServer", headers=alice.headers)).json()
+    assert body["username"].endswith(":" + alice.user_id) and body["uris"] == ["turn:turn.example.org:3478"]
+    guest = (await harness.http.post(f"{V3}/register", params={"kind": "guest"}, json={})).json()
+    guest_headers = {"Authorization": f"Bearer {guest['access_token']}"}
+    assert (await harness.http.get(f"{V3}/voip/turnServer", headers=guest_headers)).status_code == 200
+    config.turn_allow_guests = False
+    response = await harness.http.get(f"{V3}/voip/turnServer", headers=guest_headers)
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
