@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from myelin.roomserver.v1 import output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -24,6 +25,7 @@ from common.config import Config
 from common.http import json_response, make_app, serve_app
 from common.log import Log
 from common.logs import open_log
+from common.topics import ROOMSERVER_OUTPUT
 from federationapi.component import FederationAPI, open_federationapi
 from federationapi.keyring import now_ms
 from matrixlib.events import Event
@@ -187,6 +189,20 @@ class Inbound:
         if not answer.events:
             return None
         found: dict[str, Any] = json.loads(answer.events[0].pdu_json)
+        return found
+
+    async def output_event_ids(self) -> set[str]:
+        """The IDs of every new room event on the room server's output log so far."""
+        consumer = await self.log.consumer(f"test-output-{uuid.uuid4().hex[:8]}", [ROOMSERVER_OUTPUT.name])
+        found: set[str] = set()
+        try:
+            while records := await consumer.fetch(timeout=0.3):
+                for record in records:
+                    output = output_log_pb2.OutputEvent.FromString(record.value)
+                    if output.HasField("new_room_event"):
+                        found.add(output.new_room_event.event.event_id)
+        finally:
+            await consumer.close()
         return found
 
     async def latest(self, room_id: str) -> list[str]:

@@ -154,6 +154,21 @@ async def test_event_failing_the_current_state_is_soft_failed(inbound: Inbound) 
     assert await inbound.stored(late.event_id, include_unaccepted=False) is None
     assert await inbound.latest(room.room_id) == [ban.event_id]
     await assert_room_still_works(inbound, room, sender=inbound.user("carol"))
+    # Readers never hear of it; they do of what came before and after.
+    output = await inbound.output_event_ids()
+    assert late.event_id not in output
+    assert {carol_join.event_id, ban.event_id} <= output
+
+
+async def test_rooms_of_one_transaction_are_handled_apart(inbound: Inbound) -> None:
+    denied = await room_with_bob(inbound)
+    allowed = await room_with_bob(inbound)
+    await inbound.input(denied, [denied.set_state(SERVER_ACL, {"allow": ["*"], "deny": ["localhost"]})])
+    in_denied = inbound.remote_event(denied, lambda: denied.message(inbound.user("bob"), "no", advance=False))
+    in_allowed = inbound.remote_event(allowed, lambda: allowed.message(inbound.user("bob"), "yes"))
+    results = await inbound.send_events([in_denied, in_allowed])
+    assert "ACL" in results[in_denied.event_id]["error"]
+    assert results[in_allowed.event_id] == {}
 
 
 async def test_pdu_of_an_unknown_room_is_refused(inbound: Inbound) -> None:
