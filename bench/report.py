@@ -20,7 +20,8 @@ from bench.workloads import Metric
 # failed workload's error can be shown in its cells.
 _WORKLOAD_OF_PREFIX = {"register": "register", "send": "send", "send_sync": "send-sync",
                        "initial_sync": "sync", "messages": "messages", "join": "join",
-                       "stateres": "stateres", "peak_rss_mb": "peak-rss"}
+                       "stateres": "stateres", "peak_rss_mb": "peak-rss",
+                       "fed_send": "fed-send", "fed_join": "fed-join"}
 
 
 def workload_of(metric_key: str) -> str:

@@ -67,14 +67,33 @@ def _database_section(workdir: Path, postgres_url: str | None) -> dict[str, obje
         "port": url.port or 5432, "database": url.path.lstrip("/"), "cp_min": 5, "cp_max": 10}}
 
 
+def _federation_settings(workdir: Path, federation_port: int) -> dict[str, object]:
+    """A TLS federation listener on the port of the server name (a
+    self-signed pair), for peers on loopback (shared/INTEROP-NOTES.md)."""
+    from homeserver.tls import ensure_self_signed_certificate
+
+    cert, key = ensure_self_signed_certificate(workdir, "localhost")
+    return {
+        "listener": {"port": federation_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
+                     "resources": [{"names": ["federation"], "compress": False}]},
+        "tls_certificate_path": str(cert),
+        "tls_private_key_path": str(key),
+        "federation_verify_certificates": False,
+        "ip_range_blacklist": [],
+        "ip_range_whitelist": ["127.0.0.1"],
+    }
+
+
 def start_synapse(workdir: Path, port: int, *, postgres_url: str | None = None,
-                  bcrypt_rounds: int = 4) -> RunningSynapse:
-    """Synapse on 127.0.0.1:``port`` (clients only, plain HTTP), on SQLite in
+                  bcrypt_rounds: int = 4, federation_port: int | None = None) -> RunningSynapse:
+    """Synapse on 127.0.0.1:``port`` (clients, plain HTTP), on SQLite in
     ``workdir``, or on PostgreSQL when ``postgres_url`` names an empty
-    database (Synapse wants it in the C locale, as the test cluster is)."""
+    database (Synapse wants it in the C locale, as the test cluster is).
+    With ``federation_port`` its name is localhost:<that port>, where it
+    serves federation over TLS."""
     python = ensure_synapse_installed()
     workdir.mkdir(parents=True, exist_ok=True)
-    server_name = f"localhost:{port}"
+    server_name = f"localhost:{federation_port or port}"
     config = workdir / "homeserver.yaml"
     subprocess.run(
         [str(python), "-m", "synapse.app.homeserver", "--server-name", server_name,
@@ -104,6 +123,11 @@ def start_synapse(workdir: Path, port: int, *, postgres_url: str | None = None,
     overrides["rc_invites"] = {"per_room": _UNLIMITED, "per_user": _UNLIMITED, "per_issuer": _UNLIMITED}
     overrides["rc_federation"] = {"window_size": 1000, "sleep_limit": 100000, "sleep_delay": 1,
                                   "reject_limit": 100000, "concurrent": 100000}
+    if federation_port is not None:
+        federation = _federation_settings(workdir, federation_port)
+        listeners: list[object] = overrides["listeners"]  # type: ignore[assignment]
+        listeners.append(federation.pop("listener"))
+        overrides.update(federation)
     override_path = workdir / "overrides.yaml"
     override_path.write_text(yaml.safe_dump(overrides))
     log = (workdir / "synapse.log").open("ab")

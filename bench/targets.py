@@ -87,6 +87,8 @@ class Target:
     workdir: Path
     # Process name -> PID (one entry for a single process).
     pids: dict[str, int] = field(default_factory=dict)
+    # Whether it serves federation (TLS on the port of its server name).
+    federation: bool = False
 
     def stop(self) -> None:
         self.monitor.stop()
@@ -167,9 +169,16 @@ def _myelin_target(name: str, hs: harness.RunningHomeserver, workdir: Path) -> T
 
 
 def _start_myelin(workdir: Path, cost: HashCost) -> Target:
+    federation_port = free_port()
+    server_name = f"localhost:{federation_port}"
     with _configs_with_hash_cost(cost):
-        hs = harness.start_monolith(workdir)
-    return _myelin_target("myelin", hs, workdir)
+        hs = harness.start_monolith(workdir, "--server-name", server_name, "--federation-port",
+                                    str(federation_port), "--insecure-federation-for-tests")
+    # Its name is the federation port's (the harness names it after the client port).
+    hs.server_name = server_name
+    target = _myelin_target("myelin", hs, workdir)
+    target.federation = True
+    return target
 
 
 def _start_myelin_split(workdir: Path, cost: HashCost, shared: SharedServices) -> Target:
@@ -180,10 +189,11 @@ def _start_myelin_split(workdir: Path, cost: HashCost, shared: SharedServices) -
 
 
 def _start_synapse(name: str, workdir: Path, cost: HashCost, postgres_url: str | None) -> Target:
-    synapse = start_synapse(workdir, free_port(), postgres_url=postgres_url, bcrypt_rounds=cost.bcrypt_rounds)
+    synapse = start_synapse(workdir, free_port(), postgres_url=postgres_url, bcrypt_rounds=cost.bcrypt_rounds,
+                            federation_port=free_port())
     pids = {"synapse": synapse.process.pid}
     return Target(name, synapse.base_url, synapse.server_name, synapse_version(),
-                  ProcessMonitor(list(pids.values())), synapse.stop, workdir, pids)
+                  ProcessMonitor(list(pids.values())), synapse.stop, workdir, pids, federation=True)
 
 
 def start_target(name: str, workdir: Path, cost: HashCost, shared: SharedServices) -> Target:

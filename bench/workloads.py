@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,12 +47,15 @@ class Sizes:
     join_room_members: int = 1000
     stateres_members: int = 5000
     stateres_changes: int = 1000
+    federation_pdus: int = 1000
+    remote_room_members: int = 500
 
 
 FULL = Sizes()
 QUICK = Sizes(reps=1, samples=2, register_users=5, senders=4, messages_per_sender=3, send_sync_messages=5,
               idle_room_counts=(5, 10, 20), initial_sync_rooms=8, idle_sync_samples=3, history_events=150,
-              page_size=50, join_room_members=15, stateres_members=60, stateres_changes=15)
+              page_size=50, join_room_members=15, stateres_members=60, stateres_changes=15,
+              federation_pdus=100, remote_room_members=20)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,11 @@ class WorkloadContext:
     sizes: Sizes
     cpu_seconds: Callable[[], float]
     progress: Callable[[str], None] = lambda _message: None
+    # The server under test's name, whether it serves federation, and a
+    # directory for what a workload writes (the fake remote's certificate).
+    server_name: str = ""
+    federation: bool = False
+    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     # Setup shared between workloads on the same server (the messaging room).
     shared: dict[str, Any] = field(default_factory=dict)
 
@@ -404,6 +414,12 @@ def metrics(sizes: Sizes) -> list[Metric]:
         Metric("messages.cpu_ms", "  server CPU ms per page", False),
         Metric("join.ms", f"local join, room of {sizes.join_room_members} members: ms", False, 0.5),
         Metric("join.cpu_ms", "  server CPU ms per join (all samples)", False),
+        Metric("fed_send.per_s", f"inbound federation /send: PDUs/s ({sizes.federation_pdus} in transactions "
+               "of 50, to arrival in /sync)", True),
+        Metric("fed_send.cpu_ms", "  server CPU ms per PDU", False),
+        Metric("fed_join.ms", f"join of a remote room of {sizes.remote_room_members} members (fake resident): ms",
+               False),
+        Metric("fed_join.cpu_ms", "  server CPU ms per join (all samples)", False),
         Metric("stateres.ms", f"state resolution of a fork ({sizes.stateres_members} members, "
                f"{sizes.stateres_changes} changes a side): ms", False),
         Metric("peak_rss_mb", "peak RSS of the server, MB (split: sum over processes)", False, 0.5),

@@ -11,17 +11,18 @@ from collections.abc import Iterator
 import pytest
 
 from bench import client
-from bench.__main__ import render
+from bench.__main__ import SERVER_WORKLOADS, render
 from bench.report import Results, table
 from bench.stateres import Fork, time_myelin
 from bench.targets import HashCost, SharedServices, Target, start_target
-from bench.workloads import HTTP_WORKLOADS, Sizes, WorkloadContext, metrics
+from bench.workloads import Sizes, WorkloadContext, metrics
 
 pytestmark = pytest.mark.e2e
 
 TOY = Sizes(reps=1, samples=1, register_users=2, senders=2, messages_per_sender=2, send_sync_messages=2,
             idle_room_counts=(1, 3), initial_sync_rooms=2, idle_sync_samples=1, history_events=6, page_size=4,
-            join_room_members=3, stateres_members=12, stateres_changes=3)
+            join_room_members=3, stateres_members=12, stateres_changes=3, federation_pdus=3,
+            remote_room_members=4)
 COST = HashCost(bcrypt_rounds=4, bcrypt_ms=1.0, scrypt_log2_n=8, scrypt_ms=1.0)
 
 
@@ -40,8 +41,9 @@ def myelin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 async def test_every_workload_returns_figures_and_the_table_shows_them(myelin: Target) -> None:
     results = Results()
     async with client.new_client(myelin.base_url) as http:
-        ctx = WorkloadContext(http=http, sizes=TOY, cpu_seconds=myelin.monitor.cpu_seconds)
-        for name, workload in HTTP_WORKLOADS.items():
+        ctx = WorkloadContext(http=http, sizes=TOY, cpu_seconds=myelin.monitor.cpu_seconds,
+                              server_name=myelin.server_name, federation=myelin.federation, workdir=myelin.workdir)
+        for name, workload in SERVER_WORKLOADS.items():
             figures = await workload(ctx)
             assert figures, name
             for key, values in figures.items():
