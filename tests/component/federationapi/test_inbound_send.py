@@ -259,6 +259,38 @@ async def test_gap_not_closed_fetches_the_state_with_state_ids(inbound: Inbound)
     await assert_room_still_works(inbound, room)
 
 
+async def test_big_missing_state_comes_from_state(inbound: Inbound) -> None:
+    room = await room_with_bob(inbound)
+    inbound.remote_rooms.rooms[room.room_id] = room
+    # Twelve more of the remote's users joined in the gap: too many to fetch one by one.
+    with inbound.as_remote(room):
+        joins = [room.join(inbound.user(f"member{i}")) for i in range(12)]
+        last = room.message(inbound.user("member11"), "hello from the gap")
+    inbound.remote_rooms.missing_events_answer = []
+    assert await inbound.send_events([last]) == {last.event_id: {}}
+    assert "state" in inbound.remote_rooms.requests and "event" not in inbound.remote_rooms.requests
+    for join in joins:
+        assert await inbound.stored(join.event_id) is not None
+
+
+async def test_unknown_auth_event_is_fetched_from_event_auth(inbound: Inbound) -> None:
+    room = await room_with_bob(inbound)
+    inbound.remote_rooms.rooms[room.room_id] = room
+    bob = inbound.user("bob")
+    with inbound.as_remote(room):
+        # bob's new display name never reached us; his message names it as an auth event.
+        renamed = room.build("m.room.member", {"membership": "join", "displayname": "Bob"}, sender=bob,
+                             state_key=bob, advance=False)
+        auth_state = dict(room.state)
+        auth_state[renamed.state_tuple] = renamed
+        message = room.message(bob, "as Bob", auth_state=auth_state)
+    assert renamed.event_id in message.auth_event_ids
+    assert await inbound.send_events([message]) == {message.event_id: {}}
+    assert "event_auth" in inbound.remote_rooms.requests
+    assert await inbound.stored(renamed.event_id) is not None
+    assert await inbound.stored(message.event_id, include_unaccepted=False) is not None
+
+
 async def test_unfillable_gap_is_a_per_pdu_error(inbound: Inbound) -> None:
     room = await room_with_bob(inbound)
     # The remote knows nothing of the room (404s everywhere).
