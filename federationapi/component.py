@@ -7,7 +7,9 @@ authenticates every inbound ``/_matrix/federation/`` request (``auth.py``),
 and, given a room server (and user API, public room directory), the
 inbound reads: events, state, auth chains, backfill, missing events,
 profile and alias queries, public rooms (``routing/events.py``,
-``routing/query.py``, ``routing/public_rooms.py``).
+``routing/query.py``, ``routing/public_rooms.py``); inbound ``/send``
+transactions, their PDU checks, gap filling and EDUs (``routing/send.py``,
+``internal/inbound/``, ``internal/edus.py``); backfill (``internal/backfill.py``).
 Federation routes added to the blueprint ``make_blueprint`` builds are
 authenticated; the origin is in ``request.ctx.origin``.
 """
