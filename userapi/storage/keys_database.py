@@ -97,17 +97,16 @@ class KeysDatabase:
         return [DeviceKeysRow(r.user_id, r.device_id, r.key_json,
                               names.get((r.user_id, r.device_id)) or r.display_name) for r in rows]
 
-    async def delete_devices_keys(self, user_id: str, device_ids: Sequence[str]) -> StreamStep | None:
-        """Forgets the devices' keys of every kind; one stream step for them
-        all (None when there were none to forget)."""
+    async def delete_devices_keys(self, user_id: str, device_ids: Sequence[str]) -> None:
+        """Forgets the devices' keys of every kind (the caller takes a stream
+        step per device it announces as deleted)."""
         if not device_ids:
-            return None
+            return
         async with self.db.transaction() as conn:
             await self._device_keys.delete(conn, user_id, device_ids)
             await self._one_time_keys.delete_for_devices(conn, user_id, device_ids)
             await self._fallback_keys.delete_for_devices(conn, user_id, device_ids)
             await self._sigs.delete_for_target(conn, user_id, device_ids)
-            return await self._next_stream_id(conn, user_id)
 
     # -- one-time and fallback keys -----------------------------------------------
 
@@ -167,15 +166,16 @@ class KeysDatabase:
             return await self._cross_signing.select_for_users(conn, user_ids)
 
     async def store_cross_signing_keys(self, user_id: str, keys: Mapping[str, str],
-                                       replaced_public_keys: Sequence[str] = ()) -> StreamStep:
-        """Stores the given key types; signatures on replaced keys go."""
+                                       replaced_public_keys: Sequence[str] = ()) -> None:
+        """Stores the given key types; signatures on replaced keys go. The
+        device list stream does not move: its steps are the m.device_list_update
+        EDUs' stream IDs, and signing keys travel in m.signing_key_update."""
         async with self.db.transaction() as conn:
             for key_type, key_json in keys.items():
                 await conn.execute(self.db.upsert(cross_signing_keys, {
                     "user_id": user_id, "key_type": key_type, "key_json": key_json}, ["user_id", "key_type"]))
             if replaced_public_keys:
                 await self._sigs.delete_for_target(conn, user_id, replaced_public_keys)
-            return await self._next_stream_id(conn, user_id)
 
     async def signatures_for(self, targets: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Signatures]:
         async with self.db.connect() as conn:
