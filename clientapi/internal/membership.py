@@ -66,14 +66,20 @@ async def send_membership(services: Services, *, room_id: str, sender: str, targ
         content["reason"] = reason
     if services.federation is not None and sender == target and membership in ("leave", "knock"):
         info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
-        if membership == "knock" and (not info.room_exists or info.is_stub):
-            knocked = await services.federation.perform_knock(fed_pb.PerformKnockRequest(
-                room_id=room_id, user_id=sender, server_names=list(server_names), reason=reason or ""))
-            return knocked.event_id
-        if membership == "leave" and info.room_exists and info.is_stub:
-            left = await services.federation.perform_leave(fed_pb.PerformLeaveRequest(
-                room_id=room_id, user_id=sender, server_names=list(server_names), reason=reason or ""))
-            return left.event_id
+        joined_servers = await _joined_servers(services, room_id) if info.room_exists and not info.is_stub else []
+        # A room nobody is joined to any more is left to the local path.
+        if not info.room_exists or info.is_stub or (joined_servers and services.server_name not in joined_servers):
+            if membership == "knock":
+                knocked = await services.federation.perform_knock(fed_pb.PerformKnockRequest(
+                    room_id=room_id, user_id=sender, server_names=[*server_names, *joined_servers],
+                    reason=reason or ""))
+                return knocked.event_id
+            if info.room_exists:
+                # Rejecting an invite (or retracting a knock) to a room no local user is in.
+                left = await services.federation.perform_leave(fed_pb.PerformLeaveRequest(
+                    room_id=room_id, user_id=sender, server_names=[*server_names, *joined_servers],
+                    reason=reason or ""))
+                return left.event_id
     event = await build_local_event(
         services.roomserver, room_id=room_id, type=MEMBER, sender=sender, content=content,
         state_key=target, server_name=services.server_name, signing_key=services.signing_key)
@@ -109,14 +115,17 @@ async def _remote_invite(services: Services, invite: Event) -> Event:
     return Event.from_json(answer.event_json, invite.room_version)
 
 
-async def _has_local_member(services: Services, room_id: str) -> bool:
+async def _joined_servers(services: Services, room_id: str) -> list[str]:
+    """The servers of the room's joined members, as this server knows the
+    room (out of date when no local user is joined)."""
     members = await services.roomserver.query_memberships_for_room(
         rs_pb.QueryMembershipsForRoomRequest(room_id=room_id, joined_only=True))
+    servers: dict[str, None] = {}
     for member in members.member_events:
         state_key = json.loads(member.pdu_json).get("state_key")
-        if isinstance(state_key, str) and _domain(state_key) == services.server_name:
-            return True
-    return False
+        if isinstance(state_key, str) and _domain(state_key):
+            servers[_domain(state_key)] = None
+    return list(servers)
 
 
 async def _inviters_server(services: Services, membership: rs_pb.QueryMembershipForUserResponse) -> list[str]:
@@ -131,18 +140,23 @@ async def _inviters_server(services: Services, membership: rs_pb.QueryMembership
 async def join_local_room(services: Services, room_id: str, user_id: str, reason: str | None,
                           server_names: Sequence[str] = ()) -> None:
     """Joins ``user_id`` to a room; a user already joined sends nothing (as
-    Synapse, a repeated join is not a new event). When this server is not
-    in the room (unknown room, only an invite here, or a remote invite and
-    no local member joined) the federation API joins through
-    ``server_names``, the inviter's server and the room ID's server, in
-    that order: 404 when none could be reached, 403 when refused."""
+    Synapse, a repeated join is not a new event). When no local user is in
+    the room (unknown room, only an invite or knock here, or everyone local
+    left) the federation API joins through ``server_names``, the inviter's
+    server, the room ID's server and the servers last known in the room,
+    in that order: 404 when none could be reached, 403 when refused."""
     found = await current_membership(services, room_id, user_id)
     if found.membership == "join":
         return
+    joined_servers: list[str] = []
+    inviters = [s for s in await _inviters_server(services, found) if s != services.server_name]
     remote = not found.room_exists
     if found.room_exists:
         info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
-        remote = info.is_stub or (found.membership == "invite" and not await _has_local_member(services, room_id))
+        if not info.is_stub:
+            joined_servers = await _joined_servers(services, room_id)
+        remote = info.is_stub or (services.federation is not None and services.server_name not in joined_servers
+                                  and bool(joined_servers or inviters))
     content = await profile_content(services, user_id)
     if not remote:
         await send_membership(services, room_id=room_id, sender=user_id, target=user_id, membership="join",
@@ -152,7 +166,7 @@ async def join_local_room(services: Services, room_id: str, user_id: str, reason
         raise errors.NotFound(f"No known servers to join {room_id} through")
     if reason:
         content["reason"] = reason
-    servers = [*server_names, *await _inviters_server(services, found), _domain(room_id)]
+    servers = [*server_names, *inviters, _domain(room_id), *joined_servers]
     await services.federation.perform_join(fed_pb.PerformJoinRequest(
         room_id=room_id, user_id=user_id, server_names=[s for s in dict.fromkeys(servers) if s],
         content_json=json.dumps(content).encode()))

@@ -170,6 +170,21 @@ async def test_invite_join_talk_and_leave_across_servers(servers: tuple[Server, 
     await alice.sync_until(timeline_has(room_id, member_event(bob.user_id, "leave")), "bob's leave")
     await bob.sync_until(lambda b: room_id in b.get("rooms", {}).get("leave", {}), "the room left")
 
+    # Invited again to the room his server holds an old copy of, and back in.
+    r = await alice.http.put(f"{V3}/rooms/{quote(room_id)}/send/m.room.message/t2", headers=alice.headers,
+                             json={"msgtype": "m.text", "body": "while bob was away"})
+    assert r.status_code == 200, r.text
+    r = await alice.post(f"/rooms/{quote(room_id)}/invite", {"user_id": bob.user_id})
+    assert r.status_code == 200, r.text
+    await bob.sync_until(lambda b: room_id in b.get("rooms", {}).get("invite", {}), "the second invite")
+    r = await bob.post(f"/rooms/{quote(room_id)}/join")
+    assert r.status_code == 200, r.text
+    await alice.sync_until(timeline_has(room_id, member_event(bob.user_id, "join")), "bob's rejoin")
+    r = await alice.http.put(f"{V3}/rooms/{quote(room_id)}/send/m.room.message/t3", headers=alice.headers,
+                             json={"msgtype": "m.text", "body": "welcome back"})
+    assert r.status_code == 200, r.text
+    await bob.sync_until(timeline_has(room_id, message("welcome back")), "a message after the rejoin")
+
 
 async def test_a_rejected_invite_reaches_the_inviting_server(servers: tuple[Server, Server], users: Any) -> None:
     first, second = servers

@@ -476,11 +476,11 @@ class InputProcessor:
         if existing is None and kind == OUTLIER and self._is_invite_from_elsewhere(event):
             room = await self._db.room_by_id(txn, event.room_id)
             if room is None or room.state_snapshot_nid is None or any(
-                    a not in known for a in event.auth_event_ids):
+                    a not in known for a in event.auth_event_ids) or not await self._has_local_member(txn, room):
                 return await self._store_remote_invite(txn, event, room, known)
         if existing is None and kind == OUTLIER and self._is_own_membership_elsewhere(event):
             room = await self._db.room_by_id(txn, event.room_id)
-            if room is None or room.state_snapshot_nid is None:
+            if room is None or room.state_snapshot_nid is None or not await self._has_local_member(txn, room):
                 return await self._store_membership_elsewhere(txn, event, room, known)
         # New, or an outlier that now arrives as part of the timeline (e.g.
         # an auth event, later backfilled): it gets its state.
@@ -491,6 +491,13 @@ class InputProcessor:
         target = event.state_key or ""
         return (event.membership == "invite" and target.split(":", 1)[-1] == self._server_name
                 and event.origin != self._server_name)
+
+    async def _has_local_member(self, txn: Txn, room: RoomRecord) -> bool:
+        """Whether one of our users is joined (else the room's servers send
+        us nothing, and what we hold of its state is out of date)."""
+        suffix = ":" + self._server_name
+        return any(row.target_user_id.endswith(suffix)
+                   for row in await self._db.memberships_in_room(txn, room.room_nid, joined_only=True))
 
     def _is_own_membership_elsewhere(self, event: Event) -> bool:
         """One of our users' own leave or knock (a rejected remote invite, a
@@ -559,7 +566,7 @@ class InputProcessor:
             auth_event_nids=[known[a].event_nid for a in event.auth_event_ids if a in known],
             is_outlier=True, is_rejected=False, is_soft_failed=False, rejection_reason=None,
             state_before_nid=None, state_after_nid=None)
-        if room.state_snapshot_nid is None:
+        if room.state_snapshot_nid is None or not await self._has_local_member(txn, room):
             await self._db.set_membership(txn, room.room_nid, target_nid, "invite", event_nid)
         stripped = event.unsigned.get("invite_room_state")
         invite_state = [encode_canonical_json(s, strict=False) for s in stripped if isinstance(s, dict)] \
@@ -769,8 +776,12 @@ class InputProcessor:
             checked.rejected_reason = f"not allowed by the state before it: {e}"
             return checked
 
-        # 4. Against the current state (soft fail), for new events only.
-        if kind == NEW and room.state_snapshot_nid is not None:
+        # 4. Against the current state (soft fail), for new events only; not
+        # for our user's join over federation, which comes with the room's
+        # state because what we hold of it is out of date (or none).
+        if kind == NEW and room.state_snapshot_nid is not None and not (
+                input_event.has_state and event.membership == "join" and event.state_key == event.sender
+                and event.sender.endswith(":" + self._server_name)):
             current = await self._db.load_state(txn, room.state_snapshot_nid)
             try:
                 check_auth_rules(event, await self._state.auth_state(txn, event, current, create_event))

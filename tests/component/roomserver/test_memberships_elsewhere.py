@@ -89,3 +89,36 @@ async def test_a_join_with_a_big_rooms_state_carries_all_of_it_to_readers(runnin
                 if o.WhichOneof("payload") == "new_room_event" and o.new_room_event.event.event_id == join.event_id]
     assert set(output.adds_state_event_ids) == {e.event_id for e in state} | {join.event_id}
     assert {e.event_id for e in output.adds_state_events} == {e.event_id for e in state}
+
+
+async def test_back_into_a_room_no_local_user_is_in_any_more(api: RoomserverAPI, running: Running) -> None:
+    """After our last user left, the room's servers send us nothing: a new
+    invite comes only over /invite (an outlier whose auth events we may
+    know) and is shown like one to a room we never were in; the rejoin over
+    federation, with the room's state, is not soft-failed against our old
+    copy of the state (where the user had left an invite-only room)."""
+    room = TestRoom("10", creator=REMOTE, server_name="remote.example", join_rule="invite")
+    room.invite(REMOTE, BOB)
+    room.join(BOB)
+    room.leave(BOB)
+    answer = await api.input_room_events(room.input_request(room.events))
+    assert {r.outcome for r in answer.results} == {pb.INPUT_OUTCOME_ACCEPTED}
+    assert (await membership_of(api, room.room_id, BOB)).membership == "leave"
+
+    missed = room.set_state("m.room.name", {"name": "while away"}, sender=REMOTE)
+    second_invite = room.invite(REMOTE, BOB)
+    assert all(a in {e.event_id for e in room.events[:-2]} for a in second_invite.auth_event_ids)
+    assert await send_outlier(api, room, second_invite) == [pb.INPUT_OUTCOME_ACCEPTED]
+    found = await membership_of(api, room.room_id, BOB)
+    assert (found.membership, found.event_id) == ("invite", second_invite.event_id)
+    invites = [o.new_invite_event for o in await read_output(running.log)
+               if o.WhichOneof("payload") == "new_invite_event"]
+    assert invites[-1].event.event_id == second_invite.event_id
+
+    state = [e for e in room.state.values()]
+    assert await send_outlier(api, room, missed) == [pb.INPUT_OUTCOME_ACCEPTED]
+    rejoin = room.join(BOB)
+    answer = await api.input_room_events(pb.InputRoomEventsRequest(wait=True, events=[
+        input_event(rejoin, state_event_ids=[e.event_id for e in state])]))
+    assert [r.outcome for r in answer.results] == [pb.INPUT_OUTCOME_ACCEPTED], answer
+    assert (await membership_of(api, room.room_id, BOB)).membership == "join"
