@@ -3,7 +3,10 @@ drives matrix-js-sdk 37.5.0 with its Rust crypto (matrix-sdk-crypto-wasm
 14.2.1, in memory) through Myelin: two users in an encrypted room decrypt
 each other's messages, a second device of one of them decrypts what is sent
 after it logged in, and cross-signing bootstrapped by one user is seen by the
-other (her keys, and her device signed by her). Both process modes.
+other (her keys, and her device signed by her). On one server in both
+process modes, and with the two users on two Myelin servers that federate
+(keys, one-time key claims, to-device messages and device list updates
+over federation).
 
 The SDK is installed by scripts/test.sh (``npm ci`` in tests/e2e/js).
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +26,38 @@ import httpx
 import pytest
 
 from tests.e2e.harness import RunningHomeserver
+from tests.e2e.test_federation_keys import start_federating
 
 pytestmark = pytest.mark.e2e
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 SCRIPT = JS_DIR / "encrypted.js"
 PASSWORD = "correct horse battery staple"
-TIMEOUT = 240.0
+TIMEOUT = 300.0
 
 
-async def _register(http: httpx.AsyncClient, localpart: str) -> str:
-    body = {"username": localpart, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
-    response = await http.post("/_matrix/client/v3/register", json=body)
-    assert response.status_code == 200, response.text
-    user_id: str = response.json()["user_id"]
-    return user_id
+async def _register(base_url: str, localpart: str) -> str:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        body = {"username": localpart, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
+        response = await http.post("/_matrix/client/v3/register", json=body)
+        assert response.status_code == 200, response.text
+        user_id: str = response.json()["user_id"]
+        return user_id
 
 
-async def test_js_sdk_end_to_end_encryption(homeserver: RunningHomeserver) -> None:
+async def run_encrypted_conversation(alice_url: str, bob_url: str) -> list[dict[str, Any]]:
+    """Runs encrypted.js for a new user on each base URL; checks what it reports."""
     node = shutil.which("node")
     assert node is not None, "node is not installed (scripts/test.sh expects Node 20 on the machine)"
     assert (JS_DIR / "node_modules" / "@matrix-org" / "matrix-sdk-crypto-wasm").is_dir(), (
         "matrix-sdk-crypto-wasm is not installed: run scripts/test.sh, or `npm ci` in tests/e2e/js")
     run = uuid.uuid4().hex[:8]
-    async with httpx.AsyncClient(base_url=homeserver.base_url, timeout=60) as http:
-        alice = await _register(http, f"e2ee_alice_{run}")
-        bob = await _register(http, f"e2ee_bob_{run}")
-
+    alice = await _register(alice_url, f"e2ee_alice_{run}")
+    bob = await _register(bob_url, f"e2ee_bob_{run}")
     process = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), homeserver.base_url, alice, bob, PASSWORD,
-        cwd=JS_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        node, str(SCRIPT), alice_url, alice, bob_url, bob, PASSWORD, cwd=JS_DIR,
+        env={**os.environ, "JS_SDK_TIMEOUT_MS": str(int((TIMEOUT - 20) * 1000))},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
     except TimeoutError:
@@ -60,7 +67,6 @@ async def test_js_sdk_end_to_end_encryption(homeserver: RunningHomeserver) -> No
     assert records, "encrypted.js said nothing:\n" + stderr.decode(errors="replace")[-4000:]
     last = records[-1]
     context = "\n".join(json.dumps(r) for r in records) + "\n" + stderr.decode(errors="replace")[-3000:]
-    print(*(json.dumps(r)[:300] for r in records), sep="\n")
     assert last["event"] == "done", context
     assert process.returncode == 0, context
     assert last["bodies"] == {
@@ -73,3 +79,29 @@ async def test_js_sdk_end_to_end_encryption(homeserver: RunningHomeserver) -> No
         "alice laptop", "bob phone", "bob tablet"]
     # Nothing the SDK asked for failed (404s it expects, such as no key backup, aside).
     assert last["failed_requests"] == [], last["failed_requests"]
+    return records
+
+
+async def test_js_sdk_end_to_end_encryption(homeserver: RunningHomeserver) -> None:
+    await run_encrypted_conversation(homeserver.base_url, homeserver.base_url)
+
+
+@pytest.fixture
+def two_federating(tmp_path: Path) -> Iterator[tuple[RunningHomeserver, RunningHomeserver]]:
+    first, _, _ = start_federating(tmp_path / "a")
+    try:
+        second, _, _ = start_federating(tmp_path / "b")
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        yield first, second
+    finally:
+        second.stop()
+        first.stop()
+
+
+async def test_js_sdk_end_to_end_encryption_across_two_servers(
+        two_federating: tuple[RunningHomeserver, RunningHomeserver]) -> None:
+    first, second = two_federating
+    await run_encrypted_conversation(first.base_url, second.base_url)

@@ -1,9 +1,10 @@
 // Real end-to-end encryption through Myelin with matrix-js-sdk's Rust crypto
 // (tests/e2e/test_js_e2ee.py runs it).
 //
-//   node encrypted.js <base_url> <alice_user_id> <bob_user_id> <password>
+//   node encrypted.js <alice_base_url> <alice_user_id> <bob_base_url> <bob_user_id> <password>
 //
-// Alice and Bob (accounts made by the test, same password) log in, start
+// Alice and Bob (accounts made by the test, same password; on one server, or
+// on two that federate) log in, start
 // their clients with Rust crypto (in memory), and:
 //   1. Alice creates an encrypted room and invites Bob, who joins;
 //   2. each sends a message the other decrypts (Olm key sharing over
@@ -26,9 +27,10 @@ function emit(record) {
   process.stdout.write(JSON.stringify(record) + "\n");
 }
 
-const [baseUrl, aliceId, bobId, password] = process.argv.slice(2);
+const [aliceBaseUrl, aliceId, bobBaseUrl, bobId, password] = process.argv.slice(2);
 if (!password) {
-  emit({ event: "error", message: "usage: encrypted.js <base_url> <alice_user_id> <bob_user_id> <password>" });
+  emit({ event: "error",
+    message: "usage: encrypted.js <alice_base_url> <alice_user_id> <bob_base_url> <bob_user_id> <password>" });
   process.exit(2);
 }
 
@@ -74,7 +76,7 @@ async function until(what, condition, timeoutMs = 60000) {
 
 let sdk;
 
-async function start(userId, deviceName) {
+async function start(baseUrl, userId, deviceName) {
   const loginClient = sdk.createClient({ baseUrl, fetchFn: recordingFetch });
   const login = await loginClient.loginRequest({
     type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password,
@@ -120,8 +122,8 @@ async function sendText(client, roomId, text) {
 
 async function main() {
   sdk = await import("matrix-js-sdk");
-  const alice = await start(aliceId, "alice laptop");
-  const bob = await start(bobId, "bob phone");
+  const alice = await start(aliceBaseUrl, aliceId, "alice laptop");
+  const bob = await start(bobBaseUrl, bobId, "bob phone");
 
   // 1. An encrypted room.
   const { room_id: roomId } = await alice.createRoom({
@@ -129,7 +131,8 @@ async function main() {
     initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
   });
   await until("bob's invite", () => bob.getRoom(roomId));
-  await bob.joinRoom(roomId);
+  // Through Alice's server when Bob is on another one.
+  await bob.joinRoom(roomId, { viaServers: [aliceId.slice(aliceId.indexOf(":") + 1)] });
   await until("alice to see bob joined", () => alice.getRoom(roomId)?.getMember(bobId)?.membership === "join");
   await until("the room to be encrypted for both", async () =>
     (await alice.getCrypto().isEncryptionEnabledInRoom(roomId)) && (await bob.getCrypto().isEncryptionEnabledInRoom(roomId)));
@@ -144,7 +147,7 @@ async function main() {
   emit({ event: "alice_decrypted", event_id: reply, body: replyBody });
 
   // 3. Bob's second device decrypts what is sent after it logged in.
-  const bob2 = await start(bobId, "bob tablet");
+  const bob2 = await start(bobBaseUrl, bobId, "bob tablet");
   await until("alice to know bob's second device", async () => {
     const devices = await alice.getCrypto().getUserDeviceInfo([bobId], true);
     return devices.get(bobId)?.has(bob2.getDeviceId());
