@@ -22,7 +22,7 @@ from myelin.roomserver.v1 import events_pb2
 from common.http import MAX_EVENT_BYTES
 from federationapi.keyring import KeyRing, VerifyKey
 from matrixlib.canonical_json import encode_canonical_json
-from matrixlib.events import Event, EventFormatError
+from matrixlib.events import CREATE, Event, EventFormatError
 from matrixlib.hashes import check_content_hash
 from matrixlib.redaction import redact
 from matrixlib.room_versions import RoomVersion
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 # What of a remote ``unsigned`` is kept (as Synapse does): the rest is the
 # sender's to claim about itself and not ours to store.
 KEPT_UNSIGNED_KEYS = ("age", "invite_room_state", "knock_room_state")
+MAX_PREV_EVENTS = 20
+MAX_AUTH_EVENTS = 10
 
 
 class PDURejected(Exception):
@@ -84,6 +86,13 @@ def parse_pdu(pdu: Any, room_version: RoomVersion) -> Event:
         raise PDURejected(f"malformed PDU: {exc}") from None
     if not isinstance(pdu.get("depth"), int) or not isinstance(pdu.get("origin_server_ts"), int):
         raise PDURejected("malformed PDU: depth and origin_server_ts are required")
+    # The DAG's limits (server-server-api "PDUs"; Synapse refuses the same).
+    if len(event.prev_event_ids) > MAX_PREV_EVENTS:
+        raise PDURejected(f"malformed PDU: more than {MAX_PREV_EVENTS} prev_events")
+    if len(event.auth_event_ids) > MAX_AUTH_EVENTS:
+        raise PDURejected(f"malformed PDU: more than {MAX_AUTH_EVENTS} auth_events")
+    if not event.prev_event_ids and not (event.type == CREATE and event.state_key == ""):
+        raise PDURejected("malformed PDU: only the create event has no prev_events")
     return event
 
 

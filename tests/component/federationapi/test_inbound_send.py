@@ -171,6 +171,20 @@ async def test_rooms_of_one_transaction_are_handled_apart(inbound: Inbound) -> N
     assert results[in_allowed.event_id] == {}
 
 
+async def test_pdus_breaking_the_dag_limits_are_refused(inbound: Inbound) -> None:
+    room = await room_with_bob(inbound)
+    bob = inbound.user("bob")
+    with inbound.as_remote(room):
+        orphan = room.message(bob, "no parents", prev_event_ids=[], depth=5, advance=False)
+        crowded = room.message(bob, "many parents", prev_event_ids=room.latest + [f"$fake{i}" for i in range(20)],
+                               advance=False)
+    results = await inbound.send_events([orphan, crowded])
+    assert "prev_events" in results[orphan.event_id]["error"]
+    assert "prev_events" in results[crowded.event_id]["error"]
+    assert not inbound.remote_rooms.requests  # refused before any gap filling
+    await assert_room_still_works(inbound, room)
+
+
 async def test_pdu_of_an_unknown_room_is_refused(inbound: Inbound) -> None:
     elsewhere = TestRoom("12", creator=inbound.user("zed"))
     results = await inbound.send_events([elsewhere.events[-1]])
