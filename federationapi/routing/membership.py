@@ -175,6 +175,8 @@ def add_membership_routes(blueprint: Blueprint, keyring: KeyRing, roomserver: Fe
         except AuthError as e:
             raise errors.Forbidden(f"{user_id} may not {membership} the room: {e}") from None
         pdu = {k: v for k, v in event.pdu.items() if k not in _TEMPLATE_DROPPED_KEYS}
+        # The schema asks for the resident's name; the joining server replaces it.
+        pdu["origin"] = server_name
         return json_response({"room_version": room_version.identifier, "event": pdu})
 
     async def accept(request: Request, room_id: str, event_id: str, membership: str) -> Event:
