@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from common.http import json_response, make_app, serve_app
 from common.log import Log
 from common.logs import open_log
 from common.topics import ROOMSERVER_OUTPUT
+from federationapi.client import FederationClient
 from federationapi.component import FederationAPI, open_federationapi
 from federationapi.keyring import now_ms
 from matrixlib.events import Event
@@ -33,7 +35,7 @@ from matrixlib.federation_auth import sign_request
 from roomserver.api import RoomserverAPI
 from roomserver.component import open_roomserver
 from tests.builders import TEST_SERVER_NAME, TEST_SIGNING_KEY, TestRoom
-from tests.component.federationapi.conftest import DAY_MS, FakeKeyServer, Harness
+from tests.component.federationapi.conftest import DAY_MS, FakeKeyServer, serve_tls
 from tests.fakes.userapi import FakeUserAPI
 
 V1 = "/_matrix/federation/v1"
@@ -145,6 +147,12 @@ class Inbound:
     def origin(self) -> str:
         return self.remote.server_name
 
+    def reset(self) -> None:
+        """Forgets what the fake remote was told and asked (between tests)."""
+        self.remote_rooms.rooms.clear()
+        self.remote_rooms.missing_events_answer = None
+        self.remote_rooms.requests.clear()
+
     def user(self, localpart: str) -> str:
         return f"@{localpart}:{self.origin}"
 
@@ -210,24 +218,27 @@ class Inbound:
         return list(info.latest_event_ids)
 
 
-def make_config(harness: Harness, name: str) -> Config:
-    directory = harness.tmp_path / name
+def make_config(directory: Path) -> Config:
     return Config(server_name=TEST_SERVER_NAME, data_dir=directory, signing_key_path=directory / "key",
                   federation_verify_tls=False, federation_allow_private_addresses=True,
                   input_timeout_seconds=20.0)
 
 
 @contextlib.asynccontextmanager
-async def start_inbound(harness: Harness) -> AsyncIterator[Inbound]:
+async def start_inbound(tmp_path: Path) -> AsyncIterator[Inbound]:
+    """Everything in ``tmp_path``; tests may share one (module-scoped): they
+    build rooms of their own, and ``Inbound.reset()`` forgets the fake's state."""
     remote_rooms = FakeRemoteRoom()
     remote = FakeKeyServer(valid_until_ts=now_ms() + DAY_MS, extra_routes=[remote_rooms.add_routes])
-    await harness.start(remote)
-    log = open_log(None, harness.tmp_path / "log", "fedsend-test")
+    remote_serving = await serve_tls(remote.blueprint(), tmp_path)
+    remote.server_name = f"localhost:{remote_serving.port}"
+    client = FederationClient(TEST_SERVER_NAME, TEST_SIGNING_KEY, verify_tls=False, allow_private_addresses=True)
+    log = open_log(None, tmp_path / "log", "fedsend-test")
     await log.start()
-    roomserver = await open_roomserver(make_config(harness, "rs"), log, TEST_SIGNING_KEY)
+    roomserver = await open_roomserver(make_config(tmp_path / "rs"), log, TEST_SIGNING_KEY)
     task = asyncio.create_task(roomserver.run())
     userapi = FakeUserAPI(TEST_SERVER_NAME)
-    component = await open_federationapi(make_config(harness, "fed"), TEST_SIGNING_KEY, client=harness.client,
+    component = await open_federationapi(make_config(tmp_path / "fed"), TEST_SIGNING_KEY, client=client,
                                          roomserver=roomserver.api, userapi=userapi, log=log)
     serving = await serve_app(make_app(f"send_{uuid.uuid4().hex[:8]}", [component.make_blueprint()]),
                               "127.0.0.1:0")
@@ -244,3 +255,4 @@ async def start_inbound(harness: Harness) -> AsyncIterator[Inbound]:
             await task
         await roomserver.close()
         await log.close()
+        await remote_serving.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
 from myelin.roomserver.v1 import input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
@@ -14,14 +15,23 @@ from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from common import errors
 from matrixlib.events import Event
 from tests.builders import TEST_SERVER_NAME, TEST_SIGNING_KEY, TestRoom, input_event
-from tests.component.federationapi.conftest import Harness
 from tests.component.federationapi.inbound_fixtures import ALICE, Inbound, start_inbound
+
+# One room server and federation API for the module (each test builds its
+# own rooms): starting them is most of a test's time.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_inbound(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Inbound]:
+    async with start_inbound(tmp_path_factory.mktemp("inbound_backfill")) as started:
+        yield started
 
 
 @pytest.fixture
-async def inbound(harness: Harness) -> AsyncIterator[Inbound]:
-    async with start_inbound(harness) as started:
-        yield started
+def inbound(shared_inbound: Inbound) -> Inbound:
+    shared_inbound.reset()
+    return shared_inbound
 
 
 async def joined_remote_room(inbound: Inbound, history: int) -> tuple[TestRoom, list[Event], Event]:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from myelin.clientapi.v1 import edu_log_pb2
 
 from common import errors
@@ -18,14 +19,24 @@ from federationapi.keyring import now_ms
 from matrixlib.events import POWER_LEVELS, SERVER_ACL, Event
 from matrixlib.signing import generate_signing_key
 from tests.builders import TestRoom
-from tests.component.federationapi.conftest import DAY_MS, Harness
+from tests.component.federationapi.conftest import DAY_MS
 from tests.component.federationapi.inbound_fixtures import ALICE, V1, Inbound, pdu, start_inbound
+
+# One room server and federation API for the module (each test builds its
+# own rooms): starting them is most of a test's time.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_inbound(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Inbound]:
+    async with start_inbound(tmp_path_factory.mktemp("inbound_send")) as started:
+        yield started
 
 
 @pytest.fixture
-async def inbound(harness: Harness) -> AsyncIterator[Inbound]:
-    async with start_inbound(harness) as started:
-        yield started
+def inbound(shared_inbound: Inbound) -> Inbound:
+    shared_inbound.reset()
+    return shared_inbound
 
 
 async def room_with_bob(inbound: Inbound, room_version: str = "12") -> TestRoom:
