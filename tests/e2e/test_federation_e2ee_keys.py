@@ -1,8 +1,13 @@
-"""A remote key query and claim between real servers: each side's users
-read the other side's users' device keys and cross-signing keys
-(/keys/query) and claim their one-time keys (/keys/claim), which goes over
-federation (/user/keys/query, /user/keys/claim, X-Matrix signed, TLS):
-two Myelin single processes, and Myelin with Synapse."""
+"""End-to-end encryption across servers: two Myelin single processes, and
+Myelin with Synapse (each pair started once for the module).
+
+A remote key query and claim: each side's users read the other side's
+users' device keys and cross-signing keys (/keys/query) and claim their
+one-time keys (/keys/claim), over federation (/user/keys/query,
+/user/keys/claim, X-Matrix signed, TLS). Then matrix-js-sdk's encrypted
+conversation (tests/e2e/js/encrypted.js) with the two users on the two
+servers: remote key queries and claims, to-device messages and device list
+updates over federation; with Synapse in both directions."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import pytest
 
 from tests.e2e.harness import RunningHomeserver
 from tests.e2e.test_federation_keys import SynapsePeer, start_federating, start_synapse_peer
+from tests.e2e.test_js_e2ee import run_encrypted_conversation
 from tests.e2ee import ClientDevice, CrossSigning
 
 pytestmark = pytest.mark.e2e
@@ -132,3 +138,19 @@ async def test_keys_between_myelin_and_synapse(myelin_and_synapse: tuple[Running
     finally:
         await alice.http.aclose()
         await sam.http.aclose()
+
+
+async def test_js_sdk_encryption_across_two_myelins(two_myelins: tuple[RunningHomeserver, RunningHomeserver]) -> None:
+    first, second = two_myelins
+    await run_encrypted_conversation(first.base_url, second.base_url)
+
+
+@pytest.mark.parametrize("alice_on", ["myelin", "synapse"])
+async def test_js_sdk_encryption_between_myelin_and_synapse(
+        myelin_and_synapse: tuple[RunningHomeserver, SynapsePeer], alice_on: str) -> None:
+    """Alice makes the room and bootstraps cross-signing; Bob and his second device are on the other server."""
+    myelin, synapse = myelin_and_synapse
+    urls = [myelin.base_url, synapse.client_url]
+    if alice_on == "synapse":
+        urls.reverse()
+    await run_encrypted_conversation(*urls)
