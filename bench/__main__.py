@@ -4,10 +4,10 @@
     .venv/bin/python -m bench --quick              # one repetition of small sizes: a smoke run
     .venv/bin/python -m bench --only send,sync --targets myelin,synapse
 
-Starts each target in turn (``myelin``: the single process on SQLite;
+Starts every target (``myelin``: the single process on SQLite;
 ``myelin-split``: one process per component on PostgreSQL and Kafka/Tansu;
-``synapse`` and ``synapse-pg``: Synapse from PyPI on SQLite, then
-PostgreSQL), runs the same HTTP workloads against it, stops it, and prints
+``synapse`` and ``synapse-pg``: Synapse from PyPI on SQLite and on
+PostgreSQL), runs each workload on one after the other, and prints
 one markdown table: median (min-max) of the repetitions, server CPU time
 per operation, peak RSS and the Myelin/Synapse ratios. A full run also
 writes the table to bench/RESULTS.md. Every server started is stopped on
@@ -27,7 +27,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -40,7 +40,10 @@ from bench.workloads import FULL, HTTP_WORKLOADS, QUICK, Sizes, Workload, Worklo
 
 BENCH_DIR = Path(__file__).resolve().parent
 # Name (for --only) -> workload on a running server, in the order they run.
-SERVER_WORKLOADS: dict[str, Workload] = {**HTTP_WORKLOADS, "fed-send": fed_send, "fed-join": fed_join}
+# The issue's targets first, the longest set-up (10,000 events of history) last.
+SERVER_WORKLOADS: dict[str, Workload] = {
+    name: {**HTTP_WORKLOADS, "fed-send": fed_send, "fed-join": fed_join}[name]
+    for name in ("send", "send-sync", "sync", "join", "register", "fed-send", "fed-join", "messages")}
 WORKLOADS = (*SERVER_WORKLOADS, "stateres")
 _STARTED = time.monotonic()
 
@@ -71,38 +74,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run_http_workloads(target: Target, workloads: Sequence[str], sizes: Sizes, results: Results) -> None:
-    async with client.new_client(target.base_url) as http:
-        ctx = WorkloadContext(http=http, sizes=sizes, cpu_seconds=target.monitor.cpu_seconds, progress=progress,
-                              server_name=target.server_name, federation=target.federation,
-                              workdir=target.workdir)
-        for name in workloads:
-            progress(f"{target.name}: {name}")
-            started = time.monotonic()
-            try:
-                results.add(target.name, await SERVER_WORKLOADS[name](ctx))
-            except Exception as e:  # one workload's failure is shown in its cells; the run goes on
-                progress(f"{target.name}: {name} failed: {type(e).__name__}: {e}")
-                results.fail(target.name, name, e)
-            progress(f"{target.name}: {name} took {time.monotonic() - started:.0f}s")
+def start_targets(names: Sequence[str], workdir: Path, cost: HashCost, shared: SharedServices,
+                  results: Results, versions: dict[str, str]) -> list[Target]:
+    targets: list[Target] = []
+    for name in names:
+        progress(f"starting {name}")
+        try:
+            target = start_target(name, workdir / name, cost, shared)
+        except Exception as e:  # shown in every cell of its column; the others still run
+            progress(f"{name} did not start: {e}")
+            results.fail(name, "start", e)
+            continue
+        versions[name] = target.version
+        targets.append(target)
+    return targets
 
 
-def run_target(name: str, workdir: Path, cost: HashCost, shared: SharedServices, workloads: Sequence[str],
-               sizes: Sizes, results: Results, versions: dict[str, str]) -> None:
-    progress(f"starting {name}")
-    try:
-        target = start_target(name, workdir / name, cost, shared)
-    except Exception as e:
-        progress(f"{name} did not start: {e}")
-        results.fail(name, "start", e)
-        return
-    versions[name] = target.version
-    try:
-        asyncio.run(run_http_workloads(target, workloads, sizes, results))
-        results.add(name, {"peak_rss_mb": [target.monitor.peak_rss_bytes() / 2**20]})
-    finally:
-        progress(f"stopping {name}")
-        target.stop()
+async def run_workloads(targets: Sequence[Target], workloads: Sequence[str], sizes: Sizes, results: Results,
+                        after_each: Callable[[Sequence[str]], object]) -> None:
+    """Each workload on every target in turn, so that the figures compared
+    are measured minutes apart, not half an hour (the load of a shared
+    machine drifts); the other servers sit idle meanwhile."""
+    async with contextlib.AsyncExitStack() as stack:
+        contexts: dict[str, WorkloadContext] = {}
+        for target in targets:
+            http = await stack.enter_async_context(client.new_client(target.base_url))
+            contexts[target.name] = WorkloadContext(
+                http=http, sizes=sizes, cpu_seconds=target.monitor.cpu_seconds, progress=progress,
+                server_name=target.server_name, federation=target.federation, workdir=target.workdir)
+        for index, name in enumerate(workloads):
+            for target in targets:
+                progress(f"{target.name}: {name}")
+                started = time.monotonic()
+                try:
+                    results.add(target.name, await SERVER_WORKLOADS[name](contexts[target.name]))
+                except Exception as e:  # one workload's failure is shown in its cells; the run goes on
+                    progress(f"{target.name}: {name} failed: {type(e).__name__}: {e}")
+                    results.fail(target.name, name, e)
+                progress(f"{target.name}: {name} took {time.monotonic() - started:.0f}s")
+            for target in targets:
+                results.add(target.name, {"peak_rss_mb": [target.monitor.peak_rss_bytes() / 2**20]})
+            after_each(workloads[index + 1:])
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -127,13 +139,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"bcrypt rounds {cost.bcrypt_rounds}: {cost.bcrypt_ms:.2f} ms a hash; "
              f"scrypt n=2^{cost.scrypt_log2_n}: {cost.scrypt_ms:.2f} ms")
     results = Results()
-    versions: dict[str, str] = {}
+    from bench.synapse import synapse_version
+
+    versions: dict[str, str] = {"synapse": synapse_version()}
     shared = SharedServices(workdir)
-    http_workloads = [w for w in args.only if w in SERVER_WORKLOADS]
+    server_workloads = [w for w in args.only if w in SERVER_WORKLOADS]
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(still_to_run: Sequence[str]) -> str:
+        text = render(results, sizes, args.targets, command=command, date=date, cost=cost, versions=versions)
+        if still_to_run:
+            # Written after each workload, so an interrupted run keeps what it measured.
+            text += f"\n\n(Partial: {', '.join(still_to_run)} not run yet.)"
+        output.write_text(text + "\n")
+        return text
+
+    targets: list[Target] = []
     try:
-        if http_workloads:
-            for name in args.targets:
-                run_target(name, workdir, cost, shared, http_workloads, sizes, results, versions)
         if "stateres" in args.only:
             progress("state resolution micro-benchmark")
             try:
@@ -145,21 +167,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress(f"stateres failed: {e}")
                 results.fail("myelin", "stateres", e)
                 results.fail("synapse", "stateres", e)
-        with contextlib.suppress(Exception):
+        if server_workloads:
+            targets = start_targets(args.targets, workdir, cost, shared, results, versions)
             if any(t in args.targets for t in ("myelin-split", "synapse-pg")):
-                versions["postgresql"] = shared.postgres_version()
+                with contextlib.suppress(Exception):
+                    versions["postgresql"] = shared.postgres_version()
+            asyncio.run(run_workloads(targets, server_workloads, sizes, results, write))
     finally:
+        for target in targets:
+            progress(f"stopping {target.name}")
+            with contextlib.suppress(Exception):
+                target.stop()
         shared.close()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    from bench.synapse import synapse_version
-
-    versions.setdefault("synapse", synapse_version())
-    text = render(results, sizes, args.targets, command=command, date=date, cost=cost, versions=versions)
-    print(text)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n")
+    print(write([]))
     progress(f"written to {output}")
     return 0
 

@@ -55,7 +55,9 @@ def synapse_version() -> str:
     python = ensure_synapse_installed()
     probe = subprocess.run([str(python), "-c", "import synapse; print(synapse.__version__)"],
                            capture_output=True, text=True, check=True)
-    return probe.stdout.strip()
+    # Synapse appends the state of the git checkout it finds around its
+    # package, here Myelin's (the virtualenv lives in bench/.work): drop it.
+    return probe.stdout.split()[0]
 
 
 def _database_section(workdir: Path, postgres_url: str | None) -> dict[str, object]:
