@@ -2,10 +2,11 @@
 who is a guest, and which client-server endpoints a guest may call.
 
 Guests are registered with numeric localparts, which no other account may
-take (userapi/internal/localparts.py), so a token's owner is a guest
-exactly when its localpart is all digits: the fronts need no extra lookup
-per request. Only local users authenticate, so the server name need not
-be checked.
+take (userapi/internal/localparts.py); a guest who registers with their
+guest token (an upgrade) keeps the ID and stops being a guest, so whether a
+caller is a guest is the account's flag, which the user API gives with the
+token's device (``Device.is_guest``). A numeric localpart is only the first
+test for other users (``may_be_guest``).
 
 The endpoints are the spec's list plus those Synapse also opens to guests
 (capabilities, joined rooms, public rooms, relations, hierarchy, room
@@ -26,8 +27,8 @@ class GuestAccessForbidden(errors.Forbidden):
     errcode = "M_GUEST_ACCESS_FORBIDDEN"
 
 
-def is_guest_user_id(user_id: str) -> bool:
-    """Whether a local user ID is a guest's (its localpart is numeric)."""
+def may_be_guest(user_id: str) -> bool:
+    """Whether a local user ID can be a guest's (its localpart is numeric)."""
     localpart = user_id[1:].partition(":")[0]
     return localpart.isdigit()
 
@@ -74,7 +75,7 @@ def check_guest_may_call(request: Request) -> None:
         raise GuestAccessForbidden("Guest access not allowed")
 
 
-def check_guest_request(user_id: str, request: Request) -> None:
+def check_guest_request(is_guest: bool, request: Request) -> None:
     """For every authenticated request: a guest may call only the allowed endpoints."""
-    if is_guest_user_id(user_id):
+    if is_guest:
         check_guest_may_call(request)

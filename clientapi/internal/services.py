@@ -102,7 +102,7 @@ class Services:
         except errors.UnknownToken as e:
             e.extra.setdefault("soft_logout", False)
             raise
-        check_guest_request(device.user_id, request)
+        check_guest_request(device.is_guest, request)
         return device
 
     @staticmethod

@@ -16,7 +16,6 @@ from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from clientapi.routing.register import token_lifetime_fields
 from common import errors
-from common.guest_access import is_guest_user_id
 from common.http import json_response, parse_json_body
 
 PASSWORD = "m.login.password"
@@ -88,7 +87,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def whoami(request: Request) -> HTTPResponse:
         device = await services.device_for(request)
         return json_response({"user_id": device.user_id, "device_id": device.device_id,
-                              "is_guest": is_guest_user_id(device.user_id)})
+                              "is_guest": device.is_guest})
 
     client_route(blueprint, "/login", login_flows, ["GET"], name="login_flows")
     client_route(blueprint, "/login", login, ["POST"], name="login")

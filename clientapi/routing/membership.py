@@ -55,7 +55,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             room_id, alias_servers = await resolve_alias_with_servers(services, room_id_or_alias)
             servers += alias_servers or []
         _check_room_id(room_id)
-        await check_guest_can_join(services, device.user_id, room_id)
+        await check_guest_can_join(services, device, room_id)
         await join_local_room(services, room_id, device.user_id, reason, servers)
         return json_response({"room_id": room_id})
 
@@ -66,7 +66,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         body = parse_json_body(request, allow_empty=True)
         reason = params.optional_str(body, "reason")
         _check_room_id(room_id)
-        await check_guest_can_join(services, device.user_id, room_id)
+        await check_guest_can_join(services, device, room_id)
         await join_local_room(services, room_id, device.user_id, reason)
         return json_response({"room_id": room_id})
 

@@ -27,7 +27,7 @@ from clientapi.internal.membership import send_membership
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
-from common.guest_access import GuestAccessForbidden, is_guest_user_id
+from common.guest_access import GuestAccessForbidden
 from common.http import json_response, parse_json_body
 from matrixlib.events import MEMBER, Event
 from matrixlib.ids import InvalidIdentifierError, UserID
@@ -113,7 +113,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         device = await services.device_for(request)
         if device.user_id != user_id:
             raise errors.Forbidden("You may only change your own profile")
-        if field != "displayname" and is_guest_user_id(user_id):
+        if field != "displayname" and device.is_guest:
             raise GuestAccessForbidden("Guests may change only their display name")
         body = parse_json_body(request)
         value = params.optional_str(body, field)
@@ -135,7 +135,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         device = await services.device_for(request)
         if device.user_id != user_id:
             raise errors.Forbidden("You may only change your own profile")
-        if field != "displayname" and is_guest_user_id(user_id):
+        if field != "displayname" and device.is_guest:
             raise GuestAccessForbidden("Guests may change only their display name")
         services.send_limiter.check(device.user_id)
         proto_field, _ = FIELDS[field]

@@ -2,8 +2,10 @@
 
 Spec: client-server API "Account registration and management",
 data/api/client-server/registration.yaml; guests (``kind=guest``):
-modules/guest_access.md. As Synapse: usernames are
-lowercased, the username is checked before the auth stage (so a client
+modules/guest_access.md, and a guest's upgrade to a full account by
+registering with ``guest_access_token`` (same user ID, the new password).
+As Synapse: usernames are lowercased, the username is checked before the
+auth stage (so a client
 learns M_USER_IN_USE first), and a single request carrying
 ``auth: {type: m.login.dummy}`` without a session is accepted.
 """
@@ -60,7 +62,13 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
         if password is not None and len(password) > MAX_PASSWORD_LENGTH:
             raise errors.InvalidParam("Password too long")
 
-        if username is not None:
+        # A guest becoming a full user keeps their user ID (guest_access.md).
+        guest_localpart = await _upgrading_guest(services, body)
+        if guest_localpart is not None:
+            if username is not None and username.lower() != guest_localpart:
+                raise errors.InvalidParam("username must be the guest's own localpart")
+            username = guest_localpart
+        elif username is not None:
             username = username.lower()
             available = await services.userapi.query_account_availability(
                 ua_pb.QueryAccountAvailabilityRequest(localpart=username))
@@ -79,7 +87,11 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
                 session, purpose=purpose, errcode="M_UNRECOGNIZED",
                 error=f"Unsupported auth type {auth_type!r}"), status=401)
 
-        account = await _create_account(services, username, password or "")
+        if guest_localpart is not None:
+            account = await services.userapi.perform_guest_upgrade(ua_pb.PerformGuestUpgradeRequest(
+                localpart=guest_localpart, password=password or ""))
+        else:
+            account = await _create_account(services, username, password or "")
         if inhibit_login:
             return json_response({"user_id": account.user_id})
         device = await services.userapi.perform_device_creation(ua_pb.PerformDeviceCreationRequest(
@@ -148,6 +160,21 @@ def token_lifetime_fields(device: ua_pb.Device) -> dict[str, Any]:
     if device.expires_in_ms:
         fields["expires_in_ms"] = device.expires_in_ms
     return fields
+
+
+async def _upgrading_guest(services: Services, body: dict[str, Any]) -> str | None:
+    """The localpart of the guest whose ``guest_access_token`` the body
+    carries, if any; 403 for a token that is not a live guest's."""
+    token = params.optional_str(body, "guest_access_token")
+    if token is None:
+        return None
+    try:
+        device = await services.userapi.query_access_token(ua_pb.QueryAccessTokenRequest(access_token=token))
+    except errors.UnknownToken:
+        raise errors.Forbidden("Invalid guest access token") from None
+    if not device.is_guest:
+        raise errors.Forbidden("The access token is not a guest's")
+    return device.user_id[1:].partition(":")[0]
 
 
 async def _create_account(services: Services, username: str | None, password: str) -> ua_pb.Account:

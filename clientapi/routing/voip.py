@@ -22,7 +22,7 @@ from sanic.response import HTTPResponse
 
 from clientapi.internal.services import Services
 from clientapi.routing import client_route
-from common.guest_access import GuestAccessForbidden, is_guest_user_id
+from common.guest_access import GuestAccessForbidden
 from common.http import json_response
 
 
@@ -46,7 +46,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def turn_server(request: Request) -> HTTPResponse:
         device = await services.device_for(request)
         config = services.config
-        if is_guest_user_id(device.user_id) and not config.turn_allow_guests:
+        if device.is_guest and not config.turn_allow_guests:
             raise GuestAccessForbidden("Guests may not use the TURN servers")
         return json_response(turn_credentials(
             user_id=device.user_id, uris=config.turn_uris, shared_secret=config.turn_shared_secret,

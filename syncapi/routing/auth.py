@@ -19,5 +19,5 @@ async def authenticate(userapi: AuthenticationAPI, request: Request) -> Requeste
     handler, and a guest on an endpoint not open to guests is 403."""
     device = await userapi.query_access_token(
         userapi_pb2.QueryAccessTokenRequest(access_token=access_token(request)))
-    check_guest_request(device.user_id, request)
+    check_guest_request(device.is_guest, request)
     return Requester(user_id=device.user_id, device_id=device.device_id)

@@ -30,9 +30,11 @@ async def test_guest_reads_and_sends_through_the_sync_api(server: RunningHomeser
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
         r = await http.post(f"{V3}/register", json={"username": "host", "password": "a-long-password",
                                                      "auth": {"type": "m.login.dummy"}})
+        assert r.status_code == 200, r.text
         host = {"Authorization": f"Bearer {r.json()['access_token']}"}
         r = await http.post(f"{V3}/createRoom", headers=host, json={"preset": "public_chat", "initial_state": [
             {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "can_join"}}]})
+        assert r.status_code == 200, r.text
         room_id = r.json()["room_id"]
 
         r = await http.post(f"{V3}/register", params={"kind": "guest"}, json={})

@@ -80,6 +80,7 @@ class FakeUserAPI(FakeKeys):
         # (user ID, room ID or "", type) -> content JSON
         self.account_data: dict[tuple[str, str, str], bytes] = {}
         self.pushers: dict[tuple[str, str, str], pb.Pusher] = {}  # (user, app_id, pushkey)
+        self.guests: set[str] = set()  # localparts of guest accounts
 
     def add_user(self, localpart: str, device_id: str = "FAKEDEVICE") -> tuple[str, str]:
         """Creates the account (if new) and a device; answers (user_id, token)."""
@@ -87,7 +88,7 @@ class FakeUserAPI(FakeKeys):
         user_id = f"@{localpart}:{self.server_name}"
         token = "fake_" + secrets.token_urlsafe(16)
         self.devices[token] = pb.Device(user_id=user_id, device_id=device_id,
-                                        last_seen_ts=int(time.time() * 1000))
+                                        last_seen_ts=int(time.time() * 1000), is_guest=localpart in self.guests)
         return user_id, token
 
     async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
@@ -104,6 +105,8 @@ class FakeUserAPI(FakeKeys):
         if req.localpart in self.passwords:
             raise errors.UserInUse("User ID already taken.")
         self.passwords[req.localpart] = req.password
+        if req.is_guest:
+            self.guests.add(req.localpart)
         user_id = f"@{req.localpart}:{self.server_name}"
         self.profiles[user_id] = pb.Profile(user_id=user_id, display_name=req.localpart)
         return pb.Account(user_id=f"@{req.localpart}:{self.server_name}", localpart=req.localpart,
@@ -126,7 +129,7 @@ class FakeUserAPI(FakeKeys):
         device = self.devices[token]
         device.display_name = req.display_name
         return pb.Device(user_id=device.user_id, device_id=device_id, display_name=req.display_name,
-                         access_token=token, last_seen_ts=device.last_seen_ts)
+                         access_token=token, last_seen_ts=device.last_seen_ts, is_guest=device.is_guest)
 
     async def perform_device_deletion(
             self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
@@ -144,6 +147,22 @@ class FakeUserAPI(FakeKeys):
     async def perform_token_refresh(self, req: pb.PerformTokenRefreshRequest) -> pb.Device:
         # The fake issues no refresh tokens.
         raise errors.UnknownToken("Unknown refresh token", extra={"soft_logout": False})
+
+    async def query_account(self, req: pb.QueryAccountRequest) -> pb.Account:
+        if req.localpart not in self.passwords:
+            raise errors.NotFound(f"no account {req.localpart}")
+        return pb.Account(user_id=f"@{req.localpart}:{self.server_name}", localpart=req.localpart,
+                          is_guest=req.localpart in self.guests)
+
+    async def perform_guest_upgrade(self, req: pb.PerformGuestUpgradeRequest) -> pb.Account:
+        if req.localpart not in self.guests:
+            raise errors.NotFound(f"no guest account {req.localpart}")
+        self.guests.discard(req.localpart)
+        self.passwords[req.localpart] = req.password
+        for device in self.devices.values():
+            if device.user_id == f"@{req.localpart}:{self.server_name}":
+                device.is_guest = False
+        return pb.Account(user_id=f"@{req.localpart}:{self.server_name}", localpart=req.localpart)
 
     async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
         found = [d for d in self.devices.values() if d.user_id == req.user_id and d.device_id == req.device_id]

@@ -75,6 +75,12 @@ class GrpcUserAPIClient:
     async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
         return await call_remote(self._stub.PerformDeviceUpdate, req)
 
+    async def query_account(self, req: pb.QueryAccountRequest) -> pb.Account:
+        return await call_remote(self._stub.QueryAccount, req)
+
+    async def perform_guest_upgrade(self, req: pb.PerformGuestUpgradeRequest) -> pb.Account:
+        return await call_remote(self._stub.PerformGuestUpgrade, req)
+
     async def perform_upload_keys(self, req: pb.PerformUploadKeysRequest) -> pb.OneTimeKeyCounts:
         return await call_remote(self._stub.PerformUploadKeys, req)
 

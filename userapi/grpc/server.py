@@ -99,6 +99,16 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
             context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
         return await serve_call(self._impl.perform_device_update, request, context)
 
+    async def QueryAccount(  # type: ignore[override]
+            self, request: pb.QueryAccountRequest,
+            context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
+        return await serve_call(self._impl.query_account, request, context)
+
+    async def PerformGuestUpgrade(  # type: ignore[override]
+            self, request: pb.PerformGuestUpgradeRequest,
+            context: grpc.aio.ServicerContext) -> pb.Account:  # type: ignore[type-arg]
+        return await serve_call(self._impl.perform_guest_upgrade, request, context)
+
     async def PerformUploadKeys(  # type: ignore[override]
             self, request: pb.PerformUploadKeysRequest,
             context: grpc.aio.ServicerContext) -> pb.OneTimeKeyCounts:  # type: ignore[type-arg]

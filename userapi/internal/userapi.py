@@ -116,6 +116,23 @@ class UserAPIInternal(KeysInternal):
             raise errors.UserInUse("User ID already taken.")
         return self._account(row)
 
+    async def query_account(self, req: pb.QueryAccountRequest) -> pb.Account:
+        row = await self._db.get_account(req.localpart)
+        if row is None:
+            raise errors.NotFound(f"no account {self._user_id(req.localpart)}")
+        return self._account(row)
+
+    async def perform_guest_upgrade(self, req: pb.PerformGuestUpgradeRequest) -> pb.Account:
+        password_hash = None
+        if req.password:
+            password_hash = await asyncio.to_thread(
+                passwords.hash_password, req.password, self._password_params)
+        if not await self._db.upgrade_guest(req.localpart, password_hash):
+            raise errors.NotFound(f"no guest account {self._user_id(req.localpart)}")
+        row = await self._db.get_account(req.localpart)
+        assert row is not None
+        return self._account(row)
+
     async def perform_password_check(self, req: pb.PerformPasswordCheckRequest) -> pb.Account:
         row = await self._db.get_account(req.localpart)
         if row is None or row.password_hash is None or row.deactivated:
@@ -148,7 +165,7 @@ class UserAPIInternal(KeysInternal):
         return pb.Device(user_id=stored.user_id, device_id=stored.device_id,
                          display_name=stored.display_name, access_token=token,
                          last_seen_ts=stored.last_seen_ts, last_seen_ip=stored.last_seen_ip,
-                         refresh_token=refresh or "", expires_in_ms=lifetime)
+                         refresh_token=refresh or "", expires_in_ms=lifetime, is_guest=account.is_guest)
 
     async def perform_token_refresh(self, req: pb.PerformTokenRefreshRequest) -> pb.Device:
         if not req.refresh_token:
@@ -196,7 +213,7 @@ class UserAPIInternal(KeysInternal):
             last_seen = now
         return pb.Device(user_id=owner.user_id, device_id=owner.device_id,
                          display_name=owner.display_name, last_seen_ts=last_seen,
-                         last_seen_ip=owner.last_seen_ip)
+                         last_seen_ip=owner.last_seen_ip, is_guest=owner.is_guest)
 
     async def perform_device_deletion(
             self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:

@@ -3,6 +3,7 @@ from storage. Every method is one transaction."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -55,6 +56,10 @@ class UserAPIDatabase:
     async def get_account(self, localpart: str) -> AccountRow | None:
         async with self.db.connect() as conn:
             return await self._accounts.select(conn, localpart)
+
+    async def upgrade_guest(self, localpart: str, password_hash: str | None) -> bool:
+        async with self.db.transaction() as conn:
+            return await self._accounts.upgrade_guest(conn, localpart, password_hash)
 
     async def account_exists(self, localpart: str) -> bool:
         async with self.db.connect() as conn:
@@ -173,6 +178,10 @@ class UserAPIDatabase:
             return cached[1]
         async with self.db.connect() as conn:
             owner = await self._tokens.select_owner(conn, token_sha256)
+            if owner is not None:
+                account = await self._accounts.select(conn, owner.user_id[1:].partition(":")[0])
+                if account is not None and account.is_guest:
+                    owner = dataclasses.replace(owner, is_guest=True)
         if self.db.write_generation == generation:
             if len(self._token_owners) >= TOKEN_OWNER_CACHE_SIZE:
                 self._token_owners.clear()

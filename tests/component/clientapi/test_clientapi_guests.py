@@ -1,7 +1,8 @@
 """Guest accounts (modules/guest_access.md) in the client API, against the
 real room server: registration with kind=guest, the endpoints a guest may
 and may not call, joining only rooms with m.room.guest_access can_join,
-and guests made to leave when the room stops allowing them (the config
+and guests made to leave when the room stops allowing them, and a guest's
+upgrade to a full account with its guest token (the config
 switch that disables guest registration: test_clientapi_accounts.py)."""
 
 from __future__ import annotations
@@ -126,3 +127,45 @@ async def test_guests_join_only_rooms_that_allow_them_and_leave_when_that_stops(
     assert await membership_of(harness, alice, open_room, alice) == "join"
     response = await harness.http.post(f"{V3}/rooms/{open_room}/join", headers=guest.headers)
     assert (response.status_code, response.json()["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
+
+
+async def test_a_guest_upgrades_to_a_full_account_and_keeps_the_user_id(harness: Harness) -> None:
+    alice = await harness.register("alice")
+    guest = await register_guest(harness)
+    localpart = guest.user_id[1:].split(":")[0]
+    room = await harness.create_room(alice, preset="public_chat", initial_state=[
+        {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "can_join"}}])
+    assert (await harness.http.post(f"{V3}/rooms/{room}/join", headers=guest.headers)).status_code == 200
+
+    def upgrade(body: dict[str, str]) -> dict[str, object]:
+        return {"password": "a-new-password", "auth": {"type": "m.login.dummy"}, **body}
+
+    for body, status, errcode in [({"guest_access_token": "nonsense"}, 403, "M_FORBIDDEN"),
+                                  ({"guest_access_token": alice.access_token}, 403, "M_FORBIDDEN"),
+                                  ({"guest_access_token": guest.access_token, "username": "someoneelse"},
+                                   400, "M_INVALID_PARAM")]:
+        response = await harness.http.post(f"{V3}/register", json=upgrade(body))
+        assert (response.status_code, response.json()["errcode"]) == (status, errcode), body
+    response = await harness.http.post(f"{V3}/register", json=upgrade(
+        {"guest_access_token": guest.access_token, "username": localpart}))
+    assert response.status_code == 200, response.text
+    assert response.json()["user_id"] == guest.user_id
+    upgraded = User(guest.user_id, response.json()["device_id"], response.json()["access_token"])
+
+    for user in (upgraded, guest):  # the guest's own token now belongs to a full account too
+        whoami = await harness.http.get(f"{V3}/account/whoami", headers=user.headers)
+        assert whoami.json()["is_guest"] is False
+    response = await harness.http.post(f"{V3}/createRoom", json={}, headers=upgraded.headers)
+    assert response.status_code == 200, response.text
+    response = await harness.http.post(f"{V3}/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart},
+        "password": "a-new-password"})
+    assert response.status_code == 200, response.text
+    # Not a guest any more: closing the room to guests leaves them in it.
+    response = await harness.http.put(f"{V3}/rooms/{room}/state/m.room.guest_access",
+                                      json={"guest_access": "forbidden"}, headers=alice.headers)
+    assert response.status_code == 200, response.text
+    assert await membership_of(harness, upgraded, room, alice) == "join"
+    # And upgrading again is refused.
+    response = await harness.http.post(f"{V3}/register", json=upgrade({"guest_access_token": guest.access_token}))
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")

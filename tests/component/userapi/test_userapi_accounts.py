@@ -199,3 +199,30 @@ async def test_on_postgresql(tmp_path: Path, fresh_postgres_database: str) -> No
         assert deleted.deleted == 1
     finally:
         await component.close()
+
+
+async def test_guest_accounts_and_their_upgrade(userapi: UserAPI) -> None:
+    guest = await userapi.perform_account_creation(pb.PerformAccountCreationRequest(localpart="4711", is_guest=True))
+    assert guest.is_guest
+    device = await userapi.perform_device_creation(pb.PerformDeviceCreationRequest(user_id=guest.user_id))
+    assert device.is_guest
+    owner = await userapi.query_access_token(pb.QueryAccessTokenRequest(access_token=device.access_token))
+    assert owner.is_guest and owner.user_id == guest.user_id
+    assert (await userapi.query_account(pb.QueryAccountRequest(localpart="4711"))).is_guest
+    with pytest.raises(errors.NotFound):
+        await userapi.query_account(pb.QueryAccountRequest(localpart="nobody"))
+
+    upgraded = await userapi.perform_guest_upgrade(pb.PerformGuestUpgradeRequest(localpart="4711",
+                                                                                  password="new password"))
+    assert upgraded.user_id == guest.user_id and not upgraded.is_guest
+    owner = await userapi.query_access_token(pb.QueryAccessTokenRequest(access_token=device.access_token))
+    assert not owner.is_guest
+    await userapi.perform_password_check(pb.PerformPasswordCheckRequest(localpart="4711", password="new password"))
+    # Only a guest's account can be upgraded, once.
+    with pytest.raises(errors.NotFound):
+        await userapi.perform_guest_upgrade(pb.PerformGuestUpgradeRequest(localpart="4711", password="x"))
+    await register(userapi, "carol")
+    with pytest.raises(errors.NotFound):
+        await userapi.perform_guest_upgrade(pb.PerformGuestUpgradeRequest(localpart="carol", password="x"))
+    carol = await userapi.perform_device_creation(pb.PerformDeviceCreationRequest(user_id=f"@carol:{SERVER_NAME}"))
+    assert not carol.is_guest

@@ -37,6 +37,8 @@ class TokenOwner:
     last_seen_ip: str
     expires_ts: int | None = None
     refreshed_from: str | None = None
+    # The account's, filled in by the database facade.
+    is_guest: bool = False
 
 
 class AccessTokensTable:

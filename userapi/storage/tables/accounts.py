@@ -64,6 +64,13 @@ class AccountsTable:
         await conn.execute(update(accounts).where(accounts.c.localpart == localpart)
                            .values(password_hash=password_hash))
 
+    async def upgrade_guest(self, conn: AsyncConnection, localpart: str, password_hash: str | None) -> bool:
+        """Makes a guest account a full one; False unless it was a guest's."""
+        result = await conn.execute(update(accounts).where(
+            accounts.c.localpart == localpart, accounts.c.is_guest.is_(True), accounts.c.deactivated.is_(False))
+            .values(is_guest=False, password_hash=password_hash))
+        return bool(result.rowcount)
+
     async def mark_deactivated(self, conn: AsyncConnection, localpart: str) -> None:
         await conn.execute(update(accounts).where(accounts.c.localpart == localpart)
                            .values(deactivated=True, password_hash=None))

@@ -65,6 +65,7 @@ class Device(_message.Message):
     LAST_SEEN_IP_FIELD_NUMBER: _builtins.int
     REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_MS_FIELD_NUMBER: _builtins.int
+    IS_GUEST_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     device_id: _builtins.str
     display_name: _builtins.str
@@ -78,6 +79,10 @@ class Device(_message.Message):
     """
     expires_in_ms: _builtins.int
     """How long the access token lives; 0: it does not expire."""
+    is_guest: _builtins.bool
+    """The device's account is a guest's (POST /register?kind=guest). Set in
+    the answers to QueryAccessToken and PerformDeviceCreation.
+    """
     def __init__(
         self,
         *,
@@ -89,10 +94,11 @@ class Device(_message.Message):
         last_seen_ip: _builtins.str = ...,
         refresh_token: _builtins.str = ...,
         expires_in_ms: _builtins.int = ...,
+        is_guest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "device_id", b"device_id", "display_name", b"display_name", "expires_in_ms", b"expires_in_ms", "last_seen_ip", b"last_seen_ip", "last_seen_ts", b"last_seen_ts", "refresh_token", b"refresh_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "device_id", b"device_id", "display_name", b"display_name", "expires_in_ms", b"expires_in_ms", "is_guest", b"is_guest", "last_seen_ip", b"last_seen_ip", "last_seen_ts", b"last_seen_ts", "refresh_token", b"refresh_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -186,6 +192,48 @@ class PerformAccountCreationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PerformAccountCreationRequest: _TypeAlias = PerformAccountCreationRequest  # noqa: Y015
+
+@_typing.final
+class QueryAccountRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCALPART_FIELD_NUMBER: _builtins.int
+    localpart: _builtins.str
+    def __init__(
+        self,
+        *,
+        localpart: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["localpart", b"localpart"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryAccountRequest: _TypeAlias = QueryAccountRequest  # noqa: Y015
+
+@_typing.final
+class PerformGuestUpgradeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCALPART_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    localpart: _builtins.str
+    password: _builtins.str
+    """Empty: the account cannot log in with a password."""
+    def __init__(
+        self,
+        *,
+        localpart: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["localpart", b"localpart", "password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerformGuestUpgradeRequest: _TypeAlias = PerformGuestUpgradeRequest  # noqa: Y015
 
 @_typing.final
 class PerformPasswordCheckRequest(_message.Message):

@@ -120,6 +120,16 @@ class UserAPIStub:
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
                 _registered_method=True)
+        self.QueryAccount = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/QueryAccount',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
+                _registered_method=True)
+        self.PerformGuestUpgrade = channel.unary_unary(
+                '/myelin.userapi.v1.UserAPI/PerformGuestUpgrade',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformGuestUpgradeRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
+                _registered_method=True)
         self.PerformUploadKeys = channel.unary_unary(
                 '/myelin.userapi.v1.UserAPI/PerformUploadKeys',
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformUploadKeysRequest.SerializeToString,
@@ -316,6 +326,21 @@ class UserAPIServicer:
 
     def PerformDeviceUpdate(self, request, context):
         """Renames a device; NOT_FOUND when the user has no such device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryAccount(self, request, context):
+        """A local account; NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformGuestUpgrade(self, request, context):
+        """Makes a guest account a full one with this password (registration with
+        guest_access_token); NOT_FOUND unless it is a guest's account.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -524,6 +549,16 @@ def add_UserAPIServicer_to_server(servicer, server):
                     servicer.PerformDeviceUpdate,
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.SerializeToString,
+            ),
+            'QueryAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryAccount,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.SerializeToString,
+            ),
+            'PerformGuestUpgrade': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformGuestUpgrade,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformGuestUpgradeRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.SerializeToString,
             ),
             'PerformUploadKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.PerformUploadKeys,
@@ -1060,6 +1095,60 @@ class UserAPI:
             '/myelin.userapi.v1.UserAPI/PerformDeviceUpdate',
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformDeviceUpdateRequest.SerializeToString,
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/QueryAccount',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformGuestUpgrade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/PerformGuestUpgrade',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.PerformGuestUpgradeRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.Account.FromString,
             options,
             channel_credentials,
             insecure,

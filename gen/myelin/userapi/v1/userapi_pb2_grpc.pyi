@@ -75,6 +75,12 @@ class UserAPIStub:
     """
     PerformDeviceUpdate: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceUpdateRequest, _userapi_pb2.Device]
     """Renames a device; NOT_FOUND when the user has no such device."""
+    QueryAccount: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountRequest, _userapi_pb2.Account]
+    """A local account; NOT_FOUND when there is none."""
+    PerformGuestUpgrade: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformGuestUpgradeRequest, _userapi_pb2.Account]
+    """Makes a guest account a full one with this password (registration with
+    guest_access_token); NOT_FOUND unless it is a guest's account.
+    """
     PerformUploadKeys: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadKeysRequest, _userapi_pb2.OneTimeKeyCounts]
     """--- End-to-end encryption keys (modules/end_to_end_encryption.md). Key
     objects travel as the JSON clients and servers sign, unchanged. Changes
@@ -168,6 +174,12 @@ class UserAPIAsyncStub(UserAPIStub):
     """
     PerformDeviceUpdate: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformDeviceUpdateRequest, _userapi_pb2.Device]  # type: ignore[assignment]
     """Renames a device; NOT_FOUND when the user has no such device."""
+    QueryAccount: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountRequest, _userapi_pb2.Account]  # type: ignore[assignment]
+    """A local account; NOT_FOUND when there is none."""
+    PerformGuestUpgrade: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformGuestUpgradeRequest, _userapi_pb2.Account]  # type: ignore[assignment]
+    """Makes a guest account a full one with this password (registration with
+    guest_access_token); NOT_FOUND unless it is a guest's account.
+    """
     PerformUploadKeys: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformUploadKeysRequest, _userapi_pb2.OneTimeKeyCounts]  # type: ignore[assignment]
     """--- End-to-end encryption keys (modules/end_to_end_encryption.md). Key
     objects travel as the JSON clients and servers sign, unchanged. Changes
@@ -360,6 +372,24 @@ class UserAPIServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_userapi_pb2.Device, _abc.Awaitable[_userapi_pb2.Device]]:
         """Renames a device; NOT_FOUND when the user has no such device."""
+
+    @_abc_1.abstractmethod
+    def QueryAccount(
+        self,
+        request: _userapi_pb2.QueryAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.Account, _abc.Awaitable[_userapi_pb2.Account]]:
+        """A local account; NOT_FOUND when there is none."""
+
+    @_abc_1.abstractmethod
+    def PerformGuestUpgrade(
+        self,
+        request: _userapi_pb2.PerformGuestUpgradeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_userapi_pb2.Account, _abc.Awaitable[_userapi_pb2.Account]]:
+        """Makes a guest account a full one with this password (registration with
+        guest_access_token); NOT_FOUND unless it is a guest's account.
+        """
 
     @_abc_1.abstractmethod
     def PerformUploadKeys(
