@@ -233,17 +233,26 @@ class KeysInternal:
         return pb.OneTimeKeyCounts(one_time_key_counts=counts, unused_fallback_key_types=unused)
 
     async def _cross_signing_objects(self, user_id: str, *, requester: str) -> dict[str, dict[str, Any]]:
-        found = (await self._keys.cross_signing_keys_for_users([user_id])).get(user_id, {})
-        objects = {key_type: json.loads(key_json) for key_type, key_json in found.items()}
-        if requester != user_id:
-            objects.pop(USER_SIGNING, None)
-        targets = [(user_id, key[1]) for key in map(_ed25519_key, objects.values()) if key is not None]
+        return (await self._cross_signing_for_users([user_id], requester=requester)).get(user_id, {})
+
+    async def _cross_signing_for_users(self, user_ids: list[str], *, requester: str
+                                       ) -> dict[str, dict[str, dict[str, Any]]]:
+        """user ID -> key type -> key with its signatures (those of the user
+        and of the requester); another user's user-signing key is left out.
+        Two reads whatever the number of users."""
+        found = await self._keys.cross_signing_keys_for_users(user_ids)
+        objects = {user_id: {key_type: json.loads(key_json) for key_type, key_json in by_type.items()
+                             if key_type != USER_SIGNING or user_id == requester}
+                   for user_id, by_type in found.items()}
+        targets = [(user_id, key[1]) for user_id, by_type in objects.items()
+                   for key in map(_ed25519_key, by_type.values()) if key is not None]
         sigs = await self._keys.signatures_for(targets)
-        for key_type, obj in list(objects.items()):
-            key = _ed25519_key(obj)
-            if key is not None:
-                objects[key_type] = _with_signatures(obj, sigs.get((user_id, key[1])),
-                                                     visible=[user_id, requester])
+        for user_id, by_type in objects.items():
+            for key_type, obj in list(by_type.items()):
+                key = _ed25519_key(obj)
+                if key is not None:
+                    by_type[key_type] = _with_signatures(obj, sigs.get((user_id, key[1])),
+                                                         visible=[user_id, requester])
         return objects
 
     async def query_keys(self, req: pb.QueryKeysRequest) -> pb.QueryKeysResponse:
@@ -260,9 +269,9 @@ class KeysInternal:
                 obj["unsigned"] = {"device_display_name": row.display_name}
             device_keys.setdefault(row.user_id, {})[row.device_id] = obj
         by_type: dict[str, dict[str, Any]] = {key_type: {} for key_type in CROSS_SIGNING_TYPES}
-        for user_id in wanted:
-            for key_type, obj in (await self._cross_signing_objects(
-                    user_id, requester=req.requesting_user_id)).items():
+        cross = await self._cross_signing_for_users(list(wanted), requester=req.requesting_user_id)
+        for user_id, keys in cross.items():
+            for key_type, obj in keys.items():
                 by_type[key_type][user_id] = obj
         return pb.QueryKeysResponse(
             device_keys_json=dump_json(device_keys).encode(),
