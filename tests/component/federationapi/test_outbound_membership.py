@@ -143,7 +143,7 @@ class Outbound:
 
 @pytest.fixture
 async def outbound(harness: Harness) -> AsyncIterator[Outbound]:
-    async with start_inbound(harness) as started:
+    async with start_inbound(harness.tmp_path) as started:
         yield Outbound(started, harness)
 
 
