@@ -54,6 +54,10 @@ async def test_to_device_message(home_away: tuple[Peer, Peer]) -> None:
     await scenarios.to_device_message(*home_away)
 
 
+async def test_remote_key_query_and_claim(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.remote_key_query(*home_away)
+
+
 async def test_newcomer_backfills_history(home_away: tuple[Peer, Peer]) -> None:
     await scenarios.backfill_history(*home_away, "12")
 
