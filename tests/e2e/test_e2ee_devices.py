@@ -73,12 +73,16 @@ async def test_keys_device_lists_and_to_device(homeserver: RunningHomeserver) ->
     async with httpx.AsyncClient(base_url=homeserver.base_url, timeout=30) as http:
         alice, bob, carol = (await register(http, "alice"), await register(http, "bob"),
                              await register(http, "carol"))
-        room = (await alice.call("POST", "/createRoom", {"invite": [bob.user_id]}))["room_id"]
-        await bob.call("POST", f"/join/{room}", {})
         first = await alice.sync()
         assert first["device_one_time_keys_count"] == {"signed_curve25519": 0}
+        assert "device_lists" not in first  # only incremental syncs carry changes
         await bob.sync()
         await carol.sync()
+        room = (await alice.call("POST", "/createRoom", {"invite": [bob.user_id]}))["room_id"]
+        await bob.call("POST", f"/join/{room}", {})
+        # A new room-mate's devices are to be tracked: Bob is "changed" for Alice, and Alice for Bob.
+        await alice.sync_until(changed(bob.user_id))
+        await bob.sync_until(changed(alice.user_id))
         before_keys = alice.since
 
         # Bob's device uploads keys: Alice (sharing a room) hears of it, Carol does not.
