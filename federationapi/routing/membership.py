@@ -186,6 +186,12 @@ def add_membership_routes(blueprint: Blueprint, keyring: KeyRing, roomserver: Fe
         event = parse_pdu(parse_json_body(request), room_version)
         check_membership_event(event, room_id=room_id, event_id=event_id, membership=membership, origin=origin)
         await access.check_acl(room_id, origin)
+        authoriser = event.content.get(JOIN_AUTHORISED_VIA)
+        if membership == "join" and isinstance(authoriser, str) and domain_of(authoriser) == server_name:
+            # Our signature vouches for the join: the user must meet the
+            # room's conditions now, whatever make_join said (or if it was
+            # never asked).
+            await restricted_join_content(room_id, room_version, event.sender)
         signed = Event(sign_event(event.pdu, room_version, server_name, signing_key), room_version)
         try:
             await check_signed_pdu(keyring, signed)

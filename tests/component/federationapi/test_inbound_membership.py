@@ -311,3 +311,23 @@ async def test_answers_match_the_spec(reads: Reads) -> None:
     for method, spec_path, response, status in answers:
         assert response.status_code == status, (spec_path, response.text)
         assert_matches_spec(method, spec_path, response)
+
+
+async def test_send_join_naming_our_user_as_authoriser_needs_the_conditions_met(reads: Reads) -> None:
+    allowed = await room_with(reads, "10")
+    room = TestRoom("10", join_rule="public")
+    room.set_state(JOIN_RULES, {"join_rule": "restricted",
+                                "allow": [{"type": "m.room_membership", "room_id": allowed.room_id}]})
+    await reads.input(room, room.events)
+    # A template as if make_join had authorised it, for a user in none of the allowed rooms.
+    public = await room_with(reads, "10")
+    _, template = await make(reads, "join", public.room_id, reads.bob, "?ver=10")
+    pdu = {**template["event"], "room_id": room.room_id,
+           "content": {"membership": "join", JOIN_AUTHORISED_VIA: ALICE},
+           "prev_events": room.latest, "auth_events": [room.create.event_id, room.power_levels.event_id,
+                                                       room.state[(JOIN_RULES, "")].event_id,
+                                                       room.creator_join.event_id]}
+    forged = from_template(reads, {"room_version": "10", "event": pdu})
+    status, body = await send(reads, f"{V2}/send_join", forged)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), body
+    assert await membership(reads, room.room_id, reads.bob) == ""
