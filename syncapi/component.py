@@ -47,6 +47,7 @@ from syncapi.routing import presence as presence_routes
 from syncapi.routing import relations as relation_routes
 from syncapi.routing import rooms as room_routes
 from syncapi.routing import search as search_routes
+from syncapi.routing import single_event as single_event_routes
 from syncapi.routing import sync as sync_routes
 from syncapi.storage.database import SyncDatabase
 from userapi.api import AccountDataQueryAPI, AuthenticationAPI
@@ -90,6 +91,7 @@ class SyncAPI:
         presence_routes.register(self.blueprint, database, userapi, self.presence)
         room_routes.register(self.blueprint, self.room_reads, userapi)
         initial_sync_routes.register(self.blueprint, database, self.room_reads, userapi)
+        single_event_routes.register(self.blueprint, database, self.relation_reads, userapi)
         relation_routes.register(self.blueprint, self.relation_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
         notification_routes.register(self.blueprint, database, userapi)

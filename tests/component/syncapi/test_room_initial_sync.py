@@ -1,7 +1,7 @@
 """GET /rooms/{roomId}/initialSync: a member's snapshot (current state,
 latest messages oldest first, the room's account data), a peek into a
 world-readable room, 403 for other rooms, and a former member's view as
-of their leave."""
+of their leave; and the deprecated GET /events/{eventId}."""
 
 from __future__ import annotations
 
@@ -70,3 +70,16 @@ async def test_former_member_sees_the_room_as_they_left_it(env: Env) -> None:
     assert before.event_id in ids and topic.event_id not in ids
     assert ids[-1] == room.state[("m.room.member", BOB)].event_id
     assert topic.event_id not in {e["event_id"] for e in body["state"]}
+
+
+async def test_deprecated_single_event_endpoint_applies_visibility(env: Env) -> None:
+    room = TestRoom(history_visibility="joined")
+    room.join(BOB)
+    message = room.message(ALICE, "for members")
+    await env.send_room(room)
+    response = await env.get(f"/_matrix/client/v3/events/{message.event_id}", env.token(BOB))
+    assert response.status_code == 200, response.text
+    assert response.json()["event_id"] == message.event_id and response.json()["room_id"] == room.room_id
+    for token, event_id in [(env.token(CAROL), message.event_id), (env.token(BOB), "$unknown")]:
+        response = await env.get(f"/_matrix/client/v3/events/{event_id}", token)
+        assert (response.status_code, response.json()["errcode"]) == (404, "M_NOT_FOUND")
