@@ -133,5 +133,8 @@ async def test_keys_device_lists_and_to_device(homeserver: RunningHomeserver) ->
         assert again["to_device"]["events"] == []
 
         # Bob leaves: Alice no longer shares a room with him.
+        before_leave = alice.since
         await bob.call("POST", f"/rooms/{room}/leave", {})
         await alice.sync_until(left(bob.user_id))
+        changes = await alice.call("GET", "/keys/changes", **{"from": before_leave, "to": alice.since})
+        assert bob.user_id in changes["left"] and bob.user_id not in changes["changed"]
