@@ -1,5 +1,5 @@
-"""Faults of the federation sender, with a real Myelin process and a fake
-remote server in the test.
+"""Faults of the federation sender, with a real Myelin process (the single
+process) and a fake remote server in the test.
 
 The fake server (TLS on loopback, its own signing key) joins a room of a
 Myelin user over federation (make_join/send_join), then records every
@@ -87,15 +87,24 @@ async def remote(tmp_path: Path) -> AsyncIterator[RecordingRemote]:
     await fake.serving.stop()
 
 
+@dataclass
+class Deployment:
+    hs: RunningHomeserver
+    # The process that runs the federation sender.
+    sender_process: str
+
+
 @pytest.fixture
-def myelin(tmp_path: Path) -> Iterator[RunningHomeserver]:
+def myelin(tmp_path: Path) -> Iterator[Deployment]:
     port = free_port()
     hs = start_monolith(tmp_path / "myelin", "--server-name", f"localhost:{port}", "--federation-port", str(port),
                         "--insecure-federation-for-tests")
     # Its name is the federation port's (the harness names it after the client port).
     hs.server_name = f"localhost:{port}"
-    yield hs
-    hs.stop()
+    try:
+        yield Deployment(hs, "monolith")
+    finally:
+        hs.stop()
 
 
 async def join_from_remote(remote: RecordingRemote, myelin_name: str, room_id: str, user_id: str) -> None:
@@ -110,14 +119,17 @@ async def join_from_remote(remote: RecordingRemote, myelin_name: str, room_id: s
         await client.close()
 
 
-def restart(hs: RunningHomeserver) -> None:
-    hs.start("monolith")
-    hs.wait_ready("monolith", hs.ports["monolith"], http=True)
+def restart(deployment: Deployment) -> None:
+    name = deployment.sender_process
+    deployment.hs.start(name, *([] if name == "monolith" else [name]))
+    deployment.hs.wait_ready(name, deployment.hs.ports[name], http=True)
 
 
 async def test_kill_9_during_a_burst_loses_nothing_and_sends_nothing_twice(
-        myelin: RunningHomeserver, remote: RecordingRemote) -> None:
-    async with httpx.AsyncClient(base_url=myelin.base_url, timeout=30) as http:
+        myelin: Deployment, remote: RecordingRemote) -> None:
+    """The process running the sender is killed right after the burst's last send."""
+    hs = myelin.hs
+    async with httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http:
         r = await http.post(f"{V3}/register", json={"username": "alice", "password": "a-long-password",
                                                      "auth": {"type": "m.login.dummy"}})
         assert r.status_code == 200, r.text
@@ -125,7 +137,7 @@ async def test_kill_9_during_a_burst_loses_nothing_and_sends_nothing_twice(
         r = await http.post(f"{V3}/createRoom", headers=headers, json={"preset": "public_chat"})
         assert r.status_code == 200, r.text
         room_id = r.json()["room_id"]
-        await join_from_remote(remote, myelin.server_name, room_id, f"@bob:{remote.server_name}")
+        await join_from_remote(remote, hs.server_name, room_id, f"@bob:{remote.server_name}")
 
         async def send(body: str) -> None:
             r = await http.put(f"{V3}/rooms/{quote(room_id)}/send/m.room.message/{uuid.uuid4().hex}",
@@ -139,11 +151,11 @@ async def test_kill_9_during_a_burst_loses_nothing_and_sends_nothing_twice(
         for i in range(40):
             await send(f"burst-{i}")
             sent.append(f"burst-{i}")
-        myelin.kill("monolith", signal.SIGKILL)
+        hs.kill(myelin.sender_process, signal.SIGKILL)
         delivered_before_kill = set(remote.pdu_counts())
 
     await asyncio.to_thread(restart, myelin)
-    async with httpx.AsyncClient(base_url=myelin.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=hs.base_url, timeout=30) as http:
         for i in range(5):
             r = await http.put(f"{V3}/rooms/{quote(room_id)}/send/m.room.message/{uuid.uuid4().hex}",
                                headers=headers, json={"msgtype": "m.text", "body": f"after-{i}"})
