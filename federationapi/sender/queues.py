@@ -169,7 +169,14 @@ class DestinationQueues:
                     # from now on starts a new worker.
                     del self._workers[destination]
                     return
-                await self._send(destination, txn)
+                try:
+                    await self._send(destination, txn)
+                except Exception:
+                    # The worker must outlive anything unexpected, or the
+                    # destination would never be woken again.
+                    logger.exception("federation sender: sending transaction %s to %s failed", txn.txn_id,
+                                     destination)
+                    await self._wait_backoff(destination)
         except asyncio.CancelledError:
             self._workers.pop(destination, None)
             raise

@@ -30,6 +30,7 @@ from common.log import LogRecord
 from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
 from matrixlib.events import Event
+from matrixlib.ids import is_valid_server_name
 from matrixlib.room_versions import get_room_version
 from roomserver.api import FederationRoomserverAPI
 
@@ -39,8 +40,10 @@ MEMBER = "m.room.member"
 
 
 def server_of(user_id: str) -> str:
-    """The server part of a user ID ("" when it has none)."""
-    return user_id.split(":", 1)[1] if ":" in user_id else ""
+    """The server part of a user ID ("" when it has none or it is not a
+    valid server name: nothing is ever sent there)."""
+    server = user_id.split(":", 1)[1] if ":" in user_id else ""
+    return server if is_valid_server_name(server) else ""
 
 
 def _joined_member(event_id: str, pdu: dict[str, Any]) -> JoinedMember | None:

@@ -21,7 +21,7 @@ from common.topics import (
     Topic,
 )
 from federationapi.sender.consumers.clientapi import wire_message_id
-from federationapi.sender.consumers.roomserver import RoomserverOutputConsumer
+from federationapi.sender.consumers.roomserver import RoomserverOutputConsumer, server_of
 from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
 from roomserver.api import FederationRoomserverAPI
@@ -189,3 +189,10 @@ async def test_missed_entries_make_the_sender_read_the_rooms_members(env: Env) -
     await env.output.write(room.message(ALICE, "after the gap"))
     await remote.wait_for(lambda: "after the gap" in remote.bodies())
     assert env.roomserver.membership_queries == 1
+
+
+def test_only_valid_server_names_are_destinations() -> None:
+    assert server_of("@bob:example.org:8448") == "example.org:8448"
+    assert server_of("@bob:[::1]:8448") == "[::1]:8448"
+    assert server_of("@bob:bad_name!") == ""
+    assert server_of("@nobody") == ""
