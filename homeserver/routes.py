@@ -26,8 +26,9 @@ ROUTES: list[Route] = [
     Route(re.compile(_CLIENT + r"/sync$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|context/[^/]+|initialSync)$"),
           "syncapi"),
-    # The deprecated room-less form of /rooms/{roomId}/event/{eventId}.
-    Route(re.compile(_CLIENT + r"/events/[^/]+$"), "syncapi"),
+    # The deprecated room-less form of /rooms/{roomId}/event/{eventId}, the
+    # event stream (room previews follow it) and the global initial sync.
+    Route(re.compile(_CLIENT + r"/(?:events(?:/[^/]+)?|initialSync)$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/user/[^/]+/filter(?:/[^/]+)?$"), "syncapi"),
     Route(re.compile(_CLIENT + r"/notifications$"), "syncapi"),
     # Forgetting a room changes what /sync shows, so the sync API keeps the flag.

@@ -38,6 +38,7 @@ from syncapi.internal.search import SearchHandler
 from syncapi.internal.sync import SyncHandler
 from syncapi.internal.typing import TypingCache, now_ms
 from syncapi.notifier import Notifier
+from syncapi.routing import event_stream as event_stream_routes
 from syncapi.routing import filter as filter_routes
 from syncapi.routing import forget as forget_routes
 from syncapi.routing import initial_sync as initial_sync_routes
@@ -92,6 +93,8 @@ class SyncAPI:
         room_routes.register(self.blueprint, self.room_reads, userapi)
         initial_sync_routes.register(self.blueprint, database, self.room_reads, userapi)
         single_event_routes.register(self.blueprint, database, self.relation_reads, userapi)
+        event_stream_routes.register(self.blueprint, database, self.sync_handler, self.notifier, self.room_reads,
+                                     userapi)
         relation_routes.register(self.blueprint, self.relation_reads, userapi)
         filter_routes.register(self.blueprint, database, userapi)
         notification_routes.register(self.blueprint, database, userapi)

@@ -22,6 +22,8 @@ from syncapi.storage.database import SyncDatabase
 from syncapi.storage.tables.current_state import MEMBER
 
 DEFAULT_LIMIT = 10
+# An account-data stream position past every change.
+EVERYTHING = 2**62
 
 
 async def room_initial_sync(database: SyncDatabase, reads: RoomReads, requester: Requester, room_id: str,
@@ -47,7 +49,7 @@ async def room_initial_sync(database: SyncDatabase, reads: RoomReads, requester:
                  for e in sorted(stored.values(), key=lambda e: e.stream_pos)]
         account_data: list[dict[str, Any]] = []
         if not peeking:
-            for change in await reader.account_data_changes(user_id, after=0, upto=await reader.current_position()):
+            for change in await reader.account_data_changes(user_id, after=0, upto=EVERYTHING):
                 if change.room_id == room_id:
                     account_data.append({"type": change.type, "content": json.loads(change.content_json)})
     page = await reads.messages(requester, room_id, from_token=None, to_token=None, backwards=True,

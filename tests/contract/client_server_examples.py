@@ -322,6 +322,10 @@ def examples() -> list[Example]:
                 errcode="M_NOT_FOUND"),
         Example("GET", V1 + "/room_summary/{roomIdOrAlias}", path_values={"roomIdOrAlias": lambda c: c["roomId"]}),
         Example("GET", room + "/initialSync"),
+        Example("GET", V3 + "/events", query={"timeout": "0", "room_id": lambda c: c["roomId"]}),
+        Example("GET", V3 + "/events", query={"timeout": "0", "from": "nonsense"}, expect=400,
+                errcode="M_INVALID_PARAM"),
+        Example("GET", V3 + "/initialSync", query={"limit": "2"}),
         Example("POST", V3 + "/search", body={"search_categories": {"room_events": {"search_term": "hello"}}}),
         Example("POST", V3 + "/search", body={"search_categories": {"room_events": {
             "search_term": "hello", "order_by": "recent", "keys": ["content.body"],

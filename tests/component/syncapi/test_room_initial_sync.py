@@ -83,3 +83,57 @@ async def test_deprecated_single_event_endpoint_applies_visibility(env: Env) -> 
     for token, event_id in [(env.token(CAROL), message.event_id), (env.token(BOB), "$unknown")]:
         response = await env.get(f"/_matrix/client/v3/events/{event_id}", token)
         assert (response.status_code, response.json()["errcode"]) == (404, "M_NOT_FOUND")
+
+
+async def test_event_stream_for_members_and_peekers(env: Env) -> None:
+    room = TestRoom(history_visibility="world_readable")
+    room.join(BOB)
+    await env.send_room(room)
+    bob, carol = env.token(BOB), env.token(CAROL)
+    start = (await env.sync(bob))["next_batch"]
+    empty = await env.get("/_matrix/client/v3/events", bob, **{"from": start, "timeout": "0"})
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["chunk"] == []
+
+    # Carol peeks: the room's snapshot, then the stream from its end.
+    peek = (await initial_sync(env, carol, room.room_id)).json()
+    hello = room.message(ALICE, "hello")
+    await env.send(hello)
+    body = (await env.get("/_matrix/client/v3/events", bob,
+                          **{"from": empty.json()["end"], "timeout": "5000"})).json()
+    assert [e["event_id"] for e in body["chunk"]] == [hello.event_id]
+    assert body["chunk"][0]["room_id"] == room.room_id
+    peeked = (await env.get("/_matrix/client/v3/events", carol,
+                            **{"from": peek["messages"]["end"], "room_id": room.room_id, "timeout": "0"})).json()
+    assert [e["event_id"] for e in peeked["chunk"]] == [hello.event_id]
+    # Nothing new after the end token.
+    again = (await env.get("/_matrix/client/v3/events", carol,
+                           **{"from": peeked["end"], "room_id": room.room_id, "timeout": "0"})).json()
+    assert again["chunk"] == []
+
+    closed = TestRoom(history_visibility="shared")
+    await env.send_room(closed)
+    response = await env.get("/_matrix/client/v3/events", carol, room_id=closed.room_id, timeout="0")
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
+    response = await env.get("/_matrix/client/v3/events", bob, **{"from": "nonsense", "timeout": "0"})
+    assert (response.status_code, response.json()["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+async def test_global_initial_sync(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    message = room.message(ALICE, "hi bob")
+    await env.send_room(room)
+    invited = TestRoom()
+    invited.invite(ALICE, BOB)
+    await env.send_room(invited)
+    await change(env, BOB, "org.example.settings", {"theme": "dark"})
+    response = await env.get("/_matrix/client/v3/initialSync", env.token(BOB))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    by_room = {r["room_id"]: r for r in body["rooms"]}
+    assert by_room[room.room_id]["membership"] == "join"
+    assert by_room[room.room_id]["messages"]["chunk"][-1]["event_id"] == message.event_id
+    assert by_room[invited.room_id]["membership"] == "invite"
+    assert {"type": "org.example.settings", "content": {"theme": "dark"}} in body["account_data"]
+    assert body["end"].startswith("s")

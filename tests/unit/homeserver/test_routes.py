@@ -18,6 +18,8 @@ from homeserver.routes import component_for_path, nginx_config
         ("/_matrix/client/v3/rooms/!abc/context/$ev", "syncapi"),
         ("/_matrix/client/v3/rooms/!abc/initialSync", "syncapi"),
         ("/_matrix/client/v3/events/$ev", "syncapi"),
+        ("/_matrix/client/v3/events", "syncapi"),
+        ("/_matrix/client/v3/initialSync", "syncapi"),
         ("/_matrix/client/v3/rooms/!abc/event/$ev", "syncapi"),
         ("/_matrix/client/v1/rooms/!abc/relations/$ev", "syncapi"),
         ("/_matrix/client/v1/rooms/!abc/relations/$ev/m.thread", "syncapi"),
