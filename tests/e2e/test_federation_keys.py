@@ -10,20 +10,16 @@ a request Synapse signs passes Myelin's inbound X-Matrix check."""
 from __future__ import annotations
 
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from bench.synapse import ensure_synapse_installed
 from common.config import Config, TrustedKeyServer, load_config
 from common.http import json_response, make_app, serve_app
 from common.storage import database_url_for, open_database
@@ -39,6 +35,8 @@ from matrixlib.signing import (
     read_signing_key_file,
     verify_json,
 )
+from tests.e2e.federation.harness import SynapsePeer as SynapsePeer  # re-exported for other e2e modules
+from tests.e2e.federation.harness import start_synapse_peer as start_synapse_peer
 from tests.e2e.harness import RunningHomeserver, free_port, free_port_range, generate_config, start_monolith
 
 pytestmark = pytest.mark.e2e
@@ -103,76 +101,7 @@ def test_each_server_fetches_the_others_keys_over_tls(two_servers: list[tuple[Ru
         assert r.json() == {"server_keys": []}
 
 
-# -- Synapse as the peer ------------------------------------------------------------
-
-
-@dataclass
-class SynapsePeer:
-    server_name: str
-    federation_port: int
-    client_url: str
-    process: subprocess.Popen[bytes]
-    workdir: Path
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_synapse_peer(workdir: Path) -> SynapsePeer:
-    """Synapse with its federation listener on TLS on the port of its server
-    name (shared/INTEROP-NOTES.md), and plain HTTP for clients."""
-    python = ensure_synapse_installed()
-    workdir.mkdir(parents=True, exist_ok=True)
-    federation_port, client_port = free_port(), free_port()
-    server_name = f"localhost:{federation_port}"
-    config = workdir / "homeserver.yaml"
-    subprocess.run([str(python), "-m", "synapse.app.homeserver", "--server-name", server_name,
-                    "--config-path", str(config), "--generate-config", "--report-stats=no",
-                    "--data-directory", str(workdir)], check=True, capture_output=True, cwd=workdir)
-    cert, key = ensure_self_signed_certificate(workdir, "localhost")
-    overrides = {
-        "listeners": [
-            {"port": federation_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
-             "resources": [{"names": ["federation"], "compress": False}]},
-            {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-             "resources": [{"names": ["client"], "compress": False}]},
-        ],
-        "tls_certificate_path": str(cert),
-        "tls_private_key_path": str(key),
-        "federation_verify_certificates": False,
-        "ip_range_whitelist": ["127.0.0.1"],
-        "trusted_key_servers": [],
-        "database": {"name": "sqlite3", "args": {"database": str(workdir / "homeserver.db")}},
-        "enable_registration": True,
-        "enable_registration_without_verification": True,
-        "bcrypt_rounds": 4,
-        "report_stats": False,
-        "presence": {"enabled": False},
-        "rc_registration": {"per_second": 1000, "burst_count": 1000},
-    }
-    override_path = workdir / "overrides.yaml"
-    override_path.write_text(yaml.safe_dump(overrides))
-    log = (workdir / "synapse.log").open("ab")
-    process = subprocess.Popen([str(python), "-m", "synapse.app.homeserver", "-c", str(config),
-                                "-c", str(override_path)], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    peer = SynapsePeer(server_name, federation_port, f"http://127.0.0.1:{client_port}", process, workdir)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"synapse exited:\n{(workdir / 'synapse.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(peer.client_url + "/_matrix/client/versions", timeout=2).status_code == 200:
-                return peer
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    peer.stop()
-    raise RuntimeError("synapse did not start in 120 s")
+# -- Synapse as the peer (started by tests/e2e/federation/harness.py) ----------------
 
 
 @pytest.fixture
@@ -310,14 +239,18 @@ async def test_synapse_requests_pass_myelins_inbound_authentication(synapse_peer
         await component.close()
 
 
-def test_the_federationapi_personality_serves_tls_on_the_federation_port(tmp_path: Path) -> None:
+@pytest.mark.kafka
+def test_the_federationapi_personality_serves_tls_on_the_federation_port(tmp_path: Path, tansu_broker: str
+                                                                         ) -> None:
     """In a split deployment the federation API's own process serves the
-    router's plain HTTP and, on the federation port, TLS."""
+    router's plain HTTP and, on the federation port, TLS. (It runs the
+    federation sender, so it reads the logs: a broker is needed.)"""
     federation_port, base = free_port(), free_port_range(5)
     workdir = tmp_path / "split"
     workdir.mkdir()
     config_path = generate_config(workdir, "--server-name", f"localhost:{federation_port}",
                                   "--federation-port", str(federation_port), "--split-base-port", str(base),
+                                  "--kafka", tansu_broker,
                                   client_port=free_port())
     hs = RunningHomeserver(base_url="", server_name=f"localhost:{federation_port}", workdir=workdir,
                            config_path=config_path)
