@@ -197,7 +197,9 @@ def add_membership_routes(blueprint: Blueprint, keyring: KeyRing, roomserver: Fe
             await check_signed_pdu(keyring, signed)
         except SignatureError as e:
             raise errors.Forbidden(f"The event's signatures are not valid: {e}") from None
-        for result in await input_events(roomserver, [signed], NEW, origin=origin):
+        # No origin: as the resident, we send it on to the room's other
+        # servers (the federation sender sends what has none).
+        for result in await input_events(roomserver, [signed], NEW):
             raise_for_outcome(result)
         return signed
 

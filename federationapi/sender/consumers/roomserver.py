@@ -3,8 +3,8 @@
 For every NewRoomEvent it keeps the room's joined servers from the state
 annotations (member events with membership "join" entering and leaving the
 current state), and queues the event for every other joined server when
-this server created it: the sender is one of our users and the event did
-not reach us over federation (``origin`` empty). A membership event about a
+this server created it or accepted it in a make_/send_ handshake: the
+event did not reach us over /send or backfill (``origin`` empty). A membership event about a
 remote user also goes to that user's server (a kick or ban must reach it).
 Backfilled (historical) events are never sent.
 
@@ -124,8 +124,11 @@ class RoomserverOutputConsumer:
     def _is_ours_to_send(self, msg: output_log_pb2.NewRoomEvent, pdu: dict[str, Any]) -> bool:
         if msg.historical or msg.origin:
             return False
-        sender = pdu.get("sender")
-        return isinstance(sender, str) and server_of(sender) == self._server_name
+        # Made here: by our users, or by another server's user through our
+        # make_join/send_join (leave, knock) handshake, which the resident
+        # sends on to the room's other servers (server-server API "Joining
+        # Rooms"); the federation API inputs those without an origin.
+        return isinstance(pdu.get("sender"), str)
 
     async def _joined_in(self, msg: output_log_pb2.NewRoomEvent, pdu: dict[str, Any]) -> list[JoinedMember]:
         """The joined members among the state events the entry adds."""
