@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from myelin.clientapi.v1 import edu_log_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from common import errors
 from common.topics import CLIENTAPI_PRESENCE, CLIENTAPI_RECEIPT, CLIENTAPI_SEND_TO_DEVICE, CLIENTAPI_TYPING
 from federationapi.keyring import now_ms
-from matrixlib.events import POWER_LEVELS, SERVER_ACL, Event
+from matrixlib.events import MEMBER, POWER_LEVELS, SERVER_ACL, Event
 from matrixlib.signing import generate_signing_key
 from tests.builders import TestRoom
 from tests.component.federationapi.conftest import DAY_MS
@@ -68,6 +69,23 @@ async def test_good_transaction_is_accepted_and_visible(inbound: Inbound, room_v
         stored = await inbound.stored(message.event_id, include_unaccepted=False)
         assert stored is not None and stored["content"]["body"] == message.content["body"]
     assert await inbound.latest(room.room_id) == [messages[-1].event_id]
+
+
+async def test_forked_event_is_accepted_and_both_branches_count(inbound: Inbound) -> None:
+    room = await room_with_bob(inbound)
+    fork_point = room.latest
+    # Meanwhile, here: alice renames the room; bob, not having seen it, renames himself.
+    name = room.set_state("m.room.name", {"name": "from here"})
+    await inbound.input(room, [name])
+    bob = inbound.user("bob")
+    renamed = inbound.remote_event(room, lambda: room.build(MEMBER, {"membership": "join", "displayname": "Bob"},
+                                                          sender=bob, state_key=bob, prev_event_ids=fork_point,
+                                                          advance=False))
+    assert await inbound.send_events([renamed]) == {renamed.event_id: {}}
+    assert set(await inbound.latest(room.room_id)) == {name.event_id, renamed.event_id}
+    state = await inbound.roomserver.query_latest_events_and_state(
+        rs_pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert {e.event_id for e in state.state_events} >= {name.event_id, renamed.event_id}
 
 
 async def test_retry_answers_the_stored_response_without_processing(inbound: Inbound) -> None:
