@@ -160,6 +160,10 @@ class RoomReads:
         except errors.MatrixError as exc:
             logger.info("backfill of %s failed: %s", room_id, exc)
             answer = fed_pb.PerformBackfillResponse(added=0)
+        except Exception:
+            # The page is served from what is here whatever went wrong.
+            logger.warning("backfill of %s failed", room_id, exc_info=True)
+            answer = fed_pb.PerformBackfillResponse(added=0)
         if answer.added <= 0:
             self._fruitless_backfill[room_id] = time.monotonic()
             return False
