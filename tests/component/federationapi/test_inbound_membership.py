@@ -1,17 +1,19 @@
 """The federation API's inbound membership handshakes (make_join/send_join,
 make_leave/send_leave, make_knock/send_knock, invite) against a real
 in-process room server, with X-Matrix-signed requests from a fake remote
-server whose key the KeyRing fetches over TLS (the fixture of
-test_inbound_reads)."""
-
-# The `reads` fixture is imported from test_inbound_reads and named by every test.
-# ruff: noqa: F811
+server whose key the KeyRing fetches over TLS (``inbound_fixtures``; one
+room server and federation API for the module, each test builds its own
+rooms)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+import pytest_asyncio
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from federationapi.internal.membership import JOIN_AUTHORISED_VIA
@@ -20,18 +22,46 @@ from matrixlib.events import CREATE, JOIN_RULES, MEMBER, Event
 from matrixlib.hashes import compute_room_id
 from matrixlib.room_versions import EventFormat, get_room_version
 from matrixlib.signing import SigningKey, generate_signing_key
+from roomserver.api import RoomserverAPI
 from tests.builders import TEST_SERVER_NAME, TestRoom
-from tests.component.federationapi.test_inbound_reads import (  # noqa: F401 (fixture)
-    ALICE,
-    Reads,
-    q,
-    reads,
-    server_server_spec,
-)
+from tests.component.federationapi.conftest import FakeKeyServer
+from tests.component.federationapi.inbound_fixtures import ALICE, Inbound, start_inbound
+from tests.component.federationapi.test_inbound_reads import q, server_server_spec
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
 ALL_VERSIONS = "&".join(f"ver={v}" for v in range(1, 13))
+
+
+@dataclass
+class Reads:
+    inbound: Inbound
+
+    @property
+    def remote(self) -> FakeKeyServer:
+        return self.inbound.remote
+
+    @property
+    def roomserver(self) -> RoomserverAPI:
+        return self.inbound.roomserver
+
+    @property
+    def bob(self) -> str:
+        return self.inbound.user("bob")
+
+    async def call(self, method: str, uri: str, content: Any = None) -> httpx.Response:
+        return await self.inbound.call(method, uri, content)
+
+    async def input(self, room: TestRoom, events: list[Event]) -> None:
+        await self.inbound.input(room, events)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def reads(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Reads]:
+    async with start_inbound(tmp_path_factory.mktemp("inbound_membership")) as started:
+        yield Reads(started)
 
 
 def from_template(reads: Reads, template: dict[str, Any], *, key: SigningKey | None = None,
