@@ -51,6 +51,7 @@ GUEST_ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("PUT", "devices/*"), ("GET", "account/whoami"), ("GET", "capabilities"), ("GET", "voip/turnServer"),
     # End-to-end encryption.
     ("POST", "keys/upload"), ("POST", "keys/query"), ("POST", "keys/claim"), ("GET", "keys/changes"),
+    ("POST", "keys/signatures/upload"),
     # Media.
     ("GET", "media/download/*/*"), ("GET", "media/download/*/*/*"), ("GET", "media/thumbnail/*/*"),
     # Third-party lookups.
