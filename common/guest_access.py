@@ -41,7 +41,7 @@ GUEST_ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("GET", "rooms/*/members"), ("GET", "rooms/*/initialSync"), ("GET", "sync"), ("GET", "events"),
     ("GET", "events/*"), ("GET", "joined_rooms"), ("GET", "publicRooms"), ("POST", "publicRooms"),
     ("GET", "rooms/*/relations/*"), ("GET", "rooms/*/relations/*/*"), ("GET", "rooms/*/relations/*/*/*"),
-    ("GET", "rooms/*/hierarchy"), ("GET", "room_summary/*"), ("GET", "summary/*"),
+    ("GET", "rooms/*/hierarchy"), ("GET", "room_summary/*"),
     # Sending.
     ("POST", "rooms/*/join"), ("POST", "join/*"), ("POST", "rooms/*/leave"),
     ("PUT", "rooms/*/send/*/*"), ("PUT", "rooms/*/state/*"), ("PUT", "rooms/*/state/*/*"),
@@ -63,11 +63,15 @@ _PREFIX = re.compile(r"^/?_matrix/client/(?:v3|r0|v1|unstable/[^/]+)/")
 _PARAMETER = re.compile(r"<[^>]*>")
 
 
-def route_template(request: Request) -> str:
-    """The matched route's path after the client prefix, parameters as "*"."""
-    route = request.route
-    path = route.path if route is not None else request.path
+def template_of(path: str) -> str:
+    """A route's path after the client prefix, parameters as "*"."""
     return _PARAMETER.sub("*", _PREFIX.sub("", path)).strip("/")
+
+
+def route_template(request: Request) -> str:
+    """The matched route's template (``template_of``)."""
+    route = request.route
+    return template_of(route.path if route is not None else request.path)
 
 
 def check_guest_may_call(request: Request) -> None:
