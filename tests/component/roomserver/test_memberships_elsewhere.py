@@ -122,3 +122,8 @@ async def test_back_into_a_room_no_local_user_is_in_any_more(api: RoomserverAPI,
         input_event(rejoin, state_event_ids=[e.event_id for e in state])]))
     assert [r.outcome for r in answer.results] == [pb.INPUT_OUTCOME_ACCEPTED], answer
     assert (await membership_of(api, room.room_id, BOB)).membership == "join"
+    # The room's state and extremities are the remote's now, not a merge with our old copy.
+    info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
+    assert list(info.latest_event_ids) == [rejoin.event_id]
+    current = await api.query_latest_events_and_state(pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert {e.event_id for e in current.state_events} == {e.event_id for e in room.state.values()}
