@@ -492,11 +492,15 @@ class InputProcessor:
         return (event.membership == "invite" and target.split(":", 1)[-1] == self._server_name
                 and event.origin != self._server_name)
 
-    def _is_our_join_with_state(self, event: Event, input_event: input_log_pb2.InputRoomEvent) -> bool:
+    async def _is_our_rejoin(self, txn: Txn, room: RoomRecord, event: Event,
+                             input_event: input_log_pb2.InputRoomEvent) -> bool:
         """One of our users' joins made through another server (make_join /
-        send_join), input with the room's state as that server gave it."""
+        send_join), input with the room's state as that server gave it,
+        while none of our users is in the room (what we hold of the room is
+        then out of date; with one of ours joined, ours is current)."""
         return (input_event.has_state and event.membership == "join" and event.state_key == event.sender
-                and event.sender.endswith(":" + self._server_name))
+                and event.sender.endswith(":" + self._server_name)
+                and not await self._has_local_member(txn, room))
 
     async def _has_local_member(self, txn: Txn, room: RoomRecord) -> bool:
         """Whether one of our users is joined (else the room's servers send
@@ -785,8 +789,8 @@ class InputProcessor:
         # 4. Against the current state (soft fail), for new events only; not
         # for our user's join over federation, which comes with the room's
         # state because what we hold of it is out of date (or none).
-        if kind == NEW and room.state_snapshot_nid is not None and not self._is_our_join_with_state(
-                event, input_event):
+        if kind == NEW and room.state_snapshot_nid is not None and not await self._is_our_rejoin(
+                txn, room, event, input_event):
             current = await self._db.load_state(txn, room.state_snapshot_nid)
             try:
                 check_auth_rules(event, await self._state.auth_state(txn, event, current, create_event))
@@ -807,7 +811,7 @@ class InputProcessor:
         # Our user's join over federation comes with the room's state, which
         # replaces what we held (an old copy, from before our users left):
         # our old forward extremities are not the room's any more.
-        extremities = [] if self._is_our_join_with_state(event, input_event) else [
+        extremities = [] if await self._is_our_rejoin(txn, room, event, input_event) else [
             e for e in room.forward_extremities if e not in prev_nids]
         if not referenced:
             extremities.append(event_nid)
