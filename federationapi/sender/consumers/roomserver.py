@@ -37,6 +37,7 @@ from roomserver.api import FederationRoomserverAPI
 logger = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
+REMOVALS = ("leave", "ban")
 
 
 def server_of(user_id: str) -> str:
@@ -100,7 +101,13 @@ class RoomserverOutputConsumer:
         if self._is_ours_to_send(msg, pdu):
             extra: frozenset[str] = frozenset()
             state_key = pdu.get("state_key")
-            if pdu.get("type") == MEMBER and isinstance(state_key, str) and server_of(state_key):
+            content = pdu.get("content")
+            membership = content.get("membership") if isinstance(content, dict) else None
+            # A kick, a ban or a withdrawn invite must reach the user's
+            # server even though it has no one left in the room (an invite
+            # went there over /invite already).
+            if (pdu.get("type") == MEMBER and membership in REMOVALS and isinstance(state_key, str)
+                    and server_of(state_key)):
                 extra = frozenset({server_of(state_key)})
             outgoing = OutgoingPDU(msg.event.event_id, msg.event.pdu_json.decode("utf-8"), extra)
         left = [] if msg.historical else list(msg.removes_state_event_ids)

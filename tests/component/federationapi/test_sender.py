@@ -183,3 +183,14 @@ async def test_a_destination_that_reaches_us_is_retried_at_once_whatever_its_bac
     sender.destination_is_up(remote.server_name)
     await remote.wait_for(lambda: remote.bodies() == ["waiting"])
     assert not sender.queues.is_backing_off(remote.server_name)
+
+
+async def test_an_invite_goes_over_invite_only_and_a_withdrawn_one_reaches_the_invitee(env: Env) -> None:
+    remote = await env.destination()
+    bob = f"@bob:{remote.server_name}"
+    await env.start_sender()
+    room = await room_with(env)
+    await env.output.write(room.invite(ALICE, bob))
+    await env.output.write(room.kick(ALICE, bob))
+    await remote.wait_for(lambda: len(remote.pdus()) >= 1)
+    assert [(p["type"], p["content"]["membership"]) for p in remote.pdus()] == [("m.room.member", "leave")]
