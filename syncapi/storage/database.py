@@ -417,11 +417,18 @@ class SyncDatabase:
                             event_id: str, ts: int) -> int | None:
         """Replaces the user's receipt of that type (and thread) in the room;
         the new receipt-stream position, or None when nothing changed (a
-        replayed record)."""
+        replayed record, or a receipt for an earlier event than the one the
+        user has a receipt for: as Synapse, receipts never move back, so an
+        older receipt from a lagging device does not bring counts back)."""
         async with self._db.transaction() as conn:
             existing = await receipts_t.select_receipt(conn, room_id, receipt_type, user_id, thread_id)
             if existing is not None and existing.event_id == event_id and existing.ts == ts:
                 return None
+            if existing is not None and existing.event_id != event_id:
+                found = await events_t.select_events_by_ids(conn, [existing.event_id, event_id])
+                before, after = found.get(existing.event_id), found.get(event_id)
+                if before is not None and after is not None and before.stream_pos >= after.stream_pos:
+                    return None
             position = await self._take_stream_position(conn, "receipt")
             await conn.execute(self._db.upsert(
                 receipts_t.receipts,

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from myelin.clientapi.v1 import edu_log_pb2
 
+from common.topics import CLIENTAPI_RECEIPT
 from syncapi.internal.push import thread_of
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
@@ -275,3 +277,29 @@ async def test_sending_does_not_reset_counts_but_a_receipt_on_the_own_message_do
     await env.send(room.message(BOB, "after"))
     body = await env.sync(alice, since=body["next_batch"])
     assert unread(body, room.room_id) == counts(1, 0)
+
+
+async def test_a_receipt_for_an_earlier_event_does_not_move_back(env: Env) -> None:
+    # As Synapse: a receipt older than the user's is ignored (a lagging
+    # device), so the counts it reset stay reset.
+    room = await group_room(env)
+    alice = env.token(ALICE)
+    first = room.message(BOB, "one")
+    await env.send(first)
+    second = mention(room, BOB, ALICE, "alice: two")
+    await env.send(second)
+    await receipt(env, room.room_id, ALICE, "m.read", second.event_id)
+    body = await env.sync(alice)
+    assert unread(body, room.room_id) == counts(0, 0)
+    position = env.syncapi.notifier.stream_position("receipt")
+    await env.log.append(CLIENTAPI_RECEIPT.name, room.room_id.encode(), edu_log_pb2.ReceiptUpdate(
+        room_id=room.room_id, user_id=ALICE, receipt_type="m.read", event_id=first.event_id,
+        ts_ms=99).SerializeToString())
+    # A later receipt of Carol's shows the older one of Alice's was handled.
+    await receipt(env, room.room_id, CAROL, "m.read", second.event_id)
+    assert env.syncapi.notifier.stream_position("receipt") == position + 1
+    body = await env.sync(alice)
+    assert unread(body, room.room_id) == counts(0, 0)
+    receipts = [e for e in body["rooms"]["join"][room.room_id]["ephemeral"]["events"] if e["type"] == "m.receipt"]
+    assert ALICE in receipts[0]["content"][second.event_id]["m.read"]
+    assert first.event_id not in receipts[0]["content"]
