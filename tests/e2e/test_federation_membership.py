@@ -1,8 +1,9 @@
 """Joins, invites, leaves and knocks between two Myelin single processes
 federating over TLS on loopback: a user of one server is invited to a room
 of the other (room versions 10 and 12), sees the invite in /sync, joins,
-talks, leaves; an invite is rejected; a user joins a public room by room ID
-with ``via``, and one by alias; a user knocks."""
+talks, leaves, is invited again and rejoins; an invite is rejected; a user
+joins a public room by room ID with ``via``, and one by alias; a user
+knocks; with a third server, the resident sends a newcomer's join on."""
 
 from __future__ import annotations
 
@@ -258,3 +259,29 @@ async def test_join_by_remote_alias_and_knock(servers: tuple[Server, Server], us
     r = await frank.post(f"/rooms/{quote(knock_room)}/join")
     assert r.status_code == 200, r.text
     await alice.sync_until(timeline_has(knock_room, member_event(frank.user_id, "join")), "frank's join")
+
+
+async def test_the_resident_sends_a_newcomers_join_to_the_rooms_other_servers(
+        servers: tuple[Server, Server], users: Any, tmp_path: Path) -> None:
+    first, second = servers
+    third_hs, third_name, _ = start_federating(tmp_path / "c")
+    third = Server(third_hs, third_name)
+    try:
+        alice = await users(first, "alice_t")
+        bob = await users(second, "bob_t")
+        carol = await users(third, "carol_t")
+        r = await alice.post("/createRoom", {"preset": "public_chat", "room_version": "12"})
+        room_id = r.json()["room_id"]
+        r = await bob.post(f"/join/{quote(room_id)}", via=first.name)
+        assert r.status_code == 200, r.text
+        await bob.sync_until(joined_events(room_id), "the room")
+        # Carol joins through the first server too: it sends her join on to the second.
+        r = await carol.post(f"/join/{quote(room_id)}", via=first.name)
+        assert r.status_code == 200, r.text
+        await bob.sync_until(timeline_has(room_id, member_event(carol.user_id, "join")), "carol's join")
+        r = await carol.http.put(f"{V3}/rooms/{quote(room_id)}/send/m.room.message/t1", headers=carol.headers,
+                                 json={"msgtype": "m.text", "body": "hello from the third server"})
+        assert r.status_code == 200, r.text
+        await bob.sync_until(timeline_has(room_id, message("hello from the third server")), "carol's message")
+    finally:
+        third_hs.stop()
