@@ -18,7 +18,7 @@ from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from federationapi.internal.membership import JOIN_AUTHORISED_VIA
 from matrixlib.builder import build_event
-from matrixlib.events import CREATE, JOIN_RULES, MEMBER, Event
+from matrixlib.events import CREATE, JOIN_RULES, MEMBER, SERVER_ACL, Event
 from matrixlib.hashes import compute_room_id
 from matrixlib.room_versions import EventFormat, get_room_version
 from matrixlib.signing import SigningKey, generate_signing_key
@@ -361,3 +361,18 @@ async def test_send_join_naming_our_user_as_authoriser_needs_the_conditions_met(
     status, body = await send(reads, f"{V2}/send_join", forged)
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), body
     assert await membership(reads, room.room_id, reads.bob) == ""
+
+
+async def test_a_server_denied_by_the_rooms_acl_can_neither_join_nor_invite(reads: Reads) -> None:
+    room = TestRoom("10")
+    room.set_state(SERVER_ACL, {"allow": ["*"], "deny": ["localhost"]})
+    await reads.input(room, room.events)
+    status, body = await make(reads, "join", room.room_id, reads.bob, "?ver=10")
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    # An invite from it into that room, for one of our users.
+    with reads.inbound.as_remote(room):
+        event = room.invite(reads.bob, f"@carol:{TEST_SERVER_NAME}", advance=False)
+    response = await reads.call("PUT", f"{V2}/invite/{q(room.room_id)}/{q(event.event_id)}",
+                                {"event": event.pdu, "room_version": "10", "invite_room_state": [room.create.pdu]})
+    assert (response.status_code, response.json()["errcode"]) == (403, "M_FORBIDDEN")
+    assert "ACL" in response.json()["error"]
