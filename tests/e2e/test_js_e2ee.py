@@ -3,7 +3,9 @@ drives matrix-js-sdk 37.5.0 with its Rust crypto (matrix-sdk-crypto-wasm
 14.2.1, in memory) through Myelin: two users in an encrypted room decrypt
 each other's messages, a second device of one of them decrypts what is sent
 after it logged in, and cross-signing bootstrapped by one user is seen by the
-other (her keys, and her device signed by her). On one server in both
+other (her keys, and her device signed by her); and tests/e2e/js/backup.js:
+room keys kept in the server-side key backup are restored by a device that
+logs in later, which decrypts older messages. On one server in both
 process modes here; across two federating servers (two Myelins, Myelin and
 Synapse) in tests/e2e/test_federation_e2ee_keys.py, which shares its
 servers with the key query tests there.
@@ -83,6 +85,38 @@ async def run_encrypted_conversation(alice_url: str, bob_url: str) -> list[dict[
     return records
 
 
+async def run_script(script: Path, *args: str) -> list[dict[str, Any]]:
+    """Runs a script of tests/e2e/js; answers the JSON lines it printed, the last one "done"."""
+    node = shutil.which("node")
+    assert node is not None, "node is not installed (scripts/test.sh expects Node 20 on the machine)"
+    process = await asyncio.create_subprocess_exec(
+        node, str(script), *args, cwd=JS_DIR,
+        env={**os.environ, "JS_SDK_TIMEOUT_MS": str(int((TIMEOUT - 20) * 1000))},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        stdout, stderr = await process.communicate()
+    records: list[dict[str, Any]] = [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
+    context = "\n".join(json.dumps(r) for r in records) + "\n" + stderr.decode(errors="replace")[-3000:]
+    assert records and records[-1]["event"] == "done", context
+    assert process.returncode == 0, context
+    return records
+
+
 async def test_js_sdk_end_to_end_encryption(homeserver: RunningHomeserver) -> None:
     await run_encrypted_conversation(homeserver.base_url, homeserver.base_url)
+
+    # Key backup: a device that logs in later restores the room keys from the
+    # server-side backup (through secret storage) and decrypts older messages.
+    user = await _register(homeserver.base_url, f"e2ee_backup_{uuid.uuid4().hex[:8]}")
+    records = await run_script(JS_DIR / "backup.js", homeserver.base_url, user, PASSWORD)
+    by_event = {r["event"]: r for r in records}
+    assert by_event["backed_up"]["count"] >= 1 and by_event["backed_up"]["version"] == by_event["backup_enabled"]["version"]
+    assert by_event["restored"]["imported"] >= 1
+    assert by_event["second_device_decrypted"]["body"] == "kept in the key backup"
+    done = records[-1]
+    assert done["failed_requests"] == [], done["failed_requests"]
+    assert any(call.startswith("PUT /_matrix/client/v3/room_keys/keys") for call in done["backup_calls"])
 
