@@ -1,5 +1,6 @@
-"""Keys and device messaging through a running server, in both process
-modes: device list changes reach users who share a room (and not others),
+"""Keys and device messaging through a running single process (the split
+deployment runs the same paths in tests/e2e/test_js_e2ee.py): device list
+changes reach users who share a room (and not others),
 /keys/changes, one-time key counts in /sync, claims down to the fallback
 key, to-device delivery (idempotent by transaction ID) and deletion once
 acknowledged, device_lists.left after leaving."""
@@ -69,8 +70,8 @@ def left(user_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda body: user_id in body.get("device_lists", {}).get("left", [])
 
 
-async def test_keys_device_lists_and_to_device(homeserver: RunningHomeserver) -> None:
-    async with httpx.AsyncClient(base_url=homeserver.base_url, timeout=30) as http:
+async def test_keys_device_lists_and_to_device(monolith: RunningHomeserver) -> None:
+    async with httpx.AsyncClient(base_url=monolith.base_url, timeout=30) as http:
         alice, bob, carol = (await register(http, "alice"), await register(http, "bob"),
                              await register(http, "carol"))
         first = await alice.sync()
