@@ -161,6 +161,10 @@ class Config:
     # first after this many seconds, doubling up to the maximum.
     federation_retry_initial_seconds: float = 1.0
     federation_retry_max_seconds: float = 3600.0
+    # Whether this process runs the federation sender. One sender per
+    # deployment: with several federation API processes, turn it off in all
+    # but one (their destination queues are shared).
+    federation_sender_enabled: bool = True
     media: MediaConfig = field(default_factory=MediaConfig)
     # What GET /.well-known/matrix/support answers ({"contacts": [...],
     # "support_page": ...}); empty: 404.

@@ -141,7 +141,7 @@ def build(config: Config, signing_key: SigningKey, database: Database, *,
             config=config, signing_key=signing_key, client=client, keyring=keyring, database=storage,
             roomserver=roomserver, userapi=userapi, log=log))
     sender = None
-    if log is not None and roomserver is not None:
+    if log is not None and roomserver is not None and config.federation_sender_enabled:
         sender = build_sender(database, client, log, roomserver, config.server_name,
                               backoff_initial=config.federation_retry_initial_seconds,
                               backoff_max=config.federation_retry_max_seconds)

@@ -4,14 +4,18 @@ that is down, a restart with a pending queue, a poison PDU."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import cast
 
 import pytest
 
+from federationapi.component import build
 from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
 from matrixlib.events import Event
-from tests.component.federationapi.conftest import OUR_NAME
+from roomserver.api import FederationRoomserverAPI
+from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME, make_config
 from tests.component.federationapi.sender_fakes import ALICE, Env, env, eventually, room_with
 
 __all__ = ["env"]  # the fixture, imported
@@ -194,3 +198,20 @@ async def test_an_invite_goes_over_invite_only_and_a_withdrawn_one_reaches_the_i
     await env.output.write(room.kick(ALICE, bob))
     await remote.wait_for(lambda: len(remote.pdus()) >= 1)
     assert [(p["type"], p["content"]["membership"]) for p in remote.pdus()] == [("m.room.member", "leave")]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_the_component_runs_the_sender_unless_turned_off(env: Env, enabled: bool) -> None:
+    config = make_config(env.tmp_path)
+    config.federation_sender_enabled = enabled
+    component = build(config, OUR_KEY, env.db, roomserver=cast(FederationRoomserverAPI, env.roomserver),
+                      log=env.log)
+    running = asyncio.create_task(component.run())
+    try:
+        await asyncio.wait_for(component.ready.wait(), 20)
+        assert (component.sender is not None) is enabled
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        if component.sender is not None:
+            await component.sender.close()
