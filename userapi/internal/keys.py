@@ -70,6 +70,12 @@ def _ed25519_key(obj: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _signatures_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An object's ``signatures``, or nothing when it is not an object."""
+    signatures = obj.get("signatures")
+    return signatures if isinstance(signatures, dict) else {}
+
+
 def _with_signatures(obj: dict[str, Any], sigs: Signatures | None, *,
                      visible: Iterable[str] | None = None) -> dict[str, Any]:
     """``obj`` with the stored signatures merged in (only those of the users
@@ -77,8 +83,7 @@ def _with_signatures(obj: dict[str, Any], sigs: Signatures | None, *,
     if not sigs:
         return obj
     allowed = None if visible is None else set(visible)
-    merged = {user: dict(by_key) for user, by_key in (obj.get("signatures") or {}).items()
-              if isinstance(by_key, Mapping)}
+    merged = {user: dict(by_key) for user, by_key in _signatures_of(obj).items() if isinstance(by_key, Mapping)}
     for (origin_user, origin_key), signature in sigs.items():
         if allowed is not None and origin_user not in allowed:
             continue
@@ -368,7 +373,8 @@ class KeysInternal:
                         if target_user == signer:
                             # A device of the user signs their master key.
                             signing_keys = [(k, v) for r in target_devices.values()
-                                            for k, v in (r.get("keys") or {}).items() if k.startswith("ed25519:")]
+                                            for k, v in (r.get("keys") or {}).items()
+                                            if k.startswith("ed25519:") and isinstance(v, str)]
                         else:
                             found = _ed25519_key(own_keys.get(USER_SIGNING, {}))
                             signing_keys = [found] if found else []
@@ -378,7 +384,9 @@ class KeysInternal:
                 if _stripped(obj) != _stripped(stored):
                     fail(target_user, key_id, "M_INVALID_PARAM", "The signed object is not the stored key")
                     continue
-                new_sigs = (obj.get("signatures") or {}).get(signer) or {}
+                new_sigs = _signatures_of(obj).get(signer)
+                if not isinstance(new_sigs, dict):
+                    new_sigs = {}
                 good = [(origin_key, sig) for origin_key, sig in new_sigs.items()
                         if any(origin_key == k for k, _ in signing_keys)]
                 verified = False

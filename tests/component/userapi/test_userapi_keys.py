@@ -135,6 +135,11 @@ async def test_cross_signing_and_signatures(userapi: UserAPI) -> None:
     failures = json.loads(answer.failures_json)
     assert failures[ALICE]["PHONE"]["errcode"] == "M_INVALID_SIGNATURE"
     assert failures[ALICE]["NOPE"]["errcode"] == "M_NOT_FOUND"
+    # Signatures that are not an object are a failure of that key, not of the request.
+    for junk in ([1, 2], {ALICE: "x"}, "sig"):
+        answer = await userapi.perform_upload_signatures(pb.PerformUploadSignaturesRequest(
+            user_id=ALICE, signed_objects_json=dumps({ALICE: {"PHONE": {**phone.device_keys(), "signatures": junk}}})))
+        assert json.loads(answer.failures_json)[ALICE]["PHONE"]["errcode"] == "M_INVALID_SIGNATURE"
 
     # Bob's user-signing key signs Alice's master key: only Bob sees it.
     bob = CrossSigning(BOB)
