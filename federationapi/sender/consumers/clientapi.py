@@ -85,6 +85,8 @@ class EDUConsumer:
         self._db = database
         self._queues = queues
         self._server_name = server_name
+        # The last status message each local user set (since this process started).
+        self._status_msgs: dict[str, str] = {}
 
     def _is_local(self, user_id: str) -> bool:
         return server_of(user_id) == self._server_name
@@ -134,8 +136,13 @@ class EDUConsumer:
             return
         item: dict[str, Any] = {"user_id": msg.user_id, "presence": msg.presence,
                                 LAST_ACTIVE_TS: msg.last_active_ts_ms}
+        # An update without a status message keeps the user's (receivers
+        # take a missing one as none): the last one set is sent again.
         if msg.HasField("status_msg"):
-            item["status_msg"] = msg.status_msg
+            self._status_msgs[msg.user_id] = msg.status_msg
+        status_msg = self._status_msgs.get(msg.user_id)
+        if status_msg:
+            item["status_msg"] = status_msg
         servers = await self._db.servers_sharing_rooms_with(msg.user_id)
         await self._queue(servers, "m.presence", {"push": [item]},
                           coalesce_key=json.dumps(["presence", msg.user_id]))

@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any, cast
 
+import pytest
 from google.protobuf.message import Message
 from myelin.clientapi.v1 import edu_log_pb2
 from myelin.userapi.v1 import device_list_log_pb2
@@ -20,7 +21,7 @@ from common.topics import (
     USERAPI_DEVICE_LIST_UPDATE,
     Topic,
 )
-from federationapi.sender.consumers.clientapi import wire_message_id
+from federationapi.sender.consumers.clientapi import EDUConsumer, wire_message_id
 from federationapi.sender.consumers.roomserver import RoomserverOutputConsumer, server_of
 from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
@@ -116,6 +117,7 @@ async def test_local_users_edus_reach_the_servers_that_share_their_rooms(env: En
     assert bystander.requests == []
 
 
+@pytest.mark.parametrize("env", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 async def test_superseded_and_stale_edus_are_not_sent(env: Env) -> None:
     remote = await env.destination()
     database = SenderDatabase(env.db, OUR_NAME)
@@ -196,3 +198,23 @@ def test_only_valid_server_names_are_destinations() -> None:
     assert server_of("@bob:[::1]:8448") == "[::1]:8448"
     assert server_of("@bob:bad_name!") == ""
     assert server_of("@nobody") == ""
+
+
+async def test_a_presence_update_without_a_status_message_keeps_the_last_one_set(env: Env) -> None:
+    remote = await env.destination()
+    database = SenderDatabase(env.db, OUR_NAME)
+    await database.write_room_event("!r:us.test", 1, left_event_ids=[], joined=[
+        JoinedMember("$a", ALICE, OUR_NAME), JoinedMember("$b", f"@bob:{remote.server_name}", remote.server_name)])
+    queues = DestinationQueues(database, env.client, OUR_NAME)
+    consumer = EDUConsumer(database, queues, OUR_NAME)
+    await consumer.on_presence(edu_log_pb2.PresenceUpdate(user_id=ALICE, presence="online", status_msg="lunch",
+                                                          last_active_ts_ms=now_ms()))
+    await queues.drained(remote.server_name)
+    await consumer.on_presence(edu_log_pb2.PresenceUpdate(user_id=ALICE, presence="unavailable",
+                                                          last_active_ts_ms=now_ms()))
+    try:
+        await queues.drained(remote.server_name)
+    finally:
+        await queues.close()
+    pushes = [content["push"][0] for content in edus_of(remote.edus(), "m.presence")]
+    assert [(p["presence"], p["status_msg"]) for p in pushes] == [("online", "lunch"), ("unavailable", "lunch")]
