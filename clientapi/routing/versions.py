@@ -42,7 +42,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             "m.set_avatar_url": {"enabled": True},
             # Not served: say so, so clients hide the option.
             "m.3pid_changes": {"enabled": False},
-            "m.get_login_token": {"enabled": False},
+            "m.get_login_token": {"enabled": True},
             "m.profile_fields": {"enabled": True, "allowed": ["displayname", "avatar_url"]},
         }})
 

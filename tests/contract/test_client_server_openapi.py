@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 # How many of the spec's client-server operations Myelin served when this
 # was last raised. Raise it when you add endpoints; never lower it.
-IMPLEMENTED_FLOOR = 154
+IMPLEMENTED_FLOOR = 155
 
 
 @pytest.fixture(scope="module")

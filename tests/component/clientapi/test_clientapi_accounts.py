@@ -147,7 +147,8 @@ async def test_register_available(harness: Harness) -> None:
 
 async def test_login_flows(harness: Harness) -> None:
     response = await harness.http.get(f"{V3}/login")
-    assert response.json() == {"flows": [{"type": "m.login.password"}]}
+    assert response.json() == {"flows": [{"type": "m.login.password"},
+                                         {"type": "m.login.token", "get_login_token": True}]}
 
 
 @pytest.mark.parametrize("who", [
@@ -189,7 +190,10 @@ async def test_login_failures(harness: Harness) -> None:
         ({"type": "m.login.password", "user": "liam", "password": "wrong"}, 403, "M_FORBIDDEN"),
         ({"type": "m.login.password", "user": "nobody", "password": "right"}, 403, "M_FORBIDDEN"),
         ({"type": "m.login.password", "user": "@liam:other.server", "password": "right"}, 403, "M_FORBIDDEN"),
-        ({"type": "m.login.token", "token": "x"}, 400, "M_UNKNOWN"),
+        # The spec: an invalid login token is 403 M_FORBIDDEN.
+        ({"type": "m.login.token", "token": "x"}, 403, "M_FORBIDDEN"),
+        ({"type": "m.login.token"}, 400, "M_MISSING_PARAM"),
+        ({"type": "org.example.unknown", "user": "liam", "password": "right"}, 400, "M_UNKNOWN"),
         ({"type": "m.login.password", "identifier": {"type": "m.id.phone", "country": "GB", "phone": "1"},
           "password": "right"}, 400, "M_UNKNOWN"),
         ({"user": "liam", "password": "right"}, 400, "M_MISSING_PARAM"),

@@ -122,7 +122,7 @@ async def test_delete_profile_field(harness: Harness) -> None:
 async def test_discovery_and_capabilities(harness: Harness) -> None:
     alice = await harness.register("alice")
     capabilities = (await harness.http.get(f"{V3}/capabilities", headers=alice.headers)).json()["capabilities"]
-    assert capabilities["m.get_login_token"] == {"enabled": False}
+    assert capabilities["m.get_login_token"] == {"enabled": True}
     assert capabilities["m.profile_fields"] == {"enabled": True, "allowed": ["displayname", "avatar_url"]}
     response = await harness.http.get("/.well-known/matrix/support")
     assert response.status_code == 404
@@ -174,3 +174,45 @@ async def test_turn_server_endpoint(harness: Harness) -> None:
     config.turn_allow_guests = False
     response = await harness.http.get(f"{V3}/voip/turnServer", headers=guest_headers)
     assert (response.status_code, response.json()["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
+
+
+async def test_login_token_for_another_client(harness: Harness) -> None:
+    alice = await harness.register("alice", "pw-alice")
+    challenge = await harness.http.post(f"{V1}/login/get_token", json={}, headers=alice.headers)
+    assert challenge.status_code == 401 and challenge.json()["flows"] == [{"stages": ["m.login.password"]}]
+    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice.user_id},
+            "session": challenge.json()["session"]}
+    wrong = await harness.http.post(f"{V1}/login/get_token", json={"auth": {**auth, "password": "nope"}},
+                                    headers=alice.headers)
+    assert (wrong.status_code, wrong.json()["errcode"]) == (401, "M_FORBIDDEN")
+    response = await harness.http.post(f"{V1}/login/get_token", json={"auth": {**auth, "password": "pw-alice"}},
+                                       headers=alice.headers)
+    assert response.status_code == 200, response.text
+    token = response.json()["login_token"]
+    assert response.json()["expires_in_ms"] == 120_000
+
+    login = await harness.http.post(f"{V3}/login", json={"type": "m.login.token", "token": token,
+                                                         "initial_device_display_name": "second client"})
+    assert login.status_code == 200, login.text
+    assert login.json()["user_id"] == alice.user_id and login.json()["device_id"] != alice.device_id
+    whoami = await harness.http.get(f"{V3}/account/whoami",
+                                    headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+    assert whoami.json()["user_id"] == alice.user_id
+    # Single use; and only tokens this server made.
+    for bad in (token, token[:-3] + "abc", "nonsense"):
+        again = await harness.http.post(f"{V3}/login", json={"type": "m.login.token", "token": bad})
+        assert (again.status_code, again.json()["errcode"]) == (403, "M_FORBIDDEN")
+    flows = (await harness.http.get(f"{V3}/login")).json()["flows"]
+    assert {"type": "m.login.token", "get_login_token": True} in flows
+
+
+def test_login_tokens_expire() -> None:
+    from clientapi.internal.login_tokens import LoginTokens
+
+    now = [1000.0]
+    tokens = LoginTokens("secret", clock=lambda: now[0])
+    first, second = tokens.issue("@a:b"), tokens.issue("@a:b")
+    now[0] += 119
+    assert tokens.consume(first) == "@a:b"
+    now[0] += 2
+    assert tokens.consume(second) is None
