@@ -461,7 +461,8 @@ async def _join_via(context: FederationContext, server: str, room_id: str, user_
 
 async def _servers_for_user_in_room(context: FederationContext, room_id: str, user_id: str) -> list[str]:
     """Where a leave of a room we are not in can go: the server of whoever
-    sent the user's invite (or the knock's room), then the room ID's server."""
+    sent the user's invite, the servers of the senders of the room state
+    that came with the invite or knock, then the room ID's server."""
     names: list[str] = []
     found = await context.roomserver.query_membership_for_user(
         rs_pb.QueryMembershipForUserRequest(room_id=room_id, user_id=user_id))
@@ -470,9 +471,10 @@ async def _servers_for_user_in_room(context: FederationContext, room_id: str, us
             rs_pb.QueryEventsByIDRequest(event_ids=[found.event_id], include_unaccepted=True))
         for proto in events.events:
             pdu = json.loads(proto.pdu_json)
-            sender = pdu.get("sender")
-            if isinstance(sender, str):
-                names.append(domain_of(sender))
+            unsigned = pdu.get("unsigned") if isinstance(pdu.get("unsigned"), dict) else {}
+            shown = [*unsigned.get("invite_room_state", []), *unsigned.get("knock_room_state", [])]
+            senders = [pdu.get("sender"), *(s.get("sender") for s in shown if isinstance(s, dict))]
+            names += [domain_of(s) for s in senders if isinstance(s, str)]
     if domain_of(room_id):
         names.append(domain_of(room_id))
     return names
@@ -526,9 +528,16 @@ async def perform_knock(context: FederationContext, req: pb.PerformKnockRequest)
     content = {"reason": req.reason} if req.reason else {}
     event, answer, server = await _remote_membership(context, "knock", "knock", req.room_id, req.user_id,
                                                      servers, content)
-    if not isinstance(answer, dict) or not isinstance(answer.get("knock_room_state"), list):
+    shown: list[dict[str, Any]] = []
+    if isinstance(answer, dict) and isinstance(answer.get("knock_room_state"), list):
+        shown = [s for s in (stripped(p) for p in answer["knock_room_state"] if isinstance(p, dict)) if s]
+    else:
         logger.info("%s answered send_knock without knock_room_state", server)
-    await _store_own_membership(context, event, server)
+    # Kept with the knock (unsigned is covered by no hash or signature): the
+    # senders name servers in the room, to retract the knock through.
+    kept = dict(event.pdu)
+    kept["unsigned"] = {**event.unsigned, "knock_room_state": shown}
+    await _store_own_membership(context, Event(kept, event.room_version), server)
     return pb.PerformKnockResponse(event_id=event.event_id)
 
 

@@ -239,11 +239,16 @@ async def test_perform_leave_rejects_a_remote_invite_through_the_inviter(outboun
 
 async def test_perform_knock(outbound: Outbound) -> None:
     resident = await outbound.resident()
-    room = resident.make_room("10", join_rule="knock")
+    room = resident.make_room("12", join_rule="knock")
     knocked = await outbound.api.perform_knock(fed_pb.PerformKnockRequest(
         room_id=room.room_id, user_id=BOB, server_names=[resident.name], reason="hello"))
     assert room.by_id[knocked.event_id].membership == "knock"
     assert (await outbound.membership(room.room_id, BOB)).membership == "knock"
+    # Retracted through a server of the room state the knock was answered with
+    # (a v12 room ID names none).
+    left = await outbound.api.perform_leave(fed_pb.PerformLeaveRequest(room_id=room.room_id, user_id=BOB))
+    assert room.by_id[left.event_id].membership == "leave"
+    assert (await outbound.membership(room.room_id, BOB)).membership == "leave"
     refusing = await outbound.resident(refuse=(403, {"errcode": "M_FORBIDDEN", "error": "no knocking"}))
     with pytest.raises(errors.Forbidden):
         await outbound.api.perform_knock(fed_pb.PerformKnockRequest(
