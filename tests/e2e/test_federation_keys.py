@@ -245,7 +245,7 @@ def test_the_federationapi_personality_serves_tls_on_the_federation_port(tmp_pat
     """In a split deployment the federation API's own process serves the
     router's plain HTTP and, on the federation port, TLS. (It runs the
     federation sender, so it reads the logs: a broker is needed.)"""
-    federation_port, base = free_port(), free_port_range(5)
+    federation_port, base = free_port(), free_port_range(7)
     workdir = tmp_path / "split"
     workdir.mkdir()
     config_path = generate_config(workdir, "--server-name", f"localhost:{federation_port}",
