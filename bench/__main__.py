@@ -208,7 +208,7 @@ def render(results: Results, sizes: Sizes, targets: Sequence[str], *, command: s
         "Idle incremental /sync, growth with the number of rooms (target: flat):",
         *idle_flatness(results, targets, sizes.idle_room_counts),
         "",
-        "Notes: server CPU is user+system time of the server's own processes (all six in the split "
+        "Notes: server CPU is user+system time of the server's own processes (every process of the split "
         "deployment; PostgreSQL and Tansu not counted, for either server); peak RSS is sampled every "
         "0.2 s over the whole run on that server. The client runs on the same machine and shares its "
         "cores. State resolution is a micro-benchmark of the two implementations' code on the same "
