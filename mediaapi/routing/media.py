@@ -22,6 +22,7 @@ from sanic.response import HTTPResponse
 
 from common import errors
 from common.config import MediaConfig
+from common.guest_access import check_guest_request
 from common.http import access_token, json_response, query_int
 from mediaapi.headers import media_headers
 from mediaapi.internal.preview import UrlPreviewer
@@ -43,6 +44,8 @@ async def authenticate(userapi: AuthenticationAPI, request: Request) -> str:
     """The calling user's ID; MissingToken / UnknownToken (401) otherwise."""
     device = await userapi.query_access_token(
         userapi_pb2.QueryAccessTokenRequest(access_token=access_token(request)))
+    # Guests may download and thumbnail only (common/guest_access.py).
+    check_guest_request(device.is_guest, request)
     return device.user_id
 
 

@@ -1,7 +1,8 @@
 """A guest in the single process: the sync API's reads open to guests
 (/sync, /messages, /members) answer, the others (/notifications, filters,
-search) are 403 M_GUEST_ACCESS_FORBIDDEN, and a guest's message in a room
-open to guests reaches a full member's /sync."""
+search) are 403 M_GUEST_ACCESS_FORBIDDEN, media can be downloaded but not
+uploaded, and a guest's message in a room open to guests reaches a full
+member's /sync."""
 
 from __future__ import annotations
 
@@ -60,6 +61,17 @@ async def test_guest_reads_and_sends_through_the_sync_api(server: RunningHomeser
         for method, path, body in refused:
             r = await http.request(method, V3 + path, headers=guest, json=body)
             assert (r.status_code, r.json()["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN"), path
+
+        # Media: guests download, they do not upload.
+        r = await http.post("/_matrix/media/v3/upload", headers={**guest, "Content-Type": "text/plain"},
+                            content=b"from a guest")
+        assert (r.status_code, r.json()["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN"), r.text
+        r = await http.post("/_matrix/media/v3/upload", headers={**host, "Content-Type": "text/plain"},
+                            content=b"for everyone")
+        assert r.status_code == 200, r.text
+        server_name, media_id = r.json()["content_uri"][len("mxc://"):].split("/")
+        r = await http.get(f"/_matrix/client/v1/media/download/{server_name}/{media_id}", headers=guest)
+        assert r.status_code == 200 and r.content == b"for everyone", r.text
 
         r = await http.get(f"{V3}/sync", headers=host, params={"timeout": "0"})
         timeline = r.json()["rooms"]["join"][room_id]["timeline"]["events"]
