@@ -505,22 +505,61 @@ async def _remote_membership(context: FederationContext, verb: str, membership: 
     raise errors.NotFound(f"No server could be reached to {verb} {room_id}: {'; '.join(failures)}")
 
 
-async def _store_own_membership(context: FederationContext, event: Event, origin: str) -> None:
-    """The room server keeps our user's membership in a room we are not in."""
+async def _store_own_membership(context: FederationContext, event: Event, origin: str) -> bool:
+    """The room server keeps our user's membership in a room we are not in;
+    False when it did not."""
+    stored = True
     for result in await input_events(context.roomserver, [event], OUTLIER, origin=origin):
         if result.outcome not in _GOOD_OUTCOMES:
+            stored = False
             logger.warning("the room server did not store %s (%s): %s", event.event_id,
                            event.membership, result.reason)
+    return stored
 
 
 async def perform_leave(context: FederationContext, req: pb.PerformLeaveRequest) -> pb.PerformLeaveResponse:
     servers = candidate_servers(context, [*req.server_names,
                                           *await _servers_for_user_in_room(context, req.room_id, req.user_id)])
     content = {"reason": req.reason} if req.reason else {}
-    event, _, server = await _remote_membership(context, "leave", "leave", req.room_id, req.user_id, servers,
-                                                content)
+    try:
+        event, _, server = await _remote_membership(context, "leave", "leave", req.room_id, req.user_id, servers,
+                                                    content)
+    except (errors.NotFound, errors.Forbidden, errors.Unavailable, errors.BadJSON) as e:
+        local = await _out_of_band_leave(context, req, content)
+        if local is None:
+            raise
+        # As Synapse: the user is not left holding an invite no server
+        # will take back; the room's servers never hear of it.
+        logger.info("rejecting %s's invite to %s here only: %s", req.user_id, req.room_id, e)
+        return pb.PerformLeaveResponse(event_id=local)
     await _store_own_membership(context, event, server)
     return pb.PerformLeaveResponse(event_id=event.event_id)
+
+
+async def _out_of_band_leave(context: FederationContext, req: pb.PerformLeaveRequest,
+                             content: Mapping[str, Any]) -> str | None:
+    """A leave made and kept here only, on top of the user's invite or
+    knock to a room this server has no state of; None when there is none."""
+    found = await context.roomserver.query_membership_for_user(
+        rs_pb.QueryMembershipForUserRequest(room_id=req.room_id, user_id=req.user_id))
+    if found.membership not in ("invite", "knock") or not found.event_id:
+        return None
+    info = await context.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=req.room_id))
+    if not info.is_stub:
+        return None
+    stored = await context.roomserver.query_events_by_id(
+        rs_pb.QueryEventsByIDRequest(event_ids=[found.event_id], include_unaccepted=True))
+    if not stored.events:
+        return None
+    rv = get_room_version(info.room_version)
+    membership_event = Event.from_json(stored.events[0].pdu_json, rv, stored.events[0].event_id or None)
+    leave = build_event(
+        rv, room_id=req.room_id, type=ev.MEMBER, sender=req.user_id, content={**content, "membership": "leave"},
+        state_key=req.user_id, prev_event_ids=[membership_event.event_id],
+        auth_event_ids=[membership_event.event_id], depth=membership_event.depth + 1,
+        origin_server_ts=now_ms(), server_name=context.server_name, signing_key=context.signing_key,
+        event_hashes={} if rv.event_format is EventFormat.V1 else None)
+    return leave.event_id if await _store_own_membership(context, leave, "") else None
 
 
 async def perform_knock(context: FederationContext, req: pb.PerformKnockRequest) -> pb.PerformKnockResponse:

@@ -253,3 +253,21 @@ async def test_perform_knock(outbound: Outbound) -> None:
     with pytest.raises(errors.Forbidden):
         await outbound.api.perform_knock(fed_pb.PerformKnockRequest(
             room_id=room.room_id, user_id="@cy:test", server_names=[refusing.name]))
+
+
+async def test_an_invite_no_server_takes_back_is_rejected_here(outbound: Outbound) -> None:
+    down = await outbound.resident(refuse=(500, {"errcode": "M_UNKNOWN", "error": "down"}))
+    room = TestRoom("12", creator=f"@rita:{down.name}", server_name=down.name, signing_key=down.keys.key,
+                    join_rule="invite")
+    invite = room.invite(room.creator, BOB, unsigned={"invite_room_state": []})
+    answer = await outbound.inbound.roomserver.input_room_events(rs_pb.InputRoomEventsRequest(
+        wait=True, events=[input_event(invite, input_log_pb2.INPUT_KIND_OUTLIER)]))
+    assert answer.results[0].outcome == rs_pb.INPUT_OUTCOME_ACCEPTED
+    left = await outbound.api.perform_leave(fed_pb.PerformLeaveRequest(room_id=room.room_id, user_id=BOB))
+    assert down.requests == ["make_leave"]
+    found = await outbound.membership(room.room_id, BOB)
+    assert (found.membership, found.event_id) == ("leave", left.event_id)
+    # Nothing to fall back on for a room the user has no invite to.
+    with pytest.raises(errors.NotFound):
+        await outbound.api.perform_leave(fed_pb.PerformLeaveRequest(room_id=room.room_id, user_id="@cy:test",
+                                                                    server_names=[down.name]))
