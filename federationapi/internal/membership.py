@@ -140,13 +140,8 @@ def check_membership_event(event: Event, *, room_id: str, event_id: str | None, 
         raise errors.Forbidden(f"{event.sender} is not a user of {origin}")
 
 
-def membership_room_state(events: Iterable[Event]) -> list[dict[str, Any]]:
-    """The state a knocker or invitee is shown, as full PDUs formatted for
-    the room version (spec v1.16: ``invite_room_state``/``knock_room_state``
-    MUST hold the create event)."""
-    return [e.pdu for e in events]
-
-
+#: The state a knocker is sent (``knock_room_state``, full PDUs; the create
+#: event is required since v1.16), as the room server picks it for invites.
 STRIPPED_STATE_TYPES: tuple[str, ...] = (ev.CREATE, ev.JOIN_RULES, ev.NAME, "m.room.avatar", ev.TOPIC,
                                          ev.CANONICAL_ALIAS, ev.ENCRYPTION)
 
