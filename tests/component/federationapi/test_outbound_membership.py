@@ -17,7 +17,10 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from common import errors
+from common.grpc_binding import insecure_channel
 from common.http import json_response
+from federationapi.grpc.client import GrpcFederationAPIClient
+from federationapi.grpc.server import serve_grpc
 from federationapi.internal.api import FederationInternalAPIImpl
 from federationapi.keyring import now_ms
 from matrixlib.events import MEMBER, TOPIC, Event
@@ -271,3 +274,28 @@ async def test_an_invite_no_server_takes_back_is_rejected_here(outbound: Outboun
     with pytest.raises(errors.NotFound):
         await outbound.api.perform_leave(fed_pb.PerformLeaveRequest(room_id=room.room_id, user_id="@cy:test",
                                                                     server_names=[down.name]))
+
+
+async def test_over_the_grpc_binding(outbound: Outbound) -> None:
+    """What the split deployment's client API gets: the same answers and errors."""
+    server, port = await serve_grpc(outbound.api, "127.0.0.1:0")
+    channel = insecure_channel(f"127.0.0.1:{port}")
+    try:
+        api = GrpcFederationAPIClient(channel)
+        resident = await outbound.resident()
+        room = resident.make_room("12")
+        answer = await api.perform_join(fed_pb.PerformJoinRequest(
+            room_id=room.room_id, user_id=BOB, server_names=[resident.name]))
+        assert answer.joined_via == resident.name
+        assert (await outbound.membership(room.room_id, BOB)).event_id == answer.event_id
+        incompatible = await outbound.resident(refuse=(400, {"errcode": "M_INCOMPATIBLE_ROOM_VERSION",
+                                                             "error": "no", "room_version": "99"}))
+        with pytest.raises(errors.IncompatibleRoomVersion) as raised:
+            await api.perform_join(fed_pb.PerformJoinRequest(
+                room_id=room.room_id, user_id="@cy:test", server_names=[incompatible.name]))
+        assert raised.value.extra == {"room_version": "99"}
+        with pytest.raises(errors.NotFound):
+            await api.perform_knock(fed_pb.PerformKnockRequest(room_id=room.room_id, user_id="@cy:test"))
+    finally:
+        await channel.close()
+        await server.stop(None)
