@@ -69,14 +69,20 @@ class Queries:
             room = await self._room(txn, req.room_id)
             if room is None:
                 return pb.QueryLatestEventsAndStateResponse(room_exists=False)
-            extremities = await self._db.event_records_by_nid(txn, room.forward_extremities)
             state = await self._db.load_state(txn, room.state_snapshot_nid)
             state = await self._filter_state(txn, state, req.state_to_fetch)
+            # The extremities' rows and the state events' rows in one statement
+            # (this query runs once per sent event).
+            records = await self._db.event_records_by_nid(
+                txn, {*room.forward_extremities, *state.values()})
+            extremities = [records[n] for n in room.forward_extremities if n in records]
+            state_records = sorted((records[n] for n in set(state.values()) if n in records),
+                                   key=lambda r: r.event_nid)
             return pb.QueryLatestEventsAndStateResponse(
                 room_exists=True, room_version=room.room_version,
-                latest_event_ids=[r.event_id for r in extremities.values()],
-                state_events=await self._state_protos(txn, state),
-                depth=max((r.depth for r in extremities.values()), default=0) + 1,
+                latest_event_ids=[r.event_id for r in extremities],
+                state_events=await self._protos(txn, state_records),
+                depth=max((r.depth for r in extremities), default=0) + 1,
             )
 
     async def query_state_after_events(
