@@ -26,6 +26,8 @@ _PURGE_INTERVAL_MS = 10 * 60 * 1000
 # How long a transaction marked done may wait for a send's write transaction
 # to record it before a write of its own does.
 _DONE_FLUSH_DELAY_SECONDS = 0.5
+# Claims written by one statement at most (9 parameters each; SQLite allows 32,766).
+_CLAIM_CHUNK = 500
 
 TransactionKey = tuple[str, str, str, str]
 
@@ -149,23 +151,40 @@ class ClientAPIDatabase:
         async with self.db.transaction() as conn:
             await self._write_done(conn)
             await self._purge(conn, now)
-            for claim in group:
-                user_id, device_id, endpoint, txn_id = claim.key
-                inserted = (await conn.execute(self.db.upsert(
-                    transactions,
-                    {"user_id": user_id, "device_id": device_id, "endpoint": endpoint, "txn_id": txn_id,
-                     "event_id": claim.event_id, "created_ts": now, "pending": True,
-                     "room_version": claim.room_version, "event_json": claim.event_json},
-                    ["user_id", "device_id", "endpoint", "txn_id"],
-                    where=transactions.c.created_ts < cutoff).returning(transactions.c.event_id))).first()
-                if inserted is not None:
+            inserted = await self._insert_claims(conn, group, now, cutoff)
+            for claim, written in zip(group, inserted, strict=True):
+                if written:
                     claimed.append(claim.key)
                     answers.append(None)
                 else:
-                    earlier = await self._transactions.select(conn, user_id, device_id, endpoint, txn_id, cutoff)
+                    earlier = await self._transactions.select(conn, *claim.key, cutoff)
                     answers.append(self._as_marked(claim.key, earlier))
         self._done.difference_update(claimed)
         return answers
+
+    async def _insert_claims(self, conn: AsyncConnection, group: list[_Claim], now: int,
+                             cutoff: int) -> list[bool]:
+        """Inserts the group's rows (replacing only expired ones) in one
+        statement per chunk; answers for each claim whether it was written. A key twice in the
+        group (never, while a key's sends are serialised) goes one by one:
+        one statement may not touch a row twice."""
+        keys = [claim.key for claim in group]
+        chunks = [group[i:i + _CLAIM_CHUNK] for i in range(0, len(group), _CLAIM_CHUNK)]
+        if len(set(keys)) != len(keys):
+            chunks = [[claim] for claim in group]
+        written: list[bool] = []
+        for chunk in chunks:
+            rows = [{"user_id": c.key[0], "device_id": c.key[1], "endpoint": c.key[2], "txn_id": c.key[3],
+                     "event_id": c.event_id, "created_ts": now, "pending": True,
+                     "room_version": c.room_version, "event_json": c.event_json} for c in chunk]
+            result = await conn.execute(self.db.upsert(
+                transactions, rows, ["user_id", "device_id", "endpoint", "txn_id"],
+                where=transactions.c.created_ts < cutoff).returning(
+                    transactions.c.user_id, transactions.c.device_id, transactions.c.endpoint,
+                    transactions.c.txn_id))
+            inserted = {(row.user_id, row.device_id, row.endpoint, row.txn_id) for row in result}
+            written.extend(c.key in inserted for c in chunk)
+        return written
 
     async def _purge(self, conn: AsyncConnection, now: int) -> None:
         if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:

@@ -42,3 +42,44 @@ async def test_concurrent_claims_share_a_write_and_keep_their_answers(tmp_path: 
         assert (row.pending, row.event_json) == (False, None)
     finally:
         await db.close()
+
+
+async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite:///{tmp_path / 'clientapi.db'}", "clientapi")
+    inserts: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: inserts.append(statement)
+                 if statement.startswith("INSERT INTO clientapi_transactions") else None)
+    try:
+        store = ClientAPIDatabase(db)
+        await store.store_transaction("@a:x", "D", "send", "live", "$live", pending=True, room_version="12",
+                                      event_json="{}")
+        await store.store_transaction("@a:x", "D", "send", "expired", "$expired")
+        async with db.transaction() as conn:
+            await conn.execute(transactions.update().where(transactions.c.txn_id == "expired")
+                               .values(created_ts=0))
+        inserts.clear()
+        answers = await asyncio.gather(
+            store.claim_transaction("@a:x", "D", "send", "expired", "$new0", "12", "{}"),
+            store.claim_transaction("@a:x", "D", "send", "live", "$new1", "12", "{}"),
+            *(store.claim_transaction("@a:x", "D", "send", f"n{i}", f"$n{i}", "12", "{}") for i in range(5)))
+        assert answers[0] is None  # the expired row was replaced
+        assert answers[1] == TransactionRow("$live", True, "12", "{}")
+        assert answers[2:] == [None] * 5
+        assert len(inserts) <= 2, inserts  # the first claim alone, then the rest together
+        assert await store.get_transaction("@a:x", "D", "send", "expired") == TransactionRow(
+            "$new0", True, "12", "{}")
+        assert await store.get_transaction("@a:x", "D", "send", "live") == TransactionRow(
+            "$live", True, "12", "{}")
+
+        # The same key twice in one group (not made by the client API, which
+        # serialises a key's sends): claimed once, the second answered the first.
+        twice = await asyncio.gather(
+            store.claim_transaction("@a:x", "D", "send", "dup", "$d1", "12", "{}"),
+            store.claim_transaction("@a:x", "D", "send", "dup", "$d2", "12", "{}"),
+            store.claim_transaction("@a:x", "D", "send", "other", "$o", "12", "{}"))
+        assert twice[0] is None or twice[1] is None
+        assert TransactionRow("$d1", True, "12", "{}") in twice or TransactionRow("$d2", True, "12", "{}") in twice
+        assert twice[2] is None
+    finally:
+        await db.close()
