@@ -106,10 +106,13 @@ async def run_workloads(targets: Sequence[Target], workloads: Sequence[str], siz
             for target in targets:
                 progress(f"{target.name}: {name}")
                 started = time.monotonic()
+                ctx = contexts[target.name]
+                ctx.partial = {}
                 try:
-                    results.add(target.name, await SERVER_WORKLOADS[name](contexts[target.name]))
+                    results.add(target.name, await SERVER_WORKLOADS[name](ctx))
                 except Exception as e:  # one workload's failure is shown in its cells; the run goes on
                     progress(f"{target.name}: {name} failed: {type(e).__name__}: {e}")
+                    results.add(target.name, {k: v for k, v in ctx.partial.items() if v})
                     results.fail(target.name, name, e)
                 progress(f"{target.name}: {name} took {time.monotonic() - started:.0f}s")
             for target in targets:

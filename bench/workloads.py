@@ -81,6 +81,9 @@ class WorkloadContext:
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     # Setup shared between workloads on the same server (the messaging room).
     shared: dict[str, Any] = field(default_factory=dict)
+    # Figures a workload of several steps has measured so far: kept when a
+    # later step fails (the runner resets it before each workload).
+    partial: Figures = field(default_factory=dict)
 
     @property
     def reps(self) -> int:
@@ -227,7 +230,7 @@ async def sync(ctx: WorkloadContext) -> Figures:
     user = await client.register(ctx.http, client.unique("syncuser"))
     friend = await client.register(ctx.http, client.unique("friend"))
     rooms: list[str] = []
-    figures: Figures = {}
+    figures = ctx.partial
 
     async def grow(to: int) -> None:
         async def one(index: int) -> None:
