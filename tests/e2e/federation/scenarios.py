@@ -6,13 +6,16 @@ Synapse->Myelin."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from tests.e2e.federation.harness import V3, Peer, SyncView, User, register_user
+import httpx
+
+from tests.e2e.federation.harness import PASSWORD, V3, Peer, SyncView, User, register_user
 
 BACKFILL_MESSAGES = 100
 BURST = 6
@@ -305,12 +308,21 @@ async def remote_key_query(home: Peer, away: Peer) -> None:
 
 async def backfill_history(home: Peer, away: Peer, room_version: str) -> None:
     """A newcomer from another server pages back through 100 messages sent
-    before he joined: every one, in order, none twice, down to the creation."""
+    before he joined: every one, in the home server's order, none twice,
+    down to the creation. They are sent one after the other: sent all at
+    once, the home server forks the DAG into as many forward extremities,
+    the join references at most a few of them, and the rest are not in the
+    join's history at all (so no backfill can find them)."""
     async with users(home, away) as (alice, bob):
         room_id = await alice.create_room(preset="public_chat", room_version=room_version)
-        sent = [f"history {i}" for i in range(BACKFILL_MESSAGES)]
-        for text in sent:
+        texts = [f"history {i}" for i in range(BACKFILL_MESSAGES)]
+        for text in texts:
             await alice.send_text(room_id, text)
+        # The order to find is the home server's, once its readers have all.
+        await alice.sync_until(lambda view: len(view.messages(room_id)) >= len(texts), "her own messages")
+        sent = [e["content"]["body"] for e in reversed(await alice.room_messages(room_id, limit=50))
+                if e["type"] == "m.room.message"]
+        assert sorted(sent) == sorted(texts)
         await bob.join(room_id, via=[home.server_name])
         await alice.sync_until(joined(room_id, bob.user_id), "bob's join")
         # As a client does, page back from what /sync gave (the sync API
@@ -349,3 +361,164 @@ async def remote_media(home: Peer, away: Peer) -> None:
         missing = await bob.http.get(f"/_matrix/client/v1/media/download/{server}/doesNotExist{media_id}")
         assert missing.status_code == 404, missing.text
 
+
+
+# -- beyond the issue's list: more that crosses servers ----------------------------------------
+
+
+async def large_concurrent_burst(home: Peer, away: Peer) -> None:
+    """120 messages sent at once on the home server (more than one 50-PDU
+    transaction) arrive on the away server complete and in the home
+    server's order."""
+    async with users(home, away) as (alice, bob):
+        room_id = await share_room(alice, bob)
+        texts = [f"burst {i}" for i in range(120)]
+        event_ids = await asyncio.gather(*(alice.send_text(room_id, text) for text in texts))
+        await bob.sync_until(lambda view: len(view.messages(room_id)) >= len(texts), "the whole burst")
+        home_order = [e["event_id"] for e in reversed(await alice.room_messages(room_id, limit=50))
+                      if e["type"] == "m.room.message"]
+        assert sorted(home_order) == sorted(event_ids)
+        assert [e["event_id"] for e in bob.view.messages(room_id)] == home_order
+        paginated = [e["event_id"] for e in reversed(await bob.room_messages(room_id, limit=50))
+                     if e["type"] == "m.room.message"]
+        assert paginated == home_order
+
+
+async def concurrent_state_converges(home: Peer, away: Peer) -> None:
+    """Both admins rename the room at the same moment from their own
+    servers (a fork); once each has the other's event, both servers hold the
+    same current name and both see every message sent meanwhile."""
+    async with users(home, away) as (alice, bob):
+        room_id = await share_room(alice, bob)
+        levels = (await alice.get_state(room_id, "m.room.power_levels")).json()
+        levels["users"][bob.user_id] = 100
+        pl_event_id = await alice.put_state(room_id, "m.room.power_levels", levels)
+        await bob.sync_until(lambda view: any(e["event_id"] == pl_event_id for e in view.timeline[room_id]),
+                             "his promotion")
+        names = await asyncio.gather(
+            alice.put_state(room_id, "m.room.name", {"name": "alice's name"}),
+            bob.put_state(room_id, "m.room.name", {"name": "bob's name"}),
+            alice.send_text(room_id, "alice during the fork"),
+            bob.send_text(room_id, "bob during the fork"))
+        for user in (alice, bob):
+            await user.sync_until(lambda view: {e["event_id"] for e in view.timeline[room_id]} >= set(names),
+                                  "both sides' events")
+        # Joining the fork: one more message each, then compare.
+        await alice.send_text(room_id, "after the fork (alice)")
+        await bob.send_text(room_id, "after the fork (bob)")
+        for user in (alice, bob):
+            await user.sync_until(lambda view: {"after the fork (alice)", "after the fork (bob)"}
+                                  <= set(view.bodies(room_id)), "the messages after the fork")
+        home_name = (await alice.get_state(room_id, "m.room.name")).json()
+        away_name = (await bob.get_state(room_id, "m.room.name")).json()
+        assert home_name == away_name, (home_name, away_name)
+        assert home_name["name"] in ("alice's name", "bob's name")
+
+
+async def redaction_crosses(home: Peer, away: Peer) -> None:
+    async with users(home, away) as (alice, bob):
+        room_id = await share_room(alice, bob)
+        event_id = await alice.send_text(room_id, "regrettable")
+        await bob.sync_until(lambda view: "regrettable" in view.bodies(room_id), "the message")
+        await alice.ok("PUT", f"{V3}/rooms/{quote(room_id)}/redact/{quote(event_id)}/r1", {"reason": "oops"})
+        await bob.sync_until(lambda view: any(e["type"] == "m.room.redaction" for e in view.timeline[room_id]),
+                             "the redaction")
+        seen = await bob.ok("GET", f"{V3}/rooms/{quote(room_id)}/event/{quote(event_id)}")
+        assert seen["content"] == {}, seen
+        assert seen["unsigned"]["redacted_because"]["sender"] == alice.user_id
+        paginated = {e["event_id"]: e for e in await bob.room_messages(room_id)}
+        assert paginated[event_id]["content"] == {}
+
+
+async def ban_crosses(home: Peer, away: Peer) -> None:
+    """A remote member banned at home is out on his server too and cannot
+    come back, even though the room is public."""
+    async with users(home, away) as (alice, bob):
+        room_id = await alice.create_room(preset="public_chat")
+        await bob.join(room_id, via=[home.server_name])
+        await alice.sync_until(joined(room_id, bob.user_id), "bob's join")
+        await alice.ok("POST", f"{V3}/rooms/{quote(room_id)}/ban", {"user_id": bob.user_id, "reason": "spam"})
+        await bob.sync_until(lambda view: room_id in view.left, "the room among his left rooms")
+        refused = await bob.request("POST", f"{V3}/join/{quote(room_id)}?server_name={quote(home.server_name)}",
+                                    {})
+        assert refused.status_code == 403, refused.text
+        assert await alice.joined_members(room_id) == {alice.user_id}
+
+
+async def device_list_update(home: Peer, away: Peer) -> None:
+    """bob, sharing a room with alice, logs in a second device and uploads
+    its keys: alice's /sync says his devices changed and her key query finds
+    the new device."""
+    async with users(home, away) as (alice, bob):
+        room_id = await share_room(alice, bob)
+        await bob.ok("POST", f"{V3}/keys/upload", {"device_keys": _device_keys(bob)})
+        first = await alice.ok("POST", f"{V3}/keys/query", {"device_keys": {bob.user_id: []}})
+        assert bob.device_id in first["device_keys"][bob.user_id]
+        alice.view.device_lists_changed.clear()
+        await alice.sync_once(timeout_ms=0)
+        alice.view.device_lists_changed.clear()
+
+        async with httpx.AsyncClient(base_url=away.client_url, timeout=60) as http:
+            r = await http.post(f"{V3}/login", json={
+                "type": "m.login.password", "identifier": {"type": "m.id.user", "user": bob.user_id},
+                "password": PASSWORD, "device_id": "SECONDDEV"})
+            assert r.status_code == 200, r.text
+            second = r.json()
+            keys = _device_keys(bob)
+            keys["device_id"] = "SECONDDEV"
+            keys["keys"] = {f"{k.split(':')[0]}:SECONDDEV": v for k, v in keys["keys"].items()}
+            r = await http.post(f"{V3}/keys/upload", json={"device_keys": keys},
+                                headers={"Authorization": f"Bearer {second['access_token']}"})
+            assert r.status_code == 200, r.text
+        await alice.sync_until(lambda view: bob.user_id in view.device_lists_changed, "bob's device change")
+        # The login and the key upload are two updates; the first may be the
+        # change /sync reported, so look until the keys are there.
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            answer = await alice.ok("POST", f"{V3}/keys/query", {"device_keys": {bob.user_id: []}})
+            if set(answer["device_keys"][bob.user_id]) == {bob.device_id, "SECONDDEV"}:
+                break
+            assert asyncio.get_running_loop().time() < deadline, answer
+            await asyncio.sleep(0.5)
+        assert room_id
+
+
+async def public_room_directory(home: Peer, away: Peer) -> None:
+    async with users(home, away) as (alice, bob):
+        topic = f"topic {os.urandom(4).hex()}"
+        room_id = await alice.create_room(preset="public_chat", visibility="public", name="Listed", topic=topic)
+        listed = await bob.ok("POST", f"{V3}/publicRooms", {"filter": {"generic_search_term": topic}},
+                              params={"server": home.server_name})
+        assert [(c["room_id"], c.get("name"), c.get("topic")) for c in listed["chunk"]] == \
+            [(room_id, "Listed", topic)], listed
+
+
+async def remote_thumbnail(home: Peer, away: Peer) -> None:
+    import io
+
+    from PIL import Image
+
+    async with users(home, away) as (alice, bob):
+        buffer = io.BytesIO()
+        Image.new("RGB", (640, 480), (200, 30, 30)).save(buffer, format="PNG")
+        response = await alice.http.post("/_matrix/media/v3/upload", content=buffer.getvalue(),
+                                         headers={"Content-Type": "image/png"})
+        assert response.status_code == 200, response.text
+        server, media_id = response.json()["content_uri"].removeprefix("mxc://").split("/", 1)
+        thumb = await bob.http.get(f"/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
+                                   params={"width": "64", "height": "64", "method": "scale"})
+        assert thumb.status_code == 200, thumb.text
+        assert thumb.headers["content-type"].startswith("image/")
+        image = Image.open(io.BytesIO(thumb.content))
+        assert max(image.size) <= 640 and image.size[0] >= 32, image.size
+
+
+async def reject_invite(home: Peer, away: Peer) -> None:
+    async with users(home, away) as (alice, bob):
+        room_id = await alice.create_room(preset="private_chat")
+        await alice.invite(room_id, bob.user_id)
+        await bob.sync_until(lambda view: room_id in view.invites, "the invite")
+        await bob.ok("POST", f"{V3}/rooms/{quote(room_id)}/leave", {})
+        await alice.sync_until(lambda view: view.membership_of(room_id, bob.user_id) == "leave",
+                               "bob's rejection")
+        await bob.sync_until(lambda view: room_id not in view.invites, "the invite gone")

@@ -59,8 +59,37 @@ async def test_remote_key_query_and_claim(home_away: tuple[Peer, Peer]) -> None:
 
 
 async def test_newcomer_backfills_history(home_away: tuple[Peer, Peer]) -> None:
-    await scenarios.backfill_history(*home_away, "12")
+    await scenarios.backfill_history(*home_away, "10")
 
 
 async def test_remote_media_download(home_away: tuple[Peer, Peer]) -> None:
     await scenarios.remote_media(*home_away)
+
+
+# -- beyond the list ------------------------------------------------------------
+
+
+async def test_burst_of_120_arrives_whole_and_in_order(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.large_concurrent_burst(*home_away)
+
+
+async def test_concurrent_renames_converge(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.concurrent_state_converges(*home_away)
+
+
+async def test_redaction_and_ban_cross(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.redaction_crosses(*home_away)
+    await scenarios.ban_crosses(*home_away)
+
+
+async def test_device_list_update_reaches_the_other_server(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.device_list_update(*home_away)
+
+
+async def test_rejected_invite_reaches_the_inviter(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.reject_invite(*home_away)
+
+
+async def test_public_room_directory_and_remote_thumbnail(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.public_room_directory(*home_away)
+    await scenarios.remote_thumbnail(*home_away)
