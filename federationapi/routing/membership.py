@@ -291,8 +291,18 @@ def add_membership_routes(blueprint: Blueprint, keyring: KeyRing, roomserver: Fe
         if not isinstance(room_state, list):
             raise errors.BadJSON("invite_room_state must be a list")
         shown = [s for s in (stripped(p) for p in room_state if isinstance(p, dict)) if s is not None]
-        if room_version.hydra and not any(s["type"] == ev.CREATE for s in shown):
-            raise errors.MissingParam("invite_room_state must hold the room's m.room.create event")
+        if room_version.hydra:
+            # v12 (spec v1.16, SHOULD): the room's own create event, as a PDU
+            # of the room's version: its hash is the room ID.
+            creates = [p for p in room_state if isinstance(p, dict) and p.get("type") == ev.CREATE]
+            if not creates:
+                raise errors.MissingParam("invite_room_state must hold the room's m.room.create event")
+            try:
+                create_room_id = parse_pdu(creates[0], room_version).room_id
+            except errors.BadJSON:
+                create_room_id = None
+            if create_room_id != room_id:
+                raise errors.InvalidParam("invite_room_state's m.room.create event is not this room's")
         try:
             await check_signed_pdu(keyring, event)
         except SignatureError as e:

@@ -288,6 +288,11 @@ async def test_invite_refusals(reads: Reads) -> None:
     status, body = await invite(reads, room, room.invite(room.creator, carol, advance=False),
                                 room_state=[room.join_rules.pdu])
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+    # ... this room's create event, as a PDU.
+    other = remote_room(reads, "12")
+    for shown in ([other.create.pdu], [{"type": CREATE, "state_key": "", "content": {}, "sender": room.creator}]):
+        status, body = await invite(reads, room, room.invite(room.creator, carol, advance=False), room_state=shown)
+        assert (status, body["errcode"]) == (400, "M_INVALID_PARAM"), body
     # Not an invite.
     status, body = await invite(reads, room, room.message(room.creator, "hi", advance=False))
     assert (status, body["errcode"]) == (400, "M_BAD_JSON")
