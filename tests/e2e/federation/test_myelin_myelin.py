@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.federation import scenarios
-from tests.e2e.federation.harness import Peer, myelin_pair  # noqa: F401 (fixture)
+from tests.e2e.federation.harness import Peer
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(params=["a_to_b", "b_to_a"])
-def home_away(request: pytest.FixtureRequest, myelin_pair: tuple[Peer, Peer]) -> tuple[Peer, Peer]:  # noqa: F811
+def home_away(request: pytest.FixtureRequest, myelin_pair: tuple[Peer, Peer]) -> tuple[Peer, Peer]:
     """(home, away): the server holding the room or data, the one reaching it."""
     first, second = myelin_pair
     return (first, second) if request.param == "a_to_b" else (second, first)
@@ -65,30 +65,30 @@ async def test_remote_media_download(home_away: tuple[Peer, Peer]) -> None:
     await scenarios.remote_media(*home_away)
 
 
-# -- beyond the issue's list ------------------------------------------------------------
+# -- beyond the issue's list (one direction: both servers run the same code) -----------
 
 
-async def test_burst_of_120_arrives_whole_and_in_order(home_away: tuple[Peer, Peer]) -> None:
-    await scenarios.large_concurrent_burst(*home_away)
+async def test_burst_of_120_arrives_whole_and_in_order(myelin_pair: tuple[Peer, Peer]) -> None:
+    await scenarios.large_concurrent_burst(*myelin_pair)
 
 
-async def test_concurrent_renames_converge(home_away: tuple[Peer, Peer]) -> None:
-    await scenarios.concurrent_state_converges(*home_away)
+async def test_concurrent_renames_converge(myelin_pair: tuple[Peer, Peer]) -> None:
+    await scenarios.concurrent_state_converges(*myelin_pair)
 
 
-async def test_redaction_and_ban_cross(home_away: tuple[Peer, Peer]) -> None:
-    await scenarios.redaction_crosses(*home_away)
-    await scenarios.ban_crosses(*home_away)
+async def test_redaction_and_ban_cross(myelin_pair: tuple[Peer, Peer]) -> None:
+    await scenarios.redaction_crosses(*myelin_pair)
+    await scenarios.ban_crosses(*myelin_pair)
 
 
-async def test_device_list_update_reaches_the_other_server(home_away: tuple[Peer, Peer]) -> None:
-    await scenarios.device_list_update(*home_away)
+async def test_device_list_update_reaches_the_other_server(myelin_pair: tuple[Peer, Peer]) -> None:
+    await scenarios.device_list_update(*myelin_pair)
 
 
-async def test_rejected_invite_reaches_the_inviter(home_away: tuple[Peer, Peer]) -> None:
-    await scenarios.reject_invite(*home_away)
+async def test_rejected_invite_reaches_the_inviter(myelin_pair: tuple[Peer, Peer]) -> None:
+    await scenarios.reject_invite(*myelin_pair)
 
 
-async def test_public_room_directory_and_remote_thumbnail(home_away: tuple[Peer, Peer]) -> None:
-    await scenarios.public_room_directory(*home_away)
-    await scenarios.remote_thumbnail(*home_away)
+async def test_public_room_directory_and_remote_thumbnail(myelin_pair: tuple[Peer, Peer]) -> None:
+    await scenarios.public_room_directory(*myelin_pair)
+    await scenarios.remote_thumbnail(*myelin_pair)

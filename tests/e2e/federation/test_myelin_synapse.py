@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.federation import scenarios
-from tests.e2e.federation.harness import Peer, myelin_and_synapse  # noqa: F401 (fixture)
+from tests.e2e.federation.harness import Peer
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(params=["myelin_home", "synapse_home"])
-def home_away(request: pytest.FixtureRequest, myelin_and_synapse: tuple[Peer, Peer]) -> tuple[Peer, Peer]:  # noqa: F811
+def home_away(request: pytest.FixtureRequest, myelin_and_synapse: tuple[Peer, Peer]) -> tuple[Peer, Peer]:
     """(home, away): the server holding the room or data, the one reaching it."""
     myelin, synapse = myelin_and_synapse
     return (myelin, synapse) if request.param == "myelin_home" else (synapse, myelin)
