@@ -35,6 +35,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -43,12 +44,15 @@ from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.dml import Insert
+
+from common.sqlite_connection import fused_connect
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,11 @@ MIGRATIONS_ROOT = Path(__file__).resolve().parent.parent / "migrations"
 
 #: How long a SQLite connection waits for another writer before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: Whether SQLite statements run in one trip to aiosqlite's thread each
+#: (common/sqlite_connection.py) rather than aiosqlite's four; the environment
+#: variable MYELIN_SQLITE_FUSED=0 turns it off.
+SQLITE_FUSED_STATEMENTS = os.environ.get("MYELIN_SQLITE_FUSED", "1") != "0"
 
 #: PostgreSQL pool defaults per component engine (overridable in open_database).
 POSTGRES_POOL_SIZE = 10
@@ -329,12 +338,13 @@ def _on_sqlite_begin(conn: Connection) -> None:
 
 def create_engine_for(
     url: str | URL, *, pool_size: int | None = None, max_overflow: int | None = None,
-    null_pool: bool = False,
+    null_pool: bool = False, fused_statements: bool = SQLITE_FUSED_STATEMENTS,
 ) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` set up the way Myelin uses each backend.
 
     SQLite (aiosqlite): WAL, synchronous=NORMAL, foreign keys on, a busy timeout, and real
-    transactions (including DDL) begun by SQLAlchemy. PostgreSQL (asyncpg): a bounded pool.
+    transactions (including DDL) begun by SQLAlchemy; with ``fused_statements`` each statement
+    is one trip to the connection's thread (``common.sqlite_connection``). PostgreSQL (asyncpg): a bounded pool.
     """
     parsed = normalize_url(url)
     kwargs: dict[str, Any] = {}
@@ -347,6 +357,13 @@ def create_engine_for(
         if not null_pool:
             kwargs["pool_size"] = pool_size if pool_size is not None else 5
             kwargs["max_overflow"] = max_overflow if max_overflow is not None else 10
+        if fused_statements:
+            connect_args, connect_kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
+
+            async def connect_fused() -> aiosqlite.Connection:
+                return await fused_connect(*connect_args, **connect_kwargs)
+
+            kwargs["async_creator"] = connect_fused
         engine = create_async_engine(parsed, **kwargs)
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
