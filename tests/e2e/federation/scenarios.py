@@ -522,3 +522,83 @@ async def reject_invite(home: Peer, away: Peer) -> None:
         await alice.sync_until(lambda view: view.membership_of(room_id, bob.user_id) == "leave",
                                "bob's rejection")
         await bob.sync_until(lambda view: room_id not in view.invites, "the invite gone")
+
+
+async def knock_accepted(home: Peer, away: Peer) -> None:
+    """bob knocks on alice's knock-only room from his server; alice sees the
+    knock and invites him; he joins."""
+    async with users(home, away) as (alice, bob):
+        room_id = await alice.create_room(preset="private_chat", room_version="10",
+                                          initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                                          "content": {"join_rule": "knock"}}])
+        knocked = await bob.http.post(f"{V3}/knock/{quote(room_id)}", json={"reason": "let me in"},
+                                      params={"server_name": home.server_name})
+        assert knocked.status_code == 200, knocked.text
+        await alice.sync_until(lambda view: view.membership_of(room_id, bob.user_id) == "knock", "bob's knock")
+        await alice.invite(room_id, bob.user_id)
+        await bob.sync_until(lambda view: room_id in view.invites, "the invite after his knock")
+        assert await bob.join(room_id) == room_id
+        await alice.sync_until(joined(room_id, bob.user_id), "bob's join")
+
+
+async def restricted_join(home: Peer, away: Peer) -> None:
+    """A room restricted to members of another room: bob, a member of that
+    room, joins it from his server (the home server authorises the join)."""
+    async with users(home, away) as (alice, bob):
+        space_id = await alice.create_room(preset="public_chat", room_version="10")
+        await bob.join(space_id, via=[home.server_name])
+        await alice.sync_until(joined(space_id, bob.user_id), "bob in the parent room")
+        room_id = await alice.create_room(preset="private_chat", room_version="10", initial_state=[{
+            "type": "m.room.join_rules", "state_key": "",
+            "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space_id}]}}])
+        assert await bob.join(room_id, via=[home.server_name]) == room_id
+        await alice.sync_until(joined(room_id, bob.user_id), "bob's restricted join")
+        member = (await alice.get_state(room_id, "m.room.member", bob.user_id)).json()
+        assert member["membership"] == "join"
+        assert member.get("join_authorised_via_users_server") == alice.user_id
+
+
+async def upgrade_followed(home: Peer, away: Peer) -> None:
+    """alice upgrades a public v10 room to v12; bob on the other server sees
+    the tombstone and follows it into the new room (public too: the join
+    rules are copied)."""
+    async with users(home, away) as (alice, bob):
+        old_id = await alice.create_room(preset="public_chat", room_version="10")
+        await bob.join(old_id, via=[home.server_name])
+        await alice.sync_until(joined(old_id, bob.user_id), "bob's join")
+        await bob.sync_until(lambda view: old_id in view.timeline, "the joined room")
+        upgraded = await alice.ok("POST", f"{V3}/rooms/{quote(old_id)}/upgrade", {"new_version": "12"})
+        new_id = upgraded["replacement_room"]
+        await bob.sync_until(lambda view: any(e["type"] == "m.room.tombstone" for e in view.timeline[old_id]),
+                             "the tombstone")
+        assert (await bob.get_state(old_id, "m.room.tombstone")).json()["replacement_room"] == new_id
+        assert await bob.join(new_id, via=[home.server_name]) == new_id
+        await alice.sync_until(joined(new_id, bob.user_id), "bob in the new room")
+        create = (await bob.get_state(new_id, "m.room.create")).json()
+        assert create["room_version"] == "12" and create["predecessor"]["room_id"] == old_id
+
+
+async def edits_and_threads(home: Peer, away: Peer) -> None:
+    """An edit and a thread reply sent from the away server are related to
+    the home server's message on both servers."""
+    async with users(home, away) as (alice, bob):
+        room_id = await share_room(alice, bob)
+        root = await alice.send_text(room_id, "root message")
+        await bob.sync_until(lambda view: "root message" in view.bodies(room_id), "the root")
+        reply = await bob.nio.room_send(room_id, "m.room.message", {
+            "msgtype": "m.text", "body": "in thread",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+        assert hasattr(reply, "event_id"), reply
+        edit_of_own = await bob.nio.room_send(room_id, "m.room.message", {
+            "msgtype": "m.text", "body": "* in thread (edited)",
+            "m.new_content": {"msgtype": "m.text", "body": "in thread (edited)"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": reply.event_id}})
+        assert hasattr(edit_of_own, "event_id"), edit_of_own
+        await alice.sync_until(lambda view: "* in thread (edited)" in view.bodies(room_id), "bob's edit")
+        for user in (alice, bob):
+            related = await user.ok("GET", f"{V3}/rooms/{quote(room_id)}/relations/{quote(root)}/m.thread".replace(
+                V3, "/_matrix/client/v1"))
+            assert [e["event_id"] for e in related["chunk"]] == [reply.event_id], (user.peer.kind, related)
+            original = await user.ok("GET", f"{V3}/rooms/{quote(room_id)}/event/{quote(reply.event_id)}")
+            replace = original.get("unsigned", {}).get("m.relations", {}).get("m.replace", {})
+            assert replace.get("event_id") == edit_of_own.event_id, (user.peer.kind, original)

@@ -93,3 +93,13 @@ async def test_rejected_invite_reaches_the_inviter(home_away: tuple[Peer, Peer])
 async def test_public_room_directory_and_remote_thumbnail(home_away: tuple[Peer, Peer]) -> None:
     await scenarios.public_room_directory(*home_away)
     await scenarios.remote_thumbnail(*home_away)
+
+
+async def test_knock_restricted_join_upgrade(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.knock_accepted(*home_away)
+    await scenarios.restricted_join(*home_away)
+    await scenarios.upgrade_followed(*home_away)
+
+
+async def test_thread_reply_and_edit_relations(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.edits_and_threads(*home_away)
