@@ -36,6 +36,7 @@ from typing import Any
 from matrixlib.push_rules import default_ruleset, merge_with_defaults
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
+from syncapi.internal.knocks import knocked_rooms
 from syncapi.internal.lazy_members import DeviceMembers, LazyLoadedMembers
 from syncapi.internal.push import unread_counts
 from syncapi.internal.relations import Aggregations, attach, bundle
@@ -228,11 +229,13 @@ class _Builder:
 
         if self.since is not None:
             await self._rejected_invites(leave, join, invite)
+        knock = await knocked_rooms(self.r, self.user_id, after=None if self.initial else self.since,
+                                    upto=self.upto, sync_filter=self.filter)
         presence = await self._presence()
         to_device, to_device_position = await self._to_device()
         token = replace(self.upto_token, to_device=to_device_position)
         return _response(token, join, invite, leave, presence=presence, to_device=to_device,
-                         account_data=account_data.global_events(self.filter.account_data))
+                         account_data=account_data.global_events(self.filter.account_data), knock=knock)
 
     async def _add_unread_counts(self, join: dict[str, Any]) -> None:
         """Each joined room's notification counts (push.md, "Receiving
@@ -571,10 +574,11 @@ def _presence_event(presence: StoredPresence, now: int) -> dict[str, Any]:
 
 def _response(token: StreamToken, join: dict[str, Any], invite: dict[str, Any], leave: dict[str, Any],
               *, presence: list[dict[str, Any]] | None = None, to_device: list[dict[str, Any]] | None = None,
-              account_data: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              account_data: list[dict[str, Any]] | None = None,
+              knock: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "next_batch": str(token),
-        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock or {}},
         "account_data": {"events": account_data or []},
         "presence": {"events": presence or []},
         "to_device": {"events": to_device or []},
