@@ -70,6 +70,7 @@ class SyncAPI:
         self.notifier = Notifier(config.server_name)
         database.on_positions_taken = self.notifier.positions_taken
         database.on_stream_positions_taken = self.notifier.positions_taken
+        database.on_memberships_changing, self.notifier.tracks_memberships = self.notifier.memberships_changing, True
         self.consumer = RoomserverOutputConsumer(database, roomserver, self.notifier, config.server_name)
         self.push_evaluator = PushEvaluator(database, config.server_name)
         self.pushers = PusherDelivery(database, userapi if isinstance(userapi, PusherAPI) else None)

@@ -49,6 +49,12 @@ class Notifier:
         self._suffix = ":" + server_name
         self._streams = {name: _Stream() for name in STREAM_NAMES}
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        # Per local user, the last room-event position that changed their own
+        # membership or invites (a subset of the room-event stream's news).
+        self._membership_position: dict[str, int] = {}
+        # Whether the writer tells memberships_changing of every change (else
+        # membership_news always answers "unknown").
+        self.tracks_memberships = False
 
     @property
     def position(self) -> int:
@@ -80,6 +86,15 @@ class Notifier:
                 state.last_position[user_id] = position
             for waiter in self._waiters.get(user_id, ()):
                 waiter.set()
+
+    def memberships_changing(self, position: int, user_ids: Iterable[str]) -> None:
+        """The write taking room-event ``position`` (not committed yet)
+        changes these users' own memberships or invites. Told before the
+        commit, so that a /sync whose token covers the position (however
+        late its wake-up comes) knows of it: see ``membership_news``."""
+        for user_id in user_ids:
+            if user_id.endswith(self._suffix) and self._membership_position.get(user_id, 0) < position:
+                self._membership_position[user_id] = position
 
     def positions_taken(self, positions: range, stream: str = PDU) -> None:
         """This process took these positions (they may not be committed yet)."""
@@ -127,6 +142,30 @@ class Notifier:
             if after < state.started_at or after < state.external:
                 unknown = True
         return None if unknown else False
+
+    def stream_has_news(self, user_id: str, stream: str, after: int) -> bool | None:
+        """Whether anything after ``after`` on ``stream`` concerns the user;
+        None when unknown (a position from before this process started, or
+        written by another process)."""
+        state = self._streams[stream]
+        last = state.last_position.get(user_id)
+        if last is not None and last > after:
+            return True
+        if after < state.started_at or after < state.external:
+            return None
+        return False
+
+    def membership_news(self, user_id: str, after: int) -> bool | None:
+        """Whether the user's own membership or invites changed after
+        room-event position ``after``; None when unknown (as ``stream_has_news``)."""
+        if not self.tracks_memberships:
+            return None
+        if self._membership_position.get(user_id, 0) > after:
+            return True
+        state = self._streams[PDU]
+        if after < state.started_at or after < state.external:
+            return None
+        return False
 
     async def wait_for_news(self, user_id: str, since: StreamToken | int, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for news after ``since``; whether some came."""

@@ -57,21 +57,25 @@ async def device_list_summary(database: SyncDatabase, user_id: str, since: Strea
     candidates_left: set[str] = set()
     newly_joined_rooms: set[str] = set()
     left_rooms: set[str] = set()
+    if rooms is not None:
+        for room_id, entry in (rooms.get("join") or {}).items():
+            for event in _member_events(entry):
+                target, membership = event["state_key"], _membership(event)
+                if membership == "join":
+                    changed.add(target)
+                    if target == user_id:
+                        newly_joined_rooms.add(room_id)
+                elif membership in ("leave", "ban"):
+                    candidates_left.add(target)
+        left_rooms = set(rooms.get("leave") or {})
+    if not (since.device_list < upto.device_list or (rooms is None and since.pdu < upto.pdu)
+            or newly_joined_rooms or left_rooms or candidates_left):
+        # Nothing to look up: no connection taken (most woken syncs).
+        return sorted(changed), []
     async with database.read() as reader:
         if since.device_list < upto.device_list:
             changed |= await reader.device_list_changes(user_id, after=since.device_list, upto=upto.device_list)
-        if rooms is not None:
-            for room_id, entry in (rooms.get("join") or {}).items():
-                for event in _member_events(entry):
-                    target, membership = event["state_key"], _membership(event)
-                    if membership == "join":
-                        changed.add(target)
-                        if target == user_id:
-                            newly_joined_rooms.add(room_id)
-                    elif membership in ("leave", "ban"):
-                        candidates_left.add(target)
-            left_rooms = set(rooms.get("leave") or {})
-        elif since.pdu < upto.pdu:
+        if rooms is None and since.pdu < upto.pdu:
             for row in await reader.user_memberships(user_id, ["join"], added_after=since.pdu):
                 newly_joined_rooms.add(row.room_id)
             for row in await reader.user_memberships(user_id, ["leave", "ban"], added_after=since.pdu):

@@ -41,7 +41,7 @@ from syncapi.internal.lazy_members import DeviceMembers, LazyLoadedMembers
 from syncapi.internal.push import unread_counts
 from syncapi.internal.relations import Aggregations, attach, bundle
 from syncapi.internal.typing import TypingCache
-from syncapi.internal.visibility import RoomVisibility, visibility_by_room
+from syncapi.internal.visibility import MembershipSpan, RoomVisibility, visibility_by_room
 from syncapi.notifier import Notifier
 from syncapi.storage.database import Reader, SyncDatabase
 from syncapi.storage.tables import forgotten_rooms as forgotten_t
@@ -54,6 +54,8 @@ from syncapi.tokens import STREAM_NAMES, StreamToken, TopologyToken
 
 MAX_HEROES = 5
 PUSH_RULES = "m.push_rules"
+IGNORED_USERS = "m.ignored_user_list"
+ACCOUNT_DATA = "account_data"
 # To-device messages per response; the rest come with the next sync.
 TO_DEVICE_LIMIT = 100
 # A user active this recently (ms) is "currently_active".
@@ -87,6 +89,12 @@ class SyncHandler:
         self._typing = typing if typing is not None else TypingCache()
         self._started = False
         self.lazy_members = LazyLoadedMembers()
+        # user -> (account data position read at, their m.ignored_user_list):
+        # kept while the user's account data does not move.
+        self._ignored: dict[str, tuple[int, frozenset[str]]] = {}
+        # (user, device) -> the to-device position up to which its
+        # acknowledged messages were deleted by this process.
+        self._to_device_acked: dict[tuple[str, str], int] = {}
 
     async def ensure_started(self) -> None:
         """The notifier starts at the database's positions (before the consumers have run)."""
@@ -111,16 +119,36 @@ class SyncHandler:
                 # Idle: nothing concerns this user, whatever the number of their rooms.
                 return _response(self._notifier.current_token(), {}, {}, {})
         upto = self._notifier.current_token()
-        if since_token is not None and since_token.to_device > 0 and request.requester.device_id:
-            # The device has what was sent up to its token: acknowledged.
-            await self._db.delete_to_device(user_id, request.requester.device_id, upto=since_token.to_device)
+        device_id = request.requester.device_id
+        if since_token is not None and since_token.to_device > 0 and device_id:
+            # The device has what was sent up to its token: acknowledged
+            # (once: positions are committed in order, so nothing at or
+            # below a position already cleaned up can arrive later).
+            if since_token.to_device > self._to_device_acked.get((user_id, device_id), 0):
+                await self._db.delete_to_device(user_id, device_id, upto=since_token.to_device)
+                self._to_device_acked[(user_id, device_id)] = since_token.to_device
+        # Whether the user's own memberships or invites may have changed
+        # since the token (None: unknown, look in the database).
+        membership_news = None if since_token is None else self._notifier.membership_news(
+            user_id, since_token.pdu)
+        # The ignored users are read again only when the user's account data moved.
+        cached = self._ignored.get(user_id)
+        ignored: set[str] | None = None
+        if cached is not None and self._notifier.stream_has_news(user_id, ACCOUNT_DATA, cached[0]) is False:
+            ignored = set(cached[1])
         async with self._db.read() as reader:
-            return await _Builder(reader, request, since_token, upto, self._typing, self.lazy_members).build()
+            builder = _Builder(reader, request, since_token, upto, self._typing, self.lazy_members,
+                               ignored=ignored, membership_news=membership_news)
+            body = await builder.build()
+        if builder.ignored_read:
+            self._ignored[user_id] = (upto.account_data, frozenset(builder.ignored))
+        return body
 
 
 class _Builder:
     def __init__(self, reader: Reader, request: SyncRequest, since_token: StreamToken | None,
-                 upto_token: StreamToken, typing: TypingCache, lazy_members: LazyLoadedMembers | None = None) -> None:
+                 upto_token: StreamToken, typing: TypingCache, lazy_members: LazyLoadedMembers | None = None,
+                 *, ignored: set[str] | None = None, membership_news: bool | None = None) -> None:
         self.r = reader
         self.request = request
         self.requester = request.requester
@@ -134,7 +162,17 @@ class _Builder:
         self.filter = request.filter
         self.initial = since_token is None or request.full_state
         self.now = now_ms()
-        self.ignored: set[str] = set()
+        self.ignored: set[str] = ignored if ignored is not None else set()
+        # Whether `ignored` was read here (not given): the caller keeps it.
+        self.ignored_read = ignored is None
+        # False when the user's memberships and invites are known not to have
+        # changed since the token: those reads are skipped.
+        self.membership_news = membership_news
+        # The rooms' recent events, read for all of them at once.
+        self.prefetched: dict[str, list[StoredEvent]] = {}
+        # Rooms whose visibility is known only for the events after `since`
+        # (the user was joined throughout): the full history is read if needed.
+        self.joined_throughout: set[str] = set()
         # The member events this device was sent already, when lazy-loading
         # without redundant members (a new sync sequence starts afresh).
         self.sent_members: DeviceMembers | None = None
@@ -146,13 +184,20 @@ class _Builder:
 
     async def build(self) -> dict[str, Any]:
         room_filter = self.filter.room
-        self.ignored = await self.r.ignored_users(self.user_id)
         account_data = await self._account_data()
+        if IGNORED_USERS in account_data.global_data:
+            # Changed since the token (or an initial sync): what the response says is in force.
+            self.ignored = ignored_users_of(account_data.global_data[IGNORED_USERS])
+            self.ignored_read = True
+        elif self.ignored_read:
+            self.ignored = await self.r.ignored_users(self.user_id)
         # An initial sync reads all the user's memberships; an incremental one
         # only those that changed since `since` (its cost follows the news,
-        # not the number of rooms).
-        memberships = await self.r.user_memberships(
-            self.user_id, ["join", "leave", "ban"], added_after=None if self.initial else self.since)
+        # not the number of rooms), none when the notifier knows there are none.
+        memberships: list[StateEntry] = []
+        if self.initial or self.membership_news is not False:
+            memberships = await self.r.user_memberships(
+                self.user_id, ["join", "leave", "ban"], added_after=None if self.initial else self.since)
         memberships = [m for m in memberships if m.added_pos <= self.upto and room_filter.allows_room(m.room_id)]
         joined = [m for m in memberships if m.membership == "join"]
         left = [m for m in memberships if m.membership != "join" and (
@@ -170,8 +215,11 @@ class _Builder:
         else:
             assert self.since is not None
             newly_joined = {m.room_id for m in joined}
-            with_events = await self.r.joined_rooms_with_events(self.user_id, after=self.since, upto=self.upto)
-            changed = {room_id for room_id in with_events - newly_joined if room_filter.allows_room(room_id)}
+            with_events = await self.r.joined_rooms_with_events_since(self.user_id, after=self.since,
+                                                                      upto=self.upto)
+            changed = {room_id for room_id in with_events.keys() - newly_joined if room_filter.allows_room(room_id)}
+            # Joined since before the token: every event after it is visible.
+            self.joined_throughout = {room_id for room_id in changed if with_events[room_id] <= self.since}
             # A room joined since `since` comes as in an initial sync.
             windows = [_RoomWindow(room_id, None, self.upto, True) for room_id in sorted(newly_joined)]
             windows += [_RoomWindow(room_id, self.since, self.upto, False) for room_id in sorted(changed)]
@@ -185,12 +233,23 @@ class _Builder:
             # And so do joined rooms with only account data news.
             extra = {room_id for room_id in account_data.rooms - have if room_filter.allows_room(room_id)}
             if extra:
-                joined_now = {m.room_id for m in await self.r.user_memberships(self.user_id, ["join"])}
+                memberships_now = await self.r.memberships_in_rooms(self.user_id, sorted(extra))
                 windows += [_RoomWindow(room_id, self.since, self.upto, False)
-                            for room_id in sorted(extra & joined_now)]
-        # All the user's membership history for an initial sync, else that of the rooms in play.
-        rooms = None if self.initial else [w.room_id for w in windows] + [m.room_id for m in left]
-        visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id, rooms))
+                            for room_id in sorted(extra) if memberships_now.get(room_id) == "join"]
+        # All the user's membership history for an initial sync, else that of
+        # the rooms in play (but those they were joined to throughout).
+        visibility: dict[str, RoomVisibility] = {}
+        if self.initial:
+            visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id))
+        else:
+            rooms = [w.room_id for w in windows if w.room_id not in self.joined_throughout]
+            rooms += [m.room_id for m in left]
+            if rooms:
+                visibility = visibility_by_room(self.user_id, await self.r.membership_history(self.user_id, rooms))
+            for room_id in self.joined_throughout:
+                assert self.since is not None
+                visibility[room_id] = RoomVisibility(self.user_id, [MembershipSpan("join", self.since, None)])
+        await self._prefetch_recent_events(windows)
 
         join: dict[str, Any] = {}
         for window in windows:
@@ -219,7 +278,9 @@ class _Builder:
 
         invite: dict[str, Any] = {}
         after = 0 if self.initial else (self.since or 0)
-        for stored_invite in await self.r.active_invites(self.user_id, after=after, upto=self.upto):
+        invites = [] if not self.initial and self.membership_news is False else await self.r.active_invites(
+            self.user_id, after=after, upto=self.upto)
+        for stored_invite in invites:
             if not room_filter.allows_room(stored_invite.room_id):
                 continue
             if self.ignored and json.loads(stored_invite.event_json).get("sender") in self.ignored:
@@ -227,15 +288,29 @@ class _Builder:
             invite[stored_invite.room_id] = {
                 "invite_state": {"events": stripped_state(json.loads(stored_invite.invite_state_json))}}
 
-        if self.since is not None:
+        if self.since is not None and self.membership_news is not False:
             await self._rejected_invites(leave, join, invite)
-        knock = await knocked_rooms(self.r, self.user_id, after=None if self.initial else self.since,
-                                    upto=self.upto, sync_filter=self.filter)
+        knock = {} if not self.initial and self.membership_news is False else await knocked_rooms(
+            self.r, self.user_id, after=None if self.initial else self.since, upto=self.upto, sync_filter=self.filter)
         presence = await self._presence()
         to_device, to_device_position = await self._to_device()
         token = replace(self.upto_token, to_device=to_device_position)
         return _response(token, join, invite, leave, presence=presence, to_device=to_device,
                          account_data=account_data.global_events(self.filter.account_data), knock=knock)
+
+    async def _prefetch_recent_events(self, windows: list[_RoomWindow]) -> None:
+        """The joined rooms' recent events, in one statement for the rooms
+        sharing a range (all of them in an incremental sync)."""
+        timeline_filter = self.filter.room.timeline
+        limit = self.filter.timeline_limit
+        by_range: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for window in windows:
+            if timeline_filter.allows_room(window.room_id):
+                by_range[(window.since or 0, window.upto)].append(window.room_id)
+        for (after, upto), room_ids in by_range.items():
+            if len(room_ids) > 1 or not self.initial:
+                self.prefetched.update(await self.r.recent_events_in_rooms(
+                    room_ids, after=after, upto=upto, limit=limit + 1, event_filter=timeline_filter))
 
     async def _add_unread_counts(self, join: dict[str, Any]) -> None:
         """Each joined room's notification counts (push.md, "Receiving
@@ -274,12 +349,12 @@ class _Builder:
         since = self.since_token
         if self.initial or since is None:
             return found
-        joined: set[str] | None = None
         typing_rooms = self.typing.rooms_changed(since.typing, self.upto_token.typing)
         if typing_rooms:
-            joined = {m.room_id for m in await self.r.user_memberships(self.user_id, ["join"])}
-            for room_id in typing_rooms & joined:
-                found.typing[room_id] = self.typing.typers(room_id)
+            memberships = await self.r.memberships_in_rooms(self.user_id, sorted(typing_rooms))
+            for room_id in typing_rooms:
+                if memberships.get(room_id) == "join":
+                    found.typing[room_id] = self.typing.typers(room_id)
         if since.receipt < self.upto_token.receipt:
             found.add_receipts(await self.r.visible_receipts(
                 self.user_id, after=since.receipt, upto=self.upto_token.receipt))
@@ -288,6 +363,8 @@ class _Builder:
     async def _presence(self) -> list[dict[str, Any]]:
         since = self.since_token
         after = 0 if since is None or self.initial else since.presence
+        if after >= self.upto_token.presence:
+            return []
         presence_filter = self.filter.presence
         return [_presence_event(p, self.now) for p in
                 await self.r.visible_presence(self.user_id, after=after, upto=self.upto_token.presence)
@@ -298,6 +375,10 @@ class _Builder:
         next token carries (short of the stream's when some are left)."""
         device_id = self.requester.device_id
         if not device_id:
+            return [], self.upto_token.to_device
+        since = self.since_token
+        if since is not None and since.to_device >= self.upto_token.to_device:
+            # Those up to the token were acknowledged (deleted): none is left.
             return [], self.upto_token.to_device
         messages = await self.r.to_device_messages(self.user_id, device_id, upto=self.upto_token.to_device,
                                                    limit=TO_DEVICE_LIMIT)
@@ -337,8 +418,10 @@ class _Builder:
         limit = self.filter.timeline_limit
         if not timeline_filter.allows_room(room_id):
             limit = 0
-        fetched = await self.r.recent_events(room_id, after=window.since or 0, upto=window.upto,
-                                             limit=limit + 1, event_filter=timeline_filter)
+        fetched = self.prefetched.pop(room_id, None) if window.upto == self.upto else None
+        if fetched is None:
+            fetched = await self.r.recent_events(room_id, after=window.since or 0, upto=window.upto,
+                                                 limit=limit + 1, event_filter=timeline_filter)
         limited = len(fetched) > limit
         visible = vis.filter(fetched)
         if self.ignored:
@@ -361,6 +444,10 @@ class _Builder:
             state = await self._state(room_id, window, start, limited, timeline)
         aggregations: Aggregations = {}
         if limited and timeline and self.filter.event_format != "federation":
+            if room_id in self.joined_throughout:
+                # The children may be older than the token: the whole history decides.
+                vis = visibility_by_room(self.user_id, await self.r.membership_history(
+                    self.user_id, [room_id])).get(room_id) or RoomVisibility(self.user_id, [])
             # Spec: bundled aggregations when the timeline is limited (otherwise
             # the client has seen the children itself).
             aggregations = await bundle(self.r, self.requester, timeline, can_see=vis.can_see,
@@ -555,6 +642,12 @@ class _Ephemeral:
         if self.receipts.get(room_id) and ephemeral_filter.allows("m.receipt", ""):
             events.append({"type": "m.receipt", "content": self.receipts[room_id]})
         return events
+
+
+def ignored_users_of(content: dict[str, Any]) -> set[str]:
+    """The users an m.ignored_user_list content names (as Reader.ignored_users)."""
+    ignored = content.get("ignored_users")
+    return {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
 
 
 def presence_content(presence: StoredPresence, now: int) -> dict[str, Any]:

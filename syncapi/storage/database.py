@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +125,12 @@ def _stored(event: Event, position: int, *, state_only: bool, historical: bool,
     )
 
 
+def _is_plain(write: RoomEventWrite) -> bool:
+    """Not a state event, and no state change comes with it."""
+    return (write.new.event.state_key is None and not write.adds_state_event_ids
+            and not write.removes_state_event_ids and not write.adds_state_events)
+
+
 def _stripped(pdu: dict[str, Any]) -> dict[str, Any]:
     return {"type": pdu.get("type"), "state_key": pdu.get("state_key"),
             "content": pdu.get("content", {}), "sender": pdu.get("sender")}
@@ -148,6 +154,15 @@ class SyncDatabase:
         self.on_positions_taken: Callable[[range], None] | None = None
         # The same for the other streams' counters: (positions, stream name).
         self.on_stream_positions_taken: Callable[[range, str], None] | None = None
+        # Told, inside the write's transaction, of the users whose own
+        # membership or invites a write at a room-event position changes
+        # (see Notifier.memberships_changing).
+        self.on_memberships_changing: Callable[[int, set[str]], None] | None = None
+
+    def _memberships_changing(self, applied: Applied) -> Applied:
+        if applied.user_ids and self.on_memberships_changing is not None:
+            self.on_memberships_changing(applied.position, applied.user_ids)
+        return applied
 
     async def _take_positions(self, conn: AsyncConnection, count: int) -> range:
         positions = await stream_t.next_positions(conn, count)
@@ -238,7 +253,9 @@ class SyncDatabase:
                     if applied is not None and not write.new.historical]
             if push is not None and live:
                 try:
-                    async with conn.begin_nested():
+                    # On SQLite a failed statement leaves the transaction as it
+                    # was; on PostgreSQL it would abort it, hence the savepoint.
+                    async with (nullcontext() if self._db.dialect_name == "sqlite" else conn.begin_nested()):
                         notifications = list(await push(Reader(conn), live))
                         if notifications:
                             await conn.execute(self._db.upsert(
@@ -259,9 +276,15 @@ class SyncDatabase:
                 raise MissedEntries(f"{room_id}: the last event stored is {stored_last}, not {follows}")
         # Which are stored already (timeline: False, only as state: True),
         # read once for the batch and kept up to date as it is written.
-        found = await events_t.select_events_by_ids(conn, [w.new.event.event_id for w in writes])
+        event_ids = [w.new.event.event_id for w in writes]
+        found = await events_t.select_events_by_ids(conn, event_ids)
         stored = {event_id: row.state_only for event_id, row in found.items()}
-        results = [await self._write_room_event(conn, write, local_server, stored) for write in writes]
+        results: list[Applied | None]
+        if not found and len(set(event_ids)) == len(event_ids) and all(map(_is_plain, writes)):
+            # The common case (a run of messages): a few statements for the whole run.
+            results = list(await self._write_plain_events(conn, writes))
+        else:
+            results = [await self._write_room_event(conn, write, local_server, stored) for write in writes]
         # Only the last event written per room names the room's position.
         last: dict[str, RoomEventWrite] = {}
         for write, applied in zip(writes, results, strict=True):
@@ -270,6 +293,31 @@ class SyncDatabase:
         for room_id, write in last.items():
             await self._set_room_position(conn, room_id, write.new.event.event_id, write.room_stream_position)
         return results
+
+    async def _write_plain_events(self, conn: AsyncConnection, writes: Sequence[RoomEventWrite]) -> list[Applied]:
+        """New timeline events that are not state and change no state: what
+        ``_write_room_event`` does for each, in one statement per table."""
+        positions = await self._take_positions(conn, len(writes))
+        rows: list[StoredEvent] = []
+        search_entries: list[dict[str, object]] = []
+        for write, position in zip(writes, positions, strict=True):
+            new = write.new
+            event = new.event
+            txn_ok = new.txn_id and new.txn_user_id == event.sender
+            rows.append(_stored(event, position, state_only=False, historical=new.historical,
+                                history_visibility=new.history_visibility,
+                                txn_device_id=new.txn_device_id if txn_ok else None,
+                                txn_id=new.txn_id if txn_ok else None))
+            indexed = search_t.indexed_text(event)
+            if indexed is not None:
+                search_entries.append({"pos": position, "event_id": event.event_id, "room_id": event.room_id,
+                                       "key": indexed[0], "value": indexed[1]})
+        await events_t.insert_events(conn, rows)
+        for write, position in zip(writes, positions, strict=True):
+            await self._store_relation(conn, write.new.event, position)
+        await search_t.insert_entries(conn, search_entries)
+        return [Applied(position=position, room_id=write.new.event.room_id)
+                for write, position in zip(writes, positions, strict=True)]
 
     async def _write_room_event(self, conn: AsyncConnection, write: RoomEventWrite,
                                 local_server: str, stored: dict[str, bool]) -> Applied | None:
@@ -335,7 +383,7 @@ class SyncDatabase:
             if event.type == MEMBER and event.state_key is not None:
                 applied.user_ids.add(event.state_key)
                 await self._track_invite(conn, event, position, local_server)
-        return applied
+        return self._memberships_changing(applied)
 
     async def rebuild_room_state(self, room_id: str, state_events: Sequence[Event]) -> Applied:
         """Replaces the room's current state with the room server's (after a
@@ -357,6 +405,7 @@ class SyncDatabase:
                 if state_event.event_id in added:
                     await _update_directory(conn, state_event)
             applied.user_ids.update(applied.memberships)
+            self._memberships_changing(applied)
         return applied
 
     async def write_invite(self, event: Event, target_user_id: str,
@@ -374,7 +423,9 @@ class SyncDatabase:
                 room_version=event.room_version.identifier, event_json=event.to_json().decode(),
                 invite_state_json=json.dumps(stripped), stream_pos=position, retired_pos=None,
                 retired_membership=None, retired_by_event_id=None))
-        return Applied(position=position, room_id=event.room_id, user_ids={target_user_id})
+            applied = self._memberships_changing(
+                Applied(position=position, room_id=event.room_id, user_ids={target_user_id}))
+        return applied
 
     async def retire_invite(self, event_id: str, room_id: str, target_user_id: str, membership: str,
                             retired_by_event_id: str) -> Applied | None:
@@ -386,7 +437,9 @@ class SyncDatabase:
             await invites_t.retire_invites(conn, room_id, target_user_id, position=position,
                                            membership=membership or "leave",
                                            retired_by_event_id=retired_by_event_id, event_id=event_id)
-        return Applied(position=position, room_id=room_id, user_ids={target_user_id})
+            applied = self._memberships_changing(
+                Applied(position=position, room_id=room_id, user_ids={target_user_id}))
+        return applied
 
     async def redact_event(self, redacted_event_id: str, redaction_event_id: str,
                            redacted: Event) -> Applied | None:
@@ -706,6 +759,10 @@ class Reader:
         return await state_t.select_user_memberships(self.conn, user_id, memberships,
                                                      added_after=added_after)
 
+    async def memberships_in_rooms(self, user_id: str, room_ids: Sequence[str]) -> dict[str, str | None]:
+        """The user's current membership in each of the rooms that has one."""
+        return await state_t.select_memberships_in_rooms(self.conn, user_id, room_ids)
+
     async def membership_history(self, user_id: str, room_ids: Sequence[str] | None = None
                                  ) -> list[tuple[str, str | None, int, int | None]]:
         return await state_t.select_membership_history(self.conn, user_id, room_ids)
@@ -746,14 +803,24 @@ class Reader:
     async def joined_rooms_with_events(self, user_id: str, *, after: int, upto: int) -> set[str]:
         """The rooms the user is joined to now that have timeline events in
         ``(after, upto]``: one query walking only the new events."""
+        return set(await self.joined_rooms_with_events_since(user_id, after=after, upto=upto))
+
+    async def joined_rooms_with_events_since(self, user_id: str, *, after: int, upto: int) -> dict[str, int]:
+        """``joined_rooms_with_events``, each with the position of the join
+        in force (at or before ``after``: joined throughout)."""
         e = events_t.events.c
         m = state_t.current_room_state.c
-        stmt = select(e.room_id).distinct().select_from(events_t.events.join(
+        stmt = select(e.room_id, m.added_pos).distinct().select_from(events_t.events.join(
             state_t.current_room_state,
             and_(m.room_id == e.room_id, m.type == MEMBER, m.state_key == user_id, m.membership == "join"),
         )).where(e.stream_pos > after, e.stream_pos <= upto, e.state_only == false(),
                  e.historical == false())
-        return {str(row[0]) for row in await self.conn.execute(stmt)}
+        return {str(row[0]): int(row[1]) for row in await self.conn.execute(stmt)}
+
+    async def recent_events_in_rooms(self, room_ids: Sequence[str], *, after: int, upto: int, limit: int,
+                                     event_filter: EventFilter | None = None) -> dict[str, list[StoredEvent]]:
+        return await events_t.select_recent_events_in_rooms(self.conn, room_ids, after=after, upto=upto,
+                                                            limit=limit, event_filter=event_filter)
 
     async def topological_page(self, room_id: str, *, before: tuple[int, int] | None,
                                at_or_after: tuple[int, int] | None, backwards: bool, limit: int,

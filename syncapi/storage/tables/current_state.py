@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    literal,
     or_,
     select,
     union_all,
@@ -197,11 +198,23 @@ async def select_membership_history(conn: AsyncConnection, user_id: str,
         current_q = current_q.where(cur.room_id.in_(list(room_ids)))
         history_q = history_q.where(hist.room_id.in_(list(room_ids)))
     result: list[tuple[str, str | None, int, int | None]] = []
-    for row in await conn.execute(current_q):
-        result.append((row[0], row[1], int(row[2]), None))
-    for row in await conn.execute(history_q):
-        result.append((row[0], row[1], int(row[2]), int(row[3])))
+    # One statement; the current rows come first, with no removal position.
+    current_q = current_q.add_columns(literal(0).label("is_history"))
+    history_q = history_q.add_columns(literal(1).label("is_history"))
+    for row in await conn.execute(union_all(current_q, history_q)):
+        result.append((row[0], row[1], int(row[2]), int(row[3]) if row[4] else None))
     return result
+
+
+async def select_memberships_in_rooms(conn: AsyncConnection, user_id: str,
+                                      room_ids: Sequence[str]) -> dict[str, str | None]:
+    """The user's current membership row in each of the rooms (those with one)."""
+    if not room_ids:
+        return {}
+    c = current_room_state.c
+    rows = await conn.execute(select(c.room_id, c.membership).where(
+        c.type == MEMBER, c.state_key == user_id, c.room_id.in_(list(room_ids))))
+    return {str(row[0]): row[1] for row in rows}
 
 
 async def select_user_memberships(conn: AsyncConnection, user_id: str, memberships: Sequence[str],

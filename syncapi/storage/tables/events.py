@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ColumnElement,
+    CompoundSelect,
     Index,
     Select,
     Table,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Row
@@ -34,6 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncapi.filters import EventFilter, like_pattern
 from syncapi.storage.tables import metadata
+
+# Rooms whose recent events one statement reads (a compound SELECT of one
+# LIMITed SELECT per room; SQLite allows 500 terms).
+ROOMS_PER_STATEMENT = 100
 
 events = Table(
     "syncapi_events", metadata,
@@ -194,6 +200,30 @@ async def select_recent_events(
     rows = [StoredEvent.from_row(row) for row in await conn.execute(stmt)]
     rows.reverse()
     return rows
+
+
+async def select_recent_events_in_rooms(
+    conn: AsyncConnection, room_ids: Sequence[str], *, after: int, upto: int, limit: int,
+    event_filter: EventFilter | None = None,
+) -> dict[str, list[StoredEvent]]:
+    """``select_recent_events`` for several rooms in one statement per
+    ``ROOMS_PER_STATEMENT`` rooms: one LIMITed index walk per room, so a room
+    far behind costs its ``limit`` rows, not all its events since ``after``."""
+    found: dict[str, list[StoredEvent]] = {room_id: [] for room_id in room_ids}
+    ids = list(found)
+    for start in range(0, len(ids), ROOMS_PER_STATEMENT):
+        chunk = ids[start:start + ROOMS_PER_STATEMENT]
+        per_room = [_timeline(select(events).where(
+            events.c.room_id == room_id, events.c.stream_pos > after, events.c.stream_pos <= upto,
+        ), event_filter).order_by(events.c.stream_pos.desc()).limit(limit).subquery() for room_id in chunk]
+        stmt: Select[tuple[object, ...]] | CompoundSelect[tuple[object, ...]] = (
+            select(per_room[0]) if len(per_room) == 1 else union_all(*(select(sub) for sub in per_room)))
+        for row in await conn.execute(stmt):
+            stored = StoredEvent.from_row(row)
+            found[stored.room_id].append(stored)
+    for rows in found.values():
+        rows.sort(key=lambda e: e.stream_pos)
+    return found
 
 
 async def select_topological_page(

@@ -81,6 +81,22 @@ async def insert_entry(conn: AsyncConnection, *, stream_pos: int, room_id: str, 
             {"pos": stream_pos, "event_id": event_id, "room_id": room_id, "key": key, "value": value})
 
 
+async def insert_entries(conn: AsyncConnection, entries: Sequence[dict[str, object]]) -> None:
+    """``insert_entry`` for several events in one executemany; each entry has
+    the keys pos, event_id, room_id, key and value."""
+    if not entries:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text(
+            "INSERT INTO syncapi_search (stream_pos, event_id, room_id, key, value, vector) "
+            f"VALUES (:pos, :event_id, :room_id, :key, :value, to_tsvector('{PG_TS_CONFIG}', :value)) "
+            "ON CONFLICT (stream_pos) DO NOTHING"), list(entries))
+    else:
+        await conn.execute(text(
+            "INSERT OR IGNORE INTO syncapi_search (rowid, event_id, room_id, key, value) "
+            "VALUES (:pos, :event_id, :room_id, :key, :value)"), list(entries))
+
+
 async def delete_entry(conn: AsyncConnection, stream_pos: int) -> None:
     column = "stream_pos" if conn.dialect.name == "postgresql" else "rowid"
     await conn.execute(text(f"DELETE FROM syncapi_search WHERE {column} = :pos"), {"pos": stream_pos})
