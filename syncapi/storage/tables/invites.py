@@ -1,7 +1,9 @@
-"""syncapi_invites: invites to local users with the stripped state a client shows."""
+"""syncapi_invites: invites to local users with the stripped state a client shows, and their
+knocks made through another server with the knock_room_state that server answered."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Column, Index, Row, Table, Text, select, update
@@ -37,6 +39,14 @@ class StoredInvite:
     retired_pos: int | None
     retired_membership: str | None
     retired_by_event_id: str | None
+
+    @property
+    def is_knock(self) -> bool:
+        """Whether this is the user's knock rather than an invite."""
+        if '"knock"' not in self.event_json:
+            return False
+        content = json.loads(self.event_json).get("content")
+        return isinstance(content, dict) and content.get("membership") == "knock"
 
     @classmethod
     def from_row(cls, row: Row[tuple[object, ...]]) -> StoredInvite:
@@ -90,7 +100,24 @@ async def select_active_invites(conn: AsyncConnection, user_id: str, *, after: i
     for row in await conn.execute(stmt):
         invite = StoredInvite.from_row(row)
         latest[invite.room_id] = invite
-    return list(latest.values())
+    # A knock through another server is kept here too (select_active_knocks).
+    return [invite for invite in latest.values() if not invite.is_knock]
+
+
+async def select_active_knocks(conn: AsyncConnection, user_id: str, *, after: int, upto: int
+                               ) -> list[StoredInvite]:
+    """The user's knocks made through another server (kept here with their
+    ``knock_room_state`` as the invite state) that arrived in ``(after, upto]``
+    and are in force at ``upto``: not retired, and no invite or knock to the
+    room came after them."""
+    c = invites.c
+    stmt = select(invites).where(c.target_user_id == user_id, c.stream_pos <= upto).order_by(c.stream_pos)
+    latest: dict[str, StoredInvite] = {}
+    for row in await conn.execute(stmt):
+        invite = StoredInvite.from_row(row)
+        latest[invite.room_id] = invite
+    return [k for k in latest.values() if k.is_knock and k.stream_pos > after
+            and (k.retired_pos is None or k.retired_pos > upto)]
 
 
 async def select_retired_invites(conn: AsyncConnection, user_id: str, *, after: int, upto: int
