@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.storage import Database
@@ -64,6 +64,17 @@ SNAPSHOT_CACHE_SIZE = 256
 
 # SQLite allows 32766 bound parameters per statement; stay well below.
 _CHUNK = 500
+
+# The hottest statements (several per input event or query), built once:
+# building a statement anew costs more than running it from the compiled cache.
+_EVENTS_BY_ID = select(events).where(events.c.event_id.in_(bindparam("ids", expanding=True)))
+_EVENTS_BY_NID = select(events).where(events.c.event_nid.in_(bindparam("nids", expanding=True)))
+_ROOM_BY_ID = select(rooms).where(rooms.c.room_id == bindparam("room_id"))
+_INSERT_EVENT = events.insert().returning(events.c.event_nid)
+_UPDATE_ROOM = update(rooms).where(rooms.c.room_nid == bindparam("k_room_nid")).values(
+    create_event_nid=bindparam("v_create_event_nid"), state_snapshot_nid=bindparam("v_state_snapshot_nid"),
+    forward_extremities=bindparam("v_forward_extremities"), last_sent_event_id=bindparam("v_last_sent_event_id"),
+    last_stream_position=bindparam("v_last_stream_position"))
 
 
 def _chunks(items: Collection[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
@@ -132,11 +143,12 @@ class Txn:
         dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
         for record in self.local.rooms.values():
             if record.room_nid in dirty:
-                await self.conn.execute(update(rooms).where(rooms.c.room_nid == record.room_nid).values(
-                    create_event_nid=record.create_event_nid, state_snapshot_nid=record.state_snapshot_nid,
-                    forward_extremities=json.dumps(sorted(record.forward_extremities)),
-                    last_sent_event_id=record.last_sent_event_id,
-                    last_stream_position=record.last_stream_position))
+                await self.conn.execute(_UPDATE_ROOM, {
+                    "k_room_nid": record.room_nid, "v_create_event_nid": record.create_event_nid,
+                    "v_state_snapshot_nid": record.state_snapshot_nid,
+                    "v_forward_extremities": json.dumps(sorted(record.forward_extremities)),
+                    "v_last_sent_event_id": record.last_sent_event_id,
+                    "v_last_stream_position": record.last_stream_position})
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -288,7 +300,7 @@ class RoomserverDatabase:
         known = txn.local.rooms.get(room_id)
         if known is not None:
             return _copy_room(known)
-        row = (await txn.conn.execute(select(rooms).where(rooms.c.room_id == room_id))).first()
+        row = (await txn.conn.execute(_ROOM_BY_ID, {"room_id": room_id})).first()
         return self._learn_room(txn, row)
 
     async def room_by_nid(self, txn: Txn, room_nid: int) -> RoomRecord | None:
@@ -471,7 +483,7 @@ class RoomserverDatabase:
             elif event_id not in local.absent_ids:
                 missing.append(event_id)
         for chunk in _chunks(missing):
-            rows = await txn.conn.execute(select(events).where(events.c.event_id.in_(chunk)))
+            rows = await txn.conn.execute(_EVENTS_BY_ID, {"ids": chunk})
             for row in rows:
                 record = _event_record(row)
                 local.learn_record(record)
@@ -489,7 +501,7 @@ class RoomserverDatabase:
             else:
                 missing.append(nid)
         for chunk in _chunks(missing):
-            rows = await txn.conn.execute(select(events).where(events.c.event_nid.in_(chunk)))
+            rows = await txn.conn.execute(_EVENTS_BY_NID, {"nids": chunk})
             for row in rows:
                 record = _event_record(row)
                 local.learn_record(record)
@@ -528,14 +540,12 @@ class RoomserverDatabase:
                            state_after_nid: int | None, sent_to_output: bool = False,
                            stream_position: int | None = None) -> int:
         """Stores a new event; ``sent_to_output`` when it will have no output."""
-        nid = await txn.conn.scalar(
-            events.insert().values(
-                event_id=event.event_id, room_nid=room_nid, type_nid=type_nid, state_key_nid=state_key_nid,
-                depth=event.depth, is_outlier=is_outlier, is_rejected=is_rejected,
-                is_soft_failed=is_soft_failed, rejection_reason=rejection_reason, sent_to_output=sent_to_output,
-                state_before_nid=state_before_nid, state_after_nid=state_after_nid,
-                stream_position=stream_position,
-            ).returning(events.c.event_nid))
+        nid = await txn.conn.scalar(_INSERT_EVENT, {
+            "event_id": event.event_id, "room_nid": room_nid, "type_nid": type_nid, "state_key_nid": state_key_nid,
+            "depth": event.depth, "is_outlier": is_outlier, "is_rejected": is_rejected,
+            "is_soft_failed": is_soft_failed, "rejection_reason": rejection_reason, "sent_to_output": sent_to_output,
+            "state_before_nid": state_before_nid, "state_after_nid": state_after_nid,
+            "stream_position": stream_position})
         assert nid is not None
         event_nid = int(nid)
         txn.local.learn_record(EventRecord(
