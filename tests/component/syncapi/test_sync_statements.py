@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from common.storage import open_database
 from syncapi.storage.database import NewEvent, RoomEventWrite, SyncDatabase
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
 from tests.component.syncapi.test_account_data import change
 
 # The long-poll filter many clients use (lazy-loaded members).
@@ -79,6 +81,16 @@ async def test_one_new_message_costs_a_few_statements(env: Env) -> None:
 async def test_news_in_several_rooms_is_read_in_one_statement(env: Env) -> None:
     """The recent events of every room with news come from one statement,
     each room with its own limit."""
+    await _news_in_several_rooms(env)
+
+
+@pytest.mark.postgres
+async def test_news_in_several_rooms_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as pg_env:
+        await _news_in_several_rooms(pg_env)
+
+
+async def _news_in_several_rooms(env: Env) -> None:
     rooms = [TestRoom() for _ in range(3)]
     for room in rooms:
         room.join(BOB)
@@ -98,6 +110,13 @@ async def test_news_in_several_rooms_is_read_in_one_statement(env: Env) -> None:
     assert _timeline(body, rooms[1].room_id) == [quiet.event_id]
     assert body["rooms"]["join"][rooms[1].room_id]["timeline"]["limited"] is False
     assert sum("FROM syncapi_events" in s and "stream_pos >" in s for s in log.statements) == 2, log.statements
+    # A room joined since the token comes whole, with the membership history read.
+    newer = TestRoom()
+    newer.join(BOB)
+    newer.message(ALICE, "welcome")
+    await env.send_room(newer)
+    body = await env.sync(token, since=body["next_batch"])
+    assert _timeline(body, newer.room_id) == [e.event_id for e in newer.events]
 
 
 async def test_membership_news_skipped_only_when_there_is_none(env: Env) -> None:
@@ -195,6 +214,16 @@ def _writes(events: list[Any]) -> list[RoomEventWrite]:
 
 
 async def test_a_run_of_messages_is_written_in_the_statements_of_one(env: Env) -> None:
+    await _run_of_messages(env)
+
+
+@pytest.mark.postgres
+async def test_a_run_of_messages_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as pg_env:
+        await _run_of_messages(pg_env)
+
+
+async def _run_of_messages(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
     await env.send_room(room)
