@@ -97,6 +97,11 @@ def _keep_login(who: str) -> Callable[[Context, Any], None]:
     return keep
 
 
+def _expect_knock(context: Context, body: Any) -> None:
+    knock_state = body["rooms"]["knock"][context["knockRoomId"]]["knock_state"]["events"]
+    assert any(e["type"] == "m.room.member" and e["content"]["membership"] == "knock" for e in knock_state)
+
+
 def _keep(name: str, field_name: str) -> Callable[[Context, Any], None]:
     def keep(context: Context, body: Any) -> None:
         context[name] = body[field_name]
@@ -284,8 +289,9 @@ def examples() -> list[Example]:
         Example("GET", V3 + "/sync", query={"timeout": "0"}, keep=_keep("since", "next_batch")),
         Example("GET", V3 + "/sync", query={"timeout": "0", "since": lambda c: c["since"],
                                             "filter": lambda c: c["filterId"]}),
+        # Bob knocked on knockRoomId above: it shows under rooms.knock.
         Example("GET", V3 + "/sync", query={"timeout": "0", "filter": json.dumps({"room": {"timeline": {"limit": 1}}})},
-                user="bob"),
+                user="bob", keep=_expect_knock),
         Example("GET", V3 + "/sync", query={"timeout": "0", "filter": "{not json"}, expect=400),
         Example("PUT", room + "/redact/{eventId}/{txnId}", body={"reason": "contract"},
                 path_values={"eventId": lambda c: c["redactedEventId"]}),
