@@ -24,6 +24,7 @@ Outcomes (spec: server-server API "Checks performed on receipt of a PDU"):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,31 @@ def duplicate_reason(record: EventRecord) -> str:
     return ""
 
 
+def _referenced_event_ids(inputs: Sequence[input_log_pb2.InputRoomEvent]) -> set[str]:
+    """The auth and prev events the inputs name, read from their JSON without
+    parsing them as events (that comes later, once each): what the batch's
+    checks will look up, so it can be read in one statement. Malformed
+    input names nothing here and fails later."""
+    found: set[str] = set()
+    for input_event in inputs:
+        try:
+            pdu = json.loads(input_event.event.pdu_json)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(pdu, dict):
+            continue
+        for key in ("auth_events", "prev_events"):
+            refs = pdu.get(key)
+            if not isinstance(refs, list):
+                continue
+            for ref in refs:
+                # Room versions 1 and 2 name events as [event_id, hashes].
+                event_id = ref[0] if isinstance(ref, list) and ref else ref
+                if isinstance(event_id, str):
+                    found.add(event_id)
+    return found
+
+
 class _Declined(Exception):
     """The bulk path leaves the entry to the one-by-one path."""
 
@@ -206,8 +232,9 @@ class InputProcessor:
                 entries.append(f"not an InputRoomEventsEntry: {e}")
         async with self._db.transaction() as txn:
             forgotten = await self._forget_sent(txn)
-            await self._db.prefetch(txn, [e.event.event_id for entry in entries
-                                          if not isinstance(entry, str) for e in entry.events if e.event.event_id])
+            inputs = [e for entry in entries if not isinstance(entry, str) for e in entry.events]
+            await self._db.prefetch(txn, [e.event.event_id for e in inputs if e.event.event_id],
+                                    _referenced_event_ids(inputs))
             for value, parsed in zip(values, entries, strict=True):
                 if isinstance(parsed, str):
                     logger.warning("input record skipped: %s", parsed)
@@ -521,8 +548,10 @@ class InputProcessor:
                                           ) -> tuple[pb.InputEventResult, _Unsent | None]:
         """Our user's leave or knock in a room this server has no state of:
         stored as an outlier of a stub room, the user's membership set, and
-        a rejected invite retired for readers (server-server API "Leaving
-        Rooms (Rejecting Invites)")."""
+        a rejected invite (or a retracted knock) retired for readers
+        (server-server API "Leaving Rooms (Rejecting Invites)"). Readers get
+        a knock as a NewInviteEvent of the knock, with the
+        ``knock_room_state`` the room's server answered (in its unsigned)."""
         version = event.room_version.identifier
         if room is None:
             room_nid = await self._db.create_room(txn, event.room_id, version)
@@ -533,23 +562,33 @@ class InputProcessor:
         assert event.state_key is not None
         prior = await self._db.membership_of(txn, room.room_nid, event.state_key)
         invite = None
-        if prior is not None and prior.membership == "invite":
+        if prior is not None and prior.membership in ("invite", "knock"):
             invite = (await self._db.event_records_by_nid(txn, [prior.event_nid])).get(prior.event_nid)
+        is_knock = event.membership == "knock"
         type_nid = (await self._db.type_nids(txn, [event.type], create=True))[event.type]
         target_nid = (await self._db.state_key_nids(txn, [event.state_key], create=True))[event.state_key]
         event_nid = await self._db.insert_event(
             txn, event, room_nid=room.room_nid, type_nid=type_nid, state_key_nid=target_nid,
             auth_event_nids=[known[a].event_nid for a in event.auth_event_ids if a in known],
             is_outlier=True, is_rejected=False, is_soft_failed=False, rejection_reason=None,
-            state_before_nid=None, state_after_nid=None, sent_to_output=invite is None)
+            state_before_nid=None, state_after_nid=None, sent_to_output=invite is None and not is_knock)
         await self._db.set_membership(txn, room.room_nid, target_nid, event.membership or "leave", event_nid)
         result = pb.InputEventResult(event_id=event.event_id, outcome=ACCEPTED)
-        if invite is None:
+        if invite is None and not is_knock:
             return result, None
-        output = output_log_pb2.OutputEvent(retire_invite_event=output_log_pb2.RetireInviteEvent(
-            event_id=invite.event_id, room_id=room.room_id, target_user_id=event.state_key,
-            membership=event.membership or "leave", retired_by_event_id=event.event_id))
-        payloads = [output.SerializeToString()]
+        payloads = []
+        if invite is not None:
+            output = output_log_pb2.OutputEvent(retire_invite_event=output_log_pb2.RetireInviteEvent(
+                event_id=invite.event_id, room_id=room.room_id, target_user_id=event.state_key,
+                membership=event.membership or "leave", retired_by_event_id=event.event_id))
+            payloads.append(output.SerializeToString())
+        if is_knock:
+            shown = event.unsigned.get("knock_room_state")
+            knock_state = [encode_canonical_json(s, strict=False) for s in shown if isinstance(s, dict)] \
+                if isinstance(shown, list) else []
+            output = output_log_pb2.OutputEvent(new_invite_event=output_log_pb2.NewInviteEvent(
+                event=event_to_proto(event), target_user_id=event.state_key, invite_room_state_json=knock_state))
+            payloads.append(output.SerializeToString())
         await self._db.add_to_outbox(txn, room.room_nid, event_nid, payloads)
         return result, _Unsent(event_nid, room.room_id, payloads)
 

@@ -5,6 +5,8 @@ for readers."""
 
 from __future__ import annotations
 
+import json
+
 from myelin.roomserver.v1 import input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
@@ -49,16 +51,25 @@ async def test_rejecting_a_remote_invite_retires_it(api: RoomserverAPI, running:
 
 async def test_a_knock_through_another_server_is_kept(api: RoomserverAPI, running: Running) -> None:
     room = TestRoom("10", creator=REMOTE, server_name="remote.example", join_rule="knock")
-    knock = room.knock(BOB)
+    shown = [{"type": "m.room.name", "state_key": "", "content": {"name": "Far"}, "sender": REMOTE}]
+    knock = room.knock(BOB, unsigned={"knock_room_state": shown})
     assert await send_outlier(api, room, knock) == [pb.INPUT_OUTCOME_ACCEPTED]
     info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
     assert info.room_exists and info.is_stub
     assert (await membership_of(api, room.room_id, BOB)).membership == "knock"
-    # Retracted with a leave.
+    # Readers (the sync API's rooms.knock) get the knock with the state the room's server answered.
+    [shown_knock] = [o.new_invite_event for o in await read_output(running.log)
+                     if o.WhichOneof("payload") == "new_invite_event"]
+    assert (shown_knock.event.event_id, shown_knock.target_user_id) == (knock.event_id, BOB)
+    assert [json.loads(s) for s in shown_knock.invite_room_state_json] == shown
+    # Retracted with a leave: the knock is retired for readers.
     leave = room.leave(BOB)
     assert await send_outlier(api, room, leave) == [pb.INPUT_OUTCOME_ACCEPTED]
     assert (await membership_of(api, room.room_id, BOB)).membership == "leave"
-    assert not [o for o in await read_output(running.log) if o.WhichOneof("payload") == "retire_invite_event"]
+    retired = [o.retire_invite_event for o in await read_output(running.log)
+               if o.WhichOneof("payload") == "retire_invite_event"]
+    assert [(r.event_id, r.retired_by_event_id, r.membership) for r in retired] == [
+        (knock.event_id, leave.event_id, "leave")]
 
 
 async def test_another_servers_leave_outlier_is_not_a_membership(api: RoomserverAPI) -> None:
