@@ -125,7 +125,7 @@ def synapse_overrides(workdir: Path, federation_port: int, client_port: int) -> 
         "enable_registration_without_verification": True,
         "bcrypt_rounds": 4,
         "report_stats": False,
-        "presence": {"enabled": False},
+        "presence": {"enabled": True},
         "allow_public_rooms_over_federation": True,
         "room_list_publication_rules": [{"action": "allow"}],
         "alias_creation_rules": [{"action": "allow"}],

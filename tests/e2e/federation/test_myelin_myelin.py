@@ -68,7 +68,7 @@ async def test_remote_media_download(home_away: tuple[Peer, Peer]) -> None:
 # -- beyond the list (one direction: both servers run the same code) -----------
 
 
-async def test_burst_of_120_arrives_whole_and_in_order(myelin_pair: tuple[Peer, Peer]) -> None:
+async def test_burst_of_120_arrives_whole(myelin_pair: tuple[Peer, Peer]) -> None:
     await scenarios.large_concurrent_burst(*myelin_pair)
 
 
@@ -92,3 +92,7 @@ async def test_rejected_invite_reaches_the_inviter(myelin_pair: tuple[Peer, Peer
 async def test_public_room_directory_and_remote_thumbnail(myelin_pair: tuple[Peer, Peer]) -> None:
     await scenarios.public_room_directory(*myelin_pair)
     await scenarios.remote_thumbnail(*myelin_pair)
+
+
+async def test_presence_reaches_the_other_server(myelin_pair: tuple[Peer, Peer]) -> None:
+    await scenarios.presence_crosses(*myelin_pair)

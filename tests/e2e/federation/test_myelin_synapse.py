@@ -69,7 +69,7 @@ async def test_remote_media_download(home_away: tuple[Peer, Peer]) -> None:
 # -- beyond the list ------------------------------------------------------------
 
 
-async def test_burst_of_120_arrives_whole_and_in_order(home_away: tuple[Peer, Peer]) -> None:
+async def test_burst_of_120_arrives_whole(home_away: tuple[Peer, Peer]) -> None:
     await scenarios.large_concurrent_burst(*home_away)
 
 
@@ -103,3 +103,7 @@ async def test_knock_restricted_join_upgrade(home_away: tuple[Peer, Peer]) -> No
 
 async def test_thread_reply_and_edit_relations(home_away: tuple[Peer, Peer]) -> None:
     await scenarios.edits_and_threads(*home_away)
+
+
+async def test_presence_reaches_the_other_server(home_away: tuple[Peer, Peer]) -> None:
+    await scenarios.presence_crosses(*home_away)
