@@ -70,6 +70,11 @@ _CHUNK = 500
 _EVENTS_BY_ID = select(events).where(events.c.event_id.in_(bindparam("ids", expanding=True)))
 _EVENTS_BY_NID = select(events).where(events.c.event_nid.in_(bindparam("nids", expanding=True)))
 _ROOM_BY_ID = select(rooms).where(rooms.c.room_id == bindparam("room_id"))
+_CHILDREN_OF = select(prev_events.c.prev_event_id, prev_events.c.event_nid).where(
+    prev_events.c.prev_event_id.in_(bindparam("ids", expanding=True)))
+_REDACTIONS_WAITING_FOR = select(pending_redactions.c.redacts_event_id,
+                                 pending_redactions.c.redaction_event_nid).where(
+    pending_redactions.c.redacts_event_id.in_(bindparam("ids", expanding=True)))
 _INSERT_EVENT = events.insert().returning(events.c.event_nid)
 _UPDATE_ROOM = update(rooms).where(rooms.c.room_nid == bindparam("k_room_nid")).values(
     create_event_nid=bindparam("v_create_event_nid"), state_snapshot_nid=bindparam("v_state_snapshot_nid"),
@@ -614,10 +619,13 @@ class RoomserverDatabase:
             result.update(int(row[0]) for row in rows)
         return result
 
-    async def prefetch(self, txn: Txn, event_ids: Collection[str]) -> None:
+    async def prefetch(self, txn: Txn, event_ids: Collection[str], related_ids: Collection[str] = ()) -> None:
         """Reads, for a batch of input about to be processed, what each event
         will ask about itself (``children_of``, ``pending_redactions_of``) in
-        two statements for all; kept up to date by this transaction's writes."""
+        two statements for all; kept up to date by this transaction's writes.
+        The rows of ``event_ids`` and of ``related_ids`` (the events they name
+        as auth and prev events) are read in one more statement, so checking
+        each event reads nothing more."""
         wanted = set(event_ids) - txn.local.prefetched
         if not wanted:
             return
@@ -625,19 +633,16 @@ class RoomserverDatabase:
         children: dict[str, list[int]] = {e: [] for e in wanted}
         waiting: dict[str, list[int]] = {e: [] for e in wanted}
         for chunk in _chunks(wanted):
-            rows = await txn.conn.execute(select(prev_events.c.prev_event_id, prev_events.c.event_nid)
-                                          .where(prev_events.c.prev_event_id.in_(chunk)))
+            rows = await txn.conn.execute(_CHILDREN_OF, {"ids": chunk})
             for row in rows:
                 children[row.prev_event_id].append(int(row.event_nid))
-            rows = await txn.conn.execute(
-                select(pending_redactions.c.redacts_event_id, pending_redactions.c.redaction_event_nid)
-                .where(pending_redactions.c.redacts_event_id.in_(chunk)))
+            rows = await txn.conn.execute(_REDACTIONS_WAITING_FOR, {"ids": chunk})
             for row in rows:
                 waiting[row.redacts_event_id].append(int(row.redaction_event_nid))
         txn.local.children.update(children)
         txn.local.waiting_redactions.update(waiting)
         txn.local.prefetched |= wanted
-        found = await self.event_records_by_id(txn, wanted)
+        found = await self.event_records_by_id(txn, wanted | set(related_ids))
         txn.local.absent_ids |= wanted - found.keys()
 
     def _note_children(self, txn: Txn, event_nid: int, prev_event_ids: Iterable[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from myelin.roomserver.v1 import input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from common.log import Log
 from common.topics import ROOMSERVER_INPUT
@@ -87,3 +87,31 @@ async def test_input_queued_for_a_room_is_consumed_in_order(running: Running) ->
         if len(timeline) >= len(expected):
             break
     assert timeline == expected
+
+
+async def test_a_batch_reads_its_events_auth_and_prev_events_in_one_statement(tmp_path: Path, log: Log) -> None:
+    roomserver = await open_roomserver(make_config(tmp_path), log, TEST_SIGNING_KEY)
+    try:
+        room = TestRoom("12", creator=ALICE)
+        bob_join = room.join(BOB)
+        await roomserver.processor.process_records([entry_of([*room.events[:4], bob_join])])
+        # Fresh caches, as for records consumed by a later batch.
+        await roomserver.processor.close()
+        messages = [room.message(BOB if i % 2 else ALICE, f"m{i}") for i in range(5)]
+        selects: list[str] = []
+        listener_args = (roomserver.storage.db.engine.sync_engine, "before_cursor_execute")
+
+        def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
+            if statement.startswith("SELECT roomserver_events."):
+                selects.append(statement)
+
+        event.listen(*listener_args, count)
+        try:
+            answers = await roomserver.processor.process_records([entry_of(messages[:2]), entry_of(messages[2:])])
+        finally:
+            event.remove(*listener_args, count)
+        assert [[r.outcome for r in results] for _, results in answers] == [
+            [pb.INPUT_OUTCOME_ACCEPTED] * 2, [pb.INPUT_OUTCOME_ACCEPTED] * 3]
+        assert len(selects) == 1, selects
+    finally:
+        await roomserver.close()
