@@ -253,6 +253,11 @@ async def test_join_by_remote_alias_and_knock(servers: tuple[Server, Server], us
     r = await frank.post(f"/knock/{quote(knock_room)}", {"reason": "let me in"}, via=[first.name])
     assert r.status_code == 200, r.text
     await alice.sync_until(timeline_has(knock_room, member_event(frank.user_id, "knock")), "frank's knock")
+    # Frank's server is not in the room: his /sync shows it under knock with the state the room's server sent.
+    knocked = await frank.sync_until(lambda b: b["rooms"]["knock"].get(knock_room), "the knock in frank's /sync")
+    shown = knocked["knock_state"]["events"]
+    assert any(e["type"] == "m.room.join_rules" and e["content"]["join_rule"] == "knock" for e in shown)
+    assert any(member_event(frank.user_id, "knock")(e) for e in shown)
     # Accepted with an invite, then joined.
     r = await alice.post(f"/rooms/{quote(knock_room)}/invite", {"user_id": frank.user_id})
     assert r.status_code == 200, r.text
