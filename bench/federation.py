@@ -91,6 +91,9 @@ class FakeRemote:
         self.serving: ServingApp | None = None
         self.client: FederationClient | None = None
         self.rooms: dict[str, HostedRoom] = {}
+        # Every event the fake sent as a member of someone else's room, by ID:
+        # a receiver that is missing a prev event asks for it.
+        self.sent: dict[str, Event] = {}
 
     @property
     def server_name(self) -> str:
@@ -148,6 +151,7 @@ class FakeRemote:
                             signing_key=self.keys.key)
         member.prev_event_ids = [event.event_id]
         member.depth += 1
+        self.sent[event.event_id] = event
         return event.pdu
 
     async def send_transaction(self, server: str, pdus: list[dict[str, Any]]) -> None:
@@ -222,12 +226,37 @@ class FakeRemote:
             return json_response({"origin": self.server_name, "event": event.pdu, "members_omitted": False,
                                   "state": [e.pdu for e in state], "auth_chain": [e.pdu for e in chain]})
 
-        async def get_event(request: Request, event_id: str) -> HTTPResponse:
+        def find(event_id: str) -> Event | None:
             for room in self.rooms.values():
                 if event_id in room.events:
-                    return json_response({"origin": self.server_name, "origin_server_ts": _now_ms(),
-                                          "pdus": [room.events[event_id].pdu]})
-            return json_response({"errcode": "M_NOT_FOUND", "error": "no such event"}, status=404)
+                    return room.events[event_id]
+            return self.sent.get(event_id)
+
+        async def get_event(request: Request, event_id: str) -> HTTPResponse:
+            event = find(event_id)
+            if event is None:
+                return json_response({"errcode": "M_NOT_FOUND", "error": "no such event"}, status=404)
+            return json_response({"origin": self.server_name, "origin_server_ts": _now_ms(), "pdus": [event.pdu]})
+
+        async def get_missing_events(request: Request, room_id: str) -> HTTPResponse:
+            # The events between what the receiver has (earliest) and what it
+            # was sent (latest), walking prev_events back, oldest first.
+            body = request.json or {}
+            earliest = set(body.get("earliest_events", []))
+            limit = int(body.get("limit", 10))
+            found: list[Event] = []
+            todo = [p for e in body.get("latest_events", []) if (ev := find(e)) for p in ev.prev_event_ids]
+            seen: set[str] = set()
+            while todo and len(found) < limit:
+                event_id = todo.pop(0)
+                event = find(event_id)
+                if event_id in earliest or event_id in seen or event is None:
+                    continue
+                seen.add(event_id)
+                found.append(event)
+                todo.extend(event.prev_event_ids)
+            found.sort(key=lambda e: int(e.pdu["depth"]))
+            return json_response({"events": [e.pdu for e in found]})
 
         async def send(request: Request, txn_id: str) -> HTTPResponse:
             # What the server under test sends on (its joined user's events) is accepted unread.
@@ -236,6 +265,7 @@ class FakeRemote:
         bp.add_route(make_join, "/_matrix/federation/v1/make_join/<room_id>/<user_id>", methods=["GET"])
         bp.add_route(send_join, "/_matrix/federation/v2/send_join/<room_id>/<event_id>", methods=["PUT"])
         bp.add_route(get_event, "/_matrix/federation/v1/event/<event_id>", methods=["GET"])
+        bp.add_route(get_missing_events, "/_matrix/federation/v1/get_missing_events/<room_id>", methods=["POST"])
         bp.add_route(send, "/_matrix/federation/v1/send/<txn_id>", methods=["PUT"])
 
 
