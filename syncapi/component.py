@@ -83,7 +83,7 @@ class SyncAPI:
             database, self.notifier, config.server_name,
             userapi if isinstance(userapi, AccountDataQueryAPI) else None)
         self.sync_handler = SyncHandler(database, self.notifier, self.typing)
-        self.room_reads = RoomReads(database)
+        self.room_reads = RoomReads(database, roomserver=roomserver)
         self.relation_reads = RelationReads(database)
         self.ready = asyncio.Event()
         # Seconds between reads of the database's position (see Notifier.note_database_position).

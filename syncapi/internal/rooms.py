@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from myelin.federationapi.v1 import federationapi_pb2 as fed_pb
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from common import errors
 from federationapi.api import FederationInternalAPI
+from roomserver.api import MembershipQueryAPI
 from syncapi.filters import EventFilter
 from syncapi.internal.client_events import Requester, now_ms, to_client_event
 from syncapi.internal.relations import attach, bundle
@@ -44,6 +46,9 @@ MIN_BACKFILL_LIMIT = 50
 # read model (the room server's output log is followed asynchronously).
 BACKFILL_ARRIVAL_SECONDS = 5.0
 BACKFILL_ARRIVAL_POLL_SECONDS = 0.05
+# How long a read refused by this read model waits for a membership the
+# room server already has to arrive here.
+JOIN_ARRIVAL_SECONDS = 3.0
 # A room whose backfill brought nothing is not tried again for this long.
 BACKFILL_RETRY_SECONDS = 30.0
 
@@ -127,18 +132,52 @@ class _Page:
 
 
 class RoomReads:
-    def __init__(self, database: SyncDatabase, federation: FederationInternalAPI | None = None) -> None:
+    def __init__(self, database: SyncDatabase, federation: FederationInternalAPI | None = None,
+                 roomserver: MembershipQueryAPI | None = None) -> None:
         self._db = database
         # Set by the deployment once the federation API exists (backfill).
         self.federation = federation
+        # Asked when this read model refuses a user the room server may
+        # already have in the room (a join still on its way here).
+        self.roomserver = roomserver
         # room ID -> when (monotonic) a backfill of it last brought nothing
         self._fruitless_backfill: dict[str, float] = {}
+
+    async def _caught_up_with_join(self, user_id: str, room_id: str) -> bool:
+        """After a refusal: True once this read model has the user's
+        membership that the room server already has (a client that joins
+        and reads at once must not get a 403 from a read model a few
+        milliseconds behind). False when the room server has no such
+        membership or the read model does not catch up in time."""
+        if self.roomserver is None:
+            return False
+        try:
+            membership = await self.roomserver.query_membership_for_user(
+                rs_pb.QueryMembershipForUserRequest(room_id=room_id, user_id=user_id))
+        except Exception:
+            logger.warning("membership of %s in %s not asked", user_id, room_id, exc_info=True)
+            return False
+        if not membership.has_been_in_room or membership.membership not in ("join", "leave", "ban"):
+            return False
+        deadline = time.monotonic() + JOIN_ARRIVAL_SECONDS
+        while time.monotonic() < deadline:
+            async with self._db.read() as reader:
+                if (await _room_visibility(reader, user_id, room_id)).ever_joined:
+                    return True
+            await asyncio.sleep(BACKFILL_ARRIVAL_POLL_SECONDS)
+        return False
 
     async def messages(self, requester: Requester, room_id: str, *, from_token: str | None,
                        to_token: str | None, backwards: bool, limit: int,
                        event_filter: EventFilter) -> dict[str, Any]:
-        page = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
-                                    backwards=backwards, limit=limit, event_filter=event_filter)
+        try:
+            page = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
+                                        backwards=backwards, limit=limit, event_filter=event_filter)
+        except errors.Forbidden:
+            if not await self._caught_up_with_join(requester.user_id, room_id):
+                raise
+            page = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
+                                        backwards=backwards, limit=limit, event_filter=event_filter)
         if page.earliest is not None and await self._backfill(room_id, page.earliest, limit):
             page = await self._messages(requester, room_id, from_token=from_token, to_token=to_token,
                                         backwards=backwards, limit=limit, event_filter=event_filter)
@@ -236,6 +275,15 @@ class RoomReads:
     async def context(self, requester: Requester, room_id: str, event_id: str, *, limit: int,
                       event_filter: EventFilter) -> dict[str, Any]:
         """GET /rooms/{roomId}/context/{eventId} (event_context.yaml)."""
+        try:
+            return await self._context(requester, room_id, event_id, limit=limit, event_filter=event_filter)
+        except (errors.Forbidden, errors.NotFound):
+            if not await self._caught_up_with_join(requester.user_id, room_id):
+                raise
+            return await self._context(requester, room_id, event_id, limit=limit, event_filter=event_filter)
+
+    async def _context(self, requester: Requester, room_id: str, event_id: str, *, limit: int,
+                       event_filter: EventFilter) -> dict[str, Any]:
         limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
         async with self._db.read() as reader:
             vis = await _room_visibility(reader, requester.user_id, room_id)
@@ -274,6 +322,17 @@ class RoomReads:
 
     async def members(self, requester: Requester, room_id: str, *, at: str | None,
                       membership: str | None, not_membership: str | None) -> dict[str, Any]:
+        try:
+            return await self._members(requester, room_id, at=at, membership=membership,
+                                       not_membership=not_membership)
+        except errors.Forbidden:
+            if not await self._caught_up_with_join(requester.user_id, room_id):
+                raise
+            return await self._members(requester, room_id, at=at, membership=membership,
+                                       not_membership=not_membership)
+
+    async def _members(self, requester: Requester, room_id: str, *, at: str | None,
+                       membership: str | None, not_membership: str | None) -> dict[str, Any]:
         async with self._db.read() as reader:
             vis = await _room_visibility(reader, requester.user_id, room_id)
             if not vis.ever_joined:

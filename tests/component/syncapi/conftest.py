@@ -25,7 +25,7 @@ from common.http import ServingApp, make_app, serve_app
 from common.logs.embedded import EmbeddedLog
 from common.storage import database_url_for, open_database
 from common.topics import ROOMSERVER_OUTPUT
-from matrixlib.events import HISTORY_VISIBILITY, Event, StateKey
+from matrixlib.events import HISTORY_VISIBILITY, MEMBER, Event, StateKey
 from roomserver.api import SyncRoomserverAPI
 from syncapi.component import SyncAPI, build
 from tests.builders import TEST_SERVER_NAME, TestRoom, event_proto
@@ -67,6 +67,19 @@ class FakeSyncRoomserver:
         return rs_pb.QueryLatestEventsAndStateResponse(
             room_exists=True, room_version=room.version.identifier, latest_event_ids=room.latest,
             state_events=[event_proto(e) for e in room.state.values()])
+
+    async def query_membership_for_user(
+            self, req: rs_pb.QueryMembershipForUserRequest) -> rs_pb.QueryMembershipForUserResponse:
+        room = self.rooms.get(req.room_id)
+        if room is None:
+            return rs_pb.QueryMembershipForUserResponse(room_exists=False)
+        event = room.state.get((MEMBER, req.user_id))
+        if event is None:
+            return rs_pb.QueryMembershipForUserResponse(room_exists=True)
+        membership = str(event.content.get("membership", ""))
+        return rs_pb.QueryMembershipForUserResponse(
+            room_exists=True, has_been_in_room=True, membership=membership, event_id=event.event_id,
+            is_in_room=membership == "join")
 
 
 @dataclass

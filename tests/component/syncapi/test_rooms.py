@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -272,3 +273,30 @@ async def test_members_at_a_prev_batch_token(env: Env) -> None:
     assert {e["state_key"] for e in before} == {ALICE, BOB}
     now = (await env.get(path, token)).json()["chunk"]
     assert carol_join.event_id in {e["event_id"] for e in now}
+
+
+async def test_reads_right_after_a_join_wait_for_the_join_instead_of_refusing(env: Env) -> None:
+    """The room server has the join before this read model does: /messages,
+    /members and /context asked at once must answer, not 403."""
+    room = TestRoom(history_visibility="joined")
+    hello = room.message(ALICE, "hello")
+    await env.send_room(room)
+    join = room.join(BOB)
+    env.roomserver.rooms[room.room_id] = room  # the room server has the join already
+    token = env.token(BOB)
+
+    async def join_arrives_late() -> None:
+        await asyncio.sleep(0.3)
+        await env.send(join)
+
+    arriving = asyncio.create_task(join_arrives_late())
+    page = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/messages", token, dir="b")
+    await arriving
+    assert page.status_code == 200, page.text
+    assert join.event_id in [e["event_id"] for e in page.json()["chunk"]]
+    assert hello.event_id not in [e["event_id"] for e in page.json()["chunk"]]
+    members = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/members", token)
+    assert members.status_code == 200
+    # Someone the room server has never seen in the room is refused at once.
+    stranger = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/messages", env.token(CAROL), dir="b")
+    assert stranger.status_code == 403
