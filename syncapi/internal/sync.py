@@ -47,7 +47,7 @@ from syncapi.storage.database import Reader, SyncDatabase
 from syncapi.storage.tables import forgotten_rooms as forgotten_t
 from syncapi.storage.tables.account_data import StoredAccountData
 from syncapi.storage.tables.current_state import MEMBER, StateEntry
-from syncapi.storage.tables.events import StoredEvent
+from syncapi.storage.tables.events import StoredEvent, filter_clause
 from syncapi.storage.tables.presence import StoredPresence
 from syncapi.storage.tables.receipts import FULLY_READ, StoredReceipt
 from syncapi.tokens import STREAM_NAMES, StreamToken, TopologyToken
@@ -56,6 +56,8 @@ MAX_HEROES = 5
 PUSH_RULES = "m.push_rules"
 IGNORED_USERS = "m.ignored_user_list"
 ACCOUNT_DATA = "account_data"
+# A woken sync's new events are read with their rooms when there are at most this many.
+NEWS_IN_ONE_STATEMENT = 100
 # To-device messages per response; the rest come with the next sync.
 TO_DEVICE_LIMIT = 100
 # A user active this recently (ms) is "currently_active".
@@ -215,9 +217,23 @@ class _Builder:
         else:
             assert self.since is not None
             newly_joined = {m.room_id for m in joined}
-            with_events = await self.r.joined_rooms_with_events_since(self.user_id, after=self.since,
-                                                                      upto=self.upto)
+            news = None
+            if filter_clause(self.filter.room.timeline) is None:
+                # No SQL filter on the timeline: the few new events of a woken
+                # sync name the rooms and are their timelines, one statement.
+                news = await self.r.joined_rooms_news(self.user_id, after=self.since, upto=self.upto,
+                                                      cap=NEWS_IN_ONE_STATEMENT)
+            if news is None:
+                with_events = await self.r.joined_rooms_with_events_since(self.user_id, after=self.since,
+                                                                          upto=self.upto)
+            else:
+                with_events, new_events = news
             changed = {room_id for room_id in with_events.keys() - newly_joined if room_filter.allows_room(room_id)}
+            if news is not None:
+                for room_id in changed:
+                    # The last limit + 1 (limit 0 where the timeline filter leaves the room out).
+                    keep = (self.filter.timeline_limit if room_filter.timeline.allows_room(room_id) else 0) + 1
+                    self.prefetched[room_id] = new_events[room_id][-keep:]
             # Joined since before the token: every event after it is visible.
             self.joined_throughout = {room_id for room_id in changed if with_events[room_id] <= self.since}
             # A room joined since `since` comes as in an initial sync.
@@ -305,7 +321,7 @@ class _Builder:
         limit = self.filter.timeline_limit
         by_range: dict[tuple[int, int], list[str]] = defaultdict(list)
         for window in windows:
-            if timeline_filter.allows_room(window.room_id):
+            if timeline_filter.allows_room(window.room_id) and window.room_id not in self.prefetched:
                 by_range[(window.since or 0, window.upto)].append(window.room_id)
         for (after, upto), room_ids in by_range.items():
             if len(room_ids) > 1 or not self.initial:

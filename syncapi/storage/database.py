@@ -136,6 +136,10 @@ def _stripped(pdu: dict[str, Any]) -> dict[str, Any]:
             "content": pdu.get("content", {}), "sender": pdu.get("sender")}
 
 
+#: The global account data types the sync API derives something from (push
+#: rule evaluation's rule sets and ignored users).
+DERIVED_ACCOUNT_DATA = frozenset({"m.push_rules", "m.ignored_user_list"})
+
 #: Reads what push rule evaluation needs on the events' own transaction and
 #: answers the notifications of the live events written (event, position).
 PushRulesRun = Callable[["Reader", Sequence[tuple[Event, int]]], Awaitable[Sequence[StoredNotification]]]
@@ -144,9 +148,9 @@ PushRulesRun = Callable[["Reader", Sequence[tuple[Event, int]]], Awaitable[Seque
 class SyncDatabase:
     def __init__(self, database: Database) -> None:
         self._db = database
-        # Moves with every account data write of this process: what is
-        # derived from account data (push rule sets, ignored users) is kept
-        # while it stays the same.
+        # Moves with every write of this process of the account data
+        # something is derived from (DERIVED_ACCOUNT_DATA: push rule sets,
+        # ignored users): what is derived is kept while it stays the same.
         self.account_data_generation = 0
         # Told of every stream position this process takes, so that positions
         # taken by other processes sharing the database can be told apart
@@ -525,8 +529,10 @@ class SyncDatabase:
         account-data position, or None when it is what is stored already
         (a replayed change)."""
         # Moved at the start and the end, so that nothing read while the
-        # write was under way is kept past it.
-        self.account_data_generation += 1
+        # write was under way is kept past it; only by the types something
+        # is derived from (not, say, the read markers clients move all the time).
+        derived = not room_id and data_type in DERIVED_ACCOUNT_DATA
+        self.account_data_generation += derived
         try:
             async with self._db.transaction() as conn:
                 if await account_data_t.select_content(conn, user_id, room_id, data_type) == content_json:
@@ -538,7 +544,7 @@ class SyncDatabase:
                      "stream_pos": position},
                     ["user_id", "room_id", "type"]))
         finally:
-            self.account_data_generation += 1
+            self.account_data_generation += derived
         return position
 
     async def write_device_list_change(self, user_id: str) -> int:
@@ -816,6 +822,29 @@ class Reader:
         )).where(e.stream_pos > after, e.stream_pos <= upto, e.state_only == false(),
                  e.historical == false())
         return {str(row[0]): int(row[1]) for row in await self.conn.execute(stmt)}
+
+    async def joined_rooms_news(self, user_id: str, *, after: int, upto: int, cap: int
+                                ) -> tuple[dict[str, int], dict[str, list[StoredEvent]]] | None:
+        """``joined_rooms_with_events_since`` and every one of those rooms'
+        timeline events in ``(after, upto]`` (oldest first), in one
+        statement; None when there are more than ``cap`` such events."""
+        e = events_t.events.c
+        m = state_t.current_room_state.c
+        stmt = select(events_t.events, m.added_pos.label("join_pos")).select_from(events_t.events.join(
+            state_t.current_room_state,
+            and_(m.room_id == e.room_id, m.type == MEMBER, m.state_key == user_id, m.membership == "join"),
+        )).where(e.stream_pos > after, e.stream_pos <= upto, e.state_only == false(),
+                 e.historical == false()).order_by(e.stream_pos.desc()).limit(cap + 1)
+        rows = list(await self.conn.execute(stmt))
+        if len(rows) > cap:
+            return None
+        joined: dict[str, int] = {}
+        found: dict[str, list[StoredEvent]] = {}
+        for row in reversed(rows):
+            stored = StoredEvent.from_row(row)
+            joined[stored.room_id] = int(row._mapping["join_pos"])
+            found.setdefault(stored.room_id, []).append(stored)
+        return joined, found
 
     async def recent_events_in_rooms(self, room_ids: Sequence[str], *, after: int, upto: int, limit: int,
                                      event_filter: EventFilter | None = None) -> dict[str, list[StoredEvent]]:
