@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ def _stripped(pdu: dict[str, Any]) -> dict[str, Any]:
             "content": pdu.get("content", {}), "sender": pdu.get("sender")}
 
 
+#: Stored filters kept in memory (see SyncDatabase.get_filter).
+FILTERS_KEPT = 10_000
+
 #: The global account data types the sync API derives something from (push
 #: rule evaluation's rule sets and ignored users).
 DERIVED_ACCOUNT_DATA = frozenset({"m.push_rules", "m.ignored_user_list"})
@@ -162,6 +166,8 @@ class SyncDatabase:
         # membership or invites a write at a room-event position changes
         # (see Notifier.memberships_changing).
         self.on_memberships_changing: Callable[[int, set[str]], None] | None = None
+        # (user, filter ID) -> the stored filter, the most recently used last.
+        self._filters: OrderedDict[tuple[str, int], str] = OrderedDict()
 
     def _memberships_changing(self, applied: Applied) -> Applied:
         if applied.user_ids and self.on_memberships_changing is not None:
@@ -716,8 +722,20 @@ class SyncDatabase:
             return await filters_t.insert_filter(conn, user_id, filter_json)
 
     async def get_filter(self, user_id: str, filter_id: int) -> str | None:
+        # A stored filter never changes: the ones clients sync with are kept
+        # (a /sync with a filter ID then reads nothing for it).
+        key = (user_id, filter_id)
+        found = self._filters.get(key)
+        if found is not None:
+            self._filters.move_to_end(key)
+            return found
         async with self._db.connect() as conn:
-            return await filters_t.select_filter(conn, user_id, filter_id)
+            found = await filters_t.select_filter(conn, user_id, filter_id)
+        if found is not None:
+            self._filters[key] = found
+            while len(self._filters) > FILTERS_KEPT:
+                self._filters.popitem(last=False)
+        return found
 
 
 async def _index_event(conn: AsyncConnection, event: Event, position: int, *, current: bool) -> None:

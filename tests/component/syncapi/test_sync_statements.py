@@ -312,3 +312,25 @@ async def test_read_markers_do_not_make_push_rules_read_again(env: Env) -> None:
     body = await env.sync(env.token(BOB))
     # The two messages before the silence (a read marker is not a receipt).
     assert body["rooms"]["join"][room.room_id]["unread_notifications"]["notification_count"] == 2
+
+
+async def test_a_stored_filter_is_read_once(env: Env) -> None:
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    created = await env.client.post(f"/_matrix/client/v3/user/{BOB}/filter",
+                                    json={"room": {"timeline": {"limit": 1}}},
+                                    headers={"Authorization": f"Bearer {token}"})
+    assert created.status_code == 200, created.text
+    filter_id = created.json()["filter_id"]
+    since = (await env.sync(token, filter=filter_id))["next_batch"]
+    news = [room.message(ALICE, "one"), room.message(ALICE, "two")]
+    await env.send(*news)
+    with StatementLog(env) as log:
+        body = await env.sync(token, since=since, filter=filter_id)
+    assert _timeline(body, room.room_id) == [news[1].event_id]
+    assert not any("syncapi_filters" in s for s in log.statements)
+    # Another user's filter ID is still not theirs.
+    carol = env.token(CAROL)
+    assert (await env.get("/_matrix/client/v3/sync", carol, filter=filter_id)).status_code == 400
