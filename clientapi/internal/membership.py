@@ -65,8 +65,9 @@ async def send_membership(services: Services, *, room_id: str, sender: str, targ
     if reason:
         content["reason"] = reason
     if services.federation is not None and sender == target and membership in ("leave", "knock"):
-        info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
-        joined_servers = await _joined_servers(services, room_id) if info.room_exists and not info.is_stub else []
+        info = await services.roomserver.query_room_info(
+            rs_pb.QueryRoomInfoRequest(room_id=room_id, include_joined_servers=True))
+        joined_servers = list(info.joined_servers) if info.room_exists and not info.is_stub else []
         # A room nobody is joined to any more is left to the local path.
         if not info.room_exists or info.is_stub or (joined_servers and services.server_name not in joined_servers):
             if membership == "knock":
@@ -115,19 +116,6 @@ async def _remote_invite(services: Services, invite: Event) -> Event:
     return Event.from_json(answer.event_json, invite.room_version)
 
 
-async def _joined_servers(services: Services, room_id: str) -> list[str]:
-    """The servers of the room's joined members, as this server knows the
-    room (out of date when no local user is joined)."""
-    members = await services.roomserver.query_memberships_for_room(
-        rs_pb.QueryMembershipsForRoomRequest(room_id=room_id, joined_only=True))
-    servers: dict[str, None] = {}
-    for member in members.member_events:
-        state_key = json.loads(member.pdu_json).get("state_key")
-        if isinstance(state_key, str) and _domain(state_key):
-            servers[_domain(state_key)] = None
-    return list(servers)
-
-
 async def _inviters_server(services: Services, membership: rs_pb.QueryMembershipForUserResponse) -> list[str]:
     if membership.membership != "invite" or not membership.event_id:
         return []
@@ -152,9 +140,10 @@ async def join_local_room(services: Services, room_id: str, user_id: str, reason
     inviters = [s for s in await _inviters_server(services, found) if s != services.server_name]
     remote = not found.room_exists
     if found.room_exists:
-        info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=room_id))
+        info = await services.roomserver.query_room_info(
+            rs_pb.QueryRoomInfoRequest(room_id=room_id, include_joined_servers=True))
         if not info.is_stub:
-            joined_servers = await _joined_servers(services, room_id)
+            joined_servers = list(info.joined_servers)
         remote = info.is_stub or (services.federation is not None and services.server_name not in joined_servers
                                   and bool(joined_servers or inviters))
     content = await profile_content(services, user_id)

@@ -18,6 +18,7 @@ with the room's state after the batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 PUSH_RULES = "m.push_rules"
 IGNORED_USERS = "m.ignored_user_list"
 THREAD = "m.thread"
+#: Users whose default rule set is kept built (see ``default_rules_of``).
+DEFAULT_RULES_CACHE_SIZE = 10_000
 
 
 def thread_of(event: Event) -> str:
@@ -66,6 +69,14 @@ def _parse(stored: StoredEvent) -> Event | None:
         return Event.from_json(stored.event_json, get_room_version(stored.room_version), stored.event_id)
     except Exception:
         return None
+
+
+@functools.lru_cache(maxsize=DEFAULT_RULES_CACHE_SIZE)
+def default_rules_of(user_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The rule set of a user who changed none of the defaults: built once
+    per user, not once per member per event (a big room's every event is
+    evaluated for each local member). Shared: callers only read it."""
+    return merge_with_defaults(None, user_id)
 
 
 @dataclass
@@ -166,7 +177,7 @@ class PushEvaluator:
                                   if inputs.power_levels is not None else None))
                 ruleset = inputs.rulesets.get(user_id)
                 if ruleset is None:
-                    ruleset = inputs.rulesets[user_id] = merge_with_defaults(None, user_id)
+                    ruleset = inputs.rulesets[user_id] = default_rules_of(user_id)
                 matched = evaluate(ruleset, as_json, context)
                 if matched is None or not actions_notify(matched[1]):
                     continue

@@ -139,12 +139,14 @@ class FakeRoomserver:
         room = self.rooms.get(req.room_id)
         if room is None:
             return pb.QueryRoomInfoResponse(room_exists=False)
-        joined = sum(1 for (t, _), e in room.state.items()
-                     if t == MEMBER and room.events[e].membership == "join")
+        joined_users = [k for (t, k), e in room.state.items()
+                        if t == MEMBER and room.events[e].membership == "join"]
+        servers = dict.fromkeys(user.partition(":")[2] for user in joined_users)
         return pb.QueryRoomInfoResponse(
             room_exists=True, room_version=room.version.identifier,
-            create_event_id=room.state[(CREATE, "")], joined_member_count=joined,
-            latest_event_ids=room.latest)
+            create_event_id=room.state[(CREATE, "")], joined_member_count=len(joined_users),
+            latest_event_ids=room.latest,
+            joined_servers=[s for s in servers if s] if req.include_joined_servers else [])
 
     # -- membership queries ---------------------------------------------------------
 

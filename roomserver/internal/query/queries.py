@@ -122,11 +122,16 @@ class Queries:
                 found = await self._db.event_records_by_nid(txn, [room.create_event_nid])
                 create_id = found[room.create_event_nid].event_id
             extremities = await self._db.event_records_by_nid(txn, room.forward_extremities)
+            joined_servers: list[str] = []
+            if req.include_joined_servers:
+                rows = await self._db.memberships_in_room(txn, room.room_nid, joined_only=True)
+                servers = dict.fromkeys(row.target_user_id.partition(":")[2] for row in rows)
+                joined_servers = [server for server in servers if server]
             return pb.QueryRoomInfoResponse(
                 room_exists=True, room_version=room.room_version, create_event_id=create_id,
                 joined_member_count=await self._db.joined_member_count(txn, room.room_nid),
                 latest_event_ids=[r.event_id for r in extremities.values()],
-                is_stub=room.state_snapshot_nid is None)
+                is_stub=room.state_snapshot_nid is None, joined_servers=joined_servers)
 
     # -- memberships ---------------------------------------------------------
 

@@ -94,6 +94,10 @@ async def test_room_lifecycle_and_state(api: RoomserverAPI, version: str) -> Non
     assert info.create_event_id == room.create.event_id
     assert info.joined_member_count == 2
     assert list(info.latest_event_ids) == [last.event_id]
+    assert list(info.joined_servers) == []  # only when asked for
+    with_servers = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id,
+                                                                      include_joined_servers=True))
+    assert sorted(with_servers.joined_servers) == sorted({ALICE.partition(":")[2], BOB.partition(":")[2]})
 
     missing = await api.query_room_info(pb.QueryRoomInfoRequest(room_id="!nope:test"))
     assert not missing.room_exists

@@ -409,15 +409,19 @@ class QueryRoomInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROOM_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_JOINED_SERVERS_FIELD_NUMBER: _builtins.int
     room_id: _builtins.str
+    include_joined_servers: _builtins.bool
+    """Also answer `joined_servers`."""
     def __init__(
         self,
         *,
         room_id: _builtins.str = ...,
+        include_joined_servers: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_joined_servers", b"include_joined_servers", "room_id", b"room_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -433,6 +437,7 @@ class QueryRoomInfoResponse(_message.Message):
     JOINED_MEMBER_COUNT_FIELD_NUMBER: _builtins.int
     LATEST_EVENT_IDS_FIELD_NUMBER: _builtins.int
     IS_STUB_FIELD_NUMBER: _builtins.int
+    JOINED_SERVERS_FIELD_NUMBER: _builtins.int
     room_exists: _builtins.bool
     room_version: _builtins.str
     create_event_id: _builtins.str
@@ -443,6 +448,13 @@ class QueryRoomInfoResponse(_message.Message):
     """
     @_builtins.property
     def latest_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def joined_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The servers of the room's joined members, when asked for: whether a
+        join can be made here or must go through another server, without
+        fetching every member event.
+        """
+
     def __init__(
         self,
         *,
@@ -452,10 +464,11 @@ class QueryRoomInfoResponse(_message.Message):
         joined_member_count: _builtins.int = ...,
         latest_event_ids: _abc.Iterable[_builtins.str] | None = ...,
         is_stub: _builtins.bool = ...,
+        joined_servers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_event_id", b"create_event_id", "is_stub", b"is_stub", "joined_member_count", b"joined_member_count", "latest_event_ids", b"latest_event_ids", "room_exists", b"room_exists", "room_version", b"room_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_event_id", b"create_event_id", "is_stub", b"is_stub", "joined_member_count", b"joined_member_count", "joined_servers", b"joined_servers", "latest_event_ids", b"latest_event_ids", "room_exists", b"room_exists", "room_version", b"room_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
