@@ -59,6 +59,9 @@ class Services:
     # Reaches other servers (remote joins, invites, profiles, keys). None
     # when the deployment has no federation API.
     federation: FederationInternalAPI | None = None
+    # The timestamp of the last room this process created (createroom.py
+    # keeps room version 12 room IDs, which are hashes, distinct).
+    last_room_creation_ts: int = 0
     # key -> [lock, how many requests hold or await it]
     _txn_locks: dict[tuple[str, ...], list[Any]] = field(default_factory=dict)
     # Transactions this process completed lately: a quick retry is answered

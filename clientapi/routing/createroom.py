@@ -13,6 +13,7 @@ is made) and the room's ``m.room.canonical_alias``. Not yet:
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
@@ -30,6 +31,7 @@ from common.eventbuilder import (
     PRESET_PUBLIC,
     PRESETS,
     InitialStateEvent,
+    RoomCreation,
     RoomCreationRequest,
     build_room_creation_events,
 )
@@ -88,6 +90,32 @@ def parse_create_room(body: dict[str, Any], creator: str, default_version: str) 
     )
 
 
+# Attempts at a room ID not taken yet (room version 12: the ID is the create
+# event's hash, see _build_new_room).
+CREATE_ATTEMPTS = 5
+
+
+async def _build_new_room(services: Services, creation: RoomCreationRequest) -> RoomCreation:
+    """The room's first events. From room version 12 the room ID is the
+    hash of the create event, so two rooms created by one user in the same
+    millisecond with the same options would be one room: each creation here
+    takes a later timestamp than the one before, and a room ID the room
+    server already knows (another process did the same) is built again one
+    millisecond later, as Synapse retries a taken ID."""
+    now = max(int(time.time() * 1000), services.last_room_creation_ts + 1)
+    for _ in range(CREATE_ATTEMPTS):
+        services.last_room_creation_ts = now
+        built = build_room_creation_events(creation, server_name=services.server_name,
+                                           signing_key=services.signing_key, now_ms=now)
+        if not creation.room_version.hydra:
+            return built
+        taken = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(room_id=built.room_id))
+        if not taken.room_exists:
+            return built
+        now += 1
+    raise errors.MatrixError("Could not find a free room ID; try again")
+
+
 def add_routes(blueprint: Blueprint, services: Services) -> None:
     async def create_room(request: Request) -> HTTPResponse:
         device = await services.device_for(request)
@@ -105,8 +133,7 @@ def add_routes(blueprint: Blueprint, services: Services) -> None:
             if taken.room_id:
                 raise errors.RoomInUse("Room alias already taken")
             creation.canonical_alias = alias
-        built = build_room_creation_events(creation, server_name=services.server_name,
-                                           signing_key=services.signing_key)
+        built = await _build_new_room(services, creation)
         await services.input_events(built.events)
         if alias is not None:
             # Taken in the meantime: the room exists with a dangling

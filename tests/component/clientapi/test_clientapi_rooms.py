@@ -3,6 +3,7 @@ against the in-memory fake room server."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -66,6 +67,29 @@ async def test_create_room_v12_in_one_input_call(harness: Harness) -> None:
     assert (await get_state(harness, alice, room_id, "m.room.topic"))["topic"] == "Happy hour"
     member = await get_state(harness, alice, room_id, "m.room.member", alice.user_id)
     assert member["membership"] == "join"
+
+
+async def test_v12_rooms_created_in_the_same_millisecond_are_distinct(harness: Harness,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A v12 room ID is its create event's hash: the same user creating
+    the same room twice at once must still get two rooms."""
+    import time
+
+    import common.eventbuilder as eventbuilder
+
+    alice = await harness.register("alice")
+    # The clock stands still: every creation falls in the same millisecond.
+    monkeypatch.setattr(eventbuilder, "_now_ms", lambda: 1_800_000_000_000)
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    body = {"preset": "private_chat", "room_version": "12"}
+    answers = await asyncio.gather(*(harness.http.post(f"{V3}/createRoom", json=body, headers=alice.headers)
+                                     for _ in range(5)))
+    room_ids = [a.json()["room_id"] for a in answers]
+    assert all(a.status_code == 200 for a in answers)
+    assert len(set(room_ids)) == 5
+    for room_id in room_ids:
+        members = [k for (t, k) in fake(harness).rooms[room_id].state if t == "m.room.member"]
+        assert members == [alice.user_id]
 
 
 @pytest.mark.parametrize("version", list(KNOWN_ROOM_VERSIONS))
