@@ -266,6 +266,8 @@ class _Builder:
                 assert self.since is not None
                 visibility[room_id] = RoomVisibility(self.user_id, [MembershipSpan("join", self.since, None)])
         await self._prefetch_recent_events(windows)
+        if not self.initial:
+            await self._whole_account_data_of(account_data, [w.room_id for w in windows if w.full_state])
 
         join: dict[str, Any] = {}
         for window in windows:
@@ -347,6 +349,17 @@ class _Builder:
             # Every client starts with the push rules in force.
             found.global_data[PUSH_RULES] = {"global": default_ruleset(self.user_id)}
         return found
+
+    async def _whole_account_data_of(self, account_data: _AccountData, room_ids: list[str]) -> None:
+        """A room joined since the token comes as in an initial sync, its
+        account data included: a tag set before this read model saw the
+        join (the two arrive by different logs) would otherwise never be
+        sent, its position being behind the token by then."""
+        wanted = set(room_ids) - account_data.rooms
+        if not wanted:
+            return
+        everything = await self.r.account_data_changes(self.user_id, after=0, upto=self.upto_token.account_data)
+        account_data.add([change for change in everything if change.room_id in wanted])
 
     # -- the ephemeral and per-device streams ------------------------------------------------
 

@@ -209,3 +209,18 @@ async def test_rebuild_after_a_lost_position(env: Env) -> None:
     assert await consumer.rebuild() == 0
     # Without a user API to ask, nothing can be rebuilt.
     assert await UserAPIConsumer(env.syncapi.database, env.syncapi.notifier, "test").rebuild() == 0
+
+
+async def test_a_tag_set_before_the_join_reaches_here_comes_with_the_room(env: Env) -> None:
+    """The tag and the join travel on different logs: when the tag is here
+    first, the room joined later still comes with it."""
+    token = env.token(ALICE)
+    first = await env.sync(token)
+    room = TestRoom()
+    await change(env, ALICE, "m.tag", {"tags": {"u.work": {"order": 0.5}}}, room_id=room.room_id)
+    between = await env.sync(token, since=first["next_batch"])
+    assert room.room_id not in between["rooms"]["join"]
+    await env.send_room(room)
+    body = await env.sync(token, since=between["next_batch"])
+    assert body["rooms"]["join"][room.room_id]["account_data"]["events"] == [
+        {"type": "m.tag", "content": {"tags": {"u.work": {"order": 0.5}}}}]
