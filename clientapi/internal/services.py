@@ -7,10 +7,8 @@ import asyncio
 import ipaddress
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
 
 from myelin.roomserver.v1 import events_pb2, input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
@@ -24,6 +22,7 @@ from common import errors
 from common.config import Config
 from common.guest_access import check_guest_request
 from common.http import access_token
+from common.keyed_locks import KeyedLocks
 from common.log import Log
 from federationapi.api import FederationInternalAPI
 from matrixlib.events import Event
@@ -63,7 +62,7 @@ class Services:
     # keeps room version 12 room IDs, which are hashes, distinct).
     last_room_creation_ts: int = 0
     # key -> [lock, how many requests hold or await it]
-    _txn_locks: dict[tuple[str, ...], list[Any]] = field(default_factory=dict)
+    _txn_locks: KeyedLocks[tuple[str, ...]] = field(default_factory=KeyedLocks)
     # Transactions this process completed lately: a quick retry is answered
     # without the database. Bounded; the database remains the record.
     completed_transactions: OrderedDict[tuple[str, ...], str] = field(default_factory=OrderedDict)
@@ -123,20 +122,10 @@ class Services:
                 return last
         return peer
 
-    @asynccontextmanager
-    async def transaction_lock(self, *key: str) -> AsyncIterator[None]:
+    def transaction_lock(self, *key: str) -> AbstractAsyncContextManager[None]:
         """Serialises requests that reuse one transaction ID, so a retry that
         races the original waits for it instead of sending twice."""
-        entry = self._txn_locks.setdefault(key, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            # Dropped only when no request holds or awaits it.
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._txn_locks[key]
+        return self._txn_locks.hold(key)
 
     def transaction_done(self, key: tuple[str, str, str, str], event_id: str) -> None:
         """Remembers the answer, and marks the row done (dropping the event

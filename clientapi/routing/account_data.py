@@ -14,10 +14,8 @@ and the push rule API set them). Tags are the room's ``m.tag`` account data.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
@@ -28,6 +26,7 @@ from clientapi.internal.services import Services
 from clientapi.routing import client_route
 from common import errors
 from common.http import json_response, parse_json_body
+from common.keyed_locks import KeyedLocks
 from matrixlib import push_rules
 from matrixlib.ids import is_valid_room_id
 
@@ -39,22 +38,13 @@ IGNORED_USER_LIST = "m.ignored_user_list"
 MAX_TAG_LENGTH = 255
 
 # user ID -> [lock, how many requests hold or await it]
-_user_locks: dict[str, list[Any]] = {}
+_user_locks: KeyedLocks[str] = KeyedLocks()
 
 
-@asynccontextmanager
-async def account_data_lock(user_id: str) -> AsyncIterator[None]:
+def account_data_lock(user_id: str) -> AbstractAsyncContextManager[None]:
     """Serialises this process's read-modify-writes of one user's account
     data (tags, push rules), so two concurrent edits do not lose one."""
-    entry = _user_locks.setdefault(user_id, [asyncio.Lock(), 0])
-    entry[1] += 1
-    try:
-        async with entry[0]:
-            yield
-    finally:
-        entry[1] -= 1
-        if entry[1] == 0:
-            del _user_locks[user_id]
+    return _user_locks.hold(user_id)
 
 
 def check_room_id(room_id: str) -> None:

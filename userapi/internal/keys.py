@@ -10,18 +10,18 @@ a time so the log has them in the order stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from myelin.userapi.v1 import device_list_log_pb2 as dl_pb
 from myelin.userapi.v1 import userapi_pb2 as pb
 
 from common import errors
+from common.keyed_locks import KeyedLocks
 from matrixlib.signing import SignatureError, decode_verify_key, verify_json
 from userapi.producers import DeviceListProducer
 from userapi.storage.keys_database import BackupKeyRow, DeviceKeysRow, KeysDatabase, Signatures, StreamStep
@@ -131,22 +131,13 @@ class KeysInternal:
         self._keys_server_name = server_name
         self._device_list_producer = device_list_producer
         # user ID -> [lock, holders and waiters]
-        self._device_list_locks: dict[str, list[Any]] = {}
+        self._device_list_locks: KeyedLocks[str] = KeyedLocks()
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self._keys_server_name)
 
-    @asynccontextmanager
-    async def _device_list_lock(self, user_id: str) -> AsyncIterator[None]:
-        entry = self._device_list_locks.setdefault(user_id, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._device_list_locks[user_id]
+    def _device_list_lock(self, user_id: str) -> AbstractAsyncContextManager[None]:
+        return self._device_list_locks.hold(user_id)
 
     async def _publish(self, update: dl_pb.DeviceListUpdate) -> None:
         if self._device_list_producer is None:
