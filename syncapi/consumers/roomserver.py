@@ -108,18 +108,25 @@ class RoomserverOutputConsumer:
                 await asyncio.sleep(0.05 * attempt)
 
     async def _handle_batch(self, records: Sequence[LogRecord]) -> None:
+        # The wake-ups wait for the whole batch: a redaction's event and the
+        # entry that redacts its target come one after the other, and a
+        # client woken by the first must not read the target unredacted.
+        woken: list[Applied] = []
         run: list[output_log_pb2.NewRoomEvent] = []
         for record in records:
             output = output_log_pb2.OutputEvent.FromString(record.value)
             if output.WhichOneof("payload") == "new_room_event":
                 run.append(output.new_room_event)
                 continue
-            await self._write_run(run)
+            await self._write_run(run, woken)
             run = []
             await self.handle(record.value)
-        await self._write_run(run)
+        await self._write_run(run, woken)
+        for applied in woken:
+            await self._notify_room(applied)
 
-    async def _write_run(self, run: Sequence[output_log_pb2.NewRoomEvent]) -> None:
+    async def _write_run(self, run: Sequence[output_log_pb2.NewRoomEvent], woken: list[Applied]) -> None:
+        """Writes the run; what it applied goes to ``woken`` for the wake-up."""
         if not run:
             return
         events = [parse_event(msg.event) for msg in run]
@@ -158,9 +165,7 @@ class RoomserverOutputConsumer:
             return
         if notifications and self.on_notifications is not None:
             self.on_notifications(notifications)
-        for applied in results:
-            if applied is not None:
-                await self._notify_room(applied)
+        woken.extend(applied for applied in results if applied is not None)
 
     async def _tell_room_events(self, room_id: str, stored: Sequence[tuple[Event, int]]) -> None:
         """Push rules for events written one by one (outside a batch)."""

@@ -300,3 +300,31 @@ async def test_reads_right_after_a_join_wait_for_the_join_instead_of_refusing(en
     # Someone the room server has never seen in the room is refused at once.
     stranger = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/messages", env.token(CAROL), dir="b")
     assert stranger.status_code == 403
+
+
+async def test_a_client_woken_by_a_redaction_reads_its_target_redacted(env: Env) -> None:
+    """The redaction event and the entry that redacts its target arrive
+    together: the /sync they wake must not come before the target is
+    redacted here."""
+    from common.topics import ROOMSERVER_OUTPUT
+    from matrixlib.events import Event
+
+    room = TestRoom()
+    room.join(BOB)
+    target = room.message(BOB, "oops")
+    await env.send_room(room)
+    token = env.token(ALICE)
+    since = (await env.sync(token))["next_batch"]
+    redaction = room.redact(BOB, target.event_id)
+    polling = asyncio.create_task(env.sync(token, since=since, timeout="10000"))
+    await asyncio.sleep(0.1)
+    redacted = output_log_pb2.OutputEvent(redacted_event=output_log_pb2.RedactedEvent(
+        redacted_event_id=target.event_id, redaction_event_id=redaction.event_id,
+        redacted_event=event_proto(Event(redact(target.pdu, room.version), room.version))))
+    await env.log.append_batch(ROOMSERVER_OUTPUT.name, [
+        (room.room_id.encode(), env.new_room_event(redaction).SerializeToString()),
+        (room.room_id.encode(), redacted.SerializeToString())])
+    body = await polling
+    assert redaction.event_id in [e["event_id"] for e in body["rooms"]["join"][room.room_id]["timeline"]["events"]]
+    seen = await env.get(f"/_matrix/client/v3/rooms/{room.room_id}/event/{target.event_id}", token)
+    assert seen.status_code == 200 and seen.json()["content"] == {}, seen.text
