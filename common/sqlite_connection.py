@@ -1,26 +1,66 @@
-"""An aiosqlite connection that runs each SQL statement in one trip to its
-thread instead of four.
+"""The two SQLite drivers under SQLAlchemy's aiosqlite dialect.
 
-SQLAlchemy's aiosqlite adapter makes, for every statement, separate calls to
-the connection's thread to create a cursor, execute, fetch the rows and close
+``thread`` (aiosqlite, with fused statements): each connection has its own
+thread. SQLAlchemy's aiosqlite adapter makes, for every statement, separate
+calls to that thread to create a cursor, execute, fetch the rows and close
 the cursor; each trip is a queue put, a wake-up of the thread, a
-``call_soon_threadsafe`` back and a GIL hand-off both ways. On the send path
-(about twenty statements per message) those trips were a large share of the
-server's CPU. Here the cursor is created and the rows fetched in the same
-trip as the execute, and closing is left to the garbage collector (a
-finished sqlite3 statement holds no lock). Every sqlite3 call still runs on
-the connection's own thread, so SQLite's work stays off the event loop.
+``call_soon_threadsafe`` back and a GIL hand-off both ways. ``FusedCursor``
+makes it one trip per statement: the cursor is created and the rows fetched
+in the same trip as the execute, and closing is left to the garbage
+collector (a finished sqlite3 statement holds no lock).
+
+``inline`` (``InlineDBAPI``, the default): sqlite3 is called directly on the
+event loop's thread, inside SQLAlchemy's greenlet, with no thread, no queue
+and no ``await`` per statement. A statement takes tens of microseconds; the
+trip to a thread and back cost more than that, and with one interpreter lock
+the thread could not run Python meanwhile anyway. A long statement (a big
+initial /sync's reads, /messages far back, a migration) now holds the loop
+for its duration; with the thread driver the loop could run other Python
+while sqlite3 stepped (it releases the GIL), but on the two cores this
+server gets, the loop's other work then competed with that thread's
+own Python (row building) for the same lock, and the measured p95/p99 of a
+send's delivery did not get worse (figures in the commit that made inline
+the default).
+
+What running on the loop thread changes, and how this module keeps it safe:
+
+* SQLite's busy handler sleeps in the calling thread. If a connection waited
+  there for the write lock while the transaction holding it is a coroutine on
+  the same loop, the holder could never finish: a deadlock until the busy
+  timeout. So inline connections have a busy timeout of 0, and the only
+  statement that waits for the write lock is ``BEGIN IMMEDIATE`` /
+  ``BEGIN EXCLUSIVE`` (``Database.transaction()`` and migrations): on
+  ``SQLITE_BUSY`` it retries after an ``asyncio.sleep`` (the loop runs the
+  holder meanwhile) until ``busy_timeout_ms``. In-process writers queue on
+  ``Database``'s ``asyncio.Lock`` first, so this wait only happens for
+  another process's writer.
+* A write anywhere else (in a read transaction from ``Database.connect()``,
+  or in autocommit) would need the write lock without having queued for it;
+  with ``strict_writes`` (engines made by ``open_database``) it raises
+  ``WriteOutsideWriteTransaction`` at once, whether or not another writer is
+  active, so tests find such a path instead of it failing (or, with a busy
+  handler, hanging) only under load.
+* SQLAlchemy's aiosqlite adapter sets ``isolation_level`` by putting a call
+  straight on aiosqlite's thread queue; a connection without a thread never
+  answers it. That, not the busy handler, is why monkeypatching aiosqlite to
+  run inline hung at startup (the first connection's setup); ``InlineConnection``
+  sets it directly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import aiosqlite
 from aiosqlite.context import contextmanager
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_dbapi
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 
 class FusedCursor(aiosqlite.Cursor):
@@ -133,3 +173,279 @@ def fused_connect(database: str, **kwargs: Any) -> FusedConnection:
     # As SQLAlchemy does for its own: a forgotten connection must not keep the process alive.
     connection._thread.daemon = True
     return connection
+
+
+# --------------------------------------------------------------------------- inline
+
+
+class WriteOutsideWriteTransaction(sqlite3.OperationalError):
+    """A statement that writes ran outside a ``BEGIN IMMEDIATE`` transaction
+    (``Database.transaction()``) on an inline connection: it did not queue for
+    the write lock, so under contention it could only fail (or deadlock)."""
+
+
+#: The first words of statements that write; a statement SQLAlchemy or a
+#: migration builds starts with one of them (no leading comments or CTEs).
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+
+#: ``BEGIN`` forms that take the write lock at once.
+_WRITE_BEGINS = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+
+#: First and longest pause between tries of a ``BEGIN IMMEDIATE`` that found
+#: the write lock taken (by another process: in-process writers queue before it).
+_LOCK_RETRY_FIRST_S = 0.001
+_LOCK_RETRY_MAX_S = 0.05
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _switch_to_loop_greenlet() -> None:
+    """One switch to the awaiting side of SQLAlchemy's greenlet bridge and back,
+    without waiting for anything: ``AsyncConnection.execute`` insists that its
+    statement awaited something (to catch a synchronous driver by mistake)."""
+    if in_greenlet():
+        await_(_nothing())
+
+
+def _writes(sql: str) -> bool:
+    return sql.lstrip()[:7].upper().startswith(_WRITE_VERBS)
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
+class InlineCursor:
+    """The cursor SQLAlchemy's async adapter expects, calling sqlite3 directly.
+
+    A statement's rows are fetched when it runs (as the aiosqlite adapter
+    does), so no statement stays open between SQLAlchemy's calls."""
+
+    server_side = False
+    __slots__ = ("_adapt_connection", "_cursor", "_rows")
+
+    def __init__(self, adapt_connection: InlineConnection) -> None:
+        self._adapt_connection = adapt_connection
+        self._cursor = adapt_connection._sqlite().cursor()
+        self._rows: collections.deque[Any] = collections.deque()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    def execute(self, operation: str, parameters: Any = None) -> Any:
+        self._adapt_connection._before(operation)
+        _switch_to_loop_greenlet()
+        try:
+            self._cursor.execute(operation, () if parameters is None else parameters)
+        except sqlite3.OperationalError as error:
+            if not (_is_busy(error) and operation.startswith(_WRITE_BEGINS)):
+                raise
+            self._adapt_connection._wait_for_write_lock(self._cursor, operation, error)
+        self._adapt_connection._after(operation)
+        self._fetch_rows()
+        return None
+
+    def _fetch_rows(self) -> None:
+        if self._cursor.description is not None:
+            self._rows = collections.deque(self._cursor.fetchall())
+
+    def executemany(self, operation: str, seq_of_parameters: Any) -> Any:
+        self._adapt_connection._before(operation)
+        _switch_to_loop_greenlet()
+        self._cursor.executemany(operation, seq_of_parameters)
+        return None
+
+    def fetchone(self) -> Any:
+        return self._rows.popleft() if self._rows else None
+
+    def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        count = self.arraysize if size is None else size
+        rows = self._rows
+        return [rows.popleft() for _ in range(min(count, len(rows)))]
+
+    def fetchall(self) -> Sequence[Any]:
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        while self._rows:
+            yield self._rows.popleft()
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        return None
+
+    def nextset(self) -> None:
+        return None
+
+    async def _async_soft_close(self) -> None:
+        # Called by SQLAlchemy's async result: the rows are already in memory,
+        # and the sqlite3 cursor keeps its description for the result.
+        return None
+
+    def close(self) -> None:
+        self._rows.clear()
+        self._cursor.close()
+
+
+class InlineServerSideCursor(InlineCursor):
+    """``stream()``'s cursor: rows are stepped out of SQLite as they are fetched."""
+
+    server_side = True
+    __slots__ = ()
+
+    def _fetch_rows(self) -> None:
+        return None
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        return self._cursor.fetchmany(self.arraysize if size is None else size)
+
+    def fetchall(self) -> Sequence[Any]:
+        return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+
+class InlineConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's adapted connection over a sqlite3 connection used on the
+    loop's own thread (see the module docstring for what that changes).
+
+    ``driver_connection`` is the ``sqlite3.Connection``."""
+
+    __slots__ = ("_closed", "_lock_wait_ms", "_strict_writes", "_write_transaction")
+
+    def __init__(self, dbapi: Any, connection: sqlite3.Connection, *, strict_writes: bool,
+                 lock_wait_ms: int) -> None:
+        super().__init__(dbapi, connection)  # type: ignore[arg-type]
+        self._closed = False
+        # Whether the open transaction began with BEGIN IMMEDIATE/EXCLUSIVE.
+        self._write_transaction = False
+        self._strict_writes = strict_writes
+        self._lock_wait_ms = lock_wait_ms
+
+    def _sqlite(self) -> sqlite3.Connection:
+        return self._connection  # type: ignore[return-value]
+
+    # -- statements
+
+    def _before(self, operation: str) -> None:
+        if not self._strict_writes:
+            return
+        if self._write_transaction and self._sqlite().in_transaction:
+            return
+        if _writes(operation):
+            raise WriteOutsideWriteTransaction(
+                "a statement that writes ran outside a write transaction (use "
+                f"Database.transaction(), which queues for SQLite's write lock): {operation[:200]}"
+            )
+
+    def _after(self, operation: str) -> None:
+        if operation.startswith("BEGIN"):
+            self._write_transaction = operation.startswith(_WRITE_BEGINS)
+
+    def _wait_for_write_lock(self, cursor: sqlite3.Cursor, operation: str,
+                             error: sqlite3.OperationalError) -> None:
+        """Retry ``operation`` (a BEGIN that takes the write lock) until it
+        succeeds, yielding the loop between tries, or raise ``error`` after the
+        lock wait. Outside SQLAlchemy's greenlet nothing can be awaited: raise."""
+        if not in_greenlet():
+            raise error
+        deadline = time.monotonic() + self._lock_wait_ms / 1000
+        pause = _LOCK_RETRY_FIRST_S
+        while time.monotonic() < deadline:
+            await_(asyncio.sleep(pause))
+            pause = min(pause * 2, _LOCK_RETRY_MAX_S)
+            try:
+                cursor.execute(operation)
+                return
+            except sqlite3.OperationalError as again:
+                if not _is_busy(again):
+                    raise
+        raise error
+
+    def cursor(self, server_side: bool = False) -> Any:
+        if server_side:
+            return InlineServerSideCursor(self)
+        return InlineCursor(self)
+
+    # -- the connection
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._sqlite().isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        self._sqlite().isolation_level = value  # type: ignore[assignment]
+
+    def create_function(self, *args: Any, **kw: Any) -> None:
+        self._sqlite().create_function(*args, **kw)
+
+    def commit(self) -> None:
+        if not self._closed:
+            self._write_transaction = False
+            self._sqlite().commit()
+
+    def rollback(self) -> None:
+        if not self._closed:
+            self._write_transaction = False
+            self._sqlite().rollback()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sqlite().close()
+
+    def terminate(self) -> None:
+        self.close()
+
+    async def _terminate_graceful_close(self) -> None:
+        self.close()
+
+    def _terminate_force_close(self) -> None:
+        self.close()
+
+
+class InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module handed to SQLAlchemy (``create_async_engine(module=...)``):
+    aiosqlite's, except that ``connect`` opens a sqlite3 connection on the
+    calling (loop) thread, with a busy timeout of 0."""
+
+    def __init__(self, *, strict_writes: bool, lock_wait_ms: int) -> None:
+        super().__init__(aiosqlite, sqlite3)
+        self.strict_writes = strict_writes
+        self.lock_wait_ms = lock_wait_ms
+
+    def connect(self, *arg: Any, **kw: Any) -> InlineConnection:  # type: ignore[override]
+        kw.pop("async_creator_fn", None)
+        kw["timeout"] = 0
+        kw["check_same_thread"] = False
+        connection = sqlite3.connect(*arg, **kw)
+        return InlineConnection(self, connection, strict_writes=self.strict_writes,
+                                lock_wait_ms=self.lock_wait_ms)

@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.dml import Insert
 
-from common.sqlite_connection import fused_connect
+from common.sqlite_connection import InlineDBAPI, fused_connect
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 #: Whether SQLite statements run in one trip to aiosqlite's thread each
 #: (common/sqlite_connection.py) rather than aiosqlite's four; the environment
-#: variable MYELIN_SQLITE_FUSED=0 turns it off.
+#: variable MYELIN_SQLITE_FUSED=0 turns it off. Only for the "thread" driver.
 SQLITE_FUSED_STATEMENTS = os.environ.get("MYELIN_SQLITE_FUSED", "1") != "0"
+
+#: The SQLite drivers (common/sqlite_connection.py): "inline" runs sqlite3 on
+#: the event loop's thread, "thread" through aiosqlite's thread per connection.
+SQLITE_DRIVERS = ("inline", "thread")
+
+#: The SQLite driver engines use unless told otherwise: $MYELIN_SQLITE_DRIVER.
+SQLITE_DRIVER = os.environ.get("MYELIN_SQLITE_DRIVER", "thread")
+if SQLITE_DRIVER not in SQLITE_DRIVERS:
+    raise ValueError(f"MYELIN_SQLITE_DRIVER must be one of {', '.join(SQLITE_DRIVERS)}: {SQLITE_DRIVER!r}")
 
 #: PostgreSQL pool defaults per component engine (overridable in open_database).
 POSTGRES_POOL_SIZE = 10
@@ -317,7 +326,8 @@ def _is_memory_sqlite(url: URL) -> bool:
     return url.database in (None, "", ":memory:")
 
 
-def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry,
+                       *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     # Let SQLAlchemy's "begin" hook emit BEGIN itself: the driver's own implicit BEGIN would
     # leave DDL (migrations) outside the transaction and cannot take the write lock early.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
@@ -326,9 +336,15 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_MS)}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     finally:
         cursor.close()
+
+
+def _on_inline_sqlite_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    # SQLite's busy handler would sleep on the loop's thread (see common/sqlite_connection.py):
+    # an inline connection never waits there; BEGIN IMMEDIATE waits by yielding the loop.
+    _on_sqlite_connect(dbapi_connection, record, busy_timeout_ms=0)
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
@@ -339,12 +355,16 @@ def _on_sqlite_begin(conn: Connection) -> None:
 def create_engine_for(
     url: str | URL, *, pool_size: int | None = None, max_overflow: int | None = None,
     null_pool: bool = False, fused_statements: bool = SQLITE_FUSED_STATEMENTS,
+    sqlite_driver: str | None = None, strict_writes: bool = False,
 ) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` set up the way Myelin uses each backend.
 
-    SQLite (aiosqlite): WAL, synchronous=NORMAL, foreign keys on, a busy timeout, and real
-    transactions (including DDL) begun by SQLAlchemy; with ``fused_statements`` each statement
-    is one trip to the connection's thread (``common.sqlite_connection``). PostgreSQL (asyncpg): a bounded pool.
+    SQLite (SQLAlchemy's aiosqlite dialect): WAL, synchronous=NORMAL, foreign keys on, a busy
+    timeout, and real transactions (including DDL) begun by SQLAlchemy. ``sqlite_driver``
+    (default ``SQLITE_DRIVER``) picks how statements run (``common.sqlite_connection``):
+    "inline" on the loop's thread, where ``strict_writes`` makes a write outside a
+    ``BEGIN IMMEDIATE`` transaction an error; "thread" on aiosqlite's thread, where with
+    ``fused_statements`` each statement is one trip to it. PostgreSQL (asyncpg): a bounded pool.
     """
     parsed = normalize_url(url)
     kwargs: dict[str, Any] = {}
@@ -357,7 +377,12 @@ def create_engine_for(
         if not null_pool:
             kwargs["pool_size"] = pool_size if pool_size is not None else 5
             kwargs["max_overflow"] = max_overflow if max_overflow is not None else 10
-        if fused_statements:
+        driver = sqlite_driver or SQLITE_DRIVER
+        if driver not in SQLITE_DRIVERS:
+            raise ValueError(f"unknown SQLite driver {driver!r}: one of {', '.join(SQLITE_DRIVERS)}")
+        if driver == "inline":
+            kwargs["module"] = InlineDBAPI(strict_writes=strict_writes, lock_wait_ms=SQLITE_BUSY_TIMEOUT_MS)
+        elif fused_statements:
             connect_args, connect_kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
 
             async def connect_fused() -> aiosqlite.Connection:
@@ -365,7 +390,8 @@ def create_engine_for(
 
             kwargs["async_creator"] = connect_fused
         engine = create_async_engine(parsed, **kwargs)
-        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        event.listen(engine.sync_engine, "connect",
+                     _on_inline_sqlite_connect if driver == "inline" else _on_sqlite_connect)
         event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
         return engine
     if not null_pool:
@@ -546,7 +572,9 @@ async def open_database(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     elif create_database:
         await ensure_postgres_database(parsed)
-    engine = create_engine_for(parsed, pool_size=pool_size, max_overflow=max_overflow)
+    # Everything the components write goes through Database.transaction() (or a migration):
+    # a write elsewhere is a bug the inline driver reports (see common/sqlite_connection.py).
+    engine = create_engine_for(parsed, pool_size=pool_size, max_overflow=max_overflow, strict_writes=True)
     try:
         await upgrade_to_head(engine, component, migrations_root)
     except BaseException:

@@ -1,0 +1,33 @@
+"""Every storage test runs with both SQLite drivers (common/sqlite_connection.py):
+``inline`` (sqlite3 on the loop's thread) and ``thread`` (aiosqlite), except
+tests named ``test_inline_*`` (about the inline driver alone) and PostgreSQL
+tests, which run once."""
+
+from __future__ import annotations
+
+import pytest
+
+from common import storage
+
+
+@pytest.fixture(autouse=True, params=storage.SQLITE_DRIVERS)
+def sqlite_driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    driver: str = request.param
+    monkeypatch.setattr(storage, "SQLITE_DRIVER", driver)
+    # For the alembic command line the tests start as a subprocess.
+    monkeypatch.setenv("MYELIN_SQLITE_DRIVER", driver)
+    return driver
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The SQLite driver means nothing to a PostgreSQL test: run those once.
+    deselected = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_postgres = params.get("database_url") == "postgres" or item.get_closest_marker("postgres")
+        inline_only = getattr(item, "originalname", item.name).startswith("test_inline_")
+        if (on_postgres or inline_only) and params.get("sqlite_driver") != "inline":
+            deselected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
