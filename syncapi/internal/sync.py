@@ -84,6 +84,18 @@ class _RoomWindow:
     full_state: bool
 
 
+@dataclass(frozen=True)
+class _RoomTimeline:
+    """One room's timeline as the response carries it, before its state is read."""
+
+    window: _RoomWindow
+    vis: RoomVisibility
+    events: list[StoredEvent]
+    limited: bool
+    # The position the state section is taken at: just before the timeline.
+    start: int
+
+
 class SyncHandler:
     def __init__(self, database: SyncDatabase, notifier: Notifier, typing: TypingCache | None = None) -> None:
         self._db = database
@@ -172,6 +184,11 @@ class _Builder:
         self.membership_news = membership_news
         # The rooms' recent events, read for all of them at once.
         self.prefetched: dict[str, list[StoredEvent]] = {}
+        # Rooms sent whole: their state entries, summaries and the stored
+        # events those name, read for all of them at once.
+        self.prefetched_state: dict[str, list[StateEntry]] = {}
+        self.prefetched_summaries: dict[str, dict[str, Any]] = {}
+        self.stored_events: dict[str, StoredEvent] = {}
         # Rooms whose visibility is known only for the events after `since`
         # (the user was joined throughout): the full history is read if needed.
         self.joined_throughout: set[str] = set()
@@ -269,10 +286,13 @@ class _Builder:
         if not self.initial:
             await self._whole_account_data_of(account_data, [w.room_id for w in windows if w.full_state])
 
+        timelines = [await self._timeline(window, visibility.get(window.room_id)
+                                          or RoomVisibility(self.user_id, [])) for window in windows]
+        await self._prefetch_whole_rooms([t for t in timelines if t.window.full_state])
         join: dict[str, Any] = {}
-        for window in windows:
-            vis = visibility.get(window.room_id) or RoomVisibility(self.user_id, [])
-            entry = await self._room(window, vis)
+        for room_timeline in timelines:
+            window = room_timeline.window
+            entry = await self._room(room_timeline)
             # The summary may be left out when it has not changed: only
             # membership changes (in the timeline or the gap's state) change it.
             state_events = entry.get("state", entry.get("state_after", {}))["events"]
@@ -289,7 +309,7 @@ class _Builder:
         for m in left:
             vis = visibility.get(m.room_id) or RoomVisibility(self.user_id, [])
             window = _RoomWindow(m.room_id, self.since, m.added_pos, self.initial)
-            entry = await self._room(window, vis)
+            entry = await self._room(await self._timeline(window, vis))
             entry["account_data"] = {"events": account_data.room_events(m.room_id,
                                                                         self.filter.room.account_data)}
             leave[m.room_id] = entry
@@ -441,7 +461,44 @@ class _Builder:
                               "timeline": {"events": timeline, "limited": False},
                               "account_data": {"events": []}}
 
-    async def _room(self, window: _RoomWindow, vis: RoomVisibility) -> dict[str, Any]:
+    async def _prefetch_whole_rooms(self, timelines: list[_RoomTimeline]) -> None:
+        """The state and summaries of the rooms sent whole (every room of an
+        initial sync), each kind read for all the rooms at once rather than
+        room by room; ``_state``, ``_state_after`` and ``_summary`` take them."""
+        if len(timelines) < 2:
+            return
+        lazy = self.filter.room.state.lazy_load_members
+        members: dict[str, set[str]] | None = None
+        if lazy:
+            members = {t.window.room_id: {e.sender for e in t.events} | {self.user_id} for t in timelines}
+        if self.request.use_state_after:
+            positions = {t.window.room_id: t.window.upto for t in timelines}
+        else:
+            positions = {t.window.room_id: t.start for t in timelines}
+        self.prefetched_state = await self.r.state_at_in_rooms(positions, members=members)
+        room_ids = [t.window.room_id for t in timelines]
+        counts = await self.r.member_counts_in_rooms(room_ids)
+        names = await self.r.current_entries_in_rooms(room_ids, [("m.room.name", ""),
+                                                                 ("m.room.canonical_alias", "")])
+        wanted = {e.event_id for entries in self.prefetched_state.values() for e in entries}
+        wanted |= {e.event_id for e in names}
+        self.stored_events.update(await self.r.events_by_ids(wanted - self.stored_events.keys()))
+        named = {e.room_id for e in names if e.event_id in self.stored_events
+                 and _names_room(self.stored_events[e.event_id])}
+        unnamed = [room_id for room_id in room_ids if room_id not in named]
+        heroes = await self.r.heroes_in_rooms(unnamed, self.user_id, MAX_HEROES) if unnamed else {}
+        for room_id in room_ids:
+            room_counts = counts.get(room_id, {})
+            summary: dict[str, Any] = {
+                "m.joined_member_count": room_counts.get("join", 0),
+                "m.invited_member_count": room_counts.get("invite", 0),
+            }
+            if room_id in heroes:
+                current, former = heroes[room_id]
+                summary["m.heroes"] = current or former
+            self.prefetched_summaries[room_id] = summary
+
+    async def _timeline(self, window: _RoomWindow, vis: RoomVisibility) -> _RoomTimeline:
         room_id = window.room_id
         timeline_filter = self.filter.room.timeline
         limit = self.filter.timeline_limit
@@ -457,11 +514,16 @@ class _Builder:
             # Ignored users' state events are still sent.
             visible = [e for e in visible if e.sender not in self.ignored or e.state_key is not None]
         timeline = visible[-limit:] if limit > 0 else []
+        start = timeline[0].stream_pos - 1 if timeline else window.upto
+        return _RoomTimeline(window, vis, timeline, limited, start)
+
+    async def _room(self, room_timeline: _RoomTimeline) -> dict[str, Any]:
+        window, vis, timeline = room_timeline.window, room_timeline.vis, room_timeline.events
+        limited, start = room_timeline.limited, room_timeline.start
+        room_id = window.room_id
         if timeline:
-            start = timeline[0].stream_pos - 1
             prev_batch = str(TopologyToken(timeline[0].depth, timeline[0].stream_pos))
         else:
-            start = window.upto
             latest = await self.r.latest_position_in_room(room_id, window.upto)
             prev_batch = str(TopologyToken(latest[0], latest[1] + 1) if latest else TopologyToken(0, 0))
         state_key = "state"
@@ -498,7 +560,10 @@ class _Builder:
         senders = {e.sender for e in timeline}
         entries: list[StateEntry]
         if window.full_state:
-            if state_filter.lazy_load_members:
+            prefetched = self.prefetched_state.pop(room_id, None)
+            if prefetched is not None:
+                entries = prefetched
+            elif state_filter.lazy_load_members:
                 entries = await self.r.state_at(room_id, start, members=senders | {self.user_id})
             else:
                 entries = await self.r.state_at(room_id, start)
@@ -522,7 +587,11 @@ class _Builder:
         if state_filter.lazy_load_members:
             members = {e.sender for e in timeline} | {self.user_id}
         added_after = None if window.full_state else window.since
-        entries = await self.r.state_at(room_id, window.upto, added_after=added_after, members=members)
+        prefetched = self.prefetched_state.pop(room_id, None) if window.full_state else None
+        if prefetched is not None:
+            entries = prefetched
+        else:
+            entries = await self.r.state_at(room_id, window.upto, added_after=added_after, members=members)
         if members is not None and added_after is not None:
             # Memberships that changed are sent whoever they concern.
             have = {(e.type, e.state_key) for e in entries}
@@ -553,7 +622,10 @@ class _Builder:
     async def _format_state(self, entries: list[StateEntry], state_filter: EventFilter,
                             exclude: set[str]) -> list[dict[str, Any]]:
         candidates = [e for e in entries if e.event_id not in exclude]
-        stored = await self.r.events_by_ids(e.event_id for e in candidates)
+        stored = {e.event_id: self.stored_events[e.event_id] for e in candidates if e.event_id in self.stored_events}
+        missing = [e.event_id for e in candidates if e.event_id not in stored]
+        if missing:
+            stored.update(await self.r.events_by_ids(missing))
         result = []
         for entry in sorted(candidates, key=lambda e: e.added_pos):
             event = stored.get(entry.event_id)
@@ -574,6 +646,9 @@ class _Builder:
         return apply_event_fields(formatted, self.filter.event_fields)
 
     async def _summary(self, room_id: str) -> dict[str, Any]:
+        prefetched = self.prefetched_summaries.pop(room_id, None)
+        if prefetched is not None:
+            return prefetched
         counts = await self.r.member_counts(room_id)
         summary: dict[str, Any] = {
             "m.joined_member_count": counts.get("join", 0),
@@ -592,11 +667,13 @@ class _Builder:
         entries = [await self.r.current_state_entry(room_id, "m.room.name", ""),
                    await self.r.current_state_entry(room_id, "m.room.canonical_alias", "")]
         found = await self.r.events_by_ids(e.event_id for e in entries if e is not None)
-        for stored in found.values():
-            content = json.loads(stored.event_json).get("content")
-            if isinstance(content, dict) and (content.get("name") or content.get("alias")):
-                return True
-        return False
+        return any(_names_room(stored) for stored in found.values())
+
+
+def _names_room(stored: StoredEvent) -> bool:
+    """Whether an m.room.name or m.room.canonical_alias event gives the room a name."""
+    content = json.loads(stored.event_json).get("content")
+    return isinstance(content, dict) and bool(content.get("name") or content.get("alias"))
 
 
 class _AccountData:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,10 +267,7 @@ class SyncDatabase:
                     # was; on PostgreSQL it would abort it, hence the savepoint.
                     async with (nullcontext() if self._db.dialect_name == "sqlite" else conn.begin_nested()):
                         notifications = list(await push(Reader(conn), live))
-                        if notifications:
-                            await conn.execute(self._db.upsert(
-                                notifications_t.notifications, [r.values() for r in notifications],
-                                ["user_id", "stream_pos"], set_=[]))
+                        await notifications_t.insert_notifications(conn, notifications)
                 except Exception:
                     logger.warning("push rules not evaluated for %d events of %s", len(live),
                                    live[0][0].room_id, exc_info=True)
@@ -709,11 +706,7 @@ class SyncDatabase:
 
     async def _set_room_position(self, conn: AsyncConnection, room_id: str, event_id: str,
                                  room_stream_position: int) -> None:
-        await conn.execute(self._db.upsert(
-            positions_t.room_positions,
-            {"room_id": room_id, "last_event_id": event_id,
-             "room_stream_position": room_stream_position},
-            ["room_id"]))
+        await positions_t.upsert_position(conn, room_id, event_id, room_stream_position)
 
     # -- filters ------------------------------------------------------------------------------
 
@@ -807,6 +800,23 @@ class Reader:
 
     async def member_counts(self, room_id: str) -> dict[str, int]:
         return await state_t.select_member_counts(self.conn, room_id)
+
+    async def state_at_in_rooms(self, positions: Mapping[str, int], *,
+                                members: Mapping[str, Set[str]] | None = None) -> dict[str, list[StateEntry]]:
+        """``state_at`` of many rooms at once, each at its own position."""
+        return await state_t.select_state_at_in_rooms(self.conn, positions, members=members)
+
+    async def member_counts_in_rooms(self, room_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        return await state_t.select_member_counts_in_rooms(self.conn, room_ids)
+
+    async def current_entries_in_rooms(self, room_ids: Sequence[str], keys: Sequence[tuple[str, str]]
+                                       ) -> list[StateEntry]:
+        return await state_t.select_current_entries_in_rooms(self.conn, room_ids, keys)
+
+    async def heroes_in_rooms(self, room_ids: Sequence[str], exclude_user: str, limit: int
+                              ) -> dict[str, tuple[list[str], list[str]]]:
+        """Per room: the heroes among joined or invited members, and among those who left or were banned."""
+        return await state_t.select_heroes_in_rooms(self.conn, room_ids, exclude_user, limit)
 
     async def heroes(self, room_id: str, exclude_user: str, limit: int,
                      memberships: Sequence[str] = ("join", "invite")) -> list[str]:

@@ -10,7 +10,7 @@ the membership tables (joined users per room, a user's rooms).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -235,3 +235,104 @@ async def select_room_members(conn: AsyncConnection, room_id: str,
     rows = await conn.execute(select(current_room_state).where(
         c.room_id == room_id, c.type == MEMBER, c.membership.in_(list(memberships))))
     return [StateEntry(*row) for row in rows]
+
+
+# Rooms one batched state read covers (its IN lists stay well under the
+# database's parameter limits, a lazy-loading sync's senders included).
+ROOMS_PER_BATCH = 100
+
+
+async def select_state_at_in_rooms(conn: AsyncConnection, positions: Mapping[str, int], *,
+                                   members: Mapping[str, Set[str]] | None = None
+                                   ) -> dict[str, list[StateEntry]]:
+    """``select_state_at`` for many rooms, each at its own position, in two
+    statements per ``ROOMS_PER_BATCH`` rooms (an initial sync's rooms).
+
+    ``members``: per room, the only users whose memberships are wanted (all
+    other state is). The statements read each room's entries in force
+    somewhere between the batch's lowest and highest position; which ones
+    were in force at the room's own position is decided here.
+    """
+    found: dict[str, list[StateEntry]] = {room_id: [] for room_id in positions}
+    room_ids = list(positions)
+    cur, hist = current_room_state.c, state_history.c
+    for start in range(0, len(room_ids), ROOMS_PER_BATCH):
+        chunk = room_ids[start:start + ROOMS_PER_BATCH]
+        lowest = min(positions[room_id] for room_id in chunk)
+        highest = max(positions[room_id] for room_id in chunk)
+        current_q = select(cur.room_id, cur.type, cur.state_key, cur.event_id, cur.membership,
+                           cur.added_pos, literal(None, BigInteger).label("removed_pos")).where(
+            cur.room_id.in_(chunk), cur.added_pos <= highest)
+        history_q = select(hist.room_id, hist.type, hist.state_key, hist.event_id, hist.membership,
+                           hist.added_pos, hist.removed_pos).where(
+            hist.room_id.in_(chunk), hist.added_pos <= highest, hist.removed_pos > lowest)
+        if members is not None:
+            users = sorted(set().union(*(members[room_id] for room_id in chunk)))
+            current_q = current_q.where(or_(cur.type != MEMBER, cur.state_key.in_(users)))
+            history_q = history_q.where(or_(hist.type != MEMBER, hist.state_key.in_(users)))
+        for row in await conn.execute(union_all(current_q, history_q)):
+            room_id, event_type, state_key, added_pos, removed_pos = row[0], row[1], row[2], row[5], row[6]
+            position = positions[room_id]
+            if added_pos > position or (removed_pos is not None and removed_pos <= position):
+                continue
+            if members is not None and event_type == MEMBER and state_key not in members[room_id]:
+                continue
+            found[room_id].append(StateEntry(room_id, event_type, state_key, row[3], row[4], int(added_pos)))
+    return found
+
+
+async def select_member_counts_in_rooms(conn: AsyncConnection, room_ids: Sequence[str]
+                                        ) -> dict[str, dict[str, int]]:
+    """``select_member_counts`` for many rooms, one statement per batch."""
+    found: dict[str, dict[str, int]] = {room_id: {} for room_id in room_ids}
+    c = current_room_state.c
+    ids = list(found)
+    for start in range(0, len(ids), ROOMS_PER_BATCH):
+        rows = await conn.execute(select(c.room_id, c.membership, func.count()).where(
+            c.room_id.in_(ids[start:start + ROOMS_PER_BATCH]), c.type == MEMBER
+        ).group_by(c.room_id, c.membership))
+        for row in rows:
+            found[str(row[0])][str(row[1])] = int(row[2])
+    return found
+
+
+async def select_current_entries_in_rooms(conn: AsyncConnection, room_ids: Sequence[str],
+                                          keys: Sequence[tuple[str, str]]) -> list[StateEntry]:
+    """The rooms' current entries of the given (type, state_key) pairs."""
+    c = current_room_state.c
+    ids = list(room_ids)
+    found: list[StateEntry] = []
+    if not keys:
+        return found
+    for start in range(0, len(ids), ROOMS_PER_BATCH):
+        rows = await conn.execute(select(current_room_state).where(
+            c.room_id.in_(ids[start:start + ROOMS_PER_BATCH]), _types_clause(current_room_state, list(keys))))
+        found.extend(StateEntry(*row) for row in rows)
+    return found
+
+
+async def select_heroes_in_rooms(conn: AsyncConnection, room_ids: Sequence[str], exclude_user: str,
+                                 limit: int) -> dict[str, tuple[list[str], list[str]]]:
+    """Per room, ``select_heroes`` for joined or invited members and for
+    those who left or were banned: the first ``limit`` of each by stream
+    order, read with at most ``limit`` rows per room and membership (a large
+    room's member list is not read)."""
+    found: dict[str, tuple[list[str], list[str]]] = {room_id: ([], []) for room_id in room_ids}
+    c = current_room_state.c
+    ids = list(found)
+    for start in range(0, len(ids), ROOMS_PER_BATCH):
+        ranked = select(c.room_id, c.state_key, c.membership, c.added_pos, func.row_number().over(
+            partition_by=(c.room_id, c.membership), order_by=(c.added_pos, c.state_key)).label("rank")).where(
+            c.room_id.in_(ids[start:start + ROOMS_PER_BATCH]), c.type == MEMBER,
+            c.membership.in_(["join", "invite", "leave", "ban"]), c.state_key != exclude_user).subquery()
+        rows = await conn.execute(select(ranked.c.room_id, ranked.c.state_key, ranked.c.membership,
+                                         ranked.c.added_pos).where(ranked.c.rank <= limit))
+        by_room: dict[str, list[tuple[int, bool, str]]] = {}
+        for row in rows:
+            by_room.setdefault(str(row[0]), []).append((int(row[3]), row[2] in ("join", "invite"), str(row[1])))
+        for room_id, candidates in by_room.items():
+            candidates.sort()
+            current, former = found[room_id]
+            current.extend([user for _, is_current, user in candidates if is_current][:limit])
+            former.extend([user for _, is_current, user in candidates if not is_current][:limit])
+    return found
