@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 
+from sqlalchemy import Insert, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clientapi.storage.tables.reports import EventReport, ReportsTable, RoomReport, UserReport
@@ -30,6 +31,9 @@ _DONE_FLUSH_DELAY_SECONDS = 0.5
 _CLAIM_CHUNK = 500
 
 TransactionKey = tuple[str, str, str, str]
+
+_CLAIM_COLUMNS = ("user_id", "device_id", "endpoint", "txn_id", "event_id", "created_ts", "pending",
+                  "room_version", "event_json")
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ class ClientAPIDatabase:
         # Claims waiting to be written, and the task writing them (see claim_transaction).
         self._claims: list[_Claim] = []
         self._claimer: asyncio.Task[None] | None = None
+        self._claim_insert: Insert | None = None
 
     async def get_transaction(self, user_id: str, device_id: str, endpoint: str,
                               txn_id: str) -> TransactionRow | None:
@@ -164,27 +169,39 @@ class ClientAPIDatabase:
 
     async def _insert_claims(self, conn: AsyncConnection, group: list[_Claim], now: int,
                              cutoff: int) -> list[bool]:
-        """Inserts the group's rows (replacing only expired ones) in one
-        statement per chunk; answers for each claim whether it was written. A key twice in the
-        group (never, while a key's sends are serialised) goes one by one:
-        one statement may not touch a row twice."""
+        """Inserts the group's rows (replacing only expired ones) with one
+        prebuilt statement run over every row (the dialect sends them as
+        multi-row VALUES, from a compiled statement it keeps); answers for
+        each claim whether it was written. A key twice in the group (never,
+        while a key's sends are serialised) goes one by one: one statement
+        may not touch a row twice."""
         keys = [claim.key for claim in group]
         chunks = [group[i:i + _CLAIM_CHUNK] for i in range(0, len(group), _CLAIM_CHUNK)]
         if len(set(keys)) != len(keys):
             chunks = [[claim] for claim in group]
+        statement = self._claim_statement()
         written: list[bool] = []
         for chunk in chunks:
             rows = [{"user_id": c.key[0], "device_id": c.key[1], "endpoint": c.key[2], "txn_id": c.key[3],
                      "event_id": c.event_id, "created_ts": now, "pending": True,
-                     "room_version": c.room_version, "event_json": c.event_json} for c in chunk]
-            result = await conn.execute(self.db.upsert(
-                transactions, rows, ["user_id", "device_id", "endpoint", "txn_id"],
-                where=transactions.c.created_ts < cutoff).returning(
-                    transactions.c.user_id, transactions.c.device_id, transactions.c.endpoint,
-                    transactions.c.txn_id))
+                     "room_version": c.room_version, "event_json": c.event_json, "cutoff": cutoff}
+                    for c in chunk]
+            result = await conn.execute(statement, rows)
             inserted = {(row.user_id, row.device_id, row.endpoint, row.txn_id) for row in result}
             written.extend(c.key in inserted for c in chunk)
         return written
+
+    def _claim_statement(self) -> Insert:
+        """The claim insert, built once: a statement built per call (rows
+        given as VALUES) has no cache key and was compiled on every send."""
+        if self._claim_insert is None:
+            self._claim_insert = self.db.upsert(
+                transactions, {name: bindparam(name) for name in _CLAIM_COLUMNS},
+                ["user_id", "device_id", "endpoint", "txn_id"],
+                where=transactions.c.created_ts < bindparam("cutoff")).returning(
+                    transactions.c.user_id, transactions.c.device_id, transactions.c.endpoint,
+                    transactions.c.txn_id)
+        return self._claim_insert
 
     async def _purge(self, conn: AsyncConnection, now: int) -> None:
         if now - self._last_purge_ms >= _PURGE_INTERVAL_MS:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event, select
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.engine.interfaces import CacheStats
 
 from clientapi.storage.database import ClientAPIDatabase, TransactionRow
 from clientapi.storage.tables.transactions import transactions
@@ -44,12 +47,29 @@ async def test_concurrent_claims_share_a_write_and_keep_their_answers(tmp_path: 
         await db.close()
 
 
-async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(tmp_path: Path) -> None:
-    db = await open_database(f"sqlite:///{tmp_path / 'clientapi.db'}", "clientapi")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'clientapi.db'}"
+    url: str = request.getfixturevalue("fresh_postgres_database")
+    return url
+
+
+async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(database_url: str) -> None:
+    db = await open_database(database_url, "clientapi")
     inserts: list[str] = []
-    event.listen(db.engine.sync_engine, "before_cursor_execute",
-                 lambda conn, cursor, statement, *rest: inserts.append(statement)
-                 if statement.startswith("INSERT INTO clientapi_transactions") else None)
+    # Whether each claim insert was compiled anew: it is built once, so only
+    # its first run with one row and its first with several are.
+    compiled_anew: list[bool] = []
+
+    def seen(conn: object, cursor: object, statement: str, parameters: object,
+             context: DefaultExecutionContext, executemany: bool) -> None:
+        if statement.startswith("INSERT INTO clientapi_transactions"):
+            inserts.append(statement)
+            if "RETURNING" in statement:  # a claim's, not store_transaction's
+                compiled_anew.append(context.cache_hit is not CacheStats.CACHE_HIT)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
     try:
         store = ClientAPIDatabase(db)
         await store.store_transaction("@a:x", "D", "send", "live", "$live", pending=True, room_version="12",
@@ -81,5 +101,6 @@ async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(tm
         assert twice[0] is None or twice[1] is None
         assert TransactionRow("$d1", True, "12", "{}") in twice or TransactionRow("$d2", True, "12", "{}") in twice
         assert twice[2] is None
+        assert len(compiled_anew) >= 4 and sum(compiled_anew) <= 2, "claim inserts were compiled anew"
     finally:
         await db.close()
