@@ -19,9 +19,11 @@ from sqlalchemy import (
     CompoundSelect,
     Index,
     Select,
+    Subquery,
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     false,
     not_,
@@ -134,12 +136,16 @@ async def select_known_event_ids(conn: AsyncConnection, event_ids: Iterable[str]
     return {row[0] for row in result}
 
 
+# Built once: every output entry and many reads run it.
+_SELECT_EVENTS_BY_IDS = select(events).where(events.c.event_id.in_(bindparam("b_ids", expanding=True)))
+
+
 async def select_events_by_ids(conn: AsyncConnection, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
     ids = list(set(event_ids))
     found: dict[str, StoredEvent] = {}
     # Chunked so a room with a very large state stays under parameter limits.
     for start in range(0, len(ids), 500):
-        result = await conn.execute(select(events).where(events.c.event_id.in_(ids[start:start + 500])))
+        result = await conn.execute(_SELECT_EVENTS_BY_IDS, {"b_ids": ids[start:start + 500]})
         for row in result:
             stored = StoredEvent.from_row(row)
             found[stored.event_id] = stored
@@ -211,19 +217,55 @@ async def select_recent_events_in_rooms(
     far behind costs its ``limit`` rows, not all its events since ``after``."""
     found: dict[str, list[StoredEvent]] = {room_id: [] for room_id in room_ids}
     ids = list(found)
+    unfiltered = event_filter is None or filter_clause(event_filter) is None
     for start in range(0, len(ids), ROOMS_PER_STATEMENT):
         chunk = ids[start:start + ROOMS_PER_STATEMENT]
-        per_room = [_timeline(select(events).where(
-            events.c.room_id == room_id, events.c.stream_pos > after, events.c.stream_pos <= upto,
-        ), event_filter).order_by(events.c.stream_pos.desc()).limit(limit).subquery() for room_id in chunk]
-        stmt: Select[tuple[object, ...]] | CompoundSelect[tuple[object, ...]] = (
-            select(per_room[0]) if len(per_room) == 1 else union_all(*(select(sub) for sub in per_room)))
-        for row in await conn.execute(stmt):
+        if unfiltered:
+            # The usual case: a statement built once per size, the rooms as parameters.
+            size = next(size for size in _RECENT_SIZES if size >= len(chunk))
+            params: dict[str, object] = {f"b_room_{i}": room_id for i, room_id in enumerate(chunk)}
+            # Padding: a room ID no room has.
+            params.update({f"b_room_{i}": "" for i in range(len(chunk), size)})
+            params.update(b_after=after, b_upto=upto, b_limit=limit)
+            result = await conn.execute(_recent_in_rooms_statement(size), params)
+        else:
+            result = await conn.execute(_union_of_rooms([_recent_in_room(room_id, after, upto, limit, event_filter)
+                                                         for room_id in chunk]))
+        for row in result:
             stored = StoredEvent.from_row(row)
             found[stored.room_id].append(stored)
     for rows in found.values():
         rows.sort(key=lambda e: e.stream_pos)
     return found
+
+
+# The room counts the built-once statements of select_recent_events_in_rooms cover.
+_RECENT_SIZES = (1, 2, 4, 8, 16, 32, 64, ROOMS_PER_STATEMENT)
+_RECENT_STATEMENTS: dict[int, Select[tuple[object, ...]] | CompoundSelect[tuple[object, ...]]] = {}
+
+
+def _recent_in_room(room_id: object, after: object, upto: object, limit: object,
+                    event_filter: EventFilter | None) -> Subquery:
+    return _timeline(select(events).where(
+        events.c.room_id == room_id, events.c.stream_pos > after, events.c.stream_pos <= upto,
+    ), event_filter).order_by(events.c.stream_pos.desc()).limit(limit).subquery()  # type: ignore[arg-type]
+
+
+def _union_of_rooms(per_room: list[Subquery]) -> Select[tuple[object, ...]] | CompoundSelect[tuple[object, ...]]:
+    return select(per_room[0]) if len(per_room) == 1 else union_all(*(select(sub) for sub in per_room))
+
+
+def _recent_in_rooms_statement(size: int) -> Select[tuple[object, ...]] | CompoundSelect[tuple[object, ...]]:
+    """The unfiltered recent-events statement for ``size`` rooms (bound as
+    ``b_room_<i>``, ``b_after``, ``b_upto``, ``b_limit``), built once: building
+    a compound of a hundred SELECTs cost more CPU than SQLite takes to run it."""
+    built = _RECENT_STATEMENTS.get(size)
+    if built is None:
+        built = _union_of_rooms([_recent_in_room(bindparam(f"b_room_{i}"), bindparam("b_after"),
+                                                 bindparam("b_upto"), bindparam("b_limit"), None)
+                                 for i in range(size)])
+        _RECENT_STATEMENTS[size] = built
+    return built
 
 
 async def select_topological_page(

@@ -81,20 +81,23 @@ async def insert_entry(conn: AsyncConnection, *, stream_pos: int, room_id: str, 
             {"pos": stream_pos, "event_id": event_id, "room_id": room_id, "key": key, "value": value})
 
 
+_INSERT_ENTRIES_POSTGRESQL = text(
+    "INSERT INTO syncapi_search (stream_pos, event_id, room_id, key, value, vector) "
+    f"VALUES (:pos, :event_id, :room_id, :key, :value, to_tsvector('{PG_TS_CONFIG}', :value)) "
+    "ON CONFLICT (stream_pos) DO NOTHING")
+_INSERT_ENTRIES_SQLITE = text(
+    "INSERT OR IGNORE INTO syncapi_search (rowid, event_id, room_id, key, value) "
+    "VALUES (:pos, :event_id, :room_id, :key, :value)")
+
+
 async def insert_entries(conn: AsyncConnection, entries: Sequence[dict[str, object]]) -> None:
     """``insert_entry`` for several events in one executemany; each entry has
     the keys pos, event_id, room_id, key and value."""
     if not entries:
         return
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text(
-            "INSERT INTO syncapi_search (stream_pos, event_id, room_id, key, value, vector) "
-            f"VALUES (:pos, :event_id, :room_id, :key, :value, to_tsvector('{PG_TS_CONFIG}', :value)) "
-            "ON CONFLICT (stream_pos) DO NOTHING"), list(entries))
-    else:
-        await conn.execute(text(
-            "INSERT OR IGNORE INTO syncapi_search (rowid, event_id, room_id, key, value) "
-            "VALUES (:pos, :event_id, :room_id, :key, :value)"), list(entries))
+    # Built once: text() parses its SQL for bind parameters each time it is made.
+    statement = _INSERT_ENTRIES_POSTGRESQL if conn.dialect.name == "postgresql" else _INSERT_ENTRIES_SQLITE
+    await conn.execute(statement, list(entries))
 
 
 async def delete_entry(conn: AsyncConnection, stream_pos: int) -> None:

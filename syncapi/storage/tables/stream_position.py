@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Table, Text, select, update
+from sqlalchemy import BigInteger, Column, Table, Text, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncapi.storage.tables import metadata
@@ -18,6 +18,14 @@ stream_position = Table(
 )
 
 
+# Built once (every write takes positions); the parameter names are not
+# column names, which an UPDATE would take as values to set.
+_TAKE_POSITIONS = (update(stream_position)
+                   .where(stream_position.c.stream_name == bindparam("b_stream"))
+                   .values(position=stream_position.c.position + bindparam("b_count", type_=BigInteger))
+                   .returning(stream_position.c.position))
+
+
 async def next_position(conn: AsyncConnection, stream: str = GLOBAL_STREAM) -> int:
     """Takes the next position. Inside a write transaction the row stays
     locked until commit, so positions become visible in the order taken."""
@@ -26,12 +34,7 @@ async def next_position(conn: AsyncConnection, stream: str = GLOBAL_STREAM) -> i
 
 async def next_positions(conn: AsyncConnection, count: int, stream: str = GLOBAL_STREAM) -> range:
     """Takes the next ``count`` positions at once (see ``next_position``)."""
-    result = await conn.execute(
-        update(stream_position)
-        .where(stream_position.c.stream_name == stream)
-        .values(position=stream_position.c.position + count)
-        .returning(stream_position.c.position)
-    )
+    result = await conn.execute(_TAKE_POSITIONS, {"b_stream": stream, "b_count": count})
     last = int(result.scalar_one())
     return range(last - count + 1, last + 1)
 
