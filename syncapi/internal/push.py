@@ -83,11 +83,38 @@ def default_rules_of(user_id: str) -> dict[str, list[dict[str, Any]]]:
 class _RoomInputs:
     joined_count: int
     display_names: dict[str, str]
+    # Only the users who stored rules of their own; the others have the
+    # defaults (``default_rules_of``).
     rulesets: dict[str, dict[str, list[dict[str, Any]]]]
     # user ID -> the senders they ignore (their events never notify them).
     ignored: dict[str, set[str]]
     power_levels_content: Mapping[str, Any] | None
     power_levels: PowerLevels | None
+    # The users whose account data (rules, ignored users) was read.
+    read_users: set[str]
+
+
+def only_member_changes(changes: Sequence[tuple[Event, Sequence[str], Sequence[str]]]) -> bool:
+    """Whether a run of (event, state event IDs it adds, IDs it removes)
+    changed the room's state only by its own member events each replacing
+    the entry of its own state key: what ``evaluate`` can then apply to the
+    inputs it keeps instead of reading them again (``members_only``)."""
+    for event, adds, removes in changes:
+        if event.state_key is None:
+            if adds or removes:
+                return False
+        elif event.type != MEMBER or list(adds) != [event.event_id] or len(removes) > 1:
+            return False
+    return True
+
+
+def _notifies_default_rules(event: Event) -> bool:
+    """Whether the server-default rules can notify anyone of the event: a
+    member event notifies only the user it invites (``.m.rule.invite_for_me``;
+    ``.m.rule.member_event`` stops every other one with no actions), so for a
+    join or leave only the users with rules of their own are evaluated, not a
+    big room's every member."""
+    return event.type != MEMBER or event.content.get("membership") == "invite"
 
 
 #: Rooms whose push rule inputs are kept between batches.
@@ -131,21 +158,34 @@ class PushEvaluator:
         return rows
 
     async def evaluate(self, reader: Reader, room_id: str, new_events: Sequence[tuple[Event, int]], *,
-                       state_changed: bool) -> list[StoredNotification]:
+                       state_changed: bool, members_only: bool = False) -> list[StoredNotification]:
         """The notifications of the room's new live events, read on
         ``reader`` (the room's state after them), not stored.
         ``state_changed``: the batch changed the room's state, so what was
-        kept of the room is read again."""
+        kept of the room is read again, unless ``members_only`` (see
+        ``only_member_changes``): then the batch's member events are applied
+        to what was kept, reading only what concerns their targets."""
         if not new_events:
             return []
         invited = {e.state_key for e, _ in new_events
                    if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
                    and e.content.get("membership") == "invite"}
         generation = self._db.account_data_generation
-        cached = None if state_changed or invited else self._rooms.get(room_id)
+        cached = self._rooms.get(room_id) if not state_changed or members_only else None
         if cached is not None and cached.account_data_generation == generation:
             self._rooms.move_to_end(room_id)
+            if state_changed:
+                try:
+                    await self._apply_members(reader, room_id, cached, [e for e, _ in new_events])
+                except BaseException:
+                    self.forget_room(room_id)  # half applied
+                    raise
+                if self._db.account_data_generation != generation:
+                    self.forget_room(room_id)  # what it read may be older than a write under way
             local_joined, inputs = cached.local_joined, cached.inputs
+            if not local_joined and not invited:
+                self.forget_room(room_id)
+                return []
         else:
             local_members = await reader.local_joined_members(room_id, self._server_name)
             local_joined = set(local_members)
@@ -162,7 +202,10 @@ class PushEvaluator:
                     self._rooms.popitem(last=False)
         rows: list[StoredNotification] = []
         for event, stream_pos in new_events:
-            recipients = set(local_joined)
+            if _notifies_default_rules(event):
+                recipients = set(local_joined)
+            else:
+                recipients = {user_id for user_id in inputs.rulesets if user_id in local_joined}
             if event.type == MEMBER and event.state_key in invited:
                 recipients.add(event.state_key)
             as_json = event_for_rules(event)
@@ -177,7 +220,7 @@ class PushEvaluator:
                                   if inputs.power_levels is not None else None))
                 ruleset = inputs.rulesets.get(user_id)
                 if ruleset is None:
-                    ruleset = inputs.rulesets[user_id] = default_rules_of(user_id)
+                    ruleset = default_rules_of(user_id)
                 matched = evaluate(ruleset, as_json, context)
                 if matched is None or not actions_notify(matched[1]):
                     continue
@@ -188,14 +231,41 @@ class PushEvaluator:
                     highlight=actions_highlight(actions), ts=event.origin_server_ts))
         return rows
 
-    async def _inputs(self, reader: Reader, room_id: str, joined_count: int, user_ids: list[str],
-                      member_event_ids: list[str]) -> _RoomInputs:
-        display_names: dict[str, str] = {}
-        for stored in (await reader.events_by_ids(member_event_ids)).values():
-            content = json.loads(stored.event_json).get("content")
-            name = content.get("displayname") if isinstance(content, dict) else None
-            if isinstance(name, str) and stored.state_key is not None:
-                display_names[stored.state_key] = name
+    async def _apply_members(self, reader: Reader, room_id: str, cached: _CachedRoom,
+                             member_events: Sequence[Event]) -> None:
+        """Brings the kept inputs to the state after a batch whose only state
+        changes are its member events (in order): the local targets' joins,
+        display names and account data, and the joined count. Costs what
+        the batch's targets cost, not what the room's members do."""
+        inputs = cached.inputs
+        for event in member_events:
+            target = event.state_key
+            if event.type != MEMBER or target is None or not target.endswith(self._local_suffix):
+                continue
+            if event.content.get("membership") == "join":
+                cached.local_joined.add(target)
+                name = event.content.get("displayname")
+                if isinstance(name, str):
+                    inputs.display_names[target] = name
+                else:
+                    inputs.display_names.pop(target, None)
+            else:
+                cached.local_joined.discard(target)
+                inputs.display_names.pop(target, None)
+        unread = sorted({e.state_key for e in member_events
+                         if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
+                         and e.content.get("membership") in ("join", "invite")} - inputs.read_users)
+        if unread:
+            rulesets, ignored = await self._account_data(reader, unread)
+            inputs.rulesets.update(rulesets)
+            inputs.ignored.update(ignored)
+            inputs.read_users.update(unread)
+        inputs.joined_count = (await reader.member_counts(room_id)).get("join", 0)
+
+    async def _account_data(self, reader: Reader, user_ids: list[str]
+                            ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, set[str]]]:
+        """The users' own push rule sets (those who stored any) and the
+        senders each ignores."""
         rulesets: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for user_id, content_json in (await reader.global_account_data(user_ids, PUSH_RULES)).items():
             try:
@@ -212,6 +282,17 @@ class PushEvaluator:
                 listed = None
             if isinstance(listed, dict):
                 ignored[user_id] = {u for u in listed if isinstance(u, str)}
+        return rulesets, ignored
+
+    async def _inputs(self, reader: Reader, room_id: str, joined_count: int, user_ids: list[str],
+                      member_event_ids: list[str]) -> _RoomInputs:
+        display_names: dict[str, str] = {}
+        for stored in (await reader.events_by_ids(member_event_ids)).values():
+            content = json.loads(stored.event_json).get("content")
+            name = content.get("displayname") if isinstance(content, dict) else None
+            if isinstance(name, str) and stored.state_key is not None:
+                display_names[stored.state_key] = name
+        rulesets, ignored = await self._account_data(reader, user_ids)
         power_entry = await reader.current_state_entry(room_id, "m.room.power_levels", "")
         create_entry = await reader.current_state_entry(room_id, "m.room.create", "")
         wanted = [e.event_id for e in (power_entry, create_entry) if e is not None]
@@ -228,7 +309,7 @@ class PushEvaluator:
         return _RoomInputs(joined_count=joined_count, display_names=display_names, rulesets=rulesets,
                            ignored=ignored,
                            power_levels_content=power_event.content if power_event is not None else None,
-                           power_levels=levels)
+                           power_levels=levels, read_users=set(user_ids))
 
 
 @dataclass

@@ -303,3 +303,52 @@ async def test_a_receipt_for_an_earlier_event_does_not_move_back(env: Env) -> No
     receipts = [e for e in body["rooms"]["join"][room.room_id]["ephemeral"]["events"] if e["type"] == "m.receipt"]
     assert ALICE in receipts[0]["content"][second.event_id]["m.read"]
     assert first.event_id not in receipts[0]["content"]
+
+
+async def test_joins_and_leaves_update_the_kept_push_inputs(env: Env) -> None:
+    """A join or leave is applied to the push inputs kept for the room (not
+    read again): the joiner's own rules, their membership and the joined
+    count all apply to the next message."""
+    dave = "@dave:test"
+    await change(env, dave, "m.push_rules", {"global": {"content": [
+        {"rule_id": "pie", "default": False, "enabled": True, "pattern": "pie",
+         "actions": ["notify", {"set_tweak": "highlight"}]}]}})
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    alice = env.token(ALICE)
+
+    async def alices_latest_actions() -> Any:
+        response = await env.get("/_matrix/client/v3/notifications", alice)
+        return response.json()["notifications"][0]["actions"]
+
+    await env.send(room.message(BOB, "hi"))  # the inputs are kept from here on
+    assert await alices_latest_actions() == ["notify", {"set_tweak": "sound", "value": "default"}]
+    await env.send(room.join(dave))
+    assert unread(await env.sync(alice), room.room_id) == counts(1, 0)  # a join notifies no default rules
+    await env.send(room.message(BOB, "apple pie"))
+    assert unread(await env.sync(env.token(dave)), room.room_id) == counts(1, 1)
+    assert await alices_latest_actions() == ["notify"]  # three members: no longer one-to-one
+    await env.send(room.leave(dave))
+    await env.send(room.message(BOB, "more pie"))
+    response = await env.get("/_matrix/client/v3/notifications", env.token(dave))
+    assert [n["event"]["content"]["body"] for n in response.json()["notifications"]] == ["apple pie"]
+    assert await alices_latest_actions() == ["notify", {"set_tweak": "sound", "value": "default"}]
+
+
+async def test_a_rule_of_ones_own_can_notify_of_joins(env: Env) -> None:
+    """Only the default rules are known never to notify of a join: a member
+    with a rule of their own for member events is still told."""
+    room = await group_room(env)
+    await change(env, ALICE, "m.push_rules", {"global": {"override": [
+        {"rule_id": "joins", "default": False, "enabled": True,
+         "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.member"}],
+         "actions": ["notify"]}]}})
+    await env.send(room.message(BOB, "hi"))
+    dave = "@dave:test"
+    await env.send(room.join(dave))
+    response = await env.get("/_matrix/client/v3/notifications", env.token(ALICE))
+    assert [n["event"]["type"] for n in response.json()["notifications"]] == ["m.room.member", "m.room.message"]
+    # Carol keeps the defaults: the message notifies her, the join does not.
+    response = await env.get("/_matrix/client/v3/notifications", env.token(CAROL))
+    assert [n["event"]["type"] for n in response.json()["notifications"]] == ["m.room.message"]
