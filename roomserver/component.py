@@ -26,6 +26,7 @@ from myelin.roomserver.v1 import roomserver_pb2 as pb
 
 from common.config import Config
 from common.log import Log, LogRecord
+from common.logs.embedded import EmbeddedLog
 from common.storage import Database, database_url_for, open_database
 from matrixlib.signing import SigningKey
 from roomserver.api import RoomserverAPI
@@ -95,6 +96,10 @@ class Roomserver:
             sent = 0
         if sent:
             logger.info("sent %d output entries left over from before a restart", sent)
+        # With the embedded log nothing outside this process consumes this
+        # input: the instance that does is the only writer of its database,
+        # and may keep rooms' rows in memory (see RoomserverDatabase).
+        self.storage.sole_writer = isinstance(self.log, EmbeddedLog)
         concurrency = SQLITE_INPUT_CONCURRENCY if self.database.dialect_name == "sqlite" \
             else POSTGRES_INPUT_CONCURRENCY
         await consume_input(self.log, self._handle_records, self._record_poison, self.ready,

@@ -7,7 +7,11 @@ state_key_nid): event_nid}``. Names are looked up only at the edges (parsing
 input, answering queries).
 
 Caches hold only what cannot change once committed: interned names, parsed
-events, state snapshots and room versions. What a transaction learns enters
+events, state snapshots, room versions and events' IDs and depths. A room
+server that is the only writer of its database (``sole_writer``: the
+single process with the embedded log, which no other process consumes)
+also keeps the rooms' rows, as its write transactions committed them, so
+that building an event reads nothing (see ``cached_room``). What a transaction learns enters
 the shared caches only when it commits: a rolled-back insert (or savepoint)
 can hand its NID out again on SQLite, so a cache filled before the commit
 could name the wrong row. Until then it lives in the transaction's own
@@ -61,6 +65,9 @@ def max_delta_depth(state_size: int) -> int:
 # How many parsed events and loaded state snapshots stay in memory.
 EVENT_CACHE_SIZE = 20_000
 SNAPSHOT_CACHE_SIZE = 256
+# How many rooms' rows (sole writer only) and events' (ID, depth) stay in memory.
+ROOM_CACHE_SIZE = 20_000
+EVENT_HEAD_CACHE_SIZE = 100_000
 
 # SQLite allows 32766 bound parameters per statement; stay well below.
 _CHUNK = 500
@@ -131,6 +138,11 @@ class Txn:
 
     conn: AsyncConnection
     local: TxnCache = field(default_factory=TxnCache)
+    # Rooms (NIDs) this transaction wrote, and whether it redacted an event:
+    # kept through a rolled-back savepoint (which forgets ``local``), so the
+    # shared caches drop what the transaction may have changed.
+    written_room_nids: set[int] = field(default_factory=set)
+    redacted: bool = False
     # Outbox rows to insert (in one statement) when the transaction commits.
     outbox: list[dict[str, Any]] = field(default_factory=list)
     # Rows of event_json, prev_events and auth_events not yet inserted.
@@ -254,8 +266,16 @@ def _event_record(row: Any) -> EventRecord:
 
 
 class RoomserverDatabase:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, sole_writer: bool = False) -> None:
         self.db = db
+        self.sole_writer = sole_writer
+        # Sole writer only: room rows as last committed, by room ID.
+        self._rooms: LRUCache[str, RoomRecord] = LRUCache(ROOM_CACHE_SIZE)
+        self._room_id_of_nid: LRUCache[int, str] = LRUCache(ROOM_CACHE_SIZE)
+        # Event NID -> (event ID, depth), which never change once committed.
+        self._event_heads: LRUCache[int, tuple[str, int]] = LRUCache(EVENT_HEAD_CACHE_SIZE)
+        # Moves when a write transaction of this process that redacted an event ends.
+        self._redaction_generation = 0
         self._type_nids: dict[str, int] = {}
         self._type_names: dict[int, str] = {}
         self._state_key_nids: LRUCache[str, int] = LRUCache(200_000)
@@ -272,23 +292,80 @@ class RoomserverDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Txn]:
         """A write transaction; committed when the block ends without an error."""
-        async with self.db.transaction() as conn:
-            txn = Txn(conn)
-            yield txn
-            await txn.flush()
-            if txn.outbox:
-                await conn.execute(output_outbox.insert(), txn.outbox)
+        txn: Txn | None = None
+        try:
+            async with self.db.transaction() as conn:
+                txn = Txn(conn)
+                yield txn
+                await txn.flush()
+                if txn.outbox:
+                    await conn.execute(output_outbox.insert(), txn.outbox)
+        except BaseException:
+            # Maybe committed after all (an error past the commit): forget.
+            if txn is not None:
+                self._drop_rooms(txn.written_room_nids)
+                if txn.redacted:
+                    self._redaction_generation += 1
+            raise
         self._publish(txn.local)
+        self._publish_writes(txn)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Txn]:
         """A read-only transaction (one consistent snapshot)."""
+        generation = self.db.write_generation
         async with self.db.connect() as conn:
             txn = Txn(conn)
             yield txn
         self._publish(txn.local)
+        if self.sole_writer and self.db.write_generation == generation:
+            # No write of this process overlapped the read: the rows it read
+            # are the rooms' last committed ones.
+            for record in txn.local.rooms.values():
+                self._cache_room(record)
+
+    def _publish_writes(self, txn: Txn) -> None:
+        """A write transaction committed: the shared room rows become the
+        ones it wrote (those it only read are left alone: on PostgreSQL a
+        concurrent transaction may have changed them)."""
+        self._drop_rooms(txn.written_room_nids)
+        if self.sole_writer:
+            for record in txn.local.rooms.values():
+                if record.room_nid in txn.written_room_nids:
+                    self._cache_room(record)
+        if txn.redacted:
+            self._redaction_generation += 1
+
+    def _cache_room(self, record: RoomRecord) -> None:
+        self._rooms.put(record.room_id, _copy_room(record))
+        self._room_id_of_nid.put(record.room_nid, record.room_id)
+
+    def _drop_rooms(self, room_nids: Iterable[int]) -> None:
+        for room_nid in room_nids:
+            room_id = self._room_id_of_nid.get(room_nid)
+            if room_id is not None:
+                self._rooms.discard(room_id)
+
+    def cached_room(self, room_id: str) -> RoomRecord | None:
+        """The room's row as last committed, from memory; None when not
+        known (always, unless this room server is its database's only writer)."""
+        known = self._rooms.get(room_id) if self.sole_writer else None
+        return _copy_room(known) if known is not None else None
+
+    def cached_event_head(self, event_nid: int) -> tuple[str, int] | None:
+        """The (event ID, depth) of a committed event, from memory, if there."""
+        return self._event_heads.get(event_nid)
+
+    @property
+    def redaction_generation(self) -> int:
+        """Moves when a write transaction that redacted an event ends: what a
+        cache holds about events' redactions is valid while it stays the same
+        (in this process: see ``sole_writer``)."""
+        return self._redaction_generation
 
     def _publish(self, local: TxnCache) -> None:
+        for event_nid, record in local.records.items():
+            self._event_heads.put(event_nid, (record.event_id, record.depth))
         for event_nid, event in local.events.items():
             self._events.put(event_nid, event)
         for snapshot_nid, state in local.snapshots.items():
@@ -305,6 +382,12 @@ class RoomserverDatabase:
         known = txn.local.rooms.get(room_id)
         if known is not None:
             return _copy_room(known)
+        committed = self.cached_room(room_id)
+        # Not if this transaction wrote the room and then forgot what it
+        # wrote (a rolled-back savepoint): the row is newer than the cache.
+        if committed is not None and committed.room_nid not in txn.written_room_nids:
+            txn.local.rooms[room_id] = _copy_room(committed)
+            return committed
         row = (await txn.conn.execute(_ROOM_BY_ID, {"room_id": room_id})).first()
         return self._learn_room(txn, row)
 
@@ -337,6 +420,7 @@ class RoomserverDatabase:
                                   last_sent_event_id="", last_stream_position=0)
             .returning(rooms.c.room_nid))
         assert nid is not None
+        txn.written_room_nids.add(int(nid))
         return int(nid)
 
     async def update_room(self, txn: Txn, room_nid: int, *, create_event_nid: int | None = None,
@@ -357,6 +441,7 @@ class RoomserverDatabase:
             values["last_stream_position"] = last_stream_position
         if not values:
             return
+        txn.written_room_nids.add(room_nid)
         cached = [known for known in txn.local.rooms.values() if known.room_nid == room_nid]
         if not cached:
             await txn.conn.execute(update(rooms).where(rooms.c.room_nid == room_nid).values(**values))
@@ -603,6 +688,8 @@ class RoomserverDatabase:
         return nids
 
     async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:
+        if "redacted_by" in values:
+            txn.redacted = True
         await txn.conn.execute(update(events).where(events.c.event_nid == event_nid).values(**values))
         cached = txn.local.records.get(event_nid)
         if cached is not None:

@@ -16,20 +16,35 @@ from matrixlib.events import HISTORY_VISIBILITY, MEMBER, Event, StateKey
 from matrixlib.room_versions import get_room_version
 from roomserver.internal.convert import event_to_proto, history_visibility_of
 from roomserver.internal.state import StateComputer
+from roomserver.storage.cache import LRUCache
 from roomserver.storage.database import EventRecord, RoomRecord, RoomserverDatabase, StateMap, Txn
 
 DEFAULT_MISSING_EVENTS_LIMIT = 10
 MAX_MISSING_EVENTS_LIMIT = 100
+# How many (state snapshot, state asked for) answers of
+# QueryLatestEventsAndState stay in memory.
+STATE_ANSWER_CACHE_SIZE = 1024
+
+#: (state snapshot NID, the (type, state_key) pairs asked for, in order).
+_StateAnswerKey = tuple[int | None, tuple[tuple[str, str], ...]]
 
 
 def _server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1] if ":" in user_id else ""
 
 
+def _state_answer_key(room: RoomRecord, req: pb.QueryLatestEventsAndStateRequest) -> _StateAnswerKey:
+    return room.state_snapshot_nid, tuple((w.event_type, w.state_key) for w in req.state_to_fetch)
+
+
 class Queries:
     def __init__(self, db: RoomserverDatabase) -> None:
         self._db = db
         self._state = StateComputer(db)
+        # QueryLatestEventsAndState's state events, with the redaction
+        # generation they were read at (see ``_latest_from_memory``).
+        self._state_answers: LRUCache[_StateAnswerKey, tuple[int, list[events_pb2.Event]]] = \
+            LRUCache(STATE_ANSWER_CACHE_SIZE)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -65,6 +80,12 @@ class Queries:
 
     async def query_latest_events_and_state(
             self, req: pb.QueryLatestEventsAndStateRequest) -> pb.QueryLatestEventsAndStateResponse:
+        # Every sent event asks this first: answered from memory when the
+        # room server is its database's only writer and has it all there.
+        known = self._latest_from_memory(req)
+        if known is not None:
+            return known
+        redactions = self._db.redaction_generation
         async with self._db.reading() as txn:
             room = await self._room(txn, req.room_id)
             if room is None:
@@ -78,12 +99,41 @@ class Queries:
             extremities = [records[n] for n in room.forward_extremities if n in records]
             state_records = sorted((records[n] for n in set(state.values()) if n in records),
                                    key=lambda r: r.event_nid)
-            return pb.QueryLatestEventsAndStateResponse(
-                room_exists=True, room_version=room.room_version,
-                latest_event_ids=[r.event_id for r in extremities],
-                state_events=await self._protos(txn, state_records),
-                depth=max((r.depth for r in extremities), default=0) + 1,
-            )
+            state_events = await self._protos(txn, state_records)
+        if self._db.sole_writer and self._db.redaction_generation == redactions:
+            # A snapshot's events never change but by a redaction, which moves
+            # the generation (this process makes every write: sole writer).
+            self._state_answers.put(_state_answer_key(room, req), (redactions, state_events))
+        return pb.QueryLatestEventsAndStateResponse(
+            room_exists=True, room_version=room.room_version,
+            latest_event_ids=[r.event_id for r in extremities],
+            state_events=state_events,
+            depth=max((r.depth for r in extremities), default=0) + 1,
+        )
+
+    def _latest_from_memory(
+            self, req: pb.QueryLatestEventsAndStateRequest) -> pb.QueryLatestEventsAndStateResponse | None:
+        """The answer without reading the database: the room's row as last
+        committed (``cached_room``, kept only by a sole writer), its forward
+        extremities' IDs and depths (which never change), and the state
+        events an earlier answer for the same snapshot read, unless an event
+        was redacted since. None when something is not in memory."""
+        room = self._db.cached_room(req.room_id)
+        if room is None:
+            return None
+        cached = self._state_answers.get(_state_answer_key(room, req))
+        if cached is None or cached[0] != self._db.redaction_generation:
+            return None
+        heads = [self._db.cached_event_head(nid) for nid in room.forward_extremities]
+        latest = [head for head in heads if head is not None]
+        if len(latest) != len(heads):
+            return None
+        return pb.QueryLatestEventsAndStateResponse(
+            room_exists=True, room_version=room.room_version,
+            latest_event_ids=[event_id for event_id, _ in latest],
+            state_events=cached[1],
+            depth=max((depth for _, depth in latest), default=0) + 1,
+        )
 
     async def query_state_after_events(
             self, req: pb.QueryStateAfterEventsRequest) -> pb.QueryStateAfterEventsResponse:
