@@ -32,9 +32,11 @@ same errcode whichever binding sat in between::
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import grpc
+if TYPE_CHECKING:
+    # Only the gRPC bindings need grpc itself: the single process never imports it.
+    import grpc
 
 
 class MatrixError(Exception):
@@ -42,7 +44,8 @@ class MatrixError(Exception):
 
     errcode: ClassVar[str] = "M_UNKNOWN"
     http_status: ClassVar[int] = 500
-    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    #: The name of the ``grpc.StatusCode`` this error travels as over a gRPC binding.
+    grpc_code: ClassVar[str] = "INTERNAL"
 
     def __init__(self, message: str = "", *, extra: dict[str, Any] | None = None,
                  http_status: int | None = None) -> None:
@@ -67,103 +70,103 @@ class MatrixError(Exception):
 class BadJSON(MatrixError):
     errcode = "M_BAD_JSON"
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class NotJSON(MatrixError):
     errcode = "M_NOT_JSON"
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class MissingParam(MatrixError):
     errcode = "M_MISSING_PARAM"
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class InvalidParam(MatrixError):
     errcode = "M_INVALID_PARAM"
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class TooLarge(MatrixError):
     errcode = "M_TOO_LARGE"
     http_status = 413
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class Forbidden(MatrixError):
     errcode = "M_FORBIDDEN"
     http_status = 403
-    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    grpc_code = "PERMISSION_DENIED"
 
 
 class UnknownToken(MatrixError):
     errcode = "M_UNKNOWN_TOKEN"
     http_status = 401
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    grpc_code = "UNAUTHENTICATED"
 
 
 class MissingToken(MatrixError):
     errcode = "M_MISSING_TOKEN"
     http_status = 401
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    grpc_code = "UNAUTHENTICATED"
 
 
 class NotFound(MatrixError):
     errcode = "M_NOT_FOUND"
     http_status = 404
-    grpc_code = grpc.StatusCode.NOT_FOUND
+    grpc_code = "NOT_FOUND"
 
 
 class Unrecognized(MatrixError):
     errcode = "M_UNRECOGNIZED"
     http_status = 404
-    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    grpc_code = "UNIMPLEMENTED"
 
 
 class UserInUse(MatrixError):
     errcode = "M_USER_IN_USE"
     http_status = 400
-    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    grpc_code = "ALREADY_EXISTS"
 
 
 class InvalidUsername(MatrixError):
     errcode = "M_INVALID_USERNAME"
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class Exclusive(MatrixError):
     errcode = "M_EXCLUSIVE"
     http_status = 400
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class UnsupportedRoomVersion(MatrixError):
     errcode = "M_UNSUPPORTED_ROOM_VERSION"
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class IncompatibleRoomVersion(MatrixError):
     errcode = "M_INCOMPATIBLE_ROOM_VERSION"
     http_status = 400
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class RoomInUse(MatrixError):
     errcode = "M_ROOM_IN_USE"
     http_status = 400
-    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    grpc_code = "ALREADY_EXISTS"
 
 
 class LimitExceeded(MatrixError):
     errcode = "M_LIMIT_EXCEEDED"
     http_status = 429
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_code = "RESOURCE_EXHAUSTED"
 
     def __init__(self, message: str = "Too many requests", *, retry_after_ms: int) -> None:
         super().__init__(message, extra={"retry_after_ms": retry_after_ms})
@@ -175,19 +178,19 @@ class WrongRoomKeysVersion(MatrixError):
     ``extra`` carries ``current_version``."""
     errcode = "M_WRONG_ROOM_KEYS_VERSION"
     http_status = 403
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class InvalidSignature(MatrixError):
     errcode = "M_INVALID_SIGNATURE"
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class Unavailable(MatrixError):
     errcode = "M_UNKNOWN"
     http_status = 503
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    grpc_code = "UNAVAILABLE"
 
 
 _BY_ERRCODE: dict[str, type[MatrixError]] = {
@@ -201,6 +204,8 @@ _BY_ERRCODE: dict[str, type[MatrixError]] = {
 
 def from_grpc(error: grpc.aio.AioRpcError) -> MatrixError:
     """Turns a gRPC failure back into the ``MatrixError`` the server raised."""
+    import grpc
+
     details = error.details() or ""
     try:
         body = json.loads(details)

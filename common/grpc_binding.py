@@ -29,7 +29,7 @@ async def serve_call(method: Callable[[Req], Awaitable[Resp]], request: Req,
     try:
         return await method(request)
     except errors.MatrixError as e:
-        await context.abort(e.grpc_code, e.to_details())
+        await context.abort(grpc.StatusCode[e.grpc_code], e.to_details())
         raise  # abort raises; this keeps the type checker honest
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 from typing import Any, ClassVar
 
-import grpc
 from sanic import Blueprint, Request
 
 from common import errors
@@ -42,7 +41,7 @@ class Unauthorized(errors.MatrixError):
 
     errcode = "M_UNAUTHORIZED"
     http_status = 401
-    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNAUTHENTICATED
+    grpc_code: ClassVar[str] = "UNAUTHENTICATED"
 
 
 class FederationAuthenticator:

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from common.log import Log
 from common.logs.embedded import EmbeddedLog
-from common.logs.kafka import KafkaLog
+
+if TYPE_CHECKING:
+    from common.logs.kafka import KafkaLog
 
 __all__ = ["DEFAULT_RETENTION_BYTES", "EmbeddedLog", "KafkaLog", "open_log"]
 
 DEFAULT_RETENTION_BYTES = 1024 * 1024 * 1024
+
+
+def __getattr__(name: str) -> Any:
+    # aiokafka (several MB resident) is imported only where Kafka is used:
+    # the single process on the embedded log never loads it.
+    if name == "KafkaLog":
+        from common.logs.kafka import KafkaLog
+
+        return KafkaLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_log(
@@ -36,6 +49,8 @@ def open_log(
     1000 (real Kafka brokers refuse less than 6000 by default).
     ``kafka_replication_factor`` applies to created topics (3 in production)."""
     if kafka_bootstrap:
+        from common.logs.kafka import KafkaLog
+
         return KafkaLog(
             kafka_bootstrap,
             client_id,

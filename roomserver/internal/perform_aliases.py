@@ -5,7 +5,6 @@ server keeps the directory consistent."""
 
 from __future__ import annotations
 
-import grpc
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
 from common import errors
@@ -17,7 +16,7 @@ class AliasInUse(errors.MatrixError):
 
     errcode = "M_UNKNOWN"
     http_status = 409
-    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    grpc_code = "ALREADY_EXISTS"
 
 
 def _check_alias(alias: str) -> None:
