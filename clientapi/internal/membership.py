@@ -65,11 +65,10 @@ async def send_membership(services: Services, *, room_id: str, sender: str, targ
     if reason:
         content["reason"] = reason
     if services.federation is not None and sender == target and membership in ("leave", "knock"):
-        info = await services.roomserver.query_room_info(
-            rs_pb.QueryRoomInfoRequest(room_id=room_id, include_joined_servers=True))
+        info = await _room_info(services, room_id)
         joined_servers = list(info.joined_servers) if info.room_exists and not info.is_stub else []
         # A room nobody is joined to any more is left to the local path.
-        if not info.room_exists or info.is_stub or (joined_servers and services.server_name not in joined_servers):
+        if not info.room_exists or info.is_stub or (joined_servers and not info.server_joined):
             if membership == "knock":
                 knocked = await services.federation.perform_knock(fed_pb.PerformKnockRequest(
                     room_id=room_id, user_id=sender, server_names=[*server_names, *joined_servers],
@@ -88,6 +87,19 @@ async def send_membership(services: Services, *, room_id: str, sender: str, targ
         event = await _remote_invite(services, event)
     await services.input_events([event])
     return event.event_id
+
+
+async def _room_info(services: Services, room_id: str) -> rs_pb.QueryRoomInfoResponse:
+    """The room's info with ``server_joined`` for this server, and the
+    joined servers only when this server has no joined member (to join or
+    leave through them): a local user's join or leave in a big room never
+    lists the servers of all its members."""
+    info = await services.roomserver.query_room_info(
+        rs_pb.QueryRoomInfoRequest(room_id=room_id, joined_server_name=services.server_name))
+    if info.room_exists and not info.is_stub and not info.server_joined:
+        info = await services.roomserver.query_room_info(rs_pb.QueryRoomInfoRequest(
+            room_id=room_id, include_joined_servers=True, joined_server_name=services.server_name))
+    return info
 
 
 async def _current_state(services: Services, room_id: str, keys: Sequence[StateKey]) -> list[Event]:
@@ -140,11 +152,10 @@ async def join_local_room(services: Services, room_id: str, user_id: str, reason
     inviters = [s for s in await _inviters_server(services, found) if s != services.server_name]
     remote = not found.room_exists
     if found.room_exists:
-        info = await services.roomserver.query_room_info(
-            rs_pb.QueryRoomInfoRequest(room_id=room_id, include_joined_servers=True))
+        info = await _room_info(services, room_id)
         if not info.is_stub:
             joined_servers = list(info.joined_servers)
-        remote = info.is_stub or (services.federation is not None and services.server_name not in joined_servers
+        remote = info.is_stub or (services.federation is not None and not info.server_joined
                                   and bool(joined_servers or inviters))
     content = await profile_content(services, user_id)
     if not remote:

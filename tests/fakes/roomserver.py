@@ -146,7 +146,8 @@ class FakeRoomserver:
             room_exists=True, room_version=room.version.identifier,
             create_event_id=room.state[(CREATE, "")], joined_member_count=len(joined_users),
             latest_event_ids=room.latest,
-            joined_servers=[s for s in servers if s] if req.include_joined_servers else [])
+            joined_servers=[s for s in servers if s] if req.include_joined_servers else [],
+            server_joined=bool(req.joined_server_name) and req.joined_server_name in servers)
 
     # -- membership queries ---------------------------------------------------------
 

@@ -18,6 +18,7 @@ from roomserver.internal.convert import event_to_proto, history_visibility_of
 from roomserver.internal.state import StateComputer
 from roomserver.storage.cache import LRUCache
 from roomserver.storage.database import EventRecord, RoomRecord, RoomserverDatabase, StateMap, Txn
+from roomserver.storage.tables import membership as membership_t
 
 DEFAULT_MISSING_EVENTS_LIMIT = 10
 MAX_MISSING_EVENTS_LIMIT = 100
@@ -177,11 +178,14 @@ class Queries:
                 rows = await self._db.memberships_in_room(txn, room.room_nid, joined_only=True)
                 servers = dict.fromkeys(row.target_user_id.partition(":")[2] for row in rows)
                 joined_servers = [server for server in servers if server]
+            server_joined = bool(req.joined_server_name) and await membership_t.select_server_joined(
+                txn.conn, room.room_nid, req.joined_server_name)
             return pb.QueryRoomInfoResponse(
                 room_exists=True, room_version=room.room_version, create_event_id=create_id,
                 joined_member_count=await self._db.joined_member_count(txn, room.room_nid),
                 latest_event_ids=[r.event_id for r in extremities.values()],
-                is_stub=room.state_snapshot_nid is None, joined_servers=joined_servers)
+                is_stub=room.state_snapshot_nid is None, joined_servers=joined_servers,
+                server_joined=server_joined)
 
     # -- memberships ---------------------------------------------------------
 

@@ -4,9 +4,11 @@ membership queries do not load state snapshots."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Table, Text, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roomserver.storage.tables.base import metadata
+from roomserver.storage.tables.interned import event_state_keys
 
 membership = Table(
     "roomserver_membership",
@@ -18,3 +20,15 @@ membership = Table(
     Column("event_nid", BigInteger, nullable=False),
 )
 Index("roomserver_membership_target", membership.c.target_nid, membership.c.membership)
+
+
+async def select_server_joined(conn: AsyncConnection, room_nid: int, server_name: str) -> bool:
+    """Whether a user of ``server_name`` is joined to the room: stops at the
+    first one, so a room of local users costs a row, not its every member."""
+    found = await conn.scalar(
+        select(membership.c.target_nid)
+        .join(event_state_keys, event_state_keys.c.state_key_nid == membership.c.target_nid)
+        .where(membership.c.room_nid == room_nid, membership.c.membership == "join",
+               event_state_keys.c.state_key.endswith(":" + server_name, autoescape=True))
+        .limit(1))
+    return found is not None

@@ -98,6 +98,12 @@ async def test_room_lifecycle_and_state(api: RoomserverAPI, version: str) -> Non
     with_servers = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id,
                                                                       include_joined_servers=True))
     assert sorted(with_servers.joined_servers) == sorted({ALICE.partition(":")[2], BOB.partition(":")[2]})
+    assert not with_servers.server_joined  # only when asked for
+    # Not a suffix of a server name, nor a LIKE pattern matching one.
+    for server, joined in [(BOB.partition(":")[2], True), ("elsewhere.test", False), ("st", False), ("t_st", False)]:
+        asked = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id, joined_server_name=server))
+        assert asked.server_joined is joined, server
+        assert list(asked.joined_servers) == []
 
     missing = await api.query_room_info(pb.QueryRoomInfoRequest(room_id="!nope:test"))
     assert not missing.room_exists

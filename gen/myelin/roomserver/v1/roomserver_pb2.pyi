@@ -410,18 +410,25 @@ class QueryRoomInfoRequest(_message.Message):
 
     ROOM_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_JOINED_SERVERS_FIELD_NUMBER: _builtins.int
+    JOINED_SERVER_NAME_FIELD_NUMBER: _builtins.int
     room_id: _builtins.str
     include_joined_servers: _builtins.bool
     """Also answer `joined_servers`."""
+    joined_server_name: _builtins.str
+    """Also answer `server_joined`: whether this server has a joined member.
+    A local join or leave asks only this (found at the first such member),
+    not the servers of a big room's every member.
+    """
     def __init__(
         self,
         *,
         room_id: _builtins.str = ...,
         include_joined_servers: _builtins.bool = ...,
+        joined_server_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_joined_servers", b"include_joined_servers", "room_id", b"room_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_joined_servers", b"include_joined_servers", "joined_server_name", b"joined_server_name", "room_id", b"room_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,6 +445,7 @@ class QueryRoomInfoResponse(_message.Message):
     LATEST_EVENT_IDS_FIELD_NUMBER: _builtins.int
     IS_STUB_FIELD_NUMBER: _builtins.int
     JOINED_SERVERS_FIELD_NUMBER: _builtins.int
+    SERVER_JOINED_FIELD_NUMBER: _builtins.int
     room_exists: _builtins.bool
     room_version: _builtins.str
     create_event_id: _builtins.str
@@ -446,6 +454,8 @@ class QueryRoomInfoResponse(_message.Message):
     """True when the room server has only outliers for the room (e.g. a
     partial join in progress) and no current state.
     """
+    server_joined: _builtins.bool
+    """Whether `joined_server_name` has a joined member, when asked for."""
     @_builtins.property
     def latest_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -465,10 +475,11 @@ class QueryRoomInfoResponse(_message.Message):
         latest_event_ids: _abc.Iterable[_builtins.str] | None = ...,
         is_stub: _builtins.bool = ...,
         joined_servers: _abc.Iterable[_builtins.str] | None = ...,
+        server_joined: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_event_id", b"create_event_id", "is_stub", b"is_stub", "joined_member_count", b"joined_member_count", "joined_servers", b"joined_servers", "latest_event_ids", b"latest_event_ids", "room_exists", b"room_exists", "room_version", b"room_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_event_id", b"create_event_id", "is_stub", b"is_stub", "joined_member_count", b"joined_member_count", "joined_servers", b"joined_servers", "latest_event_ids", b"latest_event_ids", "room_exists", b"room_exists", "room_version", b"room_version", "server_joined", b"server_joined"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
