@@ -9,11 +9,11 @@ A client sees ``event_id``, ``type``, ``sender``, ``origin_server_ts``,
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from common import json_codec
 from syncapi.storage.tables.events import StoredEvent
 
 
@@ -66,10 +66,10 @@ def format_pdu(pdu: dict[str, Any], event_id: str, *, include_room_id: bool, now
 def to_client_event(stored: StoredEvent, requester: Requester | None, *, include_room_id: bool,
                     now: int | None = None) -> dict[str, Any]:
     now = now_ms() if now is None else now
-    pdu = json.loads(stored.event_json)
+    pdu = json_codec.loads(stored.event_json)
     extra: dict[str, Any] = {}
     if stored.unsigned_json:
-        extra.update(json.loads(stored.unsigned_json))
+        extra.update(json_codec.loads(stored.unsigned_json))
     because = extra.get("redacted_because")
     if isinstance(because, dict) and "pdu" in because:
         extra["redacted_because"] = format_pdu(because["pdu"], str(because.get("event_id")),

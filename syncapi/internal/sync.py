@@ -189,6 +189,9 @@ class _Builder:
         self.prefetched_state: dict[str, list[StateEntry]] = {}
         self.prefetched_summaries: dict[str, dict[str, Any]] = {}
         self.stored_events: dict[str, StoredEvent] = {}
+        # The bundled aggregations of those rooms' limited timelines, and which rooms they cover.
+        self.prefetched_aggregations: Aggregations = {}
+        self.aggregated_rooms: set[str] = set()
         # Rooms whose visibility is known only for the events after `since`
         # (the user was joined throughout): the full history is read if needed.
         self.joined_throughout: set[str] = set()
@@ -487,6 +490,7 @@ class _Builder:
                  and _names_room(self.stored_events[e.event_id])}
         unnamed = [room_id for room_id in room_ids if room_id not in named]
         heroes = await self.r.heroes_in_rooms(unnamed, self.user_id, MAX_HEROES) if unnamed else {}
+        await self._prefetch_aggregations(timelines)
         for room_id in room_ids:
             room_counts = counts.get(room_id, {})
             summary: dict[str, Any] = {
@@ -497,6 +501,26 @@ class _Builder:
                 current, former = heroes[room_id]
                 summary["m.heroes"] = current or former
             self.prefetched_summaries[room_id] = summary
+
+    async def _prefetch_aggregations(self, timelines: list[_RoomTimeline]) -> None:
+        """The bundled aggregations of every limited timeline among the rooms
+        sent whole, read at once (spec: bundled when the timeline is limited;
+        otherwise the client has seen the children itself)."""
+        if self.filter.event_format == "federation":
+            return
+        limited = {t.window.room_id: t for t in timelines
+                   if t.limited and t.events and t.window.room_id not in self.joined_throughout}
+        if not limited:
+            return
+
+        def can_see(event: StoredEvent) -> bool:
+            found = limited.get(event.room_id)
+            return found is not None and found.vis.can_see(event)
+
+        self.prefetched_aggregations = await bundle(
+            self.r, self.requester, [e for t in limited.values() for e in t.events], can_see=can_see,
+            ignored=self.ignored, include_room_id=False, now=self.now)
+        self.aggregated_rooms = set(limited)
 
     async def _timeline(self, window: _RoomWindow, vis: RoomVisibility) -> _RoomTimeline:
         room_id = window.room_id
@@ -534,7 +558,9 @@ class _Builder:
         else:
             state = await self._state(room_id, window, start, limited, timeline)
         aggregations: Aggregations = {}
-        if limited and timeline and self.filter.event_format != "federation":
+        if room_id in self.aggregated_rooms:
+            aggregations = self.prefetched_aggregations
+        elif limited and timeline and self.filter.event_format != "federation":
             if room_id in self.joined_throughout:
                 # The children may be older than the token: the whole history decides.
                 vis = visibility_by_room(self.user_id, await self.r.membership_history(

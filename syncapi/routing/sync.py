@@ -5,8 +5,8 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from common import errors
-from common.http import json_response, query_int
+from common import errors, json_codec
+from common.http import CORS_HEADERS, query_int
 from syncapi.internal.device_lists import KeyCountsAPI, add_e2ee_fields
 from syncapi.internal.presence import PresenceWriter
 from syncapi.internal.sync import SyncHandler, SyncRequest
@@ -55,7 +55,9 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
                 body = await handler.sync(sync_request)
         key_counts = userapi if isinstance(userapi, KeyCountsAPI) else None
         await add_e2ee_fields(body, database, key_counts, requester, since)
-        return json_response(body)
+        # A large body (an initial sync) is serialised by orjson: several
+        # times faster than json_response's encoder, same JSON.
+        return HTTPResponse(json_codec.dumps(body), headers=CORS_HEADERS, content_type="application/json")
 
     for prefix in CLIENT_PREFIXES:
         blueprint.add_route(sync, f"{prefix}/sync", methods=["GET"],

@@ -1,0 +1,138 @@
+"""An initial /sync reads its rooms' state, member counts, names and heroes
+for all the rooms at once: the number of statements does not grow with the
+rooms, and every room comes exactly as when it is synced on its own (the
+room-by-room path), whatever the filter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.builders import TestRoom
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
+from tests.component.syncapi.test_sync_statements import StatementLog
+
+DAVE = "@dave:test"
+
+
+def _without_age(value: Any) -> Any:
+    """The room entry with every unsigned.age left out (it follows the clock)."""
+    if isinstance(value, dict):
+        return {k: _without_age(v) for k, v in value.items() if k != "age"}
+    if isinstance(value, list):
+        return [_without_age(v) for v in value]
+    return value
+
+
+async def _rooms(env: Env) -> list[TestRoom]:
+    """Rooms that take every branch: state replaced after the timeline's
+    start (read from the state history), named and unnamed rooms, heroes
+    among current and among former members, lazy members to leave out."""
+    named = TestRoom()
+    named.join(BOB)
+    named.set_state("m.room.name", {"name": "one"})
+    named.join(CAROL)
+    for i in range(6):
+        named.message(ALICE if i % 2 else CAROL, f"chat {i}")
+    named.set_state("m.room.topic", {"topic": "t"})
+    named.message(CAROL, "late")
+    named.set_state("m.room.name", {"name": "two"})
+    named.join(DAVE)
+    named.message(ALICE, "last")
+
+    unnamed = TestRoom()
+    unnamed.join(BOB)
+    unnamed.join(CAROL)
+    unnamed.message(CAROL, "hi")
+    unnamed.leave(CAROL)
+    unnamed.message(ALICE, "bye carol")
+
+    deserted = TestRoom()
+    deserted.join(BOB)
+    deserted.message(ALICE, "leaving")
+    deserted.leave(ALICE)
+
+    aliased = TestRoom()
+    aliased.join(BOB)
+    aliased.set_state("m.room.canonical_alias", {"alias": "#a:test"})
+    aliased.set_state("m.room.name", {"name": ""})
+
+    quiet = TestRoom()
+    quiet.join(BOB)
+
+    rooms = [named, unnamed, deserted, aliased, quiet]
+    for room in rooms:
+        await env.send_room(room)
+    return rooms
+
+
+FILTERS: list[dict[str, Any]] = [
+    {"room": {"timeline": {"limit": 3}, "state": {"lazy_load_members": True}}},
+    {"room": {"timeline": {"limit": 3}, "state": {"lazy_load_members": True, "include_redundant_members": True}}},
+    {"room": {"timeline": {"limit": 3}}},
+    {"room": {"timeline": {"limit": 1}, "state": {"types": ["m.room.name", "m.room.member"]}}},
+    {"room": {"timeline": {"limit": 20}, "state": {"lazy_load_members": True}}},
+]
+
+
+async def _each_room_as_on_its_own(env: Env) -> None:
+    rooms = await _rooms(env)
+    devices = iter(range(1000))
+    for sync_filter in FILTERS:
+        for params in ({}, {"use_state_after": "true"}):
+            together = await env.sync(env.token(BOB, f"D{next(devices)}"), filter=json.dumps(sync_filter), **params)
+            assert set(together["rooms"]["join"]) == {room.room_id for room in rooms}
+            for room in rooms:
+                alone_filter = {**sync_filter, "room": {**sync_filter["room"], "rooms": [room.room_id]}}
+                alone = await env.sync(env.token(BOB, f"D{next(devices)}"), filter=json.dumps(alone_filter),
+                                       **params)
+                assert set(alone["rooms"]["join"]) == {room.room_id}
+                assert _without_age(together["rooms"]["join"][room.room_id]) == _without_age(
+                    alone["rooms"]["join"][room.room_id]), (sync_filter, params, room.room_id)
+    # What the rooms must show, not only agree on.
+    named, unnamed, deserted, _, _ = rooms
+    body = await env.sync(env.token(BOB, "CHECK"), filter=json.dumps(FILTERS[0]))
+    joined = body["rooms"]["join"]
+    state = joined[named.room_id]["state"]["events"]
+    # The name in force before the timeline ("two" comes in it); the members
+    # of the timeline's senders and Bob's own, not Carol's.
+    assert [e["content"] for e in state if e["type"] == "m.room.name"] == [{"name": "one"}]
+    assert {e["state_key"] for e in state if e["type"] == "m.room.member"} == {ALICE, BOB}
+    assert joined[named.room_id]["summary"] == {"m.joined_member_count": 4, "m.invited_member_count": 0}
+    assert joined[unnamed.room_id]["summary"]["m.heroes"] == [ALICE]
+    assert joined[deserted.room_id]["summary"]["m.heroes"] == [ALICE]
+    assert joined[deserted.room_id]["summary"]["m.joined_member_count"] == 1
+
+
+async def test_each_room_comes_as_when_synced_on_its_own(env: Env) -> None:
+    await _each_room_as_on_its_own(env)
+
+
+@pytest.mark.postgres
+async def test_each_room_comes_as_when_synced_on_its_own_on_postgres(
+        tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as pg_env:
+        await _each_room_as_on_its_own(pg_env)
+
+
+async def test_statements_do_not_grow_with_the_rooms(env: Env) -> None:
+    lazy = json.dumps(FILTERS[0])
+    # Bob's first sync also records his presence: not what is counted.
+    await env.sync(env.token(BOB, "FIRST"), filter=lazy)
+    counts = []
+    for size in (3, 12):
+        while len(env.feeds) < size:
+            room = TestRoom()
+            room.join(BOB)
+            room.set_state("m.room.name", {"name": f"room {len(env.feeds)}"})
+            room.join(CAROL)
+            room.message(CAROL, "hello")
+            await env.send_room(room)
+        with StatementLog(env) as log:
+            body = await env.sync(env.token(BOB, f"S{size}"), filter=lazy)
+        assert len(body["rooms"]["join"]) == size
+        counts.append(len(log.statements))
+    assert counts[0] == counts[1], counts

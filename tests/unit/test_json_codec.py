@@ -1,0 +1,40 @@
+"""common.json_codec: orjson's speed with json's answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from common import json_codec
+
+
+@pytest.mark.parametrize("value", [
+    {"type": "m.room.message", "content": {"body": "héllo ☃ \u2028", "n": [1, -2, 2**53 - 1]}},
+    {"nested": {"a": [None, True, False, 1.5, "x"]}, "empty": {}},
+    [],
+])
+def test_dumps_is_compact_utf8_json(value: Any) -> None:
+    assert json_codec.dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_dumps_falls_back_for_what_orjson_refuses() -> None:
+    # Integers beyond 64 bits and keys that are not strings.
+    assert json_codec.dumps({"a": 2**70}) == b'{"a":1180591620717411303424}'
+    assert json_codec.dumps({1: "x"}) == b'{"1":"x"}'
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30, 2**63, -(2**63)])
+def test_loads_keeps_long_integers_exact(number: int) -> None:
+    # orjson would read those outside [-2**63, 2**64) as floats.
+    parsed = json_codec.loads(json.dumps({"content": {"n": number}}))
+    assert parsed["content"]["n"] == number and isinstance(parsed["content"]["n"], int)
+
+
+def test_loads_reads_what_json_reads() -> None:
+    text = '{"a": [1, 2.25, "\\u00e9", null], "b": {"c": true}}'
+    assert json_codec.loads(text) == json.loads(text)
+    assert json_codec.loads(text.encode()) == json.loads(text)
+    assert math.isnan(json_codec.loads('{"x": NaN}')["x"])
