@@ -180,8 +180,15 @@ class Event:
     # -- serialisation ------------------------------------------------------
 
     def to_json(self) -> bytes:
-        """Canonical JSON of the PDU (what is stored and sent to servers)."""
-        return encode_canonical_json(self.pdu, strict=self.room_version.strict_canonical_json)
+        """Canonical JSON of the PDU (what is stored and sent to servers).
+        Encoded once: the event is immutable, and a sent event's JSON is
+        wanted for its size check, its transaction record, its input and
+        its storage."""
+        encoded: bytes | None = self.__dict__.get("_canonical_json")
+        if encoded is None:
+            encoded = encode_canonical_json(self.pdu, strict=self.room_version.strict_canonical_json)
+            self.__dict__["_canonical_json"] = encoded
+        return encoded
 
     def __repr__(self) -> str:
         return f"<Event {self.event_id} {self.type} {self.state_key!r} in {self.pdu.get('room_id')}>"

@@ -83,6 +83,11 @@ _REDACTIONS_WAITING_FOR = select(pending_redactions.c.redacts_event_id,
                                  pending_redactions.c.redaction_event_nid).where(
     pending_redactions.c.redacts_event_id.in_(bindparam("ids", expanding=True)))
 _INSERT_EVENT = events.insert().returning(events.c.event_nid)
+# Forgetting sent output (once per input batch).
+_DELETE_OUTBOX_OF_EVENTS = delete(output_outbox).where(
+    output_outbox.c.event_nid.in_(bindparam("nids", expanding=True)))
+_MARK_EVENTS_SENT = update(events).where(events.c.event_nid.in_(bindparam("nids", expanding=True))).values(
+    sent_to_output=True)
 _UPDATE_ROOM = update(rooms).where(rooms.c.room_nid == bindparam("k_room_nid")).values(
     create_event_nid=bindparam("v_create_event_nid"), state_snapshot_nid=bindparam("v_state_snapshot_nid"),
     forward_extremities=bindparam("v_forward_extremities"), last_sent_event_id=bindparam("v_last_sent_event_id"),
@@ -934,9 +939,8 @@ class RoomserverDatabase:
     async def mark_events_sent(self, txn: Txn, event_nids: Collection[int]) -> None:
         """Forgets every outbox entry of ``event_nids`` and marks them sent."""
         for chunk in _chunks(event_nids):
-            await txn.conn.execute(delete(output_outbox).where(output_outbox.c.event_nid.in_(chunk)))
-            await txn.conn.execute(update(events).where(events.c.event_nid.in_(chunk))
-                                   .values(sent_to_output=True))
+            await txn.conn.execute(_DELETE_OUTBOX_OF_EVENTS, {"nids": chunk})
+            await txn.conn.execute(_MARK_EVENTS_SENT, {"nids": chunk})
         self._note_sent(txn, event_nids)
 
     @staticmethod

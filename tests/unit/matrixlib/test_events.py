@@ -118,6 +118,22 @@ def test_to_json_is_canonical_and_round_trips() -> None:
     assert Event.from_json(data, V10) == event
 
 
+def test_to_json_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matrixlib.events as events_module
+    from matrixlib.canonical_json import encode_canonical_json as real
+
+    calls: list[object] = []
+
+    def counting(value: Any, *, strict: bool = True) -> bytes:
+        calls.append(value)
+        return real(value, strict=strict)
+
+    monkeypatch.setattr(events_module, "encode_canonical_json", counting)
+    event = Event(pdu(), V10)
+    assert event.to_json() is event.to_json()
+    assert len(calls) == 1
+
+
 def test_to_json_of_old_room_version_tolerates_huge_integers() -> None:
     # v1-5 events may break the canonical JSON integer range.
     old = Event(pdu(content={"n": 2**60}), get_room_version("5"))
