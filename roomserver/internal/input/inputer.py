@@ -77,7 +77,7 @@ class Inputer:
         parsed: list[tuple[int, str, str]] = []  # (index, event_id, room_id)
         for index, input_event in enumerate(req.events):
             try:
-                event = InputProcessor.parse(input_event)
+                event = InputProcessor.parse(input_event, remember=True)
                 parsed.append((index, event.event_id, event.room_id))
             except InvalidInput as e:
                 results[index] = pb.InputEventResult(event_id=input_event.event.event_id,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,12 @@ MAX_GIVEN_STATE_BYTES = 8 * 1024 * 1024
 # The state an invited user is shown (client-server API "Stripped state";
 # the create event is required since v1.16).
 _INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, TOPIC, CANONICAL_ALIAS, ENCRYPTION)
+
+
+#: How many events the input call parsed stay for the consumer (see ``parse``).
+PARSED_LATELY_SIZE = 1000
+#: (room version, JSON) -> the event parsed from them, with its ID computed.
+_parsed_lately: OrderedDict[tuple[str, bytes], Event] = OrderedDict()
 
 
 def duplicate_reason(record: EventRecord) -> str:
@@ -469,20 +476,36 @@ class InputProcessor:
     # -- one event ---------------------------------------------------------------
 
     @staticmethod
-    def parse(input_event: input_log_pb2.InputRoomEvent) -> Event:
-        """The event of an input, parsed with the version it names. Raises InvalidInput."""
+    def parse(input_event: input_log_pb2.InputRoomEvent, *, remember: bool = False) -> Event:
+        """The event of an input, parsed with the version it names. Raises
+        InvalidInput. The input call parses each event (``remember``) before
+        the consumer of this process does: the consumer then takes the event
+        parsed from the very same bytes instead of parsing them again."""
+        key = (input_event.event.room_version, input_event.event.pdu_json)
+        event = _parsed_lately.pop(key, None)
+        if event is None:
+            event = InputProcessor._parse(input_event)
+            if remember:
+                _parsed_lately[key] = event
+                while len(_parsed_lately) > PARSED_LATELY_SIZE:
+                    _parsed_lately.popitem(last=False)
+        event_id = event.event_id
+        if input_event.event.event_id and input_event.event.event_id != event_id:
+            raise InvalidInput(f"event ID {input_event.event.event_id} does not match the event ({event_id})")
+        return event
+
+    @staticmethod
+    def _parse(input_event: input_log_pb2.InputRoomEvent) -> Event:
         try:
             room_version = get_room_version(input_event.event.room_version)
         except UnknownRoomVersionError as e:
             raise InvalidInput(str(e)) from None
         try:
             event = Event.from_json(input_event.event.pdu_json, room_version)
-            event_id = event.event_id
+            _ = event.event_id
             _ = event.room_id
         except (EventFormatError, ValueError, KeyError, TypeError) as e:
             raise InvalidInput(f"malformed event: {e}") from None
-        if input_event.event.event_id and input_event.event.event_id != event_id:
-            raise InvalidInput(f"event ID {input_event.event.event_id} does not match the event ({event_id})")
         return event
 
     async def _process_event(self, txn: Txn, room_id: str, input_event: input_log_pb2.InputRoomEvent
