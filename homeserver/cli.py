@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import COMPONENT_NAMES, ComponentAddress, Config, load_config, save_config
+from homeserver.memory import configure_process_memory
 
 PERSONALITIES = (*COMPONENT_NAMES, "router")
 
@@ -128,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_process_memory()
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
