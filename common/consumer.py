@@ -62,6 +62,12 @@ TopicPartition = tuple[str, int]
 FETCH_RETRY_DELAY = 1.0
 # How long a cancelled runner tries to commit what it finished.
 FINAL_COMMIT_TIMEOUT = 5.0
+# Seconds between offset commits. A commit is a write (on the embedded log a
+# file write and two fsyncs, on Kafka a broker round trip) that nobody waits
+# for: handling is idempotent, so committing less often only means replaying
+# a little more after a crash, never skipping a record. (Kafka's own
+# auto-commit interval is 5 s.)
+COMMIT_INTERVAL = 1.0
 
 
 class _PartitionProgress:
@@ -103,7 +109,7 @@ class KeyedConsumerRunner:
         max_pending: int = 10_000,
         fetch_max_records: int = 500,
         fetch_timeout: float = 1.0,
-        commit_interval: float = 0.2,
+        commit_interval: float = COMMIT_INTERVAL,
     ) -> None:
         if concurrency < 1 or max_pending < 1 or max_batch < 1:
             raise ValueError("concurrency, max_pending and max_batch must be positive")
@@ -140,6 +146,8 @@ class KeyedConsumerRunner:
         self._handled = asyncio.Event()
         # The partitions of each revocation, in order (see _fetch_loop).
         self._releases: list[frozenset[TopicPartition]] = []
+        # The fetch in flight, which stop() cancels.
+        self._fetching: asyncio.Future[Sequence[LogRecord]] | None = None
 
     @property
     def committed(self) -> dict[TopicPartition, int]:
@@ -156,6 +164,8 @@ class KeyedConsumerRunner:
         current record, commit, and return. Records fetched but not started are
         left uncommitted for the next run."""
         self._stopping.set()
+        if self._fetching is not None and not self._fetching.done():
+            self._fetching.cancel()
 
     async def run(self) -> None:
         """Joins the group, sets ``ready`` and consumes until ``stop()``.
@@ -198,17 +208,20 @@ class KeyedConsumerRunner:
                     room.cancel()
                     continue
                 releases_before = len(self._releases)
+                # Awaited directly (stop() cancels it): records reach their
+                # handlers one loop turn sooner than through asyncio.wait.
                 fetch = asyncio.ensure_future(
                     consumer.fetch(min(self._fetch_max_records, self._max_pending - self._pending), self._fetch_timeout)
                 )
-                await asyncio.wait([fetch, stopping], return_when=asyncio.FIRST_COMPLETED)
-                if not fetch.done():
-                    # Stopping: whatever this fetch would return stays uncommitted.
-                    fetch.cancel()
-                    await asyncio.gather(fetch, return_exceptions=True)
-                    return
+                self._fetching = fetch
                 try:
-                    records = fetch.result()
+                    records = await fetch
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the runner itself is cancelled
+                    # Stopping: whatever this fetch would return stays uncommitted.
+                    return
                 except PositionLost as lost:
                     if self._on_position_lost is None:
                         # Shut down cleanly first; run() raises it afterwards.
@@ -352,6 +365,12 @@ class KeyedConsumerRunner:
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._commit_interval)
             except TimeoutError:
+                if self._handling:
+                    # A batch is running: its wake-ups and the reads they
+                    # start go first; the commit follows its end (bounded,
+                    # so a runner that is never idle still commits).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._handled.wait(), self._commit_interval)
                 await self._commit_once()
 
     async def _commit_once(self) -> None:

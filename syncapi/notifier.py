@@ -180,8 +180,11 @@ class Notifier:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
+                # asyncio.timeout, not wait_for: no task of its own, so the
+                # woken /sync runs in the loop turn after the wake-up.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await waiter.wait()
                 waiter.clear()
                 if self.has_news(user_id, since) is not False:
                     return True

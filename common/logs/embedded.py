@@ -48,7 +48,7 @@ import re
 import struct
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -365,8 +365,10 @@ class EmbeddedLog:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="embedded-log")
         # Segments sealed since the last sync round, whose index files it writes.
         self._sealed: list[tuple[Path, bytes]] = []
-        # Replaced (after being set) whenever new records become visible.
-        self._data_arrived = asyncio.Event()
+        # topic -> the wake-up events of the consumers reading it, set when
+        # new records of the topic become visible (an append to one topic
+        # wakes only the consumers of that topic).
+        self._topic_waiters: dict[str, set[asyncio.Event]] = {}
         self._group_committed: dict[str, dict[tuple[str, int], int]] = {}
         self._group_locks: dict[str, asyncio.Lock] = {}
         self._open_groups: set[str] = set()
@@ -584,7 +586,7 @@ class EmbeddedLog:
                 if self.retention_bytes is not None:
                     self._apply_retention(partition, self.retention_bytes)
             if visible:
-                self._wake_consumers()
+                self._wake_consumers({partition.topic for partition in visible})
         finally:
             self._sync_task = None
 
@@ -617,10 +619,11 @@ class EmbeddedLog:
             total -= oldest.size
             logger.debug("log retention: deleted %s", oldest.path)
 
-    def _wake_consumers(self) -> None:
-        arrived = self._data_arrived
-        self._data_arrived = asyncio.Event()
-        arrived.set()
+    def _wake_consumers(self, topics: Iterable[str] | None = None) -> None:
+        """Wakes the consumers of ``topics`` (None: every consumer)."""
+        for topic in self._topic_waiters if topics is None else topics:
+            for arrived in self._topic_waiters.get(topic, ()):
+                arrived.set()
 
     # -- consuming -------------------------------------------------------
 
@@ -633,7 +636,10 @@ class EmbeddedLog:
             for partition in self._topic(name).partitions:
                 positions[(name, partition.index)] = committed.get((name, partition.index), partition.log_start)
         self._open_groups.add(group)
-        return EmbeddedConsumer(self, group, positions)
+        consumer = EmbeddedConsumer(self, group, positions)
+        for name in topics:
+            self._topic_waiters.setdefault(name, set()).add(consumer.arrived)
+        return consumer
 
     def _partition(self, topic: str, index: int) -> _Partition:
         return self._topic(topic).partitions[index]
@@ -670,6 +676,8 @@ class EmbeddedConsumer:
         self.group = group
         self._positions = positions
         self._order = list(positions)
+        # Set when records of this consumer's topics become visible.
+        self.arrived = asyncio.Event()
         # Where the next fetch starts looking, so no partition starves the others.
         self._rotation = 0
         self._closed = False
@@ -680,7 +688,8 @@ class EmbeddedConsumer:
         while True:
             if self._closed:
                 raise RuntimeError("fetch on a closed consumer")
-            arrived = self._log._data_arrived
+            # Cleared before the read: what becomes visible after it sets it again.
+            self.arrived.clear()
             records = self._read(max_records)
             if records:
                 return records
@@ -688,7 +697,10 @@ class EmbeddedConsumer:
             if remaining <= 0:
                 return []
             try:
-                await asyncio.wait_for(arrived.wait(), remaining)
+                # asyncio.timeout, not wait_for: no task of its own, so the
+                # consumer runs in the loop turn the append's fsync wakes it.
+                async with asyncio.timeout(remaining):
+                    await self.arrived.wait()
             except TimeoutError:
                 return []
 
@@ -723,3 +735,5 @@ class EmbeddedConsumer:
         if not self._closed:
             self._closed = True
             self._log._open_groups.discard(self.group)
+            for waiters in self._log._topic_waiters.values():
+                waiters.discard(self.arrived)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -16,13 +17,31 @@ from syncapi.routing.auth import CLIENT_PREFIXES, authenticate
 from syncapi.storage.database import SyncDatabase
 from userapi.api import AuthenticationAPI
 
+# Inline filters parsed lately, by their text: a client sends the same one
+# with every /sync, and a parsed Filter is immutable. Stored filters are
+# kept by SyncDatabase.get_filter and parsed here (same cache, by their text).
+PARSED_FILTERS_KEPT = 1024
+_parsed: OrderedDict[str, Filter] = OrderedDict()
+
+
+def _parse_cached(text: str) -> Filter:
+    parsed = _parsed.get(text)
+    if parsed is not None:
+        _parsed.move_to_end(text)
+        return parsed
+    parsed = parse_filter_json(text)  # a bad filter raises and is not kept
+    _parsed[text] = parsed
+    if len(_parsed) > PARSED_FILTERS_KEPT:
+        _parsed.popitem(last=False)
+    return parsed
+
 
 async def load_filter(database: SyncDatabase, user_id: str, value: str | None) -> Filter:
     """/sync's ``filter`` parameter: inline JSON when it starts with "{", else a stored ID."""
     if not value:
         return Filter()
     if value.lstrip().startswith("{"):
-        return parse_filter_json(value)
+        return _parse_cached(value)
     try:
         filter_id = int(value)
     except ValueError:
@@ -30,7 +49,7 @@ async def load_filter(database: SyncDatabase, user_id: str, value: str | None) -
     stored = await database.get_filter(user_id, filter_id)
     if stored is None:
         raise errors.InvalidParam(f"no filter {value} for this user")
-    return parse_filter_json(stored)
+    return _parse_cached(stored)
 
 
 def register(blueprint: Blueprint, database: SyncDatabase, userapi: AuthenticationAPI) -> None:

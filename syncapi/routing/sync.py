@@ -34,6 +34,9 @@ def parse_bool(request: Request, name: str) -> bool:
 
 def register(blueprint: Blueprint, database: SyncDatabase, userapi: AuthenticationAPI,
              handler: SyncHandler, presence: PresenceWriter | None = None) -> None:
+    # Checked once: a runtime Protocol check walks the protocol's members.
+    key_counts = userapi if isinstance(userapi, KeyCountsAPI) else None
+
     async def sync(request: Request) -> HTTPResponse:
         requester = await authenticate(userapi, request)
         since_text = request.args.get("since")
@@ -53,7 +56,6 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
                 # Before the response is built, so its token covers the change.
                 await presence.on_sync(requester.user_id, set_presence)
                 body = await handler.sync(sync_request)
-        key_counts = userapi if isinstance(userapi, KeyCountsAPI) else None
         await add_e2ee_fields(body, database, key_counts, requester, since)
         # A large body (an initial sync) is serialised by orjson: several
         # times faster than json_response's encoder, same JSON.

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, false, select
+from sqlalchemy import Select, and_, bindparam, false, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.storage import Database
@@ -147,6 +147,21 @@ DERIVED_ACCOUNT_DATA = frozenset({"m.push_rules", "m.ignored_user_list"})
 #: Reads what push rule evaluation needs on the events' own transaction and
 #: answers the notifications of the live events written (event, position).
 PushRulesRun = Callable[["Reader", Sequence[tuple[Event, int]]], Awaitable[Sequence[StoredNotification]]]
+
+
+def _build_joined_rooms_news() -> Select[Any]:
+    e = events_t.events.c
+    m = state_t.current_room_state.c
+    return select(events_t.events, m.added_pos.label("join_pos")).select_from(events_t.events.join(
+        state_t.current_room_state,
+        and_(m.room_id == e.room_id, m.type == MEMBER, m.state_key == bindparam("b_user_id"),
+             m.membership == "join"),
+    )).where(e.stream_pos > bindparam("b_after"), e.stream_pos <= bindparam("b_upto"), e.state_only == false(),
+             e.historical == false()).order_by(e.stream_pos.desc()).limit(bindparam("b_limit"))
+
+
+# Built once: every woken /sync runs it (Reader.joined_rooms_news).
+_JOINED_ROOMS_NEWS = _build_joined_rooms_news()
 
 
 class SyncDatabase:
@@ -856,14 +871,8 @@ class Reader:
         """``joined_rooms_with_events_since`` and every one of those rooms'
         timeline events in ``(after, upto]`` (oldest first), in one
         statement; None when there are more than ``cap`` such events."""
-        e = events_t.events.c
-        m = state_t.current_room_state.c
-        stmt = select(events_t.events, m.added_pos.label("join_pos")).select_from(events_t.events.join(
-            state_t.current_room_state,
-            and_(m.room_id == e.room_id, m.type == MEMBER, m.state_key == user_id, m.membership == "join"),
-        )).where(e.stream_pos > after, e.stream_pos <= upto, e.state_only == false(),
-                 e.historical == false()).order_by(e.stream_pos.desc()).limit(cap + 1)
-        rows = list(await self.conn.execute(stmt))
+        rows = list(await self.conn.execute(_JOINED_ROOMS_NEWS, {
+            "b_user_id": user_id, "b_after": after, "b_upto": upto, "b_limit": cap + 1}))
         if len(rows) > cap:
             return None
         joined: dict[str, int] = {}
