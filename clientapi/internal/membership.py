@@ -145,13 +145,16 @@ async def join_local_room(services: Services, room_id: str, user_id: str, reason
     left) the federation API joins through ``server_names``, the inviter's
     server, the room ID's server and the servers last known in the room,
     in that order: 404 when none could be reached, 403 when refused."""
-    found = await current_membership(services, room_id, user_id)
+    # Whether this server is in the room comes with the user's membership:
+    # a join to a room of local users makes no other query.
+    found = await services.roomserver.query_membership_for_user(rs_pb.QueryMembershipForUserRequest(
+        room_id=room_id, user_id=user_id, joined_server_name=services.server_name))
     if found.membership == "join":
         return
     joined_servers: list[str] = []
     inviters = [s for s in await _inviters_server(services, found) if s != services.server_name]
     remote = not found.room_exists
-    if found.room_exists:
+    if found.room_exists and not found.server_joined:
         info = await _room_info(services, room_id)
         if not info.is_stub:
             joined_servers = list(info.joined_servers)

@@ -157,13 +157,16 @@ class FakeRoomserver:
         room = self.rooms.get(req.room_id)
         if room is None:
             return pb.QueryMembershipForUserResponse(room_exists=False)
+        server_joined = bool(req.joined_server_name) and any(
+            t == MEMBER and k.endswith(":" + req.joined_server_name) and room.events[e].membership == "join"
+            for (t, k), e in room.state.items())
         event_id = room.state.get((MEMBER, req.user_id))
         if event_id is None:
-            return pb.QueryMembershipForUserResponse(room_exists=True)
+            return pb.QueryMembershipForUserResponse(room_exists=True, server_joined=server_joined)
         membership = room.events[event_id].membership or ""
         return pb.QueryMembershipForUserResponse(
             room_exists=True, has_been_in_room=True, membership=membership, event_id=event_id,
-            is_in_room=membership == "join")
+            is_in_room=membership == "join", server_joined=server_joined)
 
     async def query_memberships_for_room(
             self, req: pb.QueryMembershipsForRoomRequest) -> pb.QueryMembershipsForRoomResponse:

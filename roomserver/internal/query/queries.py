@@ -62,8 +62,8 @@ class Queries:
         # A state key of "*" asks for every state key of the type (as Dendrite does).
         wildcard_types = {t for t, s in tuples if s == "*"}
         keys = await self._db.state_tuple_nids(txn, [(t, s) for t, s in tuples if s != "*"])
-        wanted_keys = set(keys.values())
-        result = {k: v for k, v in state.items() if k in wanted_keys}
+        # By the keys asked for, not the state's: a big room's state is its members.
+        result = {k: state[k] for k in keys.values() if k in state}
         if wildcard_types:
             type_nids = set((await self._db.type_nids(txn, wildcard_types, create=False)).values())
             result.update({k: v for k, v in state.items() if k[0] in type_nids})
@@ -195,13 +195,17 @@ class Queries:
             room = await self._room(txn, req.room_id)
             if room is None:
                 return pb.QueryMembershipForUserResponse(room_exists=False)
+            # Not in a stub (no current state: a join there goes through another server).
+            server_joined = (bool(req.joined_server_name) and room.state_snapshot_nid is not None
+                             and await membership_t.select_server_joined(txn.conn, room.room_nid,
+                                                                         req.joined_server_name))
             row = await self._db.membership_of(txn, room.room_nid, req.user_id)
             if row is None:
-                return pb.QueryMembershipForUserResponse(room_exists=True)
+                return pb.QueryMembershipForUserResponse(room_exists=True, server_joined=server_joined)
             event_id = (await self._db.event_records_by_nid(txn, [row.event_nid]))[row.event_nid].event_id
             return pb.QueryMembershipForUserResponse(
                 room_exists=True, has_been_in_room=True, membership=row.membership, event_id=event_id,
-                is_in_room=row.membership == "join")
+                is_in_room=row.membership == "join", server_joined=server_joined)
 
     async def query_memberships_for_room(
             self, req: pb.QueryMembershipsForRoomRequest) -> pb.QueryMembershipsForRoomResponse:

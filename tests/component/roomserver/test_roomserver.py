@@ -152,6 +152,11 @@ async def test_queries(api: RoomserverAPI) -> None:
     stranger = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
         room_id=room.room_id, user_id="@x:test"))
     assert stranger.room_exists and not stranger.has_been_in_room and stranger.membership == ""
+    assert not stranger.server_joined  # only when asked for
+    for user_id, server, joined in [("@x:test", "test", True), (CAROL, "test", True), (BOB, "elsewhere", False)]:
+        asked = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
+            room_id=room.room_id, user_id=user_id, joined_server_name=server))
+        assert asked.server_joined is joined, (user_id, server)
 
     everyone = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(room_id=room.room_id))
     assert sorted(proto_ids(everyone.member_events)) == sorted(
@@ -766,8 +771,9 @@ async def test_invite_over_federation_then_join(api: RoomserverAPI, running: Run
     info = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id))
     assert info.room_exists and info.is_stub
     membership = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
-        room_id=room.room_id, user_id=BOB))
+        room_id=room.room_id, user_id=BOB, joined_server_name=BOB.partition(":")[2]))
     assert membership.membership == "invite" and membership.event_id == invite.event_id
+    assert not membership.server_joined  # a stub has no current state to be joined in
     assert list((await api.query_rooms_for_user(pb.QueryRoomsForUserRequest(
         user_id=BOB, membership="invite"))).room_ids) == [room.room_id]
     [invite_output] = [o.new_invite_event for o in await read_output(running.log)

@@ -26,15 +26,15 @@ from myelin.roomserver.v1 import events_pb2 as myelin_dot_roomserver_dot_v1_dot_
 from myelin.roomserver.v1 import input_log_pb2 as myelin_dot_roomserver_dot_v1_dot_input__log__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%myelin/roomserver/v1/roomserver.proto\x12\x14myelin.roomserver.v1\x1a!myelin/roomserver/v1/events.proto\x1a$myelin/roomserver/v1/input_log.proto\"\\\n\x16InputRoomEventsRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.myelin.roomserver.v1.InputRoomEvent\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"i\n\x10InputEventResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".myelin.roomserver.v1.InputOutcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\"R\n\x17InputRoomEventsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.myelin.roomserver.v1.InputEventResult\"p\n QueryLatestEventsAndStateRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12;\n\x0estate_to_fetch\x18\x02 \x03(\x0b\x32#.myelin.roomserver.v1.StateKeyTuple\"\xaa\x01\n!QueryLatestEventsAndStateResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x14\n\x0croom_version\x18\x02 \x01(\t\x12\x18\n\x10latest_event_ids\x18\x03 \x03(\t\x12\x31\n\x0cstate_events\x18\x04 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\x03\"\x84\x01\n\x1cQueryStateAfterEventsRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x16\n\x0eprev_event_ids\x18\x02 \x03(\t\x12;\n\x0estate_to_fetch\x18\x03 \x03(\x0b\x32#.myelin.roomserver.v1.StateKeyTuple\"\x98\x01\n\x1dQueryStateAfterEventsResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x19\n\x11prev_events_exist\x18\x02 \x01(\x08\x12\x14\n\x0croom_version\x18\x03 \x01(\t\x12\x31\n\x0cstate_events\x18\x04 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"G\n\x16QueryEventsByIDRequest\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x1a\n\x12include_unaccepted\x18\x02 \x01(\x08\"F\n\x17QueryEventsByIDResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"A\n\x1dQueryMembershipForUserRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x89\x01\n\x1eQueryMembershipForUserResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x18\n\x10has_been_in_room\x18\x02 \x01(\x08\x12\x12\n\nmembership\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x12\n\nis_in_room\x18\x05 \x01(\x08\"[\n\x1eQueryMembershipsForRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x13\n\x0bjoined_only\x18\x02 \x01(\x08\x12\x13\n\x0b\x61t_event_id\x18\x03 \x01(\t\"j\n\x1fQueryMembershipsForRoomResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x32\n\rmember_events\x18\x02 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"c\n\x14QueryRoomInfoRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x1e\n\x16include_joined_servers\x18\x02 \x01(\x08\x12\x1a\n\x12joined_server_name\x18\x03 \x01(\t\"\xd2\x01\n\x15QueryRoomInfoResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x14\n\x0croom_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63reate_event_id\x18\x03 \x01(\t\x12\x1b\n\x13joined_member_count\x18\x04 \x01(\x03\x12\x18\n\x10latest_event_ids\x18\x05 \x03(\t\x12\x0f\n\x07is_stub\x18\x06 \x01(\x08\x12\x16\n\x0ejoined_servers\x18\x07 \x03(\t\x12\x15\n\rserver_joined\x18\x08 \x01(\x08\"L\n#QueryServerAllowedToSeeEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0bserver_name\x18\x02 \x01(\t\"F\n!QueryUserAllowedToSeeEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"G\n\x1eQueryAllowedToSeeEventResponse\x12\x14\n\x0c\x65vent_exists\x18\x01 \x01(\x08\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\"*\n\x15QueryAuthChainRequest\x12\x11\n\tevent_ids\x18\x01 \x03(\t\"I\n\x16QueryAuthChainResponse\x12/\n\nauth_chain\x18\x01 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"\x80\x01\n\x19QueryMissingEventsRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65\x61rliest_events\x18\x02 \x03(\t\x12\x15\n\rlatest_events\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\"I\n\x1aQueryMissingEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"?\n\x18QueryRoomsForUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nmembership\x18\x02 \x01(\t\"-\n\x19QueryRoomsForUserResponse\x12\x10\n\x08room_ids\x18\x01 \x03(\t\"F\n\x13SetRoomAliasRequest\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\"\x16\n\x14SetRoomAliasResponse\")\n\x18GetRoomIDForAliasRequest\x12\r\n\x05\x61lias\x18\x01 \x01(\t\"=\n\x19GetRoomIDForAliasResponse\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reator\x18\x02 \x01(\t\"+\n\x18GetAliasesForRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\",\n\x19GetAliasesForRoomResponse\x12\x0f\n\x07\x61liases\x18\x01 \x03(\t\"\'\n\x16RemoveRoomAliasRequest\x12\r\n\x05\x61lias\x18\x01 \x01(\t\";\n\x17RemoveRoomAliasResponse\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reator\x18\x02 \x01(\t*\xbc\x01\n\x0cInputOutcome\x12\x1d\n\x19INPUT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16INPUT_OUTCOME_ACCEPTED\x10\x01\x12\x1a\n\x16INPUT_OUTCOME_REJECTED\x10\x02\x12\x1d\n\x19INPUT_OUTCOME_SOFT_FAILED\x10\x03\x12\x1b\n\x17INPUT_OUTCOME_DUPLICATE\x10\x04\x12\x19\n\x15INPUT_OUTCOME_INVALID\x10\x05\x32\xb6\x0f\n\nRoomserver\x12n\n\x0fInputRoomEvents\x12,.myelin.roomserver.v1.InputRoomEventsRequest\x1a-.myelin.roomserver.v1.InputRoomEventsResponse\x12\x8c\x01\n\x19QueryLatestEventsAndState\x12\x36.myelin.roomserver.v1.QueryLatestEventsAndStateRequest\x1a\x37.myelin.roomserver.v1.QueryLatestEventsAndStateResponse\x12\x80\x01\n\x15QueryStateAfterEvents\x12\x32.myelin.roomserver.v1.QueryStateAfterEventsRequest\x1a\x33.myelin.roomserver.v1.QueryStateAfterEventsResponse\x12n\n\x0fQueryEventsByID\x12,.myelin.roomserver.v1.QueryEventsByIDRequest\x1a-.myelin.roomserver.v1.QueryEventsByIDResponse\x12\x83\x01\n\x16QueryMembershipForUser\x12\x33.myelin.roomserver.v1.QueryMembershipForUserRequest\x1a\x34.myelin.roomserver.v1.QueryMembershipForUserResponse\x12\x86\x01\n\x17QueryMembershipsForRoom\x12\x34.myelin.roomserver.v1.QueryMembershipsForRoomRequest\x1a\x35.myelin.roomserver.v1.QueryMembershipsForRoomResponse\x12h\n\rQueryRoomInfo\x12*.myelin.roomserver.v1.QueryRoomInfoRequest\x1a+.myelin.roomserver.v1.QueryRoomInfoResponse\x12\x8f\x01\n\x1cQueryServerAllowedToSeeEvent\x12\x39.myelin.roomserver.v1.QueryServerAllowedToSeeEventRequest\x1a\x34.myelin.roomserver.v1.QueryAllowedToSeeEventResponse\x12\x8b\x01\n\x1aQueryUserAllowedToSeeEvent\x12\x37.myelin.roomserver.v1.QueryUserAllowedToSeeEventRequest\x1a\x34.myelin.roomserver.v1.QueryAllowedToSeeEventResponse\x12k\n\x0eQueryAuthChain\x12+.myelin.roomserver.v1.QueryAuthChainRequest\x1a,.myelin.roomserver.v1.QueryAuthChainResponse\x12w\n\x12QueryMissingEvents\x12/.myelin.roomserver.v1.QueryMissingEventsRequest\x1a\x30.myelin.roomserver.v1.QueryMissingEventsResponse\x12t\n\x11QueryRoomsForUser\x12..myelin.roomserver.v1.QueryRoomsForUserRequest\x1a/.myelin.roomserver.v1.QueryRoomsForUserResponse\x12\x65\n\x0cSetRoomAlias\x12).myelin.roomserver.v1.SetRoomAliasRequest\x1a*.myelin.roomserver.v1.SetRoomAliasResponse\x12t\n\x11GetRoomIDForAlias\x12..myelin.roomserver.v1.GetRoomIDForAliasRequest\x1a/.myelin.roomserver.v1.GetRoomIDForAliasResponse\x12t\n\x11GetAliasesForRoom\x12..myelin.roomserver.v1.GetAliasesForRoomRequest\x1a/.myelin.roomserver.v1.GetAliasesForRoomResponse\x12n\n\x0fRemoveRoomAlias\x12,.myelin.roomserver.v1.RemoveRoomAliasRequest\x1a-.myelin.roomserver.v1.RemoveRoomAliasResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%myelin/roomserver/v1/roomserver.proto\x12\x14myelin.roomserver.v1\x1a!myelin/roomserver/v1/events.proto\x1a$myelin/roomserver/v1/input_log.proto\"\\\n\x16InputRoomEventsRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.myelin.roomserver.v1.InputRoomEvent\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"i\n\x10InputEventResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".myelin.roomserver.v1.InputOutcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\"R\n\x17InputRoomEventsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.myelin.roomserver.v1.InputEventResult\"p\n QueryLatestEventsAndStateRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12;\n\x0estate_to_fetch\x18\x02 \x03(\x0b\x32#.myelin.roomserver.v1.StateKeyTuple\"\xaa\x01\n!QueryLatestEventsAndStateResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x14\n\x0croom_version\x18\x02 \x01(\t\x12\x18\n\x10latest_event_ids\x18\x03 \x03(\t\x12\x31\n\x0cstate_events\x18\x04 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\x03\"\x84\x01\n\x1cQueryStateAfterEventsRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x16\n\x0eprev_event_ids\x18\x02 \x03(\t\x12;\n\x0estate_to_fetch\x18\x03 \x03(\x0b\x32#.myelin.roomserver.v1.StateKeyTuple\"\x98\x01\n\x1dQueryStateAfterEventsResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x19\n\x11prev_events_exist\x18\x02 \x01(\x08\x12\x14\n\x0croom_version\x18\x03 \x01(\t\x12\x31\n\x0cstate_events\x18\x04 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"G\n\x16QueryEventsByIDRequest\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x1a\n\x12include_unaccepted\x18\x02 \x01(\x08\"F\n\x17QueryEventsByIDResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"]\n\x1dQueryMembershipForUserRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x1a\n\x12joined_server_name\x18\x03 \x01(\t\"\xa0\x01\n\x1eQueryMembershipForUserResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x18\n\x10has_been_in_room\x18\x02 \x01(\x08\x12\x12\n\nmembership\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x12\n\nis_in_room\x18\x05 \x01(\x08\x12\x15\n\rserver_joined\x18\x06 \x01(\x08\"[\n\x1eQueryMembershipsForRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x13\n\x0bjoined_only\x18\x02 \x01(\x08\x12\x13\n\x0b\x61t_event_id\x18\x03 \x01(\t\"j\n\x1fQueryMembershipsForRoomResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x32\n\rmember_events\x18\x02 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"c\n\x14QueryRoomInfoRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x1e\n\x16include_joined_servers\x18\x02 \x01(\x08\x12\x1a\n\x12joined_server_name\x18\x03 \x01(\t\"\xd2\x01\n\x15QueryRoomInfoResponse\x12\x13\n\x0broom_exists\x18\x01 \x01(\x08\x12\x14\n\x0croom_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63reate_event_id\x18\x03 \x01(\t\x12\x1b\n\x13joined_member_count\x18\x04 \x01(\x03\x12\x18\n\x10latest_event_ids\x18\x05 \x03(\t\x12\x0f\n\x07is_stub\x18\x06 \x01(\x08\x12\x16\n\x0ejoined_servers\x18\x07 \x03(\t\x12\x15\n\rserver_joined\x18\x08 \x01(\x08\"L\n#QueryServerAllowedToSeeEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0bserver_name\x18\x02 \x01(\t\"F\n!QueryUserAllowedToSeeEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"G\n\x1eQueryAllowedToSeeEventResponse\x12\x14\n\x0c\x65vent_exists\x18\x01 \x01(\x08\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\"*\n\x15QueryAuthChainRequest\x12\x11\n\tevent_ids\x18\x01 \x03(\t\"I\n\x16QueryAuthChainResponse\x12/\n\nauth_chain\x18\x01 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"\x80\x01\n\x19QueryMissingEventsRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65\x61rliest_events\x18\x02 \x03(\t\x12\x15\n\rlatest_events\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\"I\n\x1aQueryMissingEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.myelin.roomserver.v1.Event\"?\n\x18QueryRoomsForUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nmembership\x18\x02 \x01(\t\"-\n\x19QueryRoomsForUserResponse\x12\x10\n\x08room_ids\x18\x01 \x03(\t\"F\n\x13SetRoomAliasRequest\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\"\x16\n\x14SetRoomAliasResponse\")\n\x18GetRoomIDForAliasRequest\x12\r\n\x05\x61lias\x18\x01 \x01(\t\"=\n\x19GetRoomIDForAliasResponse\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reator\x18\x02 \x01(\t\"+\n\x18GetAliasesForRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\",\n\x19GetAliasesForRoomResponse\x12\x0f\n\x07\x61liases\x18\x01 \x03(\t\"\'\n\x16RemoveRoomAliasRequest\x12\r\n\x05\x61lias\x18\x01 \x01(\t\";\n\x17RemoveRoomAliasResponse\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reator\x18\x02 \x01(\t*\xbc\x01\n\x0cInputOutcome\x12\x1d\n\x19INPUT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16INPUT_OUTCOME_ACCEPTED\x10\x01\x12\x1a\n\x16INPUT_OUTCOME_REJECTED\x10\x02\x12\x1d\n\x19INPUT_OUTCOME_SOFT_FAILED\x10\x03\x12\x1b\n\x17INPUT_OUTCOME_DUPLICATE\x10\x04\x12\x19\n\x15INPUT_OUTCOME_INVALID\x10\x05\x32\xb6\x0f\n\nRoomserver\x12n\n\x0fInputRoomEvents\x12,.myelin.roomserver.v1.InputRoomEventsRequest\x1a-.myelin.roomserver.v1.InputRoomEventsResponse\x12\x8c\x01\n\x19QueryLatestEventsAndState\x12\x36.myelin.roomserver.v1.QueryLatestEventsAndStateRequest\x1a\x37.myelin.roomserver.v1.QueryLatestEventsAndStateResponse\x12\x80\x01\n\x15QueryStateAfterEvents\x12\x32.myelin.roomserver.v1.QueryStateAfterEventsRequest\x1a\x33.myelin.roomserver.v1.QueryStateAfterEventsResponse\x12n\n\x0fQueryEventsByID\x12,.myelin.roomserver.v1.QueryEventsByIDRequest\x1a-.myelin.roomserver.v1.QueryEventsByIDResponse\x12\x83\x01\n\x16QueryMembershipForUser\x12\x33.myelin.roomserver.v1.QueryMembershipForUserRequest\x1a\x34.myelin.roomserver.v1.QueryMembershipForUserResponse\x12\x86\x01\n\x17QueryMembershipsForRoom\x12\x34.myelin.roomserver.v1.QueryMembershipsForRoomRequest\x1a\x35.myelin.roomserver.v1.QueryMembershipsForRoomResponse\x12h\n\rQueryRoomInfo\x12*.myelin.roomserver.v1.QueryRoomInfoRequest\x1a+.myelin.roomserver.v1.QueryRoomInfoResponse\x12\x8f\x01\n\x1cQueryServerAllowedToSeeEvent\x12\x39.myelin.roomserver.v1.QueryServerAllowedToSeeEventRequest\x1a\x34.myelin.roomserver.v1.QueryAllowedToSeeEventResponse\x12\x8b\x01\n\x1aQueryUserAllowedToSeeEvent\x12\x37.myelin.roomserver.v1.QueryUserAllowedToSeeEventRequest\x1a\x34.myelin.roomserver.v1.QueryAllowedToSeeEventResponse\x12k\n\x0eQueryAuthChain\x12+.myelin.roomserver.v1.QueryAuthChainRequest\x1a,.myelin.roomserver.v1.QueryAuthChainResponse\x12w\n\x12QueryMissingEvents\x12/.myelin.roomserver.v1.QueryMissingEventsRequest\x1a\x30.myelin.roomserver.v1.QueryMissingEventsResponse\x12t\n\x11QueryRoomsForUser\x12..myelin.roomserver.v1.QueryRoomsForUserRequest\x1a/.myelin.roomserver.v1.QueryRoomsForUserResponse\x12\x65\n\x0cSetRoomAlias\x12).myelin.roomserver.v1.SetRoomAliasRequest\x1a*.myelin.roomserver.v1.SetRoomAliasResponse\x12t\n\x11GetRoomIDForAlias\x12..myelin.roomserver.v1.GetRoomIDForAliasRequest\x1a/.myelin.roomserver.v1.GetRoomIDForAliasResponse\x12t\n\x11GetAliasesForRoom\x12..myelin.roomserver.v1.GetAliasesForRoomRequest\x1a/.myelin.roomserver.v1.GetAliasesForRoomResponse\x12n\n\x0fRemoveRoomAlias\x12,.myelin.roomserver.v1.RemoveRoomAliasRequest\x1a-.myelin.roomserver.v1.RemoveRoomAliasResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'myelin.roomserver.v1.roomserver_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INPUTOUTCOME']._serialized_start=2921
-  _globals['_INPUTOUTCOME']._serialized_end=3109
+  _globals['_INPUTOUTCOME']._serialized_start=2972
+  _globals['_INPUTOUTCOME']._serialized_end=3160
   _globals['_INPUTROOMEVENTSREQUEST']._serialized_start=136
   _globals['_INPUTROOMEVENTSREQUEST']._serialized_end=228
   _globals['_INPUTEVENTRESULT']._serialized_start=230
@@ -54,51 +54,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYEVENTSBYIDRESPONSE']._serialized_start=1071
   _globals['_QUERYEVENTSBYIDRESPONSE']._serialized_end=1141
   _globals['_QUERYMEMBERSHIPFORUSERREQUEST']._serialized_start=1143
-  _globals['_QUERYMEMBERSHIPFORUSERREQUEST']._serialized_end=1208
-  _globals['_QUERYMEMBERSHIPFORUSERRESPONSE']._serialized_start=1211
-  _globals['_QUERYMEMBERSHIPFORUSERRESPONSE']._serialized_end=1348
-  _globals['_QUERYMEMBERSHIPSFORROOMREQUEST']._serialized_start=1350
-  _globals['_QUERYMEMBERSHIPSFORROOMREQUEST']._serialized_end=1441
-  _globals['_QUERYMEMBERSHIPSFORROOMRESPONSE']._serialized_start=1443
-  _globals['_QUERYMEMBERSHIPSFORROOMRESPONSE']._serialized_end=1549
-  _globals['_QUERYROOMINFOREQUEST']._serialized_start=1551
-  _globals['_QUERYROOMINFOREQUEST']._serialized_end=1650
-  _globals['_QUERYROOMINFORESPONSE']._serialized_start=1653
-  _globals['_QUERYROOMINFORESPONSE']._serialized_end=1863
-  _globals['_QUERYSERVERALLOWEDTOSEEEVENTREQUEST']._serialized_start=1865
-  _globals['_QUERYSERVERALLOWEDTOSEEEVENTREQUEST']._serialized_end=1941
-  _globals['_QUERYUSERALLOWEDTOSEEEVENTREQUEST']._serialized_start=1943
-  _globals['_QUERYUSERALLOWEDTOSEEEVENTREQUEST']._serialized_end=2013
-  _globals['_QUERYALLOWEDTOSEEEVENTRESPONSE']._serialized_start=2015
-  _globals['_QUERYALLOWEDTOSEEEVENTRESPONSE']._serialized_end=2086
-  _globals['_QUERYAUTHCHAINREQUEST']._serialized_start=2088
-  _globals['_QUERYAUTHCHAINREQUEST']._serialized_end=2130
-  _globals['_QUERYAUTHCHAINRESPONSE']._serialized_start=2132
-  _globals['_QUERYAUTHCHAINRESPONSE']._serialized_end=2205
-  _globals['_QUERYMISSINGEVENTSREQUEST']._serialized_start=2208
-  _globals['_QUERYMISSINGEVENTSREQUEST']._serialized_end=2336
-  _globals['_QUERYMISSINGEVENTSRESPONSE']._serialized_start=2338
-  _globals['_QUERYMISSINGEVENTSRESPONSE']._serialized_end=2411
-  _globals['_QUERYROOMSFORUSERREQUEST']._serialized_start=2413
-  _globals['_QUERYROOMSFORUSERREQUEST']._serialized_end=2476
-  _globals['_QUERYROOMSFORUSERRESPONSE']._serialized_start=2478
-  _globals['_QUERYROOMSFORUSERRESPONSE']._serialized_end=2523
-  _globals['_SETROOMALIASREQUEST']._serialized_start=2525
-  _globals['_SETROOMALIASREQUEST']._serialized_end=2595
-  _globals['_SETROOMALIASRESPONSE']._serialized_start=2597
-  _globals['_SETROOMALIASRESPONSE']._serialized_end=2619
-  _globals['_GETROOMIDFORALIASREQUEST']._serialized_start=2621
-  _globals['_GETROOMIDFORALIASREQUEST']._serialized_end=2662
-  _globals['_GETROOMIDFORALIASRESPONSE']._serialized_start=2664
-  _globals['_GETROOMIDFORALIASRESPONSE']._serialized_end=2725
-  _globals['_GETALIASESFORROOMREQUEST']._serialized_start=2727
-  _globals['_GETALIASESFORROOMREQUEST']._serialized_end=2770
-  _globals['_GETALIASESFORROOMRESPONSE']._serialized_start=2772
-  _globals['_GETALIASESFORROOMRESPONSE']._serialized_end=2816
-  _globals['_REMOVEROOMALIASREQUEST']._serialized_start=2818
-  _globals['_REMOVEROOMALIASREQUEST']._serialized_end=2857
-  _globals['_REMOVEROOMALIASRESPONSE']._serialized_start=2859
-  _globals['_REMOVEROOMALIASRESPONSE']._serialized_end=2918
-  _globals['_ROOMSERVER']._serialized_start=3112
-  _globals['_ROOMSERVER']._serialized_end=5086
+  _globals['_QUERYMEMBERSHIPFORUSERREQUEST']._serialized_end=1236
+  _globals['_QUERYMEMBERSHIPFORUSERRESPONSE']._serialized_start=1239
+  _globals['_QUERYMEMBERSHIPFORUSERRESPONSE']._serialized_end=1399
+  _globals['_QUERYMEMBERSHIPSFORROOMREQUEST']._serialized_start=1401
+  _globals['_QUERYMEMBERSHIPSFORROOMREQUEST']._serialized_end=1492
+  _globals['_QUERYMEMBERSHIPSFORROOMRESPONSE']._serialized_start=1494
+  _globals['_QUERYMEMBERSHIPSFORROOMRESPONSE']._serialized_end=1600
+  _globals['_QUERYROOMINFOREQUEST']._serialized_start=1602
+  _globals['_QUERYROOMINFOREQUEST']._serialized_end=1701
+  _globals['_QUERYROOMINFORESPONSE']._serialized_start=1704
+  _globals['_QUERYROOMINFORESPONSE']._serialized_end=1914
+  _globals['_QUERYSERVERALLOWEDTOSEEEVENTREQUEST']._serialized_start=1916
+  _globals['_QUERYSERVERALLOWEDTOSEEEVENTREQUEST']._serialized_end=1992
+  _globals['_QUERYUSERALLOWEDTOSEEEVENTREQUEST']._serialized_start=1994
+  _globals['_QUERYUSERALLOWEDTOSEEEVENTREQUEST']._serialized_end=2064
+  _globals['_QUERYALLOWEDTOSEEEVENTRESPONSE']._serialized_start=2066
+  _globals['_QUERYALLOWEDTOSEEEVENTRESPONSE']._serialized_end=2137
+  _globals['_QUERYAUTHCHAINREQUEST']._serialized_start=2139
+  _globals['_QUERYAUTHCHAINREQUEST']._serialized_end=2181
+  _globals['_QUERYAUTHCHAINRESPONSE']._serialized_start=2183
+  _globals['_QUERYAUTHCHAINRESPONSE']._serialized_end=2256
+  _globals['_QUERYMISSINGEVENTSREQUEST']._serialized_start=2259
+  _globals['_QUERYMISSINGEVENTSREQUEST']._serialized_end=2387
+  _globals['_QUERYMISSINGEVENTSRESPONSE']._serialized_start=2389
+  _globals['_QUERYMISSINGEVENTSRESPONSE']._serialized_end=2462
+  _globals['_QUERYROOMSFORUSERREQUEST']._serialized_start=2464
+  _globals['_QUERYROOMSFORUSERREQUEST']._serialized_end=2527
+  _globals['_QUERYROOMSFORUSERRESPONSE']._serialized_start=2529
+  _globals['_QUERYROOMSFORUSERRESPONSE']._serialized_end=2574
+  _globals['_SETROOMALIASREQUEST']._serialized_start=2576
+  _globals['_SETROOMALIASREQUEST']._serialized_end=2646
+  _globals['_SETROOMALIASRESPONSE']._serialized_start=2648
+  _globals['_SETROOMALIASRESPONSE']._serialized_end=2670
+  _globals['_GETROOMIDFORALIASREQUEST']._serialized_start=2672
+  _globals['_GETROOMIDFORALIASREQUEST']._serialized_end=2713
+  _globals['_GETROOMIDFORALIASRESPONSE']._serialized_start=2715
+  _globals['_GETROOMIDFORALIASRESPONSE']._serialized_end=2776
+  _globals['_GETALIASESFORROOMREQUEST']._serialized_start=2778
+  _globals['_GETALIASESFORROOMREQUEST']._serialized_end=2821
+  _globals['_GETALIASESFORROOMRESPONSE']._serialized_start=2823
+  _globals['_GETALIASESFORROOMRESPONSE']._serialized_end=2867
+  _globals['_REMOVEROOMALIASREQUEST']._serialized_start=2869
+  _globals['_REMOVEROOMALIASREQUEST']._serialized_end=2908
+  _globals['_REMOVEROOMALIASRESPONSE']._serialized_start=2910
+  _globals['_REMOVEROOMALIASRESPONSE']._serialized_end=2969
+  _globals['_ROOMSERVER']._serialized_start=3163
+  _globals['_ROOMSERVER']._serialized_end=5137
 # @@protoc_insertion_point(module_scope)

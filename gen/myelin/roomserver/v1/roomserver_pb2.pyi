@@ -305,17 +305,23 @@ class QueryMembershipForUserRequest(_message.Message):
 
     ROOM_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    JOINED_SERVER_NAME_FIELD_NUMBER: _builtins.int
     room_id: _builtins.str
     user_id: _builtins.str
+    joined_server_name: _builtins.str
+    """Also answer `server_joined`: whether this server has a joined member
+    (a local join asks it in the same read, as QueryRoomInfo answers it).
+    """
     def __init__(
         self,
         *,
         room_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        joined_server_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["joined_server_name", b"joined_server_name", "room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -330,6 +336,7 @@ class QueryMembershipForUserResponse(_message.Message):
     MEMBERSHIP_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
     IS_IN_ROOM_FIELD_NUMBER: _builtins.int
+    SERVER_JOINED_FIELD_NUMBER: _builtins.int
     room_exists: _builtins.bool
     has_been_in_room: _builtins.bool
     """True when the user has a membership event in the current state."""
@@ -337,6 +344,8 @@ class QueryMembershipForUserResponse(_message.Message):
     """"join", "invite", "leave", "ban", "knock", or "" when none."""
     event_id: _builtins.str
     is_in_room: _builtins.bool
+    server_joined: _builtins.bool
+    """Whether `joined_server_name` has a joined member, when asked for."""
     def __init__(
         self,
         *,
@@ -345,10 +354,11 @@ class QueryMembershipForUserResponse(_message.Message):
         membership: _builtins.str = ...,
         event_id: _builtins.str = ...,
         is_in_room: _builtins.bool = ...,
+        server_joined: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "has_been_in_room", b"has_been_in_room", "is_in_room", b"is_in_room", "membership", b"membership", "room_exists", b"room_exists"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "has_been_in_room", b"has_been_in_room", "is_in_room", b"is_in_room", "membership", b"membership", "room_exists", b"room_exists", "server_joined", b"server_joined"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
