@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from PIL import Image
 
 from common import errors
 from common.config import MediaConfig
@@ -258,6 +257,9 @@ def _known_codec(name: str) -> bool:
 
 
 def _image_size(data: bytes) -> tuple[int, int] | None:
+    # Pillow (~3 MB resident) is loaded by the first preview of an image, not at start.
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size

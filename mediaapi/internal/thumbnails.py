@@ -15,12 +15,14 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from PIL import Image, ImageOps
+from typing import TYPE_CHECKING
 
 from common.config import ThumbnailSize
 from mediaapi.headers import essence
 from mediaapi.storage.tables.thumbnails import ThumbnailRow
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 THUMBNAILABLE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"})
 JPEG_QUALITY = 85
@@ -51,6 +53,9 @@ def make_thumbnails(data: bytes, sizes: Sequence[ThumbnailSize], *, max_pixels: 
     """The thumbnails of the image in ``data`` at each size it is big enough
     for. Raises ``ImageTooLarge`` or ``ThumbnailError`` (never anything else
     for bad input)."""
+    # Pillow (~3 MB resident) is loaded by the first thumbnail, not at start.
+    from PIL import Image, ImageOps
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -76,6 +81,8 @@ def make_thumbnails(data: bytes, sizes: Sequence[ThumbnailSize], *, max_pixels: 
 
 
 def _thumbnail(image: Image.Image, size: ThumbnailSize, as_jpeg: bool) -> Thumbnail | None:
+    from PIL import Image
+
     width, height = image.size
     if size.method == "crop":
         ratio = max(size.width / width, size.height / height)

@@ -39,7 +39,7 @@ def test_arena_cap_respects_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert limit_malloc_arenas() is False
 
 
-def test_single_process_imports_leave_out_grpc_kafka_and_pygments() -> None:
+def test_single_process_imports_leave_out_grpc_kafka_pygments_and_pillow() -> None:
     # What `myelin` (no personality) imports before serving: the monolith
     # and every component it builds, after the start-up memory settings.
     code = (
@@ -55,5 +55,5 @@ def test_single_process_imports_leave_out_grpc_kafka_and_pygments() -> None:
     loaded = set(json.loads(_run_python(code)))
     assert "alembic" in loaded  # the check below would be vacuous otherwise
     assert "mako" in loaded
-    for absent in ("grpc", "aiokafka", "pygments"):
+    for absent in ("grpc", "aiokafka", "pygments", "PIL"):
         assert absent not in loaded, f"{absent} is imported by the single process"
