@@ -241,7 +241,7 @@ class InputProcessor:
             forgotten = await self._forget_sent(txn)
             inputs = [e for entry in entries if not isinstance(entry, str) for e in entry.events]
             await self._db.prefetch(txn, [e.event.event_id for e in inputs if e.event.event_id],
-                                    _referenced_event_ids(inputs))
+                                    _referenced_event_ids(inputs) | self._extremity_ids(entries))
             for value, parsed in zip(values, entries, strict=True):
                 if isinstance(parsed, str):
                     logger.warning("input record skipped: %s", parsed)
@@ -254,6 +254,20 @@ class InputProcessor:
         if to_send:
             await self._send(to_send)
         return answers
+
+    def _extremity_ids(self, entries: Sequence[input_log_pb2.InputRoomEventsEntry | str]) -> set[str]:
+        """The IDs of the forward extremities of the entries' rooms, as far
+        as they are in memory: an event that forks the room (built on an
+        older extremity, as concurrent sends are) leaves them extremities,
+        and their rows are then wanted; read with the batch's others."""
+        found: set[str] = set()
+        for room_id in {entry.room_id for entry in entries if not isinstance(entry, str)}:
+            room = self._db.cached_room(room_id)
+            for nid in room.forward_extremities if room is not None else ():
+                head = self._db.cached_event_head(nid)
+                if head is not None:
+                    found.add(head[0])
+        return found
 
     async def process_entry(self, entry: input_log_pb2.InputRoomEventsEntry) -> list[pb.InputEventResult]:
         """Processes an entry's events in one transaction, each in a savepoint

@@ -143,3 +143,24 @@ async def test_a_failed_batch_leaves_no_stale_room_in_memory(running: Running) -
     answer = await component.api.query_latest_events_and_state(request)
     assert list(answer.latest_event_ids) == [after.event_id]
     assert answer == await reference.query_latest_events_and_state(request)
+
+
+async def test_a_fork_reads_the_rows_it_needs_with_the_batch(running: Running) -> None:
+    """An event built on an older extremity (as concurrent sends are) leaves
+    the newer one an extremity too: its row comes with the batch's one read
+    of event rows, from the extremities kept in memory."""
+    room = TestRoom("10", creator=ALICE)
+    await send(running, room.events)
+    late = room.message(ALICE, "built before the other", advance=False)
+    first = room.message(ALICE, "input first")
+    await send(running, [first])
+    with counting_statements(running) as statements:
+        # A client's send (with its transaction ID): the input call looks nothing up.
+        response = await running.component.api.input_room_events(pb.InputRoomEventsRequest(
+            events=[input_event(late, transaction_id=(ALICE, "DEVICE", "txn1"))], wait=True))
+    assert response.results[0].outcome == pb.INPUT_OUTCOME_ACCEPTED
+    event_reads = [s for s in statements if s.startswith("SELECT roomserver_events.")]
+    assert len(event_reads) == 1, "\n".join(event_reads)
+    answer = await running.component.api.query_latest_events_and_state(
+        pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert sorted(answer.latest_event_ids) == sorted([first.event_id, late.event_id])
