@@ -42,6 +42,10 @@ class StreamStep:
     prev_id: int
 
 
+# Devices whose key counts are kept (see KeysDatabase.key_counts).
+KEY_COUNTS_CACHE_SIZE = 10_000
+
+
 class KeysDatabase:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -53,6 +57,8 @@ class KeysDatabase:
         self._streams = DeviceListStreamsTable()
         self._backup_versions = KeyBackupVersionsTable()
         self._backup_keys = KeyBackupKeysTable()
+        # (user, device) -> (write generation read at, one-time key counts, unused fallback algorithms).
+        self._key_counts: dict[tuple[str, str], tuple[int, dict[str, int], list[str]]] = {}
 
     async def _next_stream_id(self, conn: AsyncConnection, user_id: str) -> StreamStep:
         prev = await self._streams.select(conn, user_id)
@@ -140,10 +146,21 @@ class KeysDatabase:
                     "key_json": key_json, "used": False}, ["user_id", "device_id", "algorithm"]))
 
     async def key_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
-        """(one-time key count per algorithm, algorithms with an unused fallback key)."""
+        """(one-time key count per algorithm, algorithms with an unused fallback key).
+        Asked by every /sync with news; kept until this database's next write
+        (``Database.write_generation``, as the token owners are), so a sync
+        between two writes reads nothing."""
+        generation = self.db.write_generation
+        cached = self._key_counts.get((user_id, device_id))
+        if cached is not None and cached[0] == generation:
+            return dict(cached[1]), list(cached[2])
         async with self.db.connect() as conn:
             counts = await self._one_time_keys.counts(conn, user_id, device_id)
             unused = await self._fallback_keys.unused_algorithms(conn, user_id, device_id)
+        if self.db.write_generation == generation:
+            if len(self._key_counts) >= KEY_COUNTS_CACHE_SIZE:
+                self._key_counts.clear()
+            self._key_counts[(user_id, device_id)] = (generation, dict(counts), list(unused))
         return counts, unused
 
     async def claim_key(self, user_id: str, device_id: str, algorithm: str) -> tuple[str, str] | None:
