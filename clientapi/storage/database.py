@@ -24,9 +24,12 @@ logger = logging.getLogger(__name__)
 TRANSACTION_TTL_MS = 24 * 60 * 60 * 1000
 # Expired rows are deleted at most this often, on a write.
 _PURGE_INTERVAL_MS = 10 * 60 * 1000
-# How long a transaction marked done may wait for a send's write transaction
-# to record it before a write of its own does.
-_DONE_FLUSH_DELAY_SECONDS = 0.5
+# How long transactions marked done wait to be written together, in a write
+# transaction of their own; a claim group writes them on its way only when
+# this many are waiting (one statement fewer for the other groups, and a
+# marked row only drops the JSON kept for a retry, which is harmless to keep).
+_DONE_FLUSH_DELAY_SECONDS = 1.0
+_DONE_WRITTEN_WITH_CLAIMS_AT = 256
 # Claims written by one statement at most (9 parameters each; SQLite allows 32,766).
 _CLAIM_CHUNK = 500
 
@@ -154,7 +157,8 @@ class ClientAPIDatabase:
         answers: list[TransactionRow | None] = []
         claimed: list[TransactionKey] = []
         async with self.db.transaction() as conn:
-            await self._write_done(conn)
+            if len(self._done) >= _DONE_WRITTEN_WITH_CLAIMS_AT:
+                await self._write_done(conn)
             await self._purge(conn, now)
             inserted = await self._insert_claims(conn, group, now, cutoff)
             for claim, written in zip(group, inserted, strict=True):
@@ -210,10 +214,11 @@ class ClientAPIDatabase:
 
     async def mark_transaction_done(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
         """The send finished: its row stops being pending and drops the event
-        JSON kept for a retry. Readers here see it at once; it is written by
-        the next write transaction (or within half a second): a crash before
-        that leaves the row pending, so a retry inputs the same event again,
-        which the room server answers as a duplicate."""
+        JSON kept for a retry. Readers here see it at once; it is written
+        within a second, together with the others marked meanwhile (or by a
+        claim group when many wait): a crash before that leaves the row
+        pending, so a retry inputs the same event again, which the room
+        server answers as a duplicate."""
         self._done.add((user_id, device_id, endpoint, txn_id))
         if self._done_flush is None or self._done_flush.done():
             self._done_flush = asyncio.create_task(self._flush_done_later())
@@ -226,7 +231,7 @@ class ClientAPIDatabase:
             logger.warning("could not mark transactions done; the next write will", exc_info=True)
 
     async def flush_done(self) -> None:
-        """Writes the transactions marked done (also done by every write here)."""
+        """Writes the transactions marked done (see ``mark_transaction_done``)."""
         if not self._done:
             return
         async with self.db.transaction() as conn:
