@@ -288,6 +288,9 @@ async def test_sqlite_settings_and_serialised_writers(tmp_path: Path) -> None:
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
             assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 1  # NORMAL
+            # A small page cache per connection, and few connections kept open (memory).
+            assert (await conn.exec_driver_sql("PRAGMA cache_size")).scalar() == -storage.SQLITE_CACHE_KIB
+        assert db.engine.pool.size() == storage.SQLITE_POOL_SIZE  # type: ignore[attr-defined]
         async with db.transaction() as conn:
             await conn.execute(sa.insert(things).values(thing_id="n", name="counter"))
 
