@@ -68,6 +68,8 @@ def max_delta_depth(state_size: int) -> int:
 # (256 snapshots of a 1,000-member room held 18 MB). What input and queries
 # reuse is the current state and auth events of the rooms being written to.
 EVENT_CACHE_SIZE = 2_000
+# How many state snapshots' delta depths stay in memory (a few ints each).
+SNAPSHOT_DEPTH_CACHE_SIZE = 100_000
 SNAPSHOT_CACHE_SIZE = 256
 SNAPSHOT_CACHE_ENTRIES = 50_000
 # How many rooms' rows (sole writer only) and events' (ID, depth) stay in memory.
@@ -111,6 +113,8 @@ class TxnCache:
 
     events: dict[int, Event] = field(default_factory=dict)
     snapshots: dict[int, StateMap] = field(default_factory=dict)
+    # Snapshot NID -> its delta depth (never changes once written).
+    snapshot_depths: dict[int, int] = field(default_factory=dict)
     room_versions: dict[int, str] = field(default_factory=dict)
     type_nids: dict[str, int] = field(default_factory=dict)
     state_key_nids: dict[str, int] = field(default_factory=dict)
@@ -294,6 +298,9 @@ class RoomserverDatabase:
         self._snapshots: LRUCache[int, StateMap] = LRUCache(
             SNAPSHOT_CACHE_SIZE, max_weight=SNAPSHOT_CACHE_ENTRIES, weigh=lambda state: len(state) + 1)
         self._room_versions: dict[int, str] = {}
+        # Snapshot NID -> delta depth: the next state change's delta is
+        # written against the last snapshot without reading its row.
+        self._snapshot_depths: LRUCache[int, int] = LRUCache(SNAPSHOT_DEPTH_CACHE_SIZE)
 
     async def close(self) -> None:
         await self.db.close()
@@ -381,6 +388,8 @@ class RoomserverDatabase:
             self._events.put(event_nid, event)
         for snapshot_nid, state in local.snapshots.items():
             self._snapshots.put(snapshot_nid, state)
+        for snapshot_nid, depth in local.snapshot_depths.items():
+            self._snapshot_depths.put(snapshot_nid, depth)
         self._room_versions.update(local.room_versions)
         for name, nid in local.type_nids.items():
             self._remember_type(name, nid)
@@ -841,12 +850,17 @@ class RoomserverDatabase:
             parent = await self.load_state(txn, parent_nid)
             if parent == state:
                 return parent_nid
-            parent_depth = await txn.conn.scalar(
-                select(state_snapshots.c.delta_depth).where(state_snapshots.c.snapshot_nid == parent_nid))
-            delta: list[tuple[int, int, int | None]] = [
-                (t, s, e) for (t, s), e in state.items() if parent.get((t, s)) != e]
-            delta.extend((t, s, None) for (t, s) in parent if (t, s) not in state)
-            depth = int(parent_depth or 0) + 1
+            parent_depth = self._snapshot_depths.get(parent_nid)
+            if parent_depth is None:
+                parent_depth = txn.local.snapshot_depths.get(parent_nid)
+            if parent_depth is None:
+                parent_depth = int(await txn.conn.scalar(
+                    select(state_snapshots.c.delta_depth).where(state_snapshots.c.snapshot_nid == parent_nid)) or 0)
+            # Set operations on the maps' items (event NIDs are never None):
+            # a big room's state is compared at C speed, not entry by entry.
+            delta: list[tuple[int, int, int | None]] = [(t, s, e) for (t, s), e in state.items() - parent.items()]
+            delta.extend((t, s, None) for (t, s) in parent.keys() - state.keys())
+            depth = parent_depth + 1
             if depth <= max_delta_depth(len(state)) and len(delta) <= max(len(state) // 2, 8):
                 return await self._write_snapshot(txn, room_nid, parent_nid, depth, delta, state)
         full: list[tuple[int, int, int | None]] = [(t, s, e) for (t, s), e in state.items()]
@@ -864,6 +878,7 @@ class RoomserverDatabase:
                 {"snapshot_nid": snapshot_nid, "type_nid": t, "state_key_nid": s, "event_nid": e}
                 for t, s, e in chunk])
         txn.local.snapshots[snapshot_nid] = dict(state)
+        txn.local.snapshot_depths[snapshot_nid] = depth
         return snapshot_nid
 
     # -- memberships ---------------------------------------------------------

@@ -376,6 +376,7 @@ class SyncDatabase:
             before_position = await self._take_position(conn)
         position = await self._take_position(conn)
         unsigned: dict[str, Any] = {}
+        previous: StateEntry | None = None
         if event.is_state() and not new.historical:
             previous = await state_t.select_current_entry(conn, room_id, event.type,
                                                           event.state_key or "")
@@ -399,8 +400,12 @@ class SyncDatabase:
                 if state_event.event_id in other_adds:
                     await _update_directory(conn, state_event)
             if own_key is not None or own_removes:
+                # The entry the event replaces was read above, unless other
+                # state changed since (then it is read again).
+                current = {own_key: previous} if own_key is not None and before_position is None else None
                 applied.memberships.update(await self._apply_state_delta(
-                    conn, room_id, position, [event.event_id] if own_key else [], own_removes, known))
+                    conn, room_id, position, [event.event_id] if own_key else [], own_removes, known,
+                    current=current))
             applied.user_ids.update(applied.memberships)
             if event.type == MEMBER and event.state_key is not None:
                 applied.user_ids.add(event.state_key)
@@ -638,13 +643,18 @@ class SyncDatabase:
 
     async def _apply_state_delta(self, conn: AsyncConnection, room_id: str, position: int,
                                  adds: Sequence[str], removes: Sequence[str],
-                                 known: dict[str, Event]) -> dict[str, str | None]:
+                                 known: dict[str, Event], *,
+                                 current: Mapping[tuple[str, str], StateEntry | None] | None = None
+                                 ) -> dict[str, str | None]:
         """Applies a state delta at ``position``; answers the memberships it
-        changed (user -> new membership, None when the entry went away)."""
+        changed (user -> new membership, None when the entry went away).
+        ``current``: current entries of keys the caller read already."""
         changed: dict[str, str | None] = {}
+        removed_keys: set[tuple[str, str]] = set()
         for entry in await state_t.select_current_entries_by_event_ids(conn, room_id, list(removes)):
             if entry.event_id not in adds:
                 await state_t.remove_entry(conn, entry, position)
+                removed_keys.add((entry.type, entry.state_key))
                 if entry.type == MEMBER:
                     changed[entry.state_key] = None
         missing = [event_id for event_id in adds if event_id not in known]
@@ -672,18 +682,23 @@ class SyncDatabase:
             if state_key is None:
                 continue
             key = (event_type, state_key)
+            current_entry: StateEntry | None
             if key in inserts:
                 # Two entries for one key in a delta: the later one wins; the
                 # earlier was never in force.
-                current = None
+                current_entry = None
             elif current_map is not None:
-                current = current_map.get(key)
+                current_entry = current_map.get(key)
+            elif key in removed_keys:
+                current_entry = None  # deleted just above
+            elif current is not None and key in current:
+                current_entry = current[key]
             else:
-                current = await state_t.select_current_entry(conn, room_id, event_type, state_key)
-            if current is not None:
-                if current.event_id == event_id:
+                current_entry = await state_t.select_current_entry(conn, room_id, event_type, state_key)
+            if current_entry is not None:
+                if current_entry.event_id == event_id:
                     continue
-                await state_t.remove_entry(conn, current, position)
+                await state_t.remove_entry(conn, current_entry, position)
             entry = StateEntry(room_id=room_id, type=event_type, state_key=state_key, event_id=event_id,
                                membership=membership if event_type == MEMBER else None, added_pos=position)
             inserts[key] = entry

@@ -690,12 +690,15 @@ class InputProcessor:
             raise InvalidInput(f"room {room.room_id} already has a create event")
         rv = event.room_version
         create_event = await self._create_event(txn, room)
-        checked = await self._check(txn, room, event, input_event, kind, create_event, known)
-
+        # Interned before the checks: a new member's user ID, unknown until
+        # now, is then found by the auth state lookups (before and current)
+        # in this transaction instead of being looked for in the table again.
         type_nid = (await self._db.type_nids(txn, [event.type], create=True))[event.type]
         state_key_nid: int | None = None
         if event.state_key is not None:
             state_key_nid = (await self._db.state_key_nids(txn, [event.state_key], create=True))[event.state_key]
+        checked = await self._check(txn, room, event, input_event, kind, create_event, known)
+
         is_rejected = checked.rejected_reason is not None
         # Only accepted timeline events have output.
         no_output = is_rejected or checked.soft_failed or kind == OUTLIER

@@ -113,3 +113,32 @@ async def test_big_state_has_long_delta_chains(storage: RoomserverDatabase) -> N
     assert max_delta_depth(3000) >= 150
     assert bases is not None and 2 <= bases <= 3  # full copies about 200 changes apart
     assert rows is not None and rows < 3 * 3400 + 400 * 2
+
+
+async def test_one_change_per_transaction_keeps_the_delta_depths(storage: RoomserverDatabase) -> None:
+    """As joins write it: one state change per transaction, each delta's
+    depth taken from the parent as kept in memory (or read, by a store that
+    never saw it), so the chains stay bounded and read back exactly."""
+    state: StateMap = {(1, k): k for k in range(40)}
+    async with storage.transaction() as txn:
+        room_nid = await storage.create_room(txn, "!joins:test", "12")
+        parent = await storage.save_state(txn, room_nid, state, None)
+    saved = {parent: dict(state)}
+    stores = [storage, RoomserverDatabase(storage.db)]  # the second one's caches start empty
+    for step in range(60):
+        state = dict(state)
+        state[(2, step)] = 1000 + step
+        store = stores[step // 30]
+        async with store.transaction() as txn:
+            parent = await store.save_state(txn, room_nid, state, parent)
+        saved[parent] = state
+    fresh = RoomserverDatabase(storage.db)
+    async with fresh.reading() as txn:
+        for nid, expected in saved.items():
+            assert await fresh.load_state(txn, nid) == expected
+        rows = {row.snapshot_nid: (row.parent_nid, row.delta_depth)
+                for row in await txn.conn.execute(select(state_snapshots))}
+    for nid in saved:
+        parent_nid, depth = rows[nid]
+        assert depth == (0 if parent_nid is None else rows[parent_nid][1] + 1)
+    assert max(depth for _, depth in rows.values()) == max_delta_depth(100)  # a new base when reached
