@@ -35,11 +35,43 @@ def loads(text: str | bytes) -> Any:
         return json.loads(data)
 
 
+class Serialised:
+    """A value already written as JSON, put in a body that ``dumps`` writes
+    (a large body then holds one object per part instead of its whole tree)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def serialised(value: Any) -> Serialised:
+    return Serialised(dumps(value))
+
+
+def _as_fragment(value: Any) -> Any:
+    if isinstance(value, Serialised):
+        return orjson.Fragment(value.data)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON, as ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``."""
+    """Compact UTF-8 JSON, as ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``;
+    a ``Serialised`` part is written as it is."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_as_fragment)
     except TypeError:
         # orjson.JSONEncodeError is a TypeError: a key that is not a string,
         # an integer beyond 64 bits, a type it does not know.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(_parsed(value), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _parsed(value: Any) -> Any:
+    """``value`` with its ``Serialised`` parts read back (for json, which cannot write them)."""
+    if isinstance(value, Serialised):
+        return json.loads(value.data)
+    if isinstance(value, dict):
+        return {k: _parsed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_parsed(v) for v in value]
+    return value

@@ -33,6 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
+from common import json_codec
 from matrixlib.push_rules import default_ruleset, merge_with_defaults
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
@@ -72,6 +73,9 @@ class SyncRequest:
     filter: Filter
     timeout_ms: int
     use_state_after: bool = False
+    # Room events in the response as JSON text (json_codec.serialised), for a
+    # caller that only writes the body out with json_codec.dumps.
+    serialised_events: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,12 +299,10 @@ class _Builder:
         join: dict[str, Any] = {}
         for room_timeline in timelines:
             window = room_timeline.window
-            entry = await self._room(room_timeline)
+            entry, member_news = await self._room(room_timeline)
             # The summary may be left out when it has not changed: only
             # membership changes (in the timeline or the gap's state) change it.
-            state_events = entry.get("state", entry.get("state_after", {}))["events"]
-            if window.full_state or any(e.get("type") == MEMBER for e in entry["timeline"]["events"]
-                                        + state_events):
+            if window.full_state or member_news:
                 entry["summary"] = await self._summary(window.room_id)
             entry["ephemeral"] = {"events": ephemeral.events(window.room_id, self.filter.room.ephemeral)}
             entry["account_data"] = {"events": account_data.room_events(window.room_id,
@@ -312,7 +314,7 @@ class _Builder:
         for m in left:
             vis = visibility.get(m.room_id) or RoomVisibility(self.user_id, [])
             window = _RoomWindow(m.room_id, self.since, m.added_pos, self.initial)
-            entry = await self._room(await self._timeline(window, vis))
+            entry, _ = await self._room(await self._timeline(window, vis))
             entry["account_data"] = {"events": account_data.room_events(m.room_id,
                                                                         self.filter.room.account_data)}
             leave[m.room_id] = entry
@@ -541,7 +543,8 @@ class _Builder:
         start = timeline[0].stream_pos - 1 if timeline else window.upto
         return _RoomTimeline(window, vis, timeline, limited, start)
 
-    async def _room(self, room_timeline: _RoomTimeline) -> dict[str, Any]:
+    async def _room(self, room_timeline: _RoomTimeline) -> tuple[dict[str, Any], bool]:
+        """The room's entry, and whether its timeline or state carries a membership event."""
         window, vis, timeline = room_timeline.window, room_timeline.vis, room_timeline.events
         limited, start = room_timeline.limited, room_timeline.start
         room_id = window.room_id
@@ -571,14 +574,25 @@ class _Builder:
                                         ignored=self.ignored, include_room_id=False, now=self.now)
         timeline_events = [self._client_event(e, aggregations) for e in timeline]
         self._remember_members(room_id, state, timeline_events)
+        member_news = any(e.get("type") == MEMBER for e in timeline_events) or any(
+            e.get("type") == MEMBER for e in state)
+        state_out: list[Any] = state
+        timeline_out: list[Any] = timeline_events
+        if self.request.serialised_events:
+            # Each event as its JSON text: the response holds a few objects
+            # per event instead of its dicts, which no longer outlive the room
+            # (an initial sync's thousands of them made the collector's
+            # full passes over the heap frequent).
+            state_out = [json_codec.serialised(e) for e in state]
+            timeline_out = [json_codec.serialised(e) for e in timeline_events]
         return {
-            state_key: {"events": state},
+            state_key: {"events": state_out},
             "timeline": {
-                "events": timeline_events,
+                "events": timeline_out,
                 "limited": limited,
                 "prev_batch": prev_batch,
             },
-        }
+        }, member_news
 
     async def _state(self, room_id: str, window: _RoomWindow, start: int, limited: bool,
                      timeline: list[StoredEvent]) -> list[dict[str, Any]]:

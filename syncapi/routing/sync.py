@@ -48,7 +48,10 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
             raise errors.InvalidParam("set_presence must be online, offline or unavailable")
         sync_filter = await load_filter(database, requester.user_id, request.args.get("filter"))
         sync_request = SyncRequest(requester=requester, since=since, full_state=full_state, filter=sync_filter,
-                                   timeout_ms=timeout_ms, use_state_after=parse_bool(request, "use_state_after"))
+                                   timeout_ms=timeout_ms, use_state_after=parse_bool(request, "use_state_after"),
+                                   # An incremental answer's member events are read
+                                   # again below (device_lists): kept as dicts.
+                                   serialised_events=since is None)
         if presence is None:
             body = await handler.sync(sync_request)
         else:

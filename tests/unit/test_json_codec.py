@@ -38,3 +38,14 @@ def test_loads_reads_what_json_reads() -> None:
     assert json_codec.loads(text) == json.loads(text)
     assert json_codec.loads(text.encode()) == json.loads(text)
     assert math.isnan(json_codec.loads('{"x": NaN}')["x"])
+
+
+def test_serialised_parts_are_written_as_they_are() -> None:
+    event = {"type": "m.room.message", "content": {"body": "é", "n": 2**70}}
+    body: dict[str, Any] = {"rooms": {"join": {"!r": {"timeline": {"events": [json_codec.serialised(event)]}}}}}
+    expected: dict[str, Any] = {"rooms": {"join": {"!r": {"timeline": {"events": [event]}}}}}
+    assert json.loads(json_codec.dumps(body)) == expected
+    # A body orjson refuses elsewhere (a long integer) still writes its parts.
+    body["account_data"] = {"n": 2**70}
+    expected["account_data"] = {"n": 2**70}
+    assert json.loads(json_codec.dumps(body)) == expected
