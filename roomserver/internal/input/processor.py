@@ -94,9 +94,12 @@ AVATAR = "m.room.avatar"
 #: Entries of at least this many outliers are stored in bulk.
 OUTLIER_BATCH_MIN = 8
 
-#: How long appended output may wait for an input transaction to forget it
-#: before a transaction of its own does.
-FORGET_SENT_DELAY_SECONDS = 0.2
+#: Appended output is forgotten (its outbox rows deleted, its events marked
+#: sent) by a transaction of its own about this long after, all that was
+#: appended meanwhile together; by an input transaction only when this much
+#: waits (two statements fewer for every other batch).
+FORGET_SENT_DELAY_SECONDS = 1.0
+FORGET_WITH_INPUT_AT = 256
 
 #: How often one event is tried when the database fails.
 DATABASE_ATTEMPTS = 3
@@ -238,7 +241,8 @@ class InputProcessor:
             except DecodeError as e:
                 entries.append(f"not an InputRoomEventsEntry: {e}")
         async with self._db.transaction() as txn:
-            forgotten = await self._forget_sent(txn)
+            forgotten = await self._forget_sent(txn) if len(self._sent_unmarked) >= FORGET_WITH_INPUT_AT \
+                else set()
             inputs = [e for entry in entries if not isinstance(entry, str) for e in entry.events]
             await self._db.prefetch(txn, [e.event.event_id for e in inputs if e.event.event_id],
                                     _referenced_event_ids(inputs) | self._extremity_ids(entries))
@@ -1119,10 +1123,11 @@ class InputProcessor:
 
     async def _send(self, unsent: Sequence[_Unsent]) -> None:
         """Appends what these events wrote to the outbox, in order. Forgetting
-        it (deleting the outbox rows, marking the events sent) is left to the
-        next input transaction, or to a short timer when none comes: a crash
-        before that only appends the output again at the next start, and
-        readers dedupe by event ID. What could not be appended stays for later."""
+        it (deleting the outbox rows, marking the events sent) is left to a
+        timer (``FORGET_SENT_DELAY_SECONDS``) or, when much waits, to the next
+        input transaction: a crash before that only appends the output again
+        at the next start, and readers dedupe by event ID. What could not be
+        appended stays for later."""
         # Appended already, only not yet forgotten: not again.
         unsent = [u for u in unsent if not (u.payloads is None and u.event_nid in self._sent_unmarked)]
         if not unsent:
@@ -1162,7 +1167,7 @@ class InputProcessor:
 
     async def forget_sent(self) -> None:
         """Deletes the outbox rows of output already appended and marks their
-        events sent, in a transaction of its own (when no input came to do it)."""
+        events sent, in a transaction of its own (see ``_send``)."""
         if not self._sent_unmarked:
             return
         async with self._db.transaction() as txn:
