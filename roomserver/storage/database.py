@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.storage import Database
@@ -84,11 +84,13 @@ _CHUNK = 500
 _EVENTS_BY_ID = select(events).where(events.c.event_id.in_(bindparam("ids", expanding=True)))
 _EVENTS_BY_NID = select(events).where(events.c.event_nid.in_(bindparam("nids", expanding=True)))
 _ROOM_BY_ID = select(rooms).where(rooms.c.room_id == bindparam("room_id"))
-_CHILDREN_OF = select(prev_events.c.prev_event_id, prev_events.c.event_nid).where(
-    prev_events.c.prev_event_id.in_(bindparam("ids", expanding=True)))
-_REDACTIONS_WAITING_FOR = select(pending_redactions.c.redacts_event_id,
-                                 pending_redactions.c.redaction_event_nid).where(
-    pending_redactions.c.redacts_event_id.in_(bindparam("ids", expanding=True)))
+# What the batch's events are named by (as a prev event: kind 0; as a
+# redaction's target: kind 1), in one statement.
+_NAMED_BY = union_all(
+    select(prev_events.c.prev_event_id.label("named"), prev_events.c.event_nid.label("by"),
+           literal(0).label("kind")).where(prev_events.c.prev_event_id.in_(bindparam("ids", expanding=True))),
+    select(pending_redactions.c.redacts_event_id, pending_redactions.c.redaction_event_nid, literal(1))
+    .where(pending_redactions.c.redacts_event_id.in_(bindparam("ids", expanding=True))))
 _INSERT_EVENT = events.insert().returning(events.c.event_nid)
 # Forgetting sent output (once per input batch).
 _DELETE_OUTBOX_OF_EVENTS = delete(output_outbox).where(
@@ -740,12 +742,9 @@ class RoomserverDatabase:
         children: dict[str, list[int]] = {e: [] for e in wanted}
         waiting: dict[str, list[int]] = {e: [] for e in wanted}
         for chunk in _chunks(wanted):
-            rows = await txn.conn.execute(_CHILDREN_OF, {"ids": chunk})
+            rows = await txn.conn.execute(_NAMED_BY, {"ids": chunk})
             for row in rows:
-                children[row.prev_event_id].append(int(row.event_nid))
-            rows = await txn.conn.execute(_REDACTIONS_WAITING_FOR, {"ids": chunk})
-            for row in rows:
-                waiting[row.redacts_event_id].append(int(row.redaction_event_nid))
+                (children if row.kind == 0 else waiting)[row.named].append(int(row.by))
         txn.local.children.update(children)
         txn.local.waiting_redactions.update(waiting)
         txn.local.prefetched |= wanted
