@@ -270,7 +270,8 @@ class KeyRing:
     async def _fetch(self, server_name: str, key_ids: Sequence[str], at_ts: int) -> None:
         # One fetch per server at a time; callers arriving meanwhile share it.
         running = self._in_flight.get(server_name)
-        if running is not None:
+        # A fetch that ended is forgotten by its done callback, which may not have run yet.
+        if running is not None and not running.done():
             await asyncio.shield(running)
             return
         last = self._last_fetch.get(server_name)
@@ -279,7 +280,8 @@ class KeyRing:
         task = asyncio.get_running_loop().create_task(self._fetch_from_sources(server_name, key_ids, at_ts))
         self._in_flight[server_name] = task
         # Forgotten when it ends, also when every caller waiting on it was cancelled.
-        task.add_done_callback(lambda _: self._in_flight.pop(server_name, None))
+        task.add_done_callback(
+            lambda done: self._in_flight.pop(server_name) if self._in_flight.get(server_name) is done else None)
         await asyncio.shield(task)
 
     async def _fetch_from_sources(self, server_name: str, key_ids: Sequence[str], at_ts: int) -> None:
