@@ -250,11 +250,14 @@ async def select_state_at_in_rooms(conn: AsyncConnection, positions: Mapping[str
 
     ``members``: per room, the only users whose memberships are wanted (all
     other state is). The statements read each room's entries in force
-    somewhere between the batch's lowest and highest position; which ones
-    were in force at the room's own position is decided here.
+    somewhere between the batch's lowest and highest position (batches are
+    made of rooms at nearby positions); which ones were in force at the
+    room's own position is decided here.
     """
     found: dict[str, list[StateEntry]] = {room_id: [] for room_id in positions}
-    room_ids = list(positions)
+    # Rooms at nearby positions share a batch: the history rows read for a
+    # batch span its lowest to highest position.
+    room_ids = sorted(positions, key=lambda room_id: positions[room_id])
     cur, hist = current_room_state.c, state_history.c
     for start in range(0, len(room_ids), ROOMS_PER_BATCH):
         chunk = room_ids[start:start + ROOMS_PER_BATCH]

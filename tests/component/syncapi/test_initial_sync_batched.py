@@ -136,3 +136,28 @@ async def test_statements_do_not_grow_with_the_rooms(env: Env) -> None:
         assert len(body["rooms"]["join"]) == size
         counts.append(len(log.statements))
     assert counts[0] == counts[1], counts
+
+
+async def test_batched_state_is_the_state_at_each_rooms_position(env: Env) -> None:
+    await _batched_state(env)
+
+
+@pytest.mark.postgres
+async def test_batched_state_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as pg_env:
+        await _batched_state(pg_env)
+
+
+async def _batched_state(env: Env) -> None:
+    rooms = await _rooms(env)
+    async with env.syncapi.database.read() as reader:
+        top = await reader.current_position()
+        # Every room at every position, each batch mixing rooms at different positions.
+        for offset in range(top + 1):
+            positions = {room.room_id: (offset + 3 * i) % (top + 1) for i, room in enumerate(rooms)}
+            for members in (None, {room.room_id: {BOB, CAROL} for room in rooms}):
+                batched = await reader.state_at_in_rooms(positions, members=members)
+                for room_id, position in positions.items():
+                    alone = await reader.state_at(room_id, position,
+                                                  members=None if members is None else members[room_id])
+                    assert sorted(batched[room_id], key=repr) == sorted(alone, key=repr), (room_id, position)
