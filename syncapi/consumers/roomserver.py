@@ -29,7 +29,7 @@ from common.topics import ROOMSERVER_OUTPUT
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.api import SyncRoomserverAPI
-from syncapi.internal.push import PushEvaluator, only_member_changes
+from syncapi.internal.push import PushEvaluator, member_changes
 from syncapi.notifier import Notifier
 from syncapi.storage.database import Applied, MissedEntries, NewEvent, Reader, RoomEventWrite, SyncDatabase
 from syncapi.storage.tables.notifications import StoredNotification
@@ -145,15 +145,15 @@ class RoomserverOutputConsumer:
             state_changed = any(event.state_key is not None or msg.adds_state_event_ids or msg.removes_state_event_ids
                                 for msg, event in zip(run, events, strict=True))
             # Joins and leaves: the push inputs kept for the room are updated, not read again.
-            members_only = state_changed and only_member_changes(
+            members_only = member_changes(
                 [(event, msg.adds_state_event_ids, msg.removes_state_event_ids)
-                 for msg, event in zip(run, events, strict=True)])
+                 for msg, event in zip(run, events, strict=True)]) if state_changed else None
             evaluator = self.push_evaluator
 
             async def push(reader: Reader, live: Sequence[tuple[Event, int]]) -> list[StoredNotification]:
                 assert evaluator is not None
                 return await evaluator.evaluate(reader, room_id, live, state_changed=state_changed,
-                                                members_only=members_only and len(live) == len(run))
+                                                members_only=members_only if len(live) == len(run) else None)
 
             try:
                 # The notifications are stored with the events, before the

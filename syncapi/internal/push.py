@@ -23,7 +23,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from common import errors
@@ -94,18 +94,23 @@ class _RoomInputs:
     read_users: set[str]
 
 
-def only_member_changes(changes: Sequence[tuple[Event, Sequence[str], Sequence[str]]]) -> bool:
-    """Whether a run of (event, state event IDs it adds, IDs it removes)
-    changed the room's state only by its own member events each replacing
-    the entry of its own state key: what ``evaluate`` can then apply to the
-    inputs it keeps instead of reading them again (``members_only``)."""
+def member_changes(changes: Sequence[tuple[Event, Sequence[str], Sequence[str]]]) -> dict[str, str | None] | None:
+    """When a run of (event, state event IDs it adds, IDs it removes)
+    changed the room's state only by its own member events, each replacing
+    at most the entry of its own state key: member event ID -> the event ID
+    it replaced (None: a new member). What ``evaluate`` can then apply to
+    the inputs it keeps instead of reading them again (``members_only``).
+    None when other state changed."""
+    replaced: dict[str, str | None] = {}
     for event, adds, removes in changes:
         if event.state_key is None:
             if adds or removes:
-                return False
+                return None
         elif event.type != MEMBER or list(adds) != [event.event_id] or len(removes) > 1:
-            return False
-    return True
+            return None
+        else:
+            replaced[event.event_id] = removes[0] if removes else None
+    return replaced
 
 
 def _notifies_default_rules(event: Event) -> bool:
@@ -119,6 +124,8 @@ def _notifies_default_rules(event: Event) -> bool:
 
 #: Rooms whose push rule inputs are kept between batches.
 ROOM_INPUTS_CACHE_SIZE = 1024
+#: How many member events applied to a room's kept inputs are remembered.
+APPLIED_MEMORY = 64
 
 
 @dataclass
@@ -127,6 +134,9 @@ class _CachedRoom:
     account_data_generation: int
     local_joined: set[str]
     inputs: _RoomInputs
+    # The member events last applied (``_apply_members``): a batch written
+    # again (its transaction failed after the rules ran) is not counted twice.
+    applied: dict[str, None] = field(default_factory=dict)
 
 
 class PushEvaluator:
@@ -158,12 +168,13 @@ class PushEvaluator:
         return rows
 
     async def evaluate(self, reader: Reader, room_id: str, new_events: Sequence[tuple[Event, int]], *,
-                       state_changed: bool, members_only: bool = False) -> list[StoredNotification]:
+                       state_changed: bool, members_only: Mapping[str, str | None] | None = None
+                       ) -> list[StoredNotification]:
         """The notifications of the room's new live events, read on
         ``reader`` (the room's state after them), not stored.
         ``state_changed``: the batch changed the room's state, so what was
         kept of the room is read again, unless ``members_only`` (see
-        ``only_member_changes``): then the batch's member events are applied
+        ``member_changes``): then the batch's member events are applied
         to what was kept, reading only what concerns their targets."""
         if not new_events:
             return []
@@ -171,17 +182,21 @@ class PushEvaluator:
                    if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
                    and e.content.get("membership") == "invite"}
         generation = self._db.account_data_generation
-        cached = self._rooms.get(room_id) if not state_changed or members_only else None
+        cached = self._rooms.get(room_id) if not state_changed or members_only is not None else None
+        if cached is not None and cached.account_data_generation == generation and state_changed:
+            assert members_only is not None
+            try:
+                applied = await self._apply_members(reader, cached, [e for e, _ in new_events], members_only)
+            except BaseException:
+                self.forget_room(room_id)  # half applied
+                raise
+            if not applied:
+                self.forget_room(room_id)
+                cached = None
+            elif self._db.account_data_generation != generation:
+                self.forget_room(room_id)  # what it read may be older than a write under way
         if cached is not None and cached.account_data_generation == generation:
             self._rooms.move_to_end(room_id)
-            if state_changed:
-                try:
-                    await self._apply_members(reader, room_id, cached, [e for e, _ in new_events])
-                except BaseException:
-                    self.forget_room(room_id)  # half applied
-                    raise
-                if self._db.account_data_generation != generation:
-                    self.forget_room(room_id)  # what it read may be older than a write under way
             local_joined, inputs = cached.local_joined, cached.inputs
             if not local_joined and not invited:
                 self.forget_room(room_id)
@@ -231,13 +246,36 @@ class PushEvaluator:
                     highlight=actions_highlight(actions), ts=event.origin_server_ts))
         return rows
 
-    async def _apply_members(self, reader: Reader, room_id: str, cached: _CachedRoom,
-                             member_events: Sequence[Event]) -> None:
+    async def _apply_members(self, reader: Reader, cached: _CachedRoom, member_events: Sequence[Event],
+                             replaced: Mapping[str, str | None]) -> bool:
         """Brings the kept inputs to the state after a batch whose only state
-        changes are its member events (in order): the local targets' joins,
-        display names and account data, and the joined count. Costs what
-        the batch's targets cost, not what the room's members do."""
+        changes are its member events (in order), each replacing the entry
+        ``replaced`` names: the local targets' joins, display names and
+        account data, and the joined count (moved by each event's membership
+        and the one it replaced). Costs what the batch's targets cost, not
+        what the room's members do. False (nothing changed) when the
+        replaced entries are not what they should be: read it all again."""
         inputs = cached.inputs
+        fresh = [e for e in member_events
+                 if e.type == MEMBER and e.state_key is not None and e.event_id not in cached.applied]
+        before_ids = [r for r in (replaced.get(e.event_id) for e in fresh) if r is not None]
+        before = await reader.events_by_ids(before_ids) if before_ids else {}
+        joined_count = inputs.joined_count
+        for event in fresh:
+            before_id = replaced.get(event.event_id)
+            was_joined = False
+            if before_id is not None:
+                row = before.get(before_id)
+                if row is None or row.type != MEMBER or row.state_key != event.state_key:
+                    return False
+                content = json.loads(row.event_json).get("content")
+                was_joined = isinstance(content, dict) and content.get("membership") == "join"
+            joined_count += (event.content.get("membership") == "join") - was_joined
+        inputs.joined_count = joined_count
+        for event in fresh:
+            cached.applied[event.event_id] = None
+        while len(cached.applied) > APPLIED_MEMORY:
+            del cached.applied[next(iter(cached.applied))]
         for event in member_events:
             target = event.state_key
             if event.type != MEMBER or target is None or not target.endswith(self._local_suffix):
@@ -260,7 +298,7 @@ class PushEvaluator:
             inputs.rulesets.update(rulesets)
             inputs.ignored.update(ignored)
             inputs.read_users.update(unread)
-        inputs.joined_count = (await reader.member_counts(room_id)).get("join", 0)
+        return True
 
     async def _account_data(self, reader: Reader, user_ids: list[str]
                             ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, set[str]]]:

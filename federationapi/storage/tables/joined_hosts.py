@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Column, Table, Text, delete, select
+from sqlalchemy import Column, Index, Table, Text, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.storage import Database
@@ -20,6 +20,8 @@ joined_hosts = Table(
     Column("user_id", Text, nullable=False),
     Column("server_name", Text, nullable=False),
 )
+# The servers in a room (``select_servers_in_room``) from the index alone.
+Index("federationapi_joined_hosts_room_server_idx", joined_hosts.c.room_id, joined_hosts.c.server_name)
 
 
 class JoinedHostsTable:

@@ -334,6 +334,36 @@ async def test_joins_and_leaves_update_the_kept_push_inputs(env: Env) -> None:
     response = await env.get("/_matrix/client/v3/notifications", env.token(dave))
     assert [n["event"]["content"]["body"] for n in response.json()["notifications"]] == ["apple pie"]
     assert await alices_latest_actions() == ["notify", {"set_tweak": "sound", "value": "default"}]
+    # Back (the leave replaced): three members again.
+    await env.send(room.join(dave))
+    await env.send(room.message(BOB, "third pie"))
+    assert await alices_latest_actions() == ["notify"]
+
+
+async def test_a_member_batch_evaluated_twice_counts_once(env: Env) -> None:
+    """A batch whose transaction failed after the rules ran is evaluated
+    again: its joins must not move the kept joined count twice."""
+    await change(env, ALICE, "m.push_rules", {"global": {"override": [
+        {"rule_id": "three", "default": False, "enabled": True,
+         "conditions": [{"kind": "room_member_count", "is": "3"},
+                        {"kind": "event_match", "key": "type", "pattern": "m.room.message"}],
+         "actions": ["notify", {"set_tweak": "highlight"}]}]}})
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    await env.send(room.message(BOB, "two of us"))  # the inputs are kept from here on
+    dave = "@dave:test"
+    join = room.join(dave)
+    await env.send(join)
+    evaluator = env.syncapi.push_evaluator
+    async with env.syncapi.database.read() as reader:
+        await evaluator.evaluate(reader, room.room_id, [(join, 1)], state_changed=True,
+                                 members_only={join.event_id: None})
+    await env.send(room.message(BOB, "three of us"))
+    response = await env.get("/_matrix/client/v3/notifications", env.token(ALICE))
+    latest = response.json()["notifications"][0]
+    assert latest["event"]["content"]["body"] == "three of us"
+    assert latest["actions"] == ["notify", {"set_tweak": "highlight"}]
 
 
 async def test_a_rule_of_ones_own_can_notify_of_joins(env: Env) -> None:
