@@ -291,18 +291,21 @@ class SyncDatabase:
 
     async def _write_room_events(self, conn: AsyncConnection, writes: Sequence[RoomEventWrite], *,
                                  local_server: str, follows: str | None) -> list[Applied | None]:
-        if follows is not None and writes:
-            room_id = writes[0].new.event.room_id
-            stored_last = await positions_t.select_last_event_id(conn, room_id)
-            if stored_last != follows:
-                raise MissedEntries(f"{room_id}: the last event stored is {stored_last}, not {follows}")
         # Which are stored already (timeline: False, only as state: True),
-        # read once for the batch and kept up to date as it is written.
+        # read once for the batch and kept up to date as it is written; and
+        # the room's last applied event, read with them.
         event_ids = [w.new.event.event_id for w in writes]
-        found = await events_t.select_events_by_ids(conn, event_ids)
-        stored = {event_id: row.state_only for event_id, row in found.items()}
+        room_id = writes[0].new.event.room_id if writes else ""
+        if len(event_ids) <= positions_t.LAST_AND_STORED_MAX_IDS:
+            stored_last, stored = await positions_t.select_last_and_stored(conn, room_id, event_ids)
+        else:
+            stored_last = await positions_t.select_last_event_id(conn, room_id)
+            stored = {event_id: row.state_only
+                      for event_id, row in (await events_t.select_events_by_ids(conn, event_ids)).items()}
+        if follows is not None and writes and stored_last != follows:
+            raise MissedEntries(f"{room_id}: the last event stored is {stored_last}, not {follows}")
         results: list[Applied | None]
-        if not found and len(set(event_ids)) == len(event_ids) and all(map(_is_plain, writes)):
+        if not stored and len(set(event_ids)) == len(event_ids) and all(map(_is_plain, writes)):
             # The common case (a run of messages): a few statements for the whole run.
             results = list(await self._write_plain_events(conn, writes))
         else:

@@ -3,12 +3,15 @@ room, to notice a missed entry (``last_sent_event_id``)."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Table, Text, bindparam, select
+from collections.abc import Sequence
+
+from sqlalchemy import BigInteger, Column, Integer, Table, Text, bindparam, false, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from syncapi.storage.tables import metadata
+from syncapi.storage.tables.events import events
 
 room_positions = Table(
     "syncapi_room_positions", metadata,
@@ -36,6 +39,35 @@ _UPSERTS = {name: _build_upsert(name) for name in ("sqlite", "postgresql")}
 async def select_last_event_id(conn: AsyncConnection, room_id: str) -> str | None:
     row = (await conn.execute(_SELECT_LAST_EVENT_ID, {"b_room_id": room_id})).first()
     return None if row is None else str(row[0])
+
+
+# The room's last applied event and which of the entries' events are stored
+# already: the two reads every output batch starts with, in one statement.
+_LAST_AND_STORED = union_all(
+    select(literal(1, Integer).label("is_last"), room_positions.c.last_event_id.label("event_id"),
+           false().label("state_only"))
+    .where(room_positions.c.room_id == bindparam("b_room_id")),
+    select(literal(0, Integer), events.c.event_id, events.c.state_only)
+    .where(events.c.event_id.in_(bindparam("b_ids", expanding=True))),
+)
+#: The most event IDs select_last_and_stored takes (bound parameter limits).
+LAST_AND_STORED_MAX_IDS = 500
+
+
+async def select_last_and_stored(conn: AsyncConnection, room_id: str, event_ids: Sequence[str]
+                                 ) -> tuple[str | None, dict[str, bool]]:
+    """``select_last_event_id`` and, of ``event_ids`` (at most
+    LAST_AND_STORED_MAX_IDS), those stored already (event ID -> whether only
+    as state), in one statement."""
+    last: str | None = None
+    stored: dict[str, bool] = {}
+    for is_last, event_id, state_only in await conn.execute(
+            _LAST_AND_STORED, {"b_room_id": room_id, "b_ids": list(set(event_ids))}):
+        if is_last:
+            last = str(event_id)
+        else:
+            stored[str(event_id)] = bool(state_only)
+    return last, stored
 
 
 async def upsert_position(conn: AsyncConnection, room_id: str, last_event_id: str, room_stream_position: int) -> None:
