@@ -23,6 +23,7 @@ from __future__ import annotations
 import secrets
 import string
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,25 @@ PRESETS = (PRESET_PRIVATE, PRESET_TRUSTED_PRIVATE, PRESET_PUBLIC)
 
 GUEST_ACCESS = "m.room.guest_access"
 ROOM_ID_CHARS = string.ascii_letters
+
+# The room state events a new event's auth events are picked from come with
+# every build (the same few each time in a room): parsed once, kept by their
+# exact JSON (a redacted copy is another entry). Events are immutable.
+_PARSED_STATE_SIZE = 4096
+_parsed_state: OrderedDict[tuple[str, str, bytes], Event] = OrderedDict()
+
+
+def _state_event(proto: events_pb2.Event, room_version: RoomVersion) -> Event:
+    key = (room_version.identifier, proto.event_id, proto.pdu_json)
+    event = _parsed_state.get(key)
+    if event is None:
+        event = Event.from_json(proto.pdu_json, room_version, proto.event_id or None)
+        _parsed_state[key] = event
+        while len(_parsed_state) > _PARSED_STATE_SIZE:
+            _parsed_state.popitem(last=False)
+    else:
+        _parsed_state.move_to_end(key)
+    return event
 
 
 def _now_ms() -> int:
@@ -136,7 +156,7 @@ async def build_local_event(
         raise errors.MatrixError(f"room {room_id} has unsupported version {answer.room_version!r}") from None
     state: dict[StateKey, Event] = {}
     for proto in answer.state_events:
-        event = Event.from_json(proto.pdu_json, room_version, proto.event_id or None)
+        event = _state_event(proto, room_version)
         if event.state_key is not None:
             state[event.state_tuple] = event
     wanted_here = auth_types_for_event(

@@ -148,3 +148,26 @@ async def test_type_and_state_key_limits() -> None:
     event = await build_local_event(rs, room_id=room_id, type="t" * 255, state_key="k" * 255, sender=ALICE,
                                     content={}, server_name=SERVER, signing_key=KEY)
     assert event.type == "t" * 255
+
+
+async def test_state_events_are_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state events each build is given are the same few in a room:
+    parsed the first time, then taken by their exact JSON."""
+    rs = FakeRoomserver()
+    room_id, _ = await make_room(rs, "10", preset="public_chat")
+    parsed: list[str | None] = []
+    real = Event.from_json
+
+    def counting(pdu_json: bytes | str, room_version: object, event_id: str | None = None) -> Event:
+        parsed.append(event_id)
+        return real(pdu_json, room_version, event_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Event, "from_json", counting)
+    first = await build_local_event(rs, room_id=room_id, type="m.room.message", sender=ALICE,
+                                    content={"body": "one"}, server_name=SERVER, signing_key=KEY)
+    assert parsed
+    parsed.clear()
+    second = await build_local_event(rs, room_id=room_id, type="m.room.message", sender=ALICE,
+                                     content={"body": "two"}, server_name=SERVER, signing_key=KEY)
+    assert parsed == []
+    assert second.auth_event_ids == first.auth_event_ids
