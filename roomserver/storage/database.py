@@ -67,11 +67,11 @@ def max_delta_depth(state_size: int) -> int:
 # per state entry, so snapshots are also bounded by their entries in total
 # (256 snapshots of a 1,000-member room held 18 MB). What input and queries
 # reuse is the current state and auth events of the rooms being written to.
-EVENT_CACHE_SIZE = 2_000
+EVENT_CACHE_SIZE = 1_000
 # How many state snapshots' delta depths stay in memory (a few ints each).
 SNAPSHOT_DEPTH_CACHE_SIZE = 100_000
 SNAPSHOT_CACHE_SIZE = 256
-SNAPSHOT_CACHE_ENTRIES = 50_000
+SNAPSHOT_CACHE_ENTRIES = 20_000
 # How many rooms' rows (sole writer only) and events' (ID, depth) stay in memory.
 ROOM_CACHE_SIZE = 20_000
 EVENT_HEAD_CACHE_SIZE = 100_000
@@ -159,6 +159,11 @@ class Txn:
     # shared caches drop what the transaction may have changed.
     written_room_nids: set[int] = field(default_factory=set)
     redacted: bool = False
+    # A write transaction sees the last commit (SQLite: it holds the write
+    # lock from its start; PostgreSQL: each statement sees the last commit),
+    # so the rooms' rows kept in memory are never newer than what it reads.
+    # A read's snapshot may be older than them: it reads the rows itself.
+    writes: bool = False
     # Outbox rows to insert (in one statement) when the transaction commits.
     outbox: list[dict[str, Any]] = field(default_factory=list)
     # Rows of event_json, prev_events and auth_events not yet inserted.
@@ -315,7 +320,7 @@ class RoomserverDatabase:
         txn: Txn | None = None
         try:
             async with self.db.transaction() as conn:
-                txn = Txn(conn)
+                txn = Txn(conn, writes=True)
                 yield txn
                 await txn.flush()
                 if txn.outbox:
@@ -404,7 +409,7 @@ class RoomserverDatabase:
         known = txn.local.rooms.get(room_id)
         if known is not None:
             return _copy_room(known)
-        committed = self.cached_room(room_id)
+        committed = self.cached_room(room_id) if txn.writes else None
         # Not if this transaction wrote the room and then forgot what it
         # wrote (a rolled-back savepoint): the row is newer than the cache.
         if committed is not None and committed.room_nid not in txn.written_room_nids:

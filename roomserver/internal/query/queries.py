@@ -24,7 +24,7 @@ DEFAULT_MISSING_EVENTS_LIMIT = 10
 MAX_MISSING_EVENTS_LIMIT = 100
 # How many (state snapshot, state asked for) answers of
 # QueryLatestEventsAndState stay in memory.
-STATE_ANSWER_CACHE_SIZE = 1024
+STATE_ANSWER_CACHE_SIZE = 256
 
 #: (state snapshot NID, the (type, state_key) pairs asked for, in order).
 _StateAnswerKey = tuple[int | None, tuple[tuple[str, str], ...]]
