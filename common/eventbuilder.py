@@ -59,8 +59,9 @@ ROOM_ID_CHARS = string.ascii_letters
 
 # The room state events a new event's auth events are picked from come with
 # every build (the same few each time in a room): parsed once, kept by their
-# exact JSON (a redacted copy is another entry). Events are immutable.
-_PARSED_STATE_SIZE = 4096
+# exact JSON (a redacted copy is another entry). Events are immutable; a
+# parsed event takes ~3.5 KB, so a few per active room.
+_PARSED_STATE_SIZE = 512
 _parsed_state: OrderedDict[tuple[str, str, bytes], Event] = OrderedDict()
 
 

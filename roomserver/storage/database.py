@@ -72,9 +72,11 @@ EVENT_CACHE_SIZE = 1_000
 SNAPSHOT_DEPTH_CACHE_SIZE = 100_000
 SNAPSHOT_CACHE_SIZE = 256
 SNAPSHOT_CACHE_ENTRIES = 20_000
-# How many rooms' rows (sole writer only) and events' (ID, depth) stay in memory.
-ROOM_CACHE_SIZE = 20_000
-EVENT_HEAD_CACHE_SIZE = 100_000
+# How many rooms' rows (sole writer only, ~0.5 KB each) and events' (ID,
+# depth) (~0.25 KB each; only rooms' forward extremities are looked up, so
+# recent events) stay in memory.
+ROOM_CACHE_SIZE = 5_000
+EVENT_HEAD_CACHE_SIZE = 10_000
 
 # SQLite allows 32766 bound parameters per statement; stay well below.
 _CHUNK = 500

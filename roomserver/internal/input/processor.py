@@ -118,7 +118,7 @@ _INVITE_STATE_TYPES = (CREATE, JOIN_RULES, NAME, AVATAR, TOPIC, CANONICAL_ALIAS,
 
 
 #: How many events the input call parsed stay for the consumer (see ``parse``).
-PARSED_LATELY_SIZE = 1000
+PARSED_LATELY_SIZE = 256
 #: (room version, JSON) -> the event parsed from them, with its ID computed.
 _parsed_lately: OrderedDict[tuple[str, bytes], Event] = OrderedDict()
 
