@@ -33,6 +33,7 @@ from matrixlib.push_rules import PushContext, actions_highlight, actions_notify,
 from matrixlib.room_versions import get_room_version
 from syncapi.internal.client_events import Requester, now_ms, to_client_event
 from syncapi.storage.database import Reader, SyncDatabase, relation_of
+from syncapi.storage.tables import notifications as notifications_t
 from syncapi.storage.tables.current_state import MEMBER
 from syncapi.storage.tables.events import StoredEvent
 from syncapi.storage.tables.notifications import StoredNotification
@@ -294,18 +295,29 @@ class PushEvaluator:
                          if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
                          and e.content.get("membership") in ("join", "invite")} - inputs.read_users)
         if unread:
-            rulesets, ignored = await self._account_data(reader, unread)
+            rulesets, ignored = await self._account_data(reader, unread, one_statement=len(unread) <= 500)
             inputs.rulesets.update(rulesets)
             inputs.ignored.update(ignored)
             inputs.read_users.update(unread)
         return True
 
-    async def _account_data(self, reader: Reader, user_ids: list[str]
+    async def _account_data(self, reader: Reader, user_ids: list[str], *, one_statement: bool = False
                             ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, set[str]]]:
         """The users' own push rule sets (those who stored any) and the
-        senders each ignores."""
+        senders each ignores; ``one_statement``: both read together (a few
+        users: a join's)."""
+        rules_json: dict[str, str]
+        ignored_json: dict[str, str]
+        if one_statement:
+            both = await notifications_t.select_global_account_data_of_types(
+                reader.conn, user_ids, [PUSH_RULES, IGNORED_USERS])
+            rules_json = {user_id: content for (user_id, kind), content in both.items() if kind == PUSH_RULES}
+            ignored_json = {user_id: content for (user_id, kind), content in both.items() if kind == IGNORED_USERS}
+        else:
+            rules_json = await reader.global_account_data(user_ids, PUSH_RULES)
+            ignored_json = await reader.global_account_data(user_ids, IGNORED_USERS)
         rulesets: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for user_id, content_json in (await reader.global_account_data(user_ids, PUSH_RULES)).items():
+        for user_id, content_json in rules_json.items():
             try:
                 stored_rules = json.loads(content_json).get("global")
             except (ValueError, AttributeError):
@@ -313,7 +325,7 @@ class PushEvaluator:
             rulesets[user_id] = merge_with_defaults(stored_rules if isinstance(stored_rules, dict) else None,
                                                     user_id)
         ignored: dict[str, set[str]] = {}
-        for user_id, content_json in (await reader.global_account_data(user_ids, IGNORED_USERS)).items():
+        for user_id, content_json in ignored_json.items():
             try:
                 listed = json.loads(content_json).get("ignored_users")
             except (ValueError, AttributeError):

@@ -382,3 +382,9 @@ async def test_a_rule_of_ones_own_can_notify_of_joins(env: Env) -> None:
     # Carol keeps the defaults: the message notifies her, the join does not.
     response = await env.get("/_matrix/client/v3/notifications", env.token(CAROL))
     assert [n["event"]["type"] for n in response.json()["notifications"]] == ["m.room.message"]
+
+
+@pytest.mark.postgres
+async def test_kept_push_inputs_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
+    async with running_env(tmp_path, fresh_postgres_database) as env:
+        await test_joins_and_leaves_update_the_kept_push_inputs(env)
