@@ -90,10 +90,14 @@ class UserAPIDatabase:
     async def get_profile(self, localpart: str) -> ProfileRow | None:
         """None when there is no such account."""
         async with self.db.connect() as conn:
+            # Every account has its profile row from its creation (and rows are
+            # never deleted): one read for the profile a join puts in its event.
+            found = await self._profiles.select(conn, localpart)
+            if found is not None:
+                return found
             if not await self._accounts.exists(conn, localpart):
                 return None
-            found = await self._profiles.select(conn, localpart)
-        return found or ProfileRow(localpart, "", "")
+        return ProfileRow(localpart, "", "")
 
     async def update_profile(self, localpart: str, *, display_name: str | None,
                              avatar_url: str | None) -> ProfileRow | None:
