@@ -260,3 +260,74 @@ async def test_readers_and_writers_interleave_on_one_loop(tmp_path: Path) -> Non
             assert (await conn.execute(sa.select(sa.func.count()).select_from(things))).scalar_one() == 40
     finally:
         await db.close()
+
+
+async def test_database_access_lets_other_tasks_run(tmp_path: Path) -> None:
+    # Inline statements never wait for anything; leaving a connection still yields
+    # to the loop (SQLAlchemy closes it in a task of its own), so a task that only
+    # reads or writes in a loop cannot starve the others.
+    db = await open_db(tmp_path / "y.db")
+    try:
+        others_ran = 0
+
+        async def other() -> None:
+            nonlocal others_ran
+            others_ran += 1
+
+        for i in range(3):
+            before = others_ran
+            waiting = asyncio.create_task(other())
+            async with db.connect() as conn:
+                await conn.execute(sa.select(sa.func.count()).select_from(things))
+            assert others_ran == before + 1
+            await waiting
+            waiting = asyncio.create_task(other())
+            async with db.transaction() as conn:
+                await conn.execute(sa.insert(things).values(thing_id=f"t{i}", name="y"))
+            assert others_ran == before + 2
+            await waiting
+    finally:
+        await db.close()
+
+
+async def test_inline_write_transactions_commit_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    committed_on: list[str] = []
+    original = sqlite_connection._run_in_commit_thread
+
+    async def recording(fn: Any) -> None:
+        def commit() -> None:
+            committed_on.append(threading.current_thread().name)
+            fn()
+        await original(commit)
+
+    monkeypatch.setattr(sqlite_connection, "_run_in_commit_thread", recording)
+    db = await open_db(tmp_path / "c.db")
+    try:
+        committed_on.clear()  # the migration's commit
+        async with db.connect() as conn:
+            await conn.execute(sa.select(sa.func.count()).select_from(things))
+        assert committed_on == []  # a read transaction has nothing to write
+        async with db.transaction() as conn:
+            await conn.execute(sa.insert(things).values(thing_id="c", name="x"))
+        assert len(committed_on) == 1 and committed_on[0].startswith("sqlite-commit")
+        async with db.connect() as conn:
+            assert (await conn.execute(sa.select(things.c.name))).scalar_one() == "x"
+    finally:
+        await db.close()
+
+
+async def test_a_cancelled_commit_still_finishes_before_its_caller_returns() -> None:
+    finished = threading.Event()
+
+    def slow_commit() -> None:
+        time.sleep(0.2)
+        finished.set()
+
+    committing = asyncio.create_task(sqlite_connection._run_in_commit_thread(slow_commit))
+    await asyncio.sleep(0.05)
+    committing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await committing
+    assert finished.is_set()
