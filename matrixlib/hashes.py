@@ -95,9 +95,9 @@ def add_content_hash(pdu: Mapping[str, Any]) -> dict[str, Any]:
 def reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
     """SHA-256 over the canonical JSON of the redacted event without
     ``signatures`` and ``unsigned``."""
-    from matrixlib.redaction import redact
+    from matrixlib.redaction import redacted_view
 
-    redacted = redact(pdu, room_version)
+    redacted = redacted_view(pdu, room_version)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     return hashlib.sha256(_hashable_json(redacted)).digest()

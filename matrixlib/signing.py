@@ -22,7 +22,7 @@ import nacl.signing
 
 from matrixlib.canonical_json import encode_canonical_json
 from matrixlib.hashes import add_content_hash, decode_base64, encode_base64
-from matrixlib.redaction import redact
+from matrixlib.redaction import redact, redacted_view
 from matrixlib.room_versions import EventFormat, RoomVersion
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ def sign_event(pdu: Mapping[str, Any], room_version: RoomVersion, server_name: s
     made over the redacted event, so it survives redaction; the content
     hash (which the redacted form keeps) is what covers the rest. Call
     ``hash_and_sign_event`` to set the hash first."""
-    signed_redacted = sign_json(redact(pdu, room_version), server_name, key)
+    signed_redacted = sign_json(redacted_view(pdu, room_version), server_name, key)
     result = dict(pdu)
     result["signatures"] = signed_redacted["signatures"]
     return result
@@ -229,7 +229,7 @@ def verify_event_signature(pdu: Mapping[str, Any], room_version: RoomVersion, se
     """Checks ``server_name``'s signature with ``key_id`` on the redacted
     event; works on the full event and on a redacted copy alike. Raises
     ``SignatureError``."""
-    verify_json(redact(pdu, room_version), server_name, key_id, verify_key)
+    verify_json(redacted_view(pdu, room_version), server_name, key_id, verify_key)
 
 
 def _domain_of(identifier: str, what: str) -> str:

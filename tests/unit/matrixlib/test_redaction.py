@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from matrixlib.events import Event
 from matrixlib.hashes import reference_hash
-from matrixlib.redaction import redact, redact_event
+from matrixlib.redaction import redact, redact_event, redacted_view
 from matrixlib.room_versions import get_room_version
 
 ALL_VERSIONS = range(1, 13)
@@ -228,6 +228,10 @@ def test_redaction_properties(version: int, event_type: str, content: dict[str, 
     assert set(redacted) <= set(event)
     assert set(redacted["content"]) <= set(content)
     assert reference_hash(redacted, room_version) == reference_hash(event, room_version)
+    # The view (for hashing and signing) is the same form, made without copying.
+    before = copy.deepcopy(event)
+    assert redacted_view(event, room_version) == redacted
+    assert event == before
 
 
 def test_redact_event_keeps_the_event_id() -> None:
