@@ -20,13 +20,12 @@ could name the wrong row. Until then it lives in the transaction's own
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, delete, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,6 +34,7 @@ from common.storage import Database
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.storage.cache import LRUCache
+from roomserver.storage.tables import membership as membership_t
 from roomserver.storage.tables.aliases import room_aliases
 from roomserver.storage.tables.events import auth_chain_query, auth_events, event_json, events, prev_events
 from roomserver.storage.tables.input_failures import input_failures
@@ -44,6 +44,8 @@ from roomserver.storage.tables.outbox import output_outbox
 from roomserver.storage.tables.redactions import pending_redactions
 from roomserver.storage.tables.rooms import rooms
 from roomserver.storage.tables.state import state_entries, state_snapshots
+
+_R = TypeVar("_R", "EventRecord", "RoomRecord")
 
 #: A state map in numeric form: (type NID, state key NID) -> event NID.
 StateMap = dict[tuple[int, int], int]
@@ -140,7 +142,7 @@ class TxnCache:
     absent_ids: set[str] = field(default_factory=set)
 
     def learn_record(self, record: EventRecord) -> None:
-        self.records[record.event_nid] = dataclasses.replace(record)
+        self.records[record.event_nid] = _clone(record)
         self.record_nids[record.event_id] = record.event_nid
         self.absent_ids.discard(record.event_id)
 
@@ -273,8 +275,18 @@ def _room_record(row: Any) -> RoomRecord:
     )
 
 
+def _clone(record: _R) -> _R:
+    """A shallow copy of a record (several per event: ``dataclasses.replace``
+    was a visible share of the input's time)."""
+    copied = object.__new__(type(record))
+    copied.__dict__.update(record.__dict__)
+    return copied
+
+
 def _copy_room(record: RoomRecord) -> RoomRecord:
-    return dataclasses.replace(record, forward_extremities=list(record.forward_extremities))
+    copied = _clone(record)
+    copied.forward_extremities = list(record.forward_extremities)
+    return copied
 
 
 def _event_record(row: Any) -> EventRecord:
@@ -598,7 +610,7 @@ class RoomserverDatabase:
         for event_id in event_ids:
             nid = local.record_nids.get(event_id)
             if nid is not None:
-                result[event_id] = dataclasses.replace(local.records[nid])
+                result[event_id] = _clone(local.records[nid])
             elif event_id not in local.absent_ids:
                 missing.append(event_id)
         for chunk in _chunks(missing):
@@ -616,7 +628,7 @@ class RoomserverDatabase:
         for nid in event_nids:
             cached = local.records.get(nid)
             if cached is not None:
-                result[nid] = dataclasses.replace(cached)
+                result[nid] = _clone(cached)
             else:
                 missing.append(nid)
         for chunk in _chunks(missing):
@@ -899,8 +911,7 @@ class RoomserverDatabase:
         """Several at once: target NID -> (membership, event NID)."""
         values = [{"room_nid": room_nid, "target_nid": target, "membership": value, "event_nid": event_nid}
                   for target, (value, event_nid) in sorted(rows.items())]
-        for chunk in _chunks(values):
-            await txn.conn.execute(self.db.upsert(membership, chunk, ["room_nid", "target_nid"]))
+        await membership_t.upsert_memberships(txn.conn, values)
 
     async def delete_memberships(self, txn: Txn, room_nid: int, target_nids: Collection[int]) -> None:
         for chunk in _chunks(target_nids):

@@ -4,8 +4,13 @@ membership queries do not load state snapshots."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import BigInteger, Column, Index, Table, Text, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from roomserver.storage.tables.base import metadata
 from roomserver.storage.tables.interned import event_state_keys
@@ -32,3 +37,20 @@ async def select_server_joined(conn: AsyncConnection, room_nid: int, server_name
                event_state_keys.c.state_key.endswith(":" + server_name, autoescape=True))
         .limit(1))
     return found is not None
+
+
+def _build_upsert(dialect_name: str) -> Insert:
+    insert = postgresql.insert(membership) if dialect_name == "postgresql" else sqlite.insert(membership)
+    return insert.on_conflict_do_update(index_elements=["room_nid", "target_nid"], set_={
+        "membership": insert.excluded.membership, "event_nid": insert.excluded.event_nid})
+
+
+# Built once: every member event writes it, and building it cost more CPU than running it.
+_UPSERTS = {name: _build_upsert(name) for name in ("sqlite", "postgresql")}
+
+
+async def upsert_memberships(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of room_nid, target_nid, membership, event_nid: inserted or, for
+    a (room, target) known already, its membership and event replaced."""
+    if rows:
+        await conn.execute(_UPSERTS[conn.dialect.name], list(rows))
