@@ -589,6 +589,10 @@ async def test_on_postgresql(tmp_path: Path, log: Log, fresh_postgres_database: 
         members = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(
             room_id=room.room_id, joined_only=True))
         assert len(members.member_events) == 2
+        for server, joined in [("test", True), ("t_st", False)]:  # the statement behind a local join's check
+            asked = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
+                room_id=room.room_id, user_id=CAROL, joined_server_name=server))
+            assert asked.server_joined is joined, server
         assert len(new_room_events(await read_output(log))) == len(room.events) + 2
         await api.set_room_alias(pb.SetRoomAliasRequest(alias="#pg:test", room_id=room.room_id, creator=ALICE))
         with pytest.raises(errors.MatrixError) as taken:
