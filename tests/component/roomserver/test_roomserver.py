@@ -100,9 +100,11 @@ async def test_room_lifecycle_and_state(api: RoomserverAPI, version: str) -> Non
     assert sorted(with_servers.joined_servers) == sorted({ALICE.partition(":")[2], BOB.partition(":")[2]})
     assert not with_servers.server_joined  # only when asked for
     # Not a suffix of a server name, nor a LIKE pattern matching one.
-    for server, joined in [(BOB.partition(":")[2], True), ("elsewhere.test", False), ("st", False), ("t_st", False)]:
-        asked = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id, joined_server_name=server))
-        assert asked.server_joined is joined, server
+    for asked_server, expected in [(BOB.partition(":")[2], True), ("elsewhere.test", False), ("st", False),
+                                   ("t_st", False)]:
+        asked = await api.query_room_info(pb.QueryRoomInfoRequest(room_id=room.room_id,
+                                                                  joined_server_name=asked_server))
+        assert asked.server_joined is expected, asked_server
         assert list(asked.joined_servers) == []
 
     missing = await api.query_room_info(pb.QueryRoomInfoRequest(room_id="!nope:test"))
@@ -153,10 +155,11 @@ async def test_queries(api: RoomserverAPI) -> None:
         room_id=room.room_id, user_id="@x:test"))
     assert stranger.room_exists and not stranger.has_been_in_room and stranger.membership == ""
     assert not stranger.server_joined  # only when asked for
-    for user_id, server, joined in [("@x:test", "test", True), (CAROL, "test", True), (BOB, "elsewhere", False)]:
+    for asked_user, asked_server, expected in [("@x:test", "test", True), (CAROL, "test", True),
+                                               (BOB, "elsewhere", False)]:
         asked = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
-            room_id=room.room_id, user_id=user_id, joined_server_name=server))
-        assert asked.server_joined is joined, (user_id, server)
+            room_id=room.room_id, user_id=asked_user, joined_server_name=asked_server))
+        assert asked.server_joined is expected, (asked_user, asked_server)
 
     everyone = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(room_id=room.room_id))
     assert sorted(proto_ids(everyone.member_events)) == sorted(
@@ -589,10 +592,10 @@ async def test_on_postgresql(tmp_path: Path, log: Log, fresh_postgres_database: 
         members = await api.query_memberships_for_room(pb.QueryMembershipsForRoomRequest(
             room_id=room.room_id, joined_only=True))
         assert len(members.member_events) == 2
-        for server, joined in [("test", True), ("t_st", False)]:  # the statement behind a local join's check
+        for asked_server, expected in [("test", True), ("t_st", False)]:  # the statement behind a local join's check
             asked = await api.query_membership_for_user(pb.QueryMembershipForUserRequest(
-                room_id=room.room_id, user_id=CAROL, joined_server_name=server))
-            assert asked.server_joined is joined, server
+                room_id=room.room_id, user_id=CAROL, joined_server_name=asked_server))
+            assert asked.server_joined is expected, asked_server
         assert len(new_room_events(await read_output(log))) == len(room.events) + 2
         await api.set_room_alias(pb.SetRoomAliasRequest(alias="#pg:test", room_id=room.room_id, creator=ALICE))
         with pytest.raises(errors.MatrixError) as taken:
