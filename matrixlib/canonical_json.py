@@ -26,22 +26,27 @@ def encode_canonical_json(value: Any, *, strict: bool = True) -> bytes:
     return bytes(canonicaljson.encode_canonical_json(value))
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON constant {name}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Called for every object of every parsed event: the dict is built in C,
+    # and the pairs are looked at one by one only when a key came twice.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return result
+
+
 def decode_json(data: bytes | str) -> Any:
     """Parses JSON, refusing the constants JSON does not have (NaN,
     Infinity) and keys that appear twice."""
-
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"invalid JSON constant {name}")
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise ValueError(f"duplicate key {key!r}")
-            result[key] = value
-        return result
-
-    return json.loads(data, parse_constant=reject_constant, object_pairs_hook=no_duplicates)
+    return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
 
 
 def _check_values(value: Any) -> None:

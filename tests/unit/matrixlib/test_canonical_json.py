@@ -114,7 +114,8 @@ def test_non_string_keys_are_refused() -> None:
         encode_canonical_json({1: "a"})
 
 
-@pytest.mark.parametrize("text", ['{"a":1,"a":2}', '{"a":NaN}', '{"a":Infinity}', '[-Infinity]'])
+@pytest.mark.parametrize("text", ['{"a":1,"a":2}', '{"x":[{"b":1,"c":2,"b":1}]}', '{"a":NaN}',
+                                  '{"a":Infinity}', '[-Infinity]'])
 def test_decode_refuses_duplicates_and_constants(text: str) -> None:
     with pytest.raises(ValueError):
         decode_json(text)
