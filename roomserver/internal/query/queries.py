@@ -23,8 +23,11 @@ from roomserver.storage.tables import membership as membership_t
 DEFAULT_MISSING_EVENTS_LIMIT = 10
 MAX_MISSING_EVENTS_LIMIT = 100
 # How many (state snapshot, state asked for) answers of
-# QueryLatestEventsAndState stay in memory.
+# QueryLatestEventsAndState stay in memory, and the most state events one may
+# hold: what building an event asks for (its auth events, a handful) is
+# kept; a room's whole state (a big room's is megabytes) is not.
 STATE_ANSWER_CACHE_SIZE = 256
+STATE_ANSWER_MAX_EVENTS = 16
 
 #: (state snapshot NID, the (type, state_key) pairs asked for, in order).
 _StateAnswerKey = tuple[int | None, tuple[tuple[str, str], ...]]
@@ -101,7 +104,8 @@ class Queries:
             state_records = sorted((records[n] for n in set(state.values()) if n in records),
                                    key=lambda r: r.event_nid)
             state_events = await self._protos(txn, state_records)
-        if self._db.sole_writer and self._db.redaction_generation == redactions:
+        if self._db.sole_writer and self._db.redaction_generation == redactions \
+                and len(state_events) <= STATE_ANSWER_MAX_EVENTS:
             # A snapshot's events never change but by a redaction, which moves
             # the generation (this process makes every write: sole writer).
             self._state_answers.put(_state_answer_key(room, req), (redactions, state_events))

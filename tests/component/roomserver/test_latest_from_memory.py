@@ -14,7 +14,7 @@ from myelin.roomserver.v1 import roomserver_pb2 as pb
 from sqlalchemy import event
 
 from matrixlib.events import CREATE, MEMBER, NAME, POWER_LEVELS, Event
-from roomserver.internal.query.queries import Queries
+from roomserver.internal.query.queries import STATE_ANSWER_MAX_EVENTS, Queries
 from roomserver.storage.database import RoomserverDatabase
 from tests.builders import TestRoom, input_event
 from tests.component.roomserver.conftest import Running
@@ -164,3 +164,19 @@ async def test_a_fork_reads_the_rows_it_needs_with_the_batch(running: Running) -
     answer = await running.component.api.query_latest_events_and_state(
         pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
     assert sorted(answer.latest_event_ids) == sorted([first.event_id, late.event_id])
+
+
+async def test_a_whole_big_state_is_not_kept(running: Running) -> None:
+    """Only small answers (a build's auth events) are kept: a room's whole
+    state, asked for by GET /state, can be megabytes."""
+    room = TestRoom("10", creator=ALICE)
+    for i in range(STATE_ANSWER_MAX_EVENTS):
+        room.join(f"@user{i}:test")
+    await send(running, room.events)
+    everything = pb.QueryLatestEventsAndStateRequest(room_id=room.room_id)
+    first = await running.component.api.query_latest_events_and_state(everything)
+    assert len(first.state_events) > STATE_ANSWER_MAX_EVENTS
+    with counting_statements(running) as statements:
+        again = await running.component.api.query_latest_events_and_state(everything)
+    assert again == first
+    assert statements, "a whole big state was kept in memory"
