@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Column, Index, Table, Text, delete, select
+from sqlalchemy import Column, Index, Table, Text, bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from common.storage import Database
 from federationapi.storage.tables import METADATA
@@ -24,6 +26,19 @@ joined_hosts = Table(
 Index("federationapi_joined_hosts_room_server_idx", joined_hosts.c.room_id, joined_hosts.c.server_name)
 
 
+
+def _build_insert(dialect_name: str) -> Insert:
+    insert = postgresql.insert(joined_hosts) if dialect_name == "postgresql" else sqlite.insert(joined_hosts)
+    return insert.on_conflict_do_nothing(index_elements=["room_id", "event_id"])
+
+
+# Built once: every member event (and every event our users send) runs them,
+# and building a statement cost more CPU than running it.
+_INSERTS = {name: _build_insert(name) for name in ("sqlite", "postgresql")}
+_SERVERS_IN_ROOM = select(joined_hosts.c.server_name).where(
+    joined_hosts.c.room_id == bindparam("b_room_id")).distinct()
+
+
 class JoinedHostsTable:
     async def insert(self, db: Database, conn: AsyncConnection,
                      rows: Sequence[tuple[str, str, str, str]]) -> None:
@@ -31,7 +46,7 @@ class JoinedHostsTable:
         if not rows:
             return
         values = [{"room_id": r, "event_id": e, "user_id": u, "server_name": s} for r, e, u, s in rows]
-        await conn.execute(db.insert_or_ignore(joined_hosts, values, ["room_id", "event_id"]))
+        await conn.execute(_INSERTS[db.dialect_name], values)
 
     async def delete_events(self, conn: AsyncConnection, room_id: str, event_ids: Iterable[str]) -> None:
         ids = list(event_ids)
@@ -43,8 +58,7 @@ class JoinedHostsTable:
         await conn.execute(delete(joined_hosts).where(joined_hosts.c.room_id == room_id))
 
     async def select_servers_in_room(self, conn: AsyncConnection, room_id: str) -> set[str]:
-        query = select(joined_hosts.c.server_name).where(joined_hosts.c.room_id == room_id).distinct()
-        return set((await conn.execute(query)).scalars())
+        return set((await conn.execute(_SERVERS_IN_ROOM, {"b_room_id": room_id})).scalars())
 
     async def select_servers_sharing_rooms_with(self, conn: AsyncConnection, user_id: str) -> set[str]:
         """The servers of everyone joined to a room ``user_id`` is joined to."""

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Table, Text, select
+from sqlalchemy import BigInteger, Column, Table, Text, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from common.storage import Database
 from federationapi.storage.tables import METADATA
@@ -17,11 +19,21 @@ sender_rooms = Table(
 )
 
 
+
+def _build_upsert(dialect_name: str) -> Insert:
+    insert = postgresql.insert(sender_rooms) if dialect_name == "postgresql" else sqlite.insert(sender_rooms)
+    return insert.on_conflict_do_update(index_elements=["room_id"],
+                                        set_={"stream_position": insert.excluded.stream_position})
+
+
+# Built once: the sender runs both for every output entry that changes anything.
+_SELECT_POSITION = select(sender_rooms.c.stream_position).where(sender_rooms.c.room_id == bindparam("b_room_id"))
+_UPSERTS = {name: _build_upsert(name) for name in ("sqlite", "postgresql")}
+
+
 class SenderRoomsTable:
     async def select_position(self, conn: AsyncConnection, room_id: str) -> int | None:
-        query = select(sender_rooms.c.stream_position).where(sender_rooms.c.room_id == room_id)
-        return (await conn.execute(query)).scalar_one_or_none()
+        return (await conn.execute(_SELECT_POSITION, {"b_room_id": room_id})).scalar_one_or_none()
 
     async def upsert_position(self, db: Database, conn: AsyncConnection, room_id: str, position: int) -> None:
-        await conn.execute(db.upsert(sender_rooms, {"room_id": room_id, "stream_position": position},
-                                     ["room_id"]))
+        await conn.execute(_UPSERTS[db.dialect_name], {"room_id": room_id, "stream_position": position})
