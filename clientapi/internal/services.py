@@ -134,15 +134,8 @@ class Services:
         self.completed_transactions[key] = event_id
         while len(self.completed_transactions) > RECENT_TRANSACTIONS:
             self.completed_transactions.popitem(last=False)
-        task = asyncio.create_task(self._mark_done(key))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _mark_done(self, key: tuple[str, str, str, str]) -> None:
-        try:
-            await self.database.mark_transaction_done(*key)
-        except Exception:
-            logger.warning("could not mark transaction %s done", key, exc_info=True)
+        # Only noted here (no task per send): written later, together.
+        self.database.note_transaction_done(*key)
 
     async def close(self) -> None:
         """Waits for the background writes."""

@@ -213,6 +213,10 @@ class ClientAPIDatabase:
             await self._transactions.delete_older_than(conn, now - TRANSACTION_TTL_MS)
 
     async def mark_transaction_done(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
+        """See ``note_transaction_done``."""
+        self.note_transaction_done(user_id, device_id, endpoint, txn_id)
+
+    def note_transaction_done(self, user_id: str, device_id: str, endpoint: str, txn_id: str) -> None:
         """The send finished: its row stops being pending and drops the event
         JSON kept for a retry. Readers here see it at once; it is written
         within a second, together with the others marked meanwhile (or by a
