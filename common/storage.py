@@ -72,7 +72,7 @@ SQLITE_FUSED_STATEMENTS = os.environ.get("MYELIN_SQLITE_FUSED", "1") != "0"
 SQLITE_DRIVERS = ("inline", "thread")
 
 #: The SQLite driver engines use unless told otherwise: $MYELIN_SQLITE_DRIVER.
-SQLITE_DRIVER = os.environ.get("MYELIN_SQLITE_DRIVER", "thread")
+SQLITE_DRIVER = os.environ.get("MYELIN_SQLITE_DRIVER", "inline")
 if SQLITE_DRIVER not in SQLITE_DRIVERS:
     raise ValueError(f"MYELIN_SQLITE_DRIVER must be one of {', '.join(SQLITE_DRIVERS)}: {SQLITE_DRIVER!r}")
 
