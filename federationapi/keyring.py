@@ -229,6 +229,7 @@ class KeyRing:
         self._refetch_interval_ms = refetch_interval_ms
         self._last_fetch: dict[str, int] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._in_flight_key_ids: dict[str, frozenset[str]] = {}
 
     def now(self) -> int:
         return self._clock()
@@ -268,20 +269,33 @@ class KeyRing:
                 for row in rows if row.valid_until_ts >= at_ts}
 
     async def _fetch(self, server_name: str, key_ids: Sequence[str], at_ts: int) -> None:
-        # One fetch per server at a time; callers arriving meanwhile share it.
-        running = self._in_flight.get(server_name)
-        # A fetch that ended is forgotten by its done callback, which may not have run yet.
-        if running is not None and not running.done():
+        # One fetch per server at a time. A caller arriving meanwhile shares it
+        # when it asks for no key that fetch does not; otherwise it waits for it
+        # and then fetches its own (the rate limit below still applies).
+        while True:
+            running = self._in_flight.get(server_name)
+            # A fetch that ended is forgotten by its done callback, which may not have run yet.
+            if running is None or running.done():
+                break
+            covered = set(key_ids) <= self._in_flight_key_ids.get(server_name, frozenset())
             await asyncio.shield(running)
-            return
+            if covered:
+                return
         last = self._last_fetch.get(server_name)
         if last is not None and self._clock() - last < self._refetch_interval_ms:
             return
         task = asyncio.get_running_loop().create_task(self._fetch_from_sources(server_name, key_ids, at_ts))
         self._in_flight[server_name] = task
-        # Forgotten when it ends, also when every caller waiting on it was cancelled.
-        task.add_done_callback(
-            lambda done: self._in_flight.pop(server_name) if self._in_flight.get(server_name) is done else None)
+        self._in_flight_key_ids[server_name] = frozenset(key_ids)
+
+        def forget(done: asyncio.Task[None]) -> None:
+            # Forgotten when it ends, also when every caller waiting on it was
+            # cancelled; a later fetch that replaced it is not forgotten with it.
+            if self._in_flight.get(server_name) is done:
+                del self._in_flight[server_name]
+                self._in_flight_key_ids.pop(server_name, None)
+
+        task.add_done_callback(forget)
         await asyncio.shield(task)
 
     async def _fetch_from_sources(self, server_name: str, key_ids: Sequence[str], at_ts: int) -> None:

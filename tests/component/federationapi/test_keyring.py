@@ -251,6 +251,24 @@ async def test_a_cancelled_caller_does_not_wedge_later_lookups(harness: Harness)
     assert fetcher.calls == 2
 
 
+async def test_a_lookup_of_other_keys_during_a_fetch_fetches_after_it(harness: Harness) -> None:
+    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
+    fetcher = BlockingFetcher(fake)
+    keyring = harness.keyring([fetcher])
+    first = asyncio.create_task(keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now))
+    await fetcher.started.wait()
+    # Same key while the fetch runs: shares it.
+    same = asyncio.create_task(keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now))
+    # A key the running fetch does not ask for: waits for it, then fetches.
+    other = asyncio.create_task(keyring.get_verify_keys("remote.test", ["ed25519:other"], harness.clock.now))
+    await asyncio.sleep(0)
+    fetcher.release.set()
+    assert fake.key.key_id in await first
+    assert fake.key.key_id in await same
+    assert await other == {}
+    assert fetcher.calls == 2
+
+
 async def test_a_failing_fetcher_gives_no_keys_and_the_next_one_is_asked(harness: Harness) -> None:
     fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
     fetcher = BlockingFetcher(fake)
