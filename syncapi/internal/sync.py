@@ -59,6 +59,8 @@ IGNORED_USERS = "m.ignored_user_list"
 ACCOUNT_DATA = "account_data"
 # A woken sync's new events are read with their rooms when there are at most this many.
 NEWS_IN_ONE_STATEMENT = 100
+# Rooms read and built together in one /sync (see _Builder.build).
+ROOMS_BUILT_AT_ONCE = 100
 # To-device messages per response; the rest come with the next sync.
 TO_DEVICE_LIMIT = 100
 # A user active this recently (ms) is "currently_active".
@@ -289,25 +291,32 @@ class _Builder:
             for room_id in self.joined_throughout:
                 assert self.since is not None
                 visibility[room_id] = RoomVisibility(self.user_id, [MembershipSpan("join", self.since, None)])
-        await self._prefetch_recent_events(windows)
         if not self.initial:
             await self._whole_account_data_of(account_data, [w.room_id for w in windows if w.full_state])
 
-        timelines = [await self._timeline(window, visibility.get(window.room_id)
-                                          or RoomVisibility(self.user_id, [])) for window in windows]
-        await self._prefetch_whole_rooms([t for t in timelines if t.window.full_state])
         join: dict[str, Any] = {}
-        for room_timeline in timelines:
-            window = room_timeline.window
-            entry, member_news = await self._room(room_timeline)
-            # The summary may be left out when it has not changed: only
-            # membership changes (in the timeline or the gap's state) change it.
-            if window.full_state or member_news:
-                entry["summary"] = await self._summary(window.room_id)
-            entry["ephemeral"] = {"events": ephemeral.events(window.room_id, self.filter.room.ephemeral)}
-            entry["account_data"] = {"events": account_data.room_events(window.room_id,
-                                                                        self.filter.room.account_data)}
-            join[window.room_id] = entry
+        # Rooms are read and built a chunk at a time: what a chunk read (its
+        # events, their state) is dropped once its entries are built, so a
+        # sync of thousands of rooms does not hold all of it at once.
+        for first in range(0, len(windows), ROOMS_BUILT_AT_ONCE):
+            chunk = windows[first:first + ROOMS_BUILT_AT_ONCE]
+            await self._prefetch_recent_events(chunk)
+            timelines = [await self._timeline(window, visibility.get(window.room_id)
+                                              or RoomVisibility(self.user_id, [])) for window in chunk]
+            await self._prefetch_whole_rooms([t for t in timelines if t.window.full_state])
+            for room_timeline in timelines:
+                window = room_timeline.window
+                entry, member_news = await self._room(room_timeline)
+                # The summary may be left out when it has not changed: only
+                # membership changes (in the timeline or the gap's state) change it.
+                if window.full_state or member_news:
+                    entry["summary"] = await self._summary(window.room_id)
+                entry["ephemeral"] = {"events": ephemeral.events(window.room_id, self.filter.room.ephemeral)}
+                entry["account_data"] = {"events": account_data.room_events(window.room_id,
+                                                                            self.filter.room.account_data)}
+                join[window.room_id] = entry
+            del timelines
+            self.stored_events.clear()
         await self._add_unread_counts(join)
 
         leave: dict[str, Any] = {}

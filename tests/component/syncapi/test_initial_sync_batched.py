@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import syncapi.internal.sync as sync_module
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
 from tests.component.syncapi.test_sync_statements import StatementLog
@@ -109,6 +110,25 @@ async def _each_room_as_on_its_own(env: Env) -> None:
 
 async def test_each_room_comes_as_when_synced_on_its_own(env: Env) -> None:
     await _each_room_as_on_its_own(env)
+
+
+async def test_rooms_built_a_chunk_at_a_time_come_the_same(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks of 2, 2 and 1 of the five rooms: each chunk reads and builds its
+    # rooms, then drops what it read before the next one.
+    monkeypatch.setattr(sync_module, "ROOMS_BUILT_AT_ONCE", 2)
+    held_at_each_chunk: list[int] = []
+    prefetch = sync_module._Builder._prefetch_whole_rooms
+
+    async def recording(self: sync_module._Builder, timelines: list[Any]) -> None:
+        held_at_each_chunk.append(len(self.stored_events))
+        await prefetch(self, timelines)
+
+    monkeypatch.setattr(sync_module._Builder, "_prefetch_whole_rooms", recording)
+    await _each_room_as_on_its_own(env)
+    held_at_each_chunk.clear()
+    body = await env.sync(env.token(BOB, "CHUNKS"), filter=json.dumps(FILTERS[0]))
+    assert len(body["rooms"]["join"]) == 5
+    assert held_at_each_chunk == [0, 0, 0]
 
 
 @pytest.mark.postgres
