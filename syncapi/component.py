@@ -82,6 +82,7 @@ class SyncAPI:
         self.account_data_consumer = UserAPIConsumer(
             database, self.notifier, config.server_name,
             userapi if isinstance(userapi, AccountDataQueryAPI) else None)
+        self.account_data_consumer.push_evaluator = self.push_evaluator
         self.sync_handler = SyncHandler(database, self.notifier, self.typing)
         self.room_reads = RoomReads(database, roomserver=roomserver)
         self.relation_reads = RelationReads(database)

@@ -27,8 +27,9 @@ from common import errors
 from common.consumer import KeyedConsumerRunner, run_consumer
 from common.log import Log, LogRecord, PositionLost
 from common.topics import USERAPI_ACCOUNT_DATA, USERAPI_DEVICE_LIST_UPDATE
+from syncapi.internal.push import PushEvaluator
 from syncapi.notifier import Notifier
-from syncapi.storage.database import SyncDatabase
+from syncapi.storage.database import DERIVED_ACCOUNT_DATA, SyncDatabase
 from userapi.api import AccountDataQueryAPI
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class UserAPIConsumer:
         self._server_name = server_name
         # Where lost changes are read back from (None: they stay lost).
         self._userapi = userapi
+        # Told of each user whose push rules or ignored users changed, so
+        # that it reads theirs again (and only theirs).
+        self.push_evaluator: PushEvaluator | None = None
 
     async def run(self, log: Log, ready: asyncio.Event | None = None) -> None:
         """Follows the topic until cancelled; sets ``ready`` once consuming."""
@@ -82,6 +86,7 @@ class UserAPIConsumer:
                                                              data.content_json.decode("utf-8"))
                 if position is not None:
                     changed += 1
+                    self._stored(user_id, data.room_id, data.type)
                     self._notifier.on_new_data(position, [user_id], STREAM)
         return changed
 
@@ -108,7 +113,13 @@ class UserAPIConsumer:
         position = await self._db.write_account_data(change.user_id, change.room_id, change.type,
                                                      change.content_json.decode("utf-8"))
         if position is not None:
+            self._stored(change.user_id, change.room_id, change.type)
             self._notifier.on_new_data(position, [change.user_id], STREAM)
+
+    def _stored(self, user_id: str, room_id: str, data_type: str) -> None:
+        """A new content of the user's account data is stored (committed)."""
+        if self.push_evaluator is not None and not room_id and data_type in DERIVED_ACCOUNT_DATA:
+            self.push_evaluator.forget_user(user_id)
 
     async def handle_device_list(self, value: bytes) -> None:
         update = device_list_log_pb2.DeviceListUpdate.FromString(value)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,12 +127,17 @@ def _notifies_default_rules(event: Event) -> bool:
 ROOM_INPUTS_CACHE_SIZE = 1024
 #: How many member events applied to a room's kept inputs are remembered.
 APPLIED_MEMORY = 64
+#: How many users' account data changes (``forget_user``) are remembered: a
+#: room kept since before the oldest of them is read again whole.
+USER_CHANGES_MEMORY = 4096
 
 
 @dataclass
 class _CachedRoom:
-    # SyncDatabase.account_data_generation when read.
-    account_data_generation: int
+    # PushEvaluator's count of account data changes (``forget_user``) when
+    # its inputs were read or last brought up to date: the users changed
+    # after it are read again before it is used.
+    changes_seen: int
     local_joined: set[str]
     inputs: _RoomInputs
     # The member events last applied (``_apply_members``): a batch written
@@ -149,6 +154,32 @@ class PushEvaluator:
         # and its members' account data stay as they were: a busy room's
         # messages then cost no reads at all.
         self._rooms: OrderedDict[str, _CachedRoom] = OrderedDict()
+        # (change count, user ID) of the latest account data changes (see
+        # ``forget_user``), the count rising; ``_changes`` counts them all.
+        self._user_changes: deque[tuple[int, str]] = deque(maxlen=USER_CHANGES_MEMORY)
+        self._changes = 0
+
+    def forget_user(self, user_id: str) -> None:
+        """The user's push rules or ignored users changed (told once the
+        change is stored): the rooms' kept inputs read that user's again
+        before their next use, and nobody else's. A read under way when this
+        is called is not kept past it (its room's ``changes_seen`` is older)."""
+        self._changes += 1
+        self._user_changes.append((self._changes, user_id))
+
+    def _users_changed_since(self, seen: int) -> set[str] | None:
+        """The users whose account data changed after change count
+        ``seen``; None when some of those changes are no longer remembered."""
+        if seen == self._changes:
+            return set()
+        if not self._user_changes or self._user_changes[0][0] > seen + 1:
+            return None
+        changed: set[str] = set()
+        for count, user_id in reversed(self._user_changes):
+            if count <= seen:
+                break
+            changed.add(user_id)
+        return changed
 
     def forget_room(self, room_id: str) -> None:
         """The room's state changed other than through ``evaluate``'s
@@ -182,9 +213,20 @@ class PushEvaluator:
         invited = {e.state_key for e, _ in new_events
                    if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
                    and e.content.get("membership") == "invite"}
-        generation = self._db.account_data_generation
+        # Taken before anything is read: a change told after it is applied
+        # to what this reads at the room's next use.
+        changes_seen = self._changes
         cached = self._rooms.get(room_id) if not state_changed or members_only is not None else None
-        if cached is not None and cached.account_data_generation == generation and state_changed:
+        changed_users: set[str] | None = set()
+        if cached is not None:
+            changed_users = self._users_changed_since(cached.changes_seen)
+            if changed_users is None:
+                self.forget_room(room_id)
+                cached = None
+            else:
+                self._drop_users(cached, changed_users)
+                cached.changes_seen = changes_seen
+        if cached is not None and state_changed:
             assert members_only is not None
             try:
                 applied = await self._apply_members(reader, cached, [e for e, _ in new_events], members_only)
@@ -194,9 +236,15 @@ class PushEvaluator:
             if not applied:
                 self.forget_room(room_id)
                 cached = None
-            elif self._db.account_data_generation != generation:
-                self.forget_room(room_id)  # what it read may be older than a write under way
-        if cached is not None and cached.account_data_generation == generation:
+        if cached is not None and changed_users:
+            stale = sorted(u for u in changed_users if u in cached.local_joined and u not in cached.inputs.read_users)
+            if stale:
+                try:
+                    await self._read_users(reader, cached.inputs, stale)
+                except BaseException:
+                    self.forget_room(room_id)  # read in part
+                    raise
+        if cached is not None:
             self._rooms.move_to_end(room_id)
             local_joined, inputs = cached.local_joined, cached.inputs
             if not local_joined and not invited:
@@ -211,11 +259,10 @@ class PushEvaluator:
             joined_count = (await reader.member_counts(room_id)).get("join", 0)
             inputs = await self._inputs(reader, room_id, joined_count, sorted(local_joined | invited),
                                         list(local_members.values()))
-            if self._db.account_data_generation == generation:
-                self._rooms[room_id] = _CachedRoom(generation, local_joined, inputs)
-                self._rooms.move_to_end(room_id)
-                while len(self._rooms) > ROOM_INPUTS_CACHE_SIZE:
-                    self._rooms.popitem(last=False)
+            self._rooms[room_id] = _CachedRoom(changes_seen, local_joined, inputs)
+            self._rooms.move_to_end(room_id)
+            while len(self._rooms) > ROOM_INPUTS_CACHE_SIZE:
+                self._rooms.popitem(last=False)
         rows: list[StoredNotification] = []
         for event, stream_pos in new_events:
             if _notifies_default_rules(event):
@@ -295,11 +342,27 @@ class PushEvaluator:
                          if e.type == MEMBER and e.state_key is not None and e.state_key.endswith(self._local_suffix)
                          and e.content.get("membership") in ("join", "invite")} - inputs.read_users)
         if unread:
-            rulesets, ignored = await self._account_data(reader, unread, one_statement=len(unread) <= 500)
-            inputs.rulesets.update(rulesets)
-            inputs.ignored.update(ignored)
-            inputs.read_users.update(unread)
+            await self._read_users(reader, inputs, unread)
         return True
+
+    @staticmethod
+    def _drop_users(cached: _CachedRoom, user_ids: set[str]) -> None:
+        """Forgets what the kept inputs hold of the users' account data."""
+        inputs = cached.inputs
+        for user_id in user_ids:
+            inputs.read_users.discard(user_id)
+            inputs.rulesets.pop(user_id, None)
+            inputs.ignored.pop(user_id, None)
+
+    async def _read_users(self, reader: Reader, inputs: _RoomInputs, user_ids: list[str]) -> None:
+        """Reads the users' account data into the kept inputs (replacing what they held of them)."""
+        rulesets, ignored = await self._account_data(reader, user_ids, one_statement=len(user_ids) <= 500)
+        for user_id in user_ids:
+            inputs.rulesets.pop(user_id, None)
+            inputs.ignored.pop(user_id, None)
+        inputs.rulesets.update(rulesets)
+        inputs.ignored.update(ignored)
+        inputs.read_users.update(user_ids)
 
     async def _account_data(self, reader: Reader, user_ids: list[str], *, one_statement: bool = False
                             ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, set[str]]]:
