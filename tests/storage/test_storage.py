@@ -51,14 +51,6 @@ items = sa.Table(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-    url: str = request.getfixturevalue("fresh_postgres_database")
-    return url
-
-
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = await open_database(database_url, "storagetest", migrations_root=FIXTURE)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import CacheStats
@@ -57,14 +56,6 @@ async def test_concurrent_claims_share_a_write_and_keep_their_answers(tmp_path: 
         assert [await stored(f"t{i}") for i in range(10)] == [(False, None)] * 10
     finally:
         await db.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'clientapi.db'}"
-    url: str = request.getfixturevalue("fresh_postgres_database")
-    return url
 
 
 async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(database_url: str) -> None:
