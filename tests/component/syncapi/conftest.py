@@ -231,3 +231,11 @@ async def running_env(tmp_path: Path, database_url: str | None = None, *, log: E
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     async with running_env(tmp_path) as running:
         yield running
+
+
+@pytest.fixture
+async def env_on_each_database(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
+    """The sync API of ``env`` on each database of ``database_url`` (tests/conftest.py):
+    a test asking for it runs once on SQLite and once on PostgreSQL."""
+    async with running_env(tmp_path, database_url) as running:
+        yield running

@@ -6,14 +6,13 @@ room-by-room path), whatever the filter."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import syncapi.internal.sync as sync_module
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
 from tests.component.syncapi.test_sync_statements import StatementLog
 
 DAVE = "@dave:test"
@@ -108,8 +107,8 @@ async def _each_room_as_on_its_own(env: Env) -> None:
     assert joined[deserted.room_id]["summary"]["m.joined_member_count"] == 1
 
 
-async def test_each_room_comes_as_when_synced_on_its_own(env: Env) -> None:
-    await _each_room_as_on_its_own(env)
+async def test_each_room_comes_as_when_synced_on_its_own(env_on_each_database: Env) -> None:
+    await _each_room_as_on_its_own(env_on_each_database)
 
 
 async def test_rooms_built_a_chunk_at_a_time_come_the_same(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,13 +128,6 @@ async def test_rooms_built_a_chunk_at_a_time_come_the_same(env: Env, monkeypatch
     body = await env.sync(env.token(BOB, "CHUNKS"), filter=json.dumps(FILTERS[0]))
     assert len(body["rooms"]["join"]) == 5
     assert held_at_each_chunk == [0, 0, 0]
-
-
-@pytest.mark.postgres
-async def test_each_room_comes_as_when_synced_on_its_own_on_postgres(
-        tmp_path: Path, fresh_postgres_database: str) -> None:
-    async with running_env(tmp_path, fresh_postgres_database) as pg_env:
-        await _each_room_as_on_its_own(pg_env)
 
 
 async def test_statements_do_not_grow_with_the_rooms(env: Env) -> None:
@@ -158,17 +150,8 @@ async def test_statements_do_not_grow_with_the_rooms(env: Env) -> None:
     assert counts[0] == counts[1], counts
 
 
-async def test_batched_state_is_the_state_at_each_rooms_position(env: Env) -> None:
-    await _batched_state(env)
-
-
-@pytest.mark.postgres
-async def test_batched_state_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
-    async with running_env(tmp_path, fresh_postgres_database) as pg_env:
-        await _batched_state(pg_env)
-
-
-async def _batched_state(env: Env) -> None:
+async def test_batched_state_is_the_state_at_each_rooms_position(env_on_each_database: Env) -> None:
+    env = env_on_each_database
     rooms = await _rooms(env)
     async with env.syncapi.database.read() as reader:
         top = await reader.current_position()
