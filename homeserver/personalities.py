@@ -20,6 +20,7 @@ from common.grpc_binding import insecure_channel
 from common.http import make_app, serve_app
 from common.log import Log
 from common.logs import open_log
+from homeserver.startup_gc import freeze_startup_objects
 from matrixlib.signing import read_signing_key_file
 
 logger = logging.getLogger("myelin")
@@ -169,5 +170,6 @@ async def run_personality(config: Config, name: str) -> None:
             port = serving.port
         else:
             raise SystemExit(f"unknown component {name!r}")
+        freeze_startup_objects()
         logger.info("%s of %s is ready on port %d", name, config.server_name, port)
         await asyncio.Event().wait()
