@@ -227,15 +227,17 @@ async def running_env(tmp_path: Path, database_url: str | None = None, *, log: E
             await log.close()
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with running_env(tmp_path) as running:
-        yield running
+#: A test marked with it runs once on SQLite and once on PostgreSQL (tests/conftest.py's
+#: ``database_url``): its ``env`` is on that database.
+on_each_database = pytest.mark.usefixtures("database_url")
 
 
 @pytest.fixture
-async def env_on_each_database(tmp_path: Path, database_url: str) -> AsyncIterator[Env]:
-    """The sync API of ``env`` on each database of ``database_url`` (tests/conftest.py):
-    a test asking for it runs once on SQLite and once on PostgreSQL."""
+async def env(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    """The sync API on a SQLite file of its own, or, for a test ``on_each_database``,
+    on each database in turn."""
+    database_url: str | None = None
+    if "database_url" in request.fixturenames:
+        database_url = request.getfixturevalue("database_url")
     async with running_env(tmp_path, database_url) as running:
         yield running

@@ -12,7 +12,7 @@ import pytest
 
 import syncapi.internal.sync as sync_module
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
 from tests.component.syncapi.test_sync_statements import StatementLog
 
 DAVE = "@dave:test"
@@ -107,8 +107,9 @@ async def _each_room_as_on_its_own(env: Env) -> None:
     assert joined[deserted.room_id]["summary"]["m.joined_member_count"] == 1
 
 
-async def test_each_room_comes_as_when_synced_on_its_own(env_on_each_database: Env) -> None:
-    await _each_room_as_on_its_own(env_on_each_database)
+@on_each_database
+async def test_each_room_comes_as_when_synced_on_its_own(env: Env) -> None:
+    await _each_room_as_on_its_own(env)
 
 
 async def test_rooms_built_a_chunk_at_a_time_come_the_same(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,8 +151,8 @@ async def test_statements_do_not_grow_with_the_rooms(env: Env) -> None:
     assert counts[0] == counts[1], counts
 
 
-async def test_batched_state_is_the_state_at_each_rooms_position(env_on_each_database: Env) -> None:
-    env = env_on_each_database
+@on_each_database
+async def test_batched_state_is_the_state_at_each_rooms_position(env: Env) -> None:
     rooms = await _rooms(env)
     async with env.syncapi.database.read() as reader:
         top = await reader.current_position()

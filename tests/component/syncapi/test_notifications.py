@@ -5,16 +5,14 @@ summaries, and GET /notifications."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import pytest
 from myelin.clientapi.v1 import edu_log_pb2
 
 from common.topics import CLIENTAPI_RECEIPT
 from syncapi.internal.push import thread_of
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
 from tests.component.syncapi.test_account_data import change
 from tests.component.syncapi.test_ephemeral import receipt
 
@@ -42,6 +40,7 @@ async def group_room(env: Env) -> TestRoom:
     return room
 
 
+@on_each_database
 async def test_messages_and_mentions_count_until_a_receipt(env: Env) -> None:
     room = await group_room(env)
     alice = env.token(ALICE)
@@ -114,6 +113,7 @@ async def test_display_name_mention_without_m_mentions_does_not_highlight(env: E
     assert unread(await env.sync(env.token(ALICE)), room.room_id) == counts(1, 0)
 
 
+@on_each_database
 async def test_thread_counts(env: Env) -> None:
     room = await group_room(env)
     root = room.message(BOB, "thread root")
@@ -175,6 +175,7 @@ async def test_room_summary(env: Env) -> None:
     assert "m.heroes" not in (await env.sync(alice))["rooms"]["join"][room.room_id]["summary"]
 
 
+@on_each_database
 async def test_notifications_paging_and_only_highlight(env: Env) -> None:
     room = await group_room(env)
     sent = []
@@ -202,15 +203,6 @@ async def test_notifications_paging_and_only_highlight(env: Env) -> None:
     bad = await env.get(path, alice, **{"from": "nonsense"})
     assert bad.status_code == 400
     assert (await env.client.get(path)).status_code == 401
-
-
-@pytest.mark.postgres
-async def test_counts_and_paging_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
-    async with running_env(tmp_path, fresh_postgres_database) as env:
-        # Paging first: it expects Alice's only notifications to be its own.
-        await test_notifications_paging_and_only_highlight(env)
-        await test_messages_and_mentions_count_until_a_receipt(env)
-        await test_thread_counts(env)
 
 
 async def test_heroes_fall_back_to_members_who_left_and_an_empty_name_is_no_name(env: Env) -> None:
@@ -305,6 +297,7 @@ async def test_a_receipt_for_an_earlier_event_does_not_move_back(env: Env) -> No
     assert first.event_id not in receipts[0]["content"]
 
 
+@on_each_database
 async def test_joins_and_leaves_update_the_kept_push_inputs(env: Env) -> None:
     """A join or leave is applied to the push inputs kept for the room (not
     read again): the joiner's own rules, their membership and the joined
@@ -382,9 +375,3 @@ async def test_a_rule_of_ones_own_can_notify_of_joins(env: Env) -> None:
     # Carol keeps the defaults: the message notifies her, the join does not.
     response = await env.get("/_matrix/client/v3/notifications", env.token(CAROL))
     assert [n["event"]["type"] for n in response.json()["notifications"]] == ["m.room.message"]
-
-
-@pytest.mark.postgres
-async def test_kept_push_inputs_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
-    async with running_env(tmp_path, fresh_postgres_database) as env:
-        await test_joins_and_leaves_update_the_kept_push_inputs(env)

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 from myelin.roomserver.v1 import output_log_pb2
 from sqlalchemy import text
 
@@ -18,7 +17,7 @@ from matrixlib.events import Event
 from matrixlib.redaction import redact
 from syncapi.storage.database import SyncDatabase
 from tests.builders import TestRoom, event_proto
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
 
 V1 = "/_matrix/client/v1"
 V3 = "/_matrix/client/v3"
@@ -91,6 +90,7 @@ async def test_single_event_is_served_with_its_aggregations_and_only_to_who_may_
     assert r0["event_id"] == root.event_id
 
 
+@on_each_database
 async def test_relations_pages_filters_and_recurses(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
@@ -147,6 +147,7 @@ async def test_relations_pages_filters_and_recurses(env: Env) -> None:
     assert unauthenticated.status_code == 401
 
 
+@on_each_database
 async def test_edits_are_bundled_by_the_spec_rules_and_redactions_undo_them(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
@@ -238,6 +239,7 @@ async def test_thread_summaries_in_context_and_limited_sync(env: Env) -> None:
     assert ignored_view["count"] == 1 and ignored_view["latest_event"]["content"]["body"] == "one"
 
 
+@on_each_database
 async def test_threads_list_orders_by_latest_reply_and_filters_participation(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
@@ -280,6 +282,7 @@ async def test_threads_list_orders_by_latest_reply_and_filters_participation(env
     assert (await get_json(env, path, env.token(CAROL), status=403))["errcode"] == "M_FORBIDDEN"
 
 
+@on_each_database
 async def test_timestamp_to_event(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
@@ -302,15 +305,6 @@ async def test_timestamp_to_event(env: Env) -> None:
     assert (await get_json(env, path, bob, status=400, ts=1, dir="up"))["errcode"] == "M_INVALID_PARAM"
     # Someone never in the room finds nothing.
     await get_json(env, path, env.token(CAROL), status=404, ts=stamps[1], dir="f")
-
-
-@pytest.mark.postgres
-async def test_relations_threads_and_timestamps_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
-    async with running_env(tmp_path, fresh_postgres_database) as pg:
-        await test_relations_pages_filters_and_recurses(pg)
-        await test_threads_list_orders_by_latest_reply_and_filters_participation(pg)
-        await test_edits_are_bundled_by_the_spec_rules_and_redactions_undo_them(pg)
-        await test_timestamp_to_event(pg)
 
 
 def _migrations_up_to_0004(old_root: Path) -> Path:

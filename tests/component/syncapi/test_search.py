@@ -3,7 +3,6 @@ on SQLite (FTS5) and PostgreSQL (tsvector)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from myelin.roomserver.v1 import output_log_pb2
 from matrixlib.events import Event
 from matrixlib.redaction import redact
 from tests.builders import TestRoom, event_proto
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
 
 
 async def search(env: Env, token: str, room_events: dict[str, Any], *, status: int = 200,
@@ -30,7 +29,8 @@ def bodies(found: dict[str, Any]) -> list[str]:
     return [r["result"]["content"].get("body") for r in found["results"]]
 
 
-async def check_search(env: Env) -> None:
+@on_each_database
+async def test_search(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
     room.message(ALICE, "the quick brown fox")
@@ -105,10 +105,6 @@ async def check_search(env: Env) -> None:
     await search(env, bob, {"search_term": "fox"}, status=400, next_batch="garbage")
 
 
-async def test_search(env: Env) -> None:
-    await check_search(env)
-
-
 async def test_search_terms_are_not_query_syntax(env: Env) -> None:
     room = TestRoom()
     room.message(ALICE, 'quotes " and * and NEAR( and OR')
@@ -160,8 +156,9 @@ def join_as(room: TestRoom, user_id: str, display_name: str) -> Event:
                       state_key=user_id)
 
 
-async def check_user_directory(env: Env) -> None:
-    # Users of their own (the PostgreSQL test ran check_search in the same database first).
+@on_each_database
+async def test_user_directory(env: Env) -> None:
+    # Users of their own, not test_search's.
     dave, bob, carol = "@dave:test", "@bobby:test", "@zoe:test"
     private = TestRoom(join_rule="invite")
     private.invite(ALICE, bob)
@@ -191,17 +188,6 @@ async def check_user_directory(env: Env) -> None:
     assert (await directory(env, env.token(carol), "queen"))["results"] == [
         {"user_id": carol, "display_name": "Queen Zoe"}]
     assert (await directory(env, alice, "zoe"))["results"] == []
-
-
-async def test_user_directory(env: Env) -> None:
-    await check_user_directory(env)
-
-
-@pytest.mark.postgres
-async def test_search_and_directory_on_postgres(tmp_path: Path, fresh_postgres_database: str) -> None:
-    async with running_env(tmp_path, fresh_postgres_database) as env:
-        await check_search(env)
-        await check_user_directory(env)
 
 
 async def test_user_directory_follows_a_rebuilt_room(env: Env) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import event
 from common.storage import open_database
 from syncapi.storage.database import NewEvent, RoomEventWrite, SyncDatabase
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
 from tests.component.syncapi.test_account_data import change
 
 # The long-poll filter many clients use (lazy-loaded members).
@@ -76,10 +76,10 @@ async def test_one_new_message_costs_a_few_statements(env: Env) -> None:
     assert len(lazy.statements) == 3, lazy.statements
 
 
-async def test_news_in_several_rooms_is_read_in_one_statement(env_on_each_database: Env) -> None:
+@on_each_database
+async def test_news_in_several_rooms_is_read_in_one_statement(env: Env) -> None:
     """The recent events of every room with news come from one statement,
     each room with its own limit."""
-    env = env_on_each_database
     rooms = [TestRoom() for _ in range(3)]
     for room in rooms:
         room.join(BOB)
@@ -206,8 +206,8 @@ def _writes(events: list[Any]) -> list[RoomEventWrite]:
                            room_stream_position=i) for i, e in enumerate(events)]
 
 
-async def test_a_run_of_messages_is_written_in_the_statements_of_one(env_on_each_database: Env) -> None:
-    env = env_on_each_database
+@on_each_database
+async def test_a_run_of_messages_is_written_in_the_statements_of_one(env: Env) -> None:
     room = TestRoom()
     room.join(BOB)
     await env.send_room(room)
