@@ -4,6 +4,7 @@ expiry, old keys, refusing bad responses, validity at a timestamp, notaries."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 from sanic import Blueprint, Request
@@ -11,7 +12,7 @@ from sanic.response import HTTPResponse
 
 from common.config import OldVerifyKey, TrustedKeyServer
 from common.http import json_response, parse_json_body
-from federationapi.keyring import DirectKeyFetcher, NotaryKeyFetcher, parse_key_response
+from federationapi.keyring import DirectKeyFetcher, KeyRing, NotaryKeyFetcher, VerifyKey, parse_key_response
 from matrixlib.builder import build_event
 from matrixlib.events import Event
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS
@@ -28,6 +29,9 @@ from tests.component.federationapi.conftest import DAY_MS, OUR_KEY, OUR_NAME, Fa
 # Every KeyRing test on both databases.
 pytestmark = pytest.mark.parametrize(
     "harness", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+
+#: The server whose keys the BlockingFetcher tests look up.
+REMOTE = "remote.test"
 
 
 async def started(harness: Harness, **kwargs: object) -> FakeKeyServer:
@@ -226,6 +230,31 @@ class BlockingFetcher:
         return [self.fake.response()]
 
 
+@dataclass
+class HeldFetch:
+    """A KeyRing whose one fetcher holds the fetch that ``first`` (a lookup of the
+    fake server's key at ``at_ts``) started open until ``fetcher.release`` is set."""
+
+    fake: FakeKeyServer
+    fetcher: BlockingFetcher
+    keyring: KeyRing
+    at_ts: int
+    first: asyncio.Task[dict[str, VerifyKey]]
+
+    def lookup(self, key_ids: list[str]) -> asyncio.Task[dict[str, VerifyKey]]:
+        """Another lookup of REMOTE's keys at the same time as ``first``'s."""
+        return asyncio.create_task(self.keyring.get_verify_keys(REMOTE, key_ids, self.at_ts))
+
+
+async def held_fetch(harness: Harness) -> HeldFetch:
+    fake = FakeKeyServer(server_name=REMOTE, valid_until_ts=harness.clock.now + DAY_MS)
+    fetcher = BlockingFetcher(fake)
+    keyring = harness.keyring([fetcher])
+    first = asyncio.create_task(keyring.get_verify_keys(REMOTE, [fake.key.key_id], harness.clock.now))
+    await fetcher.started.wait()
+    return HeldFetch(fake, fetcher, keyring, harness.clock.now, first)
+
+
 class ExplodingFetcher:
     async def fetch_key_responses(self, server_name: str, key_ids: object, minimum_valid_until_ts: int
                                   ) -> list[object]:
@@ -233,48 +262,39 @@ class ExplodingFetcher:
 
 
 async def test_a_cancelled_caller_does_not_wedge_later_lookups(harness: Harness) -> None:
-    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
-    fetcher = BlockingFetcher(fake)
-    keyring = harness.keyring([fetcher])
-    first = asyncio.create_task(keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now))
-    await fetcher.started.wait()
-    first.cancel()
-    fetcher.release.set()
+    held = await held_fetch(harness)
+    held.first.cancel()
+    held.fetcher.release.set()
     with pytest.raises(asyncio.CancelledError):
-        await first
+        await held.first
     # The fetch finished on its own and stored the keys.
-    keys = await keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now)
-    assert fake.key.key_id in keys
-    assert fetcher.calls == 1
+    assert held.fake.key.key_id in await held.lookup([held.fake.key.key_id])
+    assert held.fetcher.calls == 1
     # A later lookup of an unknown key starts a new fetch.
-    await keyring.get_verify_keys("remote.test", ["ed25519:new"], harness.clock.now)
-    assert fetcher.calls == 2
+    await held.lookup(["ed25519:new"])
+    assert held.fetcher.calls == 2
 
 
 async def test_a_lookup_of_other_keys_during_a_fetch_fetches_after_it(harness: Harness) -> None:
-    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
-    fetcher = BlockingFetcher(fake)
-    keyring = harness.keyring([fetcher])
-    first = asyncio.create_task(keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now))
-    await fetcher.started.wait()
+    held = await held_fetch(harness)
     # Same key while the fetch runs: shares it.
-    same = asyncio.create_task(keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now))
+    same = held.lookup([held.fake.key.key_id])
     # A key the running fetch does not ask for: waits for it, then fetches.
-    other = asyncio.create_task(keyring.get_verify_keys("remote.test", ["ed25519:other"], harness.clock.now))
+    other = held.lookup(["ed25519:other"])
     await asyncio.sleep(0)
-    fetcher.release.set()
-    assert fake.key.key_id in await first
-    assert fake.key.key_id in await same
+    held.fetcher.release.set()
+    assert held.fake.key.key_id in await held.first
+    assert held.fake.key.key_id in await same
     assert await other == {}
-    assert fetcher.calls == 2
+    assert held.fetcher.calls == 2
 
 
 async def test_a_failing_fetcher_gives_no_keys_and_the_next_one_is_asked(harness: Harness) -> None:
-    fake = FakeKeyServer(server_name="remote.test", valid_until_ts=harness.clock.now + DAY_MS)
+    fake = FakeKeyServer(server_name=REMOTE, valid_until_ts=harness.clock.now + DAY_MS)
     fetcher = BlockingFetcher(fake)
     fetcher.release.set()
     keyring = harness.keyring([ExplodingFetcher(), fetcher])
-    assert fake.key.key_id in await keyring.get_verify_keys("remote.test", [fake.key.key_id], harness.clock.now)
+    assert fake.key.key_id in await keyring.get_verify_keys(REMOTE, [fake.key.key_id], harness.clock.now)
     assert await harness.keyring([ExplodingFetcher()]).get_verify_keys("other.test", ["ed25519:a"], 0) == {}
 
 
