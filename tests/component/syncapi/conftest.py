@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -71,15 +71,22 @@ class FakeSyncRoomserver:
     async def query_membership_for_user(
             self, req: rs_pb.QueryMembershipForUserRequest) -> rs_pb.QueryMembershipForUserResponse:
         room = self.rooms.get(req.room_id)
-        if room is None:
-            return rs_pb.QueryMembershipForUserResponse(room_exists=False)
-        event = room.state.get((MEMBER, req.user_id))
-        if event is None:
-            return rs_pb.QueryMembershipForUserResponse(room_exists=True)
-        membership = str(event.content.get("membership", ""))
-        return rs_pb.QueryMembershipForUserResponse(
-            room_exists=True, has_been_in_room=True, membership=membership, event_id=event.event_id,
-            is_in_room=membership == "join")
+        return membership_response(None if room is None else room.state, req.user_id)
+
+
+def membership_response(state: Mapping[StateKey, Event] | None,
+                        user_id: str) -> rs_pb.QueryMembershipForUserResponse:
+    """The room server's answer for ``user_id`` in a room with this current state
+    (None: a room it does not know)."""
+    if state is None:
+        return rs_pb.QueryMembershipForUserResponse(room_exists=False)
+    event = state.get((MEMBER, user_id))
+    if event is None:
+        return rs_pb.QueryMembershipForUserResponse(room_exists=True)
+    membership = str(event.content.get("membership", ""))
+    return rs_pb.QueryMembershipForUserResponse(
+        room_exists=True, has_been_in_room=True, membership=membership, event_id=event.event_id,
+        is_in_room=membership == "join")
 
 
 @dataclass

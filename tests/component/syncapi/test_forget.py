@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
-from matrixlib.events import MEMBER
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, Env
+from tests.component.syncapi.conftest import ALICE, BOB, Env, membership_response
 
 INCLUDE_LEAVE = '{"room": {"include_leave": true}}'
 
@@ -17,15 +16,7 @@ def answer_memberships(env: Env) -> None:
     async def query_membership_for_user(
             req: rs_pb.QueryMembershipForUserRequest) -> rs_pb.QueryMembershipForUserResponse:
         feed = env.feeds.get(req.room_id)
-        if feed is None:
-            return rs_pb.QueryMembershipForUserResponse(room_exists=False)
-        event = feed.state.get((MEMBER, req.user_id))
-        if event is None:
-            return rs_pb.QueryMembershipForUserResponse(room_exists=True)
-        membership = str(event.content.get("membership"))
-        return rs_pb.QueryMembershipForUserResponse(
-            room_exists=True, has_been_in_room=True, membership=membership, event_id=event.event_id,
-            is_in_room=membership == "join")
+        return membership_response(None if feed is None else feed.state, req.user_id)
     setattr(env.roomserver, "query_membership_for_user", query_membership_for_user)  # noqa: B010
 
 
