@@ -146,3 +146,52 @@ def test_encoding_round_trips_and_is_a_fixed_point(value: Any) -> None:
     assert encode_canonical_json(decoded) == encoded
     # Shortest form: no insignificant whitespace outside strings.
     assert encoded == json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+
+
+# The fast path (orjson, for plain values) must give the reference
+# encoder's bytes, and leave everything else to it.
+lenient_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _reference(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                      allow_nan=False).encode("utf-8")
+
+
+@given(lenient_values)
+def test_lenient_encoding_is_the_reference_encoding(value: Any) -> None:
+    assert encode_canonical_json(value, strict=False) == _reference(value)
+
+
+@pytest.mark.parametrize("value", [
+    {"big": 2**64, "small": -(2**64)},
+    {"f": 1e16, "g": 0.1, "h": -0.0},
+    {"nested": [{"x": 1.5}]},
+    [True, False, None, 2**63 - 1, -(2**63)],
+])
+def test_lenient_values_orjson_would_write_differently(value: Any) -> None:
+    assert encode_canonical_json(value, strict=False) == _reference(value)
+
+
+def test_subclasses_encode_as_their_base_types() -> None:
+    class Text(str):
+        pass
+
+    class Mapping(dict[str, Any]):
+        pass
+
+    value = Mapping(b=Text("x"), a=[Text("y")])
+    assert encode_canonical_json(value) == b'{"a":["y"],"b":"x"}'
+
+
+def test_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(ValueError):
+        encode_canonical_json({"a": "\ud800"})
