@@ -180,6 +180,19 @@ class Env:
         assert response.status_code == 200, response.text
         return cast(dict[str, Any], response.json())
 
+    async def next_batch(self, token: str, **params: Any) -> str:
+        """The token of a /sync now: what a later incremental /sync starts from."""
+        return str((await self.sync(token, **params))["next_batch"])
+
+
+async def shared_room(env: Env, *members: str) -> TestRoom:
+    """A new room of Alice's that ``members`` joined, sent to the sync API."""
+    room = TestRoom()
+    for member in members:
+        room.join(member)
+    await env.send_room(room)
+    return room
+
 
 async def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()

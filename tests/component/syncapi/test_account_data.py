@@ -18,7 +18,7 @@ from common.topics import USERAPI_ACCOUNT_DATA
 from syncapi.consumers.userapi import UserAPIConsumer
 from syncapi.tokens import StreamToken
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env, wait_until
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env, shared_room, wait_until
 
 
 async def change(env: Env, user_id: str, data_type: str, content: dict[str, Any], room_id: str = "",
@@ -53,9 +53,7 @@ async def test_initial_sync_has_default_push_rules(env: Env) -> None:
 
 
 async def test_global_and_room_account_data(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    await env.send_room(room)
+    room = await shared_room(env, BOB)
     token = env.token(ALICE)
     first = await env.sync(token)
     await change(env, ALICE, "org.example.conf", {"a": 1})
@@ -116,10 +114,7 @@ async def test_push_rules_are_merged_with_defaults(env: Env) -> None:
 
 
 async def test_ignored_users(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    room.join(CAROL)
-    await env.send_room(room)
+    room = await shared_room(env, BOB, CAROL)
     token = env.token(BOB)
     first = await env.sync(token)
     await change(env, BOB, "m.ignored_user_list", {"ignored_users": {CAROL: {}}})
@@ -157,9 +152,7 @@ async def test_account_data_on_postgres(tmp_path: Path, fresh_postgres_database:
 
 
 async def test_left_rooms_carry_their_account_data(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    await env.send_room(room)
+    room = await shared_room(env, BOB)
     token = env.token(BOB)
     first = await env.sync(token)
     await change(env, BOB, "m.tag", {"tags": {"u.old": {}}}, room_id=room.room_id)
@@ -187,10 +180,7 @@ class AccountDataSource:
 
 
 async def test_rebuild_after_a_lost_position(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    room.join(CAROL)
-    await env.send_room(room)
+    room = await shared_room(env, BOB, CAROL)
     await change(env, ALICE, "org.example.kept", {"same": True})
     token = env.token(ALICE)
     first = await env.sync(token)

@@ -17,7 +17,7 @@ from common.topics import CLIENTAPI_RECEIPT, CLIENTAPI_SEND_TO_DEVICE, CLIENTAPI
 from syncapi.internal.sync import TO_DEVICE_LIMIT
 from syncapi.tokens import STREAM_NAMES, StreamToken
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env, wait_until
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env, shared_room, wait_until
 
 V3 = "/_matrix/client/v3"
 
@@ -31,14 +31,6 @@ def ephemeral(body: dict[str, Any], room_id: str, event_type: str) -> list[dict[
     if room is None:
         return []
     return [e for e in room["ephemeral"]["events"] if e["type"] == event_type]
-
-
-async def shared_room(env: Env, *members: str) -> TestRoom:
-    room = TestRoom()
-    for member in members:
-        room.join(member)
-    await env.send_room(room)
-    return room
 
 
 async def typing(env: Env, room_id: str, user_id: str, is_typing: bool, timeout_ms: int = 60_000) -> None:
@@ -80,8 +72,8 @@ async def test_next_batch_has_a_position_per_stream(env: Env) -> None:
 async def test_typing_wakes_members_and_ends(env: Env) -> None:
     room = await shared_room(env, BOB)
     bob, carol = env.token(BOB), env.token(CAROL)
-    since = (await env.sync(bob))["next_batch"]
-    carol_since = (await env.sync(carol))["next_batch"]
+    since = await env.next_batch(bob)
+    carol_since = await env.next_batch(carol)
 
     poll = asyncio.create_task(env.sync(bob, since=since, timeout=10_000))
     carol_poll = asyncio.create_task(env.sync(carol, since=carol_since, timeout=500))
@@ -106,7 +98,7 @@ async def test_typing_wakes_members_and_ends(env: Env) -> None:
 async def test_typing_expires_after_its_timeout(env: Env) -> None:
     room = await shared_room(env, BOB)
     bob = env.token(BOB)
-    since = (await env.sync(bob))["next_batch"]
+    since = await env.next_batch(bob)
     await typing(env, room.room_id, ALICE, True, timeout_ms=300)
     body = await env.sync(bob, since=since, timeout=5000)
     assert ephemeral(body, room.room_id, "m.typing")[0]["content"]["user_ids"] == [ALICE]
@@ -126,8 +118,8 @@ async def test_receipts_aggregated_private_ones_to_their_owner(env: Env) -> None
     second = room.message(ALICE, "two")
     await env.send_room(room)
     alice, bob = env.token(ALICE), env.token(BOB)
-    alice_since = (await env.sync(alice))["next_batch"]
-    bob_since = (await env.sync(bob))["next_batch"]
+    alice_since = await env.next_batch(alice)
+    bob_since = await env.next_batch(bob)
 
     await receipt(env, room.room_id, ALICE, "m.read", second.event_id)
     await receipt(env, room.room_id, BOB, "m.read", second.event_id)
@@ -162,12 +154,11 @@ async def test_receipts_aggregated_private_ones_to_their_owner(env: Env) -> None
 async def test_fully_read_receipts_are_left_to_account_data(env: Env) -> None:
     """Read markers come to /sync as account data: a receipt of type
     m.fully_read is ignored, never an m.receipt."""
-    room = TestRoom()
-    room.join(BOB)
+    room = await shared_room(env, BOB)
     message = room.message(ALICE, "read me")
-    await env.send_room(room)
+    await env.send(message)
     alice = env.token(ALICE)
-    since = (await env.sync(alice))["next_batch"]
+    since = await env.next_batch(alice)
     await env.log.append(CLIENTAPI_RECEIPT.name, room.room_id.encode(), edu_log_pb2.ReceiptUpdate(
         room_id=room.room_id, user_id=ALICE, receipt_type="m.fully_read", event_id=message.event_id,
         ts_ms=1).SerializeToString())
@@ -259,8 +250,8 @@ async def test_set_presence_unavailable_and_offline(env: Env) -> None:
 
 async def test_to_device_delivered_until_acknowledged_per_device(env: Env) -> None:
     bob, bob2 = env.token(BOB, "DEV"), env.token(BOB, "DEV2")
-    since = (await env.sync(bob))["next_batch"]
-    since2 = (await env.sync(bob2))["next_batch"]
+    since = await env.next_batch(bob)
+    since2 = await env.next_batch(bob2)
     poll = asyncio.create_task(env.sync(bob, since=since, timeout=10_000))
     await asyncio.sleep(0.1)
     await to_device(env, BOB, "DEV", 1)
@@ -299,7 +290,7 @@ async def test_to_device_stored_once_and_paged(env: Env) -> None:
 
 async def test_a_room_joined_since_the_token_brings_its_receipts_and_typers(env: Env) -> None:
     bob = env.token(BOB)
-    since = (await env.sync(bob))["next_batch"]
+    since = await env.next_batch(bob)
     room = TestRoom()
     message = room.message(ALICE, "before bob")
     await env.send_room(room)
@@ -322,7 +313,7 @@ async def test_receipts_presence_and_to_device_on_postgres(tmp_path: Path, fresh
         message = room.message(ALICE, "pg")
         await env.send_room(room)
         alice, bob = env.token(ALICE), env.token(BOB, "DEV")
-        since = (await env.sync(bob))["next_batch"]
+        since = await env.next_batch(bob)
         await receipt(env, room.room_id, ALICE, "m.read", message.event_id)
         await receipt(env, room.room_id, ALICE, "m.read", message.event_id, thread_id="main")
         await env.sync(alice, set_presence="unavailable")
@@ -371,7 +362,7 @@ async def test_users_who_stop_syncing_go_offline(env: Env) -> None:
     writer = env.syncapi.presence
     ended = now_ms()
     # Still connected (a long poll in progress): not timed out.
-    poll = asyncio.create_task(env.sync(alice, since=(await env.sync(alice))["next_batch"], timeout=1000))
+    poll = asyncio.create_task(env.sync(alice, since=await env.next_batch(alice), timeout=1000))
     await asyncio.sleep(0.1)
     assert await writer.time_out_idle(now=ended + SYNC_ONLINE_TIMEOUT_MS + 5000) == []
     await poll

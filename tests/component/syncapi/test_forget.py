@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
-from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, Env, membership_response
+from tests.component.syncapi.conftest import ALICE, BOB, Env, membership_response, shared_room
 
 INCLUDE_LEAVE = '{"room": {"include_leave": true}}'
 
@@ -21,9 +20,7 @@ def answer_memberships(env: Env) -> None:
 
 
 async def test_forget_only_after_leaving_and_hides_the_room(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    await env.send_room(room)
+    room = await shared_room(env, BOB)
     answer_memberships(env)
     token = env.token(BOB)
     headers = {"Authorization": f"Bearer {token}"}
@@ -32,7 +29,7 @@ async def test_forget_only_after_leaving_and_hides_the_room(env: Env) -> None:
     joined = await env.client.post(path, json={}, headers=headers)
     assert joined.status_code == 400 and joined.json()["errcode"] == "M_UNKNOWN"
 
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
     await env.send(room.leave(BOB))
     assert room.room_id in (await env.sync(token, filter=INCLUDE_LEAVE))["rooms"]["leave"]
 
@@ -48,8 +45,7 @@ async def test_forget_only_after_leaving_and_hides_the_room(env: Env) -> None:
 
 
 async def test_forget_a_room_never_joined_is_a_no_op(env: Env) -> None:
-    room = TestRoom()
-    await env.send_room(room)
+    room = await shared_room(env)
     answer_memberships(env)
     token = env.token(BOB)
     response = await env.client.post(f"/_matrix/client/v3/rooms/{room.room_id}/forget", json={},

@@ -11,7 +11,7 @@ from myelin.roomserver.v1 import output_log_pb2
 from matrixlib.events import MEMBER
 from matrixlib.redaction import redact
 from tests.builders import TestRoom, event_proto
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, shared_room
 
 
 async def messages(env: Env, token: str, room_id: str, **params: Any) -> dict[str, Any]:
@@ -127,7 +127,7 @@ async def test_members_and_joined_members(env: Env) -> None:
     room.invite(ALICE, CAROL)
     await env.send_room(room)
     token = env.token(BOB)
-    at = (await env.sync(token))["next_batch"]
+    at = await env.next_batch(token)
     room.build(MEMBER, {"membership": "join", "displayname": "Bobby"}, sender=BOB, state_key=BOB)
     await env.send(room.events[-1])
 
@@ -193,11 +193,9 @@ async def test_redaction_replaces_the_stored_event(env: Env) -> None:
 
 
 async def test_backfilled_events_go_into_the_past_not_into_sync(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    await env.send_room(room)
+    room = await shared_room(env, BOB)
     token = env.token(BOB)
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
     # An event from the room's past (lower depth than everything known), backfilled.
     old = room.build("m.room.message", {"msgtype": "m.text", "body": "ancient"}, sender=ALICE,
                      prev_event_ids=[room.create.event_id], depth=2, advance=False)
@@ -309,12 +307,11 @@ async def test_a_client_woken_by_a_redaction_reads_its_target_redacted(env: Env)
     from common.topics import ROOMSERVER_OUTPUT
     from matrixlib.events import Event
 
-    room = TestRoom()
-    room.join(BOB)
+    room = await shared_room(env, BOB)
     target = room.message(BOB, "oops")
-    await env.send_room(room)
+    await env.send(target)
     token = env.token(ALICE)
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
     redaction = room.redact(BOB, target.event_id)
     polling = asyncio.create_task(env.sync(token, since=since, timeout="10000"))
     await asyncio.sleep(0.1)

@@ -16,7 +16,7 @@ from sqlalchemy import event
 from common.storage import open_database
 from syncapi.storage.database import NewEvent, RoomEventWrite, SyncDatabase
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database, shared_room
 from tests.component.syncapi.test_account_data import change
 
 # The long-poll filter many clients use (lazy-loaded members).
@@ -54,7 +54,7 @@ async def test_one_new_message_costs_a_few_statements(env: Env) -> None:
     room.message(ALICE, "before")
     await env.send_room(room)
     token = env.token(BOB)
-    since_plain = (await env.sync(token))["next_batch"]
+    since_plain = await env.next_batch(token)
     # Alice's membership is sent to the device with this one, not again.
     since_lazy = (await env.sync(token, filter=LAZY_FILTER))["next_batch"]
     message = room.message(ALICE, "news")
@@ -85,7 +85,7 @@ async def test_news_in_several_rooms_is_read_in_one_statement(env: Env) -> None:
         room.join(BOB)
         await env.send_room(room)
     token = env.token(BOB)
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
     busy = [rooms[0].message(ALICE, f"busy {i}") for i in range(3)]
     quiet = rooms[1].message(ALICE, "quiet")
     await env.send(*busy)
@@ -115,13 +115,10 @@ async def test_news_in_several_rooms_is_read_in_one_statement(env: Env) -> None:
 async def test_membership_news_skipped_only_when_there_is_none(env: Env) -> None:
     """Invites, joins and leaves still arrive: the notifier was told of them
     before their commit."""
-    room = TestRoom()
-    room.join(BOB)
-    await env.send_room(room)
-    other = TestRoom()
-    await env.send_room(other)
+    room = await shared_room(env, BOB)
+    other = await shared_room(env)
     token = env.token(BOB)
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
 
     await env.send(other.invite(ALICE, BOB))
     body = await env.sync(token, since=since)
@@ -150,10 +147,9 @@ async def test_membership_news_skipped_only_when_there_is_none(env: Env) -> None
 async def test_an_invite_written_by_another_instance_is_found(env: Env) -> None:
     """Another sync API instance sharing the database wrote the invite: this
     one cannot know the membership news, so it looks in the database."""
-    room = TestRoom()
-    await env.send_room(room)
+    room = await shared_room(env)
     token = env.token(BOB)
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
     poll = asyncio.create_task(env.sync(token, since=since, timeout=10000))
     await asyncio.sleep(0.2)
     invite = room.invite(ALICE, BOB)
@@ -171,12 +167,9 @@ async def test_an_invite_written_by_another_instance_is_found(env: Env) -> None:
 
 
 async def test_ignored_users_are_read_again_when_the_account_data_moves(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    room.join(CAROL)
-    await env.send_room(room)
+    room = await shared_room(env, BOB, CAROL)
     token = env.token(BOB)
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
     await change(env, BOB, "m.ignored_user_list", {"ignored_users": {CAROL: {}}})
     since = (await env.sync(token, since=since))["next_batch"]
 
@@ -208,9 +201,7 @@ def _writes(events: list[Any]) -> list[RoomEventWrite]:
 
 @on_each_database
 async def test_a_run_of_messages_is_written_in_the_statements_of_one(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    await env.send_room(room)
+    room = await shared_room(env, BOB)
     database = env.syncapi.database
 
     one = [room.message(ALICE, "single")]
@@ -251,7 +242,7 @@ async def test_more_news_than_one_statement_reads(env: Env) -> None:
     await env.send_room(room)
     await env.send_room(other)
     token = env.token(BOB)
-    since = (await env.sync(token))["next_batch"]
+    since = await env.next_batch(token)
     flood = [room.message(ALICE, f"flood {i}") for i in range(NEWS_IN_ONE_STATEMENT + 1)]
     await env.send(*flood)
     lone = other.message(ALICE, "lone")
@@ -295,9 +286,7 @@ async def test_read_markers_do_not_make_push_rules_read_again(env: Env) -> None:
 
 
 async def test_a_stored_filter_is_read_once(env: Env) -> None:
-    room = TestRoom()
-    room.join(BOB)
-    await env.send_room(room)
+    room = await shared_room(env, BOB)
     token = env.token(BOB)
     created = await env.client.post(f"/_matrix/client/v3/user/{BOB}/filter",
                                     json={"room": {"timeline": {"limit": 1}}},
