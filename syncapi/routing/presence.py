@@ -30,7 +30,7 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
         requester = await authenticate(userapi, request)
         if user_id != requester.user_id:
             async with database.read() as reader:
-                visible = user_id in await reader.users_sharing_rooms(requester.user_id)
+                visible = await reader.shares_room(requester.user_id, user_id)
             if not visible:
                 raise errors.Forbidden("You are not allowed to see their presence")
         found = await database.presence_of(user_id)

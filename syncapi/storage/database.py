@@ -934,6 +934,10 @@ class Reader:
     async def users_sharing_rooms(self, user_id: str) -> set[str]:
         return await presence_t.select_users_sharing_rooms(self.conn, user_id)
 
+    async def shares_room(self, user_id: str, other_user_id: str) -> bool:
+        """Whether the two users are joined to a room in common."""
+        return await presence_t.select_shares_room(self.conn, user_id, other_user_id)
+
     async def device_list_changes(self, user_id: str, *, after: int, upto: int) -> set[str]:
         return await device_lists_t.select_changed_users(self.conn, user_id, after=after, upto=upto)
 

@@ -60,6 +60,19 @@ async def select_visible_presence(conn: AsyncConnection, user_id: str, *, after:
     return [_presence(row) for row in await conn.execute(stmt)]
 
 
+async def select_shares_room(conn: AsyncConnection, user_id: str, other_user_id: str) -> bool:
+    """Whether both users are joined to one room at least: a look-up per
+    room of ``user_id`` (the primary key), not a read of everyone sharing
+    their rooms (``select_users_sharing_rooms``: every member of every room)."""
+    mine = current_room_state.alias("mine")
+    theirs = current_room_state.alias("theirs")
+    stmt = select(theirs.c.room_id).select_from(mine.join(theirs, and_(
+        theirs.c.room_id == mine.c.room_id, theirs.c.type == MEMBER, theirs.c.state_key == other_user_id,
+        theirs.c.membership == "join",
+    ))).where(mine.c.type == MEMBER, mine.c.state_key == user_id, mine.c.membership == "join").limit(1)
+    return (await conn.execute(stmt)).first() is not None
+
+
 async def select_users_sharing_rooms(conn: AsyncConnection, user_id: str) -> set[str]:
     """Everyone joined to a room the user is joined to (the user too)."""
     mine = current_room_state.alias("mine")
