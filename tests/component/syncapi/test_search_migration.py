@@ -6,10 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
-from common.storage import database_url_for, open_database
+from common.storage import open_database
 from syncapi.storage.database import SyncDatabase
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB
@@ -25,7 +24,7 @@ def _migrations_up_to_0005(old_root: Path) -> Path:
     return old_root
 
 
-async def check_migration(url: str, tmp_path: Path) -> None:
+async def test_migration_fills_search_and_directory(database_url: str, tmp_path: Path) -> None:
     old_root = _migrations_up_to_0005(tmp_path / "migrations")
     room = TestRoom()
     room.build("m.room.member", {"membership": "join", "displayname": "Bob"}, sender=BOB,
@@ -33,7 +32,7 @@ async def check_migration(url: str, tmp_path: Path) -> None:
     room.message(ALICE, "a stored needle")
     room.set_state("m.room.topic", {"topic": "haystack topic"})
     room.message(BOB, "")  # nothing to index
-    old = await open_database(url, "syncapi", migrations_root=old_root)
+    old = await open_database(database_url, "syncapi", migrations_root=old_root)
     try:
         async with old.transaction() as conn:
             for position, event in enumerate(room.events, start=1):
@@ -57,7 +56,7 @@ async def check_migration(url: str, tmp_path: Path) -> None:
     finally:
         await old.close()
 
-    upgraded = await open_database(url, "syncapi")
+    upgraded = await open_database(database_url, "syncapi")
     try:
         async with SyncDatabase(upgraded).read() as reader:
             keys = ("content.body", "content.name", "content.topic")
@@ -73,13 +72,3 @@ async def check_migration(url: str, tmp_path: Path) -> None:
             assert {(entry.user_id, entry.display_name) for entry in found} == {(ALICE, None), (BOB, "Bob")}
     finally:
         await upgraded.close()
-
-
-async def test_migration_fills_search_and_directory(tmp_path: Path) -> None:
-    await check_migration(database_url_for("syncapi", postgres_url=None, data_dir=tmp_path), tmp_path)
-
-
-@pytest.mark.postgres
-async def test_migration_fills_search_and_directory_on_postgres(tmp_path: Path, fresh_postgres_database: str
-                                                                ) -> None:
-    await check_migration(fresh_postgres_database, tmp_path)
