@@ -36,6 +36,7 @@ from myelin.roomserver.v1 import events_pb2, input_log_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 from sqlalchemy.exc import DBAPIError
 
+from common.built_events import take_built
 from common.log import Log
 from matrixlib.auth_rules import (
     AuthError,
@@ -519,7 +520,10 @@ class InputProcessor:
         except UnknownRoomVersionError as e:
             raise InvalidInput(str(e)) from None
         try:
-            event = Event.from_json(input_event.event.pdu_json, room_version)
+            # An event this process built from these very bytes (a local send):
+            # the same event, already hashed, not parsed again.
+            event = take_built(room_version.identifier, input_event.event.pdu_json) or Event.from_json(
+                input_event.event.pdu_json, room_version)
             _ = event.event_id
             _ = event.room_id
         except (EventFormatError, ValueError, KeyError, TypeError) as e:
