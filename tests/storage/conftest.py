@@ -26,7 +26,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = getattr(getattr(item, "callspec", None), "params", {})
         on_postgres = params.get("database_url") == "postgres" or item.get_closest_marker("postgres")
         inline_only = getattr(item, "originalname", item.name).startswith("test_inline_")
-        if (on_postgres or inline_only) and params.get("sqlite_driver") != "inline":
+        # Only this folder's tests have the driver parameter: the hook sees the whole suite's.
+        if (on_postgres or inline_only) and params.get("sqlite_driver", "inline") != "inline":
             deselected.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
