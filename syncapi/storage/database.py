@@ -167,10 +167,6 @@ _JOINED_ROOMS_NEWS = _build_joined_rooms_news()
 class SyncDatabase:
     def __init__(self, database: Database) -> None:
         self._db = database
-        # Moves with every write of this process of the account data
-        # something is derived from (DERIVED_ACCOUNT_DATA: push rule sets,
-        # ignored users): what is derived is kept while it stays the same.
-        self.account_data_generation = 0
         # Told of every stream position this process takes, so that positions
         # taken by other processes sharing the database can be told apart
         # (see Notifier.note_database_position).
@@ -554,23 +550,18 @@ class SyncDatabase:
         """Stores the new content of a piece of account data; the new
         account-data position, or None when it is what is stored already
         (a replayed change)."""
-        # Moved at the start and the end, so that nothing read while the
-        # write was under way is kept past it; only by the types something
-        # is derived from (not, say, the read markers clients move all the time).
-        derived = not room_id and data_type in DERIVED_ACCOUNT_DATA
-        self.account_data_generation += derived
-        try:
-            async with self._db.transaction() as conn:
-                if await account_data_t.select_content(conn, user_id, room_id, data_type) == content_json:
-                    return None
-                position = await self._take_stream_position(conn, "account_data")
-                await conn.execute(self._db.upsert(
-                    account_data_t.account_data,
-                    {"user_id": user_id, "room_id": room_id, "type": data_type, "content_json": content_json,
-                     "stream_pos": position},
-                    ["user_id", "room_id", "type"]))
-        finally:
-            self.account_data_generation += derived
+        # What is derived from DERIVED_ACCOUNT_DATA (the push evaluator's
+        # kept rule sets and ignored users) is told by the caller, the
+        # account-data consumer, once this returns (PushEvaluator.forget_user).
+        async with self._db.transaction() as conn:
+            if await account_data_t.select_content(conn, user_id, room_id, data_type) == content_json:
+                return None
+            position = await self._take_stream_position(conn, "account_data")
+            await conn.execute(self._db.upsert(
+                account_data_t.account_data,
+                {"user_id": user_id, "room_id": room_id, "type": data_type, "content_json": content_json,
+                 "stream_pos": position},
+                ["user_id", "room_id", "type"]))
         return position
 
     async def write_device_list_change(self, user_id: str) -> int:
