@@ -32,7 +32,6 @@ from common.config import OldVerifyKey, TrustedKeyServer
 from federationapi.client import FederationClient, FederationError
 from federationapi.storage.database import FederationDatabase, ServerKeyRow
 from matrixlib.events import Event
-from matrixlib.redaction import redact
 from matrixlib.signing import (
     SignatureError,
     SigningKey,
@@ -55,6 +54,13 @@ OWN_KEY_VALIDITY_MS = 7 * 24 * 3600 * 1000
 # A server whose keys were just fetched is not asked again for this long,
 # so that requests naming unknown key IDs cannot make us hammer it.
 DEFAULT_REFETCH_INTERVAL_MS = 30_000
+# Stored keys are kept decoded in memory for this long before they are read
+# again: a remote join checks a thousand events signed with the same few keys,
+# and each read was a database round trip (and on SQLite, often a connection
+# opened for it). Bounded, so that a key another process retired is believed
+# at most this long.
+KEY_CACHE_MS = 60_000
+KEY_CACHE_SIZE = 10_000
 
 
 class KeyResponseError(ValueError):
@@ -230,6 +236,8 @@ class KeyRing:
         self._last_fetch: dict[str, int] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._in_flight_key_ids: dict[str, frozenset[str]] = {}
+        # (server, key ID) -> the stored key and when it was read (our clock).
+        self._cached: dict[tuple[str, str], tuple[VerifyKey, int]] = {}
 
     def now(self) -> int:
         return self._clock()
@@ -246,8 +254,9 @@ class KeyRing:
         wanted = [k for k in dict.fromkeys(key_ids) if is_supported_key_id(k)]
         if not wanted:
             return {}
-        if server_name == self.server_name:
-            return {k: v for k, v in self._own_keys().items() if k in wanted and v.valid_until_ts >= at_ts}
+        cached = self.cached_verify_keys(server_name, wanted, at_ts)
+        if cached is not None:
+            return cached
         found = await self._stored_keys(server_name, wanted, at_ts)
         missing = [k for k in wanted if k not in found]
         if missing:
@@ -262,11 +271,33 @@ class KeyRing:
             keys[key_id] = VerifyKey(key_id, decode_verify_key(old.key), old.expired_ts, old.expired_ts)
         return keys
 
+    def cached_verify_keys(self, server_name: str, key_ids: Sequence[str], at_ts: int
+                           ) -> dict[str, VerifyKey] | None:
+        """``get_verify_keys`` from memory alone (``key_ids`` all supported):
+        None unless every key is held, read lately and valid at ``at_ts``."""
+        if not key_ids:
+            return None
+        if server_name == self.server_name:
+            return {k: v for k, v in self._own_keys().items() if k in key_ids and v.valid_until_ts >= at_ts}
+        oldest = self._clock() - KEY_CACHE_MS
+        found: dict[str, VerifyKey] = {}
+        for key_id in key_ids:
+            held = self._cached.get((server_name, key_id))
+            if held is None or held[1] < oldest or held[0].valid_until_ts < at_ts:
+                return None
+            found[key_id] = held[0]
+        return found
+
     async def _stored_keys(self, server_name: str, key_ids: Sequence[str], at_ts: int) -> dict[str, VerifyKey]:
         rows = await self._database.get_server_keys(server_name, key_ids)
-        return {row.key_id: VerifyKey(row.key_id, decode_verify_key(row.verify_key), row.valid_until_ts,
-                                      row.expired_ts)
-                for row in rows if row.valid_until_ts >= at_ts}
+        now = self._clock()
+        keys = [VerifyKey(row.key_id, decode_verify_key(row.verify_key), row.valid_until_ts, row.expired_ts)
+                for row in rows]
+        for key in keys:
+            if len(self._cached) >= KEY_CACHE_SIZE:
+                self._cached.pop(next(iter(self._cached)))
+            self._cached[(server_name, key.key_id)] = (key, now)
+        return {key.key_id: key for key in keys if key.valid_until_ts >= at_ts}
 
     async def _fetch(self, server_name: str, key_ids: Sequence[str], at_ts: int) -> None:
         # One fetch per server at a time. A caller arriving meanwhile shares it
@@ -327,6 +358,9 @@ class KeyRing:
                 logger.warning("refusing a key response of %s: %s", server_name, e)
                 continue
             await self._database.store_server_keys(rows)
+            # What is stored now is read again (a stale answer may not replace a fresher one).
+            for row in rows:
+                self._cached.pop((server_name, row.key_id), None)
             good += 1
         return good
 
@@ -366,17 +400,40 @@ class KeyRing:
         for key_id, key in keys.items():
             verify_json(obj, server_name, key_id, key.key)
 
-    async def verify_event_signatures(self, event: Event) -> None:
+    async def verify_event_signatures(self, event: Event, signed_bytes: bytes | None = None) -> None:
         """The signature half of checking a received PDU: every server that
         must sign it did, with a key valid at its ``origin_server_ts`` (room
-        versions 5+; any known key before). Raises ``SignatureError``."""
-        at_ts = 0
-        if event.room_version.enforce_key_validity:
-            ts = event.pdu.get("origin_server_ts")
-            at_ts = ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
+        versions 5+; any known key before). Raises ``SignatureError``.
+        ``signed_bytes``: ``matrixlib.signing.event_signed_bytes`` of the
+        event, when the caller has them."""
+        at_ts = _key_validity_ts(event)
         keys: dict[str, dict[str, nacl.signing.VerifyKey]] = {}
-        redacted = redact(event.pdu, event.room_version)
         for server in servers_that_must_sign(event):
-            found = await self.get_verify_keys(server, signature_key_ids(redacted, server), at_ts)
+            found = await self.get_verify_keys(server, signature_key_ids(event.pdu, server), at_ts)
             keys[server] = {key_id: key.key for key_id, key in found.items()}
-        verify_event_signatures(event, keys)
+        verify_event_signatures(event, keys, signed_bytes)
+
+    def verify_event_signatures_from_memory(self, event: Event, signed_bytes: bytes | None = None) -> bool:
+        """``verify_event_signatures`` when every key it needs is held in
+        memory (no I/O, no task switch: a send_join's thousand events);
+        False, having checked nothing, when one is not. Raises
+        ``SignatureError``."""
+        at_ts = _key_validity_ts(event)
+        keys: dict[str, dict[str, nacl.signing.VerifyKey]] = {}
+        for server in servers_that_must_sign(event):
+            wanted = signature_key_ids(event.pdu, server)
+            found = self.cached_verify_keys(server, wanted, at_ts)
+            if found is None:
+                return False
+            keys[server] = {key_id: key.key for key_id, key in found.items()}
+        verify_event_signatures(event, keys, signed_bytes)
+        return True
+
+
+def _key_validity_ts(event: Event) -> int:
+    """When the event's signing keys must have been valid: its
+    ``origin_server_ts`` from room version 5, any time (0) before."""
+    if event.room_version.enforce_key_validity:
+        ts = event.pdu.get("origin_server_ts")
+        return ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
+    return 0

@@ -120,8 +120,12 @@ def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
 
             raise EventFormatError("event_id is required in this room version")
         return event_id
-    urlsafe = room_version.event_format is EventFormat.V3
-    return "$" + encode_base64(reference_hash(pdu, room_version), urlsafe=urlsafe)
+    return event_id_of_reference_hash(reference_hash(pdu, room_version), room_version)
+
+
+def event_id_of_reference_hash(digest: bytes, room_version: RoomVersion) -> str:
+    """The ID of a room version 3+ event whose reference hash is ``digest``."""
+    return "$" + encode_base64(digest, urlsafe=room_version.event_format is EventFormat.V3)
 
 
 def compute_room_id(create_pdu: Mapping[str, Any], room_version: RoomVersion) -> str:

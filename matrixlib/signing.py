@@ -22,7 +22,7 @@ import nacl.signing
 
 from matrixlib.canonical_json import encode_canonical_json
 from matrixlib.hashes import add_content_hash, decode_base64, encode_base64
-from matrixlib.redaction import redact, redacted_view
+from matrixlib.redaction import redacted_view
 from matrixlib.room_versions import EventFormat, RoomVersion
 
 if TYPE_CHECKING:
@@ -192,12 +192,17 @@ def verify_json(obj: Mapping[str, Any], server_name: str, key_id: str,
     signature_base64 = by_server.get(key_id)
     if not isinstance(signature_base64, str):
         raise SignatureError(f"not signed by {server_name} with {key_id}")
+    _verify_signature(_signable_bytes(obj), signature_base64, server_name, key_id, verify_key)
+
+
+def _verify_signature(signed: bytes, signature_base64: str, server_name: str, key_id: str,
+                      verify_key: nacl.signing.VerifyKey) -> None:
     try:
         signature = decode_base64(signature_base64)
     except ValueError:
         raise SignatureError(f"signature of {server_name} {key_id} is not base64") from None
     try:
-        verify_key.verify(_signable_bytes(obj), signature)
+        verify_key.verify(signed, signature)
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         raise SignatureError(f"bad signature of {server_name} with {key_id}") from None
 
@@ -280,7 +285,8 @@ def servers_that_must_sign(event: Event) -> set[str]:
 
 
 def verify_event_signatures(
-    event: Event, verify_keys: Mapping[str, Mapping[str, nacl.signing.VerifyKey]]
+    event: Event, verify_keys: Mapping[str, Mapping[str, nacl.signing.VerifyKey]],
+    signed_bytes: bytes | None = None,
 ) -> None:
     """The signature half of "Validating hashes and signatures on received
     events": every server in ``servers_that_must_sign`` must have signed
@@ -288,12 +294,36 @@ def verify_event_signatures(
     key ID -> key; the caller leaves out keys it does not know or that had
     expired at the event's ``origin_server_ts``), and every signature made
     with such a key must verify. Raises ``SignatureError``; the content
-    hash is checked separately (``hashes.check_content_hash``)."""
-    redacted = redact(event.pdu, event.room_version)
+    hash is checked separately (``hashes.check_content_hash``).
+
+    ``signed_bytes`` is ``event_signed_bytes`` of the event when the caller
+    has it already (it computed the event ID from the same bytes): the event
+    is then not encoded again. The signatures are the event's own (the
+    redaction keeps them)."""
+    signed: bytes | None = signed_bytes
+    signatures = event.pdu.get("signatures")
     for server in sorted(servers_that_must_sign(event)):
         known = verify_keys.get(server, {})
-        key_ids = [k for k in signature_key_ids(redacted, server) if k in known]
+        key_ids = [k for k in signature_key_ids(event.pdu, server) if k in known]
         if not key_ids:
             raise SignatureError(f"{event.event_id} has no signature of {server} with a known key")
+        assert isinstance(signatures, Mapping)  # signature_key_ids found some
+        by_server = signatures[server]
+        if signed is None:
+            signed = event_signed_bytes(event.pdu, event.room_version)
         for key_id in key_ids:
-            verify_json(redacted, server, key_id, known[key_id])
+            signature_base64 = by_server[key_id]
+            if not isinstance(signature_base64, str):
+                raise SignatureError(f"not signed by {server} with {key_id}")
+            _verify_signature(signed, signature_base64, server, key_id, known[key_id])
+
+
+def event_signed_bytes(pdu: Mapping[str, Any], room_version: RoomVersion, *, strict: bool = False) -> bytes:
+    """What a server signs of an event: the canonical JSON of the redacted
+    event without ``signatures`` and ``unsigned``. The same bytes are what
+    the event's reference hash (its ID from room version 3) is taken over.
+    ``strict`` refuses (ValueError) values canonical JSON does not allow."""
+    view = redacted_view(pdu, room_version)
+    view.pop("signatures", None)
+    view.pop("unsigned", None)
+    return encode_canonical_json(view, strict=strict)

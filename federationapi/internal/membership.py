@@ -22,6 +22,7 @@ for a remote invite).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -42,10 +43,10 @@ from matrixlib import events as ev
 from matrixlib.builder import build_event
 from matrixlib.canonical_json import encode_canonical_json
 from matrixlib.events import Event, EventFormatError
-from matrixlib.hashes import check_content_hash
+from matrixlib.hashes import check_content_hash, event_id_of_reference_hash
 from matrixlib.redaction import redact
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
-from matrixlib.signing import SignatureError
+from matrixlib.signing import SignatureError, event_signed_bytes
 from roomserver.api import InputAPI
 
 logger = logging.getLogger(__name__)
@@ -321,35 +322,79 @@ async def send_membership(context: FederationContext, server: str, verb: str, ev
 # -- checking what a resident sends back ------------------------------------------------------
 
 
+def parse_received_pdu(pdu: Any, room_version: RoomVersion) -> tuple[Event, bytes]:
+    """``parse_pdu`` for an event whose signatures are checked next: the
+    event and the bytes its servers signed, encoded once for both its ID
+    (their hash, from room version 3) and the signature checks. 400
+    M_BAD_JSON when it is not an event."""
+    if not isinstance(pdu, dict):
+        raise errors.BadJSON("the event is not a JSON object")
+    body = dict(pdu)
+    try:
+        event_id: str | None = None
+        if room_version.event_format is not EventFormat.V1:
+            # A v3+ event's ID is its reference hash; an `event_id` left in the JSON is not part of it.
+            body.pop("event_id", None)
+        # Strict: canonical JSON must be possible (no floats, integers in range).
+        signed = event_signed_bytes(body, room_version, strict=True)
+        if room_version.event_format is not EventFormat.V1:
+            event_id = event_id_of_reference_hash(hashlib.sha256(signed).digest(), room_version)
+        event = Event(body, room_version, event_id)
+        _ = event.event_id, event.room_id
+        # From room version 6 the whole event must be canonical JSON (as
+        # Synapse checks). Encoded once: the room server is given these bytes.
+        event.to_json()
+    except (EventFormatError, ValueError, KeyError, TypeError) as e:
+        raise errors.BadJSON(f"malformed event: {e}") from None
+    return event, signed
+
+
 async def verified_events(keyring: KeyRing, pdus: Iterable[Any], room_version: RoomVersion,
                           room_id: str) -> dict[str, Event]:
     """The events of ``pdus`` that are well formed, in the room, match their
     content hash and carry their servers' signatures; the others are
-    logged and dropped."""
-    parsed: dict[str, Event] = {}
+    logged and dropped.
+
+    Each event is encoded once for its ID and its signatures. Those whose
+    keys the KeyRing holds in memory (after the first of a server's events,
+    all of them) are checked right here, one after the other; only the
+    others wait for key lookups, a bounded number at a time."""
+    parsed: dict[str, tuple[Event, bytes]] = {}
     for pdu in pdus:
         try:
-            event = parse_pdu(pdu, room_version)
+            event, signed = parse_received_pdu(pdu, room_version)
         except errors.BadJSON as e:
             logger.info("dropping a malformed event of %s: %s", room_id, e.message)
             continue
         if event.room_id != room_id:
             logger.info("dropping %s: it is in %s, not %s", event.event_id, event.room_id, room_id)
             continue
-        parsed.setdefault(event.event_id, event)
+        parsed.setdefault(event.event_id, (event, signed))
+    good: set[str] = set()
+    waiting: list[tuple[Event, bytes]] = []
+    for event, signed in parsed.values():
+        try:
+            if not check_content_hash(event.pdu):
+                raise SignatureError(f"{event.event_id} does not match its content hash")
+            if keyring.verify_event_signatures_from_memory(event, signed):
+                good.add(event.event_id)
+            else:
+                waiting.append((event, signed))
+        except (SignatureError, EventFormatError) as e:
+            logger.info("dropping %s of %s: %s", event.event_id, room_id, e)
     limit = asyncio.Semaphore(VERIFY_CONCURRENCY)
 
-    async def good(event: Event) -> bool:
+    async def check(event: Event, signed: bytes) -> None:
         async with limit:
             try:
-                await check_signed_pdu(keyring, event)
-                return True
+                await keyring.verify_event_signatures(event, signed)
+                good.add(event.event_id)
             except (SignatureError, EventFormatError) as e:
                 logger.info("dropping %s of %s: %s", event.event_id, room_id, e)
-                return False
 
-    checks = await asyncio.gather(*(good(e) for e in parsed.values()))
-    return {event_id: event for (event_id, event), ok in zip(parsed.items(), checks, strict=True) if ok}
+    if waiting:
+        await asyncio.gather(*(check(event, signed) for event, signed in waiting))
+    return {event_id: event for event_id, (event, _) in parsed.items() if event_id in good}
 
 
 def auth_order(events: Iterable[Event]) -> list[Event]:
