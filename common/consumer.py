@@ -48,6 +48,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from common.log import Log, LogConsumer, LogRecord, PositionLost, RebalancingConsumer
+from common.logs.embedded import EmbeddedConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,13 @@ class KeyedConsumerRunner:
 
     ``on_position_lost`` is awaited when the log no longer holds the group's
     position (the consumer then continues from the earliest record the log
-    holds); without it the runner raises ``PositionLost`` out of ``run()``."""
+    holds); without it the runner raises ``PositionLost`` out of ``run()``.
+
+    ``read_unsynced``: on the embedded log, records reach the handlers as soon
+    as they are written, before their fsync (see common.logs.embedded), for
+    handlers whose effects are durable on their own and whose records'
+    content the producer keeps until its append returns. Commits still stop
+    at the durable records. No effect on Kafka."""
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class KeyedConsumerRunner:
         fetch_max_records: int = 500,
         fetch_timeout: float = 1.0,
         commit_interval: float = COMMIT_INTERVAL,
+        read_unsynced: bool = False,
     ) -> None:
         if concurrency < 1 or max_pending < 1 or max_batch < 1:
             raise ValueError("concurrency, max_pending and max_batch must be positive")
@@ -129,6 +137,7 @@ class KeyedConsumerRunner:
         self._fetch_max_records = fetch_max_records
         self._fetch_timeout = fetch_timeout
         self._commit_interval = commit_interval
+        self._read_unsynced = read_unsynced
         self._stopping = asyncio.Event()
         self._halting = False
         self._consumer: LogConsumer | None = None
@@ -173,6 +182,8 @@ class KeyedConsumerRunner:
         records stay uncommitted) and what had finished is committed."""
         consumer = await self._log.consumer(self.group, self.topics)
         self._consumer = consumer
+        if self._read_unsynced and isinstance(consumer, EmbeddedConsumer):
+            consumer.read_unsynced = True
         if isinstance(consumer, RebalancingConsumer):
             consumer.on_revoked = self._release
         try:

@@ -15,6 +15,18 @@ running wait for the next one, so many concurrent appenders share a single
 fsync (group commit). Consumers only see records that are durable, as Kafka
 consumers only see records below the high watermark.
 
+A consumer may opt in to reading records before they are durable
+(``EmbeddedConsumer.read_unsynced``): it is woken as soon as an append has
+written them, so its handling overlaps the fsync instead of following it.
+That is only for a consumer whose handlers' effects are durable on their own
+and harmless to redo (the record's content is also kept elsewhere until the
+append returns, as the room server's output outbox keeps its entries): a
+crash may lose such a record after it was handled, and the next start
+replays from the group's committed position. A commit never goes past the
+durable records, so that position never points beyond what survives a
+crash (where a later append would reuse the offsets). Other consumers are
+woken after the fsync.
+
 A segment is sealed (a new one started) only once all its records are
 durable, so a crash can only tear the last segment. On start the last
 segment is scanned: the first record that is torn or fails its CRC marks
@@ -244,17 +256,19 @@ class _Partition:
         self.segments.append(segment)
         return segment
 
-    def read(self, start: int, max_records: int, max_bytes: int) -> list[LogRecord]:
-        """Visible records from offset ``start``: at most ``max_records``, and no
-        more than ``max_bytes`` unless a single record is larger."""
+    def read(self, start: int, max_records: int, max_bytes: int, *, unsynced: bool = False) -> list[LogRecord]:
+        """Visible records from offset ``start`` (``unsynced``: every record
+        written, durable or not): at most ``max_records``, and no more than
+        ``max_bytes`` unless a single record is larger."""
         records: list[LogRecord] = []
         offset = start
+        readable_end = self.next_offset if unsynced else self.visible_end
         for segment in self.segments:
             if offset >= segment.end_offset:
                 continue
-            if offset >= self.visible_end or len(records) >= max_records or max_bytes <= 0:
+            if offset >= readable_end or len(records) >= max_records or max_bytes <= 0:
                 break
-            end = min(segment.end_offset, self.visible_end, offset + max_records - len(records))
+            end = min(segment.end_offset, readable_end, offset + max_records - len(records))
             first, last = segment.byte_range(offset, end)
             if last - first > max_bytes:
                 # Shrink to the records that end within the budget, keeping at least one:
@@ -368,7 +382,7 @@ class EmbeddedLog:
         # topic -> the wake-up events of the consumers reading it, set when
         # new records of the topic become visible (an append to one topic
         # wakes only the consumers of that topic).
-        self._topic_waiters: dict[str, set[asyncio.Event]] = {}
+        self._topic_waiters: dict[str, dict[EmbeddedConsumer, None]] = {}
         self._group_committed: dict[str, dict[tuple[str, int], int]] = {}
         self._group_locks: dict[str, asyncio.Lock] = {}
         self._open_groups: set[str] = set()
@@ -521,7 +535,13 @@ class EmbeddedLog:
             if len(key) + len(value) > self.max_record_bytes:
                 raise RecordTooLarge(f"a record of {len(key) + len(value)} bytes for {topic}")
         records = [await self._write(topic, key, value) for key, value in items]
-        await self._wait_synced(self._write_seq)
+        seq = self._write_seq
+        if self._sync_task is None:
+            # Started before the early readers are woken: the fsync goes to its
+            # thread first, and their handling overlaps it.
+            self._sync_task = asyncio.create_task(self._sync_round())
+        self._wake_consumers((topic,), unsynced=True)
+        await self._wait_synced(seq)
         return records
 
     async def _write(self, topic: str, key: bytes, value: bytes) -> LogRecord:
@@ -586,7 +606,7 @@ class EmbeddedLog:
                 if self.retention_bytes is not None:
                     self._apply_retention(partition, self.retention_bytes)
             if visible:
-                self._wake_consumers({partition.topic for partition in visible})
+                self._wake_consumers({partition.topic for partition in visible}, unsynced=False)
         finally:
             self._sync_task = None
 
@@ -619,11 +639,14 @@ class EmbeddedLog:
             total -= oldest.size
             logger.debug("log retention: deleted %s", oldest.path)
 
-    def _wake_consumers(self, topics: Iterable[str] | None = None) -> None:
-        """Wakes the consumers of ``topics`` (None: every consumer)."""
+    def _wake_consumers(self, topics: Iterable[str] | None = None, *, unsynced: bool | None = None) -> None:
+        """Wakes the consumers of ``topics`` (None: every consumer); with
+        ``unsynced`` only those that do (True) or do not (False) read records
+        before they are durable."""
         for topic in self._topic_waiters if topics is None else topics:
-            for arrived in self._topic_waiters.get(topic, ()):
-                arrived.set()
+            for consumer in self._topic_waiters.get(topic, ()):
+                if unsynced is None or consumer.read_unsynced == unsynced:
+                    consumer.arrived.set()
 
     # -- consuming -------------------------------------------------------
 
@@ -638,7 +661,7 @@ class EmbeddedLog:
         self._open_groups.add(group)
         consumer = EmbeddedConsumer(self, group, positions)
         for name in topics:
-            self._topic_waiters.setdefault(name, set()).add(consumer.arrived)
+            self._topic_waiters.setdefault(name, {})[consumer] = None
         return consumer
 
     def _partition(self, topic: str, index: int) -> _Partition:
@@ -678,6 +701,9 @@ class EmbeddedConsumer:
         self._order = list(positions)
         # Set when records of this consumer's topics become visible.
         self.arrived = asyncio.Event()
+        # Whether it reads records as soon as they are written (see the module
+        # docstring): set by its owner before its first fetch.
+        self.read_unsynced = False
         # Where the next fetch starts looking, so no partition starves the others.
         self._rotation = 0
         self._closed = False
@@ -707,7 +733,8 @@ class EmbeddedConsumer:
     def _read(self, max_records: int) -> list[LogRecord]:
         for (topic, index), position in self._positions.items():
             partition = self._log._partition(topic, index)
-            if position < partition.log_start or position > partition.visible_end:
+            readable_end = partition.next_offset if self.read_unsynced else partition.visible_end
+            if position < partition.log_start or position > readable_end:
                 self._positions[(topic, index)] = partition.log_start
                 raise PositionLost(topic, index, position, partition.log_start)
         records: list[LogRecord] = []
@@ -718,7 +745,8 @@ class EmbeddedConsumer:
                 break
             topic, index = self._order[(self._rotation + step) % count]
             partition = self._log._partition(topic, index)
-            batch = partition.read(self._positions[(topic, index)], max_records - len(records), budget)
+            batch = partition.read(self._positions[(topic, index)], max_records - len(records), budget,
+                                   unsynced=self.read_unsynced)
             if batch:
                 records.extend(batch)
                 self._positions[(topic, index)] = batch[-1].offset + 1
@@ -729,6 +757,11 @@ class EmbeddedConsumer:
     async def commit(self, positions: dict[tuple[str, int], int]) -> None:
         if self._closed:
             raise RuntimeError("commit on a closed consumer")
+        if self.read_unsynced:
+            # Never past the durable records (it may have handled more): after
+            # a crash those offsets may hold other records.
+            positions = {(topic, index): min(offset, self._log._partition(topic, index).visible_end)
+                         for (topic, index), offset in positions.items()}
         await self._log._commit(self.group, positions)
 
     async def close(self) -> None:
@@ -736,4 +769,4 @@ class EmbeddedConsumer:
             self._closed = True
             self._log._open_groups.discard(self.group)
             for waiters in self._log._topic_waiters.values():
-                waiters.discard(self.arrived)
+                waiters.pop(self, None)
