@@ -33,15 +33,9 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiosqlite
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
@@ -53,6 +47,13 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.dml import Insert
 
 from common.sqlite_connection import InlineDBAPI, fused_connect
+
+if TYPE_CHECKING:
+    # Alembic (and Mako, its template engine) is imported only where
+    # migrations run: a server whose schemas another process brought to head
+    # (homeserver/migrate.py) never loads it (~11 MB resident).
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -498,6 +499,8 @@ async def ensure_postgres_database(url: str | URL) -> bool:
 
 def alembic_config(component: str, migrations_root: Path | None = None) -> Config:
     """An Alembic ``Config`` for ``component`` built in code (no ini file is read)."""
+    from alembic.config import Config
+
     _check_component_name(component)
     script_location = (migrations_root or MIGRATIONS_ROOT) / component
     if not (script_location / "env.py").is_file():
@@ -516,6 +519,12 @@ def _heads_of(script: ScriptDirectory) -> list[str]:
 
 def _check_and_upgrade(sync_conn: Connection, config: Config, component: str) -> None:
     """Upgrade ``component``'s schema to head on ``sync_conn`` inside its open transaction."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util.exc import CommandError
+
     if sync_conn.dialect.name == "postgresql":
         # Several processes (instances of one component) may start together: one migrates,
         # the others wait here and then find the schema at head. Released at commit.
@@ -540,6 +549,48 @@ def _check_and_upgrade(sync_conn: Connection, config: Config, component: str) ->
         del config.attributes["connection"]
 
 
+#: Schemas another process has just brought to head (``note_schema_at_head``):
+#: (URL, component) -> the revisions it left in the version table.
+_SCHEMAS_AT_HEAD: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def _url_key(url: str | URL) -> str:
+    return normalize_url(url).render_as_string(hide_password=False)
+
+
+def note_schema_at_head(url: str, component: str, revisions: Sequence[str]) -> None:
+    """Records that another process (homeserver/migrate.py) has upgraded ``component``'s
+    database at ``url`` to head, leaving ``revisions`` in its version table. ``open_database``
+    then only checks that the table still holds exactly those and does not load Alembic;
+    anything else (an older or newer schema) takes the usual path, which upgrades or refuses."""
+    _check_component_name(component)
+    if not revisions:
+        raise ValueError(f"no revisions for {component}: a migrated schema has at least one")
+    _SCHEMAS_AT_HEAD[(_url_key(url), component)] = frozenset(revisions)
+
+
+def forget_schemas_at_head() -> None:
+    """Drops every ``note_schema_at_head`` record (for tests)."""
+    _SCHEMAS_AT_HEAD.clear()
+
+
+async def _recorded_revisions(engine: AsyncEngine, component: str) -> frozenset[str] | None:
+    """The version table's revisions read with plain SQL, or None when it cannot be read."""
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.exec_driver_sql(f"SELECT version_num FROM {version_table_name(component)}")
+            return frozenset(str(row[0]) for row in rows)
+    except DBAPIError:  # no version table: never migrated
+        return None
+
+
+async def _is_noted_at_head(engine: AsyncEngine, url: str | URL, component: str) -> bool:
+    expected = _SCHEMAS_AT_HEAD.get((_url_key(url), component))
+    if expected is None:
+        return False
+    return await _recorded_revisions(engine, component) == expected
+
+
 async def upgrade_to_head(engine: AsyncEngine, component: str, migrations_root: Path | None = None) -> None:
     """Run ``component``'s migrations up to head in one transaction (refusing a newer schema)."""
     config = alembic_config(component, migrations_root)
@@ -552,6 +603,7 @@ async def upgrade_to_head(engine: AsyncEngine, component: str, migrations_root: 
 
 async def current_revisions(engine: AsyncEngine, component: str) -> tuple[str, ...]:
     """The revision(s) ``component``'s version table records (empty when never migrated)."""
+    from alembic.runtime.migration import MigrationContext
 
     def read(sync_conn: Connection) -> tuple[str, ...]:
         context = MigrationContext.configure(
@@ -576,7 +628,8 @@ async def open_database(
 
     Creates a missing SQLite file (and its directory) or, with ``create_database``, a missing
     PostgreSQL database. Raises ``SchemaTooNewError`` when the database's revision is not one
-    in ``migrations_root/<component>`` (default: the repository's ``migrations/``).
+    in ``migrations_root/<component>`` (default: the repository's ``migrations/``). A schema
+    recorded with ``note_schema_at_head`` and still at those revisions is opened as it is.
     """
     _check_component_name(component)
     parsed = normalize_url(url)
@@ -589,7 +642,8 @@ async def open_database(
     # a write elsewhere is a bug the inline driver reports (see common/sqlite_connection.py).
     engine = create_engine_for(parsed, pool_size=pool_size, max_overflow=max_overflow, strict_writes=True)
     try:
-        await upgrade_to_head(engine, component, migrations_root)
+        if migrations_root is not None or not await _is_noted_at_head(engine, parsed, component):
+            await upgrade_to_head(engine, component, migrations_root)
     except BaseException:
         await engine.dispose()
         raise

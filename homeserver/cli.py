@@ -18,7 +18,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> None:
         upstreams = {n: config.address_of(n).http for n in ("clientapi", "syncapi", "federationapi", "mediaapi")}
         print(nginx_config(config.client_listen, upstreams))
         return
+    # The schemas are brought to head in a child process, so that Alembic
+    # never loads into the server (see homeserver/migrate.py).
+    _migrate_in_child_process(config, COMPONENT_NAMES if args.command is None
+                              else [args.command] if args.command in COMPONENT_NAMES else [])
     if args.command is None:
         from homeserver.monolith import run_monolith
 
@@ -172,6 +176,15 @@ def main(argv: list[str] | None = None) -> None:
         from homeserver.personalities import run_personality
 
         _run(run_personality(config, args.command))
+
+
+def _migrate_in_child_process(config: Config, components: Sequence[str]) -> None:
+    from homeserver.migrate import MigrationFailed, database_urls, migrate_in_child_process
+
+    try:
+        migrate_in_child_process(database_urls(config, components))
+    except MigrationFailed as e:
+        raise SystemExit(f"myelin: {e}") from e
 
 
 def _run(main_coro: Coroutine[Any, Any, None]) -> None:
