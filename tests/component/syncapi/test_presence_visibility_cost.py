@@ -4,21 +4,21 @@ every member of every room the requester is in (issue 6)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from syncapi.storage.tables import presence as presence_t
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, running_env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
 
 V3 = "/_matrix/client/v3"
 DAVE = "@dave:test"
 MEMBERS = [f"@member{i:02d}:test" for i in range(30)]
 
 
-async def check_visibility(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+@on_each_database
+async def test_presence_visibility_reads_no_room_membership_lists(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     big = TestRoom()
     big.join(BOB)
     for member in MEMBERS:
@@ -52,14 +52,3 @@ async def check_visibility(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     await env.send(big.leave(BOB))
     assert await status(BOB, ALICE) == 403  # left
     assert whole_reads == []
-
-
-async def test_presence_visibility_reads_no_room_membership_lists(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    await check_visibility(env, monkeypatch)
-
-
-@pytest.mark.postgres
-async def test_presence_visibility_on_postgres(tmp_path: Path, fresh_postgres_database: str,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    async with running_env(tmp_path, fresh_postgres_database) as env:
-        await check_visibility(env, monkeypatch)

@@ -17,7 +17,7 @@ from syncapi.internal.push import PushEvaluator
 from syncapi.storage.tables import current_state as state_t
 from syncapi.storage.tables import notifications as notifications_t
 from tests.builders import TestRoom
-from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env
+from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
 from tests.component.syncapi.test_account_data import change
 
 MEMBERS = [f"@member{i:02d}:test" for i in range(40)]
@@ -114,6 +114,7 @@ def highlighted(notified: Notified) -> set[str]:
     return {user_id for user_id, _, highlight in notified if highlight}
 
 
+@on_each_database
 async def test_a_rules_change_rereads_only_that_user(env: Env, reads: Reads) -> None:
     room = await big_room(env)
     await change(env, ALICE, "m.push_rules", PIE_RULES)
@@ -137,6 +138,7 @@ async def test_a_rules_change_rereads_only_that_user(env: Env, reads: Reads) -> 
     assert highlighted(notified) == set() and ALICE in {u for u, _, _ in notified}
 
 
+@on_each_database
 async def test_an_ignore_applies_to_its_user_only(env: Env, reads: Reads) -> None:
     room = await big_room(env)
     await change(env, CAROL, "m.ignored_user_list", {"ignored_users": {BOB: {}}})
