@@ -16,9 +16,10 @@ object: ``{"override": [...], "content": [...], "room": [...], "sender":
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,6 +329,19 @@ def member_count_matches(condition_is: Any, count: int) -> bool:
             "<=": count <= number, ">=": count >= number}[op]
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled_display_name(display_name: str) -> re.Pattern[str]:
+    escaped = re.escape(display_name)
+    return re.compile(f"(?<![{_WORD_CHAR}]){escaped}(?![{_WORD_CHAR}])", re.IGNORECASE)
+
+
+#: The condition kinds that read the user's own side of the context
+#: (``PushContext.user_id``, ``display_name``) rather than only the event and
+#: the room: a kind that comes to read them must be listed here, or
+#: ``RulesetTemplate`` would share its outcome between users.
+USER_CONTEXT_KINDS = frozenset({"contains_display_name"})
+
+
 @dataclass(frozen=True)
 class PushContext:
     """What the conditions need to know besides the event."""
@@ -385,8 +399,7 @@ def condition_matches(condition: Mapping[str, Any], event: Mapping[str, Any], co
         body = event_property(event, "content.body")
         if not context.display_name or not isinstance(body, str):
             return False
-        escaped = re.escape(context.display_name)
-        return re.search(f"(?<![{_WORD_CHAR}]){escaped}(?![{_WORD_CHAR}])", body, re.IGNORECASE) is not None
+        return _compiled_display_name(context.display_name).search(body) is not None
     if kind == "room_member_count":
         return member_count_matches(condition.get("is"), context.room_member_count)
     if kind == "sender_notification_permission":
@@ -432,6 +445,259 @@ def evaluate(ruleset: Mapping[str, Sequence[Mapping[str, Any]]], event: Mapping[
                 actions = rule.get("actions", [])
                 return str(rule.get("rule_id")), list(actions) if isinstance(actions, list) else []
     return None
+
+
+# -- one event, many users ------------------------------------------------------------------
+#
+# A big room's every event is evaluated for each local member, nearly all of
+# whom have the server-default rules: rule sets that differ only by the
+# user's ID. ``RulesetTemplate`` holds such a rule set once, the user's ID
+# left as a placeholder; ``prepare`` evaluates, once per event, every
+# condition that does not depend on the user (the event's fields, the room's
+# member count, the sender's power) and keeps, of the rules that can still
+# match, only their user-dependent conditions (a pattern or value holding the
+# user's ID, the display name). What a user gets is then the first of those
+# rules whose user-dependent conditions hold for them (a set look-up or a
+# substring test for most), else the outcome shared by every user the event
+# does not name: exactly what ``evaluate`` answers for their own rule set.
+
+Ruleset = Mapping[str, Sequence[Mapping[str, Any]]]
+Outcome = tuple[str, list[Any]]
+#: Tells whether a rule's user-dependent condition holds for (user ID, display name).
+UserCheck = Callable[[str, str], bool]
+
+# Stands for the user's ID in a template; a user ID holds no NUL.
+_USER_PLACEHOLDER = "@\x00user\x00:\x00server\x00"
+# A template is accepted only if putting each of these in the placeholder's
+# place gives exactly the rule set built for that user (so the user's ID
+# only appears as itself, never transformed, e.g. as its localpart).
+_PROBE_USERS = ("@probe:example.org", "@Pr*o?b[e].\\x=/_-:other.example.com:8448")
+_GLOB_WILDCARDS = re.compile(r"[*?]")
+
+
+def _substituted(value: Any, user_id: str) -> Any:
+    """``value`` (JSON) with ``user_id`` in the placeholder's place."""
+    if isinstance(value, str):
+        return value.replace(_USER_PLACEHOLDER, user_id)
+    if isinstance(value, Mapping):
+        return {_substituted(k, user_id): _substituted(v, user_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substituted(item, user_id) for item in value]
+    return value
+
+
+def _holds_placeholder(value: Any) -> bool:
+    if isinstance(value, str):
+        return _USER_PLACEHOLDER in value
+    if isinstance(value, Mapping):
+        return any(_holds_placeholder(k) or _holds_placeholder(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_placeholder(item) for item in value)
+    return False
+
+
+@dataclass(frozen=True)
+class _TemplateRule:
+    kind: str
+    rule: Mapping[str, Any]
+    outcome: Outcome
+    # Override and underride rules: their conditions split by whether they
+    # depend on the user. Other kinds: ``user_conditions`` holds a content
+    # rule's pattern as the equivalent condition when it names the user;
+    # otherwise the rule is matched whole (``rule_matches``), once.
+    shared_conditions: tuple[Mapping[str, Any], ...]
+    user_conditions: tuple[Mapping[str, Any], ...]
+
+
+class _GlobCheck:
+    """An ``event_match`` whose pattern holds the user's ID."""
+
+    __slots__ = ("_pattern", "_value", "_value_folded", "_word_boundary")
+
+    def __init__(self, pattern: str, value: str, word_boundary: bool) -> None:
+        self._pattern = pattern
+        self._value = value
+        self._word_boundary = word_boundary
+        # ASCII against ASCII, the case-insensitive match needs each literal
+        # piece of the pattern in the lower-cased value: most users are ruled
+        # out by substring tests. (Beyond ASCII, re's case folding is wider
+        # than str.lower: the real match decides.)
+        self._value_folded = value.lower() if value.isascii() else None
+
+    def __call__(self, user_id: str, display_name: str) -> bool:
+        pattern = self._pattern.replace(_USER_PLACEHOLDER, user_id)
+        if self._value_folded is not None and pattern.isascii():
+            for piece in _GLOB_WILDCARDS.split(pattern.lower()):
+                if piece not in self._value_folded:
+                    return False
+        return glob_matches(pattern, self._value, word_boundary=self._word_boundary)
+
+
+class _DisplayNameCheck:
+    """``contains_display_name`` for an event with a string body."""
+
+    __slots__ = ("_body", "_body_folded")
+
+    def __init__(self, body: str) -> None:
+        self._body = body
+        self._body_folded = body.lower() if body.isascii() else None
+
+    def __call__(self, user_id: str, display_name: str) -> bool:
+        if not display_name:
+            return False
+        if (self._body_folded is not None and display_name.isascii()
+                and display_name.lower() not in self._body_folded):
+            return False
+        return _compiled_display_name(display_name).search(self._body) is not None
+
+
+def _user_check(condition: Mapping[str, Any], event: Mapping[str, Any], context: PushContext) -> UserCheck | None:
+    """What tells, for any user, whether the user-dependent ``condition``
+    holds for them (``condition_matches`` on the condition with their ID in
+    the placeholder's place); None when it holds for nobody."""
+    kind = condition.get("kind")
+    key = condition.get("key")
+    plain_key = isinstance(key, str) and not _holds_placeholder(key)
+    if kind == "contains_display_name":
+        body = event_property(event, "content.body")
+        return _DisplayNameCheck(body) if isinstance(body, str) else None
+    if kind == "event_match" and plain_key and isinstance(condition.get("pattern"), str):
+        assert isinstance(key, str)
+        value = event_property(event, key)
+        if not isinstance(value, str):
+            return None
+        return _GlobCheck(condition["pattern"], value, key == "content.body")
+    if kind in ("event_property_is", "event_property_contains") and plain_key and isinstance(
+            condition.get("value"), str):
+        assert isinstance(key, str)
+        wanted: str = condition["value"]
+        value = event_property(event, key)
+        if kind == "event_property_is":
+            if type(value) is not str:
+                return None
+            found = value
+            return lambda user_id, display_name: found == wanted.replace(_USER_PLACEHOLDER, user_id)
+        if not isinstance(value, list):
+            return None
+        # Strings only, and of no subclass: as ``_same_value`` compares.
+        items = {item for item in value if type(item) is str}
+        if not items:
+            return None
+        if wanted == _USER_PLACEHOLDER:  # the user's ID itself (.m.rule.is_user_mention)
+            return lambda user_id, display_name: user_id in items
+        return lambda user_id, display_name: wanted.replace(_USER_PLACEHOLDER, user_id) in items
+
+    def check(user_id: str, display_name: str) -> bool:
+        return condition_matches(_substituted(condition, user_id), event, dataclasses.replace(
+            context, user_id=user_id, display_name=display_name))
+    return check
+
+
+class PreparedEvent:
+    """One event evaluated against a ``RulesetTemplate`` for every user at once."""
+
+    __slots__ = ("_candidates", "_sender", "shared")
+
+    def __init__(self, sender: Any, candidates: list[tuple[tuple[UserCheck, ...], Outcome]],
+                 shared: Outcome | None) -> None:
+        self._sender = sender
+        # The rules, in priority order, that can still match some users and
+        # come before ``shared``: their user-dependent checks.
+        self._candidates = candidates
+        #: The outcome for every user the event does not name (e.g. not in
+        #: its mentions): callers may compare outcomes by identity, not change them.
+        self.shared = shared
+
+    @property
+    def names_nobody(self) -> bool:
+        """Whether every user but the sender gets ``shared``."""
+        return not self._candidates
+
+    def outcome_for(self, user_id: str, display_name: str = "") -> Outcome | None:
+        """What ``evaluate`` answers for the user (their display name in the
+        room, "" when none) with the template's rule set: the same object for
+        everyone who gets the same rule, not to be changed."""
+        if self._sender == user_id:
+            return None
+        for checks, outcome in self._candidates:
+            if all(check(user_id, display_name) for check in checks):
+                return outcome
+        return self.shared
+
+
+class RulesetTemplate:
+    """A rule set that a group of users share but for each one's own user ID
+    (the server-default rules: ``default_ruleset_template``)."""
+
+    def __init__(self, rules: list[_TemplateRule]) -> None:
+        self._rules = rules
+
+    @classmethod
+    def of(cls, ruleset_for: Callable[[str], Ruleset]) -> RulesetTemplate | None:
+        """The template of the rule sets ``ruleset_for`` builds; None when
+        they depend on the user otherwise than by holding their ID as it is
+        in conditions or content patterns (then evaluate each user in full)."""
+        template = ruleset_for(_USER_PLACEHOLDER)
+        for probe in _PROBE_USERS:
+            if _substituted(template, probe) != _substituted(ruleset_for(probe), probe):
+                return None
+        rules: list[_TemplateRule] = []
+        for kind in KINDS:
+            for rule in template.get(kind, []):
+                if not isinstance(rule, Mapping):
+                    continue
+                if _holds_placeholder({k: v for k, v in rule.items() if k not in ("conditions", "pattern")}):
+                    return None  # its ID, actions or enabled flag would differ between users
+                if not rule.get("enabled", True):
+                    continue
+                actions = rule.get("actions", [])
+                outcome = (str(rule.get("rule_id")), list(actions) if isinstance(actions, list) else [])
+                shared: list[Mapping[str, Any]] = []
+                user: list[Mapping[str, Any]] = []
+                if kind in ("override", "underride"):
+                    conditions = rule.get("conditions", [])
+                    if not isinstance(conditions, list) or not all(isinstance(c, Mapping) for c in conditions):
+                        continue  # matches nothing
+                    for condition in conditions:
+                        depends = condition.get("kind") in USER_CONTEXT_KINDS or _holds_placeholder(condition)
+                        (user if depends else shared).append(condition)
+                elif kind == "content" and _holds_placeholder(rule.get("pattern")):
+                    user.append({"kind": "event_match", "key": "content.body", "pattern": rule["pattern"]})
+                rules.append(_TemplateRule(kind, rule, outcome, tuple(shared), tuple(user)))
+        return cls(rules)
+
+    def prepare(self, event: Mapping[str, Any], *, room_member_count: int = 0,
+                power_levels: Mapping[str, Any] | None = None, sender_power: float | None = None
+                ) -> PreparedEvent:
+        """The event evaluated for every user of the template (the room's
+        joined member count and power levels as in ``PushContext``)."""
+        context = PushContext(user_id="", room_member_count=room_member_count, power_levels=power_levels,
+                              sender_power=sender_power)
+        candidates: list[tuple[tuple[UserCheck, ...], Outcome]] = []
+        for rule in self._rules:
+            if rule.kind in ("override", "underride"):
+                if not all(condition_matches(c, event, context) for c in rule.shared_conditions):
+                    continue
+            elif not rule.user_conditions and not rule_matches(rule.kind, rule.rule, event, context):
+                continue
+            checks: list[UserCheck] = []
+            for condition in rule.user_conditions:
+                check = _user_check(condition, event, context)
+                if check is None:
+                    break
+                checks.append(check)
+            else:
+                if not checks:
+                    return PreparedEvent(event.get("sender"), candidates, rule.outcome)
+                candidates.append((tuple(checks), rule.outcome))
+        return PreparedEvent(event.get("sender"), candidates, None)
+
+
+@functools.lru_cache(maxsize=1)
+def default_ruleset_template() -> RulesetTemplate | None:
+    """The template of ``merge_with_defaults(None, user_id)``: the rule set of
+    every user who stored no rules of their own."""
+    return RulesetTemplate.of(lambda user_id: merge_with_defaults(None, user_id))
 
 
 def actions_notify(actions: Sequence[Any]) -> bool:

@@ -29,7 +29,14 @@ from typing import Any
 from common import errors
 from matrixlib.events import Event
 from matrixlib.power_levels import PowerLevels
-from matrixlib.push_rules import PushContext, actions_highlight, actions_notify, evaluate, merge_with_defaults
+from matrixlib.push_rules import (
+    PushContext,
+    actions_highlight,
+    actions_notify,
+    default_ruleset_template,
+    evaluate,
+    merge_with_defaults,
+)
 from matrixlib.room_versions import get_room_version
 from syncapi.internal.client_events import Requester, now_ms, to_client_event
 from syncapi.storage.database import Reader, SyncDatabase, relation_of
@@ -273,25 +280,44 @@ class PushEvaluator:
                 recipients.add(event.state_key)
             as_json = event_for_rules(event)
             thread_id = thread_of(event)
+            sender_power = inputs.power_levels.user_level(event.sender) if inputs.power_levels is not None else None
+            # The default rules are evaluated once for the event; each
+            # default-rule member then costs only the checks of the rules that
+            # could name them (matrixlib.push_rules.RulesetTemplate).
+            template = default_ruleset_template()
+            prepared = template.prepare(as_json, room_member_count=inputs.joined_count,
+                                        power_levels=inputs.power_levels_content,
+                                        sender_power=sender_power) if template is not None else None
+            # Shared outcomes (one object per rule) -> (actions JSON, highlight): encoded once.
+            encoded: dict[str, tuple[str, bool]] = {}
             for user_id in sorted(recipients):
                 if user_id == event.sender or event.sender in inputs.ignored.get(user_id, ()):
                     continue
-                context = PushContext(
-                    user_id=user_id, display_name=inputs.display_names.get(user_id, ""),
-                    room_member_count=inputs.joined_count, power_levels=inputs.power_levels_content,
-                    sender_power=(inputs.power_levels.user_level(event.sender)
-                                  if inputs.power_levels is not None else None))
                 ruleset = inputs.rulesets.get(user_id)
-                if ruleset is None:
-                    ruleset = default_rules_of(user_id)
-                matched = evaluate(ruleset, as_json, context)
-                if matched is None or not actions_notify(matched[1]):
-                    continue
-                actions = matched[1]
+                if ruleset is None and prepared is not None:
+                    matched = prepared.outcome_for(user_id, inputs.display_names.get(user_id, ""))
+                    if matched is None or not actions_notify(matched[1]):
+                        continue
+                    known = encoded.get(matched[0])
+                    if known is None:
+                        known = encoded[matched[0]] = (json.dumps(matched[1], separators=(",", ":")),
+                                                       actions_highlight(matched[1]))
+                    actions_json, highlight = known
+                else:
+                    context = PushContext(
+                        user_id=user_id, display_name=inputs.display_names.get(user_id, ""),
+                        room_member_count=inputs.joined_count, power_levels=inputs.power_levels_content,
+                        sender_power=sender_power)
+                    matched = evaluate(ruleset if ruleset is not None else default_rules_of(user_id), as_json,
+                                       context)
+                    if matched is None or not actions_notify(matched[1]):
+                        continue
+                    actions_json = json.dumps(matched[1], separators=(",", ":"))
+                    highlight = actions_highlight(matched[1])
                 rows.append(StoredNotification(
                     user_id=user_id, stream_pos=stream_pos, room_id=room_id, event_id=event.event_id,
-                    thread_id=thread_id, actions_json=json.dumps(actions, separators=(",", ":")),
-                    highlight=actions_highlight(actions), ts=event.origin_server_ts))
+                    thread_id=thread_id, actions_json=actions_json, highlight=highlight,
+                    ts=event.origin_server_ts))
         return rows
 
     async def _apply_members(self, reader: Reader, cached: _CachedRoom, member_events: Sequence[Event],
