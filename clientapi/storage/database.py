@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import Insert, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clientapi.storage.tables.reports import EventReport, ReportsTable, RoomReport, UserReport
 from clientapi.storage.tables.room_directory import RoomDirectoryTable, room_directory
 from clientapi.storage.tables.transactions import TransactionRow, TransactionsTable, transactions
+from common.prebuilt import PrebuiltStatement
 from common.storage import Database
 
 __all__ = ["TRANSACTION_TTL_MS", "ClientAPIDatabase", "TransactionRow"]
@@ -66,6 +68,7 @@ class ClientAPIDatabase:
         self._claims: list[_Claim] = []
         self._claimer: asyncio.Task[None] | None = None
         self._claim_insert: Insert | None = None
+        self._claim_prebuilt: PrebuiltStatement | None = None
 
     async def get_transaction(self, user_id: str, device_id: str, endpoint: str,
                               txn_id: str) -> TransactionRow | None:
@@ -179,21 +182,29 @@ class ClientAPIDatabase:
         each claim whether it was written. A key twice in the group (never,
         while a key's sends are serialised) goes one by one: one statement
         may not touch a row twice."""
+        statement = self._claim_statement()
+        if PrebuiltStatement.runs_inline(conn):
+            # SQLite on the loop's thread: a row at a time, each a few
+            # microseconds without SQLAlchemy's machinery (common/prebuilt.py).
+            assert self._claim_prebuilt is not None
+            return [bool(await self._claim_prebuilt.rows(conn, self._claim_row(c, now, cutoff))) for c in group]
         keys = [claim.key for claim in group]
         chunks = [group[i:i + _CLAIM_CHUNK] for i in range(0, len(group), _CLAIM_CHUNK)]
         if len(set(keys)) != len(keys):
             chunks = [[claim] for claim in group]
-        statement = self._claim_statement()
         written: list[bool] = []
         for chunk in chunks:
-            rows = [{"user_id": c.key[0], "device_id": c.key[1], "endpoint": c.key[2], "txn_id": c.key[3],
-                     "event_id": c.event_id, "created_ts": now, "pending": True,
-                     "room_version": c.room_version, "event_json": c.event_json, "cutoff": cutoff}
-                    for c in chunk]
+            rows = [self._claim_row(c, now, cutoff) for c in chunk]
             result = await conn.execute(statement, rows)
             inserted = {(row.user_id, row.device_id, row.endpoint, row.txn_id) for row in result}
             written.extend(c.key in inserted for c in chunk)
         return written
+
+    @staticmethod
+    def _claim_row(claim: _Claim, now: int, cutoff: int) -> dict[str, Any]:
+        return {"user_id": claim.key[0], "device_id": claim.key[1], "endpoint": claim.key[2],
+                "txn_id": claim.key[3], "event_id": claim.event_id, "created_ts": now, "pending": True,
+                "room_version": claim.room_version, "event_json": claim.event_json, "cutoff": cutoff}
 
     def _claim_statement(self) -> Insert:
         """The claim insert, built once: a statement built per call (rows
@@ -205,6 +216,7 @@ class ClientAPIDatabase:
                 where=transactions.c.created_ts < bindparam("cutoff")).returning(
                     transactions.c.user_id, transactions.c.device_id, transactions.c.endpoint,
                     transactions.c.txn_id)
+            self._claim_prebuilt = PrebuiltStatement(self._claim_insert, _CLAIM_COLUMNS)
         return self._claim_insert
 
     async def _purge(self, conn: AsyncConnection, now: int) -> None:

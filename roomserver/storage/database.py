@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Table, bindparam, delete, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.prebuilt import PrebuiltStatement
 from common.storage import Database
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
@@ -96,6 +97,18 @@ _NAMED_BY = union_all(
     select(pending_redactions.c.redacts_event_id, pending_redactions.c.redaction_event_nid, literal(1))
     .where(pending_redactions.c.redacts_event_id.in_(bindparam("ids", expanding=True))))
 _INSERT_EVENT = events.insert().returning(events.c.event_nid)
+# The statements every input event or batch runs, on the inline SQLite
+# driver's own cursor (common/prebuilt.py); through SQLAlchemy elsewhere.
+_NEW_EVENT_COLUMNS = ("event_id", "room_nid", "type_nid", "state_key_nid", "depth", "is_outlier", "is_rejected",
+                      "is_soft_failed", "rejection_reason", "sent_to_output", "state_before_nid",
+                      "state_after_nid", "stream_position")
+_INSERT_NEW_EVENT = PrebuiltStatement(_INSERT_EVENT, _NEW_EVENT_COLUMNS)
+_INSERT_HELD: dict[Table, PrebuiltStatement] = {
+    event_json: PrebuiltStatement(event_json.insert(), ("event_nid", "event_json")),
+    prev_events: PrebuiltStatement(prev_events.insert(), ("event_nid", "prev_event_id")),
+    auth_events: PrebuiltStatement(auth_events.insert(), ("event_nid", "auth_event_nid")),
+}
+_INSERT_OUTBOX = PrebuiltStatement(output_outbox.insert(), ("room_nid", "event_nid", "payload"))
 # Forgetting sent output (once per input batch).
 _DELETE_OUTBOX_OF_EVENTS = delete(output_outbox).where(
     output_outbox.c.event_nid.in_(bindparam("nids", expanding=True)))
@@ -105,6 +118,7 @@ _UPDATE_ROOM = update(rooms).where(rooms.c.room_nid == bindparam("k_room_nid")).
     create_event_nid=bindparam("v_create_event_nid"), state_snapshot_nid=bindparam("v_state_snapshot_nid"),
     forward_extremities=bindparam("v_forward_extremities"), last_sent_event_id=bindparam("v_last_sent_event_id"),
     last_stream_position=bindparam("v_last_stream_position"))
+_UPDATE_ROOM_PREBUILT = PrebuiltStatement(_UPDATE_ROOM)
 
 
 def _chunks(items: Collection[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
@@ -181,11 +195,11 @@ class Txn:
         held, self.held_rows = self.held_rows, {}
         for table, rows in held.items():
             for chunk in _chunks(rows):
-                await self.conn.execute(table.insert(), chunk)
+                await _INSERT_HELD[table].execute_many(self.conn, chunk)
         dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
         for record in self.local.rooms.values():
             if record.room_nid in dirty:
-                await self.conn.execute(_UPDATE_ROOM, {
+                await _UPDATE_ROOM_PREBUILT.execute(self.conn, {
                     "k_room_nid": record.room_nid, "v_create_event_nid": record.create_event_nid,
                     "v_state_snapshot_nid": record.state_snapshot_nid,
                     "v_forward_extremities": json.dumps(sorted(record.forward_extremities)),
@@ -337,8 +351,7 @@ class RoomserverDatabase:
                 txn = Txn(conn, writes=True)
                 yield txn
                 await txn.flush()
-                if txn.outbox:
-                    await conn.execute(output_outbox.insert(), txn.outbox)
+                await _INSERT_OUTBOX.execute_many(conn, txn.outbox)
         except BaseException:
             # Maybe committed after all (an error past the commit): forget.
             if txn is not None:
@@ -671,7 +684,7 @@ class RoomserverDatabase:
                            state_after_nid: int | None, sent_to_output: bool = False,
                            stream_position: int | None = None) -> int:
         """Stores a new event; ``sent_to_output`` when it will have no output."""
-        nid = await txn.conn.scalar(_INSERT_EVENT, {
+        nid = await _INSERT_NEW_EVENT.scalar(txn.conn, {
             "event_id": event.event_id, "room_nid": room_nid, "type_nid": type_nid, "state_key_nid": state_key_nid,
             "depth": event.depth, "is_outlier": is_outlier, "is_rejected": is_rejected,
             "is_soft_failed": is_soft_failed, "rejection_reason": rejection_reason, "sent_to_output": sent_to_output,
@@ -726,6 +739,9 @@ class RoomserverDatabase:
                 await txn.conn.execute(table.insert(), chunk)
         for o in outliers:
             self._note_children(txn, nids[o.event.event_id], dict.fromkeys(o.event.prev_event_ids))
+            # Kept parsed (in the bounded event cache once committed): a join's
+            # state comes in as outliers and is read back right after, whole.
+            txn.local.events[nids[o.event.event_id]] = o.event
         return nids
 
     async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:

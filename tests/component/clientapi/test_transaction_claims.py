@@ -13,6 +13,7 @@ from sqlalchemy.engine.interfaces import CacheStats
 
 from clientapi.storage.database import _DONE_FLUSH_DELAY_SECONDS, ClientAPIDatabase, TransactionRow
 from clientapi.storage.tables.transactions import transactions
+from common import storage
 from common.storage import open_database
 
 
@@ -60,6 +61,12 @@ async def test_concurrent_claims_share_a_write_and_keep_their_answers(tmp_path: 
 
 async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(database_url: str) -> None:
     db = await open_database(database_url, "clientapi")
+    # On the inline SQLite driver the claims run on its own cursor, a row at
+    # a time (common/prebuilt.py), out of SQLAlchemy's sight: there a group
+    # is one write transaction; elsewhere one multi-row insert.
+    inline = db.dialect_name == "sqlite" and storage.SQLITE_DRIVER == "inline"
+    begins: list[str] = []
+    event.listen(db.engine.sync_engine, "begin", lambda conn: begins.append("begin"))
     inserts: list[str] = []
     # Whether each claim insert was compiled anew: it is built once, so only
     # its first run with one row and its first with several are.
@@ -82,6 +89,7 @@ async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(da
             await conn.execute(transactions.update().where(transactions.c.txn_id == "expired")
                                .values(created_ts=0))
         inserts.clear()
+        begins.clear()
         answers = await asyncio.gather(
             store.claim_transaction("@a:x", "D", "send", "expired", "$new0", "12", "{}"),
             store.claim_transaction("@a:x", "D", "send", "live", "$new1", "12", "{}"),
@@ -89,7 +97,11 @@ async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(da
         assert answers[0] is None  # the expired row was replaced
         assert answers[1] == TransactionRow("$live", True, "12", "{}")
         assert answers[2:] == [None] * 5
-        assert len(inserts) <= 2, inserts  # the first claim alone, then the rest together
+        # The first claim alone, then the rest together.
+        if inline:
+            assert inserts == [] and 1 <= len(begins) <= 2, begins
+        else:
+            assert len(inserts) <= 2, inserts
         assert await store.get_transaction("@a:x", "D", "send", "expired") == TransactionRow(
             "$new0", True, "12", "{}")
         assert await store.get_transaction("@a:x", "D", "send", "live") == TransactionRow(
@@ -104,6 +116,7 @@ async def test_a_group_of_claims_is_one_insert_and_replaces_only_expired_rows(da
         assert twice[0] is None or twice[1] is None
         assert TransactionRow("$d1", True, "12", "{}") in twice or TransactionRow("$d2", True, "12", "{}") in twice
         assert twice[2] is None
-        assert len(compiled_anew) >= 4 and sum(compiled_anew) <= 2, "claim inserts were compiled anew"
+        if not inline:
+            assert len(compiled_anew) >= 4 and sum(compiled_anew) <= 2, "claim inserts were compiled anew"
     finally:
         await db.close()

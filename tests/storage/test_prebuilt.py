@@ -1,0 +1,90 @@
+"""common.prebuilt.PrebuiltStatement: the same rows and effects whether it
+runs on the inline SQLite driver's own cursor or through SQLAlchemy (the
+thread driver, PostgreSQL), inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from common import storage
+from common.prebuilt import PrebuiltStatement
+from common.sqlite_connection import WriteOutsideWriteTransaction
+from common.storage import Database, open_database
+
+FIXTURE = Path(__file__).resolve().parent / "migrations_fixture"
+
+metadata = sa.MetaData()
+things = sa.Table(
+    "storagetest_things", metadata,
+    sa.Column("thing_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("hits", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+INSERT = PrebuiltStatement(things.insert().returning(things.c.thing_id, things.c.hits),
+                           ("thing_id", "name", "hits"))
+INSERT_PLAIN = PrebuiltStatement(things.insert(), ("thing_id", "name", "hits"))
+RENAME = PrebuiltStatement(things.update().where(things.c.thing_id == sa.bindparam("key"))
+                           .values(name=sa.bindparam("new_name")))
+BY_NAME = PrebuiltStatement(sa.select(things.c.thing_id, things.c.hits).where(things.c.name == sa.bindparam("name"))
+                            .order_by(things.c.thing_id))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await open_database(database_url, "storagetest", migrations_root=FIXTURE)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_rows_scalar_and_many_inside_the_transaction(db: Database, sqlite_driver: str) -> None:
+    async with db.transaction() as conn:
+        inline = PrebuiltStatement.runs_inline(conn)
+        assert await INSERT.rows(conn, {"thing_id": "a", "name": "x", "hits": 3}) == [("a", 3)]
+        assert await INSERT.scalar(conn, {"hits": 4, "name": "y", "thing_id": "b"}) == "b"
+        await INSERT_PLAIN.execute_many(conn, [{"thing_id": f"m{i}", "name": "many", "hits": i} for i in range(3)])
+        await INSERT_PLAIN.execute_many(conn, [])
+        await RENAME.execute(conn, {"key": "a", "new_name": "many"})
+        # Read back through SQLAlchemy in the same transaction: the writes are there.
+        seen = (await conn.execute(sa.select(things.c.thing_id).where(things.c.name == "many")
+                                   .order_by(things.c.thing_id))).scalars().all()
+        assert seen == ["a", "m0", "m1", "m2"]
+        assert await BY_NAME.rows(conn, {"name": "many"}) == [("a", 3), ("m0", 0), ("m1", 1), ("m2", 2)]
+        assert await BY_NAME.scalar(conn, {"name": "nobody"}) is None
+    on_sqlite = db.dialect_name == "sqlite"
+    assert inline == (on_sqlite and sqlite_driver == "inline")
+    async with db.connect() as conn:
+        assert await BY_NAME.rows(conn, {"name": "y"}) == [("b", 4)]
+
+
+async def test_a_rolled_back_transaction_takes_its_writes_along(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await INSERT_PLAIN.execute_many(conn, [{"thing_id": "gone", "name": "n", "hits": 1}])
+            raise RuntimeError("roll back")
+    async with db.connect() as conn:
+        assert await BY_NAME.rows(conn, {"name": "n"}) == []
+
+
+async def test_a_constraint_violation_raises(db: Database) -> None:
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        async with db.transaction() as conn:
+            await INSERT_PLAIN.execute_many(conn, [{"thing_id": "k", "name": "n", "hits": 1}] * 2)
+
+
+async def test_inline_a_write_outside_a_write_transaction_is_refused(tmp_path: Path) -> None:
+    assert storage.SQLITE_DRIVER == "inline"
+    db = await open_database(f"sqlite:///{tmp_path / 'p.db'}", "storagetest", migrations_root=FIXTURE)
+    try:
+        async with db.connect() as conn:
+            assert PrebuiltStatement.runs_inline(conn)
+            with pytest.raises(WriteOutsideWriteTransaction):
+                await INSERT.rows(conn, {"thing_id": "w", "name": "n", "hits": 1})
+    finally:
+        await db.close()
