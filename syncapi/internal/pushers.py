@@ -110,7 +110,15 @@ class PusherDelivery:
     def enqueue(self, notifications: Sequence[StoredNotification]) -> None:
         if self.userapi is None:
             return
+        now = asyncio.get_running_loop().time()
         for notification in notifications:
+            cached = self._pushers.get(notification.user_id)
+            if cached is not None and now - cached[0] < self.pushers_ttl and not any(
+                    pusher.kind == "http" for pusher in cached[1]):
+                # Known to have no pusher to deliver to (most users): what
+                # a worker would decide, without waking one per notification
+                # (a message in a room of ten notifies nine).
+                continue
             self._queue.put_nowait(notification)
 
     async def run(self) -> None:

@@ -149,3 +149,28 @@ async def test_pushers_are_remembered_for_a_while(env: Env, gateway: FakeGateway
     await env.send(room.message(BOB, "two"))
     await wait_until(lambda: len(gateway.received) == 2)
     assert pushers.queries == 1
+
+
+async def test_users_known_to_have_no_pusher_are_not_queued(env: Env, gateway: FakeGateway,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pushers = attach_pushers(env, gateway)
+    delivery = env.syncapi.pushers
+    delivery.pushers_ttl = 60.0
+    queued: list[str] = []
+    put = delivery._queue.put_nowait
+
+    def counting_put(item: Any) -> None:
+        queued.append(item.user_id)
+        put(item)
+
+    monkeypatch.setattr(delivery._queue, "put_nowait", counting_put)
+    room = await one_to_one(env)
+    await env.send(room.message(ALICE, "first, for bob"))
+    # Bob has no pusher: learnt by the worker that took his first notification.
+    await wait_until(lambda: BOB in delivery._pushers)
+    await env.send(room.message(ALICE, "second, for bob"))
+    await env.send(room.message(BOB, "for alice"))
+    await wait_until(lambda: len(gateway.received) == 1)
+    assert gateway.received[0]["notification"]["content"]["body"] == "for alice"
+    assert queued == [BOB, ALICE]
+    assert pushers.queries == 2
