@@ -24,13 +24,13 @@ Outcomes (spec: server-server API "Checks performed on receipt of a PDU"):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from google.protobuf.message import DecodeError
 from myelin.roomserver.v1 import events_pb2, input_log_pb2, output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
@@ -140,8 +140,14 @@ def _referenced_event_ids(inputs: Sequence[input_log_pb2.InputRoomEvent]) -> set
     input names nothing here and fails later."""
     found: set[str] = set()
     for input_event in inputs:
+        parsed = _parsed_lately.get((input_event.event.room_version, input_event.event.pdu_json))
+        if parsed is not None:
+            # Parsed by this process's input call already.
+            found.update(parsed.auth_event_ids)
+            found.update(parsed.prev_event_ids)
+            continue
         try:
-            pdu = json.loads(input_event.event.pdu_json)
+            pdu = orjson.loads(input_event.event.pdu_json)
         except (ValueError, RecursionError):
             continue
         if not isinstance(pdu, dict):
