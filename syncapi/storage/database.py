@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, false, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.sqlite_connection import InlineDBAPI
 from common.storage import Database
 from matrixlib.events import Event
 from syncapi.filters import EventFilter
@@ -140,6 +141,9 @@ def _stripped(pdu: dict[str, Any]) -> dict[str, Any]:
 #: Stored filters kept in memory (see SyncDatabase.get_filter).
 FILTERS_KEPT = 10_000
 
+#: Rooms whose last event written is kept in memory (see SyncDatabase._last_written).
+LAST_WRITTEN_ROOMS = 2_000
+
 #: The global account data types the sync API derives something from (push
 #: rule evaluation's rule sets and ignored users).
 DERIVED_ACCOUNT_DATA = frozenset({"m.push_rules", "m.ignored_user_list"})
@@ -179,6 +183,16 @@ class SyncDatabase:
         self.on_memberships_changing: Callable[[int, set[str]], None] | None = None
         # (user, filter ID) -> the stored filter, the most recently used last.
         self._filters: OrderedDict[tuple[str, int], str] = OrderedDict()
+        # room ID -> the last event this process wrote for it (committed; the
+        # oldest room first): a run of new messages that follows on from it
+        # skips reading the room's last event and which of the run is stored.
+        # Another process sharing the database can only have written after
+        # it if the run says it follows something else; a run re-sent after
+        # another process wrote it fails on the events' unique event ID, and
+        # a failed write forgets the room, so its retry reads.
+        self._last_written: dict[str, str] = {}
+        # Whether closing a connection never waits (the inline SQLite driver).
+        self._closes_at_once = isinstance(database.engine.dialect.loaded_dbapi, InlineDBAPI)
 
     def _memberships_changing(self, applied: Applied) -> Applied:
         if applied.user_ids and self.on_memberships_changing is not None:
@@ -209,8 +223,19 @@ class SyncDatabase:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
-        async with self._db.connect() as conn:
+        if not self._closes_at_once:
+            async with self._db.connect() as conn:
+                yield Reader(conn)
+            return
+        # Closed here, not in a task of its own as AsyncConnection's exit does
+        # (so that a cancellation cannot cut a close short): on the inline
+        # SQLite driver a close never waits. A woken /sync's answer then goes
+        # out without the loop first running whatever else is ready.
+        conn = await self._db.engine.connect()
+        try:
             yield Reader(conn)
+        finally:
+            await conn.close()
 
     # -- consumer writes --------------------------------------------------------------------
 
@@ -267,6 +292,28 @@ class SyncDatabase:
         transaction instead of three (events, the rules' reads, the
         notifications) is what lets a busy room's wake-ups go out sooner.
         A failing ``push`` loses its notifications, not the events."""
+        room_ids = {write.new.event.room_id for write in writes}
+        try:
+            results, notifications = await self._write_room_events_with_push(
+                writes, local_server=local_server, follows=follows, push=push)
+        except BaseException:
+            for room_id in room_ids:
+                self._last_written.pop(room_id, None)
+            raise
+        for write, applied in zip(writes, results, strict=True):
+            if applied is not None:
+                self._note_last_written(write.new.event.room_id, write.new.event.event_id)
+        return results, notifications
+
+    def _note_last_written(self, room_id: str, event_id: str) -> None:
+        self._last_written.pop(room_id, None)
+        if len(self._last_written) >= LAST_WRITTEN_ROOMS:
+            del self._last_written[next(iter(self._last_written))]
+        self._last_written[room_id] = event_id
+
+    async def _write_room_events_with_push(
+            self, writes: Sequence[RoomEventWrite], *, local_server: str, follows: str | None,
+            push: PushRulesRun | None) -> tuple[list[Applied | None], list[StoredNotification]]:
         async with self._db.transaction() as conn:
             results = await self._write_room_events(conn, writes, local_server=local_server, follows=follows)
             notifications: list[StoredNotification] = []
@@ -292,7 +339,12 @@ class SyncDatabase:
         # the room's last applied event, read with them.
         event_ids = [w.new.event.event_id for w in writes]
         room_id = writes[0].new.event.room_id if writes else ""
-        if len(event_ids) <= positions_t.LAST_AND_STORED_MAX_IDS:
+        stored_last: str | None
+        stored: dict[str, bool]
+        if follows is not None and self._last_written.get(room_id) == follows and all(map(_is_plain, writes)):
+            # Follows on from what this process wrote last (see _last_written).
+            stored_last, stored = follows, {}
+        elif len(event_ids) <= positions_t.LAST_AND_STORED_MAX_IDS:
             stored_last, stored = await positions_t.select_last_and_stored(conn, room_id, event_ids)
         else:
             stored_last = await positions_t.select_last_event_id(conn, room_id)
