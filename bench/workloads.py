@@ -419,7 +419,8 @@ def metrics(sizes: Sizes) -> list[Metric]:
         Metric("join.cpu_ms", "  server CPU ms per join (all samples)", False),
         Metric("fed_send.per_s", f"inbound federation /send: PDUs/s ({sizes.federation_pdus} in transactions "
                "of 50, to arrival in /sync)", True),
-        Metric("fed_send.cpu_ms", "  server CPU ms per PDU", False),
+        Metric("fed_send.cpu_ms", "  server CPU ms per PDU sent to it", False),
+        Metric("fed_send.delivered", f"  PDUs of the {sizes.federation_pdus} that reached /sync", True),
         Metric("fed_join.ms", f"join of a remote room of {sizes.remote_room_members} members (fake resident): ms",
                False),
         Metric("fed_join.cpu_ms", "  server CPU ms per join (all samples)", False),
