@@ -882,8 +882,11 @@ class InputProcessor:
         # 4. Against the current state (soft fail), for new events only; not
         # for our user's join over federation, which comes with the room's
         # state because what we hold of it is out of date (or none).
-        if kind == NEW and room.state_snapshot_nid is not None and not await self._is_our_rejoin(
-                txn, room, event, input_event):
+        # The state before the event being the current state (a message on
+        # the room's latest event), that check was the one just passed.
+        if kind == NEW and room.state_snapshot_nid is not None \
+                and checked.state_before_nid != room.state_snapshot_nid \
+                and not await self._is_our_rejoin(txn, room, event, input_event):
             current = await self._db.load_state(txn, room.state_snapshot_nid)
             try:
                 check_auth_rules(event, await self._state.auth_state(txn, event, current, create_event))
@@ -920,9 +923,14 @@ class InputProcessor:
                     record.state_after_nid = state_after_nid
             new_state = await self._state.state_after_events(txn, rv, records)
             new_nid = await self._db.save_state(txn, room.room_nid, new_state, room.state_snapshot_nid)
-        old_state = await self._db.load_state(txn, room.state_snapshot_nid)
-        added = {k: v for k, v in new_state.items() if old_state.get(k) != v}
-        removed = {k: v for k, v in old_state.items() if new_state.get(k) != v}
+        if new_nid == room.state_snapshot_nid:
+            # The same snapshot (a message on the latest event): the same
+            # state, without comparing every entry of it (a big room's).
+            old_state, added, removed = new_state, {}, {}
+        else:
+            old_state = await self._db.load_state(txn, room.state_snapshot_nid)
+            added = {k: v for k, v in new_state.items() if old_state.get(k) != v}
+            removed = {k: v for k, v in old_state.items() if new_state.get(k) != v}
 
         prior_membership = None
         if event.type == MEMBER and event.state_key is not None:

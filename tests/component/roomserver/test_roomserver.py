@@ -1006,3 +1006,32 @@ async def test_knock_and_kick(api: RoomserverAPI) -> None:
     # Bob may not kick anyone back (power 0).
     revenge = room.kick(BOB, ALICE, advance=False)
     assert outcomes(await send(api, [revenge])) == [pb.INPUT_OUTCOME_REJECTED]
+
+
+async def test_a_message_on_the_latest_event_is_checked_once_against_the_state(
+        api: RoomserverAPI, running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its state before is the room's current state: the soft-fail check
+    # against the current state would repeat the check against the state
+    # before it, and its output changes no state.
+    from matrixlib import auth_rules
+    from roomserver.internal.input import processor
+
+    room = TestRoom("10", creator=ALICE)
+    room.join(BOB)
+    assert set(outcomes(await send(api, room.events))) == {pb.INPUT_OUTCOME_ACCEPTED}
+    outputs_before = len(await read_output(running.log))
+    checked: list[str] = []
+    real_check = auth_rules.check_auth_rules
+
+    def counting_check(event: Event, *args: object, **kwargs: object) -> None:
+        checked.append(event.event_id)
+        real_check(event, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(processor, "check_auth_rules", counting_check)
+    message = room.message(BOB, "hello")
+    assert outcomes(await send(api, [message])) == [pb.INPUT_OUTCOME_ACCEPTED]
+    assert checked == [message.event_id] * 2  # its auth events, the state before it
+    [output] = new_room_events((await read_output(running.log))[outputs_before:])
+    assert output.event.event_id == message.event_id
+    assert list(output.adds_state_event_ids) == [] and list(output.removes_state_event_ids) == []
+    assert list(output.latest_event_ids) == [message.event_id]
