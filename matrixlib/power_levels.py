@@ -162,6 +162,14 @@ def _int_map(value: object, room_version: RoomVersion) -> dict[str, int]:
     return levels
 
 
+#: The levels parsed lately from a power levels event (and create event),
+#: by the events' identity: every auth check of every event in a room parses
+#: the same one (events are immutable). The events are held, so their
+#: ``id`` is not reused while an entry stands.
+_FROM_EVENTS_KEPT = 64
+_from_events: dict[tuple[int, int, str], tuple[Event, Event | None, PowerLevels]] = {}
+
+
 @dataclass(frozen=True)
 class PowerLevels:
     """The effective power levels of a room at one point."""
@@ -218,13 +226,17 @@ class PowerLevels:
                 creator_without_power_levels=frozenset() if room_version.hydra else creators,
             )
 
+        key = (id(power_levels_event), id(create_event), room_version.identifier)
+        known = _from_events.get(key)
+        if known is not None and known[0] is power_levels_event and known[1] is create_event:
+            return known[2]
         content = power_levels_event.content
 
         def named(name: str) -> int:
             parsed = parse_power_level(content.get(name), room_version)
             return parsed if parsed is not None else _NAMED_DEFAULTS[name]
 
-        return cls(
+        levels = cls(
             room_version=room_version,
             has_power_levels_event=True,
             users=_int_map(content.get("users"), room_version),
@@ -239,6 +251,10 @@ class PowerLevels:
             notifications=_int_map(content.get("notifications"), room_version),
             creators=infinite,
         )
+        if len(_from_events) >= _FROM_EVENTS_KEPT:
+            _from_events.pop(next(iter(_from_events)))
+        _from_events[key] = (power_levels_event, create_event, levels)
+        return levels
 
     def user_level(self, user_id: str) -> float:
         """The user's power level: an int, or ``CREATOR_POWER_LEVEL``

@@ -226,3 +226,25 @@ def test_content_problems_name_what_is_wrong(version: str) -> None:
 ])
 def test_user_id_validation(user_id: Any, valid: bool) -> None:
     assert is_valid_user_id(user_id) is valid
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+def test_levels_of_the_same_events_are_parsed_once(version: str) -> None:
+    room = Room(version)
+    event = _power_levels_event(room, {"users": {ALICE: 100, BOB: 40}, "ban": 60})
+    create = room.state[("m.room.create", "")]
+    state = {**room.state, (POWER_LEVELS, ""): event}
+    first = PowerLevels.from_state(state, room.room_version)
+    assert PowerLevels.from_state(state, room.room_version) is first
+    assert PowerLevels.from_state(event, room.room_version, create_event=create) is first
+    assert first.user_level(BOB) == 40 and first.ban == 60
+    # Another event object (the same JSON, or other content): parsed anew.
+    copy = Event.from_json(event.to_json(), room.room_version)
+    again = PowerLevels.from_state(copy, room.room_version, create_event=create)
+    assert again is not first and again == first
+    other = _power_levels_event(room, {"users": {ALICE: 100, BOB: 70}})
+    assert PowerLevels.from_state(other, room.room_version, create_event=create).user_level(BOB) == 70
+    # Without the create event: v12 creators are not known, so not the same levels.
+    without_create = PowerLevels.from_state(event, room.room_version)
+    assert without_create is not first
+    assert (without_create.creators == first.creators) == (version != "12")
