@@ -280,7 +280,8 @@ class PushEvaluator:
                 recipients.add(event.state_key)
             as_json = event_for_rules(event)
             thread_id = thread_of(event)
-            sender_power = inputs.power_levels.user_level(event.sender) if inputs.power_levels is not None else None
+            sender, event_id, ts = event.sender, event.event_id, event.origin_server_ts
+            sender_power = inputs.power_levels.user_level(sender) if inputs.power_levels is not None else None
             # The default rules are evaluated once for the event; each
             # default-rule member then costs only the checks of the rules that
             # could name them (matrixlib.push_rules.RulesetTemplate).
@@ -291,11 +292,12 @@ class PushEvaluator:
             # Shared outcomes (one object per rule) -> (actions JSON, highlight): encoded once.
             encoded: dict[str, tuple[str, bool]] = {}
             for user_id in sorted(recipients):
-                if user_id == event.sender or event.sender in inputs.ignored.get(user_id, ()):
+                if user_id == sender or sender in inputs.ignored.get(user_id, ()):
                     continue
                 ruleset = inputs.rulesets.get(user_id)
                 if ruleset is None and prepared is not None:
-                    matched = prepared.outcome_for(user_id, inputs.display_names.get(user_id, ""))
+                    matched = (prepared.shared if prepared.names_nobody
+                               else prepared.outcome_for(user_id, inputs.display_names.get(user_id, "")))
                     if matched is None or not actions_notify(matched[1]):
                         continue
                     known = encoded.get(matched[0])
@@ -315,9 +317,8 @@ class PushEvaluator:
                     actions_json = json.dumps(matched[1], separators=(",", ":"))
                     highlight = actions_highlight(matched[1])
                 rows.append(StoredNotification(
-                    user_id=user_id, stream_pos=stream_pos, room_id=room_id, event_id=event.event_id,
-                    thread_id=thread_id, actions_json=actions_json, highlight=highlight,
-                    ts=event.origin_server_ts))
+                    user_id=user_id, stream_pos=stream_pos, room_id=room_id, event_id=event_id,
+                    thread_id=thread_id, actions_json=actions_json, highlight=highlight, ts=ts))
         return rows
 
     async def _apply_members(self, reader: Reader, cached: _CachedRoom, member_events: Sequence[Event],
