@@ -47,7 +47,7 @@ from matrixlib.events import Event, EventFormatError
 from matrixlib.hashes import check_content_hash, event_id_of_reference_hash
 from matrixlib.redaction import redact
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
-from matrixlib.signing import SignatureError, event_signed_bytes
+from matrixlib.signing import SignatureError, event_signed_bytes, servers_that_must_sign
 from roomserver.api import InputAPI
 
 logger = logging.getLogger(__name__)
@@ -363,8 +363,9 @@ async def verified_events(keyring: KeyRing, pdus: Iterable[Any], room_version: R
 
     Each event is encoded once for its ID and its signatures. Those whose
     keys the KeyRing holds in memory (after the first of a server's events,
-    all of them) are checked right here, one after the other; only the
-    others wait for key lookups, a bounded number at a time."""
+    all of them) are checked right here, one after the other; of the others,
+    one for each set of signing servers looks up their keys first (a bounded
+    number at a time), and the rest are then mostly checked from memory."""
     parsed: dict[str, tuple[Event, bytes]] = {}
     for pdu in pdus:
         try:
@@ -398,8 +399,31 @@ async def verified_events(keyring: KeyRing, pdus: Iterable[Any], room_version: R
             except (SignatureError, EventFormatError) as e:
                 logger.info("dropping %s of %s: %s", event.event_id, room_id, e)
 
-    if waiting:
-        await asyncio.gather(*(check(event, signed) for event, signed in waiting))
+    # One event for each set of servers that must sign first (looking up, or
+    # fetching, their keys), then the others from memory where they can be.
+    firsts: dict[frozenset[str], tuple[Event, bytes]] = {}
+    later: list[tuple[Event, bytes]] = []
+    for event, signed in waiting:
+        try:
+            signers = frozenset(servers_that_must_sign(event))
+        except EventFormatError as e:
+            logger.info("dropping %s of %s: %s", event.event_id, room_id, e)
+            continue
+        if signers in firsts:
+            later.append((event, signed))
+        else:
+            firsts[signers] = (event, signed)
+    await asyncio.gather(*(check(event, signed) for event, signed in firsts.values()))
+    still: list[tuple[Event, bytes]] = []
+    for event, signed in later:
+        try:
+            if keyring.verify_event_signatures_from_memory(event, signed):
+                good.add(event.event_id)
+            else:
+                still.append((event, signed))
+        except (SignatureError, EventFormatError) as e:
+            logger.info("dropping %s of %s: %s", event.event_id, room_id, e)
+    await asyncio.gather(*(check(event, signed) for event, signed in still))
     return {event_id: event for event_id, (event, _) in parsed.items() if event_id in good}
 
 

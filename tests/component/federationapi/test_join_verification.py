@@ -61,3 +61,27 @@ def test_the_id_is_the_events_own() -> None:
     parsed, signed = parse_received_pdu(pdu, room.version)
     assert parsed.event_id == event.event_id and "event_id" not in parsed.pdu
     assert signed
+
+
+async def test_the_first_check_looks_the_keys_up_once(harness: Harness) -> None:
+    """Keys not held yet: one event looks them up (fetching them), and the
+    other hundred are checked from memory, not each with a database read."""
+    fake = FakeKeyServer()
+    await harness.start(fake)
+    room = TestRoom("10", creator=f"@rita:{fake.server_name}", server_name=fake.server_name, signing_key=fake.key)
+    for i in range(100):
+        room.join(f"@m{i}:{fake.server_name}")
+    harness.clock.now = max(e.origin_server_ts for e in room.events)
+    fake.valid_until_ts = harness.clock.now + DAY_MS
+    reads = 0
+    read = harness.database.get_server_keys
+
+    async def counted(server_name: str, key_ids: Any = None) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read(server_name, key_ids)
+
+    harness.database.get_server_keys = counted  # type: ignore[method-assign]
+    found = await verified_events(harness.keyring(), [e.pdu for e in room.events], room.version, room.room_id)
+    assert set(found) == {e.event_id for e in room.events}
+    assert fake.requests == 1 and reads <= 3  # read, fetched, read again
