@@ -10,6 +10,13 @@ for a homeserver:
   executor and the server each fill and fragment their own arena, and memory
   freed in one arena is never reused by another thread. Two arenas are plenty
   for a process whose Python code holds the GIL.
+- glibc serves a request of 128 KiB or more with its own mmap, returned to
+  the system when freed, but raises that threshold to the size of every such
+  block freed (up to 32 MB): after a big /sync body or a remote join's state
+  the next large buffers come from the heap instead, and a heap whose top
+  holds one small live block keeps everything below it. Fixed thresholds
+  (mmap from 128 KiB, heap top trimmed beyond 1 MiB free) keep the process's
+  size close to what it uses.
 - Mako (Alembic's template engine, loaded for migrations) installs Pygments
   syntax highlighting for its HTML error pages when Pygments is importable;
   that imports dozens of lexer modules, about 4.5 MB, to format an error page
@@ -32,13 +39,17 @@ M_ARENA_MAX = -8
 #: Arenas the process may use unless MALLOC_ARENA_MAX says otherwise.
 DEFAULT_MALLOC_ARENAS = 2
 
+#: mallopt() parameter numbers (malloc.h) of the heap-top trim and mmap thresholds.
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 
-def limit_malloc_arenas(arenas: int = DEFAULT_MALLOC_ARENAS) -> bool:
-    """Caps glibc's malloc arenas; effective for arenas created afterwards,
-    so call it before threads start. Leaves an operator's MALLOC_ARENA_MAX
-    alone (glibc has read it already). Returns whether the cap was set."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
+#: The fixed thresholds, unless MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ say otherwise.
+DEFAULT_MMAP_THRESHOLD = 128 * 1024
+DEFAULT_TRIM_THRESHOLD = 1024 * 1024
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc's mallopt(); False where there is none (not Linux, musl)."""
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
@@ -51,7 +62,29 @@ def limit_malloc_arenas(arenas: int = DEFAULT_MALLOC_ARENAS) -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, arenas))
+    return bool(mallopt(parameter, value))
+
+
+def limit_malloc_arenas(arenas: int = DEFAULT_MALLOC_ARENAS) -> bool:
+    """Caps glibc's malloc arenas; effective for arenas created afterwards,
+    so call it before threads start. Leaves an operator's MALLOC_ARENA_MAX
+    alone (glibc has read it already). Returns whether the cap was set."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    return _mallopt(M_ARENA_MAX, arenas)
+
+
+def fix_malloc_thresholds(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD,
+                          trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
+    """Fixes glibc's mmap and trim thresholds (turning off their growth), so
+    that large freed blocks go back to the system. Leaves a threshold the
+    operator set in the environment alone. Returns whether both were set."""
+    done = True
+    if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        done = _mallopt(M_MMAP_THRESHOLD, mmap_threshold) and done
+    if not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        done = _mallopt(M_TRIM_THRESHOLD, trim_threshold) and done
+    return done
 
 
 def skip_mako_syntax_highlighting() -> None:
@@ -63,4 +96,5 @@ def skip_mako_syntax_highlighting() -> None:
 
 def configure_process_memory() -> None:
     limit_malloc_arenas()
+    fix_malloc_thresholds()
     skip_mako_syntax_highlighting()
