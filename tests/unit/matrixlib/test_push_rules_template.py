@@ -273,3 +273,41 @@ def test_an_invite_names_its_target_only() -> None:
     # A glob character in the invitee's ID is a wildcard, as in the full evaluation.
     assert prepared.outcome_for("@c*:test") == found
     assert prepared.outcome_for("@crol:test") == (".m.rule.member_event", [])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(localpart=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=":"),
+                         min_size=1, max_size=8),
+       display_name=st.text(max_size=8), noise=st.text(max_size=6), room=rooms,
+       as_state_key=st.booleans(), mentioned=st.booleans(), upper=st.booleans())
+def test_generated_users_named_by_an_event_get_their_own_outcome(
+        localpart: str, display_name: str, noise: str, room: Any, as_state_key: bool, mentioned: bool,
+        upper: bool) -> None:
+    user_id = f"@{localpart}:test"
+    named = user_id.upper() if upper else user_id
+    event = message(f"{noise}{display_name} {named}{noise}",
+                    **({"m.mentions": {"user_ids": [named]}} if mentioned else {}))
+    if as_state_key:
+        event.update(type="m.room.member", state_key=named, content={"membership": "invite"})
+    count, levels, sender_power = room
+    template = RulesetTemplate.of(with_legacy_rules)
+    assert template is not None
+    prepared = template.prepare(event, room_member_count=count, power_levels=levels, sender_power=sender_power)
+    context = PushContext(user_id=user_id, display_name=display_name, room_member_count=count,
+                          power_levels=levels, sender_power=sender_power)
+    assert prepared.outcome_for(user_id, display_name) == evaluate(with_legacy_rules(user_id), event, context)
+
+
+def test_case_folding_beyond_ascii_is_re_s() -> None:
+    """re matches "\u017f" (long s) with "s" ignoring case, str.lower does not:
+    the shortcuts' substring pre-tests must not rule such a user out."""
+    template = RulesetTemplate.of(with_legacy_rules)
+    assert template is not None
+    invite = {"event_id": "$e", "type": "m.room.member", "room_id": "!r:test", "sender": "@bob:test",
+              "state_key": "@\u017fam:test", "content": {"membership": "invite"}, "origin_server_ts": 1}
+    found = template.prepare(invite).outcome_for("@sam:test")
+    assert found is not None and found[0] == ".m.rule.invite_for_me"
+    said = template.prepare(message("hi \u017fam"), room_member_count=5).outcome_for("@x:test", "sam")
+    assert said is not None and said[0] == ".m.rule.contains_display_name"
+    assert said == evaluate(with_legacy_rules("@x:test"), message("hi \u017fam"),
+                            PushContext(user_id="@x:test", display_name="sam", room_member_count=5))
