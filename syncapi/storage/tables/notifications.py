@@ -53,7 +53,8 @@ notifications = Table(
     Column("actions_json", Text, nullable=False),
     Column("highlight", Boolean, nullable=False),
     Column("ts", BigInteger, nullable=False),
-    Index("syncapi_notifications_room", "user_id", "room_id", "stream_pos"),
+    # Unread counts per room and thread read this index alone (syncapi_0010).
+    Index("syncapi_notifications_room", "user_id", "room_id", "thread_id", "stream_pos", "highlight"),
 )
 
 
