@@ -17,6 +17,10 @@ for a homeserver:
   holds one small live block keeps everything below it. Fixed thresholds
   (mmap from 128 KiB, heap top trimmed beyond 1 MiB free) keep the process's
   size close to what it uses.
+- ``sqlalchemy.ext.asyncio`` imports its ORM session classes, and with them
+  all of ``sqlalchemy.orm`` (~8 MB), into every process that wants only its
+  async engine and connection. Myelin uses SQLAlchemy Core alone; the ORM
+  parts are loaded the first time anything asks for them.
 - Mako (Alembic's template engine, loaded for migrations) installs Pygments
   syntax highlighting for its HTML error pages when Pygments is importable;
   that imports dozens of lexer modules, about 4.5 MB, to format an error page
@@ -94,7 +98,67 @@ def skip_mako_syntax_highlighting() -> None:
     sys.modules.setdefault("mako.ext.pygmentplugin", None)  # type: ignore[arg-type]
 
 
+#: What ``sqlalchemy.ext.asyncio`` takes from its ORM modules (its __init__).
+_ASYNCIO_ORM_NAMES = {
+    "async_scoped_session": "scoping",
+    "async_object_session": "session", "async_session": "session", "async_sessionmaker": "session",
+    "AsyncAttrs": "session", "AsyncSession": "session", "AsyncSessionTransaction": "session",
+    "close_all_sessions": "session",
+}
+
+
+def defer_sqlalchemy_orm() -> bool:
+    """Puts a ``sqlalchemy.ext.asyncio`` package in place whose engine and
+    result names are there at once and whose ORM session names are imported
+    when first asked for (PEP 562), so that Core-only code does not load
+    ``sqlalchemy.orm``. Call it before anything imports the package; returns
+    False (and changes nothing) if something already has."""
+    name = "sqlalchemy.ext.asyncio"
+    if name in sys.modules:
+        return False
+    import importlib
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        return False
+    package = types.ModuleType(name, "SQLAlchemy's asyncio extension; ORM parts loaded on first use.")
+    package.__spec__ = spec
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__package__ = name
+    package.__file__ = spec.origin
+
+    def load_orm_part(attribute: str) -> object:
+        module = _ASYNCIO_ORM_NAMES.get(attribute)
+        if module is None:
+            raise AttributeError(f"module {name!r} has no attribute {attribute!r}")
+        value = getattr(importlib.import_module(f"{name}.{module}"), attribute)
+        setattr(package, attribute, value)
+        return value
+
+    package.__getattr__ = load_orm_part  # type: ignore[method-assign]
+    sys.modules[name] = package
+    try:
+        engine = importlib.import_module(f"{name}.engine")
+        result = importlib.import_module(f"{name}.result")
+        from sqlalchemy.util import concurrency
+    except BaseException:
+        del sys.modules[name]
+        raise
+    for module, names in ((engine, ("async_engine_from_config", "AsyncConnection", "AsyncEngine",
+                                    "AsyncTransaction", "create_async_engine", "create_async_pool_from_url")),
+                          (result, ("AsyncMappingResult", "AsyncResult", "AsyncScalarResult",
+                                    "AsyncTupleResult"))):
+        for attribute in names:
+            setattr(package, attribute, getattr(module, attribute))
+    # What the package's own __init__ does last.
+    concurrency._concurrency_shim._initialize()
+    return True
+
+
 def configure_process_memory() -> None:
     limit_malloc_arenas()
     fix_malloc_thresholds()
+    defer_sqlalchemy_orm()
     skip_mako_syntax_highlighting()
