@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from federationapi.internal.membership import parse_received_pdu, verified_events
+from federationapi.internal.membership import PARALLEL_CHECKS_FROM, parse_received_pdu, verified_events
 from matrixlib.events import Event
 from matrixlib.signing import generate_signing_key, hash_and_sign_event
 from tests.builders import TestRoom
@@ -23,16 +23,17 @@ async def test_good_events_are_kept_and_bad_ones_dropped(harness: Harness, room_
     keyring = harness.keyring()
     room = TestRoom(room_version, creator=f"@rita:{fake.server_name}", server_name=fake.server_name,
                     signing_key=fake.key)
-    for i in range(20):
+    for i in range(PARALLEL_CHECKS_FROM + 20):  # checked in two threads
         room.join(f"@m{i}:{fake.server_name}")
     good = list(room.state.values())
 
     forger = TestRoom(room_version, creator=room.creator, server_name=fake.server_name,
                       signing_key=generate_signing_key(fake.key.version), room_id=room.room_id or None)
-    forged = forger.build("m.room.topic", {"topic": "forged"}, state_key="", prev_event_ids=room.latest,
-                          auth_event_ids=[room.power_levels.event_id, room.creator_join.event_id], advance=False)
-    rehashed = dict(room.message(room.creator, "content changed after hashing").pdu)
-    rehashed["content"] = {"msgtype": "m.text", "body": "something else"}
+    forged, forged_too = (forger.build("m.room.topic", {"topic": topic}, state_key="", prev_event_ids=room.latest,
+                                       auth_event_ids=[room.power_levels.event_id, room.creator_join.event_id],
+                                       advance=False) for topic in ("forged", "forged too"))
+    rehashed, rehashed_too = (dict(room.message(room.creator, body).pdu) for body in ("changed", "changed too"))
+    rehashed["content"] = rehashed_too["content"] = {"msgtype": "m.text", "body": "something else"}
     # Hashed and signed as it is, but no canonical JSON: dropped from room version 6.
     floating = hash_and_sign_event({**room.message(room.creator, "a float", advance=False).pdu,
                                     "content": {"msgtype": "m.text", "body": "x", "n": 1.5}},
@@ -47,8 +48,9 @@ async def test_good_events_are_kept_and_bad_ones_dropped(harness: Harness, room_
         bad.append(floating)
 
     for attempt in range(2):  # fetching the key, then with the key held
-        found = await verified_events(keyring, [*(e.pdu for e in good), *bad, good[0].pdu], room.version,
-                                      room.room_id)
+        # Bad ones among the first half and the second (checked in another thread once the key is held).
+        found = await verified_events(keyring, [*bad, *(e.pdu for e in good), forged_too.pdu, rehashed_too,
+                                                *bad, good[0].pdu], room.version, room.room_id)
         assert set(found) == {e.event_id for e in good}, attempt
         assert all(found[e.event_id].pdu == Event(e.pdu, room.version).pdu for e in good)
     assert fake.requests == 1
