@@ -316,9 +316,10 @@ class PushEvaluator:
                         continue
                     actions_json = json.dumps(matched[1], separators=(",", ":"))
                     highlight = actions_highlight(matched[1])
-                rows.append(StoredNotification(
-                    user_id=user_id, stream_pos=stream_pos, room_id=room_id, event_id=event_id,
-                    thread_id=thread_id, actions_json=actions_json, highlight=highlight, ts=ts))
+                # The fields in order, without the named tuple's generated __new__
+                # (0.13 against 0.5 us a row; a big room's message makes a row per member).
+                rows.append(tuple.__new__(StoredNotification, (
+                    user_id, stream_pos, room_id, event_id, thread_id, actions_json, highlight, ts)))
         return rows
 
     async def _apply_members(self, reader: Reader, cached: _CachedRoom, member_events: Sequence[Event],

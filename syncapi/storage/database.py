@@ -629,8 +629,7 @@ class SyncDatabase:
         if not rows:
             return
         async with self._db.transaction() as conn:
-            await conn.execute(self._db.upsert(notifications_t.notifications, [r.values() for r in rows],
-                                               ["user_id", "stream_pos"], set_=[]))
+            await notifications_t.insert_notifications(conn, rows)
 
     async def write_to_device(self, *, user_id: str, device_id: str, message_id: str, sender: str,
                               event_type: str, content_json: str) -> int | None:

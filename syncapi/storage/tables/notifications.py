@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from common.prebuilt import PrebuiltStatement
+from common.sqlite_connection import InlineCursor
 from syncapi.storage.tables import metadata
 from syncapi.storage.tables.account_data import account_data
 from syncapi.storage.tables.current_state import MEMBER, current_room_state
@@ -58,8 +60,12 @@ notifications = Table(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredNotification:
+class StoredNotification(NamedTuple):
+    """A row of the table, a tuple in the table's column order: a big room's
+    message makes one per local member, so building one costs a tuple, not
+    a dataclass's per-field setattr, and storing it hands the tuple to the
+    driver as it is (``insert_notifications``)."""
+
     user_id: str
     stream_pos: int
     room_id: str
@@ -70,9 +76,7 @@ class StoredNotification:
     ts: int
 
     def values(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "stream_pos": self.stream_pos, "room_id": self.room_id,
-                "event_id": self.event_id, "thread_id": self.thread_id,
-                "actions_json": self.actions_json, "highlight": self.highlight, "ts": self.ts}
+        return self._asdict()
 
 
 _COLUMNS = (notifications.c.user_id, notifications.c.stream_pos, notifications.c.room_id,
@@ -81,8 +85,7 @@ _COLUMNS = (notifications.c.user_id, notifications.c.stream_pos, notifications.c
 
 
 def _notification(row: Any) -> StoredNotification:
-    return StoredNotification(user_id=row[0], stream_pos=int(row[1]), room_id=row[2], event_id=row[3],
-                              thread_id=row[4], actions_json=row[5], highlight=bool(row[6]), ts=int(row[7]))
+    return StoredNotification(row[0], int(row[1]), row[2], row[3], row[4], row[5], bool(row[6]), int(row[7]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +179,51 @@ def _build_insert(dialect_name: str) -> Insert:
     return insert.on_conflict_do_nothing(index_elements=["user_id", "stream_pos"])
 
 
+class _RowsInsert(PrebuiltStatement):
+    """The SQLite INSERT, given rows as tuples in ``StoredNotification``'s
+    field order: on the inline driver they go to sqlite3's executemany as
+    they are (no dict per row, no SQLAlchemy parameter processing per row:
+    ~5 ms of Python for a 1,000-member room's message)."""
+
+    __slots__ = ("_order",)
+
+    def __init__(self, statement: Insert) -> None:
+        super().__init__(statement, StoredNotification._fields)
+        # None: the compiled statement's parameters are in the fields' order.
+        self._order: tuple[int, ...] | None = None
+
+    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[StoredNotification]) -> bool:
+        """Runs the statement inline; False (nothing done) on another driver."""
+        inline = self._inline_connection(conn)
+        if inline is None:
+            return False
+        sql, names = self._compiled(conn.dialect)
+        if names != StoredNotification._fields and self._order is None:
+            self._order = tuple(StoredNotification._fields.index(name) for name in names)
+        order = self._order
+        params: Sequence[Sequence[Any]] = (rows if order is None
+                                           else [tuple(row[i] for i in order) for row in rows])
+        cursor = InlineCursor(inline)
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
+        return True
+
+
 _INSERTS = {name: _build_insert(name) for name in ("sqlite", "postgresql")}
+_SQLITE_ROWS_INSERT = _RowsInsert(_INSERTS["sqlite"])
 
 
 async def insert_notifications(conn: AsyncConnection, rows: Sequence[StoredNotification]) -> None:
-    """Stores the rows; a row already stored (an entry applied again) is left as it is."""
-    if rows:
-        await conn.execute(_INSERTS[conn.dialect.name], [row.values() for row in rows])
+    """Stores the rows; a row already stored (an entry applied again) is left
+    as it is. One executemany: on the inline SQLite driver the tuples
+    themselves, elsewhere through SQLAlchemy (PostgreSQL batches them)."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite" and await _SQLITE_ROWS_INSERT.insert_rows(conn, rows):
+        return
+    await conn.execute(_INSERTS[conn.dialect.name], [row._asdict() for row in rows])
 
 
 async def select_page(conn: AsyncConnection, user_id: str, *, before: int | None, limit: int,
