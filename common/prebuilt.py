@@ -15,15 +15,18 @@ SQLAlchemy as before, so both paths answer the same rows.
 
 Only for statements whose values need no SQLAlchemy type processing: the
 parameters are passed to sqlite3 as they are (str, int, bool, bytes, None)
-and the rows come back as sqlite3 gives them (booleans as 0/1).
+and the rows come back as sqlite3 gives them (booleans as 0/1). Errors are
+raised as SQLAlchemy raises them (``DBAPIError`` subclasses).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
@@ -71,10 +74,13 @@ class PrebuiltStatement:
             result = await conn.execute(self.statement, dict(params))
             return [tuple(row) for row in result] if result.returns_rows else []
         sql, names = self._compiled(conn.dialect)
+        values = tuple(params[name] for name in names)
         cursor = InlineCursor(inline)
         try:
-            cursor.execute(sql, tuple(params[name] for name in names))
+            cursor.execute(sql, values)
             return list(cursor.fetchall())
+        except sqlite3.Error as error:
+            raise _wrapped(sql, values, error, conn.dialect) from error
         finally:
             cursor.close()
 
@@ -96,8 +102,17 @@ class PrebuiltStatement:
             await conn.execute(self.statement, [dict(row) for row in rows])
             return
         sql, names = self._compiled(conn.dialect)
+        values = [tuple(row[name] for name in names) for row in rows]
         cursor = InlineCursor(inline)
         try:
-            cursor.executemany(sql, [tuple(row[name] for name in names) for row in rows])
+            cursor.executemany(sql, values)
+        except sqlite3.Error as error:
+            raise _wrapped(sql, values, error, conn.dialect) from error
         finally:
             cursor.close()
+
+
+def _wrapped(sql: str, values: Any, error: sqlite3.Error, dialect: Dialect) -> Exception:
+    """The error as SQLAlchemy raises it for the same statement (IntegrityError,
+    OperationalError, ...: subclasses of DBAPIError, which callers catch)."""
+    return DBAPIError.instance(sql, values, error, sqlite3.Error, dialect=dialect)
