@@ -119,3 +119,16 @@ async def test_a_noted_schema_that_moved_on_is_refused(tmp_path: Path) -> None:
     assert revisions["mediaapi"] != ["f00dcafe"]
     with pytest.raises(storage.SchemaTooNewError):
         await storage.open_database(url, "mediaapi")
+
+
+def test_the_command_refuses_to_start_when_a_migration_fails(tmp_path: Path) -> None:
+    from common.config import Config
+    from homeserver.cli import _migrate_in_child_process
+
+    config = Config(server_name="example.org", data_dir=tmp_path, signing_key_path=tmp_path / "signing.key")
+    with sqlite3.connect(tmp_path / "userapi.db") as conn:  # migrated by a newer Myelin
+        conn.execute("CREATE TABLE alembic_version_userapi (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version_userapi VALUES ('f00dcafe')")
+    with pytest.raises(SystemExit, match="userapi"):
+        _migrate_in_child_process(config, ["mediaapi", "userapi"])
+    assert not storage._SCHEMAS_AT_HEAD
