@@ -8,6 +8,7 @@ receipts when read, so a receipt needs no write here."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -29,6 +30,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
@@ -206,6 +208,9 @@ class _RowsInsert(PrebuiltStatement):
         cursor = InlineCursor(inline)
         try:
             cursor.executemany(sql, params)
+        except sqlite3.Error as error:
+            # Raised as SQLAlchemy raises it on the other drivers (IntegrityError, ...).
+            raise DBAPIError.instance(sql, params, error, sqlite3.Error, dialect=conn.dialect) from error
         finally:
             cursor.close()
         return True

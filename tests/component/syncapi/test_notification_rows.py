@@ -171,3 +171,12 @@ async def test_many_members_see_the_same_notifications_and_counts(env: Env) -> N
     await receipt(env, room.room_id, member(5), "m.read", sent[2].event_id)
     assert unread(await env.sync(env.token(member(5))), room.room_id) == counts(2, 0)
     assert unread(await env.sync(env.token(member(6))), room.room_id) == counts(5, 0)
+
+
+async def test_a_bad_row_raises_as_sqlalchemy_raises_it(db: Database) -> None:
+    good = rows_of_event(40, 3)
+    bad = good[1]._replace(room_id=None)  # type: ignore[arg-type]
+    with pytest.raises(sa.exc.IntegrityError):
+        await insert(db, [good[0], bad, good[2]])
+    # The failed transaction stored none of them.
+    assert await stored(db) == []
