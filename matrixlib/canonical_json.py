@@ -25,9 +25,11 @@ def encode_canonical_json(value: Any, *, strict: bool = True) -> bytes:
     if _is_plain(value, strict):
         # orjson gives the same bytes as the reference encoder below for
         # these values (sorted keys by code point, the same escapes, UTF-8),
-        # about twenty times faster; it refuses integers beyond 64 bits.
+        # about twenty times faster; it refuses integers beyond 64 bits. An
+        # exact-size copy: the bytes orjson returns may hold its whole working
+        # buffer (4 KiB for a small event), and some callers keep the result.
         try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            return bytes(memoryview(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)))
         except orjson.JSONEncodeError:
             pass
     if strict:

@@ -195,3 +195,20 @@ def test_subclasses_encode_as_their_base_types() -> None:
 def test_a_lone_surrogate_is_refused() -> None:
     with pytest.raises(ValueError):
         encode_canonical_json({"a": "\ud800"})
+
+
+def test_kept_encodings_cost_about_their_length() -> None:
+    # orjson's result may carry its whole working buffer (4 KiB); what
+    # encode_canonical_json returns is an exact-size copy, as callers keep it.
+    import tracemalloc
+
+    values = [{"body": f"message {n}", "n": n, "list": ["$p1", "$a1"]} for n in range(200)]
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        kept = [encode_canonical_json(value) for value in values]
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    length = sum(len(data) for data in kept)
+    assert after - before < length + 200 * 150
