@@ -109,6 +109,9 @@ _INSERT_HELD: dict[Table, PrebuiltStatement] = {
     auth_events: PrebuiltStatement(auth_events.insert(), ("event_nid", "auth_event_nid")),
 }
 _INSERT_OUTBOX = PrebuiltStatement(output_outbox.insert(), ("room_nid", "event_nid", "payload"))
+# The two reads of every input batch (``prefetch``).
+_EVENTS_BY_ID_PREBUILT = PrebuiltStatement(_EVENTS_BY_ID)
+_NAMED_BY_PREBUILT = PrebuiltStatement(_NAMED_BY)
 # Forgetting sent output (once per input batch).
 _DELETE_OUTBOX_OF_EVENTS = delete(output_outbox).where(
     output_outbox.c.event_nid.in_(bindparam("nids", expanding=True)))
@@ -301,6 +304,19 @@ def _copy_room(record: RoomRecord) -> RoomRecord:
     copied = _clone(record)
     copied.forward_extremities = list(record.forward_extremities)
     return copied
+
+
+def _event_record_of_tuple(row: Sequence[Any]) -> EventRecord:
+    """A row of ``select(events)`` as a plain tuple (the table's column order)."""
+    (event_nid, event_id, room_nid, type_nid, state_key_nid, depth, is_outlier, is_rejected, is_soft_failed,
+     rejection_reason, sent_to_output, state_before_nid, state_after_nid, stream_position, redacted_by) = row
+    return EventRecord(
+        event_nid=event_nid, event_id=event_id, room_nid=room_nid, type_nid=type_nid,
+        state_key_nid=state_key_nid, depth=depth, is_outlier=bool(is_outlier), is_rejected=bool(is_rejected),
+        is_soft_failed=bool(is_soft_failed), rejection_reason=rejection_reason,
+        sent_to_output=bool(sent_to_output), state_before_nid=state_before_nid,
+        state_after_nid=state_after_nid, stream_position=stream_position, redacted_by=redacted_by,
+    )
 
 
 def _event_record(row: Any) -> EventRecord:
@@ -627,9 +643,8 @@ class RoomserverDatabase:
             elif event_id not in local.absent_ids:
                 missing.append(event_id)
         for chunk in _chunks(missing):
-            rows = await txn.conn.execute(_EVENTS_BY_ID, {"ids": chunk})
-            for row in rows:
-                record = _event_record(row)
+            for row in await _EVENTS_BY_ID_PREBUILT.rows(txn.conn, {"ids": chunk}):
+                record = _event_record_of_tuple(row)
                 local.learn_record(record)
                 result[record.event_id] = record
         return result
@@ -777,9 +792,8 @@ class RoomserverDatabase:
         children: dict[str, list[int]] = {e: [] for e in wanted}
         waiting: dict[str, list[int]] = {e: [] for e in wanted}
         for chunk in _chunks(wanted):
-            rows = await txn.conn.execute(_NAMED_BY, {"ids": chunk})
-            for row in rows:
-                (children if row.kind == 0 else waiting)[row.named].append(int(row.by))
+            for named, by, kind in await _NAMED_BY_PREBUILT.rows(txn.conn, {"ids": chunk}):
+                (children if kind == 0 else waiting)[named].append(int(by))
         txn.local.children.update(children)
         txn.local.waiting_redactions.update(waiting)
         txn.local.prefetched |= wanted

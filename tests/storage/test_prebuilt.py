@@ -34,6 +34,13 @@ BY_NAME = PrebuiltStatement(sa.select(things.c.thing_id, things.c.hits).where(th
                             .order_by(things.c.thing_id))
 
 
+BY_IDS = PrebuiltStatement(
+    sa.select(things.c.thing_id, sa.literal(7).label("seven"))
+    .where(things.c.thing_id.in_(sa.bindparam("ids", expanding=True)))
+    .where(things.c.hits >= sa.bindparam("least"))
+    .order_by(things.c.thing_id))
+
+
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = await open_database(database_url, "storagetest", migrations_root=FIXTURE)
@@ -94,3 +101,14 @@ async def test_inline_a_write_outside_a_write_transaction_is_refused(tmp_path: P
             assert isinstance(raised.value.orig, WriteOutsideWriteTransaction)
     finally:
         await db.close()
+
+
+async def test_expanding_lists_and_the_statement_s_own_values(db: Database) -> None:
+    async with db.transaction() as conn:
+        await INSERT_PLAIN.execute_many(conn, [{"thing_id": f"t{i}", "name": "n", "hits": i} for i in range(5)])
+    async with db.connect() as conn:
+        assert await BY_IDS.rows(conn, {"ids": ["t1", "t3", "nope"], "least": 0}) == [("t1", 7), ("t3", 7)]
+        assert await BY_IDS.rows(conn, {"ids": ["t0", "t1", "t2", "t4"], "least": 2}) == [("t2", 7), ("t4", 7)]
+        # The same lengths again (the expanded SQL is kept), and an empty list.
+        assert await BY_IDS.rows(conn, {"ids": ["t4", "t0", "t1"], "least": 0}) == [("t0", 7), ("t1", 7), ("t4", 7)]
+        assert await BY_IDS.rows(conn, {"ids": [], "least": 0}) == []
