@@ -59,6 +59,14 @@ class PrebuiltStatement:
         self._expanding = frozenset(bind.key for bind in compiled.post_compile_params)
         self._sql = compiled.string
 
+    def _compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+        """The SQL and the names of its parameters in order (used by
+        subclasses, e.g. syncapi's notification rows insert)."""
+        if self._sql is None:
+            self._compile(dialect)
+        assert self._sql is not None
+        return self._sql, self._names
+
     def _sql_and_values(self, dialect: Dialect, params: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
         """The SQL and its parameters in order; None for an empty list given
         to an expanding parameter (SQLAlchemy writes that its own way)."""
