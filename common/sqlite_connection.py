@@ -44,12 +44,41 @@ What running on the loop thread changes, and how this module keeps it safe:
   ``WriteOutsideWriteTransaction`` at once, whether or not another writer is
   active, so tests find such a path instead of it failing (or, with a busy
   handler, hanging) only under load.
-* ``COMMIT`` of a write transaction is where SQLite writes the transaction's
-  pages to the WAL (and, every thousand pages, checkpoints with fsyncs): it
-  runs on a commit thread while the loop goes on, so a slow disk stalls that
-  transaction (which still holds the database's write lock) and not the
-  loop. One thread hop per write transaction, not per statement: on a loaded
-  machine it cost no measurable CPU and raised the sends/s of cpu.py.
+* ``COMMIT`` runs inline too. In WAL mode with ``synchronous=NORMAL`` (set
+  in common/storage.py) a commit only appends the transaction's pages to the
+  ``-wal`` file: no fsync (the one exception: the first commit after the WAL
+  was reset syncs the new WAL header, once per checkpoint cycle). Durability
+  is unchanged: the pages are in the OS's cache when COMMIT returns, so they
+  survive the process being killed, and the WAL is synced before every
+  checkpoint copies it into the database file. What did wait for the disk is
+  SQLite's automatic checkpoint, which a COMMIT runs every thousand WAL
+  pages (fsyncs of the WAL and the database file): inline connections turn
+  it off (``PRAGMA wal_autocheckpoint=0``). Sending COMMIT to a thread cost a
+  loop turn on each side for every write transaction (on a two-core machine
+  the thread only ran once the loop let go of the interpreter lock), on the
+  path of every sent message. After the COMMIT the task still lets the
+  loop's other ready tasks run once (``sleep(0)``, no thread), so a task
+  that writes in a loop does not starve them.
+* Checkpoints run off the loop instead (``WalCheckpointer``): after a write
+  transaction's COMMIT the ``-wal`` file's size is looked at (one ``stat``);
+  past ``WAL_CHECKPOINT_BYTES`` one ``PRAGMA wal_checkpoint(PASSIVE)`` is
+  started on a checkpoint thread, with a connection of its own opened there,
+  at most one at a time per database file. PASSIVE neither waits for nor
+  blocks a reader or a writer; it does the copying and the fsyncs. But SQLite
+  resets the WAL (writes it from the start again) only when a write
+  transaction begins with the WAL fully copied and no reader using it, which
+  a checkpoint racing the loop's commits seldom leaves; readers of old
+  snapshots also keep PASSIVE checkpoints partial. So past
+  ``WAL_RESTART_BYTES`` the committing connection runs ``wal_checkpoint(RESTART)``
+  itself: on the loop, with its busy timeout of 0, so it waits for nothing
+  (busy: tried again once the WAL has grown another step); after the thread's
+  checkpoints it has little left to copy, and the next write transaction,
+  on this loop, resets the WAL. A RESTART on the thread does not work here:
+  it polls for the write lock, which a loop writing without pause keeps
+  taking first, and meanwhile holds the checkpoint lock. The WAL file is cut
+  back to ``WAL_CHECKPOINT_BYTES`` when it is reset (``journal_size_limit``).
+  When the process's last inline connection to a file closes, it
+  checkpoints what is left (on the loop: the database is being closed).
 * SQLAlchemy's aiosqlite adapter sets ``isolation_level`` by putting a call
   straight on aiosqlite's thread queue; a connection without a thread never
   answers it. That, not the busy handler, is why monkeypatching aiosqlite to
@@ -62,7 +91,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import logging
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -220,27 +252,173 @@ def _switch_to_loop_greenlet() -> None:
         await_(_nothing())
 
 
-#: Where inline connections commit write transactions (see ``InlineConnection.commit``):
-#: a few threads for the process, one per database committing at the same time.
-_COMMIT_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-commit")
+logger = logging.getLogger(__name__)
+
+#: The ``-wal`` file size past which a write transaction's COMMIT starts a
+#: background checkpoint: about SQLite's own automatic checkpoint (1,000 pages
+#: of 4 KiB), which inline connections turn off. Also the size the WAL file
+#: is cut back to when it is reset (``PRAGMA journal_size_limit``). The file
+#: only grows when its frames outrun it, so its size is a cheap (one ``stat``)
+#: upper bound of the frames not yet checkpointed.
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+
+#: Past this size the committing connection runs a RESTART checkpoint itself,
+#: on the loop, without waiting for anything (see the module docstring).
+WAL_RESTART_BYTES = 4 * WAL_CHECKPOINT_BYTES
+
+#: The checkpoint thread's busy timeout (a PASSIVE checkpoint never waits
+#: for a lock: this only covers opening its connection).
+CHECKPOINT_WAIT_S = 1.0
+
+#: Where background checkpoints run: one at a time per database file.
+_CHECKPOINT_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-checkpoint")
 
 
-async def _run_in_commit_thread(fn: Callable[[], None]) -> None:
-    """``fn()`` on a commit thread; if the caller is cancelled meanwhile, still
-    wait until ``fn`` has finished (the connection must not be used by two
-    threads at once) and then raise the cancellation."""
-    done = asyncio.get_running_loop().run_in_executor(_COMMIT_THREADS, fn)
-    cancelled: asyncio.CancelledError | None = None
-    while True:
+class WalCheckpointer:
+    """Checkpoints of one SQLite database file's WAL, for the inline
+    connections of this process (see the module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.wal_path = path + "-wal"
+        #: Inline connections of this process open to the file.
+        self.connections = 0
+        #: Background (PASSIVE) checkpoints finished, and the last one's answer:
+        #: (busy, WAL frames, frames checkpointed).
+        self.checkpoints = 0
+        self.last_result: tuple[int, int, int] | None = None
+        #: RESTART checkpoints tried on the loop, and how many of them finished.
+        self.restarts_tried = 0
+        self.restarts = 0
+        self._running: concurrent.futures.Future[None] | None = None
+        # The WAL file's size when the last checkpoint was started or tried:
+        # while it stays at or above that, the WAL has not been reset since,
+        # and the next one waits for it to grow by another step.
+        self._tried_at_bytes = 0
+
+    def after_commit(self, connection: sqlite3.Connection) -> None:
+        """On the loop, after ``connection``'s write transaction's COMMIT:
+        start or run a checkpoint if the WAL is due one."""
         try:
-            await asyncio.shield(done)
-            break
-        except asyncio.CancelledError as error:
-            if done.done():
-                raise
-            cancelled = error
-    if cancelled is not None:
-        raise cancelled
+            size = os.stat(self.wal_path).st_size
+        except OSError:
+            return
+        if size <= WAL_CHECKPOINT_BYTES:
+            return
+        tried_at = self._tried_at_bytes
+        if tried_at <= size < tried_at + WAL_CHECKPOINT_BYTES // 4:
+            return
+        if size > WAL_RESTART_BYTES:
+            self._tried_at_bytes = size
+            self.restart(connection)
+        else:
+            self.start(size)
+
+    def restart(self, connection: sqlite3.Connection) -> None:
+        """A RESTART checkpoint with ``connection`` (on the loop: its busy
+        timeout is 0, so it gives up at once where it would wait)."""
+        self.restarts_tried += 1
+        try:
+            busy, _frames, _done = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error:
+            # After a COMMIT that succeeded: its caller must not see this as its failure.
+            logger.warning("RESTART checkpoint of %s failed", self.path, exc_info=True)
+            return
+        if not busy:
+            self.restarts += 1
+
+    def start(self, size: int) -> bool:
+        """Start a PASSIVE checkpoint on a checkpoint thread unless one is running; whether it started."""
+        running = self._running
+        if running is not None and not running.done():
+            return False
+        self._tried_at_bytes = size
+        self._running = _CHECKPOINT_THREADS.submit(self._checkpoint)
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the running background checkpoint (if any) has finished."""
+        running = self._running
+        if running is not None:
+            concurrent.futures.wait([running], timeout=timeout)
+
+    def _checkpoint(self) -> None:
+        # In the checkpoint thread, with a connection of its own.
+        try:
+            connection = sqlite3.connect(self.path, timeout=CHECKPOINT_WAIT_S, isolation_level=None)
+            try:
+                busy, frames, done = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                connection.close()
+        except sqlite3.Error:
+            logger.warning("checkpoint of %s failed", self.path, exc_info=True)
+            return
+        self.last_result = (busy, frames, done)
+        self.checkpoints += 1
+
+
+_checkpointers: dict[str, WalCheckpointer] = {}
+_checkpointers_lock = threading.Lock()
+
+
+def checkpointer_for(path: str | os.PathLike[str]) -> WalCheckpointer | None:
+    """The checkpointer of the database file at ``path``, while this process has inline connections to it."""
+    with _checkpointers_lock:
+        return _checkpointers.get(os.path.realpath(path))
+
+
+def _attach_checkpointer(connection: sqlite3.Connection) -> WalCheckpointer | None:
+    """Turn off ``connection``'s automatic checkpoints and count it on its
+    file's checkpointer; ``None`` for a database without a file (``:memory:``)."""
+    path = next((row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"), "")
+    if not path:
+        return None
+    connection.execute("PRAGMA wal_autocheckpoint=0")
+    connection.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
+    path = os.path.realpath(path)
+    with _checkpointers_lock:
+        checkpointer = _checkpointers.get(path)
+        if checkpointer is None:
+            checkpointer = _checkpointers[path] = WalCheckpointer(path)
+        checkpointer.connections += 1
+    return checkpointer
+
+
+def _detach_checkpointer(checkpointer: WalCheckpointer, connection: sqlite3.Connection) -> None:
+    """Before ``connection`` closes: if it is the process's last inline
+    connection to the file, let a running checkpoint finish and checkpoint
+    what is left, with ``connection`` (the process is closing the database)."""
+    with _checkpointers_lock:
+        checkpointer.connections -= 1
+        last = checkpointer.connections == 0
+        if last and _checkpointers.get(checkpointer.path) is checkpointer:
+            del _checkpointers[checkpointer.path]
+    if not last:
+        return
+    checkpointer.wait(timeout=CHECKPOINT_WAIT_S * 10)
+    try:
+        if not connection.in_transaction:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:
+        logger.warning("checkpoint of %s at close failed", checkpointer.path, exc_info=True)
+
+
+def _let_others_run() -> None:
+    """After a write transaction's COMMIT: one turn of the loop for the other
+    ready tasks (one ``sleep(0)``, no thread), so that a task writing in a
+    loop does not starve them. A cancellation arriving meanwhile is delivered
+    at the task's next await instead: the transaction has committed, and its
+    caller must not take it for failed."""
+    if not in_greenlet():
+        return
+    try:
+        await_(asyncio.sleep(0))
+    except asyncio.CancelledError as error:
+        task = asyncio.current_task()
+        if task is None:
+            raise
+        task.uncancel()
+        task.cancel(*error.args)
 
 
 def _writes(sql: str) -> bool:
@@ -372,12 +550,13 @@ class InlineConnection(AsyncAdapt_aiosqlite_connection):
 
     ``driver_connection`` is the ``sqlite3.Connection``."""
 
-    __slots__ = ("_closed", "_lock_wait_ms", "_strict_writes", "_write_transaction")
+    __slots__ = ("_checkpointer", "_closed", "_lock_wait_ms", "_strict_writes", "_write_transaction")
 
     def __init__(self, dbapi: Any, connection: sqlite3.Connection, *, strict_writes: bool,
                  lock_wait_ms: int) -> None:
         super().__init__(dbapi, connection)  # type: ignore[arg-type]
         self._closed = False
+        self._checkpointer = _attach_checkpointer(connection)
         # Whether the open transaction began with BEGIN IMMEDIATE/EXCLUSIVE.
         self._write_transaction = False
         self._strict_writes = strict_writes
@@ -445,12 +624,12 @@ class InlineConnection(AsyncAdapt_aiosqlite_connection):
         if self._closed:
             return
         wrote, self._write_transaction = self._write_transaction, False
-        if wrote and in_greenlet():
-            # The one statement that waits for the disk: the WAL writes (and, every
-            # thousand pages, a checkpoint's fsyncs) would stall the whole loop.
-            await_(_run_in_commit_thread(self._sqlite().commit))
-        else:
-            self._sqlite().commit()
+        # Inline, with no fsync in it: see the module docstring.
+        self._sqlite().commit()
+        if wrote:
+            if self._checkpointer is not None:
+                self._checkpointer.after_commit(self._sqlite())
+            _let_others_run()
 
     def rollback(self) -> None:
         if not self._closed:
@@ -460,6 +639,9 @@ class InlineConnection(AsyncAdapt_aiosqlite_connection):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            checkpointer, self._checkpointer = self._checkpointer, None
+            if checkpointer is not None:
+                _detach_checkpointer(checkpointer, self._sqlite())
             self._sqlite().close()
 
     def terminate(self) -> None:
