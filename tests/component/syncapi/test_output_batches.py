@@ -4,9 +4,10 @@ the run through the one-by-one path, which rebuilds the room's state."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from myelin.roomserver.v1 import output_log_pb2
+from sqlalchemy import event
 
 from common.log import LogRecord
 from common.topics import ROOMSERVER_OUTPUT
@@ -30,6 +31,26 @@ async def timeline_positions(env: Env, event_ids: list[str]) -> list[int]:
     async with env.syncapi.database.read() as reader:
         stored = await reader.events_by_ids(event_ids)
     return [stored[e].stream_pos for e in event_ids if e in stored and not stored[e].state_only]
+
+
+async def statements_writing_messages(env: Env, room: TestRoom, count: int) -> list[str]:
+    """The SQL (white space folded) the output consumer runs to write ``count`` new
+    messages by BOB in ``room`` as one run; checks that all of them reached the timeline."""
+    outputs = [env.new_room_event(room.message(BOB, f"m{i}")) for i in range(count)]
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = env.syncapi.database.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await consumer_of(env).handle_records(records_of(outputs, room.room_id))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    ids = [o.new_room_event.event.event_id for o in outputs]
+    assert len(await timeline_positions(env, ids)) == count
+    return statements
 
 
 async def test_a_batch_of_entries_is_written_in_order(env: Env) -> None:

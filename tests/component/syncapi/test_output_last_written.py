@@ -5,34 +5,22 @@ another process sharing the database wrote it is still written once."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import event
-
 from common.storage import open_database
 from syncapi.storage.database import SyncDatabase
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB, Env
-from tests.component.syncapi.test_output_batches import consumer_of, records_of, timeline_positions
+from tests.component.syncapi.test_output_batches import (
+    consumer_of,
+    records_of,
+    statements_writing_messages,
+    timeline_positions,
+)
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 async def reads_before_first_write(env: Env, room: TestRoom, count: int) -> list[str]:
-    outputs = [env.new_room_event(room.message(BOB, f"m{i}")) for i in range(count)]
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    engine = env.syncapi.database.database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        await consumer_of(env).handle_records(records_of(outputs, room.room_id))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    ids = [o.new_room_event.event.event_id for o in outputs]
-    assert len(await timeline_positions(env, ids)) == count
+    statements = await statements_writing_messages(env, room, count)
     statements = [s for s in statements if not s.startswith("BEGIN") and "FROM syncapi_stream_position" not in s]
     first_write = next(i for i, s in enumerate(statements) if s.startswith(WRITES))
     return statements[:first_write]

@@ -4,34 +4,16 @@ come in one statement, whatever the run's length."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import event
-
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB, Env
-from tests.component.syncapi.test_output_batches import consumer_of, records_of, timeline_positions
+from tests.component.syncapi.test_output_batches import statements_writing_messages
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 async def statements_of_batch(env: Env, room: TestRoom, count: int) -> list[str]:
-    outputs = [env.new_room_event(room.message(BOB, f"m{i}")) for i in range(count)]
     env.syncapi.database._last_written.clear()  # else it need not read at all (test_output_last_written.py)
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    engine = env.syncapi.database.database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        await consumer_of(env).handle_records(records_of(outputs, room.room_id))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    ids = [o.new_room_event.event.event_id for o in outputs]
-    assert len(await timeline_positions(env, ids)) == count
-    return statements
+    return await statements_writing_messages(env, room, count)
 
 
 async def test_a_run_of_messages_reads_once_before_writing(env: Env) -> None:
