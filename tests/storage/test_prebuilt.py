@@ -14,16 +14,7 @@ from common import storage
 from common.prebuilt import PrebuiltStatement
 from common.sqlite_connection import WriteOutsideWriteTransaction
 from common.storage import Database, open_database
-
-FIXTURE = Path(__file__).resolve().parent / "migrations_fixture"
-
-metadata = sa.MetaData()
-things = sa.Table(
-    "storagetest_things", metadata,
-    sa.Column("thing_id", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("hits", sa.BigInteger, nullable=False, server_default="0"),
-)
+from tests.storage.fixture_schema import FIXTURE, things
 
 INSERT = PrebuiltStatement(things.insert().returning(things.c.thing_id, things.c.hits),
                            ("thing_id", "name", "hits"))

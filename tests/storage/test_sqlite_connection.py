@@ -21,15 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from common import sqlite_connection
 from common.sqlite_connection import FusedConnection
 from common.storage import Database, create_engine_for, open_database
-
-FIXTURE = Path(__file__).resolve().parent / "migrations_fixture"
-
-things = sa.Table(
-    "storagetest_things", sa.MetaData(),
-    sa.Column("thing_id", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("hits", sa.BigInteger, nullable=False, server_default="0"),
-)
+from tests.storage.fixture_schema import FIXTURE, things
 
 
 @pytest.mark.parametrize("fused", [True, False])

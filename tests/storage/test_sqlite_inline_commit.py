@@ -19,15 +19,7 @@ import sqlalchemy as sa
 from common import sqlite_connection
 from common.sqlite_connection import checkpointer_for
 from common.storage import Database, open_database
-
-FIXTURE = Path(__file__).resolve().parent / "migrations_fixture"
-
-things = sa.Table(
-    "storagetest_things", sa.MetaData(),
-    sa.Column("thing_id", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("hits", sa.BigInteger, nullable=False, server_default="0"),
-)
+from tests.storage.fixture_schema import FIXTURE, things
 
 #: A row's worth of WAL: a name this long fills most of a 4 KiB page.
 BIG_NAME = "x" * 3000

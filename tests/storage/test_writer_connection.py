@@ -12,15 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from common.storage import Database, open_database
-
-FIXTURE = Path(__file__).resolve().parent / "migrations_fixture"
-
-things = sa.Table(
-    "storagetest_things", sa.MetaData(),
-    sa.Column("thing_id", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("hits", sa.BigInteger, nullable=False, server_default="0"),
-)
+from tests.storage.fixture_schema import FIXTURE, things
 
 
 @pytest.fixture
