@@ -35,6 +35,7 @@ from typing import Any
 
 from common import json_codec
 from matrixlib.push_rules import default_ruleset, merge_with_defaults
+from roomserver.storage.cache import LRUCache
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
 from syncapi.internal.knocks import knocked_rooms
@@ -52,6 +53,11 @@ from syncapi.storage.tables.events import StoredEvent, filter_clause
 from syncapi.storage.tables.presence import StoredPresence
 from syncapi.storage.tables.receipts import FULLY_READ, StoredReceipt
 from syncapi.tokens import STREAM_NAMES, StreamToken, TopologyToken
+
+# Bounds of the per-user memos below (issue 6: a long-running server sees
+# ever more users). A forgotten entry only costs one database read or write.
+MAX_IGNORED_MEMOS = 10_000
+MAX_TO_DEVICE_ACK_MEMOS = 10_000
 
 MAX_HEROES = 5
 PUSH_RULES = "m.push_rules"
@@ -110,11 +116,14 @@ class SyncHandler:
         self._started = False
         self.lazy_members = LazyLoadedMembers()
         # user -> (account data position read at, their m.ignored_user_list):
-        # kept while the user's account data does not move.
-        self._ignored: dict[str, tuple[int, frozenset[str]]] = {}
+        # kept while the user's account data does not move. A forgotten
+        # user's list is read from the database again.
+        self._ignored: LRUCache[str, tuple[int, frozenset[str]]] = LRUCache(MAX_IGNORED_MEMOS)
         # (user, device) -> the to-device position up to which its
-        # acknowledged messages were deleted by this process.
-        self._to_device_acked: dict[tuple[str, str], int] = {}
+        # acknowledged messages were deleted by this process. Forgetting one
+        # only repeats the delete (of the same acknowledged rows: a no-op),
+        # so nothing unacknowledged is dropped and nothing deleted comes back.
+        self._to_device_acked: LRUCache[tuple[str, str], int] = LRUCache(MAX_TO_DEVICE_ACK_MEMOS)
 
     async def ensure_started(self) -> None:
         """The notifier starts at the database's positions (before the consumers have run)."""
@@ -144,9 +153,9 @@ class SyncHandler:
             # The device has what was sent up to its token: acknowledged
             # (once: positions are committed in order, so nothing at or
             # below a position already cleaned up can arrive later).
-            if since_token.to_device > self._to_device_acked.get((user_id, device_id), 0):
+            if since_token.to_device > (self._to_device_acked.get((user_id, device_id)) or 0):
                 await self._db.delete_to_device(user_id, device_id, upto=since_token.to_device)
-                self._to_device_acked[(user_id, device_id)] = since_token.to_device
+                self._to_device_acked.put((user_id, device_id), since_token.to_device)
         # Whether the user's own memberships or invites may have changed
         # since the token (None: unknown, look in the database).
         membership_news = None if since_token is None else self._notifier.membership_news(
@@ -161,7 +170,7 @@ class SyncHandler:
                                ignored=ignored, membership_news=membership_news)
             body = await builder.build()
         if builder.ignored_read:
-            self._ignored[user_id] = (upto.account_data, frozenset(builder.ignored))
+            self._ignored.put(user_id, (upto.account_data, frozenset(builder.ignored)))
         return body
 
 
