@@ -121,14 +121,24 @@ def make_config(tmp_path: Path) -> Config:
                   federation_verify_tls=False, federation_allow_private_addresses=True)
 
 
+#: Runs a test once on SQLite and once on PostgreSQL: the ``harness`` and ``env``
+#: fixtures then open the database of the suite's ``database_url`` (tests/conftest.py).
+on_each_database = pytest.mark.usefixtures("database_url")
+
+
+def federation_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database a ``harness``/``env`` opens: the test's ``database_url`` for a test
+    ``on_each_database``, else a SQLite file in the test's directory."""
+    if "database_url" in request.fixturenames:
+        url: str = request.getfixturevalue("database_url")
+        return url
+    return database_url_for("federationapi", postgres_url=None, data_dir=tmp_path)
+
+
 @pytest.fixture
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    """On SQLite, or on PostgreSQL when parametrized indirectly with "postgres"."""
-    if getattr(request, "param", "sqlite") == "postgres":
-        url = request.getfixturevalue("fresh_postgres_database")
-    else:
-        url = database_url_for("federationapi", postgres_url=None, data_dir=tmp_path)
-    db = await open_database(url, "federationapi")
+    """On SQLite, or on each database for a test ``on_each_database``."""
+    db = await open_database(federation_database_url(request, tmp_path), "federationapi")
     client = FederationClient(OUR_NAME, OUR_KEY, verify_tls=False, allow_private_addresses=True)
     h = Harness(tmp_path, Clock(), client, FederationDatabase(db))
     try:

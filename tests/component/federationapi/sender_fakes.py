@@ -21,14 +21,14 @@ from sanic.response import HTTPResponse
 from common.http import ServingApp, json_response
 from common.log import Log
 from common.logs import open_log
-from common.storage import Database, database_url_for, open_database
+from common.storage import Database, open_database
 from common.topics import ROOMSERVER_OUTPUT
 from federationapi.client import FederationClient
 from federationapi.sender.sender import FederationSender, build_sender
 from matrixlib.events import Event
 from roomserver.api import FederationRoomserverAPI
 from tests.builders import TestRoom, event_proto
-from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME, serve_tls
+from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME, federation_database_url, serve_tls
 
 
 @dataclass
@@ -183,12 +183,8 @@ class Env:
 
 @pytest.fixture
 async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
-    """On SQLite, or on PostgreSQL when parametrized indirectly with "postgres"."""
-    if getattr(request, "param", "sqlite") == "postgres":
-        url = request.getfixturevalue("fresh_postgres_database")
-    else:
-        url = database_url_for("federationapi", postgres_url=None, data_dir=tmp_path)
-    db = await open_database(url, "federationapi")
+    """On SQLite, or on each database for a test ``on_each_database``."""
+    db = await open_database(federation_database_url(request, tmp_path), "federationapi")
     log = open_log(None, tmp_path / "log", "test")
     await log.start()
     client = FederationClient(OUR_NAME, OUR_KEY, verify_tls=False, allow_private_addresses=True)

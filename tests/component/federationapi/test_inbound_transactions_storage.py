@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.component.federationapi.conftest import Harness
+from tests.component.federationapi.conftest import Harness, on_each_database
 
 
-@pytest.mark.parametrize("harness", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+@on_each_database
 async def test_inbound_transaction_answer_is_kept_once(harness: Harness) -> None:
     db = harness.database
     assert await db.get_inbound_transaction("remote.test", "t1") is None

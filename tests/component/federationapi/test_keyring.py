@@ -24,11 +24,17 @@ from matrixlib.signing import (
     sign_event,
     sign_json,
 )
-from tests.component.federationapi.conftest import DAY_MS, OUR_KEY, OUR_NAME, FakeKeyServer, Harness
+from tests.component.federationapi.conftest import (
+    DAY_MS,
+    OUR_KEY,
+    OUR_NAME,
+    FakeKeyServer,
+    Harness,
+    on_each_database,
+)
 
 # Every KeyRing test on both databases.
-pytestmark = pytest.mark.parametrize(
-    "harness", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+pytestmark = on_each_database
 
 #: The server whose keys the BlockingFetcher tests look up.
 REMOTE = "remote.test"

@@ -12,10 +12,9 @@ from federationapi.keyring import KEY_CACHE_MS, KeyRing
 from federationapi.storage.database import ServerKeyRow
 from matrixlib.signing import SignatureError, generate_signing_key
 from tests.builders import TestRoom
-from tests.component.federationapi.conftest import DAY_MS, FakeKeyServer, Harness
+from tests.component.federationapi.conftest import DAY_MS, FakeKeyServer, Harness, on_each_database
 
-pytestmark = pytest.mark.parametrize(
-    "harness", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+pytestmark = on_each_database
 
 
 class CountedReads:

@@ -15,7 +15,7 @@ from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
 from matrixlib.events import Event
 from roomserver.api import FederationRoomserverAPI
-from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME, make_config
+from tests.component.federationapi.conftest import OUR_KEY, OUR_NAME, make_config, on_each_database
 from tests.component.federationapi.sender_fakes import ALICE, Env, env, eventually, room_with
 
 __all__ = ["env"]  # the fixture, imported
@@ -69,7 +69,7 @@ async def test_kick_reaches_the_kicked_users_server(env: Env) -> None:
     assert "after" not in remote.bodies()
 
 
-@pytest.mark.parametrize("env", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+@on_each_database
 async def test_a_hundred_and_twenty_queued_events_make_transactions_of_fifty(env: Env) -> None:
     remote = await env.destination()
     database = SenderDatabase(env.db, OUR_NAME)
@@ -142,7 +142,7 @@ async def test_a_down_destination_gets_everything_in_order_once_back_while_other
     assert not env.sender.queues.is_backing_off(down.server_name)
 
 
-@pytest.mark.parametrize("env", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+@on_each_database
 async def test_a_restart_with_a_pending_queue_resends_the_same_transaction_and_loses_nothing(env: Env) -> None:
     remote = await env.destination(fail_status=500)
     await env.start_sender()

@@ -8,7 +8,6 @@ import json
 import time
 from typing import Any, cast
 
-import pytest
 from google.protobuf.message import Message
 from myelin.clientapi.v1 import edu_log_pb2
 from myelin.userapi.v1 import device_list_log_pb2
@@ -27,7 +26,7 @@ from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
 from roomserver.api import FederationRoomserverAPI
 from tests.builders import TestRoom
-from tests.component.federationapi.conftest import OUR_NAME
+from tests.component.federationapi.conftest import OUR_NAME, on_each_database
 from tests.component.federationapi.sender_fakes import ALICE, Env, env, eventually, room_with
 
 __all__ = ["env"]  # the fixture, imported
@@ -117,7 +116,7 @@ async def test_local_users_edus_reach_the_servers_that_share_their_rooms(env: En
     assert bystander.requests == []
 
 
-@pytest.mark.parametrize("env", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+@on_each_database
 async def test_superseded_and_stale_edus_are_not_sent(env: Env) -> None:
     remote = await env.destination()
     database = SenderDatabase(env.db, OUR_NAME)
