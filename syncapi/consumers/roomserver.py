@@ -29,10 +29,17 @@ from common.topics import ROOMSERVER_OUTPUT
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.api import SyncRoomserverAPI
+from roomserver.storage.cache import LRUCache
 from syncapi.internal.push import PushEvaluator, member_changes
 from syncapi.notifier import Notifier
 from syncapi.storage.database import Applied, MissedEntries, NewEvent, Reader, RoomEventWrite, SyncDatabase
 from syncapi.storage.tables.notifications import StoredNotification
+
+# Bound of the rooms whose local members are kept in memory (issue 6: a
+# long-running server sees ever more rooms), in rooms and in members held.
+# A forgotten room's members are read from the database again.
+MAX_MEMBER_ROOMS = 10_000
+MAX_MEMBERS_HELD = 200_000
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,10 @@ def parse_event(event: events_pb2.Event) -> Event:
     return Event.from_json(event.pdu_json, get_room_version(event.room_version), event.event_id)
 
 
+def _weigh_members(members: set[str]) -> int:
+    return len(members) + 1
+
+
 class RoomserverOutputConsumer:
     def __init__(self, database: SyncDatabase, roomserver: SyncRoomserverAPI, notifier: Notifier,
                  server_name: str) -> None:
@@ -63,7 +74,8 @@ class RoomserverOutputConsumer:
         self._server_name = server_name
         self._local_suffix = ":" + server_name
         # room ID -> its local joined and invited users (see _notify_room).
-        self._local_members: dict[str, set[str]] = {}
+        self._local_members: LRUCache[str, set[str]] = LRUCache(
+            MAX_MEMBER_ROOMS, max_weight=MAX_MEMBERS_HELD, weigh=_weigh_members)
         # Push rules for the live timeline events stored, evaluated in the
         # events' own transaction; the notifications go to ``on_notifications``
         # (delivery to pushers).
@@ -262,8 +274,8 @@ class RoomserverOutputConsumer:
         if members is None or applied.rebuilt:
             async with self._db.read() as reader:
                 members = await reader.local_members(applied.room_id, self._server_name)
-            self._local_members[applied.room_id] = members
-        else:
+            self._local_members.put(applied.room_id, members)
+        elif applied.memberships:
             for user_id, membership in applied.memberships.items():
                 if not user_id.endswith(self._local_suffix):
                     continue
@@ -271,6 +283,7 @@ class RoomserverOutputConsumer:
                     members.add(user_id)
                 else:
                     members.discard(user_id)
+            self._local_members.put(applied.room_id, members)  # weighed again
         self._notifier.on_new_data(applied.position, members | applied.user_ids)
 
     async def _on_new_room_event(self, msg: output_log_pb2.NewRoomEvent) -> Applied | None:
