@@ -3,26 +3,13 @@ an operator's own settings left alone."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 import homeserver.memory as memory
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _run_python(code: str, env_extra: dict[str, str] | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
-    env.update(env_extra or {})
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=True)
-    return done.stdout.strip().splitlines()[-1]
+from tests.unit.homeserver.fresh_process import run_python
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
@@ -58,8 +45,8 @@ def test_thresholds_are_fixed_and_large_blocks_go_back_to_the_system() -> None:
         "    libc.free(b)\n"
         "print(ok, high - rss())\n"
     )
-    fixed_ok, fixed_returned = _run_python(code.format(fixed=True)).split()
-    _, unfixed_returned = _run_python(code.format(fixed=False)).split()
+    fixed_ok, fixed_returned = run_python(code.format(fixed=True)).split()
+    _, unfixed_returned = run_python(code.format(fixed=False)).split()
     assert fixed_ok == "True"
     assert int(fixed_returned) > 12 * 1024  # KiB: most of the 16 MiB went back
     assert int(unfixed_returned) < 4 * 1024  # glibc's default kept it in the heap

@@ -4,32 +4,18 @@ single process's imports (modules only the split deployment needs stay out)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from homeserver.memory import limit_malloc_arenas
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _run_python(code: str, env_extra: dict[str, str] | None = None) -> str:
-    env = dict(os.environ)
-    env.pop("MALLOC_ARENA_MAX", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
-    env.update(env_extra or {})
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=True)
-    return done.stdout.strip().splitlines()[-1]
+from tests.unit.homeserver.fresh_process import run_python
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
 def test_arena_cap_is_set_unless_the_operator_chose_one() -> None:
-    assert _run_python("from homeserver.memory import limit_malloc_arenas as f; print(f())") == "True"
-    chosen = _run_python("from homeserver.memory import limit_malloc_arenas as f; print(f())",
+    assert run_python("from homeserver.memory import limit_malloc_arenas as f; print(f())") == "True"
+    chosen = run_python("from homeserver.memory import limit_malloc_arenas as f; print(f())",
                          {"MALLOC_ARENA_MAX": "4"})
     assert chosen == "False"
 
@@ -52,7 +38,7 @@ def test_single_process_imports_leave_out_grpc_kafka_pygments_and_pillow() -> No
         "import clientapi.routing.directory, common.storage, alembic.command\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    loaded = set(json.loads(_run_python(code)))
+    loaded = set(json.loads(run_python(code)))
     assert "alembic" in loaded  # the check below would be vacuous otherwise
     assert "mako" in loaded
     for absent in ("grpc", "aiokafka", "pygments", "PIL"):
