@@ -5,9 +5,13 @@ tests, which run once."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from common import storage
+from common.storage import Database, open_database
+from tests.storage.fixture_schema import FIXTURE
 
 
 @pytest.fixture(autouse=True, params=storage.SQLITE_DRIVERS)
@@ -17,6 +21,17 @@ def sqlite_driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     # For the alembic command line the tests start as a subprocess.
     monkeypatch.setenv("MYELIN_SQLITE_DRIVER", driver)
     return driver
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A database with the fixture migrations' tables (fixture_schema.py), on each
+    database of ``database_url``."""
+    database = await open_database(database_url, "storagetest", migrations_root=FIXTURE)
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,7 +4,6 @@ thread driver, PostgreSQL), inside the caller's transaction."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ BY_IDS = PrebuiltStatement(
     .where(things.c.thing_id.in_(sa.bindparam("ids", expanding=True)))
     .where(things.c.hits >= sa.bindparam("least"))
     .order_by(things.c.thing_id))
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = await open_database(database_url, "storagetest", migrations_root=FIXTURE)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def test_rows_scalar_and_many_inside_the_transaction(db: Database, sqlite_driver: str) -> None:

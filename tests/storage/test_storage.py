@@ -8,7 +8,6 @@ import logging
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ from tests.harness.postgres import PostgresServer
 from tests.storage.fixture_schema import FIXTURE, items, tags, things
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = await open_database(database_url, "storagetest", migrations_root=FIXTURE)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def table_names(database: Database) -> set[str]:

@@ -5,7 +5,6 @@ an unknown state (cancelled, lost) is closed and replaced."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,9 @@ from tests.storage.fixture_schema import FIXTURE, things
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(f"sqlite:///{tmp_path / 'w.db'}", "storagetest", migrations_root=FIXTURE)
-    try:
-        yield database
-    finally:
-        await database.close()
+def database_url(tmp_path: Path) -> str:
+    """The writer connection is the SQLite drivers': ``db`` (conftest.py) on SQLite only."""
+    return f"sqlite:///{tmp_path / 'w.db'}"
 
 
 async def _names(db: Database) -> list[str]:
