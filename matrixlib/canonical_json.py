@@ -4,6 +4,7 @@ whitespace, UTF-8, integers in [-(2**53)+1, (2**53)-1], no floats."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import canonicaljson
@@ -48,30 +49,29 @@ def _is_plain(value: Any, strict: bool) -> bool:
     while pending:
         current = pending.pop()
         kind = type(current)
+        items: Iterable[Any]
         if kind is dict:
-            for key, item in current.items():
+            for key in current:
                 if type(key) is not str:
                     return False
-                item_kind = type(item)
-                if item_kind is str or item_kind is bool or item is None:
-                    continue
-                if item_kind is dict or item_kind is list:
-                    pending.append(item)
-                elif item_kind is not int or not -limit <= item <= limit:
-                    return False
+            items = current.values()
         elif kind is list:
-            for item in current:
-                item_kind = type(item)
-                if item_kind is str or item_kind is bool or item is None:
-                    continue
-                if item_kind is dict or item_kind is list:
-                    pending.append(item)
-                elif item_kind is not int or not -limit <= item <= limit:
-                    return False
+            items = current
         elif kind is str or kind is bool or current is None:
             continue
         elif kind is not int or not -limit <= current <= limit:
             return False
+        else:
+            continue
+        # A container's members: scalars checked here, containers queued.
+        for item in items:
+            item_kind = type(item)
+            if item_kind is str or item_kind is bool or item is None:
+                continue
+            if item_kind is dict or item_kind is list:
+                pending.append(item)
+            elif item_kind is not int or not -limit <= item <= limit:
+                return False
     return True
 
 
