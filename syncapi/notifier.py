@@ -25,18 +25,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 from syncapi.tokens import STREAM_NAMES, StreamToken
 
 PDU = "pdu"
 
+# How many users' last positions each record below keeps (issue 6: a
+# long-running server sees ever more users).
+MAX_USERS_TRACKED = 50_000
+
+
+class LastPositions:
+    """User -> the last position that concerned them, for at most
+    ``max_users`` users: those concerned least recently are forgotten. Not
+    an LRU cache (a miss cannot be read back): the highest position
+    forgotten is kept instead, and ``may_have_missed`` tells the callers
+    that a user without an entry may have had news up to it, so their
+    answer is "unknown" (look in the database), never a wrong "no news"."""
+
+    def __init__(self, max_users: int = MAX_USERS_TRACKED) -> None:
+        self._max_users = max_users
+        self._positions: OrderedDict[str, int] = OrderedDict()
+        self.forgotten_upto = 0
+
+    def get(self, user_id: str) -> int | None:
+        return self._positions.get(user_id)
+
+    def raise_to(self, user_id: str, position: int) -> None:
+        """Records ``position`` for the user unless they have a later one."""
+        last = self._positions.get(user_id)
+        if last is not None and last >= position:
+            return
+        self._positions[user_id] = position
+        self._positions.move_to_end(user_id)
+        while len(self._positions) > self._max_users:
+            _, forgotten = self._positions.popitem(last=False)
+            self.forgotten_upto = max(self.forgotten_upto, forgotten)
+
+    def may_have_missed(self, user_id: str, after: int) -> bool:
+        """Whether a forgotten position after ``after`` may have been the user's."""
+        return after < self.forgotten_upto and user_id not in self._positions
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._positions
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
 
 class _Stream:
     def __init__(self) -> None:
         self.started_at = 0
         self.position = 0
-        self.last_position: dict[str, int] = {}
+        self.last_position = LastPositions()
         # The highest position written by someone else than this process.
         self.external = 0
         # Positions this process took and the database position last checked.
@@ -51,7 +94,7 @@ class Notifier:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         # Per local user, the last room-event position that changed their own
         # membership or invites (a subset of the room-event stream's news).
-        self._membership_position: dict[str, int] = {}
+        self._membership_position = LastPositions()
         # Whether the writer tells memberships_changing of every change (else
         # membership_news always answers "unknown").
         self.tracks_memberships = False
@@ -82,8 +125,7 @@ class Notifier:
         for user_id in user_ids:
             if not user_id.endswith(self._suffix):
                 continue  # only local users sync here
-            if state.last_position.get(user_id, 0) < position:
-                state.last_position[user_id] = position
+            state.last_position.raise_to(user_id, position)
             for waiter in self._waiters.get(user_id, ()):
                 waiter.set()
 
@@ -93,8 +135,8 @@ class Notifier:
         commit, so that a /sync whose token covers the position (however
         late its wake-up comes) knows of it: see ``membership_news``."""
         for user_id in user_ids:
-            if user_id.endswith(self._suffix) and self._membership_position.get(user_id, 0) < position:
-                self._membership_position[user_id] = position
+            if user_id.endswith(self._suffix):
+                self._membership_position.raise_to(user_id, position)
 
     def positions_taken(self, positions: range, stream: str = PDU) -> None:
         """This process took these positions (they may not be committed yet)."""
@@ -139,7 +181,8 @@ class Notifier:
             last = state.last_position.get(user_id)
             if last is not None and last > after:
                 return True
-            if after < state.started_at or after < state.external:
+            if (after < state.started_at or after < state.external
+                    or state.last_position.may_have_missed(user_id, after)):
                 unknown = True
         return None if unknown else False
 
@@ -151,7 +194,8 @@ class Notifier:
         last = state.last_position.get(user_id)
         if last is not None and last > after:
             return True
-        if after < state.started_at or after < state.external:
+        if (after < state.started_at or after < state.external
+                or state.last_position.may_have_missed(user_id, after)):
             return None
         return False
 
@@ -160,10 +204,12 @@ class Notifier:
         room-event position ``after``; None when unknown (as ``stream_has_news``)."""
         if not self.tracks_memberships:
             return None
-        if self._membership_position.get(user_id, 0) > after:
+        last = self._membership_position.get(user_id)
+        if last is not None and last > after:
             return True
         state = self._streams[PDU]
-        if after < state.started_at or after < state.external:
+        if (after < state.started_at or after < state.external
+                or self._membership_position.may_have_missed(user_id, after)):
             return None
         return False
 
