@@ -34,6 +34,7 @@ from matrixlib.events import Event
 from matrixlib.ids import is_valid_server_name
 from matrixlib.room_versions import get_room_version
 from roomserver.api import FederationRoomserverAPI
+from roomserver.storage.cache import LRUCache
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def _joined_member(event_id: str, pdu: dict[str, Any]) -> JoinedMember | None:
     return JoinedMember(event_id, state_key, server) if server else None
 
 
+# Rooms whose last entry and remote presence are kept in memory.
+MAX_ROOMS_REMEMBERED = 10_000
+
+
 class RoomserverOutputConsumer:
     def __init__(self, database: SenderDatabase, queues: DestinationQueues,
                  roomserver: FederationRoomserverAPI, server_name: str) -> None:
@@ -68,9 +73,12 @@ class RoomserverOutputConsumer:
         self._server_name = server_name
         # Per room: the last entry handled, and whether other servers are
         # in it (as of the last write), so that entries that change nothing
-        # cost no database write.
-        self._positions: dict[str, int] = {}
-        self._has_other_servers: dict[str, bool] = {}
+        # cost no database write. Bounded (issue 6); for a forgotten room
+        # the position is read from the database (it may lag: the members
+        # are then read again) and "other servers" is unknown (the entry is
+        # written): slower, never wrong.
+        self._positions: LRUCache[str, int] = LRUCache(MAX_ROOMS_REMEMBERED)
+        self._has_other_servers: LRUCache[str, bool] = LRUCache(MAX_ROOMS_REMEMBERED)
 
     async def handle_record(self, record: LogRecord) -> None:
         output = output_log_pb2.OutputEvent.FromString(record.value)
@@ -122,14 +130,14 @@ class RoomserverOutputConsumer:
             # Most entries (messages in rooms of local users only, events
             # from other servers): no write at all. A replay of one after a
             # crash changes nothing either.
-            self._positions[room_id] = position
+            self._positions.put(room_id, position)
             return
         written = await self._db.write_room_event(room_id, position, joined=joined, left_event_ids=left,
                                                   reset_members=reset, pdu=outgoing)
-        self._positions[room_id] = position
+        self._positions.put(room_id, position)
         if written is None:
             return
-        self._has_other_servers[room_id] = written.has_other_servers
+        self._has_other_servers.put(room_id, written.has_other_servers)
         if written.destinations:
             self._queues.wake(written.destinations)
 
