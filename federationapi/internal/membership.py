@@ -368,16 +368,17 @@ def _check_thread() -> ThreadPoolExecutor:
     return _check_executor
 
 
-def _check_from_memory(keyring: KeyRing, items: Sequence[tuple[Event, bytes]], room_id: str
-                       ) -> tuple[set[str], list[tuple[Event, bytes]]]:
-    """The content hashes of ``items`` and their signatures with the keys the
-    KeyRing holds: (the IDs of the good ones, those whose keys are not
-    held). Bad ones are logged and left out of both. No I/O."""
+def _check_from_memory(keyring: KeyRing, items: Sequence[tuple[Event, bytes]], room_id: str,
+                       hashes_checked: bool = False) -> tuple[set[str], list[tuple[Event, bytes]]]:
+    """The content hashes of ``items`` (unless ``hashes_checked`` already) and
+    their signatures with the keys the KeyRing holds: (the IDs of the good
+    ones, those whose keys are not held). Bad ones are logged and left out of
+    both. No I/O."""
     good: set[str] = set()
     waiting: list[tuple[Event, bytes]] = []
     for event, signed in items:
         try:
-            if not check_content_hash(event.pdu):
+            if not hashes_checked and not check_content_hash(event.pdu):
                 raise SignatureError(f"{event.event_id} does not match its content hash")
             if keyring.verify_event_signatures_from_memory(event, signed):
                 good.add(event.event_id)
@@ -448,15 +449,8 @@ async def verified_events(keyring: KeyRing, pdus: Iterable[Any], room_version: R
         else:
             firsts[signers] = (event, signed)
     await asyncio.gather(*(check(event, signed) for event, signed in firsts.values()))
-    still: list[tuple[Event, bytes]] = []
-    for event, signed in later:
-        try:
-            if keyring.verify_event_signatures_from_memory(event, signed):
-                good.add(event.event_id)
-            else:
-                still.append((event, signed))
-        except (SignatureError, EventFormatError) as e:
-            logger.info("dropping %s of %s: %s", event.event_id, room_id, e)
+    later_good, still = _check_from_memory(keyring, later, room_id, hashes_checked=True)
+    good |= later_good
     await asyncio.gather(*(check(event, signed) for event, signed in still))
     return {event_id: event for event_id, (event, _) in parsed.items() if event_id in good}
 
