@@ -55,14 +55,16 @@ class LastPositions:
 
     def raise_to(self, user_id: str, position: int) -> None:
         """Records ``position`` for the user unless they have a later one."""
-        last = self._positions.get(user_id)
-        if last is not None and last >= position:
-            return
-        self._positions[user_id] = position
-        self._positions.move_to_end(user_id)
-        while len(self._positions) > self._max_users:
-            _, forgotten = self._positions.popitem(last=False)
-            self.forgotten_upto = max(self.forgotten_upto, forgotten)
+        positions = self._positions
+        last = positions.get(user_id)
+        if last is None:
+            positions[user_id] = position  # added last: no move needed
+            if len(positions) > self._max_users:
+                _, forgotten = positions.popitem(last=False)
+                self.forgotten_upto = max(self.forgotten_upto, forgotten)
+        elif last < position:
+            positions[user_id] = position
+            positions.move_to_end(user_id)
 
     def may_have_missed(self, user_id: str, after: int) -> bool:
         """Whether a forgotten position after ``after`` may have been the user's."""
@@ -122,11 +124,12 @@ class Notifier:
         ``user_ids``; wakes their waiters."""
         state = self._streams[stream]
         state.position = max(state.position, position)
+        suffix, raise_to, waiters = self._suffix, state.last_position.raise_to, self._waiters
         for user_id in user_ids:
-            if not user_id.endswith(self._suffix):
+            if not user_id.endswith(suffix):
                 continue  # only local users sync here
-            state.last_position.raise_to(user_id, position)
-            for waiter in self._waiters.get(user_id, ()):
+            raise_to(user_id, position)
+            for waiter in waiters.get(user_id, ()):
                 waiter.set()
 
     def memberships_changing(self, position: int, user_ids: Iterable[str]) -> None:
