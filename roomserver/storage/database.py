@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Table, bindparam, delete, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.lru_cache import LRUCache
 from common.prebuilt import PrebuiltStatement
 from common.storage import Database
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
-from roomserver.storage.cache import LRUCache
 from roomserver.storage.tables import membership as membership_t
 from roomserver.storage.tables.aliases import room_aliases
 from roomserver.storage.tables.events import auth_chain_query, auth_events, event_json, events, prev_events

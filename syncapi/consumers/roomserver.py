@@ -25,11 +25,11 @@ from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from common.consumer import KeyedConsumerRunner, run_consumer
 from common.log import Log, LogRecord, PositionLost
+from common.lru_cache import LRUCache
 from common.topics import ROOMSERVER_OUTPUT
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.api import SyncRoomserverAPI
-from roomserver.storage.cache import LRUCache
 from syncapi.internal.push import PushEvaluator, member_changes
 from syncapi.notifier import Notifier
 from syncapi.storage.database import Applied, MissedEntries, NewEvent, Reader, RoomEventWrite, SyncDatabase

@@ -34,8 +34,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from common import json_codec
+from common.lru_cache import LRUCache
 from matrixlib.push_rules import default_ruleset, merge_with_defaults
-from roomserver.storage.cache import LRUCache
 from syncapi.filters import EventFilter, Filter, apply_event_fields
 from syncapi.internal.client_events import Requester, now_ms, stripped_state, to_client_event
 from syncapi.internal.knocks import knocked_rooms

@@ -28,13 +28,13 @@ from myelin.roomserver.v1 import output_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 
 from common.log import LogRecord
+from common.lru_cache import LRUCache
 from federationapi.sender.queues import DestinationQueues
 from federationapi.sender.storage import JoinedMember, OutgoingPDU, SenderDatabase
 from matrixlib.events import Event
 from matrixlib.ids import is_valid_server_name
 from matrixlib.room_versions import get_room_version
 from roomserver.api import FederationRoomserverAPI
-from roomserver.storage.cache import LRUCache
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
 from common import errors
+from common.lru_cache import LRUCache
 from matrixlib.events import HISTORY_VISIBILITY, MEMBER, Event, StateKey
 from matrixlib.room_versions import get_room_version
 from roomserver.internal.convert import event_to_proto, history_visibility_of
 from roomserver.internal.state import StateComputer
-from roomserver.storage.cache import LRUCache
 from roomserver.storage.database import EventRecord, RoomRecord, RoomserverDatabase, StateMap, Txn
 from roomserver.storage.tables import membership as membership_t
 

@@ -5,7 +5,7 @@ every event once, in order, to the servers in the room (issue 6)."""
 
 from __future__ import annotations
 
-from roomserver.storage.cache import LRUCache
+from common.lru_cache import LRUCache
 from tests.component.federationapi.sender_fakes import ALICE, Env, env, room_with
 
 __all__ = ["env"]  # the fixture, imported

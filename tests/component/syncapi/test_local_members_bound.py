@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from roomserver.storage.cache import LRUCache
+from common.lru_cache import LRUCache
 from syncapi.consumers.roomserver import _weigh_members
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, shared_room

@@ -4,7 +4,7 @@ to keep that bound still gets the right answer (issue 6)."""
 
 from __future__ import annotations
 
-from roomserver.storage.cache import LRUCache
+from common.lru_cache import LRUCache
 from tests.builders import TestRoom
 from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, shared_room, wait_until
 from tests.component.syncapi.test_account_data import change

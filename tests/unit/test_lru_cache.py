@@ -1,11 +1,11 @@
-"""roomserver.storage.cache.LRUCache: bounded by count, and optionally by the
+"""common.lru_cache.LRUCache: bounded by count, and optionally by the
 summed weight of what it holds (state snapshots by their entries)."""
 
 from __future__ import annotations
 
 import pytest
 
-from roomserver.storage.cache import LRUCache
+from common.lru_cache import LRUCache
 
 
 def test_count_bound_evicts_least_recently_used() -> None:

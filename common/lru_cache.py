@@ -1,4 +1,6 @@
-"""A small least-recently-used cache (no locking: one event loop uses it)."""
+"""A small least-recently-used cache, bounded by entries and optionally by
+weight (no locking: one event loop uses it). Shared by the components for
+their in-memory caches and bounded memos."""
 
 from __future__ import annotations
 
