@@ -186,11 +186,10 @@ class Event:
         its storage."""
         encoded: bytes | None = self.__dict__.get("_canonical_json")
         if encoded is None:
-            # Kept as an exact-size copy: the bytes orjson returns hold its
-            # whole working buffer (4 KiB for a 300-byte event), and an event
-            # in a cache keeps its JSON as long as itself.
-            encoded = bytes(memoryview(
-                encode_canonical_json(self.pdu, strict=self.room_version.strict_canonical_json)))
+            # encode_canonical_json already returns an exact-size copy (not
+            # orjson's 4 KiB working buffer), which a cached event may keep
+            # as long as itself.
+            encoded = encode_canonical_json(self.pdu, strict=self.room_version.strict_canonical_json)
             self.__dict__["_canonical_json"] = encoded
         return encoded
 
