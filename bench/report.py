@@ -84,7 +84,8 @@ def _target_text(metric: Metric) -> str:
         return ""
     ratio = metric.target_ratio
     shown = f"1/{round(1 / ratio)}" if ratio < 1 else f"{ratio:g}"
-    return f"{'≥' if metric.higher_is_better else '≤'} {shown}x" if ratio != 1 else "< 1x"
+    text = f"{'≥' if metric.higher_is_better else '≤'} {shown}x" if ratio != 1 else "< 1x"
+    return f"{text} ({' and '.join(metric.judged)} only)" if metric.judged else text
 
 
 def target_met(metric: Metric, ratio: float | None) -> bool | None:
@@ -116,7 +117,7 @@ def table(results: Results, metrics: Sequence[Metric], targets: Sequence[str]) -
                 continue
             ratio = _ratio(results, column, reference, metric.key)
             row.append(f"{ratio:.2f}x" if ratio is not None else "—")
-            met = target_met(metric, ratio)
+            met = target_met(metric, ratio) if metric.judged is None or column in metric.judged else None
             if met is not None:
                 verdicts.append(f"{column}: {'met' if met else 'MISSED'}")
         target = _target_text(metric)

@@ -93,3 +93,18 @@ def test_the_state_resolution_fork_resolves_to_side_b_with_side_a_s_notes() -> N
         assert fork.events[resolved[key]].pdu["content"] == {"membership": "leave"}
         assert resolved[("m.bench.note", str(i))] == side_a[("m.bench.note", str(i))]
     assert resolved[("m.room.member", "@user11:bench.test")] == side_b[("m.room.member", "@user11:bench.test")]
+
+
+def test_the_memory_target_judges_the_single_process_only() -> None:
+    # The issue: "peak memory of the single process at most half". The split
+    # deployment's figure (a sum over its processes) is shown with its ratio,
+    # but not judged against that target.
+    results = Results()
+    rss = next(m for m in metrics(TOY) if m.key == "peak_rss_mb")
+    for name, mb in (("myelin", 100.0), ("synapse", 300.0), ("myelin-split", 600.0), ("synapse-pg", 200.0)):
+        results.add(name, {"peak_rss_mb": [mb]})
+    row = table(results, [rss], ["myelin", "synapse", "myelin-split", "synapse-pg"]).splitlines()[-1]
+    assert "| 0.33x |" in row and "| 3.00x |" in row
+    assert "myelin: met" in row
+    assert "myelin-split: MISSED" not in row and "myelin-split: met" not in row
+    assert "(myelin only)" in row
