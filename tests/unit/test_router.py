@@ -1,0 +1,563 @@
+"""homeserver/router.py with real sockets: a client (httpx, or raw bytes where
+framing matters) talks to the router, which forwards to fake components
+(asyncio servers speaking HTTP/1.1 by hand, so each can misbehave)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httptools
+import httpx
+import orjson
+import pytest
+
+from common import errors
+from homeserver import router as router_module
+from homeserver.router import Router
+
+# A fake component's handler: the parsed request in, raw response bytes out
+# (written by the handler itself through the writer).
+Handler = Callable[["ParsedRequest", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class ParsedRequest:
+    method: str = ""
+    url: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+
+    def header(self, name: str) -> str | None:
+        values = [value for key, value in self.headers if key.lower() == name.lower()]
+        return values[0] if values else None
+
+
+class _RequestCollector:
+    """httptools callbacks filling ParsedRequests."""
+
+    def __init__(self) -> None:
+        self.requests: list[ParsedRequest] = []
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_message_begin(self) -> None:
+        self.requests.append(ParsedRequest())
+
+    def on_url(self, url: bytes) -> None:
+        self.requests[-1].url += url.decode()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.requests[-1].headers.append((name.decode(), value.decode()))
+
+    def on_headers_complete(self) -> None:
+        self.requests[-1].method = self.parser.get_method().decode()
+
+    def on_body(self, body: bytes) -> None:
+        self.requests[-1].body += body
+
+    def on_message_complete(self) -> None:
+        self.requests[-1].complete = True
+
+
+def json_response(value: object, status: int = 200, extra: bytes = b"") -> bytes:
+    body = orjson.dumps(value)
+    return (b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b\r\n%b"
+            % (status, len(body), extra, body))
+
+
+async def echo(request: ParsedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers with what it received (the body as its SHA-256 and length)."""
+    writer.write(json_response({
+        "method": request.method, "url": request.url, "headers": request.headers,
+        "body_sha256": hashlib.sha256(request.body).hexdigest(), "body_length": len(request.body),
+    }))
+
+
+class FakeComponent:
+    """An HTTP/1.1 server on a free port, keep-alive, answering each request
+    with ``handler`` (echo by default)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handler: Handler = echo
+        self.connections = 0
+        self.requests: list[ParsedRequest] = []
+        self.disconnected = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        self.connections += 1
+        collector = _RequestCollector()
+        answered = 0
+        try:
+            while True:
+                while len(collector.requests) <= answered or not collector.requests[answered].complete:
+                    data = await reader.read(65536)
+                    if not data:
+                        self.disconnected.set()
+                        return
+                    collector.parser.feed_data(data)
+                request = collector.requests[answered]
+                answered += 1
+                self.requests.append(request)
+                await self.handler(request, reader, writer)
+                await writer.drain()
+                if writer.is_closing():
+                    return
+        except (ConnectionError, asyncio.CancelledError):
+            self.disconnected.set()
+        finally:
+            writer.close()
+            self.tasks.discard(task)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await self.server.wait_closed()
+
+
+@dataclass
+class Deployment:
+    router: Router
+    components: dict[str, FakeComponent]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.router.port}"
+
+
+@pytest.fixture
+async def deployment() -> AsyncIterator[Deployment]:
+    components = {name: FakeComponent(name) for name in ("clientapi", "syncapi", "mediaapi", "federationapi")}
+    for component in components.values():
+        await component.start()
+    router = Router({name: ("127.0.0.1", component.port) for name, component in components.items()})
+    await router.start("127.0.0.1:0")
+    yield Deployment(router, components)
+    await router.close()
+    for component in components.values():
+        await component.stop()
+
+
+async def raw_exchange(port: int, data: bytes, *, until_close: bool = True,
+                       expect: bytes | None = None) -> bytes:
+    """Sends raw bytes to the router; what comes back, until the router closes
+    (or until ``expect`` has been seen)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        received = b""
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            received += chunk
+            if not chunk or (expect is not None and expect in received):
+                return received
+    finally:
+        writer.close()
+
+
+class _ResponseCollector:
+    def __init__(self) -> None:
+        self.responses: list[tuple[int, list[tuple[bytes, bytes]], bytearray]] = []
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.responses.append((0, [], bytearray()))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.responses[-1][1].append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        _, headers, body = self.responses[-1]
+        self.responses[-1] = (self.parser.get_status_code(), headers, body)
+
+    def on_body(self, body: bytes) -> None:
+        self.responses[-1][2].extend(body)
+
+
+def parse_responses(data: bytes) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    collector = _ResponseCollector()
+    collector.parser.feed_data(data)
+    return [(status, dict(headers), bytes(body)) for status, headers, body in collector.responses]
+
+
+# Routing
+
+
+@pytest.mark.parametrize(("path", "component"), [
+    ("/_matrix/client/v3/sync?timeout=0", "syncapi"),
+    ("/_matrix/client/v3/rooms/!a:b/messages?dir=b", "syncapi"),
+    ("/_matrix/client/v3/rooms/!a:b/send/m.room.message/t1", "clientapi"),
+    ("/_matrix/media/v3/upload", "mediaapi"),
+    ("/_matrix/client/v1/media/download/a/b", "mediaapi"),
+    ("/_matrix/federation/v1/version", "federationapi"),
+    ("/.well-known/matrix/server", "federationapi"),
+    ("/", "clientapi"),
+])
+async def test_requests_reach_the_component_of_their_path(deployment: Deployment, path: str,
+                                                          component: str) -> None:
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.get(path)
+    assert response.status_code == 200
+    assert response.json()["url"] == path
+    assert [len(c.requests) for c in deployment.components.values()] == [
+        1 if c.name == component else 0 for c in deployment.components.values()]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+async def test_every_method_is_forwarded_with_its_body(deployment: Deployment, method: str) -> None:
+    body = b'{"msgtype": "m.text"}' if method in ("POST", "PUT", "PATCH") else b""
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.request(method, "/_matrix/client/v3/x", content=body)
+    assert response.json()["method"] == method
+    assert response.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_head_gets_the_headers_and_no_body(deployment: Deployment) -> None:
+    async def head_answer(request: ParsedRequest, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")
+
+    deployment.components["mediaapi"].handler = head_answer
+    request = b"HEAD /_matrix/media/v3/download/a/b HTTP/1.1\r\nhost: x\r\n\r\n"
+    data = await raw_exchange(deployment.router.port, request + b"GET /_matrix/client/v3/y HTTP/1.1\r\n"
+                              b"host: x\r\nconnection: close\r\n\r\n")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: 1234" in head
+    # The next response follows at once: no body was sent or waited for.
+    assert rest.startswith(b"HTTP/1.1 200")
+    assert b'"/_matrix/client/v3/y"' in rest
+
+
+async def test_a_component_not_deployed_is_m_unrecognized(deployment: Deployment) -> None:
+    del deployment.router.upstreams["mediaapi"]
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.get("/_matrix/media/v3/config")
+    assert (response.status_code, response.json()["errcode"]) == (404, "M_UNRECOGNIZED")
+
+
+# Connections
+
+
+async def test_keep_alive_both_sides(deployment: Deployment) -> None:
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        for i in range(20):
+            response = await client.get(f"/_matrix/client/v3/n{i}")
+            assert response.json()["url"] == f"/_matrix/client/v3/n{i}"
+    # One client connection, one pooled connection to the component.
+    assert deployment.components["clientapi"].connections == 1
+    assert len(deployment.components["clientapi"].requests) == 20
+
+
+async def test_pipelined_requests_are_answered_in_order(deployment: Deployment) -> None:
+    async def slow_first(request: ParsedRequest, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        if request.url.endswith("slow"):
+            await asyncio.sleep(0.3)
+        await echo(request, reader, writer)
+
+    for component in deployment.components.values():
+        component.handler = slow_first
+    requests = (b"GET /_matrix/client/v3/sync?slow HTTP/1.1\r\nhost: x\r\n\r\n"
+                b"PUT /_matrix/client/v3/a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
+                b"GET /_matrix/media/v3/b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    responses = parse_responses(await raw_exchange(deployment.router.port, requests))
+    assert [orjson.loads(body)["url"] for _, _, body in responses] == [
+        "/_matrix/client/v3/sync?slow", "/_matrix/client/v3/a", "/_matrix/media/v3/b"]
+    assert orjson.loads(responses[1][2])["body_length"] == 3
+
+
+async def test_http_1_0_client_gets_close_delimited_answers(deployment: Deployment) -> None:
+    data = await raw_exchange(deployment.router.port, b"GET /_matrix/client/v3/old HTTP/1.0\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in data.lower()
+    assert b'"/_matrix/client/v3/old"' in data
+
+
+async def test_a_stale_pooled_connection_is_not_used(deployment: Deployment) -> None:
+    async def answer_and_close(request: ParsedRequest, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        # Keep-alive as far as the headers say, then closed when idle (as a
+        # component restarting does).
+        await echo(request, reader, writer)
+        await writer.drain()
+        writer.close()
+
+    deployment.components["clientapi"].handler = answer_and_close
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        for _ in range(3):
+            assert (await client.get("/_matrix/client/v3/x")).status_code == 200
+            await asyncio.sleep(0.05)
+    assert deployment.components["clientapi"].connections == 3
+
+
+# Bodies
+
+
+async def test_a_chunked_request_body_is_forwarded(deployment: Deployment) -> None:
+    parts = [b"x" * 1000, b"y" * 70000, b"z"]
+    chunked = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+    data = await raw_exchange(deployment.router.port,
+                              b"POST /_matrix/media/v3/upload HTTP/1.1\r\nhost: x\r\n"
+                              b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n" + chunked)
+    [(status, _, body)] = parse_responses(data)
+    assert status == 200
+    assert orjson.loads(body)["body_sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
+    assert deployment.components["mediaapi"].requests[0].header("transfer-encoding") == "chunked"
+
+
+async def test_a_chunked_response_is_forwarded_chunked(deployment: Deployment) -> None:
+    async def chunked_answer(request: ParsedRequest, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for part in (b"hello ", b"streamed ", b"world"):
+            writer.write(b"%x\r\n%b\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+
+    deployment.components["mediaapi"].handler = chunked_answer
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.get("/_matrix/media/v3/download/a/b")
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert response.content == b"hello streamed world"
+        # The connection is still good afterwards.
+        assert (await client.get("/_matrix/media/v3/x")).status_code == 200
+
+
+async def test_a_response_without_length_reaches_the_client_chunked(deployment: Deployment) -> None:
+    async def until_close(request: ParsedRequest, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nthe body ends with the connection")
+        await writer.drain()
+        writer.close()
+
+    deployment.components["clientapi"].handler = until_close
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.get("/_matrix/client/v3/x")
+        assert response.content == b"the body ends with the connection"
+        assert response.headers["transfer-encoding"] == "chunked"
+        deployment.components["clientapi"].handler = echo
+        assert (await client.get("/_matrix/client/v3/y")).json()["url"] == "/_matrix/client/v3/y"
+
+
+async def test_big_bodies_stream_both_ways(deployment: Deployment) -> None:
+    payload = bytes(range(256)) * (24 * 4096)  # 24 MiB
+
+    async def big_answer(request: ParsedRequest, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        if request.method == "GET":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(payload))
+            for offset in range(0, len(payload), 1 << 20):
+                writer.write(payload[offset:offset + (1 << 20)])
+                await writer.drain()
+        else:
+            await echo(request, reader, writer)
+
+    deployment.components["mediaapi"].handler = big_answer
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        uploaded = await client.post("/_matrix/media/v3/upload", content=payload)
+        assert uploaded.json()["body_sha256"] == hashlib.sha256(payload).hexdigest()
+        downloaded = await client.get("/_matrix/media/v3/download/a/b")
+        assert downloaded.content == payload
+
+
+async def test_expect_100_continue_is_answered_by_the_router(deployment: Deployment) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", deployment.router.port)
+    writer.write(b"PUT /_matrix/media/v3/upload/a/b HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
+                 b"expect: 100-continue\r\nconnection: close\r\n\r\n")
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100")
+    writer.write(b"12345")
+    [(status, _, body)] = parse_responses(await asyncio.wait_for(reader.read(), 5))
+    writer.close()
+    assert status == 200 and orjson.loads(body)["body_length"] == 5
+    assert deployment.components["mediaapi"].requests[0].header("expect") is None
+
+
+async def test_a_declared_body_over_the_limit_is_413(deployment: Deployment) -> None:
+    data = await raw_exchange(deployment.router.port,
+                              b"POST /_matrix/media/v3/upload HTTP/1.1\r\nhost: x\r\n"
+                              b"content-length: %d\r\n\r\nabc" % (100 * 1024 * 1024 + 1))
+    [(status, headers, body)] = parse_responses(data)
+    assert (status, orjson.loads(body)["errcode"]) == (413, "M_TOO_LARGE")
+    assert headers[b"connection"] == b"close"
+    assert deployment.components["mediaapi"].requests == []
+
+
+async def test_a_chunked_body_over_the_limit_is_413(deployment: Deployment,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router_module, "MAX_REQUEST_BYTES", 100_000)
+    async def body() -> AsyncIterator[bytes]:
+        # httpx sends a body of unknown length chunked.
+        for _ in range(5):
+            yield b"a" * 30_000
+
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.post("/_matrix/media/v3/upload", content=body())
+    assert (response.status_code, response.json()["errcode"]) == (413, "M_TOO_LARGE")
+
+
+# Headers
+
+
+async def test_hop_by_hop_headers_stay_on_their_hop(deployment: Deployment) -> None:
+    async def answer_with_hop_headers(request: ParsedRequest, reader: asyncio.StreamReader,
+                                      writer: asyncio.StreamWriter) -> None:
+        writer.write(json_response({"headers": request.headers},
+                                   extra=b"keep-alive: timeout=5\r\nconnection: x-private\r\n"
+                                         b"x-private: 1\r\nx-public: 2\r\n"))
+
+    deployment.components["clientapi"].handler = answer_with_hop_headers
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.get("/_matrix/client/v3/x", headers={
+            "connection": "keep-alive, x-secret", "x-secret": "s", "keep-alive": "300", "te": "trailers",
+            "proxy-authorization": "Basic eA==", "x-forwarded-for": "6.6.6.6",
+            "authorization": "Bearer token", "user-agent": "test"})
+    forwarded = {name.lower(): value for name, value in response.json()["headers"]}
+    assert forwarded["x-forwarded-for"] == "127.0.0.1"
+    assert forwarded["authorization"] == "Bearer token"
+    assert forwarded["user-agent"] == "test"
+    assert forwarded["host"] == f"127.0.0.1:{deployment.router.port}"
+    for name in ("connection", "x-secret", "keep-alive", "te", "proxy-authorization"):
+        assert name not in forwarded
+    assert response.headers["x-public"] == "2"
+    assert "x-private" not in response.headers and "keep-alive" not in response.headers
+
+
+# Long-polls
+
+
+async def test_a_long_poll_does_not_hold_up_other_requests(deployment: Deployment) -> None:
+    async def hold(request: ParsedRequest, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(1.5)
+        await echo(request, reader, writer)
+
+    deployment.components["syncapi"].handler = hold
+    async with httpx.AsyncClient(base_url=deployment.url, timeout=10) as client:
+        poll = asyncio.create_task(client.get("/_matrix/client/v3/sync?timeout=1500"))
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        quick = await client.get("/_matrix/client/v3/account/whoami")
+        assert quick.status_code == 200
+        assert asyncio.get_running_loop().time() - started < 0.5
+        assert not poll.done()
+        assert (await poll).status_code == 200
+
+
+async def test_a_client_leaving_a_long_poll_releases_the_component_connection(
+        deployment: Deployment) -> None:
+    async def hold_forever(request: ParsedRequest, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        # The component notices the router's connection closing.
+        if not await reader.read(1):
+            deployment.components["syncapi"].disconnected.set()
+            writer.close()
+
+    deployment.components["syncapi"].handler = hold_forever
+    _, writer = await asyncio.open_connection("127.0.0.1", deployment.router.port)
+    writer.write(b"GET /_matrix/client/v3/sync?timeout=600000 HTTP/1.1\r\nhost: x\r\n\r\n")
+    await writer.drain()
+    for _ in range(100):
+        if deployment.components["syncapi"].requests:
+            break
+        await asyncio.sleep(0.01)
+    writer.close()
+    await asyncio.wait_for(deployment.components["syncapi"].disconnected.wait(), 5)
+    assert deployment.router.pool.idle.get("syncapi", []) == []
+
+
+# Failures
+
+
+async def test_a_component_that_is_down_is_503(deployment: Deployment) -> None:
+    await deployment.components["syncapi"].stop()
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.get("/_matrix/client/v3/sync")
+        assert (response.status_code, response.json()["errcode"]) == (503, errors.Unavailable.errcode)
+        # The client's connection still serves other requests.
+        assert (await client.get("/_matrix/client/v3/x")).status_code == 200
+
+
+async def test_a_component_closing_before_answering_is_503(deployment: Deployment) -> None:
+    async def close_at_once(request: ParsedRequest, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    deployment.components["clientapi"].handler = close_at_once
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.put("/_matrix/client/v3/x", content=b"{}")
+    assert (response.status_code, response.json()["errcode"]) == (503, errors.Unavailable.errcode)
+
+
+async def test_a_component_closing_mid_response_closes_the_client_connection(
+        deployment: Deployment) -> None:
+    async def half_answer(request: ParsedRequest, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+        await writer.drain()
+        writer.close()
+
+    deployment.components["clientapi"].handler = half_answer
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get("/_matrix/client/v3/x")
+        deployment.components["clientapi"].handler = echo
+        assert (await client.get("/_matrix/client/v3/y")).status_code == 200
+
+
+async def test_a_malformed_response_is_503(deployment: Deployment) -> None:
+    async def garbage(request: ParsedRequest, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+
+    deployment.components["clientapi"].handler = garbage
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        response = await client.get("/_matrix/client/v3/x")
+    assert (response.status_code, response.json()["errcode"]) == (503, errors.Unavailable.errcode)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /x HTTP/9.9\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nbad header line\r\n\r\n",
+    b"POST /x HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+])
+async def test_malformed_requests_are_400_and_closed(deployment: Deployment, request_bytes: bytes) -> None:
+    data = await raw_exchange(deployment.router.port, request_bytes)
+    [(status, headers, body)] = parse_responses(data)
+    assert status == 400 and orjson.loads(body)["errcode"] == "M_UNKNOWN"
+    assert headers[b"connection"] == b"close"
+    # Others are still served.
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        assert (await client.get("/_matrix/client/v3/x")).status_code == 200
+
+
+async def test_a_head_over_the_limit_is_431_and_closed(deployment: Deployment) -> None:
+    data = await raw_exchange(deployment.router.port, b"GET /x HTTP/1.1\r\nx-big: "
+                              + b"a" * (router_module.MAX_HEAD_BYTES + 1) + b"\r\n\r\n")
+    [(status, _, body)] = parse_responses(data)
+    assert status == 431 and orjson.loads(body)["errcode"] == "M_TOO_LARGE"
+    assert deployment.components["clientapi"].requests == []
+
+
+async def test_a_bad_request_after_a_good_one_is_answered_in_turn(deployment: Deployment) -> None:
+    data = await raw_exchange(deployment.router.port,
+                              b"GET /_matrix/client/v3/first HTTP/1.1\r\nhost: x\r\n\r\nGARBAGE\r\n\r\n")
+    responses = parse_responses(data)
+    assert [status for status, _, _ in responses] == [200, 400]
