@@ -3,6 +3,8 @@ another process than the user API."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, TypeVar
 
 import grpc
@@ -11,18 +13,97 @@ from myelin.userapi.v1 import userapi_pb2 as pb
 from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
 
 from common.grpc_binding import call_remote
+from userapi.grpc.server import HEARTBEAT_SECONDS
+from userapi.grpc.token_cache import TokenCache
 
 Resp = TypeVar("Resp")
 
+logger = logging.getLogger(__name__)
+
+# A revocation stream silent this long (heartbeats every HEARTBEAT_SECONDS)
+# is taken for broken.
+SILENCE_SECONDS = 3 * HEARTBEAT_SECONDS
+# Waits between attempts to subscribe again.
+RESUBSCRIBE_FIRST_DELAY = 0.1
+RESUBSCRIBE_MAX_DELAY = 5.0
+
 
 class GrpcUserAPIClient:
-    """Implements ``userapi.api.UserAPI`` over a ``grpc.aio`` channel."""
+    """Implements ``userapi.api.UserAPI`` over a ``grpc.aio`` channel.
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    Access token lookups are answered from ``token_cache`` while the user
+    API's revocation stream is followed (see ``userapi/grpc/token_cache.py``);
+    ``cache_tokens=False`` asks the user API every time."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, cache_tokens: bool = True) -> None:
         self._stub: Any = pb_grpc.UserAPIStub(channel)
+        self.token_cache: TokenCache | None = TokenCache() if cache_tokens else None
+        self._following: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Stops following the revocation stream (the channel is the caller's)."""
+        if self._following is not None:
+            self._following.cancel()
+            try:
+                await self._following
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._following = None
 
     async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
-        return await call_remote(self._stub.QueryAccessToken, req)
+        cache = self.token_cache
+        if cache is None:
+            answer: pb.Device = await call_remote(self._stub.QueryAccessToken, req)
+            return answer
+        if self._following is None:
+            self._following = asyncio.get_running_loop().create_task(self._follow_revocations(cache))
+        found = cache.get(req.access_token)
+        if found is not None:
+            return found
+        generation = cache.begin()
+        device: pb.Device = await call_remote(self._stub.QueryAccessToken, req)
+        cache.put(req.access_token, device, generation)
+        return device
+
+    async def _follow_revocations(self, cache: TokenCache) -> None:
+        """Keeps the revocation stream subscribed while this client lives."""
+        delay = RESUBSCRIBE_FIRST_DELAY
+        while True:
+            call: Any = None
+            try:
+                call = self._stub.WatchTokenRevocations(pb.WatchTokenRevocationsRequest())
+                while True:
+                    message = await asyncio.wait_for(call.read(), SILENCE_SECONDS)
+                    if message is grpc.aio.EOF:
+                        break
+                    cache.apply(message)
+                    delay = RESUBSCRIBE_FIRST_DELAY
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    logger.info("the user API publishes no token revocations: tokens are not cached")
+                    cache.disconnected()
+                    return
+                logger.debug("token revocation stream broke: %s", e.code())
+            except TimeoutError:
+                logger.warning("token revocation stream silent for %.0f s: subscribing again", SILENCE_SECONDS)
+            except grpc.aio.UsageError:
+                # The channel was closed: this client is done.
+                cache.disconnected()
+                return
+            finally:
+                cache.disconnected()
+                if call is not None:
+                    call.cancel()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESUBSCRIBE_MAX_DELAY)
+
+    def _revoked(self, user_id: str, device_ids: list[str] | None = None) -> None:
+        if self.token_cache is not None:
+            self.token_cache.revoke(user_id, device_ids or ())
+
+    def _revoked_localpart(self, localpart: str) -> None:
+        if self.token_cache is not None:
+            self.token_cache.revoke_localpart(localpart)
 
     async def query_account_availability(
             self, req: pb.QueryAccountAvailabilityRequest) -> pb.QueryAccountAvailabilityResponse:
@@ -34,12 +115,23 @@ class GrpcUserAPIClient:
     async def perform_password_check(self, req: pb.PerformPasswordCheckRequest) -> pb.Account:
         return await call_remote(self._stub.PerformPasswordCheck, req)
 
+    # The calls below that end or change what a token lookup answers drop
+    # the answers this process remembers as soon as they return (or fail:
+    # the change may have been made), before the stream's copy comes.
+
     async def perform_device_creation(self, req: pb.PerformDeviceCreationRequest) -> pb.Device:
-        return await call_remote(self._stub.PerformDeviceCreation, req)
+        try:
+            return await call_remote(self._stub.PerformDeviceCreation, req)
+        finally:
+            if req.device_id:
+                self._revoked(req.user_id, [req.device_id])
 
     async def perform_device_deletion(
             self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
-        return await call_remote(self._stub.PerformDeviceDeletion, req)
+        try:
+            return await call_remote(self._stub.PerformDeviceDeletion, req)
+        finally:
+            self._revoked(req.user_id, list(req.device_ids))
 
     async def query_devices(self, req: pb.QueryDevicesRequest) -> pb.QueryDevicesResponse:
         return await call_remote(self._stub.QueryDevices, req)
@@ -52,10 +144,16 @@ class GrpcUserAPIClient:
 
     async def perform_password_update(
             self, req: pb.PerformPasswordUpdateRequest) -> pb.PerformPasswordUpdateResponse:
-        return await call_remote(self._stub.PerformPasswordUpdate, req)
+        try:
+            return await call_remote(self._stub.PerformPasswordUpdate, req)
+        finally:
+            self._revoked_localpart(req.localpart)
 
     async def perform_account_deactivation(self, req: pb.PerformAccountDeactivationRequest) -> pb.Account:
-        return await call_remote(self._stub.PerformAccountDeactivation, req)
+        try:
+            return await call_remote(self._stub.PerformAccountDeactivation, req)
+        finally:
+            self._revoked_localpart(req.localpart)
 
     async def query_account_data(self, req: pb.QueryAccountDataRequest) -> pb.QueryAccountDataResponse:
         return await call_remote(self._stub.QueryAccountData, req)
@@ -70,16 +168,32 @@ class GrpcUserAPIClient:
         return await call_remote(self._stub.PerformPusherSet, req)
 
     async def perform_token_refresh(self, req: pb.PerformTokenRefreshRequest) -> pb.Device:
-        return await call_remote(self._stub.PerformTokenRefresh, req)
+        refreshed: pb.Device | None = None
+        try:
+            answer: pb.Device = await call_remote(self._stub.PerformTokenRefresh, req)
+            refreshed = answer
+            return answer
+        finally:
+            if refreshed is not None:
+                self._revoked(refreshed.user_id, [refreshed.device_id])
+            elif self.token_cache is not None:
+                # Whose token it was is unknown.
+                self.token_cache.revoke_all()
 
     async def perform_device_update(self, req: pb.PerformDeviceUpdateRequest) -> pb.Device:
-        return await call_remote(self._stub.PerformDeviceUpdate, req)
+        try:
+            return await call_remote(self._stub.PerformDeviceUpdate, req)
+        finally:
+            self._revoked(req.user_id, [req.device_id])
 
     async def query_account(self, req: pb.QueryAccountRequest) -> pb.Account:
         return await call_remote(self._stub.QueryAccount, req)
 
     async def perform_guest_upgrade(self, req: pb.PerformGuestUpgradeRequest) -> pb.Account:
-        return await call_remote(self._stub.PerformGuestUpgrade, req)
+        try:
+            return await call_remote(self._stub.PerformGuestUpgrade, req)
+        finally:
+            self._revoked_localpart(req.localpart)
 
     async def perform_upload_keys(self, req: pb.PerformUploadKeysRequest) -> pb.OneTimeKeyCounts:
         return await call_remote(self._stub.PerformUploadKeys, req)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 from myelin.userapi.v1 import device_list_log_pb2 as dl_pb
 from myelin.userapi.v1 import userapi_pb2 as pb
@@ -9,6 +11,11 @@ from myelin.userapi.v1 import userapi_pb2_grpc as pb_grpc
 
 from common.grpc_binding import GRPC_OPTIONS, serve_call
 from userapi.api import UserAPI
+from userapi.internal.revocations import TokenRevocations
+
+# How often a quiet revocation stream carries a heartbeat. A watcher treats
+# a stream silent for several of these as broken (token_cache.py).
+HEARTBEAT_SECONDS = 5.0
 
 
 class UserAPIServicer(pb_grpc.UserAPIServicer):
@@ -18,6 +25,23 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
     async def QueryAccessToken(self, request: pb.QueryAccessTokenRequest,  # type: ignore[override]
                                context: grpc.aio.ServicerContext) -> pb.Device:  # type: ignore[type-arg]
         return await serve_call(self._impl.query_access_token, request, context)
+
+    async def WatchTokenRevocations(  # type: ignore[override]
+            self, request: pb.WatchTokenRevocationsRequest,
+            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TokenRevocation]:  # type: ignore[type-arg]
+        revocations = getattr(self._impl, "revocations", None)
+        if not isinstance(revocations, TokenRevocations):
+            # An implementation that publishes nothing: its answers may not be cached.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this user API publishes no revocations")
+            return
+        with revocations.watch() as watcher:
+            yield pb.TokenRevocation(subscribed=True)
+            while True:
+                revocation = await watcher.next(HEARTBEAT_SECONDS)
+                if watcher.overflowed:
+                    await context.abort(grpc.StatusCode.ABORTED, "revocation watcher fell behind")
+                    return
+                yield revocation if revocation is not None else pb.TokenRevocation()
 
     async def QueryAccountAvailability(  # type: ignore[override]
             self, request: pb.QueryAccountAvailabilityRequest,

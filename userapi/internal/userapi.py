@@ -16,6 +16,7 @@ from myelin.userapi.v1 import userapi_pb2 as pb
 from common import errors
 from userapi.internal import localparts, passwords
 from userapi.internal.keys import KeysInternal
+from userapi.internal.revocations import TokenRevocations
 from userapi.producers import AccountDataProducer, DeviceListProducer
 from userapi.storage.database import AccountDataRow, AccountRow, DeviceRow, PusherRow, UserAPIDatabase
 from userapi.storage.keys_database import KeysDatabase
@@ -77,6 +78,10 @@ class UserAPIInternal(KeysInternal):
         self._account_data_locks: dict[str, list[Any]] = {}
         self._server_name = server_name
         self._password_params = password_params
+        # Watched by the token caches of fronts in other processes (gRPC
+        # WatchTokenRevocations): every change below that ends or alters what
+        # query_access_token answers is published once committed.
+        self.revocations = TokenRevocations()
 
     def _user_id(self, localpart: str) -> str:
         return f"@{localpart}:{self._server_name}"
@@ -129,6 +134,8 @@ class UserAPIInternal(KeysInternal):
                 passwords.hash_password, req.password, self._password_params)
         if not await self._db.upgrade_guest(req.localpart, password_hash):
             raise errors.NotFound(f"no guest account {self._user_id(req.localpart)}")
+        # Its tokens stay, but are no longer a guest's.
+        self.revocations.publish(self._user_id(req.localpart))
         row = await self._db.get_account(req.localpart)
         assert row is not None
         return self._account(row)
@@ -159,6 +166,8 @@ class UserAPIInternal(KeysInternal):
                       created_ts=now, last_seen_ts=now, last_seen_ip=req.ip),
             token_digest(token), expires_ts=now + lifetime if lifetime else None,
             refresh_sha256=token_digest(refresh) if refresh else None)
+        # An existing device ID's earlier tokens stopped working.
+        self.revocations.publish(stored.user_id, [stored.device_id])
         if stored.created_ts == now:
             # A new device (a known device ID keeps its created_ts).
             await self.device_list_changed(stored.user_id, stored.device_id, stored.display_name)
@@ -178,6 +187,8 @@ class UserAPIInternal(KeysInternal):
             expires_ts=now + lifetime if lifetime else None)
         if found is None:
             raise errors.UnknownToken("Unknown or already used refresh token", extra={"soft_logout": False})
+        # Tokens issued from this refresh token before (a reused one) are gone.
+        self.revocations.publish(found.user_id, [found.device_id])
         return pb.Device(user_id=found.user_id, device_id=found.device_id, access_token=token,
                          refresh_token=refresh, expires_in_ms=lifetime)
 
@@ -188,6 +199,8 @@ class UserAPIInternal(KeysInternal):
         else:
             row = await self._db.rename_device(req.user_id, req.device_id, req.display_name)
             if row is not None:
+                # query_access_token answers the display name.
+                self.revocations.publish(row.user_id, [row.device_id])
                 await self.device_list_changed(row.user_id, row.device_id, row.display_name)
         if row is None:
             raise errors.NotFound("Device not found")
@@ -207,19 +220,23 @@ class UserAPIInternal(KeysInternal):
             raise errors.UnknownToken("Access token has expired", extra={"soft_logout": True})
         if owner.refreshed_from is not None:
             await self._db.first_use_of_refreshed_token(token_digest(req.access_token), owner.refreshed_from)
+            # The token it was refreshed from stopped working.
+            self.revocations.publish(owner.user_id, [owner.device_id])
         last_seen = owner.last_seen_ts
         if now - last_seen >= LAST_SEEN_RESOLUTION_MS:
             await self._db.touch_device(owner.user_id, owner.device_id, now)
             last_seen = now
         return pb.Device(user_id=owner.user_id, device_id=owner.device_id,
                          display_name=owner.display_name, last_seen_ts=last_seen,
-                         last_seen_ip=owner.last_seen_ip, is_guest=owner.is_guest)
+                         last_seen_ip=owner.last_seen_ip, is_guest=owner.is_guest,
+                         cacheable=owner.expires_ts is None and owner.refreshed_from is None)
 
     async def perform_device_deletion(
             self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:
         before = {row.device_id for row in await self._db.get_devices(req.user_id)}
         deleted = await self._db.delete_devices(
             req.user_id, list(req.device_ids) if req.device_ids else None, req.except_device_id)
+        self.revocations.publish(req.user_id, req.device_ids)
         await self._forget_deleted_devices(req.user_id, before)
         return pb.PerformDeviceDeletionResponse(deleted=deleted)
 
@@ -267,6 +284,9 @@ class UserAPIInternal(KeysInternal):
             req.localpart, password_hash, user_id=self._user_id(req.localpart),
             log_out_except=req.except_device_id if req.log_out_devices else None)
         if deleted:
+            # Every device named, the kept one too: a device created since
+            # ``before`` was read may be among those deleted.
+            self.revocations.publish(self._user_id(req.localpart))
             await self._forget_deleted_devices(self._user_id(req.localpart), before)
         return pb.PerformPasswordUpdateResponse(devices_deleted=deleted)
 
@@ -276,6 +296,7 @@ class UserAPIInternal(KeysInternal):
             raise errors.NotFound(f"no account {self._user_id(req.localpart)}")
         before = {row.device_id for row in await self._db.get_devices(self._user_id(req.localpart))}
         await self._db.deactivate_account(req.localpart, self._user_id(req.localpart))
+        self.revocations.publish(self._user_id(req.localpart))
         await self._forget_deleted_devices(self._user_id(req.localpart), before)
         return pb.Account(user_id=self._user_id(row.localpart), localpart=row.localpart,
                           created_ts=row.created_ts, is_guest=row.is_guest, deactivated=True)

@@ -43,8 +43,10 @@ async def userapi(request: pytest.FixtureRequest, userapi_component: UserAPIComp
         return
     server, port = await serve_grpc(userapi_component.api, "127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    client = GrpcUserAPIClient(channel)
     try:
-        yield GrpcUserAPIClient(channel)
+        yield client
     finally:
+        await client.close()
         await channel.close()
         await server.stop(None)

@@ -66,6 +66,7 @@ class Device(_message.Message):
     REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_MS_FIELD_NUMBER: _builtins.int
     IS_GUEST_FIELD_NUMBER: _builtins.int
+    CACHEABLE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     device_id: _builtins.str
     display_name: _builtins.str
@@ -83,6 +84,11 @@ class Device(_message.Message):
     """The device's account is a guest's (POST /register?kind=guest). Set in
     the answers to QueryAccessToken and PerformDeviceCreation.
     """
+    cacheable: _builtins.bool
+    """Set in the answer to QueryAccessToken when the token never expires and
+    is not a refreshed token awaiting its first use: then only a revocation
+    (WatchTokenRevocations) or a change of the device ends what the answer says.
+    """
     def __init__(
         self,
         *,
@@ -95,14 +101,65 @@ class Device(_message.Message):
         refresh_token: _builtins.str = ...,
         expires_in_ms: _builtins.int = ...,
         is_guest: _builtins.bool = ...,
+        cacheable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "device_id", b"device_id", "display_name", b"display_name", "expires_in_ms", b"expires_in_ms", "is_guest", b"is_guest", "last_seen_ip", b"last_seen_ip", "last_seen_ts", b"last_seen_ts", "refresh_token", b"refresh_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "cacheable", b"cacheable", "device_id", b"device_id", "display_name", b"display_name", "expires_in_ms", b"expires_in_ms", "is_guest", b"is_guest", "last_seen_ip", b"last_seen_ip", "last_seen_ts", b"last_seen_ts", "refresh_token", b"refresh_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Device: _TypeAlias = Device  # noqa: Y015
+
+@_typing.final
+class WatchTokenRevocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTokenRevocationsRequest: _TypeAlias = WatchTokenRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class TokenRevocation(_message.Message):
+    """The tokens of `user_id`'s devices `device_ids` (empty: of all the user's
+    devices) were revoked, or what QueryAccessToken answers for them changed
+    (a renamed device, a guest upgraded). An empty `user_id` with `all_users`
+    set: forget every answer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBED_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    ALL_USERS_FIELD_NUMBER: _builtins.int
+    subscribed: _builtins.bool
+    user_id: _builtins.str
+    all_users: _builtins.bool
+    @_builtins.property
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        subscribed: _builtins.bool = ...,
+        user_id: _builtins.str = ...,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_users: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "device_ids", b"device_ids", "subscribed", b"subscribed", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenRevocation: _TypeAlias = TokenRevocation  # noqa: Y015
 
 @_typing.final
 class QueryAccessTokenRequest(_message.Message):

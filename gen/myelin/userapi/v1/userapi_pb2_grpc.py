@@ -40,6 +40,11 @@ class UserAPIStub:
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccessTokenRequest.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
                 _registered_method=True)
+        self.WatchTokenRevocations = channel.unary_stream(
+                '/myelin.userapi.v1.UserAPI/WatchTokenRevocations',
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.WatchTokenRevocationsRequest.SerializeToString,
+                response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocation.FromString,
+                _registered_method=True)
         self.QueryAccountAvailability = channel.unary_unary(
                 '/myelin.userapi.v1.UserAPI/QueryAccountAvailability',
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountAvailabilityRequest.SerializeToString,
@@ -213,6 +218,19 @@ class UserAPIServicer:
     def QueryAccessToken(self, request, context):
         """Resolves an access token to its user and device; NOT_FOUND (errcode
         M_UNKNOWN_TOKEN) when it is unknown or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTokenRevocations(self, request, context):
+        """The revocations of access tokens from now on, for a front that remembers
+        QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
+        message has `subscribed` set: every token revoked after it is named by a
+        later message, sent once the revocation is committed and before the
+        revoking call answers. Messages with neither field set are heartbeats
+        (every few seconds), so a watcher notices a stream gone quiet. A watcher
+        that falls too far behind has its stream ended (ABORTED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -470,6 +488,11 @@ def add_UserAPIServicer_to_server(servicer, server):
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccessTokenRequest.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.SerializeToString,
             ),
+            'WatchTokenRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTokenRevocations,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.WatchTokenRevocationsRequest.FromString,
+                    response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocation.SerializeToString,
+            ),
             'QueryAccountAvailability': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryAccountAvailability,
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccountAvailabilityRequest.FromString,
@@ -663,6 +686,33 @@ class UserAPI:
             '/myelin.userapi.v1.UserAPI/QueryAccessToken',
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccessTokenRequest.SerializeToString,
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTokenRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/myelin.userapi.v1.UserAPI/WatchTokenRevocations',
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.WatchTokenRevocationsRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocation.FromString,
             options,
             channel_credentials,
             insecure,

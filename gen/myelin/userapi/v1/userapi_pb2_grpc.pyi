@@ -39,6 +39,15 @@ class UserAPIStub:
     """Resolves an access token to its user and device; NOT_FOUND (errcode
     M_UNKNOWN_TOKEN) when it is unknown or expired.
     """
+    WatchTokenRevocations: _grpc.UnaryStreamMultiCallable[_userapi_pb2.WatchTokenRevocationsRequest, _userapi_pb2.TokenRevocation]
+    """The revocations of access tokens from now on, for a front that remembers
+    QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
+    message has `subscribed` set: every token revoked after it is named by a
+    later message, sent once the revocation is committed and before the
+    revoking call answers. Messages with neither field set are heartbeats
+    (every few seconds), so a watcher notices a stream gone quiet. A watcher
+    that falls too far behind has its stream ended (ABORTED).
+    """
     QueryAccountAvailability: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountAvailabilityRequest, _userapi_pb2.QueryAccountAvailabilityResponse]
     PerformAccountCreation: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountCreationRequest, _userapi_pb2.Account]
     """Creates an account; ALREADY_EXISTS (M_USER_IN_USE) when taken."""
@@ -137,6 +146,15 @@ class UserAPIAsyncStub(UserAPIStub):
     QueryAccessToken: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccessTokenRequest, _userapi_pb2.Device]  # type: ignore[assignment]
     """Resolves an access token to its user and device; NOT_FOUND (errcode
     M_UNKNOWN_TOKEN) when it is unknown or expired.
+    """
+    WatchTokenRevocations: _aio.UnaryStreamMultiCallable[_userapi_pb2.WatchTokenRevocationsRequest, _userapi_pb2.TokenRevocation]  # type: ignore[assignment]
+    """The revocations of access tokens from now on, for a front that remembers
+    QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
+    message has `subscribed` set: every token revoked after it is named by a
+    later message, sent once the revocation is committed and before the
+    revoking call answers. Messages with neither field set are heartbeats
+    (every few seconds), so a watcher notices a stream gone quiet. A watcher
+    that falls too far behind has its stream ended (ABORTED).
     """
     QueryAccountAvailability: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountAvailabilityRequest, _userapi_pb2.QueryAccountAvailabilityResponse]  # type: ignore[assignment]
     PerformAccountCreation: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountCreationRequest, _userapi_pb2.Account]  # type: ignore[assignment]
@@ -239,6 +257,21 @@ class UserAPIServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_userapi_pb2.Device, _abc.Awaitable[_userapi_pb2.Device]]:
         """Resolves an access token to its user and device; NOT_FOUND (errcode
         M_UNKNOWN_TOKEN) when it is unknown or expired.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTokenRevocations(
+        self,
+        request: _userapi_pb2.WatchTokenRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_userapi_pb2.TokenRevocation], _abc.AsyncIterator[_userapi_pb2.TokenRevocation]]:
+        """The revocations of access tokens from now on, for a front that remembers
+        QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
+        message has `subscribed` set: every token revoked after it is named by a
+        later message, sent once the revocation is committed and before the
+        revoking call answers. Messages with neither field set are heartbeats
+        (every few seconds), so a watcher notices a stream gone quiet. A watcher
+        that falls too far behind has its stream ended (ABORTED).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,305 @@
+"""The access token cache of the user API's gRPC client (userapi/grpc/token_cache.py)
+and the revocation stream that keeps it right (WatchTokenRevocations).
+
+Two GrpcUserAPIClients on their own channels stand for two front processes
+(two client API instances, or a client API and a sync API)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from myelin.userapi.v1 import userapi_pb2 as pb
+
+from common import errors
+from userapi.component import UserAPIComponent
+from userapi.grpc.client import GrpcUserAPIClient
+from userapi.grpc.server import serve_grpc
+from userapi.grpc.token_cache import TokenCache
+from userapi.internal.userapi import UserAPIInternal
+
+# -- the cache alone ------------------------------------------------------------
+
+
+def device(user_id: str = "@a:x", device_id: str = "D1", *, cacheable: bool = True) -> pb.Device:
+    return pb.Device(user_id=user_id, device_id=device_id, cacheable=cacheable)
+
+
+def live_cache(**kwargs: Any) -> TokenCache:
+    cache = TokenCache(**kwargs)
+    cache.apply(pb.TokenRevocation(subscribed=True))
+    return cache
+
+
+def test_nothing_is_kept_before_the_stream_is_subscribed() -> None:
+    cache = TokenCache()
+    cache.put("t", device(), cache.begin())
+    cache.apply(pb.TokenRevocation(subscribed=True))
+    assert cache.get("t") is None
+    cache.put("t", device(), cache.begin())
+    assert cache.get("t") == device()
+
+
+def test_a_lookup_in_flight_across_a_revocation_is_not_kept() -> None:
+    cache = live_cache()
+    began = cache.begin()
+    # The revocation is applied while the user API's (stale) answer travels.
+    cache.apply(pb.TokenRevocation(user_id="@a:x", device_ids=["D1"]))
+    cache.put("t", device(), began)
+    assert cache.get("t") is None
+    cache.put("t", device(), cache.begin())
+    assert cache.get("t") is not None
+
+
+def test_revocations_drop_the_devices_named_or_every_device() -> None:
+    cache = live_cache()
+    for token, who in (("t1", device("@a:x", "D1")), ("t2", device("@a:x", "D2")), ("t3", device("@b:x", "D1"))):
+        cache.put(token, who, cache.begin())
+    cache.apply(pb.TokenRevocation(user_id="@a:x", device_ids=["D1"]))
+    assert (cache.get("t1"), cache.get("t2") is not None, cache.get("t3") is not None) == (None, True, True)
+    cache.apply(pb.TokenRevocation(user_id="@a:x"))
+    assert (cache.get("t2"), cache.get("t3") is not None) == (None, True)
+    cache.revoke_localpart("b")
+    assert cache.get("t3") is None and len(cache) == 0
+
+
+def test_heartbeats_change_nothing_and_all_users_drops_everything() -> None:
+    cache = live_cache()
+    cache.put("t", device(), cache.begin())
+    cache.apply(pb.TokenRevocation())
+    assert cache.get("t") is not None
+    cache.apply(pb.TokenRevocation(all_users=True))
+    assert cache.get("t") is None
+
+
+def test_a_broken_stream_forgets_everything_until_subscribed_again() -> None:
+    cache = live_cache()
+    cache.put("t", device(), cache.begin())
+    cache.disconnected()
+    assert cache.get("t") is None
+    cache.put("t", device(), cache.begin())
+    assert len(cache) == 0
+    cache.apply(pb.TokenRevocation(subscribed=True))
+    assert cache.get("t") is None
+
+
+def test_expiring_tokens_are_not_kept_and_answers_age_out() -> None:
+    cache = live_cache(max_age_seconds=0.05)
+    cache.put("expiring", device(cacheable=False), cache.begin())
+    assert cache.get("expiring") is None
+    cache.put("t", device(), cache.begin())
+    assert cache.get("t") is not None
+    time.sleep(0.06)
+    assert cache.get("t") is None and len(cache) == 0
+
+
+def test_bounded_least_recently_used_first() -> None:
+    cache = live_cache(max_entries=2)
+    for token in ("t1", "t2"):
+        cache.put(token, device(device_id=token), cache.begin())
+    cache.get("t1")
+    cache.put("t3", device(device_id="t3"), cache.begin())
+    assert (cache.get("t1") is not None, cache.get("t2"), cache.get("t3") is not None) == (True, None, True)
+
+
+def test_answers_are_copies() -> None:
+    cache = live_cache()
+    cache.put("t", device(), cache.begin())
+    answer = cache.get("t")
+    assert answer is not None
+    answer.user_id = "@mallory:x"
+    assert cache.get("t") == device()
+
+
+# -- over gRPC, against the real user API -------------------------------------------------
+
+
+class CountingUserAPI:
+    """The real user API, counting the token lookups that reach it."""
+
+    def __init__(self, impl: UserAPIInternal) -> None:
+        self._impl = impl
+        self.lookups = 0
+        self.revocations = impl.revocations
+
+    async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
+        self.lookups += 1
+        return await self._impl.query_access_token(req)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._impl, name)
+
+
+@dataclass
+class Fronts:
+    api: CountingUserAPI
+    # Two front processes, each with its own channel and cache.
+    one: GrpcUserAPIClient
+    two: GrpcUserAPIClient
+    server: grpc.aio.Server
+
+
+@pytest.fixture
+async def fronts(userapi_component: UserAPIComponent) -> AsyncIterator[Fronts]:
+    assert isinstance(userapi_component.api, UserAPIInternal)
+    api = CountingUserAPI(userapi_component.api)
+    server, port = await serve_grpc(api, "127.0.0.1:0")  # type: ignore[arg-type]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(2)]
+    clients = [GrpcUserAPIClient(channel) for channel in channels]
+    try:
+        yield Fronts(api, clients[0], clients[1], server)
+    finally:
+        for client in clients:
+            await client.close()
+        for channel in channels:
+            await channel.close()
+        await server.stop(None)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def login(api: Any, localpart: str, **kwargs: Any) -> pb.Device:
+    user_id = f"@{localpart}:test.myelin"
+    try:
+        await api.perform_account_creation(pb.PerformAccountCreationRequest(localpart=localpart, password="pw"))
+    except errors.UserInUse:
+        pass
+    created: pb.Device = await api.perform_device_creation(
+        pb.PerformDeviceCreationRequest(user_id=user_id, **kwargs))
+    return created
+
+
+async def whoami(client: GrpcUserAPIClient, token: str) -> pb.Device:
+    return await client.query_access_token(pb.QueryAccessTokenRequest(access_token=token))
+
+
+async def cached_by(client: GrpcUserAPIClient, token: str) -> None:
+    """Looks the token up until the client answers it from memory."""
+    cache = client.token_cache
+    assert cache is not None
+
+    async def kept() -> bool:
+        await whoami(client, token)
+        return cache.get(token) is not None
+    await eventually(kept)
+
+
+async def refused(client: GrpcUserAPIClient, token: str) -> bool:
+    try:
+        await whoami(client, token)
+    except errors.UnknownToken:
+        return True
+    return False
+
+
+async def test_cached_lookups_skip_the_user_api(fronts: Fronts) -> None:
+    token = (await login(fronts.api, "cal")).access_token
+    await cached_by(fronts.one, token)
+    before = fronts.api.lookups
+    for _ in range(20):
+        assert (await whoami(fronts.one, token)).user_id == "@cal:test.myelin"
+    assert fronts.api.lookups == before
+
+
+async def test_logout_is_refused_at_once_here_and_after_the_stream_elsewhere(fronts: Fronts) -> None:
+    token = (await login(fronts.api, "lou", device_id="PHONE")).access_token
+    await cached_by(fronts.one, token)
+    await cached_by(fronts.two, token)
+    # Front one logs the device out (POST /logout).
+    await fronts.one.perform_device_deletion(pb.PerformDeviceDeletionRequest(
+        user_id="@lou:test.myelin", device_ids=["PHONE"]))
+    assert await refused(fronts.one, token)
+    # Front two learns it from the revocation stream, within moments.
+    await eventually(lambda: refused(fronts.two, token), timeout=2.0)
+
+
+@pytest.mark.parametrize("revoke", ["password", "deactivation", "new_login_same_device", "all_devices"])
+async def test_every_revoking_change_reaches_other_fronts(fronts: Fronts, revoke: str) -> None:
+    token = (await login(fronts.api, "pat", device_id="LAPTOP")).access_token
+    await cached_by(fronts.two, token)
+    if revoke == "password":
+        await fronts.one.perform_password_update(pb.PerformPasswordUpdateRequest(
+            localpart="pat", new_password="new", log_out_devices=True, except_device_id="OTHER"))
+    elif revoke == "deactivation":
+        await fronts.one.perform_account_deactivation(pb.PerformAccountDeactivationRequest(localpart="pat"))
+    elif revoke == "new_login_same_device":
+        await fronts.one.perform_device_creation(pb.PerformDeviceCreationRequest(
+            user_id="@pat:test.myelin", device_id="LAPTOP"))
+    else:
+        await fronts.one.perform_device_deletion(pb.PerformDeviceDeletionRequest(user_id="@pat:test.myelin"))
+    assert await refused(fronts.one, token)
+    await eventually(lambda: refused(fronts.two, token), timeout=2.0)
+
+
+async def test_a_rename_reaches_other_fronts(fronts: Fronts) -> None:
+    token = (await login(fronts.api, "ren", device_id="TAB")).access_token
+    await cached_by(fronts.two, token)
+    await fronts.one.perform_device_update(pb.PerformDeviceUpdateRequest(
+        user_id="@ren:test.myelin", device_id="TAB", display_name="tablet"))
+
+    async def renamed() -> bool:
+        return (await whoami(fronts.two, token)).display_name == "tablet"
+    await eventually(renamed, timeout=2.0)
+
+
+async def test_tokens_that_expire_are_always_asked(fronts: Fronts, userapi_component: UserAPIComponent) -> None:
+    token = (await login(fronts.api, "exp", refresh_token=True)).access_token
+    plain = (await login(fronts.api, "exp")).access_token
+    await cached_by(fronts.one, plain)
+    before = fronts.api.lookups
+    await whoami(fronts.one, token)
+    await whoami(fronts.one, token)
+    assert fronts.api.lookups == before + 2
+
+
+async def test_losing_the_user_api_forgets_every_token(fronts: Fronts) -> None:
+    token = (await login(fronts.api, "gon")).access_token
+    await cached_by(fronts.one, token)
+    cache = fronts.one.token_cache
+    assert cache is not None
+    await fronts.server.stop(None)
+
+    async def forgotten() -> bool:
+        return not cache.live and cache.get(token) is None
+    await eventually(forgotten, timeout=2.0)
+    with pytest.raises(errors.MatrixError):
+        await whoami(fronts.one, token)
+
+
+async def test_a_user_api_that_publishes_no_revocations_is_always_asked(
+        userapi_component: UserAPIComponent) -> None:
+    impl = userapi_component.api
+    assert isinstance(impl, UserAPIInternal)
+
+    class WithoutRevocations:
+        lookups = 0
+
+        async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
+            self.lookups += 1
+            return await impl.query_access_token(req)
+
+    api = WithoutRevocations()
+    server, port = await serve_grpc(api, "127.0.0.1:0")  # type: ignore[arg-type]
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    client = GrpcUserAPIClient(channel)
+    try:
+        token = (await login(impl, "old")).access_token
+        for _ in range(5):
+            await whoami(client, token)
+            await asyncio.sleep(0.05)
+        assert api.lookups == 5
+        assert client.token_cache is not None and not client.token_cache.live
+    finally:
+        await client.close()
+        await channel.close()
+        await server.stop(None)
