@@ -132,7 +132,9 @@ class SyncAPI:
         while True:
             await asyncio.sleep(self.position_poll_interval)
             try:
-                self.notifier.note_database_positions(await self.database.current_positions())
+                positions = await self.database.settled_positions()
+                if positions is not None:
+                    self.notifier.note_database_positions(positions)
             except Exception:
                 logger.warning("could not read the stream positions", exc_info=True)
 

@@ -28,6 +28,7 @@ from syncapi.storage.tables import device_lists as device_lists_t
 from syncapi.storage.tables import events as events_t
 from syncapi.storage.tables import filters as filters_t
 from syncapi.storage.tables import invites as invites_t
+from syncapi.storage.tables import message_runs_pg
 from syncapi.storage.tables import notifications as notifications_t
 from syncapi.storage.tables import presence as presence_t
 from syncapi.storage.tables import receipts as receipts_t
@@ -191,6 +192,15 @@ class SyncDatabase:
         # another process wrote it fails on the events' unique event ID, and
         # a failed write forgets the room, so its retry reads.
         self._last_written: dict[str, str] = {}
+        # PostgreSQL: reads run without BEGIN and ROLLBACK, two round trips
+        # fewer for a woken /sync's two statements. Under READ COMMITTED (the
+        # default) each statement of a transaction takes a snapshot of its
+        # own anyway, so the reads see what they saw inside one; nothing
+        # writes through read() (its transaction was rolled back).
+        self._autocommit_reads = (database.engine.execution_options(isolation_level="AUTOCOMMIT")
+                                  if database.dialect_name == "postgresql" else None)
+        # One-statement writes under way (see settled_positions).
+        self._writes_in_flight = 0
         # Whether closing a connection never waits (the inline SQLite driver).
         self._closes_at_once = isinstance(database.engine.dialect.loaded_dbapi, InlineDBAPI)
 
@@ -223,6 +233,10 @@ class SyncDatabase:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
+        if self._autocommit_reads is not None:
+            async with self._autocommit_reads.connect() as conn:
+                yield Reader(conn)
+            return
         if not self._closes_at_once:
             async with self._db.connect() as conn:
                 yield Reader(conn)
@@ -250,6 +264,17 @@ class SyncDatabase:
             found = await stream_t.current_positions(conn)
         return {("pdu" if name == stream_t.GLOBAL_STREAM else name): position
                 for name, position in found.items()}
+
+    async def settled_positions(self) -> dict[str, int] | None:
+        """``current_positions`` for the periodic check for other processes'
+        writes; None when a one-statement write of this process was under
+        way as they were read: its positions are committed before this
+        process is told of them, so the read could take them for another
+        process's (the check is simply made again at its next period)."""
+        if self._writes_in_flight:
+            return None
+        positions = await self.current_positions()
+        return None if self._writes_in_flight else positions
 
     async def last_event_id(self, room_id: str) -> str | None:
         async with self._db.connect() as conn:
@@ -292,6 +317,10 @@ class SyncDatabase:
         transaction instead of three (events, the rules' reads, the
         notifications) is what lets a busy room's wake-ups go out sooner.
         A failing ``push`` loses its notifications, not the events."""
+        if self._db.dialect_name == "postgresql" and follows is not None:
+            written = await self._write_run_in_one_statement(writes, follows=follows, push=push)
+            if written is not None:
+                return written
         room_ids = {write.new.event.room_id for write in writes}
         try:
             results, notifications = await self._write_room_events_with_push(
@@ -304,6 +333,85 @@ class SyncDatabase:
             if applied is not None:
                 self._note_last_written(write.new.event.room_id, write.new.event.event_id)
         return results, notifications
+
+    async def _write_run_in_one_statement(
+            self, writes: Sequence[RoomEventWrite], *, follows: str, push: PushRulesRun | None,
+    ) -> tuple[list[Applied | None], list[StoredNotification]] | None:
+        """PostgreSQL: a run of plain messages that follows on from what
+        this process wrote last, in one statement (see
+        ``tables.message_runs_pg``); None, having written nothing, when the
+        run is not one (the transaction path then writes it).
+
+        The push rules are evaluated first, on the connection the statement
+        then runs on (a plain run changes no state: the room's state before
+        it is the state after it), with the events' ordinals for positions."""
+        if not writes:
+            return None
+        room_id = writes[0].new.event.room_id
+        if (self._last_written.get(room_id) != follows or not all(map(_is_plain, writes))
+                or any(w.new.event.room_id != room_id or relation_of(w.new.event.content) is not None
+                       for w in writes)
+                or len({w.new.event.event_id for w in writes}) != len(writes)):
+            return None
+        rows: list[StoredEvent] = []
+        search_entries: list[tuple[int, str, str, str]] = []
+        live: list[tuple[Event, int]] = []
+        for ordinal, write in enumerate(writes, 1):
+            new = write.new
+            event = new.event
+            txn_ok = new.txn_id and new.txn_user_id == event.sender
+            rows.append(_stored(event, 0, state_only=False, historical=new.historical,
+                                history_visibility=new.history_visibility,
+                                txn_device_id=new.txn_device_id if txn_ok else None,
+                                txn_id=new.txn_id if txn_ok else None))
+            indexed = search_t.indexed_text(event)
+            if indexed is not None:
+                search_entries.append((ordinal, event.event_id, indexed[0], indexed[1]))
+            if not new.historical:
+                live.append((event, ordinal))
+        last = writes[-1]
+        # Imported here: the single process (SQLite) never loads asyncpg.
+        from asyncpg import PostgresError
+        self._writes_in_flight += 1
+        try:
+            async with self._db.engine.connect() as conn:
+                notifications: list[StoredNotification] = []
+                if push is not None and live:
+                    try:
+                        notifications = list(await push(Reader(conn), live))
+                    except Exception:
+                        logger.warning("push rules not evaluated for %d events of %s", len(live), room_id,
+                                       exc_info=True)
+                        notifications = []
+                    if conn.in_transaction():
+                        await conn.rollback()  # the rules' reads
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                try:
+                    base = await driver.fetchval(message_runs_pg.WRITE_RUN_SQL, *message_runs_pg.write_run_args(
+                        room_id, rows, search_entries, last.new.event.event_id, last.room_stream_position,
+                        notifications))
+                except PostgresError:
+                    # Nothing was written (an event stored already, ...): the
+                    # transaction path reads what is stored and sorts it out.
+                    logger.debug("one-statement write of %d events of %s refused", len(writes), room_id,
+                                 exc_info=True)
+                    self._last_written.pop(room_id, None)
+                    return None
+                except BaseException:
+                    # A lost connection or a cancelled statement: not given back as it is.
+                    self._last_written.pop(room_id, None)
+                    await conn.invalidate()
+                    raise
+            positions = range(int(base) + 1, int(base) + len(writes) + 1)
+            if self.on_positions_taken is not None:
+                self.on_positions_taken(positions)
+        finally:
+            self._writes_in_flight -= 1
+        self._note_last_written(room_id, last.new.event.event_id)
+        start = positions.start - 1
+        return ([Applied(position=position, room_id=room_id) for position in positions],
+                [row._replace(stream_pos=start + row.stream_pos) for row in notifications])
 
     def _note_last_written(self, room_id: str, event_id: str) -> None:
         self._last_written.pop(room_id, None)
