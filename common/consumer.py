@@ -47,7 +47,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from common.log import Log, LogConsumer, LogRecord, PositionLost, RebalancingConsumer
+from common.log import Log, LogConsumer, LogRecord, PollingConsumer, PositionLost, RebalancingConsumer
 from common.logs.embedded import EmbeddedConsumer
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,10 @@ class KeyedConsumerRunner:
     as they are written, before their fsync (see common.logs.embedded), for
     handlers whose effects are durable on their own and whose records'
     content the producer keeps until its append returns. Commits still stop
-    at the durable records. No effect on Kafka."""
+    at the durable records. No effect on Kafka.
+
+    ``max_delay``: see ``common.log.PollingConsumer`` (None: as soon as the
+    backend can)."""
 
     def __init__(
         self,
@@ -118,6 +121,7 @@ class KeyedConsumerRunner:
         fetch_timeout: float = 1.0,
         commit_interval: float = COMMIT_INTERVAL,
         read_unsynced: bool = False,
+        max_delay: float | None = None,
     ) -> None:
         if concurrency < 1 or max_pending < 1 or max_batch < 1:
             raise ValueError("concurrency, max_pending and max_batch must be positive")
@@ -138,6 +142,7 @@ class KeyedConsumerRunner:
         self._fetch_timeout = fetch_timeout
         self._commit_interval = commit_interval
         self._read_unsynced = read_unsynced
+        self._max_delay = max_delay
         self._stopping = asyncio.Event()
         self._halting = False
         self._consumer: LogConsumer | None = None
@@ -181,6 +186,8 @@ class KeyedConsumerRunner:
         Cancelling it also stops it: handlers are cancelled mid-record (those
         records stay uncommitted) and what had finished is committed."""
         consumer = await self._log.consumer(self.group, self.topics)
+        if self._max_delay is not None and isinstance(consumer, PollingConsumer):
+            consumer.set_max_delay(self._max_delay)
         self._consumer = consumer
         if self._read_unsynced and isinstance(consumer, EmbeddedConsumer):
             consumer.read_unsynced = True

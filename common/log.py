@@ -92,6 +92,17 @@ class RebalancingConsumer(Protocol):
     on_revoked: Callable[[frozenset[tuple[str, int]]], Awaitable[None]] | None
 
 
+@runtime_checkable
+class PollingConsumer(Protocol):
+    """A ``LogConsumer`` that polls its broker for records (Kafka; the
+    embedded log wakes its readers on append). ``set_max_delay(seconds)``
+    says how long a record may wait before this member sees it, for readers
+    nobody waits on (the federation sender): it then polls less often.
+    Without it, as soon as the backend can."""
+
+    def set_max_delay(self, seconds: float) -> None: ...
+
+
 class Log(Protocol):
     """A connection to a log backend."""
 

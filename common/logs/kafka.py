@@ -12,11 +12,20 @@ at the earliest record; a committed position that the broker no longer
 holds raises ``PositionLost`` (the consumer runs with
 ``auto_offset_reset="none"`` and seeks to the beginning itself, so the two
 cases stay apart, as the embedded log keeps them apart).
+
+Tansu answers a fetch only when its wait has passed, so consumers poll: with
+a short wait while records flow, a long one when quiet, a longer one for a
+member given a ``max_delay`` (``set_max_delay``, see
+``common.log.PollingConsumer``). A record appended through a ``KafkaLog``
+reaches that log's own members without a fetch (see ``KafkaConsumer``): a
+process that reads its own topic (the room server's input) neither waits
+for nor polls the broker for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -26,12 +35,14 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.protocol.transaction import InitProducerIdRequest
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from common.log import LogRecord, PositionLost, RecordTooLarge
 from common.topics import ALL_TOPICS
 
 logger = logging.getLogger(__name__)
+
+Batches = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 TOPIC_ALREADY_EXISTS = 36
 # A room join can carry the room's whole state: Kafka's 1 MB default is too small.
@@ -51,6 +62,14 @@ RECORD_BATCH_OVERHEAD = 64 * 1024
 ACTIVE_FETCH_WAIT_MS = 5
 IDLE_FETCH_WAIT_MS = 200
 QUIET_BEFORE_IDLE_S = 2.0
+# A fetch is one request whatever it asks for, but Tansu's cost grows with
+# the topics in it (measured: ~0.2 ms of broker CPU per topic per fetch; 4
+# topics at a 5 ms wait ~11% of a core, 1 topic 3.4%), so a consumer whose
+# records may wait (``max_delay``) fetches with a longer wait.
+MAX_FETCH_WAIT_MS = 1000
+# Records this process appended, held for its own consumers until they
+# reach them; past this many per partition, the rest come by fetch.
+MAX_LOCAL_RECORDS = 10_000
 
 
 class KafkaLog:
@@ -159,9 +178,14 @@ class KafkaLog:
             raise RecordTooLarge(f"a record of {len(key) + len(value)} bytes for {topic}")
         await self._ensure_topics([topic])
         metadata = await self._producer.send_and_wait(topic, value, key=key)
-        return LogRecord(topic, metadata.partition, metadata.offset, key, value)
+        record = LogRecord(topic, metadata.partition, metadata.offset, key, value)
+        for member in self._consumers:
+            member._offer_local(record)
+        return record
 
     async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
+        """A member of ``group``; records appended through this log reach
+        its own members at once (see ``KafkaConsumer``)."""
         if self._producer is None:
             raise RuntimeError("KafkaLog.start() was not called")
         await self._ensure_topics(topics)
@@ -175,7 +199,7 @@ class KafkaLog:
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
         )
-        member = KafkaConsumer(self, consumer, group)
+        member = KafkaConsumer(self, consumer, group, topics)
         consumer.subscribe(list(topics), listener=_Listener(member))
         await consumer.start()
         try:
@@ -209,31 +233,52 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._member = member
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._member._forget_local(revoked)
         partitions = frozenset((tp.topic, tp.partition) for tp in revoked)
         if partitions and self._member.on_revoked is not None:
             await self._member.on_revoked(partitions)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._member._forget_local(assigned)
         self._member._unchecked.update(assigned)
         self._member.joined.set()
 
 
 class KafkaConsumer:
-    """A member of a Kafka consumer group."""
+    """A member of a Kafka consumer group.
 
-    def __init__(self, log: KafkaLog, consumer: AIOKafkaConsumer, group: str) -> None:
+    Records that the same ``KafkaLog`` appended to a partition this member
+    holds are handed over from memory (``_offer_local``) instead of waiting
+    for a fetch: Tansu answers a fetch only when its wait has passed, so a
+    process's hop to itself (the room server's input) would cost a fetch
+    wait and a short-wait poll. They are handed over in offset order from
+    the member's position only, after their append was acknowledged (so the
+    same as a fetch would return), and the member's position then moves past
+    them, as a fetch would; the fetcher's copies are dropped."""
+
+    def __init__(self, log: KafkaLog, consumer: AIOKafkaConsumer, group: str, topics: Sequence[str] = ()) -> None:
         self._log = log
         self._consumer = consumer
         self.group = group
+        self.topics = frozenset(topics)
         self._closed = False
         self.joined = asyncio.Event()
         # See common.log.RebalancingConsumer.
         self.on_revoked: Callable[[frozenset[tuple[str, int]]], Awaitable[None]] | None = None
         # Newly assigned partitions whose committed position is not yet checked.
         self._unchecked: set[TopicPartition] = set()
-        # Until when (loop time) fetches wait ACTIVE_FETCH_WAIT_MS: records came lately.
+        # Until when (loop time) fetches wait active_wait_ms: records came lately.
         self._active_until = 0.0
+        self.active_wait_ms = ACTIVE_FETCH_WAIT_MS
+        self.idle_wait_ms = IDLE_FETCH_WAIT_MS
         self.fetch_wait_ms = IDLE_FETCH_WAIT_MS
+        # Records appended by this process, by partition and offset, not yet handed over.
+        self._local: dict[TopicPartition, dict[int, LogRecord]] = {}
+        self._local_arrived = asyncio.Event()
+        # Per partition: the end of what was handed over from memory; the
+        # fetcher's copies below it are dropped.
+        self._local_end: dict[TopicPartition, int] = {}
+        self.local_records = 0  # handed over from memory (for tests and measurements)
 
     def _set_fetch_wait(self, wait_ms: int) -> None:
         """The fetch wait of the consumer's next fetch requests. aiokafka
@@ -245,20 +290,109 @@ class KafkaConsumer:
                 fetcher._fetch_max_wait_ms = wait_ms
                 self.fetch_wait_ms = wait_ms
 
+    def set_max_delay(self, seconds: float) -> None:
+        """See ``common.log.PollingConsumer``: the fetch wait while records
+        flow (bounded by ``MAX_FETCH_WAIT_MS``), and at least that when quiet."""
+        self.active_wait_ms = min(MAX_FETCH_WAIT_MS, max(ACTIVE_FETCH_WAIT_MS, round(seconds * 1000)))
+        self.idle_wait_ms = max(IDLE_FETCH_WAIT_MS, self.active_wait_ms)
+        now = asyncio.get_running_loop().time()
+        self._set_fetch_wait(self.active_wait_ms if now < self._active_until else self.idle_wait_ms)
+
+    def _offer_local(self, record: LogRecord) -> None:
+        if self._closed or record.topic not in self.topics:
+            return
+        partition = TopicPartition(record.topic, record.partition)
+        if partition not in self._consumer.assignment():
+            return  # another member's (or not assigned yet): it comes by fetch
+        held = self._local.setdefault(partition, {})
+        if len(held) < MAX_LOCAL_RECORDS:
+            held[record.offset] = record
+            self._local_arrived.set()
+
+    def _forget_local(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drops what this member holds or handed over from memory for
+        ``partitions``: their position moves elsewhere (a rebalance, a seek
+        to the beginning), and what comes by fetch from there is new."""
+        for partition in partitions:
+            self._local.pop(partition, None)
+            self._local_end.pop(partition, None)
+
+    def _position(self, partition: TopicPartition) -> int | None:
+        """The member's position in ``partition`` (the next offset it
+        returns), when aiokafka knows it; None otherwise."""
+        try:
+            state = self._consumer._subscription.subscription.assignment.state_value(partition)
+        except Exception:
+            return None
+        if state is None or not state.has_valid_position:
+            return None
+        position: int = state.position
+        return position
+
+    def _take_local(self, max_records: int) -> list[LogRecord]:
+        """The held records that follow on from the member's position, in
+        offset order; the position moves past them."""
+        taken: list[LogRecord] = []
+        for partition in list(self._local):
+            held = self._local[partition]
+            position = self._position(partition)
+            if position is None:
+                continue
+            start = position
+            while position in held and len(taken) < max_records:
+                taken.append(held.pop(position))
+                position += 1
+            for offset in [o for o in held if o < position]:
+                del held[offset]  # came by fetch already
+            if not held:
+                del self._local[partition]
+            if position > start:
+                self._consumer.seek(partition, position)
+                self._local_end[partition] = position
+        self.local_records += len(taken)
+        return taken
+
+    async def _getmany(self, timeout_ms: int, max_records: int) -> Batches:
+        """aiokafka's getmany, cut short when a record of this process's own arrives."""
+        if timeout_ms <= 0:
+            batches: Batches = await self._consumer.getmany(timeout_ms=0, max_records=max_records)
+            return batches
+        self._local_arrived.clear()
+        fetching = asyncio.ensure_future(self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        local = asyncio.ensure_future(self._local_arrived.wait())
+        try:
+            await asyncio.wait([fetching, local], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            local.cancel()
+            if not fetching.done():
+                # Records aiokafka holds stay in its buffer for the next call.
+                fetching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetching
+        if fetching.cancelled():
+            return {}
+        batches = fetching.result()
+        return batches
+
     async def fetch(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[LogRecord]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._unchecked:
             await self._check_positions()
         while True:
+            if self._local:
+                taken = self._take_local(max_records)
+                if taken:
+                    return taken
             remaining = max(0.0, deadline - loop.time())
             try:
-                batches = await self._consumer.getmany(timeout_ms=int(remaining * 1000), max_records=max_records)
+                batches = await self._getmany(int(remaining * 1000), max_records)
             except NoOffsetForPartitionError as exc:
                 # The group never committed here: start at the earliest record.
                 partitions = _partitions_of(exc)
                 if not partitions:
                     raise
+                self._forget_local(partitions)
                 await self._consumer.seek_to_beginning(*partitions)
                 if loop.time() >= deadline:
                     return []
@@ -266,6 +400,7 @@ class KafkaConsumer:
             except OffsetOutOfRangeError as exc:
                 lost: dict[TopicPartition, int] = exc.args[0] if exc.args else {}
                 if lost:
+                    self._forget_local(lost)
                     await self._consumer.seek_to_beginning(*lost)
                 for partition, position in lost.items():
                     raise PositionLost(partition.topic, partition.partition, position) from exc
@@ -273,14 +408,19 @@ class KafkaConsumer:
             now = loop.time()
             if batches:
                 self._active_until = now + QUIET_BEFORE_IDLE_S
-                self._set_fetch_wait(ACTIVE_FETCH_WAIT_MS)
+                self._set_fetch_wait(self.active_wait_ms)
             elif now >= self._active_until:
-                self._set_fetch_wait(IDLE_FETCH_WAIT_MS)
-            return [
+                self._set_fetch_wait(self.idle_wait_ms)
+            records = [
                 LogRecord(record.topic, record.partition, record.offset, record.key or b"", record.value or b"")
-                for records in batches.values()
-                for record in records
+                for partition, fetched in batches.items()
+                for record in fetched
+                if record.offset >= self._local_end.get(partition, -1)
             ]
+            if self._local and len(records) < max_records:
+                records += self._take_local(max_records - len(records))
+            if records or loop.time() >= deadline:
+                return records
 
     async def _check_positions(self) -> None:
         """Raises PositionLost for a newly assigned partition whose committed
@@ -298,6 +438,7 @@ class KafkaConsumer:
             if position is not None and not starts[partition] <= position <= ends[partition]:
                 # Check the rest on the next fetch.
                 self._unchecked.update(partitions[i + 1 :])
+                self._forget_local([partition])
                 await self._consumer.seek_to_beginning(partition)
                 raise PositionLost(partition.topic, partition.partition, position, starts[partition])
 

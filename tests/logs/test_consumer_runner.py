@@ -328,3 +328,51 @@ async def test_revoked_partitions_are_finished_and_committed_before_they_leave(l
         assert runner.pending == 0
         runner.stop()
     assert handled[staying] == [0, 1, 2, 3, 4]
+
+
+class DelayRecordingConsumer:
+    """A polling consumer (as Kafka's) that records the delays it is given."""
+
+    def __init__(self, inner: LogConsumer) -> None:
+        self._inner = inner
+        self.delays: list[float] = []
+
+    def set_max_delay(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+    async def fetch(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[LogRecord]:
+        return await self._inner.fetch(max_records, timeout)
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+        await self._inner.commit(positions)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class DelayRecordingLog(RebalancingLog):
+    async def consumer(self, group: str, topics: Sequence[str]) -> LogConsumer:
+        recording = DelayRecordingConsumer(await self._inner.consumer(group, topics))
+        self.recorders.append(recording)
+        return recording
+
+    def __init__(self, inner: EmbeddedLog) -> None:
+        super().__init__(inner)
+        self.recorders: list[DelayRecordingConsumer] = []
+
+
+@pytest.mark.parametrize("max_delay", [None, 0.05])
+async def test_the_runner_gives_a_polling_consumer_its_max_delay(log: EmbeddedLog, max_delay: float | None) -> None:
+    await log.append("t", b"k", b"v")
+    handled = asyncio.Event()
+
+    async def handle(record: LogRecord) -> None:
+        handled.set()
+
+    recording = DelayRecordingLog(log)
+    runner = KeyedConsumerRunner(recording, "g", ["t"], handle, fetch_timeout=0.1, max_delay=max_delay)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(runner.run())
+        await asyncio.wait_for(handled.wait(), 5)
+        runner.stop()
+    assert recording.recorders[0].delays == ([] if max_delay is None else [max_delay])

@@ -1,6 +1,8 @@
 """The Kafka consumer's fetch wait: short while records flow, long after a
 quiet spell (Tansu holds every fetch for the whole wait, see
-common/logs/kafka.py), against a Tansu broker."""
+common/logs/kafka.py), longer for a member given a ``max_delay``; and
+records appended by the member's own log handed over from memory, against a
+Tansu broker."""
 
 from __future__ import annotations
 
@@ -10,17 +12,29 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.log import LogRecord
+from common.log import LogRecord, PollingConsumer
 from common.logs import KafkaLog
 from common.logs import kafka as kafka_module
 
 pytestmark = pytest.mark.kafka
 
 
+def _log(bootstrap: str, name: str) -> KafkaLog:
+    return KafkaLog(bootstrap, name, partitions=1, topics=[], session_timeout_ms=500, heartbeat_interval_ms=100)
+
+
 @pytest.fixture
 async def kafka_log(tansu_broker: str) -> AsyncIterator[KafkaLog]:
-    log = KafkaLog(tansu_broker, "myelin-test", partitions=1, topics=[], session_timeout_ms=500,
-                   heartbeat_interval_ms=100)
+    log = _log(tansu_broker, "myelin-test")
+    await log.start()
+    yield log
+    await log.close()
+
+
+@pytest.fixture
+async def other_process(tansu_broker: str) -> AsyncIterator[KafkaLog]:
+    """A second connection: what it appends reaches ``kafka_log``'s members by fetch only."""
+    log = _log(tansu_broker, "myelin-test-other")
     await log.start()
     yield log
     await log.close()
@@ -33,19 +47,23 @@ def _fetcher_wait(consumer: kafka_module.KafkaConsumer) -> int:
     return wait
 
 
+async def _fetch_some(consumer: kafka_module.KafkaConsumer, timeout: float = 5.0) -> list[LogRecord]:
+    got: list[LogRecord] = []
+    while not got:
+        got = list(await consumer.fetch(timeout=timeout))
+    return got
+
+
 async def test_fetches_wait_briefly_while_records_flow_and_long_when_quiet(
-    kafka_log: KafkaLog, monkeypatch: pytest.MonkeyPatch
+    kafka_log: KafkaLog, other_process: KafkaLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(kafka_module, "QUIET_BEFORE_IDLE_S", 0.3)
     topic = f"wait-{uuid.uuid4().hex[:10]}"
-    await kafka_log.append(topic, b"k", b"first")
+    await other_process.append(topic, b"k", b"first")
     consumer = await kafka_log.consumer(f"g-{uuid.uuid4().hex[:8]}", [topic])
     try:
         assert _fetcher_wait(consumer) == kafka_module.IDLE_FETCH_WAIT_MS
-        got: list[LogRecord] = []
-        while not got:
-            got = list(await consumer.fetch(timeout=5.0))
-        assert [r.value for r in got] == [b"first"]
+        assert [r.value for r in await _fetch_some(consumer)] == [b"first"]
         assert _fetcher_wait(consumer) == kafka_module.ACTIVE_FETCH_WAIT_MS
 
         # Still within the quiet spell: an empty fetch keeps the short wait.
@@ -57,11 +75,77 @@ async def test_fetches_wait_briefly_while_records_flow_and_long_when_quiet(
         assert _fetcher_wait(consumer) == kafka_module.IDLE_FETCH_WAIT_MS
 
         # A record after the quiet spell still arrives, and brings the short wait back.
-        await kafka_log.append(topic, b"k", b"second")
-        got = []
-        while not got:
-            got = list(await consumer.fetch(timeout=5.0))
-        assert [r.value for r in got] == [b"second"]
+        await other_process.append(topic, b"k", b"second")
+        assert [r.value for r in await _fetch_some(consumer)] == [b"second"]
         assert _fetcher_wait(consumer) == kafka_module.ACTIVE_FETCH_WAIT_MS
+        assert consumer.local_records == 0
+    finally:
+        await consumer.close()
+
+
+async def test_a_member_with_a_max_delay_fetches_with_that_wait(kafka_log: KafkaLog, other_process: KafkaLog) -> None:
+    topic = f"delay-{uuid.uuid4().hex[:10]}"
+    await other_process.append(topic, b"k", b"first")
+    consumer = await kafka_log.consumer(f"g-{uuid.uuid4().hex[:8]}", [topic])
+    try:
+        assert isinstance(consumer, PollingConsumer)
+        consumer.set_max_delay(0.05)
+        assert _fetcher_wait(consumer) == kafka_module.IDLE_FETCH_WAIT_MS
+        assert [r.value for r in await _fetch_some(consumer)] == [b"first"]
+        assert _fetcher_wait(consumer) == 50
+        # Longer than the idle wait: that is the idle wait too; bounded.
+        consumer.set_max_delay(60.0)
+        assert _fetcher_wait(consumer) == kafka_module.MAX_FETCH_WAIT_MS
+        assert consumer.idle_wait_ms == kafka_module.MAX_FETCH_WAIT_MS
+    finally:
+        await consumer.close()
+
+
+async def test_own_records_are_handed_over_at_once_in_order_and_once(
+    kafka_log: KafkaLog, other_process: KafkaLog
+) -> None:
+    topic = f"local-{uuid.uuid4().hex[:10]}"
+    await other_process.append(topic, b"k", b"a")  # before the member joins: comes by fetch
+    consumer = await kafka_log.consumer(f"g-{uuid.uuid4().hex[:8]}", [topic])
+    try:
+        assert [r.value for r in await _fetch_some(consumer)] == [b"a"]
+        await asyncio.sleep(0.4)  # idle: a fetch now waits IDLE_FETCH_WAIT_MS in the broker
+        consumer._set_fetch_wait(1000)  # so that a record by fetch would take a second
+        loop = asyncio.get_running_loop()
+        fetching = asyncio.ensure_future(consumer.fetch(timeout=5.0))
+        await asyncio.sleep(0.05)  # the fetch is waiting
+        started = loop.time()
+        appended = [await kafka_log.append(topic, b"k", value) for value in (b"b", b"c")]
+        got = list(await fetching)
+        got += [r for r in await consumer.fetch(timeout=0.01)]
+        assert loop.time() - started < 0.5
+        assert got == appended
+        assert consumer.local_records == 2
+        # Then one from elsewhere, by fetch, after the own ones: no duplicates, no gap.
+        await other_process.append(topic, b"k", b"d")
+        await kafka_log.append(topic, b"k", b"e")
+        rest: list[LogRecord] = []
+        while len(rest) < 2:
+            rest += await _fetch_some(consumer)
+        assert [(r.offset, r.value) for r in rest] == [(3, b"d"), (4, b"e")]
+        assert list(await consumer.fetch(timeout=1.2)) == []
+    finally:
+        await consumer.close()
+
+
+async def test_own_records_of_a_partition_the_member_does_not_hold_come_by_fetch(
+    kafka_log: KafkaLog, other_process: KafkaLog
+) -> None:
+    topic = f"notmine-{uuid.uuid4().hex[:10]}"
+    await kafka_log.append(topic, b"k", b"x")
+    # A member of other_process (another process) reads what kafka_log appends.
+    consumer = await other_process.consumer(f"g-{uuid.uuid4().hex[:8]}", [topic])
+    try:
+        await kafka_log.append(topic, b"k", b"y")
+        got: list[LogRecord] = []
+        while len(got) < 2:
+            got += await _fetch_some(consumer)
+        assert [r.value for r in got] == [b"x", b"y"]
+        assert consumer.local_records == 0
     finally:
         await consumer.close()
