@@ -310,8 +310,17 @@ class Database:
         return conn
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
+    async def connect(self, *, autocommit: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads, in a transaction that is rolled back.
+        With ``autocommit``, on PostgreSQL, each statement runs on its own
+        instead: at PostgreSQL's READ COMMITTED each statement of a
+        transaction sees its own snapshot all the same, and the BEGIN and
+        ROLLBACK are two round trips of each read (SQLite keeps the
+        transaction, where it is one snapshot for all statements)."""
         async with self._engine.connect() as conn:
+            if autocommit and self._engine.dialect.name == "postgresql":
+                # Reset to the pool's default when the connection goes back.
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     def upsert(

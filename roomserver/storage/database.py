@@ -31,17 +31,32 @@ from sqlalchemy import Table, bindparam, delete, func, literal, select, union_al
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.lru_cache import LRUCache
-from common.prebuilt import PrebuiltStatement
+from common.prebuilt import PostgresStatement, PrebuiltStatement
 from common.storage import Database
 from matrixlib.events import Event
 from matrixlib.room_versions import get_room_version
 from roomserver.storage.tables import membership as membership_t
 from roomserver.storage.tables.aliases import room_aliases
-from roomserver.storage.tables.events import auth_chain_query, auth_events, event_json, events, prev_events
+from roomserver.storage.tables.events import (
+    INSERT_EVENT_WITH_EDGES_PG,
+    INSERT_EVENT_WITH_EDGES_PG_NAMES,
+    NEW_EVENT_COLUMNS,
+    PREFETCH_PG,
+    PREFETCH_PG_NAMES,
+    auth_chain_query,
+    auth_events,
+    event_json,
+    events,
+    prev_events,
+)
 from roomserver.storage.tables.input_failures import input_failures
 from roomserver.storage.tables.interned import event_state_keys, event_types
 from roomserver.storage.tables.membership import membership
-from roomserver.storage.tables.outbox import output_outbox
+from roomserver.storage.tables.outbox import (
+    WRITE_OUTBOX_AND_ROOMS_PG,
+    WRITE_OUTBOX_AND_ROOMS_PG_NAMES,
+    output_outbox,
+)
 from roomserver.storage.tables.redactions import pending_redactions
 from roomserver.storage.tables.rooms import rooms
 from roomserver.storage.tables.state import state_entries, state_snapshots
@@ -99,10 +114,19 @@ _NAMED_BY = union_all(
 _INSERT_EVENT = events.insert().returning(events.c.event_nid)
 # The statements every input event or batch runs, on the inline SQLite
 # driver's own cursor (common/prebuilt.py); through SQLAlchemy elsewhere.
-_NEW_EVENT_COLUMNS = ("event_id", "room_nid", "type_nid", "state_key_nid", "depth", "is_outlier", "is_rejected",
-                      "is_soft_failed", "rejection_reason", "sent_to_output", "state_before_nid",
-                      "state_after_nid", "stream_position")
-_INSERT_NEW_EVENT = PrebuiltStatement(_INSERT_EVENT, _NEW_EVENT_COLUMNS)
+_INSERT_NEW_EVENT = PrebuiltStatement(_INSERT_EVENT, NEW_EVENT_COLUMNS)
+# PostgreSQL: a new event with its JSON and edges; the outbox and rooms' rows at the commit.
+_INSERT_EVENT_WITH_EDGES_PG = PostgresStatement(INSERT_EVENT_WITH_EDGES_PG, INSERT_EVENT_WITH_EDGES_PG_NAMES)
+_WRITE_OUTBOX_AND_ROOMS_PG = PostgresStatement(WRITE_OUTBOX_AND_ROOMS_PG, WRITE_OUTBOX_AND_ROOMS_PG_NAMES)
+_ROOM_BY_ID_PREBUILT = PrebuiltStatement(_ROOM_BY_ID)
+# The reads of every sent event's query (latest events and state) and of input.
+_EVENTS_BY_NID_PREBUILT = PrebuiltStatement(_EVENTS_BY_NID)
+_EVENT_JSON_BY_NID = PrebuiltStatement(
+    select(event_json.c.event_nid, event_json.c.event_json, events.c.event_id, rooms.c.room_version)
+    .join(events, events.c.event_nid == event_json.c.event_nid)
+    .join(rooms, rooms.c.room_nid == events.c.room_nid)
+    .where(event_json.c.event_nid.in_(bindparam("nids", expanding=True))))
+_PREFETCH_PG = PostgresStatement(PREFETCH_PG, PREFETCH_PG_NAMES)
 _INSERT_HELD: dict[Table, PrebuiltStatement] = {
     event_json: PrebuiltStatement(event_json.insert(), ("event_nid", "event_json")),
     prev_events: PrebuiltStatement(prev_events.insert(), ("event_nid", "prev_event_id")),
@@ -117,6 +141,8 @@ _DELETE_OUTBOX_OF_EVENTS = delete(output_outbox).where(
     output_outbox.c.event_nid.in_(bindparam("nids", expanding=True)))
 _MARK_EVENTS_SENT = update(events).where(events.c.event_nid.in_(bindparam("nids", expanding=True))).values(
     sent_to_output=True)
+_DELETE_OUTBOX_OF_EVENTS_PREBUILT = PrebuiltStatement(_DELETE_OUTBOX_OF_EVENTS)
+_MARK_EVENTS_SENT_PREBUILT = PrebuiltStatement(_MARK_EVENTS_SENT)
 _UPDATE_ROOM = update(rooms).where(rooms.c.room_nid == bindparam("k_room_nid")).values(
     create_event_nid=bindparam("v_create_event_nid"), state_snapshot_nid=bindparam("v_state_snapshot_nid"),
     forward_extremities=bindparam("v_forward_extremities"), last_sent_event_id=bindparam("v_last_sent_event_id"),
@@ -189,16 +215,17 @@ class Txn:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     # Rows of event_json, prev_events and auth_events not yet inserted.
     held_rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+    # On PostgreSQL (asyncpg) a new event's rows are written with it, and
+    # the outbox with the rooms' rows (one statement each: round trips are
+    # what costs there; on SQLite each statement costs microseconds).
+    postgres: bool = False
 
     def hold(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
         self.held_rows.setdefault(table, []).extend(rows)
 
     async def flush(self) -> None:
         """Writes what is held (but the outbox, written at the commit)."""
-        held, self.held_rows = self.held_rows, {}
-        for table, rows in held.items():
-            for chunk in _chunks(rows):
-                await _INSERT_HELD[table].execute_many(self.conn, chunk)
+        await self._flush_held()
         dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
         for record in self.local.rooms.values():
             if record.room_nid in dirty:
@@ -208,6 +235,34 @@ class Txn:
                     "v_forward_extremities": json.dumps(sorted(record.forward_extremities)),
                     "v_last_sent_event_id": record.last_sent_event_id,
                     "v_last_stream_position": record.last_stream_position})
+
+    async def _flush_held(self) -> None:
+        held, self.held_rows = self.held_rows, {}
+        for table, rows in held.items():
+            for chunk in _chunks(rows):
+                await _INSERT_HELD[table].execute_many(self.conn, chunk)
+
+    async def write_last(self) -> None:
+        """Before the commit: what is held, the outbox and the rooms' rows."""
+        if not self.postgres:
+            await self.flush()
+            await _INSERT_OUTBOX.execute_many(self.conn, self.outbox)
+            return
+        await self._flush_held()
+        dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
+        changed = [record for record in self.local.rooms.values() if record.room_nid in dirty]
+        if not changed and not self.outbox:
+            return
+        await _WRITE_OUTBOX_AND_ROOMS_PG.rows(self.conn, {
+            "outbox_room_nids": [row["room_nid"] for row in self.outbox],
+            "outbox_event_nids": [row["event_nid"] for row in self.outbox],
+            "outbox_payloads": [row["payload"] for row in self.outbox],
+            "room_nids": [r.room_nid for r in changed],
+            "create_event_nids": [r.create_event_nid for r in changed],
+            "state_snapshot_nids": [r.state_snapshot_nid for r in changed],
+            "forward_extremities": [json.dumps(sorted(r.forward_extremities)) for r in changed],
+            "last_sent_event_ids": [r.last_sent_event_id for r in changed],
+            "last_stream_positions": [r.last_stream_position for r in changed]})
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -292,6 +347,17 @@ def _room_record(row: Any) -> RoomRecord:
     )
 
 
+def _room_record_of_tuple(row: Sequence[Any]) -> RoomRecord:
+    """A row of ``select(rooms)`` as a plain tuple (the table's column order)."""
+    (room_nid, room_id, room_version, create_event_nid, state_snapshot_nid, forward_extremities,
+     last_sent_event_id, last_stream_position) = row
+    return RoomRecord(
+        room_nid=room_nid, room_id=room_id, room_version=room_version, create_event_nid=create_event_nid,
+        state_snapshot_nid=state_snapshot_nid, forward_extremities=[int(n) for n in json.loads(forward_extremities)],
+        last_sent_event_id=last_sent_event_id, last_stream_position=last_stream_position,
+    )
+
+
 def _clone(record: _R) -> _R:
     """A shallow copy of a record (several per event: ``dataclasses.replace``
     was a visible share of the input's time)."""
@@ -334,6 +400,7 @@ class RoomserverDatabase:
     def __init__(self, db: Database, *, sole_writer: bool = False) -> None:
         self.db = db
         self.sole_writer = sole_writer
+        self._postgres = db.dialect_name == "postgresql"
         # Sole writer only: room rows as last committed, by room ID.
         self._rooms: LRUCache[str, RoomRecord] = LRUCache(ROOM_CACHE_SIZE)
         self._room_id_of_nid: LRUCache[int, str] = LRUCache(ROOM_CACHE_SIZE)
@@ -364,10 +431,9 @@ class RoomserverDatabase:
         txn: Txn | None = None
         try:
             async with self.db.transaction() as conn:
-                txn = Txn(conn, writes=True)
+                txn = Txn(conn, writes=True, postgres=self._postgres)
                 yield txn
-                await txn.flush()
-                await _INSERT_OUTBOX.execute_many(conn, txn.outbox)
+                await txn.write_last()
         except BaseException:
             # Maybe committed after all (an error past the commit): forget.
             if txn is not None:
@@ -380,10 +446,12 @@ class RoomserverDatabase:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Txn]:
-        """A read-only transaction (one consistent snapshot)."""
+        """A read-only transaction (one consistent snapshot; on PostgreSQL,
+        whose READ COMMITTED gives each statement its own snapshot anyway,
+        statements outside a transaction: see ``Database.connect``)."""
         generation = self.db.write_generation
-        async with self.db.connect() as conn:
-            txn = Txn(conn)
+        async with self.db.connect(autocommit=True) as conn:
+            txn = Txn(conn, postgres=self._postgres)
             yield txn
         self._publish(txn.local)
         if self.sole_writer and self.db.write_generation == generation:
@@ -458,8 +526,12 @@ class RoomserverDatabase:
         if committed is not None and committed.room_nid not in txn.written_room_nids:
             txn.local.rooms[room_id] = _copy_room(committed)
             return committed
-        row = (await txn.conn.execute(_ROOM_BY_ID, {"room_id": room_id})).first()
-        return self._learn_room(txn, row)
+        found = await _ROOM_BY_ID_PREBUILT.rows(txn.conn, {"room_id": room_id})
+        if not found:
+            return None
+        record = _room_record_of_tuple(found[0])
+        txn.local.rooms[record.room_id] = _copy_room(record)
+        return record
 
     async def room_by_nid(self, txn: Txn, room_nid: int) -> RoomRecord | None:
         for known in txn.local.rooms.values():
@@ -660,9 +732,8 @@ class RoomserverDatabase:
             else:
                 missing.append(nid)
         for chunk in _chunks(missing):
-            rows = await txn.conn.execute(_EVENTS_BY_NID, {"nids": chunk})
-            for row in rows:
-                record = _event_record(row)
+            for row in await _EVENTS_BY_NID_PREBUILT.rows(txn.conn, {"nids": chunk}):
+                record = _event_record_of_tuple(row)
                 local.learn_record(record)
                 result[record.event_nid] = record
         return result
@@ -680,16 +751,11 @@ class RoomserverDatabase:
         if missing:
             await txn.flush()
         for chunk in _chunks(missing):
-            rows = await txn.conn.execute(
-                select(event_json.c.event_nid, event_json.c.event_json, events.c.event_id,
-                       rooms.c.room_version)
-                .join(events, events.c.event_nid == event_json.c.event_nid)
-                .join(rooms, rooms.c.room_nid == events.c.room_nid)
-                .where(event_json.c.event_nid.in_(chunk)))
-            for row in rows:
-                event = Event.from_json(row.event_json, get_room_version(row.room_version), row.event_id)
-                txn.local.events[row.event_nid] = event
-                result[row.event_nid] = event
+            for event_nid, pdu_json, event_id, room_version in await _EVENT_JSON_BY_NID.rows(
+                    txn.conn, {"nids": chunk}):
+                event = Event.from_json(bytes(pdu_json), get_room_version(room_version), event_id)
+                txn.local.events[event_nid] = event
+                result[event_nid] = event
         return result
 
     async def insert_event(self, txn: Txn, event: Event, *, room_nid: int, type_nid: int,
@@ -699,12 +765,18 @@ class RoomserverDatabase:
                            state_after_nid: int | None, sent_to_output: bool = False,
                            stream_position: int | None = None) -> int:
         """Stores a new event; ``sent_to_output`` when it will have no output."""
-        nid = await _INSERT_NEW_EVENT.scalar(txn.conn, {
+        row = {
             "event_id": event.event_id, "room_nid": room_nid, "type_nid": type_nid, "state_key_nid": state_key_nid,
             "depth": event.depth, "is_outlier": is_outlier, "is_rejected": is_rejected,
             "is_soft_failed": is_soft_failed, "rejection_reason": rejection_reason, "sent_to_output": sent_to_output,
             "state_before_nid": state_before_nid, "state_after_nid": state_after_nid,
-            "stream_position": stream_position})
+            "stream_position": stream_position}
+        prevs = list(dict.fromkeys(event.prev_event_ids))
+        if txn.postgres:
+            row.update(event_json=event.to_json(), prev_event_ids=prevs, auth_event_nids=sorted(set(auth_event_nids)))
+            nid = await _INSERT_EVENT_WITH_EDGES_PG.scalar(txn.conn, row)
+        else:
+            nid = await _INSERT_NEW_EVENT.scalar(txn.conn, row)
         assert nid is not None
         event_nid = int(nid)
         txn.local.learn_record(EventRecord(
@@ -713,14 +785,16 @@ class RoomserverDatabase:
             is_soft_failed=is_soft_failed, rejection_reason=rejection_reason, sent_to_output=sent_to_output,
             state_before_nid=state_before_nid, state_after_nid=state_after_nid, stream_position=stream_position,
             redacted_by=None))
-        # Held until something reads these tables (see Txn); the parsed event
-        # serves events_by_nid meanwhile.
-        txn.hold(event_json, [{"event_nid": event_nid, "event_json": event.to_json()}])
+        # The parsed event serves events_by_nid; on SQLite the rows below are
+        # held until something reads these tables (see Txn).
         txn.local.events[event_nid] = event
-        prevs = list(dict.fromkeys(event.prev_event_ids))
+        if prevs:
+            self._note_children(txn, event_nid, prevs)
+        if txn.postgres:
+            return event_nid
+        txn.hold(event_json, [{"event_nid": event_nid, "event_json": event.to_json()}])
         if prevs:
             txn.hold(prev_events, [{"event_nid": event_nid, "prev_event_id": p} for p in prevs])
-            self._note_children(txn, event_nid, prevs)
         if auth_event_nids:
             txn.hold(auth_events, [{"event_nid": event_nid, "auth_event_nid": a} for a in set(auth_event_nids)])
         return event_nid
@@ -778,19 +852,25 @@ class RoomserverDatabase:
             result.update(int(row[0]) for row in rows)
         return result
 
-    async def prefetch(self, txn: Txn, event_ids: Collection[str], related_ids: Collection[str] = ()) -> None:
+    async def prefetch(self, txn: Txn, event_ids: Collection[str], related_ids: Collection[str] = (),
+                       room_ids: Collection[str] = ()) -> None:
         """Reads, for a batch of input about to be processed, what each event
         will ask about itself (``children_of``, ``pending_redactions_of``) in
         two statements for all; kept up to date by this transaction's writes.
         The rows of ``event_ids`` and of ``related_ids`` (the events they name
         as auth and prev events) are read in one more statement, so checking
-        each event reads nothing more."""
+        each event reads nothing more. On PostgreSQL, one statement reads all
+        that and the rows of the rooms ``room_ids`` (what ``room_by_id`` then
+        answers in this transaction)."""
         wanted = set(event_ids) - txn.local.prefetched
         if not wanted:
             return
         await txn.flush()
         children: dict[str, list[int]] = {e: [] for e in wanted}
         waiting: dict[str, list[int]] = {e: [] for e in wanted}
+        if txn.postgres:
+            await self._prefetch_postgres(txn, wanted, related_ids, room_ids, children, waiting)
+            return
         for chunk in _chunks(wanted):
             for named, by, kind in await _NAMED_BY_PREBUILT.rows(txn.conn, {"ids": chunk}):
                 (children if kind == 0 else waiting)[named].append(int(by))
@@ -799,6 +879,28 @@ class RoomserverDatabase:
         txn.local.prefetched |= wanted
         found = await self.event_records_by_id(txn, wanted | set(related_ids))
         txn.local.absent_ids |= wanted - found.keys()
+
+    async def _prefetch_postgres(self, txn: Txn, wanted: set[str], related_ids: Collection[str],
+                                 room_ids: Collection[str], children: dict[str, list[int]],
+                                 waiting: dict[str, list[int]]) -> None:
+        local = txn.local
+        records_wanted = [e for e in wanted | set(related_ids)
+                          if e not in local.record_nids and e not in local.absent_ids]
+        rooms_wanted = [r for r in room_ids if r not in local.rooms]
+        found = await _PREFETCH_PG.rows(txn.conn, {
+            "named_ids": list(wanted), "event_ids": records_wanted, "room_ids": rooms_wanted})
+        named_rows, event_rows, room_rows = found[0]
+        for named, by, kind in named_rows:
+            (children if kind == 0 else waiting)[named].append(int(by))
+        local.children.update(children)
+        local.waiting_redactions.update(waiting)
+        local.prefetched |= wanted
+        for row in event_rows:
+            local.learn_record(_event_record_of_tuple(row))
+        for row in room_rows:
+            record = _room_record_of_tuple(row)
+            local.rooms[record.room_id] = _copy_room(record)
+        local.absent_ids |= {e for e in wanted if e not in local.record_nids}
 
     def _note_children(self, txn: Txn, event_nid: int, prev_event_ids: Iterable[str]) -> None:
         for prev in prev_event_ids:
@@ -1007,8 +1109,8 @@ class RoomserverDatabase:
     async def mark_events_sent(self, txn: Txn, event_nids: Collection[int]) -> None:
         """Forgets every outbox entry of ``event_nids`` and marks them sent."""
         for chunk in _chunks(event_nids):
-            await txn.conn.execute(_DELETE_OUTBOX_OF_EVENTS, {"nids": chunk})
-            await txn.conn.execute(_MARK_EVENTS_SENT, {"nids": chunk})
+            await _DELETE_OUTBOX_OF_EVENTS_PREBUILT.execute(txn.conn, {"nids": chunk})
+            await _MARK_EVENTS_SENT_PREBUILT.execute(txn.conn, {"nids": chunk})
         self._note_sent(txn, event_nids)
 
     @staticmethod

@@ -93,3 +93,61 @@ async def test_expanding_lists_and_the_statement_s_own_values(db: Database) -> N
         # The same lengths again (the expanded SQL is kept), and an empty list.
         assert await BY_IDS.rows(conn, {"ids": ["t4", "t0", "t1"], "least": 0}) == [("t0", 7), ("t1", 7), ("t4", 7)]
         assert await BY_IDS.rows(conn, {"ids": [], "least": 0}) == []
+
+
+NOT_IN = PrebuiltStatement(
+    sa.select(things.c.thing_id).where(things.c.thing_id.not_in(sa.bindparam("ids", expanding=True)))
+    .order_by(things.c.thing_id))
+
+
+async def test_not_in_and_empty_lists(db: Database) -> None:
+    async with db.transaction() as conn:
+        await INSERT_PLAIN.execute_many(conn, [{"thing_id": f"t{i}", "name": "n", "hits": i} for i in range(3)])
+    async with db.connect() as conn:
+        assert await NOT_IN.rows(conn, {"ids": ["t1"]}) == [("t0",), ("t2",)]
+        assert await NOT_IN.rows(conn, {"ids": []}) == [("t0",), ("t1",), ("t2",)]
+        assert await BY_IDS.rows(conn, {"ids": [], "least": 0}) == []
+
+
+@pytest.mark.postgres
+async def test_on_asyncpg_statements_bypass_sqlalchemy_in_its_transaction(fresh_postgres_database: str) -> None:
+    db = await open_database(fresh_postgres_database, "storagetest", migrations_root=FIXTURE)
+    try:
+        async with db.transaction() as conn:
+            assert PrebuiltStatement._asyncpg_connection(conn) is not None
+            seen: list[str] = []
+
+            def executed(*args: object) -> None:
+                seen.append(str(args[2]))
+
+            sync = conn.sync_connection
+            assert sync is not None
+            sa.event.listen(sync.engine, "before_cursor_execute", executed)
+            try:
+                # The first statement of the transaction: it begins it.
+                await INSERT_PLAIN.execute_many(conn, [{"thing_id": "p", "name": "pg", "hits": 1}])
+                # One prepared statement for every list length: ANY($n).
+                assert await BY_IDS.rows(conn, {"ids": ["p", "q"], "least": 0}) == [("p", 7)]
+                assert await BY_IDS.rows(conn, {"ids": ["p"], "least": 2}) == []
+                # A savepoint rolled back takes the raw statement's write along.
+                with pytest.raises(RuntimeError):
+                    async with conn.begin_nested():
+                        await INSERT.rows(conn, {"thing_id": "s", "name": "pg", "hits": 2})
+                        raise RuntimeError("roll back to the savepoint")
+                assert await BY_NAME.rows(conn, {"name": "pg"}) == [("p", 1)]
+            finally:
+                sa.event.remove(sync.engine, "before_cursor_execute", executed)
+            assert any("= ANY($2::VARCHAR[])" in sql or "= ANY($" in sql for sql in seen), seen
+            assert not any("POSTCOMPILE" in sql for sql in seen)
+        # Committed with SQLAlchemy's transaction.
+        async with db.connect() as conn:
+            assert await BY_NAME.rows(conn, {"name": "pg"}) == [("p", 1)]
+        # A failed statement leaves the transaction to roll back, as SQLAlchemy's would.
+        with pytest.raises(sa.exc.IntegrityError):
+            async with db.transaction() as conn:
+                await INSERT.rows(conn, {"thing_id": "late", "name": "pg", "hits": 5})
+                await INSERT.rows(conn, {"thing_id": "p", "name": "pg", "hits": 5})
+        async with db.connect() as conn:
+            assert await BY_NAME.rows(conn, {"name": "pg"}) == [("p", 1)]
+    finally:
+        await db.close()

@@ -252,7 +252,8 @@ class InputProcessor:
                 else set()
             inputs = [e for entry in entries if not isinstance(entry, str) for e in entry.events]
             await self._db.prefetch(txn, [e.event.event_id for e in inputs if e.event.event_id],
-                                    _referenced_event_ids(inputs) | self._extremity_ids(entries))
+                                    _referenced_event_ids(inputs) | self._extremity_ids(entries),
+                                    {entry.room_id for entry in entries if not isinstance(entry, str)})
             for value, parsed in zip(values, entries, strict=True):
                 if isinstance(parsed, str):
                     logger.warning("input record skipped: %s", parsed)
