@@ -71,12 +71,15 @@ class GrpcUserAPIClient:
         while True:
             call: Any = None
             try:
-                call = self._stub.WatchTokenRevocations(pb.WatchTokenRevocationsRequest())
+                call = self._stub.WatchTokenRevocations()
                 while True:
                     message = await asyncio.wait_for(call.read(), SILENCE_SECONDS)
                     if message is grpc.aio.EOF:
                         break
                     cache.apply(message)
+                    if message.sequence:
+                        # Applied: the revoking call may answer.
+                        await call.write(pb.TokenRevocationAck(sequence=message.sequence))
                     delay = RESUBSCRIBE_FIRST_DELAY
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.UNIMPLEMENTED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -27,7 +28,7 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
         return await serve_call(self._impl.query_access_token, request, context)
 
     async def WatchTokenRevocations(  # type: ignore[override]
-            self, request: pb.WatchTokenRevocationsRequest,
+            self, request_iterator: AsyncIterator[pb.TokenRevocationAck],
             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TokenRevocation]:  # type: ignore[type-arg]
         revocations = getattr(self._impl, "revocations", None)
         if not isinstance(revocations, TokenRevocations):
@@ -35,13 +36,26 @@ class UserAPIServicer(pb_grpc.UserAPIServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this user API publishes no revocations")
             return
         with revocations.watch() as watcher:
-            yield pb.TokenRevocation(subscribed=True)
-            while True:
-                revocation = await watcher.next(HEARTBEAT_SECONDS)
-                if watcher.overflowed:
-                    await context.abort(grpc.StatusCode.ABORTED, "revocation watcher fell behind")
-                    return
-                yield revocation if revocation is not None else pb.TokenRevocation()
+
+            async def read_acknowledgements() -> None:
+                try:
+                    async for ack in request_iterator:
+                        watcher.acknowledge(ack.sequence)
+                finally:
+                    # The watcher stopped listening.
+                    watcher.cut_off.set()
+
+            reader = asyncio.create_task(read_acknowledgements())
+            try:
+                yield pb.TokenRevocation(subscribed=True)
+                while not watcher.cut_off.is_set():
+                    revocation = await watcher.next(HEARTBEAT_SECONDS)
+                    if watcher.cut_off.is_set():
+                        break
+                    yield revocation if revocation is not None else pb.TokenRevocation()
+            finally:
+                reader.cancel()
+            await context.abort(grpc.StatusCode.ABORTED, "token revocation watcher cut off")
 
     async def QueryAccountAvailability(  # type: ignore[override]
             self, request: pb.QueryAccountAvailabilityRequest,

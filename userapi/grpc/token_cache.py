@@ -12,8 +12,11 @@ the user API's revocation stream (``WatchTokenRevocations``, fed by
 - a revocation drops the user's (or the devices') answers, and bumps
   ``generation``: a lookup that was in flight when it came (and may have read
   the token before it was deleted) is not stored (``begin``/``put``);
-- the process that made a revoking call drops the answers itself when the
-  call returns (``revoke``), not waiting for the stream's copy;
+- the user API answers a revoking call only once every watcher has
+  acknowledged the revocation as applied (or was cut off, which ends its
+  stream), so no front honours the token after the revoking request is
+  answered; the process that made the call also drops the answers itself
+  when it returns (``revoke``);
 - the stream breaking, or going silent past its heartbeats, forgets
   everything, and nothing is remembered until it is back;
 - an answer is kept ``MAX_AGE_SECONDS`` at most, so ``last_seen_ts`` keeps

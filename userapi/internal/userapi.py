@@ -135,7 +135,7 @@ class UserAPIInternal(KeysInternal):
         if not await self._db.upgrade_guest(req.localpart, password_hash):
             raise errors.NotFound(f"no guest account {self._user_id(req.localpart)}")
         # Its tokens stay, but are no longer a guest's.
-        self.revocations.publish(self._user_id(req.localpart))
+        await self.revocations.publish(self._user_id(req.localpart))
         row = await self._db.get_account(req.localpart)
         assert row is not None
         return self._account(row)
@@ -167,7 +167,7 @@ class UserAPIInternal(KeysInternal):
             token_digest(token), expires_ts=now + lifetime if lifetime else None,
             refresh_sha256=token_digest(refresh) if refresh else None)
         # An existing device ID's earlier tokens stopped working.
-        self.revocations.publish(stored.user_id, [stored.device_id])
+        await self.revocations.publish(stored.user_id, [stored.device_id])
         if stored.created_ts == now:
             # A new device (a known device ID keeps its created_ts).
             await self.device_list_changed(stored.user_id, stored.device_id, stored.display_name)
@@ -188,7 +188,7 @@ class UserAPIInternal(KeysInternal):
         if found is None:
             raise errors.UnknownToken("Unknown or already used refresh token", extra={"soft_logout": False})
         # Tokens issued from this refresh token before (a reused one) are gone.
-        self.revocations.publish(found.user_id, [found.device_id])
+        await self.revocations.publish(found.user_id, [found.device_id])
         return pb.Device(user_id=found.user_id, device_id=found.device_id, access_token=token,
                          refresh_token=refresh, expires_in_ms=lifetime)
 
@@ -200,7 +200,7 @@ class UserAPIInternal(KeysInternal):
             row = await self._db.rename_device(req.user_id, req.device_id, req.display_name)
             if row is not None:
                 # query_access_token answers the display name.
-                self.revocations.publish(row.user_id, [row.device_id])
+                await self.revocations.publish(row.user_id, [row.device_id])
                 await self.device_list_changed(row.user_id, row.device_id, row.display_name)
         if row is None:
             raise errors.NotFound("Device not found")
@@ -221,7 +221,7 @@ class UserAPIInternal(KeysInternal):
         if owner.refreshed_from is not None:
             await self._db.first_use_of_refreshed_token(token_digest(req.access_token), owner.refreshed_from)
             # The token it was refreshed from stopped working.
-            self.revocations.publish(owner.user_id, [owner.device_id])
+            await self.revocations.publish(owner.user_id, [owner.device_id])
         last_seen = owner.last_seen_ts
         if now - last_seen >= LAST_SEEN_RESOLUTION_MS:
             await self._db.touch_device(owner.user_id, owner.device_id, now)
@@ -236,7 +236,7 @@ class UserAPIInternal(KeysInternal):
         before = {row.device_id for row in await self._db.get_devices(req.user_id)}
         deleted = await self._db.delete_devices(
             req.user_id, list(req.device_ids) if req.device_ids else None, req.except_device_id)
-        self.revocations.publish(req.user_id, req.device_ids)
+        await self.revocations.publish(req.user_id, req.device_ids)
         await self._forget_deleted_devices(req.user_id, before)
         return pb.PerformDeviceDeletionResponse(deleted=deleted)
 
@@ -286,7 +286,7 @@ class UserAPIInternal(KeysInternal):
         if deleted:
             # Every device named, the kept one too: a device created since
             # ``before`` was read may be among those deleted.
-            self.revocations.publish(self._user_id(req.localpart))
+            await self.revocations.publish(self._user_id(req.localpart))
             await self._forget_deleted_devices(self._user_id(req.localpart), before)
         return pb.PerformPasswordUpdateResponse(devices_deleted=deleted)
 
@@ -296,7 +296,7 @@ class UserAPIInternal(KeysInternal):
             raise errors.NotFound(f"no account {self._user_id(req.localpart)}")
         before = {row.device_id for row in await self._db.get_devices(self._user_id(req.localpart))}
         await self._db.deactivate_account(req.localpart, self._user_id(req.localpart))
-        self.revocations.publish(self._user_id(req.localpart))
+        await self.revocations.publish(self._user_id(req.localpart))
         await self._forget_deleted_devices(self._user_id(req.localpart), before)
         return pb.Account(user_id=self._user_id(row.localpart), localpart=row.localpart,
                           created_ts=row.created_ts, is_guest=row.is_guest, deactivated=True)

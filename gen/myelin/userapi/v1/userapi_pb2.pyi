@@ -112,19 +112,24 @@ class Device(_message.Message):
 Global___Device: _TypeAlias = Device  # noqa: Y015
 
 @_typing.final
-class WatchTokenRevocationsRequest(_message.Message):
+class TokenRevocationAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Every revocation up to this one is applied."""
     def __init__(
         self,
+        *,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WatchTokenRevocationsRequest: _TypeAlias = WatchTokenRevocationsRequest  # noqa: Y015
+Global___TokenRevocationAck: _TypeAlias = TokenRevocationAck  # noqa: Y015
 
 @_typing.final
 class TokenRevocation(_message.Message):
@@ -140,9 +145,12 @@ class TokenRevocation(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     DEVICE_IDS_FIELD_NUMBER: _builtins.int
     ALL_USERS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     subscribed: _builtins.bool
     user_id: _builtins.str
     all_users: _builtins.bool
+    sequence: _builtins.int
+    """Counts the revocations of this stream from 1; 0 on the subscription and heartbeats."""
     @_builtins.property
     def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -152,10 +160,11 @@ class TokenRevocation(_message.Message):
         user_id: _builtins.str = ...,
         device_ids: _abc.Iterable[_builtins.str] | None = ...,
         all_users: _builtins.bool = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "device_ids", b"device_ids", "subscribed", b"subscribed", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "device_ids", b"device_ids", "sequence", b"sequence", "subscribed", b"subscribed", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,9 +40,9 @@ class UserAPIStub:
                 request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccessTokenRequest.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.FromString,
                 _registered_method=True)
-        self.WatchTokenRevocations = channel.unary_stream(
+        self.WatchTokenRevocations = channel.stream_stream(
                 '/myelin.userapi.v1.UserAPI/WatchTokenRevocations',
-                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.WatchTokenRevocationsRequest.SerializeToString,
+                request_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocationAck.SerializeToString,
                 response_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocation.FromString,
                 _registered_method=True)
         self.QueryAccountAvailability = channel.unary_unary(
@@ -223,14 +223,17 @@ class UserAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchTokenRevocations(self, request, context):
+    def WatchTokenRevocations(self, request_iterator, context):
         """The revocations of access tokens from now on, for a front that remembers
         QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
         message has `subscribed` set: every token revoked after it is named by a
-        later message, sent once the revocation is committed and before the
-        revoking call answers. Messages with neither field set are heartbeats
-        (every few seconds), so a watcher notices a stream gone quiet. A watcher
-        that falls too far behind has its stream ended (ABORTED).
+        later message, sent once the revocation is committed. The watcher
+        acknowledges each revocation (its `sequence`) once applied, and the
+        revoking call answers only when every watcher has, or has been cut off
+        (its stream ended, ABORTED) for not acknowledging in time or falling too
+        far behind. Messages with no field but `sequence` 0 are heartbeats
+        (every few seconds, not acknowledged), so a watcher notices a stream
+        gone quiet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -488,9 +491,9 @@ def add_UserAPIServicer_to_server(servicer, server):
                     request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.QueryAccessTokenRequest.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.Device.SerializeToString,
             ),
-            'WatchTokenRevocations': grpc.unary_stream_rpc_method_handler(
+            'WatchTokenRevocations': grpc.stream_stream_rpc_method_handler(
                     servicer.WatchTokenRevocations,
-                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.WatchTokenRevocationsRequest.FromString,
+                    request_deserializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocationAck.FromString,
                     response_serializer=myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocation.SerializeToString,
             ),
             'QueryAccountAvailability': grpc.unary_unary_rpc_method_handler(
@@ -697,7 +700,7 @@ class UserAPI:
             _registered_method=True)
 
     @staticmethod
-    def WatchTokenRevocations(request,
+    def WatchTokenRevocations(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -707,11 +710,11 @@ class UserAPI:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/myelin.userapi.v1.UserAPI/WatchTokenRevocations',
-            myelin_dot_userapi_dot_v1_dot_userapi__pb2.WatchTokenRevocationsRequest.SerializeToString,
+            myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocationAck.SerializeToString,
             myelin_dot_userapi_dot_v1_dot_userapi__pb2.TokenRevocation.FromString,
             options,
             channel_credentials,

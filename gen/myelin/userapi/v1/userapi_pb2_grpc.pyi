@@ -39,14 +39,17 @@ class UserAPIStub:
     """Resolves an access token to its user and device; NOT_FOUND (errcode
     M_UNKNOWN_TOKEN) when it is unknown or expired.
     """
-    WatchTokenRevocations: _grpc.UnaryStreamMultiCallable[_userapi_pb2.WatchTokenRevocationsRequest, _userapi_pb2.TokenRevocation]
+    WatchTokenRevocations: _grpc.StreamStreamMultiCallable[_userapi_pb2.TokenRevocationAck, _userapi_pb2.TokenRevocation]
     """The revocations of access tokens from now on, for a front that remembers
     QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
     message has `subscribed` set: every token revoked after it is named by a
-    later message, sent once the revocation is committed and before the
-    revoking call answers. Messages with neither field set are heartbeats
-    (every few seconds), so a watcher notices a stream gone quiet. A watcher
-    that falls too far behind has its stream ended (ABORTED).
+    later message, sent once the revocation is committed. The watcher
+    acknowledges each revocation (its `sequence`) once applied, and the
+    revoking call answers only when every watcher has, or has been cut off
+    (its stream ended, ABORTED) for not acknowledging in time or falling too
+    far behind. Messages with no field but `sequence` 0 are heartbeats
+    (every few seconds, not acknowledged), so a watcher notices a stream
+    gone quiet.
     """
     QueryAccountAvailability: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountAvailabilityRequest, _userapi_pb2.QueryAccountAvailabilityResponse]
     PerformAccountCreation: _grpc.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountCreationRequest, _userapi_pb2.Account]
@@ -147,14 +150,17 @@ class UserAPIAsyncStub(UserAPIStub):
     """Resolves an access token to its user and device; NOT_FOUND (errcode
     M_UNKNOWN_TOKEN) when it is unknown or expired.
     """
-    WatchTokenRevocations: _aio.UnaryStreamMultiCallable[_userapi_pb2.WatchTokenRevocationsRequest, _userapi_pb2.TokenRevocation]  # type: ignore[assignment]
+    WatchTokenRevocations: _aio.StreamStreamMultiCallable[_userapi_pb2.TokenRevocationAck, _userapi_pb2.TokenRevocation]  # type: ignore[assignment]
     """The revocations of access tokens from now on, for a front that remembers
     QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
     message has `subscribed` set: every token revoked after it is named by a
-    later message, sent once the revocation is committed and before the
-    revoking call answers. Messages with neither field set are heartbeats
-    (every few seconds), so a watcher notices a stream gone quiet. A watcher
-    that falls too far behind has its stream ended (ABORTED).
+    later message, sent once the revocation is committed. The watcher
+    acknowledges each revocation (its `sequence`) once applied, and the
+    revoking call answers only when every watcher has, or has been cut off
+    (its stream ended, ABORTED) for not acknowledging in time or falling too
+    far behind. Messages with no field but `sequence` 0 are heartbeats
+    (every few seconds, not acknowledged), so a watcher notices a stream
+    gone quiet.
     """
     QueryAccountAvailability: _aio.UnaryUnaryMultiCallable[_userapi_pb2.QueryAccountAvailabilityRequest, _userapi_pb2.QueryAccountAvailabilityResponse]  # type: ignore[assignment]
     PerformAccountCreation: _aio.UnaryUnaryMultiCallable[_userapi_pb2.PerformAccountCreationRequest, _userapi_pb2.Account]  # type: ignore[assignment]
@@ -262,16 +268,19 @@ class UserAPIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def WatchTokenRevocations(
         self,
-        request: _userapi_pb2.WatchTokenRevocationsRequest,
+        request_iterator: _MaybeAsyncIterator[_userapi_pb2.TokenRevocationAck],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_userapi_pb2.TokenRevocation], _abc.AsyncIterator[_userapi_pb2.TokenRevocation]]:
         """The revocations of access tokens from now on, for a front that remembers
         QueryAccessToken's answers (userapi/grpc/token_cache.py). The first
         message has `subscribed` set: every token revoked after it is named by a
-        later message, sent once the revocation is committed and before the
-        revoking call answers. Messages with neither field set are heartbeats
-        (every few seconds), so a watcher notices a stream gone quiet. A watcher
-        that falls too far behind has its stream ended (ABORTED).
+        later message, sent once the revocation is committed. The watcher
+        acknowledges each revocation (its `sequence`) once applied, and the
+        revoking call answers only when every watcher has, or has been cut off
+        (its stream ended, ABORTED) for not acknowledging in time or falling too
+        far behind. Messages with no field but `sequence` 0 are heartbeats
+        (every few seconds, not acknowledged), so a watcher notices a stream
+        gone quiet.
         """
 
     @_abc_1.abstractmethod
