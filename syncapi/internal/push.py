@@ -479,12 +479,22 @@ def _counts(counts: tuple[int, int]) -> dict[str, int]:
     return {"notification_count": counts[0], "highlight_count": counts[1]}
 
 
-async def unread_counts(reader: Reader, user_id: str, room_ids: Sequence[str]) -> dict[str, UnreadCounts]:
+async def unread_counts(reader: Reader, user_id: str, room_ids: Sequence[str], *,
+                        known: tuple[set[str], list[tuple[str, str, int, int]]] | None = None
+                        ) -> dict[str, UnreadCounts]:
     """The user's unread counts in the rooms (every room named has an
     entry): their notifications past the latest read receipt (public or
-    private) for the notification's thread or an unthreaded one."""
+    private) for the notification's thread or an unthreaded one. ``known``:
+    the count rows of some rooms read already (those rooms, their rows)."""
     found = {room_id: UnreadCounts((0, 0), {}) for room_id in room_ids}
-    for room_id, thread_id, notified, highlighted in await reader.unread_counts(user_id, room_ids):
+    rows: list[tuple[str, str, int, int]] = []
+    unknown = list(room_ids)
+    if known is not None:
+        unknown = [room_id for room_id in room_ids if room_id not in known[0]]
+        rows = [row for row in known[1] if row[0] in found]
+    if unknown:
+        rows += await reader.unread_counts(user_id, unknown)
+    for room_id, thread_id, notified, highlighted in rows:
         counts = found[room_id]
         if thread_id:
             assert counts.threads is not None

@@ -199,6 +199,9 @@ class _Builder:
         self.membership_news = membership_news
         # The rooms' recent events, read for all of them at once.
         self.prefetched: dict[str, list[StoredEvent]] = {}
+        # The unread counts of some rooms (those rooms, their count rows),
+        # read with the rooms' news.
+        self.prefetched_counts: tuple[set[str], list[tuple[str, str, int, int]]] | None = None
         # Rooms sent whole: their state entries, summaries and the stored
         # events those name, read for all of them at once.
         self.prefetched_state: dict[str, list[StateEntry]] = {}
@@ -256,13 +259,16 @@ class _Builder:
             if filter_clause(self.filter.room.timeline) is None:
                 # No SQL filter on the timeline: the few new events of a woken
                 # sync name the rooms and are their timelines, one statement.
-                news = await self.r.joined_rooms_news(self.user_id, after=self.since, upto=self.upto,
-                                                      cap=NEWS_IN_ONE_STATEMENT)
+                # (On PostgreSQL the same statement reads those rooms' unread counts.)
+                news = await self.r.joined_rooms_news_and_counts(self.user_id, after=self.since, upto=self.upto,
+                                                                 cap=NEWS_IN_ONE_STATEMENT)
             if news is None:
                 with_events = await self.r.joined_rooms_with_events_since(self.user_id, after=self.since,
                                                                           upto=self.upto)
             else:
-                with_events, new_events = news
+                with_events, new_events, counts = news
+                if counts is not None:
+                    self.prefetched_counts = (set(with_events), counts)
             changed = {room_id for room_id in with_events.keys() - newly_joined if room_filter.allows_room(room_id)}
             if news is not None:
                 for room_id in changed:
@@ -377,7 +383,8 @@ class _Builder:
         """Each joined room's notification counts (push.md, "Receiving
         notifications"); per thread with the timeline filter's flag."""
         by_thread = self.filter.room.timeline.unread_thread_notifications
-        for room_id, counts in (await unread_counts(self.r, self.user_id, sorted(join))).items():
+        for room_id, counts in (await unread_counts(self.r, self.user_id, sorted(join),
+                                                    known=self.prefetched_counts)).items():
             join[room_id].update(counts.as_sync(by_thread))
 
     async def _account_data(self) -> _AccountData:

@@ -15,7 +15,18 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, false, select
+from sqlalchemy import (
+    CompoundSelect,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    false,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.sqlite_connection import InlineDBAPI
@@ -167,6 +178,26 @@ def _build_joined_rooms_news() -> Select[Any]:
 
 # Built once: every woken /sync runs it (Reader.joined_rooms_news).
 _JOINED_ROOMS_NEWS = _build_joined_rooms_news()
+
+
+def _build_joined_rooms_news_and_counts() -> CompoundSelect[Any]:
+    """``_JOINED_ROOMS_NEWS`` and the user's unread counts in the rooms it
+    finds, in one statement: the news rows (``kind`` 0), then the counts
+    (``kind`` 1) in the news rows' shape, in the room ID column and the
+    three last, NULL elsewhere."""
+    news = _JOINED_ROOMS_NEWS.cte("news")
+    counts = notifications_t.build_unread_counts(select(news.c.room_id).distinct()).subquery("counts")
+    count_room, count_thread, count_all, count_highlights = counts.c
+    filler = [count_room if c.name == "room_id" else null().label(c.name) for c in news.c]
+    return union_all(
+        select(literal(0, Integer).label("kind"), *news.c, null().label("count_thread"),
+               null().label("count_all"), null().label("count_highlights")),
+        select(literal(1, Integer), *filler, count_thread, count_all, count_highlights),
+    )
+
+
+# Built once: on PostgreSQL every woken /sync runs it (Reader.joined_rooms_news).
+_JOINED_ROOMS_NEWS_AND_COUNTS = _build_joined_rooms_news_and_counts()
 
 
 class SyncDatabase:
@@ -1039,8 +1070,25 @@ class Reader:
         """``joined_rooms_with_events_since`` and every one of those rooms'
         timeline events in ``(after, upto]`` (oldest first), in one
         statement; None when there are more than ``cap`` such events."""
-        rows = list(await self.conn.execute(_JOINED_ROOMS_NEWS, {
-            "b_user_id": user_id, "b_after": after, "b_upto": upto, "b_limit": cap + 1}))
+        found = await self.joined_rooms_news_and_counts(user_id, after=after, upto=upto, cap=cap, counts=False)
+        return None if found is None else (found[0], found[1])
+
+    async def joined_rooms_news_and_counts(
+            self, user_id: str, *, after: int, upto: int, cap: int, counts: bool = True,
+    ) -> tuple[dict[str, int], dict[str, list[StoredEvent]], list[tuple[str, str, int, int]] | None] | None:
+        """``joined_rooms_news`` and, on PostgreSQL (a round trip fewer;
+        ``counts``), the user's unread counts in those rooms (as
+        ``unread_counts``) read by the same statement; None for them on
+        SQLite, where a second statement costs no round trip."""
+        with_counts = counts and self.conn.dialect.name == "postgresql"
+        params = {"b_user_id": user_id, "b_after": after, "b_upto": upto, "b_limit": cap + 1}
+        rows = list(await self.conn.execute(_JOINED_ROOMS_NEWS_AND_COUNTS if with_counts else _JOINED_ROOMS_NEWS,
+                                            params))
+        unread: list[tuple[str, str, int, int]] | None = None
+        if with_counts:
+            unread = [(str(row[2]), str(row[-3]), int(row[-2]), int(row[-1] or 0)) for row in rows if row[0]]
+            rows = sorted((row for row in rows if not row[0]), key=lambda row: row._mapping["stream_pos"],
+                          reverse=True)
         if len(rows) > cap:
             return None
         joined: dict[str, int] = {}
@@ -1049,7 +1097,7 @@ class Reader:
             stored = StoredEvent.from_row(row)
             joined[stored.room_id] = int(row._mapping["join_pos"])
             found.setdefault(stored.room_id, []).append(stored)
-        return joined, found
+        return joined, found, unread
 
     async def recent_events_in_rooms(self, room_ids: Sequence[str], *, after: int, upto: int, limit: int,
                                      event_filter: EventFilter | None = None) -> dict[str, list[StoredEvent]]:

@@ -130,7 +130,9 @@ async def select_read_up_to(conn: AsyncConnection, user_id: str, room_ids: Seque
             for room_id in set(unthreaded) | set(threaded)}
 
 
-def _build_unread_counts() -> Select[Any]:
+def build_unread_counts(rooms: Any) -> Select[Any]:
+    """The unread counts statement (see ``select_unread_counts``) for the
+    rooms ``rooms`` names: an expanding bound parameter, or a subquery."""
     n = notifications.c
     r = receipts.c
     # The user's read receipts in the rooms, the latest per room and thread,
@@ -142,7 +144,7 @@ def _build_unread_counts() -> Select[Any]:
                              func.max(events.c.stream_pos).label("pos"))
                       .select_from(receipts.join(events, events.c.event_id == r.event_id))
                       .where(r.user_id == bindparam("b_user_id"),
-                             r.room_id.in_(bindparam("b_room_ids", expanding=True)),
+                             r.room_id.in_(rooms),
                              r.receipt_type.in_([READ, READ_PRIVATE]))
                       .group_by(r.room_id, r.thread_id)
                       .cte("read_positions").prefix_with("MATERIALIZED"))
@@ -153,14 +155,14 @@ def _build_unread_counts() -> Select[Any]:
                   .correlate(notifications).scalar_subquery())
     return (select(n.room_id, n.thread_id, func.count(),
                    func.sum(case((n.highlight, literal(1, Integer)), else_=literal(0, Integer))))
-            .where(n.user_id == bindparam("b_user_id"), n.room_id.in_(bindparam("b_room_ids", expanding=True)),
+            .where(n.user_id == bindparam("b_user_id"), n.room_id.in_(rooms),
                    n.stream_pos > func.coalesce(read_up_to, 0))
             .group_by(n.room_id, n.thread_id))
 
 
 # Built once: every /sync with news runs it, and building it took more CPU
 # than SQLite takes to run it.
-_UNREAD_COUNTS = _build_unread_counts()
+_UNREAD_COUNTS = build_unread_counts(bindparam("b_room_ids", expanding=True))
 
 
 async def select_unread_counts(conn: AsyncConnection, user_id: str, room_ids: Sequence[str]

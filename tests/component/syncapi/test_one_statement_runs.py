@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
+from syncapi.internal.push import unread_counts
 from syncapi.storage.tables import notifications as notifications_t
 from syncapi.storage.tables import room_positions as positions_t
 from tests.builders import TestRoom
@@ -185,3 +186,27 @@ async def test_positions_are_not_checked_while_a_write_is_under_way(env: Env) ->
         assert await database.settled_positions() is None
     finally:
         database._writes_in_flight -= 1
+
+
+async def test_a_woken_sync_reads_news_and_unread_counts_in_one_statement(env: Env) -> None:
+    first, second = await shared_room(env, BOB), await shared_room(env, BOB)
+    in_first = await _write(env, first, "a1", "a2", "a3")
+    await _write(env, second, "b1", "b2")
+    # Bob read up to a2 in the first room: a3 and what follows are unread.
+    assert await env.syncapi.database.write_receipt(first.room_id, "m.read", BOB, "", in_first[1], 5) is not None
+    token = env.token(BOB)
+    since = await env.next_batch(token)
+    await _write(env, first, "a4")
+    await _write(env, second, "b3")
+
+    with Statements(env) as woken:
+        body = await env.sync(token, since=since)
+    assert len(woken.seen) == 1 and "syncapi_notifications" in woken.seen[0], woken.seen
+    async with env.syncapi.database.read() as reader:
+        expected = await unread_counts(reader, BOB, [first.room_id, second.room_id])  # the separate statement
+    for room in (first, second):
+        entry = body["rooms"]["join"][room.room_id]
+        assert {"unread_notifications": entry["unread_notifications"]} == expected[room.room_id].as_sync(False)
+    assert body["rooms"]["join"][first.room_id]["unread_notifications"]["notification_count"] == 2
+    second_count = body["rooms"]["join"][second.room_id]["unread_notifications"]["notification_count"]
+    assert second_count >= 3
