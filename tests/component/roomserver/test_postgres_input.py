@@ -1,0 +1,136 @@
+"""The room server's input on PostgreSQL, where its hot statements run on
+asyncpg directly and are merged (roomserver/storage/database.py): a message
+costs three statements besides BEGIN and COMMIT (the batch's reads, the
+event with its rows, the outbox with the room's row), a fork reads nothing
+more, and what those merged statements carry (pending redactions, outbox
+order, room rows) comes out as it does on SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from myelin.roomserver.v1 import roomserver_pb2 as pb
+from sqlalchemy import event
+
+from common.log import Log
+from matrixlib.events import Event
+from tests.builders import TestRoom, input_event
+from tests.component.roomserver.conftest import Running, make_config, read_output, start_roomserver
+
+pytestmark = pytest.mark.postgres
+
+ALICE = "@alice:test"
+BOB = "@bob:test"
+
+
+@pytest.fixture
+async def on_postgres(tmp_path: Path, log: Log, fresh_postgres_database: str) -> AsyncIterator[Running]:
+    started = await start_roomserver(make_config(tmp_path, fresh_postgres_database), log)
+    # As in a split deployment (Kafka): rooms' rows are not kept in memory.
+    started.component.storage.sole_writer = False
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+@contextmanager
+def counting_statements(running: Running) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = running.component.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
+async def send(running: Running, events: list[Event], **kwargs: Any) -> list[int]:
+    response = await running.component.api.input_room_events(pb.InputRoomEventsRequest(
+        events=[input_event(e, **kwargs) for e in events], wait=True))
+    return [r.outcome for r in response.results]
+
+
+async def test_a_message_is_three_statements(on_postgres: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    # The first message interns its type (a statement or two, once).
+    room.message(ALICE, "first")
+    assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
+    message = room.message(BOB, "hello")
+    with counting_statements(on_postgres) as statements:
+        assert await send(on_postgres, [message], transaction_id=(BOB, "D", "t1")) == [pb.INPUT_OUTCOME_ACCEPTED]
+    # Less the forgetting of output appended a while ago (a timer's own transaction).
+    writes = [s for s in statements if not s.startswith(("DELETE FROM roomserver_output_outbox",
+                                                          "UPDATE roomserver_events SET sent_to_output"))]
+    assert len(writes) == 3, "\n".join(statements)
+    assert writes[0].startswith("SELECT ARRAY(")
+    assert writes[1].startswith("WITH new_event AS ( INSERT INTO roomserver_events")
+    assert writes[2].startswith("WITH outbox_rows AS ( INSERT INTO roomserver_output_outbox")
+    latest = await on_postgres.component.api.query_latest_events_and_state(
+        pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == [message.event_id]
+    chain = await on_postgres.component.api.query_auth_chain(pb.QueryAuthChainRequest(event_ids=[message.event_id]))
+    assert room.create.event_id in {e.event_id for e in chain.auth_chain}
+
+
+async def test_a_fork_reads_its_other_extremity_with_the_batch(on_postgres: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
+    late = room.message(ALICE, "built before the other", advance=False)
+    first = room.message(ALICE, "input first")
+    assert await send(on_postgres, [first]) == [pb.INPUT_OUTCOME_ACCEPTED]
+    with counting_statements(on_postgres) as statements:
+        assert await send(on_postgres, [late], transaction_id=(ALICE, "D", "t2")) == [pb.INPUT_OUTCOME_ACCEPTED]
+    assert not [s for s in statements if s.startswith("SELECT roomserver_events.")], "\n".join(statements)
+    latest = await on_postgres.component.api.query_latest_events_and_state(
+        pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert sorted(latest.latest_event_ids) == sorted([first.event_id, late.event_id])
+    merge = room.message(ALICE, "merge", prev_event_ids=[first.event_id, late.event_id])
+    assert await send(on_postgres, [merge]) == [pb.INPUT_OUTCOME_ACCEPTED]
+    latest = await on_postgres.component.api.query_latest_events_and_state(
+        pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == [merge.event_id]
+
+
+async def test_a_redaction_waits_for_its_target(on_postgres: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
+    # Both on the room's latest event: the redaction arrives first.
+    target = room.message(ALICE, "secret", advance=False)
+    redaction = room.redact(ALICE, target.event_id)
+    assert await send(on_postgres, [redaction]) == [pb.INPUT_OUTCOME_ACCEPTED]
+    assert not [o for o in await read_output(on_postgres.log) if o.HasField("redacted_event")]
+    assert await send(on_postgres, [target]) == [pb.INPUT_OUTCOME_ACCEPTED]
+    redacted = [o.redacted_event for o in await read_output(on_postgres.log) if o.HasField("redacted_event")]
+    assert [(r.redacted_event_id, r.redaction_event_id) for r in redacted] == [(target.event_id, redaction.event_id)]
+
+
+async def test_unsent_output_is_sent_in_order_later(on_postgres: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    room = TestRoom("12", creator=ALICE)
+    assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
+    processor = on_postgres.component.processor
+    # What was appended is forgotten (else sent again below, as after a crash).
+    await processor.forget_sent()
+
+    async def broken(room_id: str, payloads: object) -> None:
+        raise ConnectionError("the log is down")
+
+    messages = [room.message(ALICE, f"m{i}") for i in range(5)]
+    with monkeypatch.context() as patched:
+        patched.setattr(processor._producer, "send_many", broken)
+        # Committed (the outcome stands), the output kept in the outbox.
+        assert await send(on_postgres, messages) == [pb.INPUT_OUTCOME_ACCEPTED] * 5
+    assert await processor.send_pending() == 5
+    sent = [o.new_room_event.event.event_id for o in await read_output(on_postgres.log)
+            if o.HasField("new_room_event")]
+    assert sent[-5:] == [m.event_id for m in messages]
+    assert await processor.send_pending() == 0
