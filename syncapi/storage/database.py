@@ -290,9 +290,10 @@ class SyncDatabase:
 
     async def current_positions(self) -> dict[str, int]:
         """Every stream's position by the notifier's stream names (``pdu``
-        for the room-event stream)."""
-        async with self._db.connect() as conn:
-            found = await stream_t.current_positions(conn)
+        for the room-event stream). Read as other reads are (on PostgreSQL
+        without BEGIN and ROLLBACK: the periodic check costs one round trip)."""
+        async with self.read() as reader:
+            found = await stream_t.current_positions(reader.conn)
         return {("pdu" if name == stream_t.GLOBAL_STREAM else name): position
                 for name, position in found.items()}
 
