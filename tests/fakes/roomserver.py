@@ -35,6 +35,11 @@ def _proto(event: Event) -> events_pb2.Event:
                             pdu_json=event.to_json())
 
 
+def _server_joined(room: FakeRoom, server_name: str) -> bool:
+    return any(t == MEMBER and k.endswith(":" + server_name) and room.events[e].membership == "join"
+               for (t, k), e in room.state.items())
+
+
 class FakeRoomserver:
     def __init__(self) -> None:
         self.rooms: dict[str, FakeRoom] = {}
@@ -110,7 +115,8 @@ class FakeRoomserver:
             return pb.QueryLatestEventsAndStateResponse(room_exists=False)
         return pb.QueryLatestEventsAndStateResponse(
             room_exists=True, room_version=room.version.identifier, latest_event_ids=room.latest,
-            state_events=self._state_events(room, list(req.state_to_fetch)), depth=room.depth + 1)
+            state_events=self._state_events(room, list(req.state_to_fetch)), depth=room.depth + 1,
+            server_joined=bool(req.joined_server_name) and _server_joined(room, req.joined_server_name))
 
     async def query_state_after_events(
             self, req: pb.QueryStateAfterEventsRequest) -> pb.QueryStateAfterEventsResponse:
@@ -157,9 +163,7 @@ class FakeRoomserver:
         room = self.rooms.get(req.room_id)
         if room is None:
             return pb.QueryMembershipForUserResponse(room_exists=False)
-        server_joined = bool(req.joined_server_name) and any(
-            t == MEMBER and k.endswith(":" + req.joined_server_name) and room.events[e].membership == "join"
-            for (t, k), e in room.state.items())
+        server_joined = bool(req.joined_server_name) and _server_joined(room, req.joined_server_name)
         event_id = room.state.get((MEMBER, req.user_id))
         if event_id is None:
             return pb.QueryMembershipForUserResponse(room_exists=True, server_joined=server_joined)

@@ -88,12 +88,18 @@ class Queries:
         # room server is its database's only writer and has it all there.
         known = self._latest_from_memory(req)
         if known is not None:
+            cached_room = self._db.cached_room(req.room_id)
+            if req.joined_server_name and cached_room is not None:
+                async with self._db.reading() as txn:
+                    known.server_joined = await self._server_joined(txn, cached_room, req.joined_server_name)
             return known
         redactions = self._db.redaction_generation
         async with self._db.reading() as txn:
             room = await self._room(txn, req.room_id)
             if room is None:
                 return pb.QueryLatestEventsAndStateResponse(room_exists=False)
+            server_joined = bool(req.joined_server_name) and await self._server_joined(
+                txn, room, req.joined_server_name)
             state = await self._db.load_state(txn, room.state_snapshot_nid)
             state = await self._filter_state(txn, state, req.state_to_fetch)
             # The extremities' rows and the state events' rows in one statement
@@ -114,7 +120,16 @@ class Queries:
             latest_event_ids=[r.event_id for r in extremities],
             state_events=state_events,
             depth=max((r.depth for r in extremities), default=0) + 1,
+            server_joined=server_joined,
         )
+
+    @staticmethod
+    async def _server_joined(txn: Txn, room: RoomRecord, server_name: str) -> bool:
+        """Whether a user of ``server_name`` is joined to the room; never in
+        a room without current state (a stub: a join there goes through
+        another server)."""
+        return room.state_snapshot_nid is not None and \
+            await membership_t.select_server_joined(txn.conn, room.room_nid, server_name)
 
     def _latest_from_memory(
             self, req: pb.QueryLatestEventsAndStateRequest) -> pb.QueryLatestEventsAndStateResponse | None:

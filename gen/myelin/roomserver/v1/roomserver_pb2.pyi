@@ -143,7 +143,13 @@ class QueryLatestEventsAndStateRequest(_message.Message):
 
     ROOM_ID_FIELD_NUMBER: _builtins.int
     STATE_TO_FETCH_FIELD_NUMBER: _builtins.int
+    JOINED_SERVER_NAME_FIELD_NUMBER: _builtins.int
     room_id: _builtins.str
+    joined_server_name: _builtins.str
+    """Also answer `server_joined`: whether this server has a joined member
+    (a local join builds its event on this answer without asking
+    QueryMembershipForUser first).
+    """
     @_builtins.property
     def state_to_fetch(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.StateKeyTuple]:
         """Empty: the whole current state."""
@@ -153,10 +159,11 @@ class QueryLatestEventsAndStateRequest(_message.Message):
         *,
         room_id: _builtins.str = ...,
         state_to_fetch: _abc.Iterable[_events_pb2.StateKeyTuple] | None = ...,
+        joined_server_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "state_to_fetch", b"state_to_fetch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["joined_server_name", b"joined_server_name", "room_id", b"room_id", "state_to_fetch", b"state_to_fetch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,10 +178,15 @@ class QueryLatestEventsAndStateResponse(_message.Message):
     LATEST_EVENT_IDS_FIELD_NUMBER: _builtins.int
     STATE_EVENTS_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    SERVER_JOINED_FIELD_NUMBER: _builtins.int
     room_exists: _builtins.bool
     room_version: _builtins.str
     depth: _builtins.int
     """One more than the greatest depth among the forward extremities."""
+    server_joined: _builtins.bool
+    """Whether `joined_server_name` has a joined member (never in a room
+    without current state), when asked for.
+    """
     @_builtins.property
     def latest_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -187,10 +199,11 @@ class QueryLatestEventsAndStateResponse(_message.Message):
         latest_event_ids: _abc.Iterable[_builtins.str] | None = ...,
         state_events: _abc.Iterable[_events_pb2.Event] | None = ...,
         depth: _builtins.int = ...,
+        server_joined: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "latest_event_ids", b"latest_event_ids", "room_exists", b"room_exists", "room_version", b"room_version", "state_events", b"state_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "latest_event_ids", b"latest_event_ids", "room_exists", b"room_exists", "room_version", b"room_version", "server_joined", b"server_joined", "state_events", b"state_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
