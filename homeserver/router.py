@@ -60,8 +60,10 @@ ROUTED_COMPONENTS = ("clientapi", "syncapi", "federationapi", "mediaapi")
 
 # A request line and headers together; larger heads get 431.
 MAX_HEAD_BYTES = 16 * 1024
-# A client connection with no request for this long is closed.
+# A client connection with no request for this long is closed (looked at
+# every IDLE_CHECK_SECONDS: one timer for all, not one per request).
 CLIENT_IDLE_SECONDS = 75.0
+IDLE_CHECK_SECONDS = 5.0
 # A pooled connection idle for longer is not reused: the components close
 # theirs after 75 s (common.http's KEEP_ALIVE_TIMEOUT), and reusing one the
 # component is closing at that moment would fail the request.
@@ -75,6 +77,9 @@ LINGER_SECONDS = 2.0
 # Bytes a client may send ahead (pipelined requests, or a body while the
 # component's connection is being opened) before the router stops reading.
 MAX_READ_AHEAD_BYTES = 256 * 1024
+# A body up to this size is forwarded with its head, in one write, once it
+# has all arrived; a larger one streams.
+MAX_COALESCED_BODY_BYTES = 64 * 1024
 
 # Hop-by-hop headers are for one connection only and are not forwarded
 # (RFC 9110 7.6.1), nor is anything the router sets or frames itself.
@@ -90,13 +95,18 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """The header names a Connection header lists: hop-by-hop as well."""
-    tokens: set[bytes] = set()
+def _listed_in_connection(value: bytes, not_forwarded: frozenset[bytes]) -> set[bytes]:
+    """The header names a Connection header lists (hop-by-hop as well) that
+    are not left out anyway: usually none ("keep-alive", "close")."""
+    return {token.strip().lower() for token in value.split(b",")} - not_forwarded - {b"close"}
+
+
+def _header_lines(headers: list[tuple[bytes, bytes]], leave_out: set[bytes] | frozenset[bytes]) -> list[bytes]:
+    lines: list[bytes] = []
     for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    return frozenset(tokens)
+        if name.lower() not in leave_out:
+            lines += [name, b": ", value, b"\r\n"]
+    return lines
 
 
 def _chunk(data: bytes) -> bytes:
@@ -131,8 +141,8 @@ class _Request:
 
     __slots__ = (
         "body", "buffered", "chunked", "complete", "content_length", "end_sent", "error",
-        "expect_continue", "head_bytes", "head_complete", "head_sent", "headers", "http11",
-        "keep_alive", "method", "received", "response_started", "started", "url",
+        "expect_continue", "forwarded_headers", "has_host", "head_bytes", "head_complete", "head_sent",
+        "headers", "http11", "keep_alive", "method", "received", "response_started", "started", "url",
     )
 
     def __init__(self) -> None:
@@ -146,6 +156,9 @@ class _Request:
         self.content_length: int | None = None
         self.chunked = False
         self.expect_continue = False
+        # The header lines the component gets.
+        self.forwarded_headers = b""
+        self.has_host = False
         # Body bytes received and not yet forwarded.
         self.body: list[bytes] = []
         self.buffered = 0
@@ -162,24 +175,46 @@ class _Request:
     def path(self) -> str:
         return self.url.partition(b"?")[0].decode("latin-1")
 
-    def upstream_head(self, peer_ip: str, upstream_host: bytes) -> bytes:
-        """The request line and headers as the component gets them."""
-        lines = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
-        dropped = _REQUEST_HEADERS_NOT_FORWARDED | _connection_tokens(self.headers)
+    def read_head(self, parser: httptools.HttpRequestParser) -> None:
+        """Once the headers are in: the request's framing, and the header
+        lines the component gets (one pass over the headers)."""
+        self.method = parser.get_method()
+        self.http11 = parser.get_http_version() == "1.1"
+        self.keep_alive = parser.should_keep_alive()
+        lines: list[bytes] = []
+        listed: set[bytes] = set()
         has_host = False
         for name, value in self.headers:
             lower = name.lower()
-            if lower in dropped:
+            if lower in _REQUEST_HEADERS_NOT_FORWARDED:
+                if lower == b"connection":
+                    listed |= _listed_in_connection(value, _REQUEST_HEADERS_NOT_FORWARDED)
+                elif lower == b"transfer-encoding":
+                    self.chunked = True
+                elif lower == b"expect":
+                    self.expect_continue = value.strip().lower() == b"100-continue"
                 continue
-            has_host = has_host or lower == b"host"
+            if lower == b"content-length":
+                # The parser has checked it is a number, and that there is no
+                # Transfer-Encoding beside it.
+                self.content_length = int(value)
+                if self.content_length > MAX_REQUEST_BYTES:
+                    raise _Reject(errors.TooLarge("Request too large"))
+            elif lower == b"host":
+                has_host = True
             lines += [name, b": ", value, b"\r\n"]
-        if not has_host:
-            lines += [b"host: ", upstream_host, b"\r\n"]
-        lines += [b"x-forwarded-for: ", peer_ip.encode(), b"\r\n"]
-        if self.chunked:
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        if listed:
+            lines = _header_lines(self.headers, _REQUEST_HEADERS_NOT_FORWARDED | listed)
+        self.has_host = has_host
+        self.forwarded_headers = b"".join(lines)
+        self.head_complete = True
+
+    def upstream_head(self, peer_ip: bytes, upstream_host: bytes) -> bytes:
+        """The request line and headers as the component gets them."""
+        return b"".join((self.method, b" ", self.url, b" HTTP/1.1\r\n", self.forwarded_headers,
+                         b"" if self.has_host else b"host: %b\r\n" % upstream_host,
+                         b"x-forwarded-for: ", peer_ip, b"\r\n",
+                         b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n"))
 
 
 class _ClientConnection(asyncio.Protocol):
@@ -189,14 +224,17 @@ class _ClientConnection(asyncio.Protocol):
         self.router = router
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.peer_ip = ""
+        self.peer_ip = b""
         # Requests in arrival order; the first is the one being answered.
         self.requests: deque[_Request] = deque()
         # The request whose bytes the parser is in (the last of ``requests``).
         self.parsing: _Request | None = None
         self.upstream: _UpstreamConnection | None = None
         self.connecting: asyncio.Task[None] | None = None
-        self.idle_timer: asyncio.TimerHandle | None = None
+        # Since when the connection has waited for a request (None while
+        # one is being answered); the router closes it after a while.
+        self.idle_since: float | None = time.monotonic()
+        self.linger_timer: asyncio.TimerHandle | None = None
         # Why reading is paused (read-ahead full, component slow, request
         # rejected); reading resumes when no reason is left.
         self.read_pauses: set[str] = set()
@@ -209,9 +247,8 @@ class _ClientConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        self.peer_ip = str(peer[0]).encode() if isinstance(peer, tuple) else b""
         self.router.clients.add(self)
-        self._start_idle_timer()
 
     def data_received(self, data: bytes) -> None:
         if self.closed or "rejected" in self.read_pauses:
@@ -248,8 +285,8 @@ class _ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.router.clients.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
         if self.connecting is not None:
             self.connecting.cancel()
         if self.upstream is not None:
@@ -280,23 +317,7 @@ class _ClientConnection(asyncio.Protocol):
             raise _Reject(errors.TooLarge("Request head too large", http_status=431))
 
     def on_headers_complete(self) -> None:
-        request = self._parsing()
-        request.method = self.parser.get_method()
-        request.http11 = self.parser.get_http_version() == "1.1"
-        request.keep_alive = self.parser.should_keep_alive()
-        for name, value in request.headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                # The parser has checked it is a number, and that there is no
-                # Transfer-Encoding beside it.
-                request.content_length = int(value)
-                if request.content_length > MAX_REQUEST_BYTES:
-                    raise _Reject(errors.TooLarge("Request too large"))
-            elif lower == b"transfer-encoding":
-                request.chunked = True
-            elif lower == b"expect":
-                request.expect_continue = value.strip().lower() == b"100-continue"
-        request.head_complete = True
+        self._parsing().read_head(self.parser)
 
     def on_body(self, body: bytes) -> None:
         request = self._parsing()
@@ -325,7 +346,7 @@ class _ClientConnection(asyncio.Protocol):
             self._answer_error(request, request.error, close=True)
             return
         if not request.started:
-            if not request.head_complete:
+            if not request.head_complete or self._awaiting_small_body(request):
                 return
             self._start(request)
         if self.upstream is not None:
@@ -336,11 +357,17 @@ class _ClientConnection(asyncio.Protocol):
         else:
             self._resume_reading("read-ahead")
 
+    @staticmethod
+    def _awaiting_small_body(request: _Request) -> bool:
+        """Whether to wait for the rest of a small body before forwarding.
+        Clients often send a head and its body in two writes; forwarded as
+        they come, the component would be woken twice for one request."""
+        return (not request.complete and request.content_length is not None
+                and request.content_length <= MAX_COALESCED_BODY_BYTES and not request.expect_continue)
+
     def _start(self, request: _Request) -> None:
         request.started = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle_since = None
         component = component_for_path(request.path)
         address = self.router.upstreams.get(component)
         if address is None:
@@ -450,7 +477,7 @@ class _ClientConnection(asyncio.Protocol):
         if close or not finished.keep_alive:
             self._close(unread_input=not finished.complete or finished.error is not None)
             return
-        self._start_idle_timer()
+        self.idle_since = time.monotonic()
         self._pump()
 
     def _close(self, *, unread_input: bool = False) -> None:
@@ -460,8 +487,6 @@ class _ClientConnection(asyncio.Protocol):
         self.closed = True
         # Nothing more is answered: the rest of the queue is dropped.
         self.requests.clear()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
         if unread_input and transport.can_write_eof():
             # Closing a socket with bytes not read resets the connection, and
             # the client could lose the response written just before. It is
@@ -469,7 +494,7 @@ class _ClientConnection(asyncio.Protocol):
             # read and dropped, for a short while.
             transport.write_eof()
             transport.resume_reading()
-            self.idle_timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+            self.linger_timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
         else:
             transport.close()
 
@@ -502,14 +527,8 @@ class _ClientConnection(asyncio.Protocol):
         else:
             self._resume_reading("upstream")
 
-    def _start_idle_timer(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-        self.idle_timer = asyncio.get_running_loop().call_later(CLIENT_IDLE_SECONDS, self._idle_timeout)
-
-    def _idle_timeout(self) -> None:
-        self.idle_timer = None
-        if not self.requests or not self.requests[0].started:
+    def close_if_idle(self, now: float) -> None:
+        if self.idle_since is not None and now - self.idle_since > CLIENT_IDLE_SECONDS:
             self._close()
 
     def close(self) -> None:
@@ -644,15 +663,19 @@ class _UpstreamConnection(asyncio.Protocol):
             return
         self.keep_alive = self.parser.should_keep_alive()
         lines = [b"HTTP/1.1 %d %b\r\n" % (status, self.reason)]
-        dropped = _RESPONSE_HEADERS_NOT_FORWARDED | _connection_tokens(self.headers)
+        listed: set[bytes] = set()
         has_length = chunked = False
         for name, value in self.headers:
             lower = name.lower()
-            if lower in dropped:
+            if lower in _RESPONSE_HEADERS_NOT_FORWARDED:
+                if lower == b"connection":
+                    listed |= _listed_in_connection(value, _RESPONSE_HEADERS_NOT_FORWARDED)
                 chunked = chunked or lower == b"transfer-encoding"
                 continue
             has_length = has_length or lower == b"content-length"
             lines += [name, b": ", value, b"\r\n"]
+        if listed:
+            lines[1:] = _header_lines(self.headers, _RESPONSE_HEADERS_NOT_FORWARDED | listed)
         has_body = not (self.head_request or status in (204, 304))
         if has_body and not has_length:
             self.until_close = not chunked
@@ -748,6 +771,7 @@ class Router:
         self.pool = _UpstreamPool()
         self.clients: set[_ClientConnection] = set()
         self.server: asyncio.Server | None = None
+        self.idle_check: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self, address: str) -> None:
@@ -757,8 +781,18 @@ class Router:
         self.server = await loop.create_server(lambda: _ClientConnection(self), host, port,
                                                reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
+        self.idle_check = loop.create_task(self._close_idle_clients())
+
+    async def _close_idle_clients(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_SECONDS)
+            now = time.monotonic()
+            for client in list(self.clients):
+                client.close_if_idle(now)
 
     async def close(self) -> None:
+        if self.idle_check is not None:
+            self.idle_check.cancel()
         if self.server is not None:
             self.server.close()
         for client in list(self.clients):

@@ -561,3 +561,54 @@ async def test_a_bad_request_after_a_good_one_is_answered_in_turn(deployment: De
                               b"GET /_matrix/client/v3/first HTTP/1.1\r\nhost: x\r\n\r\nGARBAGE\r\n\r\n")
     responses = parse_responses(data)
     assert [status for status, _, _ in responses] == [200, 400]
+
+
+async def test_an_idle_client_connection_is_closed(deployment: Deployment,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router_module, "CLIENT_IDLE_SECONDS", 0.3)
+    monkeypatch.setattr(router_module, "IDLE_CHECK_SECONDS", 0.05)
+    router = Router(deployment.router.upstreams)
+    await router.start("127.0.0.1:0")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+        writer.write(b"GET /_matrix/client/v3/x HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"}"), 5)).startswith(b"HTTP/1.1 200")
+        # Kept open while it is used, closed once idle for long enough.
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert asyncio.get_running_loop().time() - started >= 0.25
+        writer.close()
+    finally:
+        await router.close()
+
+
+@pytest.mark.parametrize("path", [
+    "/_matrix/client/v3/sync", "/_matrix/client/r0/sync", "/_matrix/client/v3/syncx",
+    "/_matrix/client/v3/rooms/!a:b/messages", "/_matrix/client/v3/rooms/!a:b/send/m.room.message/1",
+    "/_matrix/client/v3/rooms/!a:b/context/$e", "/_matrix/client/v3/rooms/!a:b/forget",
+    "/_matrix/client/v1/rooms/!a/relations/$e/m.thread/m.room.message", "/_matrix/client/v3/events",
+    "/_matrix/client/v3/user/@a:b/filter/1", "/_matrix/client/v3/user/@a:b/account_data/x",
+    "/_matrix/client/v3/presence/@a:b/status", "/_matrix/client/v3/keys/changes",
+    "/_matrix/client/v3/keys/query", "/_matrix/media/v3/upload", "/_matrix/client/v1/media/config",
+    "/_matrix/federation/v1/send/1", "/_matrix/key/v2/server", "/.well-known/matrix/server",
+    "/.well-known/matrix/client", "/", "/_matrix/client/versions", "/x/_matrix/client/v3/sync",
+])
+def test_the_one_pattern_routes_as_the_table_does(path: str) -> None:
+    from homeserver.routes import DEFAULT_COMPONENT, ROUTES, component_for_path
+
+    first_match = next((route.component for route in ROUTES if route.pattern.search(path)), DEFAULT_COMPONENT)
+    assert component_for_path(path) == first_match
+
+
+async def test_a_small_body_sent_after_its_head_is_forwarded_with_it(deployment: Deployment) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", deployment.router.port)
+    writer.write(b"PUT /_matrix/client/v3/x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n"
+                 b"connection: close\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    # The head alone is not forwarded: the component would wake for half a request.
+    assert deployment.components["clientapi"].connections == 0
+    writer.write(b"{}")
+    [(status, _, body)] = parse_responses(await asyncio.wait_for(reader.read(), 5))
+    writer.close()
+    assert status == 200 and orjson.loads(body)["body_length"] == 2
