@@ -612,3 +612,94 @@ async def test_a_small_body_sent_after_its_head_is_forwarded_with_it(deployment:
     [(status, _, body)] = parse_responses(await asyncio.wait_for(reader.read(), 5))
     writer.close()
     assert status == 200 and orjson.loads(body)["body_length"] == 2
+
+
+def _router_buffered_bytes(router: Router) -> int:
+    """What the router holds in its transports' write buffers, both sides."""
+    total = 0
+    for client in router.clients:
+        if client.transport is not None:
+            total += client.transport.get_write_buffer_size()
+        if client.upstream is not None and client.upstream.transport is not None:
+            total += client.upstream.transport.get_write_buffer_size()
+    return total
+
+
+async def test_a_slow_reader_does_not_make_the_router_buffer_a_download(deployment: Deployment) -> None:
+    size = 64 * 1024 * 1024
+    sent = 0
+
+    async def big_download(request: ParsedRequest, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+        block = b"d" * (1 << 20)
+        for _ in range(size >> 20):
+            writer.write(block)
+            await writer.drain()
+            sent += len(block)
+
+    deployment.components["mediaapi"].handler = big_download
+    reader, writer = await asyncio.open_connection("127.0.0.1", deployment.router.port, limit=1 << 16)
+    writer.write(b"GET /_matrix/media/v3/download/a/b HTTP/1.1\r\nhost: x\r\n\r\n")
+    await reader.readuntil(b"\r\n\r\n")
+    # The client reads nothing for a while: the component is held back
+    # (through the router) instead of the router taking it all in.
+    await asyncio.sleep(0.5)
+    assert sent < 16 * 1024 * 1024
+    assert _router_buffered_bytes(deployment.router) < 2 * 1024 * 1024
+    received = 0
+    while received < size:
+        received += len(await asyncio.wait_for(reader.read(1 << 20), 5))
+    writer.close()
+    assert received == size
+
+
+async def test_a_slow_component_does_not_make_the_router_buffer_an_upload(deployment: Deployment) -> None:
+    size = 64 * 1024 * 1024
+    upload_started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_reader(request: ParsedRequest, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        writer.write(json_response({"body_length": len(request.body)}))
+
+    component = deployment.components["mediaapi"]
+    component.handler = slow_reader
+    original_serve = component._serve
+
+    async def serve_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upload_started.set()
+        await release.wait()
+        await original_serve(reader, writer)
+
+    component._serve = serve_late  # type: ignore[method-assign]
+    await component.stop()
+    await component.start()
+    deployment.router.upstreams["mediaapi"] = ("127.0.0.1", component.port)
+    sent = 0
+
+    async def upload() -> bytes:
+        nonlocal sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", deployment.router.port)
+        writer.write(b"POST /_matrix/media/v3/upload HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n"
+                     b"connection: close\r\n\r\n" % size)
+        block = b"u" * (1 << 20)
+        for _ in range(size >> 20):
+            writer.write(block)
+            await writer.drain()
+            sent += len(block)
+        data = await reader.read()
+        writer.close()
+        return data
+
+    uploading = asyncio.create_task(upload())
+    await asyncio.wait_for(upload_started.wait(), 5)
+    await asyncio.sleep(0.5)
+    assert sent < 16 * 1024 * 1024
+    assert _router_buffered_bytes(deployment.router) < 2 * 1024 * 1024
+    assert sum(client.requests[0].buffered for client in deployment.router.clients if client.requests) \
+        <= router_module.MAX_READ_AHEAD_BYTES + (1 << 20)
+    release.set()
+    [(status, _, body)] = parse_responses(await asyncio.wait_for(uploading, 10))
+    assert status == 200 and orjson.loads(body)["body_length"] == size
