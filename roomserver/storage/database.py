@@ -50,7 +50,7 @@ from roomserver.storage.tables.events import (
     prev_events,
 )
 from roomserver.storage.tables.input_failures import input_failures
-from roomserver.storage.tables.interned import event_state_keys, event_types
+from roomserver.storage.tables.interned import event_state_keys, event_types, intern_pg
 from roomserver.storage.tables.membership import membership
 from roomserver.storage.tables.outbox import (
     WRITE_OUTBOX_AND_ROOMS_PG,
@@ -59,7 +59,12 @@ from roomserver.storage.tables.outbox import (
 )
 from roomserver.storage.tables.redactions import pending_redactions
 from roomserver.storage.tables.rooms import rooms
-from roomserver.storage.tables.state import state_entries, state_snapshots
+from roomserver.storage.tables.state import (
+    INSERT_SNAPSHOT_PG,
+    INSERT_SNAPSHOT_PG_NAMES,
+    state_entries,
+    state_snapshots,
+)
 
 _R = TypeVar("_R", "EventRecord", "RoomRecord")
 
@@ -127,6 +132,29 @@ _EVENT_JSON_BY_NID = PrebuiltStatement(
     .join(rooms, rooms.c.room_nid == events.c.room_nid)
     .where(event_json.c.event_nid.in_(bindparam("nids", expanding=True))))
 _PREFETCH_PG = PostgresStatement(PREFETCH_PG, PREFETCH_PG_NAMES)
+# Every state change (a join: a new user's ID interned, a snapshot written,
+# the membership read and written, the event's row updated).
+_INTERN_PG = {table: PostgresStatement(intern_pg(table, name, nid), ("names",))
+              for table, name, nid in ((event_types, "event_type", "type_nid"),
+                                       (event_state_keys, "state_key", "state_key_nid"))}
+_NAMES_PREBUILT = {table: PrebuiltStatement(select(table.c[name], table.c[nid]).where(
+    table.c[name].in_(bindparam("names", expanding=True))))
+    for table, name, nid in ((event_types, "event_type", "type_nid"),
+                             (event_state_keys, "state_key", "state_key_nid"))}
+_INSERT_SNAPSHOT_PG = PostgresStatement(INSERT_SNAPSHOT_PG, INSERT_SNAPSHOT_PG_NAMES)
+_MEMBERSHIP_OF = PrebuiltStatement(select(membership.c.membership, membership.c.event_nid).where(
+    membership.c.room_nid == bindparam("room_nid"), membership.c.target_nid == bindparam("target_nid")))
+# UPDATE of an event's row, by the columns it sets (a handful of combinations).
+_UPDATE_EVENT: dict[tuple[str, ...], PrebuiltStatement] = {}
+
+
+def _update_event_statement(columns: tuple[str, ...]) -> PrebuiltStatement:
+    statement = _UPDATE_EVENT.get(columns)
+    if statement is None:
+        statement = _UPDATE_EVENT[columns] = PrebuiltStatement(
+            update(events).where(events.c.event_nid == bindparam("k_event_nid"))
+            .values({name: bindparam(f"v_{name}") for name in columns}))
+    return statement
 _INSERT_HELD: dict[Table, PrebuiltStatement] = {
     event_json: PrebuiltStatement(event_json.insert(), ("event_nid", "event_json")),
     prev_events: PrebuiltStatement(prev_events.insert(), ("event_nid", "prev_event_id")),
@@ -645,15 +673,19 @@ class RoomserverDatabase:
                 result[name] = nid
         if not missing:
             return result
-        if create:
+        found: dict[str, int] = {}
+        if create and txn.postgres:
+            for chunk in _chunks(sorted(missing)):
+                found.update({name: int(nid) for name, nid in await _INTERN_PG[table].rows(txn.conn, {"names": chunk})})
+            # Committed by another transaction while the insert waited: read now.
+            missing -= found.keys()
+        elif create:
             for chunk in _chunks(sorted(missing)):
                 await txn.conn.execute(
                     self.db.insert_or_ignore(table, [{name_col: n} for n in chunk], [name_col]))
-        found: dict[str, int] = {}
         for chunk in _chunks(missing):
-            rows = await txn.conn.execute(
-                select(table.c[name_col], table.c[nid_col]).where(table.c[name_col].in_(chunk)))
-            found.update({row[0]: int(row[1]) for row in rows})
+            found.update({name: int(nid) for name, nid in await _NAMES_PREBUILT[table].rows(
+                txn.conn, {"names": chunk})})
         result.update(found)
         learnt.update(found)
         return result
@@ -836,7 +868,9 @@ class RoomserverDatabase:
     async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:
         if "redacted_by" in values:
             txn.redacted = True
-        await txn.conn.execute(update(events).where(events.c.event_nid == event_nid).values(**values))
+        columns = tuple(sorted(values))
+        await _update_event_statement(columns).execute(
+            txn.conn, {"k_event_nid": event_nid, **{f"v_{name}": values[name] for name in columns}})
         cached = txn.local.records.get(event_nid)
         if cached is not None:
             for name, value in values.items():
@@ -1018,15 +1052,23 @@ class RoomserverDatabase:
 
     async def _write_snapshot(self, txn: Txn, room_nid: int, parent_nid: int | None, depth: int,
                               entries: list[tuple[int, int, int | None]], state: StateMap) -> int:
-        nid = await txn.conn.scalar(
-            state_snapshots.insert().values(room_nid=room_nid, parent_nid=parent_nid, delta_depth=depth)
-            .returning(state_snapshots.c.snapshot_nid))
-        assert nid is not None
-        snapshot_nid = int(nid)
-        for chunk in _chunks(entries):
-            await txn.conn.execute(state_entries.insert(), [
-                {"snapshot_nid": snapshot_nid, "type_nid": t, "state_key_nid": s, "event_nid": e}
-                for t, s, e in chunk])
+        if txn.postgres:
+            nid = await _INSERT_SNAPSHOT_PG.scalar(txn.conn, {
+                "room_nid": room_nid, "parent_nid": parent_nid, "delta_depth": depth,
+                "type_nids": [t for t, _, _ in entries], "state_key_nids": [s for _, s, _ in entries],
+                "event_nids": [e for _, _, e in entries]})
+            assert nid is not None
+            snapshot_nid = int(nid)
+        else:
+            nid = await txn.conn.scalar(
+                state_snapshots.insert().values(room_nid=room_nid, parent_nid=parent_nid, delta_depth=depth)
+                .returning(state_snapshots.c.snapshot_nid))
+            assert nid is not None
+            snapshot_nid = int(nid)
+            for chunk in _chunks(entries):
+                await txn.conn.execute(state_entries.insert(), [
+                    {"snapshot_nid": snapshot_nid, "type_nid": t, "state_key_nid": s, "event_nid": e}
+                    for t, s, e in chunk])
         txn.local.snapshots[snapshot_nid] = dict(state)
         txn.local.snapshot_depths[snapshot_nid] = depth
         return snapshot_nid
@@ -1054,11 +1096,11 @@ class RoomserverDatabase:
         target_nid = (await self.state_key_nids(txn, [user_id], create=False)).get(user_id)
         if target_nid is None:
             return None
-        row = (await txn.conn.execute(select(membership).where(
-            membership.c.room_nid == room_nid, membership.c.target_nid == target_nid))).first()
-        if row is None:
+        found = await _MEMBERSHIP_OF.rows(txn.conn, {"room_nid": room_nid, "target_nid": target_nid})
+        if not found:
             return None
-        return MembershipRow(row.room_nid, user_id, row.membership, row.event_nid)
+        membership_value, event_nid = found[0]
+        return MembershipRow(room_nid, user_id, membership_value, event_nid)
 
     async def memberships_in_room(self, txn: Txn, room_nid: int, *, joined_only: bool) -> list[MembershipRow]:
         query = (select(membership, event_state_keys.c.state_key)

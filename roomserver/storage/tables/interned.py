@@ -23,3 +23,24 @@ event_state_keys = Table(
     Column("state_key", Text, nullable=False, unique=True),
     sqlite_autoincrement=True,
 )
+
+
+def intern_pg(table: Table, name_column: str, nid_column: str) -> str:
+    """PostgreSQL: interns the names ``$1`` (text[]) and answers (name, NID)
+    for each, in one statement (was an insert and a select): new names
+    inserted in name order (two transactions interning the same new names
+    then wait for each other instead of deadlocking), the others read. A
+    name another transaction inserted and committed while this statement
+    waited for it is in neither part: the caller reads those again."""
+    return f"""
+WITH inserted AS (
+    INSERT INTO {table.name} ({name_column})
+    SELECT DISTINCT wanted.name FROM unnest($1::TEXT[]) AS wanted(name) ORDER BY wanted.name
+    ON CONFLICT ({name_column}) DO NOTHING
+    RETURNING {name_column}, {nid_column}
+)
+SELECT {name_column}, {nid_column} FROM inserted
+UNION ALL
+SELECT known.{name_column}, known.{nid_column} FROM {table.name} AS known
+WHERE known.{name_column} = ANY($1::TEXT[])
+"""

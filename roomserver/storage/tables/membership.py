@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from common.prebuilt import PrebuiltStatement
 from roomserver.storage.tables.base import metadata
 from roomserver.storage.tables.interned import event_state_keys
 
@@ -46,11 +47,13 @@ def _build_upsert(dialect_name: str) -> Insert:
 
 
 # Built once: every member event writes it, and building it cost more CPU than running it.
-_UPSERTS = {name: _build_upsert(name) for name in ("sqlite", "postgresql")}
+# Prebuilt: on the inline SQLite driver and asyncpg without SQLAlchemy's execution path.
+_UPSERTS = {name: PrebuiltStatement(_build_upsert(name), ("room_nid", "target_nid", "membership", "event_nid"))
+            for name in ("sqlite", "postgresql")}
 
 
 async def upsert_memberships(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of room_nid, target_nid, membership, event_nid: inserted or, for
     a (room, target) known already, its membership and event replaced."""
     if rows:
-        await conn.execute(_UPSERTS[conn.dialect.name], list(rows))
+        await _UPSERTS[conn.dialect.name].execute_many(conn, rows)

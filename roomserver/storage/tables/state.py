@@ -35,3 +35,20 @@ state_entries = Table(
     # NULL: removed relative to the parent snapshot.
     Column("event_nid", BigInteger, nullable=True),
 )
+
+#: PostgreSQL: a snapshot's row and its entries in one statement (was two);
+#: answers its NID. Parameters: room_nid, parent_nid, delta_depth, then the
+#: entries' type_nids, state_key_nids and event_nids as arrays.
+INSERT_SNAPSHOT_PG = f"""
+WITH snapshot AS (
+    INSERT INTO {state_snapshots.name} (room_nid, parent_nid, delta_depth)
+    VALUES ($1::BIGINT, $2::BIGINT, $3::INTEGER)
+    RETURNING snapshot_nid
+), entries AS (
+    INSERT INTO {state_entries.name} (snapshot_nid, type_nid, state_key_nid, event_nid)
+    SELECT snapshot.snapshot_nid, entry.type_nid, entry.state_key_nid, entry.event_nid
+    FROM snapshot, unnest($4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) AS entry(type_nid, state_key_nid, event_nid)
+)
+SELECT snapshot_nid FROM snapshot
+"""
+INSERT_SNAPSHOT_PG_NAMES = ("room_nid", "parent_nid", "delta_depth", "type_nids", "state_key_nids", "event_nids")
