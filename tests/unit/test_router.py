@@ -703,3 +703,26 @@ async def test_a_slow_component_does_not_make_the_router_buffer_an_upload(deploy
     release.set()
     [(status, _, body)] = parse_responses(await asyncio.wait_for(uploading, 10))
     assert status == 200 and orjson.loads(body)["body_length"] == size
+
+
+def test_the_router_runs_on_uvloop() -> None:
+    # uvloop's transports are not asyncio's classes; the router must not care.
+    import uvloop
+
+    async def scenario() -> list[int]:
+        component = FakeComponent("clientapi")
+        await component.start()
+        router = Router({"clientapi": ("127.0.0.1", component.port)})
+        await router.start("127.0.0.1:0")
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{router.port}") as client:
+                statuses = [(await client.put(f"/_matrix/client/v3/n{i}", content=b"{}")).status_code
+                            for i in range(3)]
+            data = await raw_exchange(router.port, b"GARBAGE\r\n\r\n")
+            statuses.append(parse_responses(data)[0][0])
+            return [*statuses, component.connections]
+        finally:
+            await router.close()
+            await component.stop()
+
+    assert uvloop.run(scenario()) == [200, 200, 200, 400, 1]
