@@ -351,6 +351,10 @@ class _ClientConnection(asyncio.Protocol):
             if not request.head_complete or self._awaiting_small_body(request):
                 return
             self._start(request)
+            if self.closed or not self.requests or self.requests[0] is not request:
+                # Answered at once (no such component), and what follows
+                # has been moved on already.
+                return
         if self.upstream is not None:
             self._forward_request_bytes(request)
         # Stop reading once too much is waiting to be forwarded.
@@ -489,6 +493,11 @@ class _ClientConnection(asyncio.Protocol):
         self.closed = True
         # Nothing more is answered: the rest of the queue is dropped.
         self.requests.clear()
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            upstream.detach_and_close()
         if unread_input and transport.can_write_eof():
             # Closing a socket with bytes not read resets the connection, and
             # the client could lose the response written just before. It is

@@ -726,3 +726,19 @@ def test_the_router_runs_on_uvloop() -> None:
             await component.stop()
 
     assert uvloop.run(scenario()) == [200, 200, 200, 400, 1]
+
+
+async def test_a_request_answered_by_the_router_lets_the_next_pipelined_one_through(
+        deployment: Deployment) -> None:
+    del deployment.router.upstreams["mediaapi"]
+    # A pooled connection to the client API, taken at once by the PUT.
+    async with httpx.AsyncClient(base_url=deployment.url) as client:
+        assert (await client.get("/_matrix/client/v3/warm")).status_code == 200
+    requests = (b"GET /_matrix/media/v3/config HTTP/1.1\r\nhost: x\r\n\r\n"
+                b"PUT /_matrix/client/v3/a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
+                b"GET /_matrix/client/v3/b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    responses = parse_responses(await raw_exchange(deployment.router.port, requests))
+    assert [status for status, _, _ in responses] == [404, 200, 200]
+    assert [orjson.loads(body).get("body_length") for _, _, body in responses[1:]] == [3, 0]
+    assert [request.url for request in deployment.components["clientapi"].requests] == [
+        "/_matrix/client/v3/warm", "/_matrix/client/v3/a", "/_matrix/client/v3/b"]
