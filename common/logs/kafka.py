@@ -25,7 +25,6 @@ for nor polls the broker for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -359,17 +358,19 @@ class KafkaConsumer:
             return batches
         self._local_arrived.clear()
         fetching = asyncio.ensure_future(self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        # Its exception is raised below when it is the answer; when it is not
+        # (given up, or this call cancelled), it matters to no one.
+        fetching.add_done_callback(_retrieve_outcome)
         local = asyncio.ensure_future(self._local_arrived.wait())
         try:
             await asyncio.wait([fetching, local], return_when=asyncio.FIRST_COMPLETED)
         finally:
             local.cancel()
             if not fetching.done():
-                # Records aiokafka holds stay in its buffer for the next call.
+                # Cancelled while it waits (it drains aiokafka's buffer only
+                # on its way out): the records stay buffered for the next call.
                 fetching.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fetching
-        if fetching.cancelled():
+        if not fetching.done():
             return {}
         batches = fetching.result()
         return batches
@@ -471,6 +472,11 @@ class KafkaConsumer:
                 await self._log._leave_group(coordinator_id, self.group, member_id)
             except Exception:
                 logger.debug("LeaveGroup for %s failed", self.group, exc_info=True)
+
+
+def _retrieve_outcome(task: asyncio.Future[Batches]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _partitions_of(exc: NoOffsetForPartitionError) -> list[TopicPartition]:
