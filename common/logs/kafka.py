@@ -69,6 +69,12 @@ MAX_FETCH_WAIT_MS = 1000
 # Records this process appended, held for its own consumers until they
 # reach them; past this many per partition, the rest come by fetch.
 MAX_LOCAL_RECORDS = 10_000
+# A member reading several topics fetches them all in one request, at the
+# short wait as soon as any of them has records; so while some of its topics
+# flow, the ones quiet for QUIET_BEFORE_IDLE_S are paused (left out of the
+# requests) except for a sweep of SWEEP_S every idle wait: a record there
+# waits about as long as on a member that is idle.
+SWEEP_S = 0.05
 
 
 class KafkaLog:
@@ -271,6 +277,9 @@ class KafkaConsumer:
         self.active_wait_ms = ACTIVE_FETCH_WAIT_MS
         self.idle_wait_ms = IDLE_FETCH_WAIT_MS
         self.fetch_wait_ms = IDLE_FETCH_WAIT_MS
+        # Per topic, when records of it last came by fetch; when the last sweep of quiet topics began.
+        self._topic_records_at: dict[str, float] = {}
+        self._sweep_started = float("-inf")
         # Records appended by this process, by partition and offset, not yet handed over.
         self._local: dict[TopicPartition, dict[int, LogRecord]] = {}
         self._local_arrived = asyncio.Event()
@@ -307,6 +316,38 @@ class KafkaConsumer:
         if len(held) < MAX_LOCAL_RECORDS:
             held[record.offset] = record
             self._local_arrived.set()
+
+    def _pause_quiet_topics(self, now: float) -> float:
+        """Pauses the quiet topics of an active member, or resumes them (a
+        sweep, or the member is idle: one long wait covers every topic).
+        Answers how long (seconds) until that should be looked at again.
+        aiokafka drops what it fetched for a partition it pauses; the
+        position stays, so the next sweep fetches it again."""
+        quiet: set[str] = set()
+        recheck = self.idle_wait_ms / 1000
+        if now < self._active_until:
+            quiet = {topic for topic in self.topics
+                     if now - self._topic_records_at.get(topic, float("-inf")) >= QUIET_BEFORE_IDLE_S}
+            if quiet == self.topics:
+                quiet = set()
+            if quiet:
+                if now - self._sweep_started >= self.idle_wait_ms / 1000:
+                    self._sweep_started = now
+                sweep_ends = self._sweep_started + SWEEP_S
+                if now < sweep_ends:
+                    quiet = set()
+                    recheck = sweep_ends - now
+                else:
+                    recheck = self._sweep_started + self.idle_wait_ms / 1000 - now
+        paused = self._consumer.paused()
+        assigned = self._consumer.assignment()
+        to_pause = [tp for tp in assigned if tp.topic in quiet and tp not in paused]
+        to_resume = [tp for tp in paused if tp.topic not in quiet]
+        if to_pause:
+            self._consumer.pause(*to_pause)
+        if to_resume:
+            self._consumer.resume(*to_resume)
+        return max(0.001, recheck)
 
     def _forget_local(self, partitions: Iterable[TopicPartition]) -> None:
         """Drops what this member holds or handed over from memory for
@@ -385,7 +426,10 @@ class KafkaConsumer:
                 taken = self._take_local(max_records)
                 if taken:
                     return taken
-            remaining = max(0.0, deadline - loop.time())
+            now = loop.time()
+            remaining = max(0.0, deadline - now)
+            if len(self.topics) > 1:
+                remaining = min(remaining, self._pause_quiet_topics(now))
             try:
                 batches = await self._getmany(int(remaining * 1000), max_records)
             except NoOffsetForPartitionError as exc:
@@ -408,6 +452,8 @@ class KafkaConsumer:
                 raise
             now = loop.time()
             if batches:
+                for partition in batches:
+                    self._topic_records_at[partition.topic] = now
                 self._active_until = now + QUIET_BEFORE_IDLE_S
                 self._set_fetch_wait(self.active_wait_ms)
             elif now >= self._active_until:

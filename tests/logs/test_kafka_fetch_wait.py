@@ -7,6 +7,7 @@ Tansu broker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -148,4 +149,45 @@ async def test_own_records_of_a_partition_the_member_does_not_hold_come_by_fetch
         assert [r.value for r in got] == [b"x", b"y"]
         assert consumer.local_records == 0
     finally:
+        await consumer.close()
+
+
+async def test_quiet_topics_of_a_flowing_member_are_paused_but_still_swept(
+    kafka_log: KafkaLog, other_process: KafkaLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka_module, "QUIET_BEFORE_IDLE_S", 0.3)
+    flowing, quiet = f"flow-{uuid.uuid4().hex[:8]}", f"quiet-{uuid.uuid4().hex[:8]}"
+    await other_process.append(quiet, b"k", b"before")
+    consumer = await kafka_log.consumer(f"g-{uuid.uuid4().hex[:8]}", [flowing, quiet])
+    got: list[LogRecord] = []
+    paused_seen: set[str] = set()
+
+    async def read() -> None:
+        while True:
+            got.extend(await consumer.fetch(timeout=0.5))
+            paused_seen.update(tp.topic for tp in consumer._consumer.paused())
+
+    reader = asyncio.create_task(read())
+    try:
+        for i in range(40):  # 0.8 s of records in one topic only
+            await other_process.append(flowing, b"k", b"%d" % i)
+            await asyncio.sleep(0.02)
+        assert paused_seen == {quiet}  # the flowing topic is never paused
+        await other_process.append(quiet, b"k", b"while flowing")
+        await other_process.append(flowing, b"k", b"more")
+        for _ in range(200):
+            if any(r.value == b"while flowing" for r in got):
+                break
+            await asyncio.sleep(0.01)
+        values = [r.value for r in got]
+        assert b"before" in values and b"while flowing" in values
+        assert [v for v in values if v not in (b"before", b"while flowing", b"more")] == [b"%d" % i for i in range(40)]
+        await asyncio.sleep(0.5)  # quiet everywhere: one idle wait covers both topics
+        paused_seen.clear()
+        await asyncio.sleep(0.6)
+        assert consumer._consumer.paused() == set()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
         await consumer.close()
