@@ -309,13 +309,13 @@ class SyncDatabase:
         return None if self._writes_in_flight else positions
 
     async def last_event_id(self, room_id: str) -> str | None:
-        async with self._db.connect() as conn:
-            return await positions_t.select_last_event_id(conn, room_id)
+        async with self.read() as reader:
+            return await positions_t.select_last_event_id(reader.conn, room_id)
 
     async def is_known_event(self, event_id: str, *, in_timeline: bool = False) -> bool:
         """Whether the event is stored (``in_timeline``: as a timeline event, not only as state)."""
-        async with self._db.connect() as conn:
-            found = (await events_t.select_events_by_ids(conn, [event_id])).get(event_id)
+        async with self.read() as reader:
+            found = (await events_t.select_events_by_ids(reader.conn, [event_id])).get(event_id)
         return found is not None and not (in_timeline and found.state_only)
 
     async def write_room_event(
@@ -406,7 +406,10 @@ class SyncDatabase:
         from asyncpg import PostgresError
         self._writes_in_flight += 1
         try:
-            async with self._db.engine.connect() as conn:
+            # Without BEGIN: the rules' reads (if any) as other reads, and
+            # the statement a transaction of its own.
+            assert self._autocommit_reads is not None
+            async with self._autocommit_reads.connect() as conn:
                 notifications: list[StoredNotification] = []
                 if push is not None and live:
                     try:
@@ -416,7 +419,7 @@ class SyncDatabase:
                                        exc_info=True)
                         notifications = []
                     if conn.in_transaction():
-                        await conn.rollback()  # the rules' reads
+                        await conn.rollback()  # SQLAlchemy's own view of the reads: nothing sent
                 driver = (await conn.get_raw_connection()).driver_connection
                 assert driver is not None
                 try:

@@ -210,3 +210,15 @@ async def test_a_woken_sync_reads_news_and_unread_counts_in_one_statement(env: E
     assert body["rooms"]["join"][first.room_id]["unread_notifications"]["notification_count"] == 2
     second_count = body["rooms"]["join"][second.room_id]["unread_notifications"]["notification_count"]
     assert second_count >= 3
+
+
+async def test_push_rules_read_afresh_before_the_statement(env: Env) -> None:
+    room = await shared_room(env, BOB, CAROL)
+    await _write(env, room, "warm")
+    env.syncapi.push_evaluator.forget_room(room.room_id)  # what push rules need is read again
+    with Statements(env) as seen:
+        ids = await _write(env, room, "after the rules were forgotten")
+    assert seen.seen and all(s.startswith(("SELECT", "WITH")) for s in seen.seen), seen.seen
+    [position] = await timeline_positions(env, ids)
+    for user_id in (BOB, CAROL):
+        assert (position, ids[0], "") in await _notifications(env, user_id)
