@@ -69,6 +69,7 @@ MAX_FETCH_WAIT_MS = 1000
 # Records this process appended, held for its own consumers until they
 # reach them; past this many per partition, the rest come by fetch.
 MAX_LOCAL_RECORDS = 10_000
+MAX_LOCAL_BYTES = 64 * 1024 * 1024  # per member
 # A member reading several topics fetches them all in one request, at the
 # short wait as soon as any of them has records; so while some of its topics
 # flow, the ones quiet for QUIET_BEFORE_IDLE_S are paused (left out of the
@@ -282,6 +283,7 @@ class KafkaConsumer:
         self._sweep_started = float("-inf")
         # Records appended by this process, by partition and offset, not yet handed over.
         self._local: dict[TopicPartition, dict[int, LogRecord]] = {}
+        self._local_bytes = 0
         self._local_arrived = asyncio.Event()
         # Per partition: the end of what was handed over from memory; the
         # fetcher's copies below it are dropped.
@@ -312,9 +314,11 @@ class KafkaConsumer:
         partition = TopicPartition(record.topic, record.partition)
         if partition not in self._consumer.assignment():
             return  # another member's (or not assigned yet): it comes by fetch
+        size = len(record.key) + len(record.value)
         held = self._local.setdefault(partition, {})
-        if len(held) < MAX_LOCAL_RECORDS:
+        if len(held) < MAX_LOCAL_RECORDS and self._local_bytes + size <= MAX_LOCAL_BYTES:
             held[record.offset] = record
+            self._local_bytes += size
             self._local_arrived.set()
 
     def _pause_quiet_topics(self, now: float) -> float:
@@ -354,7 +358,9 @@ class KafkaConsumer:
         ``partitions``: their position moves elsewhere (a rebalance, a seek
         to the beginning), and what comes by fetch from there is new."""
         for partition in partitions:
-            self._local.pop(partition, None)
+            held = self._local.pop(partition, None)
+            if held:
+                self._local_bytes -= sum(len(r.key) + len(r.value) for r in held.values())
             self._local_end.pop(partition, None)
 
     def _position(self, partition: TopicPartition) -> int | None:
@@ -380,10 +386,13 @@ class KafkaConsumer:
                 continue
             start = position
             while position in held and len(taken) < max_records:
-                taken.append(held.pop(position))
+                record = held.pop(position)
+                self._local_bytes -= len(record.key) + len(record.value)
+                taken.append(record)
                 position += 1
             for offset in [o for o in held if o < position]:
-                del held[offset]  # came by fetch already
+                record = held.pop(offset)  # came by fetch already
+                self._local_bytes -= len(record.key) + len(record.value)
             if not held:
                 del self._local[partition]
             if position > start:

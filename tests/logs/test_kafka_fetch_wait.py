@@ -130,6 +130,7 @@ async def test_own_records_are_handed_over_at_once_in_order_and_once(
             rest += await _fetch_some(consumer)
         assert [(r.offset, r.value) for r in rest] == [(3, b"d"), (4, b"e")]
         assert list(await consumer.fetch(timeout=1.2)) == []
+        assert consumer._local_bytes == 0 and not consumer._local
     finally:
         await consumer.close()
 
@@ -190,4 +191,27 @@ async def test_quiet_topics_of_a_flowing_member_are_paused_but_still_swept(
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+        await consumer.close()
+
+
+async def test_own_records_beyond_the_memory_bound_come_by_fetch(
+    kafka_log: KafkaLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = f"bound-{uuid.uuid4().hex[:10]}"
+    consumer = await kafka_log.consumer(f"g-{uuid.uuid4().hex[:8]}", [topic])
+    try:
+        first = await kafka_log.append(topic, b"k", b"first")
+        assert await _fetch_some(consumer) == [first]  # the member has a position now
+        monkeypatch.setattr(kafka_module, "MAX_LOCAL_BYTES", 20)
+        appended = [await kafka_log.append(topic, b"k", b"%010d" % i) for i in range(4)]
+        assert consumer._local_bytes <= 20
+        got: list[LogRecord] = []
+        while len(got) < 4:
+            got += await _fetch_some(consumer)
+        assert got == appended
+        # The first of the four fitted (11 bytes); the rest came by fetch ("first"
+        # too: a new group's position is found by the first fetch).
+        assert consumer.local_records == 1
+        assert consumer._local_bytes == 0
+    finally:
         await consumer.close()
