@@ -70,7 +70,7 @@ IDLE_CHECK_SECONDS = 5.0
 # component is closing at that moment would fail the request.
 POOL_IDLE_SECONDS = 30.0
 # Idle connections kept per component; more are closed when released.
-POOL_MAX_IDLE = 64
+POOL_MAX_IDLE = 256
 CONNECT_TIMEOUT_SECONDS = 5.0
 # How long a connection closed after a bad or unfinished request still
 # reads (and drops) what the client sends, so that it gets the response.

@@ -742,3 +742,22 @@ async def test_a_request_answered_by_the_router_lets_the_next_pipelined_one_thro
     assert [orjson.loads(body).get("body_length") for _, _, body in responses[1:]] == [3, 0]
     assert [request.url for request in deployment.components["clientapi"].requests] == [
         "/_matrix/client/v3/warm", "/_matrix/client/v3/a", "/_matrix/client/v3/b"]
+
+
+async def test_many_clients_at_once_leave_nothing_behind(deployment: Deployment) -> None:
+    async def one_client(number: int) -> list[str]:
+        async with httpx.AsyncClient(base_url=deployment.url) as client:
+            return [(await client.put(f"/_matrix/client/v3/c{number}/r{i}", content=b"{}")).json()["url"]
+                    for i in range(5)]
+
+    answers = await asyncio.gather(*(one_client(number) for number in range(50)))
+    assert answers == [[f"/_matrix/client/v3/c{n}/r{i}" for i in range(5)] for n in range(50)]
+    for _ in range(100):
+        if not deployment.router.clients:
+            break
+        await asyncio.sleep(0.01)
+    assert deployment.router.clients == set()
+    # Component connections: no more than the clients at once, all idle now.
+    idle = deployment.router.pool.idle["clientapi"]
+    assert len(idle) == deployment.components["clientapi"].connections <= 50
+    assert all(upstream.client is None and not upstream.closed for upstream in idle)
