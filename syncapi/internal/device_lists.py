@@ -17,6 +17,7 @@ from the user API, asked once per sync that has anything to say.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,9 +106,40 @@ def _is_idle(body: dict[str, Any]) -> bool:
         (body.get(part) or {}).get("events") for part in ("to_device", "presence", "account_data"))
 
 
+def start_key_counts(key_counts: KeyCountsAPI, requester: Requester) -> asyncio.Task[ua_pb.OneTimeKeyCounts]:
+    """The device's key counts asked for now, to be given to ``add_e2ee_fields``
+    (which waits for them or, not needing them, cancels the query)."""
+    return asyncio.create_task(key_counts.query_one_time_key_counts(ua_pb.QueryOneTimeKeyCountsRequest(
+        user_id=requester.user_id, device_id=requester.device_id)))
+
+
 async def add_e2ee_fields(body: dict[str, Any], database: SyncDatabase, key_counts: KeyCountsAPI | None,
-                          requester: Requester, since: StreamToken | None) -> None:
-    """Adds device_lists (incremental syncs) and the key counts to a /sync answer."""
+                          requester: Requester, since: StreamToken | None, *,
+                          asked: asyncio.Task[ua_pb.OneTimeKeyCounts] | None = None) -> None:
+    """Adds device_lists (incremental syncs) and the key counts to a /sync
+    answer. ``asked``: the counts asked for already (``start_key_counts``,
+    while the answer was built: in the split deployment a call to the user
+    API, which then overlaps the answer's reads); cancelled if not needed."""
+    try:
+        await _add_e2ee_fields(body, database, key_counts, requester, since, asked)
+    finally:
+        forget_key_counts(asked)
+
+
+def forget_key_counts(asked: asyncio.Task[ua_pb.OneTimeKeyCounts] | None) -> None:
+    """Cancels counts asked for and not needed (or, done, takes their outcome:
+    a failure nobody waited for is not reported as never retrieved)."""
+    if asked is None:
+        return
+    if not asked.done():
+        asked.cancel()
+    elif not asked.cancelled():
+        asked.exception()
+
+
+async def _add_e2ee_fields(body: dict[str, Any], database: SyncDatabase, key_counts: KeyCountsAPI | None,
+                           requester: Requester, since: StreamToken | None,
+                           asked: asyncio.Task[ua_pb.OneTimeKeyCounts] | None) -> None:
     changed: list[str] = []
     left: list[str] = []
     if since is not None:
@@ -119,8 +151,9 @@ async def add_e2ee_fields(body: dict[str, Any], database: SyncDatabase, key_coun
     if since is not None and not changed and not left and _is_idle(body):
         # Nothing new: the client keeps the counts it has.
         return
-    counts = await key_counts.query_one_time_key_counts(ua_pb.QueryOneTimeKeyCountsRequest(
-        user_id=requester.user_id, device_id=requester.device_id))
+    if asked is None:
+        asked = start_key_counts(key_counts, requester)
+    counts = await asked
     one_time = dict(counts.one_time_key_counts)
     one_time.setdefault(DEFAULT_ONE_TIME_KEY_ALGORITHM, 0)
     body["device_one_time_keys_count"] = one_time

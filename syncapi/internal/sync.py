@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,6 +85,10 @@ class SyncRequest:
     # Room events in the response as JSON text (json_codec.serialised), for a
     # caller that only writes the body out with json_codec.dumps.
     serialised_events: bool = False
+    # Called once the response is going to be built (at once, or when a long
+    # poll has news), before it is: the caller can start what it adds to the
+    # response afterwards (a query to another component) alongside.
+    on_building: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ class SyncHandler:
             if not has_news:
                 # Idle: nothing concerns this user, whatever the number of their rooms.
                 return _response(self._notifier.current_token(), {}, {}, {})
+        if request.on_building is not None:
+            request.on_building()
         upto = self._notifier.current_token()
         device_id = request.requester.device_id
         if since_token is not None and since_token.to_device > 0 and device_id:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from myelin.userapi.v1 import userapi_pb2 as ua_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from common import errors, json_codec
 from common.http import CORS_HEADERS, query_int
-from syncapi.internal.device_lists import KeyCountsAPI, add_e2ee_fields
+from syncapi.internal.device_lists import KeyCountsAPI, add_e2ee_fields, forget_key_counts, start_key_counts
 from syncapi.internal.presence import PresenceWriter
 from syncapi.internal.sync import SyncHandler, SyncRequest
 from syncapi.routing.auth import CLIENT_PREFIXES, authenticate
@@ -47,19 +50,32 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
         if set_presence is not None and set_presence not in PRESENCE_STATES:
             raise errors.InvalidParam("set_presence must be online, offline or unavailable")
         sync_filter = await load_filter(database, requester.user_id, request.args.get("filter"))
+        asked: list[asyncio.Task[ua_pb.OneTimeKeyCounts]] = []
+
+        def ask_key_counts() -> None:
+            # Asked for as the answer is built, not after it (in the split
+            # deployment a call to the user API: its time then overlaps the
+            # answer's reads instead of adding to them).
+            if key_counts is not None and requester.device_id and not asked:
+                asked.append(start_key_counts(key_counts, requester))
+
         sync_request = SyncRequest(requester=requester, since=since, full_state=full_state, filter=sync_filter,
                                    timeout_ms=timeout_ms, use_state_after=parse_bool(request, "use_state_after"),
                                    # An incremental answer's member events are read
                                    # again below (device_lists): kept as dicts.
-                                   serialised_events=since is None)
-        if presence is None:
-            body = await handler.sync(sync_request)
-        else:
-            async with presence.syncing(requester.user_id):
-                # Before the response is built, so its token covers the change.
-                await presence.on_sync(requester.user_id, set_presence)
+                                   serialised_events=since is None, on_building=ask_key_counts)
+        try:
+            if presence is None:
                 body = await handler.sync(sync_request)
-        await add_e2ee_fields(body, database, key_counts, requester, since)
+            else:
+                async with presence.syncing(requester.user_id):
+                    # Before the response is built, so its token covers the change.
+                    await presence.on_sync(requester.user_id, set_presence)
+                    body = await handler.sync(sync_request)
+        except BaseException:
+            forget_key_counts(asked[0] if asked else None)
+            raise
+        await add_e2ee_fields(body, database, key_counts, requester, since, asked=asked[0] if asked else None)
         # A large body (an initial sync) is serialised by orjson: several
         # times faster than json_response's encoder, same JSON.
         return HTTPResponse(json_codec.dumps(body), headers=CORS_HEADERS, content_type="application/json")
