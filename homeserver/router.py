@@ -61,10 +61,15 @@ ROUTED_COMPONENTS = ("clientapi", "syncapi", "federationapi", "mediaapi")
 
 # A request line and headers together; larger heads get 431.
 MAX_HEAD_BYTES = 16 * 1024
-# A client connection with no request for this long is closed (looked at
-# every IDLE_CHECK_SECONDS: one timer for all, not one per request).
+# A client connection with no request for this long is closed.
 CLIENT_IDLE_SECONDS = 75.0
-IDLE_CHECK_SECONDS = 5.0
+# A component that has not begun its answer after this long is given up on
+# (503, as a component that is down). Long-polls (/sync?timeout=) are held
+# for as long as they take below it.
+RESPONSE_TIMEOUT_SECONDS = 600.0
+# How often both are looked at: one timer for all connections, not one per
+# request.
+TIMEOUT_CHECK_SECONDS = 5.0
 # A pooled connection idle for longer is not reused: the components close
 # theirs after 75 s (common.http's KEEP_ALIVE_TIMEOUT), and reusing one the
 # component is closing at that moment would fail the request.
@@ -235,6 +240,8 @@ class _ClientConnection(asyncio.Protocol):
         # Since when the connection has waited for a request (None while
         # one is being answered); the router closes it after a while.
         self.idle_since: float | None = time.monotonic()
+        # Since when the first request has been forwarded.
+        self.answering_since: float | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
         # Why reading is paused (read-ahead full, component slow, request
         # rejected); reading resumes when no reason is left.
@@ -374,6 +381,7 @@ class _ClientConnection(asyncio.Protocol):
     def _start(self, request: _Request) -> None:
         request.started = True
         self.idle_since = None
+        self.answering_since = time.monotonic()
         component = component_for_path(request.path)
         address = self.router.upstreams.get(component)
         if address is None:
@@ -484,6 +492,7 @@ class _ClientConnection(asyncio.Protocol):
             self._close(unread_input=not finished.complete or finished.error is not None)
             return
         self.idle_since = time.monotonic()
+        self.answering_since = None
         self._pump()
 
     def _close(self, *, unread_input: bool = False) -> None:
@@ -538,9 +547,15 @@ class _ClientConnection(asyncio.Protocol):
         else:
             self._resume_reading("upstream")
 
-    def close_if_idle(self, now: float) -> None:
+    def check_timeouts(self, now: float) -> None:
         if self.idle_since is not None and now - self.idle_since > CLIENT_IDLE_SECONDS:
             self._close()
+        elif (self.answering_since is not None and now - self.answering_since > RESPONSE_TIMEOUT_SECONDS
+              and self.requests and not self.requests[0].response_started):
+            request = self.requests[0]
+            component = component_for_path(request.path)
+            logger.warning("%s did not answer %s in %d s", component, request.path, RESPONSE_TIMEOUT_SECONDS)
+            self._answer_error(request, errors.Unavailable(f"{component} did not answer in time"), close=False)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -783,7 +798,7 @@ class Router:
         self.pool = _UpstreamPool()
         self.clients: set[_ClientConnection] = set()
         self.server: asyncio.Server | None = None
-        self.idle_check: asyncio.Task[None] | None = None
+        self.timeout_check: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self, address: str) -> None:
@@ -793,18 +808,18 @@ class Router:
         self.server = await loop.create_server(lambda: _ClientConnection(self), host, port,
                                                reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
-        self.idle_check = loop.create_task(self._close_idle_clients())
+        self.timeout_check = loop.create_task(self._check_timeouts())
 
-    async def _close_idle_clients(self) -> None:
+    async def _check_timeouts(self) -> None:
         while True:
-            await asyncio.sleep(IDLE_CHECK_SECONDS)
+            await asyncio.sleep(TIMEOUT_CHECK_SECONDS)
             now = time.monotonic()
             for client in list(self.clients):
-                client.close_if_idle(now)
+                client.check_timeouts(now)
 
     async def close(self) -> None:
-        if self.idle_check is not None:
-            self.idle_check.cancel()
+        if self.timeout_check is not None:
+            self.timeout_check.cancel()
         if self.server is not None:
             self.server.close()
         for client in list(self.clients):

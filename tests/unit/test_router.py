@@ -566,7 +566,7 @@ async def test_a_bad_request_after_a_good_one_is_answered_in_turn(deployment: De
 async def test_an_idle_client_connection_is_closed(deployment: Deployment,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(router_module, "CLIENT_IDLE_SECONDS", 0.3)
-    monkeypatch.setattr(router_module, "IDLE_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(router_module, "TIMEOUT_CHECK_SECONDS", 0.05)
     router = Router(deployment.router.upstreams)
     await router.start("127.0.0.1:0")
     try:
@@ -761,3 +761,34 @@ async def test_many_clients_at_once_leave_nothing_behind(deployment: Deployment)
     idle = deployment.router.pool.idle["clientapi"]
     assert len(idle) == deployment.components["clientapi"].connections <= 50
     assert all(upstream.client is None and not upstream.closed for upstream in idle)
+
+
+async def test_a_component_silent_past_the_response_timeout_is_503(deployment: Deployment,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router_module, "RESPONSE_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(router_module, "TIMEOUT_CHECK_SECONDS", 0.05)
+    router = Router(deployment.router.upstreams)
+    await router.start("127.0.0.1:0")
+
+    async def silent_on_sync(request: ParsedRequest, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        if "timeout=300" in request.url:
+            # A long-poll answered within the timeout.
+            await asyncio.sleep(0.3)
+            await echo(request, reader, writer)
+        elif not await reader.read(1):
+            deployment.components["syncapi"].disconnected.set()
+
+    deployment.components["syncapi"].handler = silent_on_sync
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{router.port}") as client:
+            assert (await client.get("/_matrix/client/v3/sync?timeout=300")).status_code == 200
+            started = asyncio.get_running_loop().time()
+            response = await client.get("/_matrix/client/v3/sync?timeout=100000")
+            assert (response.status_code, response.json()["errcode"]) == (503, errors.Unavailable.errcode)
+            assert 0.5 <= asyncio.get_running_loop().time() - started < 3
+            # The component's connection was closed; the client's still serves.
+            await asyncio.wait_for(deployment.components["syncapi"].disconnected.wait(), 5)
+            assert (await client.get("/_matrix/client/v3/x")).status_code == 200
+    finally:
+        await router.close()
