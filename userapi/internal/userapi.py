@@ -166,8 +166,11 @@ class UserAPIInternal(KeysInternal):
                       created_ts=now, last_seen_ts=now, last_seen_ip=req.ip),
             token_digest(token), expires_ts=now + lifetime if lifetime else None,
             refresh_sha256=token_digest(refresh) if refresh else None)
-        # An existing device ID's earlier tokens stopped working.
-        await self.revocations.publish(stored.user_id, [stored.device_id])
+        if req.device_id:
+            # A device ID the client chose may be an existing device's: its
+            # earlier tokens stopped working. (A new random ID has none: no
+            # revocation, so a login waits for no front.)
+            await self.revocations.publish(stored.user_id, [stored.device_id])
         if stored.created_ts == now:
             # A new device (a known device ID keeps its created_ts).
             await self.device_list_changed(stored.user_id, stored.device_id, stored.display_name)

@@ -350,3 +350,17 @@ async def test_a_front_that_does_not_acknowledge_is_cut_off(fronts: Fronts) -> N
         assert ended.value.code() == grpc.StatusCode.ABORTED
     finally:
         await channel.close()
+
+
+async def test_a_login_to_a_new_device_waits_for_no_front(userapi_component: UserAPIComponent) -> None:
+    impl = userapi_component.api
+    assert isinstance(impl, UserAPIInternal)
+    impl.revocations._ack_timeout = 0.5
+    with impl.revocations.watch() as silent:
+        started = asyncio.get_running_loop().time()
+        await login(impl, "neu")
+        assert asyncio.get_running_loop().time() - started < 0.4
+        assert not silent.cut_off.is_set()
+        # A client-chosen device ID may be an existing device's: published.
+        await login(impl, "neu", device_id="MINE")
+        assert silent.cut_off.is_set()
