@@ -134,7 +134,11 @@ class PrebuiltStatement:
 
     @staticmethod
     def _asyncpg_connection(conn: AsyncConnection) -> Any | None:
-        """SQLAlchemy's asyncpg adapter under ``conn``, or None."""
+        """SQLAlchemy's asyncpg adapter under ``conn``, or None. Its
+        ``_connection``, ``_transaction``, ``_start_transaction``,
+        ``_execute_mutex`` and ``_handle_exception`` are SQLAlchemy's
+        internals: SQLAlchemy is pinned (pyproject.toml), and
+        tests/storage/test_prebuilt.py runs every path on PostgreSQL."""
         sync = conn.sync_connection
         if sync is None or sync.closed or sync.dialect.driver != "asyncpg":
             return None
