@@ -199,6 +199,8 @@ def _ahead(awaitable: Awaitable[_T]) -> asyncio.Future[_T]:
 def _current_membership_in(answer: rs_pb.QueryLatestEventsAndStateResponse, user_id: str) -> str | None:
     """The user's membership in the state of ``answer``, if there."""
     for proto in answer.state_events:
+        if MEMBER.encode() not in proto.pdu_json:
+            continue  # not a member event: not parsed (the create, power levels, join rules)
         pdu = json.loads(proto.pdu_json)
         content = pdu.get("content")
         if pdu.get("type") == MEMBER and pdu.get("state_key") == user_id and isinstance(content, dict):

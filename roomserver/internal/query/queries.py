@@ -88,10 +88,12 @@ class Queries:
         # room server is its database's only writer and has it all there.
         known = self._latest_from_memory(req)
         if known is not None:
-            cached_room = self._db.cached_room(req.room_id)
-            if req.joined_server_name and cached_room is not None:
-                async with self._db.reading() as txn:
-                    known.server_joined = await self._server_joined(txn, cached_room, req.joined_server_name)
+            if req.joined_server_name:
+                # Not kept in memory: any member event of the room changes it.
+                cached_room = self._db.cached_room(req.room_id)
+                if cached_room is not None:
+                    async with self._db.reading() as txn:
+                        known.server_joined = await self._server_joined(txn, cached_room, req.joined_server_name)
             return known
         redactions = self._db.redaction_generation
         async with self._db.reading() as txn:
