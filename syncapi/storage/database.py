@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.prebuilt import PrebuiltStatement
 from common.sqlite_connection import InlineDBAPI
 from common.storage import Database
 from matrixlib.events import Event
@@ -196,8 +197,9 @@ def _build_joined_rooms_news_and_counts() -> CompoundSelect[Any]:
     )
 
 
-# Built once: on PostgreSQL every woken /sync runs it (Reader.joined_rooms_news).
-_JOINED_ROOMS_NEWS_AND_COUNTS = _build_joined_rooms_news_and_counts()
+# Built once: on PostgreSQL every woken /sync runs it (Reader.joined_rooms_news),
+# on asyncpg directly (~150 us of SQLAlchemy's Python fewer).
+_JOINED_ROOMS_NEWS_AND_COUNTS = PrebuiltStatement(_build_joined_rooms_news_and_counts())
 
 
 class SyncDatabase:
@@ -1084,22 +1086,27 @@ class Reader:
         ``counts``), the user's unread counts in those rooms (as
         ``unread_counts``) read by the same statement; None for them on
         SQLite, where a second statement costs no round trip."""
-        with_counts = counts and self.conn.dialect.name == "postgresql"
         params = {"b_user_id": user_id, "b_after": after, "b_upto": upto, "b_limit": cap + 1}
-        rows = list(await self.conn.execute(_JOINED_ROOMS_NEWS_AND_COUNTS if with_counts else _JOINED_ROOMS_NEWS,
-                                            params))
-        unread: list[tuple[str, str, int, int]] | None = None
-        if with_counts:
-            unread = [(str(row[2]), str(row[-3]), int(row[-2]), int(row[-1] or 0)) for row in rows if row[0]]
-            rows = sorted((row for row in rows if not row[0]), key=lambda row: row._mapping["stream_pos"],
-                          reverse=True)
-        if len(rows) > cap:
-            return None
         joined: dict[str, int] = {}
         found: dict[str, list[StoredEvent]] = {}
-        for row in reversed(rows):
-            stored = StoredEvent.from_row(row)
-            joined[stored.room_id] = int(row._mapping["join_pos"])
+        if not (counts and self.conn.dialect.name == "postgresql"):
+            rows = list(await self.conn.execute(_JOINED_ROOMS_NEWS, params))
+            if len(rows) > cap:
+                return None
+            for row in reversed(rows):
+                stored = StoredEvent.from_row(row)
+                joined[stored.room_id] = int(row._mapping["join_pos"])
+                found.setdefault(stored.room_id, []).append(stored)
+            return joined, found, None
+        # (kind, the 17 event columns, join_pos, count's thread, count, highlights)
+        values = await _JOINED_ROOMS_NEWS_AND_COUNTS.rows(self.conn, params)
+        unread = [(str(v[2]), str(v[19]), int(v[20]), int(v[21] or 0)) for v in values if v[0]]
+        news = sorted((v for v in values if not v[0]), key=lambda v: int(v[1]))
+        if len(news) > cap:
+            return None
+        for v in news:
+            stored = events_t.stored_event_of(v[1:18])
+            joined[stored.room_id] = int(v[18])
             found.setdefault(stored.room_id, []).append(stored)
         return joined, found, unread
 

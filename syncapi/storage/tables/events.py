@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -107,6 +108,18 @@ class StoredEvent:
             contains_url=bool(m["contains_url"]), txn_device_id=m["txn_device_id"],
             txn_id=m["txn_id"], origin_server_ts=m["origin_server_ts"],
         )
+
+
+def stored_event_of(values: Sequence[Any]) -> StoredEvent:
+    """A StoredEvent from the table's columns in their order, as a driver
+    gives them (a prebuilt statement's row)."""
+    return StoredEvent(
+        stream_pos=int(values[0]), room_id=values[1], event_id=values[2], type=values[3], sender=values[4],
+        state_key=values[5], depth=int(values[6]), room_version=values[7], event_json=values[8],
+        unsigned_json=values[9], history_visibility=values[10], historical=bool(values[11]),
+        state_only=bool(values[12]), contains_url=bool(values[13]), txn_device_id=values[14], txn_id=values[15],
+        origin_server_ts=values[16],
+    )
 
 
 def _row(event: StoredEvent) -> dict[str, object]:

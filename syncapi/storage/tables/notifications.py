@@ -145,7 +145,9 @@ def build_unread_counts(rooms: Any) -> Select[Any]:
                       .select_from(receipts.join(events, events.c.event_id == r.event_id))
                       .where(r.user_id == bindparam("b_user_id"),
                              r.room_id.in_(rooms),
-                             r.receipt_type.in_([READ, READ_PRIVATE]))
+                             # Named (a prebuilt statement takes no anonymous list).
+                             r.receipt_type.in_(bindparam("b_read_receipt_types", [READ, READ_PRIVATE],
+                                                          expanding=True)))
                       .group_by(r.room_id, r.thread_id)
                       .cte("read_positions").prefix_with("MATERIALIZED"))
     p = read_positions.c
