@@ -43,6 +43,8 @@ from roomserver.storage.tables.events import (
     NEW_EVENT_COLUMNS,
     PREFETCH_PG,
     PREFETCH_PG_NAMES,
+    WRITE_HELD_PG,
+    WRITE_HELD_PG_NAMES,
     auth_chain_query,
     auth_events,
     event_json,
@@ -52,11 +54,7 @@ from roomserver.storage.tables.events import (
 from roomserver.storage.tables.input_failures import input_failures
 from roomserver.storage.tables.interned import event_state_keys, event_types, intern_pg
 from roomserver.storage.tables.membership import membership
-from roomserver.storage.tables.outbox import (
-    WRITE_OUTBOX_AND_ROOMS_PG,
-    WRITE_OUTBOX_AND_ROOMS_PG_NAMES,
-    output_outbox,
-)
+from roomserver.storage.tables.outbox import output_outbox
 from roomserver.storage.tables.redactions import pending_redactions
 from roomserver.storage.tables.rooms import rooms
 from roomserver.storage.tables.state import (
@@ -122,7 +120,9 @@ _INSERT_EVENT = events.insert().returning(events.c.event_nid)
 _INSERT_NEW_EVENT = PrebuiltStatement(_INSERT_EVENT, NEW_EVENT_COLUMNS)
 # PostgreSQL: a new event with its JSON and edges; the outbox and rooms' rows at the commit.
 _INSERT_EVENT_WITH_EDGES_PG = PostgresStatement(INSERT_EVENT_WITH_EDGES_PG, INSERT_EVENT_WITH_EDGES_PG_NAMES)
-_WRITE_OUTBOX_AND_ROOMS_PG = PostgresStatement(WRITE_OUTBOX_AND_ROOMS_PG, WRITE_OUTBOX_AND_ROOMS_PG_NAMES)
+_WRITE_HELD_PG = PostgresStatement(WRITE_HELD_PG, WRITE_HELD_PG_NAMES)
+# What a held new event's row can take before it is written (redacted_by cannot).
+_HELD_EVENT_COLUMNS = frozenset(NEW_EVENT_COLUMNS)
 _ROOM_BY_ID_PREBUILT = PrebuiltStatement(_ROOM_BY_ID)
 # The reads of every sent event's query (latest events and state) and of input.
 _EVENTS_BY_NID_PREBUILT = PrebuiltStatement(_EVENTS_BY_NID)
@@ -243,16 +243,23 @@ class Txn:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     # Rows of event_json, prev_events and auth_events not yet inserted.
     held_rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
-    # On PostgreSQL (asyncpg) a new event's rows are written with it, and
-    # the outbox with the rooms' rows (one statement each: round trips are
-    # what costs there; on SQLite each statement costs microseconds).
+    # On PostgreSQL (asyncpg) the batch's new events get NIDs reserved by
+    # its first read; their rows (event, JSON, edges) are held here, by NID,
+    # and written with the outbox and the rooms' rows in one statement (a
+    # new event without a reserved NID is written at once, in one). Round
+    # trips are what costs there; on SQLite a statement costs microseconds.
     postgres: bool = False
+    reserved_nids: list[int] = field(default_factory=list)
+    held_events: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def hold(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
         self.held_rows.setdefault(table, []).extend(rows)
 
     async def flush(self) -> None:
         """Writes what is held (but the outbox, written at the commit)."""
+        if self.postgres:
+            await self._write_held_postgres(with_outbox=False)
+            return
         await self._flush_held()
         dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
         for record in self.local.rooms.values():
@@ -276,21 +283,34 @@ class Txn:
             await self.flush()
             await _INSERT_OUTBOX.execute_many(self.conn, self.outbox)
             return
+        await self._write_held_postgres(with_outbox=True)
+
+    async def _write_held_postgres(self, *, with_outbox: bool) -> None:
         await self._flush_held()
         dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
         changed = [record for record in self.local.rooms.values() if record.room_nid in dirty]
-        if not changed and not self.outbox:
+        held, self.held_events = list(self.held_events.values()), {}
+        outbox = self.outbox if with_outbox else []
+        if not changed and not outbox and not held:
             return
-        await _WRITE_OUTBOX_AND_ROOMS_PG.rows(self.conn, {
-            "outbox_room_nids": [row["room_nid"] for row in self.outbox],
-            "outbox_event_nids": [row["event_nid"] for row in self.outbox],
-            "outbox_payloads": [row["payload"] for row in self.outbox],
+        # The events' columns by their names; the other arrays' names differ.
+        params: dict[str, Any] = {column: [row[column] for row in held]
+                                  for column in ("event_nid", *NEW_EVENT_COLUMNS, "event_json")}
+        params.update({
+            "prev_event_nids": [row["event_nid"] for row in held for _ in row["prev_event_ids"]],
+            "prev_event_ids": [p for row in held for p in row["prev_event_ids"]],
+            "auth_event_nids": [row["event_nid"] for row in held for _ in row["auth_event_nids"]],
+            "auth_nids": [a for row in held for a in row["auth_event_nids"]],
+            "outbox_room_nids": [row["room_nid"] for row in outbox],
+            "outbox_event_nids": [row["event_nid"] for row in outbox],
+            "outbox_payloads": [row["payload"] for row in outbox],
             "room_nids": [r.room_nid for r in changed],
             "create_event_nids": [r.create_event_nid for r in changed],
             "state_snapshot_nids": [r.state_snapshot_nid for r in changed],
             "forward_extremities": [json.dumps(sorted(r.forward_extremities)) for r in changed],
             "last_sent_event_ids": [r.last_sent_event_id for r in changed],
             "last_stream_positions": [r.last_stream_position for r in changed]})
+        await _WRITE_HELD_PG.rows(self.conn, params)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -305,6 +325,7 @@ class Txn:
         except BaseException:
             self.local = TxnCache()
             self.held_rows = {}
+            self.held_events = {}
             del self.outbox[outbox_before:]
             raise
 
@@ -806,7 +827,13 @@ class RoomserverDatabase:
         prevs = list(dict.fromkeys(event.prev_event_ids))
         if txn.postgres:
             row.update(event_json=event.to_json(), prev_event_ids=prevs, auth_event_nids=sorted(set(auth_event_nids)))
-            nid = await _INSERT_EVENT_WITH_EDGES_PG.scalar(txn.conn, row)
+            if txn.reserved_nids:
+                # Written with the rest at the end (``Txn.write_last``), or
+                # by the flush before anything reads these tables.
+                nid = row["event_nid"] = txn.reserved_nids.pop()
+                txn.held_events[nid] = row
+            else:
+                nid = await _INSERT_EVENT_WITH_EDGES_PG.scalar(txn.conn, row)
         else:
             nid = await _INSERT_NEW_EVENT.scalar(txn.conn, row)
         assert nid is not None
@@ -868,9 +895,16 @@ class RoomserverDatabase:
     async def update_event(self, txn: Txn, event_nid: int, **values: Any) -> None:
         if "redacted_by" in values:
             txn.redacted = True
-        columns = tuple(sorted(values))
-        await _update_event_statement(columns).execute(
-            txn.conn, {"k_event_nid": event_nid, **{f"v_{name}": values[name] for name in columns}})
+        held = txn.held_events.get(event_nid)
+        if held is not None and values.keys() <= _HELD_EVENT_COLUMNS:
+            # Not written yet: written as it now is.
+            held.update(values)
+        else:
+            if held is not None:
+                await txn.flush()
+            columns = tuple(sorted(values))
+            await _update_event_statement(columns).execute(
+                txn.conn, {"k_event_nid": event_nid, **{f"v_{name}": values[name] for name in columns}})
         cached = txn.local.records.get(event_nid)
         if cached is not None:
             for name, value in values.items():
@@ -922,8 +956,11 @@ class RoomserverDatabase:
                           if e not in local.record_nids and e not in local.absent_ids]
         rooms_wanted = [r for r in room_ids if r not in local.rooms]
         found = await _PREFETCH_PG.rows(txn.conn, {
-            "named_ids": list(wanted), "event_ids": records_wanted, "room_ids": rooms_wanted})
-        named_rows, event_rows, room_rows = found[0]
+            "named_ids": list(wanted), "event_ids": records_wanted, "room_ids": rooms_wanted,
+            "nid_count": len(wanted)})
+        named_rows, event_rows, room_rows, reserved = found[0]
+        # Popped from the end: the first event gets the lowest.
+        txn.reserved_nids[:0] = sorted(reserved, reverse=True)
         for named, by, kind in named_rows:
             (children if kind == 0 else waiting)[named].append(int(by))
         local.children.update(children)

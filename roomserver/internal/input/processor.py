@@ -234,6 +234,12 @@ class InputProcessor:
             logger.info("an event of a batch failed (%s); processing the batch again event by event",
                         e.__cause__)
             return await self._process_records(values, isolate=True)
+        except DBAPIError as e:
+            # On PostgreSQL the batch's new events are written at the end
+            # (see RoomserverDatabase): a row refused there (an event another
+            # instance stored meanwhile) fails the commit, not the event.
+            logger.info("a batch's writes failed (%s); processing the batch again event by event", e)
+            return await self._process_records(values, isolate=True)
 
     async def _process_records(self, values: Sequence[bytes], *, isolate: bool
                                ) -> list[tuple[str, list[pb.InputEventResult]]]:

@@ -137,7 +137,9 @@ SELECT
              OR e.event_nid IN (SELECT extremity::BIGINT FROM {rooms.name} AS x,
                                 json_array_elements_text(x.forward_extremities::JSON) AS extremity
                                 WHERE x.room_id = ANY($3::TEXT[]))),
-    ARRAY(SELECT ROW({room_columns}) FROM {rooms.name} AS r WHERE r.room_id = ANY($3::TEXT[]))
+    ARRAY(SELECT ROW({room_columns}) FROM {rooms.name} AS r WHERE r.room_id = ANY($3::TEXT[])),
+    ARRAY(SELECT nextval(pg_get_serial_sequence('{events.name}', 'event_nid'))
+          FROM generate_series(1, $4::INTEGER))
 """
 
 
@@ -147,6 +149,58 @@ SELECT
 #: the rows of the events ``$2`` (event IDs; the table's columns in order)
 #: and of the forward extremities of the rooms ``$3`` (room IDs; what an
 #: event that forks the room, as concurrent sends do, reads next); the rows
-#: of the rooms ``$3`` (the rooms table's columns in order).
+#: of the rooms ``$3`` (the rooms table's columns in order); ``$4`` new
+#: event NIDs, reserved for the batch's events (their rows are then written
+#: at the end, together: ``WRITE_HELD_PG``).
 PREFETCH_PG = _prefetch_pg()
-PREFETCH_PG_NAMES = ("named_ids", "event_ids", "room_ids")
+PREFETCH_PG_NAMES = ("named_ids", "event_ids", "room_ids", "nid_count")
+
+
+def _write_held_pg() -> str:
+    from roomserver.storage.tables.outbox import output_outbox
+    from roomserver.storage.tables.rooms import rooms
+
+    columns = ("event_nid", *NEW_EVENT_COLUMNS)
+    types = ("BIGINT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BOOLEAN", "BOOLEAN", "BOOLEAN", "TEXT",
+             "BOOLEAN", "BIGINT", "BIGINT", "BIGINT")
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
+    return f"""
+WITH new_events AS (
+    INSERT INTO {events.name} ({", ".join(columns)}) SELECT * FROM unnest({arrays})
+), json_rows AS (
+    INSERT INTO {event_json.name} (event_nid, event_json) SELECT * FROM unnest($1::BIGINT[], $15::BYTEA[])
+), prev_rows AS (
+    INSERT INTO {prev_events.name} (event_nid, prev_event_id) SELECT * FROM unnest($16::BIGINT[], $17::TEXT[])
+), auth_rows AS (
+    INSERT INTO {auth_events.name} (event_nid, auth_event_nid) SELECT * FROM unnest($18::BIGINT[], $19::BIGINT[])
+), outbox_rows AS (
+    INSERT INTO {output_outbox.name} (room_nid, event_nid, payload)
+    SELECT o.room_nid, o.event_nid, o.payload
+    FROM unnest($20::BIGINT[], $21::BIGINT[], $22::BYTEA[]) WITH ORDINALITY AS o(room_nid, event_nid, payload, n)
+    ORDER BY o.n
+)
+UPDATE {rooms.name} AS r
+SET create_event_nid = u.create_event_nid, state_snapshot_nid = u.state_snapshot_nid,
+    forward_extremities = u.forward_extremities, last_sent_event_id = u.last_sent_event_id,
+    last_stream_position = u.last_stream_position
+FROM unnest($23::BIGINT[], $24::BIGINT[], $25::BIGINT[], $26::TEXT[], $27::TEXT[], $28::BIGINT[])
+    AS u(room_nid, create_event_nid, state_snapshot_nid, forward_extremities, last_sent_event_id,
+         last_stream_position)
+WHERE r.room_nid = u.room_nid
+"""
+
+
+#: PostgreSQL: what an input transaction held back, in one statement: new
+#: events whose NIDs were reserved at the batch's start (``PREFETCH_PG``)
+#: with their JSON and edges, outbox rows (numbered in the order given: the
+#: outbox is sent in ``outbox_nid`` order) and the rows of the rooms it
+#: changed. Every part is arrays, any of them may be empty. Parameters: the
+#: events' columns (``event_nid``, NEW_EVENT_COLUMNS, ``event_json``: an array each),
+#: the prev edges (``prev_event_nids``, ``prev_event_ids``), the auth edges
+#: (``auth_event_nids``, ``auth_nids``), the outbox rows' columns, the rooms'.
+WRITE_HELD_PG = _write_held_pg()
+WRITE_HELD_PG_NAMES = (
+    "event_nid", *NEW_EVENT_COLUMNS, "event_json", "prev_event_nids", "prev_event_ids",
+    "auth_event_nids", "auth_nids", "outbox_room_nids", "outbox_event_nids", "outbox_payloads", "room_nids",
+    "create_event_nids", "state_snapshot_nids", "forward_extremities", "last_sent_event_ids",
+    "last_stream_positions")

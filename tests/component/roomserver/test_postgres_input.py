@@ -1,8 +1,9 @@
 """The room server's input on PostgreSQL, where its hot statements run on
 asyncpg directly and are merged (roomserver/storage/database.py): a message
-costs three statements besides BEGIN and COMMIT (the batch's reads, the
-event with its rows, the outbox with the room's row), a fork reads nothing
-more, and what those merged statements carry (pending redactions, outbox
+costs two statements besides BEGIN and COMMIT (the batch's reads, which
+reserve its events' NIDs; then the events with their rows, the outbox and
+the room's row), a fork reads nothing more, and what those merged
+statements carry (pending redactions, held rows updated or flushed, outbox
 order, room rows) comes out as it does on SQLite."""
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def send(running: Running, events: list[Event], **kwargs: Any) -> list[int
     return [r.outcome for r in response.results]
 
 
-async def test_a_message_is_three_statements(on_postgres: Running) -> None:
+async def test_a_message_is_two_statements(on_postgres: Running) -> None:
     room = TestRoom("12", creator=ALICE)
     room.join(BOB)
     # The first message interns its type (a statement or two, once).
@@ -71,14 +72,20 @@ async def test_a_message_is_three_statements(on_postgres: Running) -> None:
     # Less the forgetting of output appended a while ago (a timer's own transaction).
     writes = [s for s in statements if not s.startswith(("DELETE FROM roomserver_output_outbox",
                                                           "UPDATE roomserver_events SET sent_to_output"))]
-    assert len(writes) == 3, "\n".join(statements)
+    assert len(writes) == 2, "\n".join(statements)
     assert writes[0].startswith("SELECT ARRAY(")
-    assert writes[1].startswith("WITH new_event AS ( INSERT INTO roomserver_events")
-    assert writes[2].startswith("WITH outbox_rows AS ( INSERT INTO roomserver_output_outbox")
+    assert writes[1].startswith("WITH new_events AS ( INSERT INTO roomserver_events")
+    # A batch of several: the same two (the rows of all written together).
+    batch = [room.message(ALICE, f"batch {i}") for i in range(3)]
+    with counting_statements(on_postgres) as statements:
+        assert await send(on_postgres, batch, transaction_id=(ALICE, "D", "b")) == [pb.INPUT_OUTCOME_ACCEPTED] * 3
+    writes = [s for s in statements if not s.startswith(("DELETE FROM roomserver_output_outbox",
+                                                          "UPDATE roomserver_events SET sent_to_output"))]
+    assert len(writes) == 2, "\n".join(statements)
     latest = await on_postgres.component.api.query_latest_events_and_state(
         pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
-    assert list(latest.latest_event_ids) == [message.event_id]
-    chain = await on_postgres.component.api.query_auth_chain(pb.QueryAuthChainRequest(event_ids=[message.event_id]))
+    assert list(latest.latest_event_ids) == [batch[-1].event_id]
+    chain = await on_postgres.component.api.query_auth_chain(pb.QueryAuthChainRequest(event_ids=[batch[1].event_id]))
     assert room.create.event_id in {e.event_id for e in chain.auth_chain}
 
 
@@ -112,9 +119,15 @@ async def test_a_redaction_waits_for_its_target(on_postgres: Running) -> None:
     assert await send(on_postgres, [target]) == [pb.INPUT_OUTCOME_ACCEPTED]
     redacted = [o.redacted_event for o in await read_output(on_postgres.log) if o.HasField("redacted_event")]
     assert [(r.redacted_event_id, r.redaction_event_id) for r in redacted] == [(target.event_id, redaction.event_id)]
+    # The target's row (new in that transaction, written at its end) says so too.
+    storage = on_postgres.component.storage
+    async with storage.reading() as txn:
+        record = (await storage.event_records_by_id(txn, [target.event_id]))[target.event_id]
+    assert record.redacted_by == redaction.event_id
 
 
-async def test_unsent_output_is_sent_in_order_later(on_postgres: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unsent_output_is_sent_in_order_later(on_postgres: Running, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     room = TestRoom("12", creator=ALICE)
     assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
     processor = on_postgres.component.processor
@@ -129,6 +142,8 @@ async def test_unsent_output_is_sent_in_order_later(on_postgres: Running, monkey
         patched.setattr(processor._producer, "send_many", broken)
         # Committed (the outcome stands), the output kept in the outbox.
         assert await send(on_postgres, messages) == [pb.INPUT_OUTCOME_ACCEPTED] * 5
+    # In one transaction, not again event by event after a failure.
+    assert "processing the batch again" not in caplog.text
     assert await processor.send_pending() == 5
     sent = [o.new_room_event.event.event_id for o in await read_output(on_postgres.log)
             if o.HasField("new_room_event")]
