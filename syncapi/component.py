@@ -85,7 +85,7 @@ class SyncAPI:
         self.account_data_consumer.push_evaluator = self.push_evaluator
         self.sync_handler = SyncHandler(database, self.notifier, self.typing)
         self.room_reads = RoomReads(database, roomserver=roomserver)
-        self.relation_reads = RelationReads(database)
+        self.relation_reads = RelationReads(database, roomserver=roomserver)
         self.ready = asyncio.Event()
         # Seconds between reads of the database's position (see Notifier.note_database_position).
         self.position_poll_interval = POSITION_POLL_INTERVAL

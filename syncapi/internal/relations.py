@@ -19,11 +19,15 @@ redacted children have no relation row any more. State events get none.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
+
 from common import errors
+from roomserver.api import StateQueryAPI
 from syncapi.internal.client_events import Requester, now_ms, to_client_event
 from syncapi.internal.visibility import MembershipSpan, RoomVisibility
 from syncapi.storage.database import Reader, SyncDatabase, relation_of
@@ -167,20 +171,59 @@ async def _resolve(reader: Reader, room_id: str, text: str) -> TopologyToken:
     return TopologyToken(0, 0) if latest is None else TopologyToken(latest[0], latest[1] + 1)
 
 
+#: How long GET /event waits for an event the room server has accepted but
+#: this read model has not applied yet, and how often it looks again.
+CATCH_UP_SECONDS = 5.0
+CATCH_UP_POLL_SECONDS = 0.01
+
+
 class RelationReads:
-    def __init__(self, database: SyncDatabase) -> None:
+    """``roomserver``: asked when GET /event misses, so that an event whose
+    send was answered a moment ago is served once this read model has it
+    (Synapse answers it at once: it persists before the send returns)."""
+
+    def __init__(self, database: SyncDatabase, roomserver: StateQueryAPI | None = None) -> None:
         self._db = database
+        self._roomserver = roomserver
 
     async def event(self, requester: Requester, room_id: str, event_id: str) -> dict[str, Any]:
         """GET /rooms/{roomId}/event/{eventId}: 404 unless the user may see it."""
+        answer = await self._event_if_stored(requester, room_id, event_id)
+        if answer is None and await self._accepted_by_roomserver(room_id, event_id):
+            # The sync API follows the output log: the event is on its way.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CATCH_UP_SECONDS
+            while answer is None and loop.time() < deadline:
+                await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+                answer = await self._event_if_stored(requester, room_id, event_id)
+        if answer is None:
+            raise errors.NotFound("Event not found")
+        return answer
+
+    async def _event_if_stored(self, requester: Requester, room_id: str,
+                               event_id: str) -> dict[str, Any] | None:
+        """The event as the client gets it; None when this read model does
+        not have it yet; NotFound when it has it and the user may not see it."""
         async with self._db.read() as reader:
-            vis = await _room_visibility(reader, requester.user_id, room_id)
             stored = (await reader.events_by_ids([event_id])).get(event_id)
-            if stored is None or stored.room_id != room_id or not _may_see(vis, stored):
+            if stored is None:
+                return None
+            vis = await _room_visibility(reader, requester.user_id, room_id)
+            if stored.room_id != room_id or not _may_see(vis, stored):
                 raise errors.NotFound("Event not found")
             now = now_ms()
             aggregations = await bundle(reader, requester, [stored], can_see=vis.can_see, now=now)
             return attach(to_client_event(stored, requester, include_room_id=True, now=now), aggregations)
+
+    async def _accepted_by_roomserver(self, room_id: str, event_id: str) -> bool:
+        """Whether the room server holds ``event_id`` as an accepted event of
+        ``room_id`` (outliers, rejected and soft-failed events never reach
+        this read model: no wait for them)."""
+        if self._roomserver is None:
+            return False
+        answer = await self._roomserver.query_events_by_id(rs_pb.QueryEventsByIDRequest(event_ids=[event_id]))
+        return any(e.event_id == event_id and json.loads(e.pdu_json).get("room_id") == room_id
+                   for e in answer.events)
 
     async def relations(self, requester: Requester, room_id: str, event_id: str, *,
                         rel_type: str | None, event_type: str | None, from_token: str | None,

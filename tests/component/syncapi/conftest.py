@@ -57,6 +57,14 @@ class FakeSyncRoomserver:
     def __init__(self) -> None:
         self.rooms: dict[str, TestRoom] = {}
         self.state_queries: list[str] = []
+        # Events the room server has accepted (query_events_by_id answers them).
+        self.accepted: dict[str, Event] = {}
+        self.event_queries: list[str] = []
+
+    async def query_events_by_id(self, req: rs_pb.QueryEventsByIDRequest) -> rs_pb.QueryEventsByIDResponse:
+        self.event_queries.extend(req.event_ids)
+        return rs_pb.QueryEventsByIDResponse(
+            events=[event_proto(self.accepted[e]) for e in req.event_ids if e in self.accepted])
 
     async def query_latest_events_and_state(
             self, req: rs_pb.QueryLatestEventsAndStateRequest) -> rs_pb.QueryLatestEventsAndStateResponse:

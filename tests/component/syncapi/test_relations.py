@@ -4,6 +4,7 @@ in /messages, /context and limited /sync timelines, with redactions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from sqlalchemy import text
 from common.storage import database_url_for, open_database
 from matrixlib.events import Event
 from matrixlib.redaction import redact
+from syncapi.internal.relations import CATCH_UP_SECONDS
 from syncapi.storage.database import SyncDatabase
 from tests.builders import TestRoom, event_proto
 from tests.component.syncapi.conftest import ALICE, BOB, CAROL, Env, on_each_database
@@ -354,3 +356,33 @@ async def test_migration_fills_relations_and_timestamps_of_stored_events(tmp_pat
             assert [e.event_id for e in found] == [child.event_id]
     finally:
         await upgraded.close()
+
+
+async def test_an_event_accepted_a_moment_ago_is_served_once_this_read_model_has_it(env: Env) -> None:
+    # A client that sends and at once fetches its event (the send answered:
+    # the room server has it) must not get a 404 because the sync API is a few
+    # milliseconds behind on the output log.
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    bob = env.token(BOB)
+    late = room.message(ALICE, "on its way")
+    env.roomserver.accepted[late.event_id] = late
+
+    async def arrive_later() -> None:
+        await asyncio.sleep(0.3)
+        await env.send(late, wait=False)
+
+    arriving = asyncio.create_task(arrive_later())
+    body = await get_json(env, f"{V3}/rooms/{room.room_id}/event/{late.event_id}", bob)
+    await arriving
+    assert body["event_id"] == late.event_id and body["content"]["body"] == "on its way"
+
+    # Unknown to the room server, or known in another room: 404 at once.
+    started = asyncio.get_running_loop().time()
+    await get_json(env, f"{V3}/rooms/{room.room_id}/event/$never", bob, status=404)
+    elsewhere = TestRoom().message(ALICE, "elsewhere")
+    env.roomserver.accepted[elsewhere.event_id] = elsewhere
+    await get_json(env, f"{V3}/rooms/{room.room_id}/event/{elsewhere.event_id}", bob, status=404)
+    assert asyncio.get_running_loop().time() - started < CATCH_UP_SECONDS
+    assert "$never" in env.roomserver.event_queries
