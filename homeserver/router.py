@@ -296,11 +296,15 @@ class _ClientConnection(asyncio.Protocol):
         self.router.clients.discard(self)
         if self.linger_timer is not None:
             self.linger_timer.cancel()
+        self._drop_component_connection()
+
+    def _drop_component_connection(self) -> None:
+        """Stops a connect in progress and closes the component connection in
+        use. Mid-request (a long-poll, say) that also tells the component
+        nobody is waiting."""
         if self.connecting is not None:
             self.connecting.cancel()
         if self.upstream is not None:
-            # Mid-request (a long-poll, say): the component's connection is
-            # closed, which also tells the component nobody is waiting.
             upstream, self.upstream = self.upstream, None
             upstream.detach_and_close()
 
@@ -502,11 +506,7 @@ class _ClientConnection(asyncio.Protocol):
         self.closed = True
         # Nothing more is answered: the rest of the queue is dropped.
         self.requests.clear()
-        if self.connecting is not None:
-            self.connecting.cancel()
-        if self.upstream is not None:
-            upstream, self.upstream = self.upstream, None
-            upstream.detach_and_close()
+        self._drop_component_connection()
         if unread_input and transport.can_write_eof():
             # Closing a socket with bytes not read resets the connection, and
             # the client could lose the response written just before. It is
