@@ -385,15 +385,19 @@ class KeyedConsumerRunner:
             # process commit together, and their files' fsyncs share journal
             # commits instead of each taking the disk on its own.
             delay = self._commit_interval - loop.time() % self._commit_interval
+            # asyncio.timeout, not wait_for, which on Python 3.11 can swallow
+            # a cancellation that lands as the event is set.
             try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
             except TimeoutError:
                 if self._handling:
                     # A batch is running: its wake-ups and the reads they
                     # start go first; the commit follows its end (bounded,
                     # so a runner that is never idle still commits).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._handled.wait(), self._commit_interval)
+                        async with asyncio.timeout(self._commit_interval):
+                            await self._handled.wait()
                 await self._commit_once()
 
     async def _commit_once(self) -> None:

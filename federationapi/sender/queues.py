@@ -252,7 +252,11 @@ class DestinationQueues:
         event = self._retry_now.setdefault(destination, asyncio.Event())
         event.clear()
         jittered = delay * random.uniform(0.8, 1.2)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+        # cancellation that lands as the event is set, and stopping the
+        # sender would wait for a queue that goes on.
         try:
-            await asyncio.wait_for(event.wait(), jittered)
+            async with asyncio.timeout(jittered):
+                await event.wait()
         except TimeoutError:
             pass

@@ -39,15 +39,17 @@ class GrpcUserAPIClient:
         self._stub: Any = pb_grpc.UserAPIStub(channel)
         self.token_cache: TokenCache | None = TokenCache() if cache_tokens else None
         self._following: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def close(self) -> None:
         """Stops following the revocation stream (the channel is the caller's)."""
+        self._closed = True
         if self._following is not None:
             self._following.cancel()
-            try:
-                await self._following
-            except (asyncio.CancelledError, Exception):
-                pass
+            # asyncio.wait, not awaiting the task: the follower's own
+            # cancellation is expected, a cancellation of this caller is not
+            # to be swallowed.
+            await asyncio.wait({self._following})
             self._following = None
 
     async def query_access_token(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
@@ -55,7 +57,7 @@ class GrpcUserAPIClient:
         if cache is None:
             answer: pb.Device = await call_remote(self._stub.QueryAccessToken, req)
             return answer
-        if self._following is None:
+        if self._following is None and not self._closed:
             self._following = asyncio.get_running_loop().create_task(self._follow_revocations(cache))
         found = cache.get(req.access_token)
         if found is not None:
@@ -68,12 +70,16 @@ class GrpcUserAPIClient:
     async def _follow_revocations(self, cache: TokenCache) -> None:
         """Keeps the revocation stream subscribed while this client lives."""
         delay = RESUBSCRIBE_FIRST_DELAY
-        while True:
+        while not self._closed:
             call: Any = None
             try:
                 call = self._stub.WatchTokenRevocations()
-                while True:
-                    message = await asyncio.wait_for(call.read(), SILENCE_SECONDS)
+                while not self._closed:
+                    # Not asyncio.wait_for: on Python 3.11 it swallows a
+                    # cancellation that lands as the read completes, and
+                    # close() would then wait for this loop forever.
+                    async with asyncio.timeout(SILENCE_SECONDS):
+                        message = await call.read()
                     if message is grpc.aio.EOF:
                         break
                     cache.apply(message)

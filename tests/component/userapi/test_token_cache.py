@@ -364,3 +364,63 @@ async def test_a_login_to_a_new_device_waits_for_no_front(userapi_component: Use
         # A client-chosen device ID may be an existing device's: published.
         await login(impl, "neu", device_id="MINE")
         assert silent.cut_off.is_set()
+
+
+# -- closing the client ----------------------------------------------------------
+
+
+class _HeldStream:
+    """A revocation stream whose next message the test hands over."""
+
+    def __init__(self) -> None:
+        self.pending: asyncio.Future[pb.TokenRevocation] | None = None
+        self.reading = asyncio.Event()
+
+    async def read(self) -> pb.TokenRevocation:
+        self.pending = asyncio.get_running_loop().create_future()
+        self.reading.set()
+        return await self.pending
+
+    async def write(self, ack: pb.TokenRevocationAck) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
+class _HeldStub:
+    def __init__(self) -> None:
+        self.stream = _HeldStream()
+
+    async def QueryAccessToken(self, req: pb.QueryAccessTokenRequest) -> pb.Device:
+        return device()
+
+    def WatchTokenRevocations(self) -> _HeldStream:
+        return self.stream
+
+
+async def test_close_ends_the_stream_even_when_a_message_lands_with_the_cancellation() -> None:
+    # The teardown of a front raced the stream's first message: close()
+    # cancelled the follower just as its read completed, the cancellation was
+    # swallowed (asyncio.wait_for on Python 3.11 answers the result instead),
+    # and close() waited for a follower that never ended.
+    channel = grpc.aio.insecure_channel("127.0.0.1:9")
+    client = GrpcUserAPIClient(channel)
+    stub = _HeldStub()
+    client._stub = stub
+    try:
+        await whoami(client, "token")
+        await asyncio.wait_for(stub.stream.reading.wait(), 5)
+        assert stub.stream.pending is not None
+        # In one turn of the loop: close() cancels the follower, and the
+        # read it awaits completes.
+        closing = asyncio.ensure_future(client.close())
+        stub.stream.pending.set_result(pb.TokenRevocation(subscribed=True))
+        done, _ = await asyncio.wait({closing}, timeout=5)
+        assert closing in done, "close() did not return"
+        closing.result()
+        # Closed for good: later lookups go to the user API and are not kept.
+        await whoami(client, "token")
+        assert client.token_cache is not None and client.token_cache.get("token") is None
+    finally:
+        await channel.close()
