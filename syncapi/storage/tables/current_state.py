@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     func,
     literal,
@@ -30,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.prebuilt import PrebuiltStatement
 from syncapi.storage.tables import metadata
 from syncapi.storage.tables.events import events
 
@@ -70,48 +72,63 @@ class StateEntry:
     added_pos: int
 
 
+# Built once and run without SQLAlchemy's per-statement machinery
+# (common/prebuilt.py): every state event (a join, a leave) runs these.
+_CURRENT_ENTRY = PrebuiltStatement(select(current_room_state).where(
+    current_room_state.c.room_id == bindparam("b_room_id"), current_room_state.c.type == bindparam("b_type"),
+    current_room_state.c.state_key == bindparam("b_state_key")))
+_DELETE_CURRENT_ENTRY = PrebuiltStatement(delete(current_room_state).where(
+    current_room_state.c.room_id == bindparam("b_room_id"), current_room_state.c.type == bindparam("b_type"),
+    current_room_state.c.state_key == bindparam("b_state_key")))
+_CURRENT_ENTRIES_BY_EVENT_IDS = PrebuiltStatement(
+    select(current_room_state).select_from(current_room_state.join(events, and_(
+        current_room_state.c.room_id == events.c.room_id, current_room_state.c.type == events.c.type,
+        current_room_state.c.state_key == events.c.state_key, current_room_state.c.event_id == events.c.event_id)))
+    .where(events.c.event_id.in_(bindparam("b_ids", expanding=True)), events.c.room_id == bindparam("b_room_id")))
+_ENTRY_COLUMNS = ("room_id", "type", "state_key", "event_id", "membership", "added_pos")
+_INSERT_CURRENT_ENTRY = PrebuiltStatement(current_room_state.insert(), _ENTRY_COLUMNS)
+_INSERT_HISTORY_ENTRY = PrebuiltStatement(state_history.insert(), (*_ENTRY_COLUMNS, "removed_pos"))
+
+
 async def select_current_entry(conn: AsyncConnection, room_id: str, event_type: str, state_key: str
                                ) -> StateEntry | None:
-    c = current_room_state.c
-    row = (await conn.execute(select(current_room_state).where(
-        c.room_id == room_id, c.type == event_type, c.state_key == state_key))).first()
-    return None if row is None else StateEntry(*row)
+    rows = await _CURRENT_ENTRY.rows(conn, {"b_room_id": room_id, "b_type": event_type, "b_state_key": state_key})
+    return StateEntry(*rows[0]) if rows else None
 
 
 async def select_current_entries_by_event_ids(conn: AsyncConnection, room_id: str,
                                               event_ids: Sequence[str]) -> list[StateEntry]:
     # Through the events table: its event_id index, then this table's primary
     # key; not a scan of a large room's whole state for every state change.
-    c, e = current_room_state.c, events.c
     ids = list(event_ids)
     found: list[StateEntry] = []
     # Chunked: a rebuilt large room removes many entries at once.
     for start in range(0, len(ids), 500):
-        stmt = select(current_room_state).select_from(current_room_state.join(events, and_(
-            c.room_id == e.room_id, c.type == e.type, c.state_key == e.state_key,
-            c.event_id == e.event_id))).where(e.event_id.in_(ids[start:start + 500]), e.room_id == room_id)
-        found.extend(StateEntry(*row) for row in await conn.execute(stmt))
+        rows = await _CURRENT_ENTRIES_BY_EVENT_IDS.rows(conn, {"b_room_id": room_id, "b_ids": ids[start:start + 500]})
+        found.extend(StateEntry(*row) for row in rows)
     return found
 
 
 async def remove_entry(conn: AsyncConnection, entry: StateEntry, removed_pos: int) -> None:
     """Moves a current entry to the history, in force until ``removed_pos``."""
-    c = current_room_state.c
-    await conn.execute(delete(current_room_state).where(
-        c.room_id == entry.room_id, c.type == entry.type, c.state_key == entry.state_key))
+    await _DELETE_CURRENT_ENTRY.execute(conn, {"b_room_id": entry.room_id, "b_type": entry.type,
+                                               "b_state_key": entry.state_key})
     if entry.added_pos == removed_pos:
         # Added and removed at the same position: it never was the state at any position.
         return
-    await conn.execute(state_history.insert().values(
-        room_id=entry.room_id, type=entry.type, state_key=entry.state_key, event_id=entry.event_id,
-        membership=entry.membership, added_pos=entry.added_pos, removed_pos=removed_pos))
+    await _INSERT_HISTORY_ENTRY.execute(conn, {
+        "room_id": entry.room_id, "type": entry.type, "state_key": entry.state_key, "event_id": entry.event_id,
+        "membership": entry.membership, "added_pos": entry.added_pos, "removed_pos": removed_pos})
 
 
 async def insert_entries(conn: AsyncConnection, entries: Sequence[StateEntry]) -> None:
-    if entries:
-        await conn.execute(current_room_state.insert(), [
-            {"room_id": e.room_id, "type": e.type, "state_key": e.state_key, "event_id": e.event_id,
-             "membership": e.membership, "added_pos": e.added_pos} for e in entries])
+    rows = [{"room_id": e.room_id, "type": e.type, "state_key": e.state_key, "event_id": e.event_id,
+             "membership": e.membership, "added_pos": e.added_pos} for e in entries]
+    if len(rows) == 1:
+        await _INSERT_CURRENT_ENTRY.execute(conn, rows[0])
+    elif rows:
+        # Many (a join over federation brings a room's whole state): SQLAlchemy's multi-row INSERTs.
+        await conn.execute(current_room_state.insert(), rows)
 
 
 async def select_current_state(conn: AsyncConnection, room_id: str) -> list[StateEntry]:

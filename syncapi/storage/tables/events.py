@@ -39,6 +39,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.selectable import TextualSelect
 
+from common.prebuilt import PrebuiltStatement
 from syncapi.filters import EventFilter, like_pattern
 from syncapi.storage.tables import metadata
 
@@ -134,8 +135,17 @@ def _row(event: StoredEvent) -> dict[str, object]:
     }
 
 
+# Built once and run without SQLAlchemy's per-statement machinery
+# (common/prebuilt.py): every event written one by one (state events) runs it.
+_INSERT_EVENT = PrebuiltStatement(events.insert(), tuple(events.c.keys()))
+
+
 async def insert_event(conn: AsyncConnection, event: StoredEvent) -> None:
-    await conn.execute(events.insert().values(_row(event)))
+    row = _row(event)
+    # The driver is given the values as they are: asyncpg wants real booleans.
+    for flag in ("historical", "state_only", "contains_url"):
+        row[flag] = bool(row[flag])
+    await _INSERT_EVENT.execute(conn, row)
 
 
 async def insert_events(conn: AsyncConnection, stored: Sequence[StoredEvent]) -> None:
@@ -158,6 +168,9 @@ async def select_known_event_ids(conn: AsyncConnection, event_ids: Iterable[str]
 
 # Built once: every output entry and many reads run it.
 _SELECT_EVENTS_BY_IDS = select(events).where(events.c.event_id.in_(bindparam("b_ids", expanding=True)))
+# Run without SQLAlchemy's per-statement machinery (common/prebuilt.py): a
+# state change reads the entry it replaces, /sync the events it serves.
+_SELECT_EVENTS_BY_IDS_PREBUILT = PrebuiltStatement(_SELECT_EVENTS_BY_IDS)
 
 
 async def select_events_by_ids(conn: AsyncConnection, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
@@ -165,9 +178,8 @@ async def select_events_by_ids(conn: AsyncConnection, event_ids: Iterable[str]) 
     found: dict[str, StoredEvent] = {}
     # Chunked so a room with a very large state stays under parameter limits.
     for start in range(0, len(ids), 500):
-        result = await conn.execute(_SELECT_EVENTS_BY_IDS, {"b_ids": ids[start:start + 500]})
-        for row in result:
-            stored = StoredEvent.from_row(row)
+        for row in await _SELECT_EVENTS_BY_IDS_PREBUILT.rows(conn, {"b_ids": ids[start:start + 500]}):
+            stored = stored_event_of(row)
             found[stored.event_id] = stored
     return found
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Index, Row, Table, Text, select, update
+from sqlalchemy import BigInteger, Column, Index, Row, Table, Text, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.prebuilt import PrebuiltStatement
 from syncapi.storage.tables import metadata
 
 invites = Table(
@@ -74,10 +75,27 @@ async def update_invite_state(conn: AsyncConnection, event_id: str, invite_state
                        .values(invite_state_json=invite_state_json))
 
 
+# Built once and run without SQLAlchemy's per-statement machinery
+# (common/prebuilt.py): every membership change of the room's own events runs
+# it (a join ends a pending invite). The parameter names are not column
+# names, which an UPDATE would take as values to set.
+_RETIRE_INVITES = PrebuiltStatement(
+    update(invites).where(invites.c.room_id == bindparam("b_room_id"),
+                          invites.c.target_user_id == bindparam("b_target_user_id"),
+                          invites.c.retired_pos.is_(None))
+    .values(retired_pos=bindparam("b_position", type_=BigInteger), retired_membership=bindparam("b_membership"),
+            retired_by_event_id=bindparam("b_retired_by_event_id"))
+    .returning(invites.c.event_id))
+
+
 async def retire_invites(conn: AsyncConnection, room_id: str, target_user_id: str, *, position: int,
                          membership: str, retired_by_event_id: str, event_id: str | None = None
                          ) -> int:
     """Retires the user's active invites to the room (or the one given); how many."""
+    if not event_id:
+        return len(await _RETIRE_INVITES.rows(conn, {
+            "b_room_id": room_id, "b_target_user_id": target_user_id, "b_position": position,
+            "b_membership": membership, "b_retired_by_event_id": retired_by_event_id}))
     c = invites.c
     stmt = update(invites).where(c.room_id == room_id, c.target_user_id == target_user_id,
                                  c.retired_pos.is_(None))

@@ -264,6 +264,7 @@ async def select_global_account_data(conn: AsyncConnection, user_ids: Sequence[s
 _GLOBAL_ACCOUNT_DATA_OF_TYPES = select(account_data.c.user_id, account_data.c.type, account_data.c.content_json).where(
     account_data.c.user_id.in_(bindparam("b_user_ids", expanding=True)), account_data.c.room_id == "",
     account_data.c.type.in_(bindparam("b_types", expanding=True)))
+_GLOBAL_ACCOUNT_DATA_OF_TYPES_PREBUILT = PrebuiltStatement(_GLOBAL_ACCOUNT_DATA_OF_TYPES)
 
 
 async def select_global_account_data_of_types(conn: AsyncConnection, user_ids: Sequence[str],
@@ -272,8 +273,8 @@ async def select_global_account_data_of_types(conn: AsyncConnection, user_ids: S
     of ``data_types``, in one statement (at most 500 users)."""
     if not user_ids or not data_types:
         return {}
-    rows = await conn.execute(_GLOBAL_ACCOUNT_DATA_OF_TYPES, {"b_user_ids": list(user_ids),
-                                                             "b_types": list(data_types)})
+    rows = await _GLOBAL_ACCOUNT_DATA_OF_TYPES_PREBUILT.rows(conn, {"b_user_ids": list(user_ids),
+                                                                   "b_types": list(data_types)})
     return {(str(row[0]), str(row[1])): str(row[2]) for row in rows}
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from common.prebuilt import PrebuiltStatement
 from syncapi.storage.tables import metadata
 from syncapi.storage.tables.events import events
 
@@ -33,7 +34,9 @@ def _build_upsert(dialect_name: str) -> Insert:
         "room_stream_position": insert.excluded.room_stream_position})
 
 
-_UPSERTS = {name: _build_upsert(name) for name in ("sqlite", "postgresql")}
+# Run without SQLAlchemy's per-statement machinery (common/prebuilt.py).
+_UPSERTS = {name: PrebuiltStatement(_build_upsert(name), ("room_id", "last_event_id", "room_stream_position"))
+            for name in ("sqlite", "postgresql")}
 
 
 async def select_last_event_id(conn: AsyncConnection, room_id: str) -> str | None:
@@ -50,6 +53,7 @@ _LAST_AND_STORED = union_all(
     select(literal(0, Integer), events.c.event_id, events.c.state_only)
     .where(events.c.event_id.in_(bindparam("b_ids", expanding=True))),
 )
+_LAST_AND_STORED_PREBUILT = PrebuiltStatement(_LAST_AND_STORED)
 #: The most event IDs select_last_and_stored takes (bound parameter limits).
 LAST_AND_STORED_MAX_IDS = 500
 
@@ -61,8 +65,8 @@ async def select_last_and_stored(conn: AsyncConnection, room_id: str, event_ids:
     as state), in one statement."""
     last: str | None = None
     stored: dict[str, bool] = {}
-    for is_last, event_id, state_only in await conn.execute(
-            _LAST_AND_STORED, {"b_room_id": room_id, "b_ids": list(set(event_ids))}):
+    for is_last, event_id, state_only in await _LAST_AND_STORED_PREBUILT.rows(
+            conn, {"b_room_id": room_id, "b_ids": list(set(event_ids))}):
         if is_last:
             last = str(event_id)
         else:
@@ -72,5 +76,5 @@ async def select_last_and_stored(conn: AsyncConnection, room_id: str, event_ids:
 
 async def upsert_position(conn: AsyncConnection, room_id: str, last_event_id: str, room_stream_position: int) -> None:
     """Records the room's last applied entry."""
-    await conn.execute(_UPSERTS[conn.dialect.name], {"room_id": room_id, "last_event_id": last_event_id,
-                                                      "room_stream_position": room_stream_position})
+    await _UPSERTS[conn.dialect.name].execute(conn, {"room_id": room_id, "last_event_id": last_event_id,
+                                                     "room_stream_position": room_stream_position})

@@ -17,6 +17,7 @@ from sqlalchemy import Column, Table, Text, and_, bindparam, delete, exists, fun
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from common.prebuilt import PrebuiltStatement
 from common.storage import insert_or_ignore_statement, upsert_statement
 from syncapi.filters import like_pattern
 from syncapi.storage.tables import metadata
@@ -49,12 +50,13 @@ def _build_set_profile(dialect_name: str) -> Insert:
 
 
 # Built once: every join writes it, and building it cost more CPU than running it.
-_SET_PROFILE = {name: _build_set_profile(name) for name in ("sqlite", "postgresql")}
+# Run without SQLAlchemy's per-statement machinery (common/prebuilt.py).
+_SET_PROFILE = {name: PrebuiltStatement(_build_set_profile(name)) for name in ("sqlite", "postgresql")}
 
 
 async def set_profile(conn: AsyncConnection, user_id: str, display_name: str | None,
                       avatar_url: str | None) -> None:
-    await conn.execute(_SET_PROFILE[conn.dialect.name], {
+    await _SET_PROFILE[conn.dialect.name].execute(conn, {
         "b_user_id": user_id, "b_display_name": display_name, "b_avatar_url": avatar_url})
 
 
