@@ -66,6 +66,29 @@ class LastPositions:
             positions[user_id] = position
             positions.move_to_end(user_id)
 
+    def raise_all(self, user_ids: Iterable[str], position: int, suffix: str) -> None:
+        """``raise_to`` for each of the users whose ID ends with ``suffix``,
+        in one loop (a room event in a large room concerns every member: the
+        per-user cost is what a wake-up costs)."""
+        positions = self._positions
+        get, move_to_end = positions.get, positions.move_to_end
+        added = False
+        for user_id in user_ids:
+            if not user_id.endswith(suffix):
+                continue
+            last = get(user_id)
+            if last is None:
+                positions[user_id] = position  # added last: no move needed
+                added = True
+            elif last < position:
+                positions[user_id] = position
+                move_to_end(user_id)
+        if added:
+            # The least recently concerned go first (those raised just now are last).
+            while len(positions) > self._max_users:
+                _, forgotten = positions.popitem(last=False)
+                self.forgotten_upto = max(self.forgotten_upto, forgotten)
+
     def may_have_missed(self, user_id: str, after: int) -> bool:
         """Whether a forgotten position after ``after`` may have been the user's."""
         return after < self.forgotten_upto and user_id not in self._positions
@@ -124,12 +147,18 @@ class Notifier:
         ``user_ids``; wakes their waiters."""
         state = self._streams[stream]
         state.position = max(state.position, position)
-        suffix, raise_to, waiters = self._suffix, state.last_position.raise_to, self._waiters
-        for user_id in user_ids:
-            if not user_id.endswith(suffix):
-                continue  # only local users sync here
-            raise_to(user_id, position)
-            for waiter in waiters.get(user_id, ()):
+        # Only local users sync here.
+        state.last_position.raise_all(user_ids, position, self._suffix)
+        waiters = self._waiters
+        if not waiters:
+            return
+        # Those waiting are usually far fewer than a large room's members.
+        if isinstance(user_ids, (set, frozenset)) and len(waiters) < len(user_ids):
+            waiting = [user_id for user_id in waiters if user_id in user_ids]
+        else:
+            waiting = [user_id for user_id in user_ids if user_id in waiters]
+        for user_id in waiting:
+            for waiter in waiters[user_id]:
                 waiter.set()
 
     def memberships_changing(self, position: int, user_ids: Iterable[str]) -> None:

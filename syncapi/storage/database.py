@@ -11,7 +11,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.prebuilt import PrebuiltStatement
+from common.prebuilt import PostgresStatement, PrebuiltStatement
 from common.sqlite_connection import InlineDBAPI
 from common.storage import Database
 from matrixlib.events import Event
@@ -466,9 +466,7 @@ class SyncDatabase:
                     if applied is not None and not write.new.historical]
             if push is not None and live:
                 try:
-                    # On SQLite a failed statement leaves the transaction as it
-                    # was; on PostgreSQL it would abort it, hence the savepoint.
-                    async with (nullcontext() if self._db.dialect_name == "sqlite" else conn.begin_nested()):
+                    async with _push_savepoint(conn):
                         notifications = list(await push(Reader(conn), live))
                         await notifications_t.insert_notifications(conn, notifications)
                 except Exception:
@@ -949,6 +947,36 @@ class SyncDatabase:
             while len(self._filters) > FILTERS_KEPT:
                 self._filters.popitem(last=False)
         return found
+
+
+# The push rules' savepoint on asyncpg, as plain statements: SQLAlchemy's
+# begin_nested costs two trips through its per-statement machinery for every
+# state change (~0.2 ms of CPU), and nothing else in the transaction needs it
+# to know of the savepoint.
+_PUSH_SAVEPOINT = PostgresStatement("SAVEPOINT syncapi_push_rules", ())
+_PUSH_SAVEPOINT_RELEASE = PostgresStatement("RELEASE SAVEPOINT syncapi_push_rules", ())
+_PUSH_SAVEPOINT_ROLLBACK = PostgresStatement("ROLLBACK TO SAVEPOINT syncapi_push_rules", ())
+
+
+@asynccontextmanager
+async def _push_savepoint(conn: AsyncConnection) -> AsyncIterator[None]:
+    """What fails inside is undone, the transaction's earlier writes kept.
+    On SQLite a failed statement leaves the transaction as it was (nothing
+    to do); on PostgreSQL it would abort the transaction, hence a savepoint."""
+    if conn.dialect.name == "sqlite":
+        yield
+        return
+    if conn.dialect.driver != "asyncpg":
+        async with conn.begin_nested():
+            yield
+        return
+    await _PUSH_SAVEPOINT.rows(conn, {})
+    try:
+        yield
+    except BaseException:
+        await _PUSH_SAVEPOINT_ROLLBACK.rows(conn, {})
+        raise
+    await _PUSH_SAVEPOINT_RELEASE.rows(conn, {})
 
 
 async def _index_event(conn: AsyncConnection, event: Event, position: int, *, current: bool) -> None:

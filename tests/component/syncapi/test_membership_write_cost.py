@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 
 from matrixlib.events import MEMBER, Event
 from syncapi.storage.tables import current_state as state_t
@@ -26,12 +27,15 @@ WRITE_PATH_TABLES = ("syncapi_events", "syncapi_current_room_state", "syncapi_st
 async def statements_through_sqlalchemy(env: Env, new_event: Event) -> list[str]:
     """The statements of the write path's tables that went through
     SQLAlchemy's ``Connection.execute`` while the sync API's output consumer
-    applied the event's entry (besides its periodic read of the stream positions)."""
+    applied the event's entry (besides its periodic read of the stream
+    positions), and the savepoints it took there."""
     through: list[str] = []
 
     def record(conn: Any, clause: Any, *args: Any) -> None:
         sql = " ".join(str(clause).split())
-        if any(table in sql for table in WRITE_PATH_TABLES) and not sql.startswith(
+        if sql.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            through.append(sql)  # the push rules' savepoint (plain statements on asyncpg)
+        elif any(table in sql for table in WRITE_PATH_TABLES) and not sql.startswith(
                 "SELECT syncapi_stream_position.stream_name, syncapi_stream_position.position"):
             through.append(sql)
 
@@ -92,3 +96,46 @@ async def test_membership_changes_bypass_sqlalchemy_with_the_same_effects(env: E
         history = await reader.conn.execute(state_t.state_history.select().where(
             state_t.state_history.c.state_key == CAROL, state_t.state_history.c.event_id == join.event_id))
         assert [(r.added_pos, r.removed_pos) for r in history] == [(join_pos, leave_pos)]
+
+
+@on_each_database
+async def test_push_rules_failing_in_the_database_keep_the_events(env: Env, monkeypatch: Any) -> None:
+    """The push rules run in the events' transaction, inside a savepoint: a
+    statement of theirs that fails (on PostgreSQL it would abort the whole
+    transaction) loses the notifications, not the events, and the room's
+    next entries are written as before."""
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    await env.send_room(room)
+    evaluator = env.syncapi.consumer.push_evaluator
+    assert evaluator is not None
+    failures: list[str] = []
+
+    async def failing(reader: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            await reader.conn.execute(text("SELECT no_such_column FROM syncapi_events"))
+        except DBAPIError as error:
+            failures.append(type(error).__name__)
+            raise
+        raise AssertionError("the statement should have failed")
+
+    monkeypatch.setattr(evaluator, "evaluate", failing)
+    join = room.join(CAROL)
+    message = room.message(BOB, "hello")
+    await env.syncapi.consumer.handle_records(records_of([env.new_room_event(join)], room.room_id))
+    await env.syncapi.consumer.handle_records(records_of([env.new_room_event(message)], room.room_id))
+    assert len(failures) == 2
+    monkeypatch.undo()
+    later = room.message(CAROL, "again")
+    await env.syncapi.consumer.handle_records(records_of([env.new_room_event(later)], room.room_id))
+    async with env.syncapi.database.read() as reader:
+        stored = await reader.events_by_ids([join.event_id, message.event_id, later.event_id])
+        assert all(not stored[e.event_id].state_only for e in (join, message, later))
+        entry = await reader.current_state_entry(room.room_id, MEMBER, CAROL)
+        assert entry is not None and entry.event_id == join.event_id
+    body = await env.sync(env.token(CAROL))
+    timeline = body["rooms"]["join"][room.room_id]["timeline"]["events"]
+    assert [e["event_id"] for e in timeline][-3:] == [join.event_id, message.event_id, later.event_id]
+    # Alice's notification for Bob's message was lost with the failed rules; Carol's message notifies her.
+    notified = (await env.get("/_matrix/client/v3/notifications", env.token(ALICE))).json()["notifications"]
+    assert [n["event"]["event_id"] for n in notified] == [later.event_id]

@@ -5,6 +5,8 @@ database), never "no news" (issue 6)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from syncapi.notifier import PDU, LastPositions, Notifier
 
 A, B, C = "@a:test", "@b:test", "@c:test"
@@ -50,3 +52,33 @@ def test_a_forgotten_membership_change_is_unknown_never_no_news() -> None:
     for i in range(50):
         notifier.memberships_changing(20 + i, [f"@u{i}:test"])
     assert len(notifier._membership_position) <= 2
+
+
+async def test_a_large_rooms_wake_up_records_every_local_member_and_wakes_only_the_waiting() -> None:
+    """A room event concerns every member of a large room: each local member's
+    last position rises (none for remote users), only those waiting are woken,
+    and the bound still forgets the least recently concerned first."""
+    notifier = Notifier("test")
+    notifier.start_at(10)
+    notifier._streams[PDU].last_position = LastPositions(1_500)
+    members = {f"@m{i}:test" for i in range(1_000)} | {"@remote:elsewhere"}
+    waiting = asyncio.create_task(notifier.wait_for_news("@m7:test", 10, 5))
+    idle = asyncio.create_task(notifier.wait_for_news("@outsider:test", 10, 0.3))
+    await asyncio.sleep(0.01)
+    notifier.on_new_data(11, members)
+    assert await asyncio.wait_for(waiting, 1) is True
+    assert await idle is False
+    assert all(notifier.has_news(m, 10) is True for m in members if m.endswith(":test"))
+    assert notifier._streams[PDU].last_position.get("@remote:elsewhere") is None
+    # A list (as other writers give) and a later position for some of them.
+    notifier.on_new_data(12, ["@m1:test", "@m2:test", "@new:test"])
+    assert notifier.has_news("@m1:test", 11) is True and notifier.has_news("@m3:test", 11) is False
+    # 600 more users: the bound (1,500) forgets the 101 least recently concerned
+    # (members raised at 11, never those raised at 12), and they become unknown.
+    notifier.on_new_data(13, [f"@n{i}:test" for i in range(600)])
+    positions = notifier._streams[PDU].last_position
+    assert len(positions) == 1_500 and positions.forgotten_upto == 11
+    assert all(positions.get(u) == 12 for u in ("@m1:test", "@m2:test", "@new:test"))
+    forgotten = [m for m in members if m.endswith(":test") and positions.get(m) is None]
+    assert len(forgotten) == 1_000 + 1 + 600 - 1_500
+    assert all(notifier.has_news(m, 10) is None for m in forgotten)
