@@ -54,6 +54,11 @@ class LRUCache(Generic[K, V]):
         self._items.pop(key, None)
         self._total_weight -= self._weights.pop(key, 0)
 
+    def clear(self) -> None:
+        self._items.clear()
+        self._weights.clear()
+        self._total_weight = 0
+
     @property
     def total_weight(self) -> int:
         """The summed weight of the items held (0 without ``weigh``)."""

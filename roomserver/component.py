@@ -36,6 +36,7 @@ from roomserver.internal.input.processor import InputProcessor
 from roomserver.internal.perform_aliases import Aliases
 from roomserver.internal.query.queries import Queries
 from roomserver.storage.database import RoomserverDatabase
+from roomserver.storage.writer_registration import WriterRegistration
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +97,48 @@ class Roomserver:
             sent = 0
         if sent:
             logger.info("sent %d output entries left over from before a restart", sent)
-        # With the embedded log nothing outside this process consumes this
-        # input: the instance that does is the only writer of its database,
-        # and may keep rooms' rows in memory (see RoomserverDatabase).
-        self.storage.sole_writer = isinstance(self.log, EmbeddedLog)
+        if isinstance(self.log, EmbeddedLog):
+            # Nothing outside this process consumes this input: the instance
+            # that does is the only writer of its database, and may keep
+            # rooms' rows in memory (see RoomserverDatabase).
+            self.storage.become_sole_writer()
+        elif self.database.dialect_name == "postgresql":
+            # Other instances may share the input and the database.
+            await self._consume_registered()
+            return
+        await self._consume()
+
+    async def _consume(self) -> None:
         concurrency = SQLITE_INPUT_CONCURRENCY if self.database.dialect_name == "sqlite" \
             else POSTGRES_INPUT_CONCURRENCY
         await consume_input(self.log, self._handle_records, self._record_poison, self.ready,
                             group=self.input_group, concurrency=concurrency)
+
+    async def _consume_registered(self) -> None:
+        """Consumes as a registered writer of the database (see
+        ``storage/writer_registration.py``), the only one while no other is."""
+        registration = await WriterRegistration.register(
+            self.database.engine.url, on_demoted=self.storage.stop_sole_writing)
+        try:
+            if registration.sole:
+                self.storage.become_sole_writer()
+            consumer = asyncio.ensure_future(self._consume())
+            lost = asyncio.ensure_future(registration.lost.wait())
+            try:
+                done, _ = await asyncio.wait({consumer, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (consumer, lost):
+                    task.cancel()
+                await asyncio.wait({consumer, lost})
+            if consumer in done:
+                consumer.result()
+                return
+            # Another instance may now become the only writer and keep rows
+            # this one would overwrite: stop (to be restarted).
+            raise RuntimeError("the room server's writer registration ended (its PostgreSQL connection "
+                               "closed): stopped consuming input")
+        finally:
+            await registration.close()
 
     async def _handle_records(self, records: Sequence[LogRecord]) -> None:
         """One room's queued input, in one transaction."""

@@ -9,7 +9,8 @@ input, answering queries).
 Caches hold only what cannot change once committed: interned names, parsed
 events, state snapshots, room versions and events' IDs and depths. A room
 server that is the only writer of its database (``sole_writer``: the
-single process with the embedded log, which no other process consumes)
+single process with the embedded log, which no other process consumes, or
+the one instance registered on PostgreSQL: ``writer_registration.py``)
 also keeps the rooms' rows, as its write transactions committed them, so
 that building an event reads nothing (see ``cached_room``). What a transaction learns enters
 the shared caches only when it commits: a rolled-back insert (or savepoint)
@@ -450,6 +451,9 @@ class RoomserverDatabase:
         self.db = db
         self.sole_writer = sole_writer
         self._postgres = db.dialect_name == "postgresql"
+        # Moves whenever ``sole_writer`` changes: a read that began before
+        # does not fill the room cache.
+        self._sole_epoch = 0
         # Sole writer only: room rows as last committed, by room ID.
         self._rooms: LRUCache[str, RoomRecord] = LRUCache(ROOM_CACHE_SIZE)
         self._room_id_of_nid: LRUCache[int, str] = LRUCache(ROOM_CACHE_SIZE)
@@ -471,6 +475,23 @@ class RoomserverDatabase:
 
     async def close(self) -> None:
         await self.db.close()
+
+    def become_sole_writer(self) -> None:
+        """This instance is now its database's only writer (see
+        ``writer_registration.py``): rooms' rows may be kept from here on."""
+        self._forget_rooms()
+        self.sole_writer = True
+
+    def stop_sole_writing(self) -> None:
+        """Another instance may write from now on: nothing kept about rooms'
+        rows is trusted or kept again."""
+        self.sole_writer = False
+        self._forget_rooms()
+
+    def _forget_rooms(self) -> None:
+        self._sole_epoch += 1
+        self._rooms.clear()
+        self._room_id_of_nid.clear()
 
     # -- transactions --------------------------------------------------------
 
@@ -499,11 +520,12 @@ class RoomserverDatabase:
         whose READ COMMITTED gives each statement its own snapshot anyway,
         statements outside a transaction: see ``Database.connect``)."""
         generation = self.db.write_generation
+        epoch = self._sole_epoch
         async with self.db.connect(autocommit=True) as conn:
             txn = Txn(conn, postgres=self._postgres)
             yield txn
         self._publish(txn.local)
-        if self.sole_writer and self.db.write_generation == generation:
+        if self.sole_writer and self.db.write_generation == generation and self._sole_epoch == epoch:
             # No write of this process overlapped the read: the rows it read
             # are the rooms' last committed ones.
             for record in txn.local.rooms.values():

@@ -53,3 +53,14 @@ def test_an_item_over_the_weight_alone_is_kept_until_the_next() -> None:
 def test_weight_needs_both_arguments() -> None:
     with pytest.raises(ValueError):
         LRUCache(10, max_weight=5)
+
+
+def test_clear_forgets_items_and_weight() -> None:
+    cache: LRUCache[str, list[int]] = LRUCache(100, max_weight=10, weigh=len)
+    cache.put("a", [0] * 4)
+    cache.put("b", [0] * 4)
+    cache.clear()
+    assert len(cache) == 0 and cache.total_weight == 0 and cache.get("a") is None
+    # The bound counts from nothing again.
+    cache.put("c", [0] * 9)
+    assert cache.get("c") is not None
