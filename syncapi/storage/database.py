@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.prebuilt import PostgresStatement, PrebuiltStatement
+from common.prebuilt import PrebuiltStatement
 from common.sqlite_connection import InlineDBAPI
 from common.storage import Database
 from matrixlib.events import Event
@@ -80,6 +80,17 @@ class NewEvent:
     txn_user_id: str | None = None
     txn_device_id: str | None = None
     txn_id: str | None = None
+
+
+class _Unread:
+    """A value not read yet (None is a value: no current entry)."""
+
+
+_UNREAD = _Unread()
+
+
+class _PushRulesFailed(Exception):
+    """The push rules failed inside the events' transaction (the cause is the failure)."""
 
 
 class MissedEntries(Exception):
@@ -459,6 +470,23 @@ class SyncDatabase:
     async def _write_room_events_with_push(
             self, writes: Sequence[RoomEventWrite], *, local_server: str, follows: str | None,
             push: PushRulesRun | None) -> tuple[list[Applied | None], list[StoredNotification]]:
+        try:
+            return await self._write_room_events_once(writes, local_server=local_server, follows=follows,
+                                                      push=push)
+        except _PushRulesFailed as failed:
+            # PostgreSQL: the failed statement aborted the transaction. The
+            # events are written again without the rules (a savepoint would
+            # cost two more round trips on every state change, for a failure
+            # that is a bug).
+            logger.warning("push rules not evaluated for %d events of %s", len(writes),
+                           writes[0].new.event.room_id, exc_info=failed.__cause__)
+            results, _ = await self._write_room_events_once(writes, local_server=local_server, follows=follows,
+                                                            push=None)
+            return results, []
+
+    async def _write_room_events_once(
+            self, writes: Sequence[RoomEventWrite], *, local_server: str, follows: str | None,
+            push: PushRulesRun | None) -> tuple[list[Applied | None], list[StoredNotification]]:
         async with self._db.transaction() as conn:
             results = await self._write_room_events(conn, writes, local_server=local_server, follows=follows)
             notifications: list[StoredNotification] = []
@@ -466,10 +494,12 @@ class SyncDatabase:
                     if applied is not None and not write.new.historical]
             if push is not None and live:
                 try:
-                    async with _push_savepoint(conn):
-                        notifications = list(await push(Reader(conn), live))
-                        await notifications_t.insert_notifications(conn, notifications)
-                except Exception:
+                    notifications = list(await push(Reader(conn), live))
+                    await notifications_t.insert_notifications(conn, notifications)
+                except Exception as error:
+                    if self._db.dialect_name != "sqlite":
+                        raise _PushRulesFailed() from error
+                    # On SQLite a failed statement leaves the transaction as it was.
                     logger.warning("push rules not evaluated for %d events of %s", len(live),
                                    live[0][0].room_id, exc_info=True)
                     notifications = []
@@ -484,9 +514,17 @@ class SyncDatabase:
         room_id = writes[0].new.event.room_id if writes else ""
         stored_last: str | None
         stored: dict[str, bool]
+        # A state event written alone (a join, a leave): the entry it replaces
+        # is read with the rest (see _write_room_event's ``previous``).
+        previous: StateEntry | _Unread | None = _UNREAD
+        alone = writes[0] if len(writes) == 1 else None
         if follows is not None and self._last_written.get(room_id) == follows and all(map(_is_plain, writes)):
             # Follows on from what this process wrote last (see _last_written).
             stored_last, stored = follows, {}
+        elif (alone is not None and alone.new.event.state_key is not None and not alone.new.historical
+              and len(event_ids) <= positions_t.LAST_AND_STORED_MAX_IDS):
+            stored_last, stored, previous = await positions_t.select_last_stored_and_current(
+                conn, room_id, event_ids, alone.new.event.type, alone.new.event.state_key)
         elif len(event_ids) <= positions_t.LAST_AND_STORED_MAX_IDS:
             stored_last, stored = await positions_t.select_last_and_stored(conn, room_id, event_ids)
         else:
@@ -500,7 +538,8 @@ class SyncDatabase:
             # The common case (a run of messages): a few statements for the whole run.
             results = list(await self._write_plain_events(conn, writes))
         else:
-            results = [await self._write_room_event(conn, write, local_server, stored) for write in writes]
+            results = [await self._write_room_event(conn, write, local_server, stored, previous=previous)
+                       for write in writes]
         # Only the last event written per room names the room's position.
         last: dict[str, RoomEventWrite] = {}
         for write, applied in zip(writes, results, strict=True):
@@ -536,7 +575,10 @@ class SyncDatabase:
                 for write, position in zip(writes, positions, strict=True)]
 
     async def _write_room_event(self, conn: AsyncConnection, write: RoomEventWrite,
-                                local_server: str, stored: dict[str, bool]) -> Applied | None:
+                                local_server: str, stored: dict[str, bool], *,
+                                previous: StateEntry | _Unread | None = _UNREAD) -> Applied | None:
+        """``previous``: the room's current entry for the event's state key,
+        when the caller read it in this transaction before any state change."""
         new = write.new
         adds_state_event_ids = write.adds_state_event_ids
         removes_state_event_ids = write.removes_state_event_ids
@@ -561,8 +603,13 @@ class SyncDatabase:
         own_key = (event.type, event.state_key) if (
             event.state_key is not None and event.event_id in adds_state_event_ids) else None
         other_adds = [a for a in adds_state_event_ids if a != event.event_id]
-        removed_entries = await state_t.select_current_entries_by_event_ids(
-            conn, room_id, list(removes_state_event_ids))
+        removed_entries: list[StateEntry]
+        if (not isinstance(previous, _Unread) and previous is not None
+                and list(removes_state_event_ids) == [previous.event_id]):
+            removed_entries = [previous]  # the entry it replaces, read already
+        else:
+            removed_entries = await state_t.select_current_entries_by_event_ids(
+                conn, room_id, list(removes_state_event_ids))
         own_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) == own_key]
         other_removes = [e.event_id for e in removed_entries if (e.type, e.state_key) != own_key]
         before_position: int | None = None
@@ -570,12 +617,13 @@ class SyncDatabase:
             before_position = await self._take_position(conn)
         position = await self._take_position(conn)
         unsigned: dict[str, Any] = {}
-        previous: StateEntry | None = None
-        if event.is_state() and not new.historical:
+        if not event.is_state() or new.historical:
+            previous = None
+        elif isinstance(previous, _Unread):
             previous = await state_t.select_current_entry(conn, room_id, event.type,
                                                           event.state_key or "")
-            if previous is not None and previous.event_id != event.event_id:
-                unsigned = await self._prev_unsigned(conn, previous.event_id)
+        if previous is not None and previous.event_id != event.event_id:
+            unsigned = await self._prev_unsigned(conn, previous.event_id)
         txn_ok = new.txn_id and new.txn_user_id == event.sender
         await events_t.insert_event(conn, _stored(
             event, position, state_only=False, historical=new.historical,
@@ -597,9 +645,11 @@ class SyncDatabase:
                 # The entry the event replaces was read above, unless other
                 # state changed since (then it is read again).
                 current = {own_key: previous} if own_key is not None and before_position is None else None
+                removing = ([e for e in removed_entries if e.event_id in own_removes]
+                            if before_position is None else None)
                 applied.memberships.update(await self._apply_state_delta(
                     conn, room_id, position, [event.event_id] if own_key else [], own_removes, known,
-                    current=current))
+                    current=current, removing=removing))
             applied.user_ids.update(applied.memberships)
             if event.type == MEMBER and event.state_key is not None:
                 applied.user_ids.add(event.state_key)
@@ -832,14 +882,18 @@ class SyncDatabase:
     async def _apply_state_delta(self, conn: AsyncConnection, room_id: str, position: int,
                                  adds: Sequence[str], removes: Sequence[str],
                                  known: dict[str, Event], *,
-                                 current: Mapping[tuple[str, str], StateEntry | None] | None = None
+                                 current: Mapping[tuple[str, str], StateEntry | None] | None = None,
+                                 removing: Sequence[StateEntry] | None = None,
                                  ) -> dict[str, str | None]:
         """Applies a state delta at ``position``; answers the memberships it
         changed (user -> new membership, None when the entry went away).
-        ``current``: current entries of keys the caller read already."""
+        ``current``: current entries of keys the caller read already;
+        ``removing``: the current entries of ``removes``, read already."""
         changed: dict[str, str | None] = {}
         removed_keys: set[tuple[str, str]] = set()
-        for entry in await state_t.select_current_entries_by_event_ids(conn, room_id, list(removes)):
+        if removing is None:
+            removing = await state_t.select_current_entries_by_event_ids(conn, room_id, list(removes))
+        for entry in removing:
             if entry.event_id not in adds:
                 await state_t.remove_entry(conn, entry, position)
                 removed_keys.add((entry.type, entry.state_key))
@@ -947,36 +1001,6 @@ class SyncDatabase:
             while len(self._filters) > FILTERS_KEPT:
                 self._filters.popitem(last=False)
         return found
-
-
-# The push rules' savepoint on asyncpg, as plain statements: SQLAlchemy's
-# begin_nested costs two trips through its per-statement machinery for every
-# state change (~0.2 ms of CPU), and nothing else in the transaction needs it
-# to know of the savepoint.
-_PUSH_SAVEPOINT = PostgresStatement("SAVEPOINT syncapi_push_rules", ())
-_PUSH_SAVEPOINT_RELEASE = PostgresStatement("RELEASE SAVEPOINT syncapi_push_rules", ())
-_PUSH_SAVEPOINT_ROLLBACK = PostgresStatement("ROLLBACK TO SAVEPOINT syncapi_push_rules", ())
-
-
-@asynccontextmanager
-async def _push_savepoint(conn: AsyncConnection) -> AsyncIterator[None]:
-    """What fails inside is undone, the transaction's earlier writes kept.
-    On SQLite a failed statement leaves the transaction as it was (nothing
-    to do); on PostgreSQL it would abort the transaction, hence a savepoint."""
-    if conn.dialect.name == "sqlite":
-        yield
-        return
-    if conn.dialect.driver != "asyncpg":
-        async with conn.begin_nested():
-            yield
-        return
-    await _PUSH_SAVEPOINT.rows(conn, {})
-    try:
-        yield
-    except BaseException:
-        await _PUSH_SAVEPOINT_ROLLBACK.rows(conn, {})
-        raise
-    await _PUSH_SAVEPOINT_RELEASE.rows(conn, {})
 
 
 async def _index_event(conn: AsyncConnection, event: Event, position: int, *, current: bool) -> None:

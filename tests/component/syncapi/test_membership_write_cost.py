@@ -28,23 +28,29 @@ async def statements_through_sqlalchemy(env: Env, new_event: Event) -> list[str]
     """The statements of the write path's tables that went through
     SQLAlchemy's ``Connection.execute`` while the sync API's output consumer
     applied the event's entry (besides its periodic read of the stream
-    positions), and the savepoints it took there."""
+    positions), and any savepoint it took."""
     through: list[str] = []
+
+    def savepoint(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            through.append(statement)  # two more round trips for every state change
 
     def record(conn: Any, clause: Any, *args: Any) -> None:
         sql = " ".join(str(clause).split())
         if sql.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
-            through.append(sql)  # the push rules' savepoint (plain statements on asyncpg)
+            through.append(sql)
         elif any(table in sql for table in WRITE_PATH_TABLES) and not sql.startswith(
                 "SELECT syncapi_stream_position.stream_name, syncapi_stream_position.position"):
             through.append(sql)
 
     engine = env.syncapi.database.database.engine.sync_engine
     event.listen(engine, "before_execute", record)
+    event.listen(engine, "before_cursor_execute", savepoint)
     try:
         await env.syncapi.consumer.handle_records(records_of([env.new_room_event(new_event)], new_event.room_id))
     finally:
         event.remove(engine, "before_execute", record)
+        event.remove(engine, "before_cursor_execute", savepoint)
     return through
 
 
@@ -100,10 +106,11 @@ async def test_membership_changes_bypass_sqlalchemy_with_the_same_effects(env: E
 
 @on_each_database
 async def test_push_rules_failing_in_the_database_keep_the_events(env: Env, monkeypatch: Any) -> None:
-    """The push rules run in the events' transaction, inside a savepoint: a
-    statement of theirs that fails (on PostgreSQL it would abort the whole
-    transaction) loses the notifications, not the events, and the room's
-    next entries are written as before."""
+    """The push rules run in the events' transaction, without a savepoint: a
+    statement of theirs that fails (on PostgreSQL it aborts the whole
+    transaction, which is then written again without them) loses the
+    notifications, not the events, and the room's next entries are written
+    as before."""
     room = TestRoom("12", creator=ALICE)
     room.join(BOB)
     await env.send_room(room)
@@ -139,3 +146,37 @@ async def test_push_rules_failing_in_the_database_keep_the_events(env: Env, monk
     # Alice's notification for Bob's message was lost with the failed rules; Carol's message notifies her.
     notified = (await env.get("/_matrix/client/v3/notifications", env.token(ALICE))).json()["notifications"]
     assert [n["event"]["event_id"] for n in notified] == [later.event_id]
+
+
+@on_each_database
+async def test_a_lone_state_event_reads_the_entry_it_replaces_with_the_rooms_last_event(env: Env) -> None:
+    """The room's last applied event, which of the entry's events are stored
+    and the current entry the state event replaces come in one statement:
+    no separate read of the current state (a join, a rejoin, a name change)."""
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    await env.send_room(room)
+    engine = env.syncapi.database.database.engine.sync_engine
+    for new_event in (room.join(CAROL), room.leave(CAROL), room.join(CAROL),
+                      room.build(MEMBER, {"membership": "join", "displayname": "C"}, sender=CAROL, state_key=CAROL)):
+        selects: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            sql = " ".join(statement.split())
+            if sql.startswith("SELECT"):
+                selects.append(sql)  # noqa: B023 (removed below, before the next event)
+
+        env.syncapi.database._last_written.clear()  # a run of messages need not read at all
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            await env.syncapi.consumer.handle_records(records_of([env.new_room_event(new_event)], room.room_id))
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        state_reads = [s for s in selects if "syncapi_current_room_state" in s]
+        assert len(state_reads) == 1 and "syncapi_room_positions" in state_reads[0], (new_event.content, state_reads)
+    body = await env.sync(env.token(BOB))
+    timeline = body["rooms"]["join"][room.room_id]["timeline"]["events"]
+    assert [e["content"].get("displayname") for e in timeline[-4:]] == [None, None, None, "C"]
+    # Each replaced the one before: prev_content as before the merge.
+    assert [e["unsigned"].get("prev_content", {}).get("membership") for e in timeline[-4:]] == [
+        None, "join", "leave", "join"]
