@@ -19,7 +19,9 @@ from common.config import Config
 from common.grpc_binding import insecure_channel
 from common.http import make_app, serve_app
 from common.log import Log
-from common.logs import open_log
+from common.logs import KafkaLog, open_log
+from common.logs.relay import add_log_relay, follow_relay
+from common.topics import ROOMSERVER_OUTPUT
 from homeserver.startup_gc import freeze_startup_objects
 from matrixlib.signing import read_signing_key_file
 
@@ -67,7 +69,11 @@ async def run_personality(config: Config, name: str) -> None:
             stack.push_async_callback(roomserver.close)
             tasks.create_task(roomserver.run(), name="roomserver")
             await roomserver.ready.wait()
-            server, port = await serve_roomserver(roomserver.api, config.address_of(name).grpc)
+            # The log relay: the sync API takes the room server's output
+            # as it is appended instead of waiting for a fetch.
+            kafka_log = log if isinstance(log, KafkaLog) else None
+            relay = [lambda server: add_log_relay(server, kafka_log)] if kafka_log is not None else []
+            server, port = await serve_roomserver(roomserver.api, config.address_of(name).grpc, also=relay)
             stack.push_async_callback(server.stop, 5)
         elif name == "userapi":
             from userapi.component import open_userapi
@@ -111,6 +117,10 @@ async def run_personality(config: Config, name: str) -> None:
                 # /messages backfills through the federation API.
                 syncapi.room_reads.federation = GrpcFederationAPIClient(sync_federation_channel)
             tasks.create_task(syncapi.run(), name="syncapi")
+            if isinstance(log, KafkaLog):
+                relay_channel = _channel(config, "roomserver")
+                stack.push_async_callback(relay_channel.close)
+                tasks.create_task(follow_relay(log, relay_channel, [ROOMSERVER_OUTPUT.name]), name="log relay")
             await syncapi.ready.wait()
             serving = await serve_app(make_app("myelin_syncapi", [syncapi.blueprint]),
                                       config.address_of(name).http)

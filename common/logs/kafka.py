@@ -19,7 +19,8 @@ member given a ``max_delay`` (``set_max_delay``, see
 ``common.log.PollingConsumer``). A record appended through a ``KafkaLog``
 reaches that log's own members without a fetch (see ``KafkaConsumer``): a
 process that reads its own topic (the room server's input) neither waits
-for nor polls the broker for it.
+for nor polls the broker for it. Records another process appended come the
+same way when it relays them (``common/logs/relay.py``; ``offer``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ class KafkaLog:
         self._known_topics: set[str] = set()
         self._topic_lock = asyncio.Lock()
         self._consumers: set[KafkaConsumer] = set()
+        # Called with each record this log appended, once the broker
+        # acknowledged it (the log relay: common/logs/relay.py).
+        self._append_listeners: set[Callable[[LogRecord], None]] = set()
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -185,9 +189,23 @@ class KafkaLog:
         await self._ensure_topics([topic])
         metadata = await self._producer.send_and_wait(topic, value, key=key)
         record = LogRecord(topic, metadata.partition, metadata.offset, key, value)
+        self.offer(record)
+        for listener in list(self._append_listeners):
+            listener(record)
+        return record
+
+    def offer(self, record: LogRecord) -> None:
+        """Hands a record the log holds (appended here, or relayed from the
+        process that appended it) to this log's members that read its topic;
+        each takes it when its position reaches it (see ``KafkaConsumer``)."""
         for member in self._consumers:
             member._offer_local(record)
-        return record
+
+    def listen_appends(self, listener: Callable[[LogRecord], None]) -> Callable[[], None]:
+        """Calls ``listener`` with every record appended through this log
+        from now on, once acknowledged; answers the function that stops it."""
+        self._append_listeners.add(listener)
+        return lambda: self._append_listeners.discard(listener)
 
     async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         """A member of ``group``; records appended through this log reach

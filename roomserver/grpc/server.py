@@ -3,6 +3,7 @@ implementation (the real one, or a fake in tests) as the Roomserver service."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -90,11 +91,15 @@ class RoomserverServicer(roomserver_pb2_grpc.RoomserverServicer):
         return await serve_call(self._impl.remove_room_alias, request, context)
 
 
-async def serve_grpc(api: RoomserverAPI, address: str) -> tuple[grpc.aio.Server, int]:
+async def serve_grpc(api: RoomserverAPI, address: str, *,
+                     also: Sequence[Callable[[grpc.aio.Server], None]] = ()) -> tuple[grpc.aio.Server, int]:
     """Starts a gRPC server for ``api`` on ``address`` ("host:port"; port 0
-    picks a free one) and answers (server, port). Stop it with ``server.stop``."""
+    picks a free one) and answers (server, port). Stop it with ``server.stop``.
+    ``also`` adds other services on the same port (the log relay)."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
     roomserver_pb2_grpc.add_RoomserverServicer_to_server(RoomserverServicer(api), server)
+    for add_service in also:
+        add_service(server)
     port = server.add_insecure_port(address)
     await server.start()
     return server, port
