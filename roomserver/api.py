@@ -22,6 +22,12 @@ class InputAPI(Protocol):
     async def input_room_events(self, req: pb.InputRoomEventsRequest) -> pb.InputRoomEventsResponse: ...
 
 
+class SendAPI(Protocol):
+    """A local user's event, built, signed and input by the room server."""
+
+    async def perform_send_event(self, req: pb.PerformSendEventRequest) -> pb.PerformSendEventResponse: ...
+
+
 class StateQueryAPI(Protocol):
     async def query_latest_events_and_state(
         self, req: pb.QueryLatestEventsAndStateRequest) -> pb.QueryLatestEventsAndStateResponse: ...
@@ -72,9 +78,10 @@ class AliasAPI(Protocol):
     async def remove_room_alias(self, req: pb.RemoveRoomAliasRequest) -> pb.RemoveRoomAliasResponse: ...
 
 
-class ClientRoomserverAPI(InputAPI, StateQueryAPI, MembershipQueryAPI, AliasAPI, Protocol):
-    """What the client API calls: build events from current state, input them;
-    the room alias directory."""
+class ClientRoomserverAPI(InputAPI, SendAPI, StateQueryAPI, MembershipQueryAPI, AliasAPI, Protocol):
+    """What the client API calls: have the room server send a user's event,
+    or build events from current state and input them; the room alias
+    directory."""
 
 
 class SyncRoomserverAPI(StateQueryAPI, MembershipQueryAPI, VisibilityQueryAPI, Protocol):

@@ -34,6 +34,7 @@ from roomserver.internal.input.consumer import CONSUMER_GROUP, consume_input
 from roomserver.internal.input.inputer import Inputer
 from roomserver.internal.input.processor import InputProcessor
 from roomserver.internal.perform_aliases import Aliases
+from roomserver.internal.perform_send import LocalEventSender
 from roomserver.internal.query.queries import Queries
 from roomserver.storage.database import RoomserverDatabase
 from roomserver.storage.writer_registration import WriterRegistration
@@ -50,13 +51,18 @@ POSTGRES_INPUT_CONCURRENCY = 8
 class RoomserverImpl(Queries):
     """The in-process binding: implements ``roomserver.api.RoomserverAPI``."""
 
-    def __init__(self, db: RoomserverDatabase, inputer: Inputer) -> None:
+    def __init__(self, db: RoomserverDatabase, inputer: Inputer, server_name: str,
+                 signing_key: SigningKey) -> None:
         super().__init__(db)
         self._inputer = inputer
         self._aliases = Aliases(db)
+        self._sender = LocalEventSender(self, inputer, server_name, signing_key)
 
     async def input_room_events(self, req: pb.InputRoomEventsRequest) -> pb.InputRoomEventsResponse:
         return await self._inputer.input_room_events(req)
+
+    async def perform_send_event(self, req: pb.PerformSendEventRequest) -> pb.PerformSendEventResponse:
+        return await self._sender.perform_send_event(req)
 
     async def set_room_alias(self, req: pb.SetRoomAliasRequest) -> pb.SetRoomAliasResponse:
         return await self._aliases.set_room_alias(req)
@@ -82,7 +88,7 @@ class Roomserver:
         self.storage = RoomserverDatabase(database)
         self.processor = InputProcessor(self.storage, log, server_name)
         self.inputer = Inputer(self.storage, log, config.input_timeout_seconds)
-        self.api = RoomserverImpl(self.storage, self.inputer)
+        self.api = RoomserverImpl(self.storage, self.inputer, server_name, signing_key)
         self.ready = asyncio.Event()
         # The input consumer group; every instance of the room server shares it.
         self.input_group = CONSUMER_GROUP

@@ -129,14 +129,10 @@ class Services:
         return self._txn_locks.hold(key)
 
     def transaction_done(self, key: tuple[str, str, str, str], event_id: str) -> None:
-        """Remembers the answer, and marks the row done (dropping the event
-        JSON kept for retries) off the request's path: if that write is
-        lost, a retry re-inputs the stored event, which is harmless."""
+        """Remembers the answer, so a retry to this process is answered at once."""
         self.completed_transactions[key] = event_id
         while len(self.completed_transactions) > RECENT_TRANSACTIONS:
             self.completed_transactions.popitem(last=False)
-        # Only noted here (no task per send): written later, together.
-        self.database.note_transaction_done(*key)
 
     async def close(self) -> None:
         """Waits for the background writes."""
@@ -163,11 +159,16 @@ class Services:
         ])
         answer = await self.roomserver.input_room_events(request)
         for result in answer.results:
-            outcome = result.outcome
-            if outcome in (rs_pb.INPUT_OUTCOME_ACCEPTED, rs_pb.INPUT_OUTCOME_DUPLICATE):
-                continue
-            if outcome in (rs_pb.INPUT_OUTCOME_REJECTED, rs_pb.INPUT_OUTCOME_SOFT_FAILED):
-                raise errors.Forbidden(result.reason or "The event was not allowed")
-            if outcome == rs_pb.INPUT_OUTCOME_INVALID:
-                raise errors.BadJSON(result.reason or "The event was invalid")
-            raise errors.MatrixError(f"the room server gave no outcome for {result.event_id}")
+            check_input_outcome(result.outcome, result.reason, result.event_id)
+
+
+def check_input_outcome(outcome: int, reason: str, event_id: str) -> None:
+    """The room server's verdict on an event as the client's error: REJECTED
+    (or soft-failed) is 403 M_FORBIDDEN, INVALID 400 M_BAD_JSON."""
+    if outcome in (rs_pb.INPUT_OUTCOME_ACCEPTED, rs_pb.INPUT_OUTCOME_DUPLICATE):
+        return
+    if outcome in (rs_pb.INPUT_OUTCOME_REJECTED, rs_pb.INPUT_OUTCOME_SOFT_FAILED):
+        raise errors.Forbidden(reason or "The event was not allowed")
+    if outcome == rs_pb.INPUT_OUTCOME_INVALID:
+        raise errors.BadJSON(reason or "The event was invalid")
+    raise errors.MatrixError(f"the room server gave no outcome for {event_id}")

@@ -11,9 +11,12 @@ so /sync can echo ``unsigned.transaction_id``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from myelin.roomserver.v1 import events_pb2
+from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -21,13 +24,12 @@ from sanic.response import HTTPResponse
 from clientapi.internal import params
 from clientapi.internal.aliases import check_canonical_alias
 from clientapi.internal.guests import guests_may_join, remove_guests
-from clientapi.internal.services import Services
+from clientapi.internal.services import Services, check_input_outcome
 from clientapi.routing import client_route
 from common import errors
 from common.eventbuilder import MAX_PDU_BYTES, build_local_event
 from common.http import json_response, parse_json_body
 from matrixlib.events import CANONICAL_ALIAS, GUEST_ACCESS, REDACTION, Event
-from matrixlib.room_versions import get_room_version
 
 
 def _content_of(request: Request) -> dict[str, Any]:
@@ -59,38 +61,43 @@ async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str,
     """Sends the event unless this device already sent one with this
     transaction ID on this endpoint; either way answers its event ID.
 
-    The event is recorded before it is input. If the input call fails (the
-    room server restarting, a timeout) the event may still be on the input
-    log, so a retry inputs the same event again (the room server is
-    idempotent by event ID) rather than building a second one. Retries are
-    rare, so the event is built before the transaction is looked up: the
-    common case then costs one write transaction."""
-    db = services.database
+    The room server builds the event on the room's current state, inputs it
+    and keeps which event the transaction produced, written with the event
+    (``PerformSendEvent``): a retry (after a timeout, after either process
+    restarted, or at the same time as the first request through another
+    client API) is answered with the first event. Requests of this process
+    that reuse an ID wait for each other, and recent answers are kept here."""
     key = (device.user_id, device.device_id, endpoint, txn_id)
-    txn = events_pb2.TransactionID(user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id)
     async with services.transaction_lock(*key):
         recent = services.completed_transactions.get(key)
         if recent is not None:
             return recent
         services.send_limiter.check(device.user_id)
-        event = await _build(services, room_id=room_id, sender=device.user_id, type=type, content=content,
-                             state_key=None, redacts=redacts)
-        earlier = await db.claim_transaction(*key, event.event_id, event.room_version.identifier,
-                                             event.to_json().decode("utf-8"))
-        if earlier is not None:
-            if not earlier.pending:
-                return earlier.event_id
-            if earlier.event_json and earlier.room_version:
-                event = Event.from_json(earlier.event_json, get_room_version(earlier.room_version),
-                                        earlier.event_id)
+        if not room_id.startswith("!"):
+            raise errors.InvalidParam(f"not a room ID: {room_id!r}")
+        if type == REDACTION and redacts is None:
+            found = content.get("redacts")
+            redacts = found if isinstance(found, str) else None
+        request = rs_pb.PerformSendEventRequest(
+            room_id=room_id, sender=device.user_id, event_type=type, content_json=_json_bytes(content),
+            redacts=redacts or "", transaction_id=events_pb2.TransactionID(
+                user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id, scope=endpoint))
         try:
-            await services.input_events([event], txn=txn)
-        except (errors.Forbidden, errors.BadJSON):
-            # Refused for good: a retry may build a new event against newer state.
-            await db.forget_transaction(*key)
-            raise
-        services.transaction_done(key, event.event_id)
-        return event.event_id
+            answer = await services.roomserver.perform_send_event(request)
+        except errors.NotFound:
+            # Do not tell outsiders which rooms exist.
+            raise errors.Forbidden(f"{device.user_id} is not in room {room_id}") from None
+        check_input_outcome(answer.outcome, answer.reason, answer.event_id)
+        services.transaction_done(key, answer.event_id)
+        return answer.event_id
+
+
+def _json_bytes(content: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(content)
+    except TypeError:
+        # An integer past 64 bits (the room server answers M_BAD_JSON).
+        return json.dumps(content, ensure_ascii=False).encode("utf-8")
 
 
 def add_routes(blueprint: Blueprint, services: Services) -> None:

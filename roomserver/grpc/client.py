@@ -30,6 +30,9 @@ class GrpcRoomserverClient:
     async def input_room_events(self, req: pb.InputRoomEventsRequest) -> pb.InputRoomEventsResponse:
         return await call_remote(self._stub.InputRoomEvents, req)
 
+    async def perform_send_event(self, req: pb.PerformSendEventRequest) -> pb.PerformSendEventResponse:
+        return await call_remote(self._stub.PerformSendEvent, req)
+
     async def query_latest_events_and_state(
             self, req: pb.QueryLatestEventsAndStateRequest) -> pb.QueryLatestEventsAndStateResponse:
         return await call_remote(self._stub.QueryLatestEventsAndState, req)

@@ -22,6 +22,10 @@ class RoomserverServicer(roomserver_pb2_grpc.RoomserverServicer):
                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.InputRoomEventsResponse:
         return await serve_call(self._impl.input_room_events, request, context)
 
+    async def PerformSendEvent(self, request: pb.PerformSendEventRequest,
+                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.PerformSendEventResponse:
+        return await serve_call(self._impl.perform_send_event, request, context)
+
     async def QueryLatestEventsAndState(self, request: pb.QueryLatestEventsAndStateRequest,
                                         context: grpc.aio.ServicerContext[Any, Any]
                                         ) -> pb.QueryLatestEventsAndStateResponse:

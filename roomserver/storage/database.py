@@ -64,11 +64,14 @@ from roomserver.storage.tables.state import (
     state_entries,
     state_snapshots,
 )
+from roomserver.storage.tables.transactions import KEY_COLUMNS, transactions
 
 _R = TypeVar("_R", "EventRecord", "RoomRecord")
 
 #: A state map in numeric form: (type NID, state key NID) -> event NID.
 StateMap = dict[tuple[int, int], int]
+#: A local client's transaction: (room ID, user ID, device ID, scope, transaction ID).
+TransactionKey = tuple[str, str, str, str, str]
 
 #: A new full snapshot is written after ``max_delta_depth(len(state))`` deltas:
 #: at least MIN_DELTA_DEPTH, at most MAX_DELTA_DEPTH, and about one delta per
@@ -162,6 +165,9 @@ _INSERT_HELD: dict[Table, PrebuiltStatement] = {
     auth_events: PrebuiltStatement(auth_events.insert(), ("event_nid", "auth_event_nid")),
 }
 _INSERT_OUTBOX = PrebuiltStatement(output_outbox.insert(), ("room_nid", "event_nid", "payload"))
+_INSERT_TRANSACTIONS = PrebuiltStatement(transactions.insert(), (*KEY_COLUMNS, "event_id", "added_ms"))
+_TRANSACTION_OF = PrebuiltStatement(select(transactions.c.event_id).where(
+    *(transactions.c[column] == bindparam(column) for column in KEY_COLUMNS)))
 # The two reads of every input batch (``prefetch``).
 _EVENTS_BY_ID_PREBUILT = PrebuiltStatement(_EVENTS_BY_ID)
 _NAMED_BY_PREBUILT = PrebuiltStatement(_NAMED_BY)
@@ -212,6 +218,10 @@ class TxnCache:
     records: dict[int, EventRecord] = field(default_factory=dict)
     record_nids: dict[str, int] = field(default_factory=dict)
     absent_ids: set[str] = field(default_factory=set)
+    # Transaction keys read or written in this transaction, and the event
+    # each produced (None: none yet). Only this transaction writes its
+    # rooms' events, so none goes stale before it ends.
+    transactions: dict[TransactionKey, str | None] = field(default_factory=dict)
 
     def learn_record(self, record: EventRecord) -> None:
         self.records[record.event_nid] = _clone(record)
@@ -252,6 +262,8 @@ class Txn:
     postgres: bool = False
     reserved_nids: list[int] = field(default_factory=list)
     held_events: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Rows of roomserver_transactions not yet inserted.
+    held_transactions: list[dict[str, Any]] = field(default_factory=list)
 
     def hold(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
         self.held_rows.setdefault(table, []).extend(rows)
@@ -262,6 +274,9 @@ class Txn:
             await self._write_held_postgres(with_outbox=False)
             return
         await self._flush_held()
+        if self.held_transactions:
+            held_transactions, self.held_transactions = self.held_transactions, []
+            await _INSERT_TRANSACTIONS.execute_many(self.conn, held_transactions)
         dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
         for record in self.local.rooms.values():
             if record.room_nid in dirty:
@@ -291,8 +306,9 @@ class Txn:
         dirty, self.local.dirty_rooms = self.local.dirty_rooms, set()
         changed = [record for record in self.local.rooms.values() if record.room_nid in dirty]
         held, self.held_events = list(self.held_events.values()), {}
+        held_transactions, self.held_transactions = self.held_transactions, []
         outbox = self.outbox if with_outbox else []
-        if not changed and not outbox and not held:
+        if not changed and not outbox and not held and not held_transactions:
             return
         # The events' columns by their names; the other arrays' names differ.
         params: dict[str, Any] = {column: [row[column] for row in held]
@@ -311,6 +327,8 @@ class Txn:
             "forward_extremities": [json.dumps(sorted(r.forward_extremities)) for r in changed],
             "last_sent_event_ids": [r.last_sent_event_id for r in changed],
             "last_stream_positions": [r.last_stream_position for r in changed]})
+        params.update({f"txn_{column}s": [row[column] for row in held_transactions]
+                       for column in (*KEY_COLUMNS, "event_id", "added_ms")})
         await _WRITE_HELD_PG.rows(self.conn, params)
 
     @asynccontextmanager
@@ -327,6 +345,7 @@ class Txn:
             self.local = TxnCache()
             self.held_rows = {}
             self.held_events = {}
+            self.held_transactions = []
             del self.outbox[outbox_before:]
             raise
 
@@ -943,7 +962,8 @@ class RoomserverDatabase:
         return result
 
     async def prefetch(self, txn: Txn, event_ids: Collection[str], related_ids: Collection[str] = (),
-                       room_ids: Collection[str] = ()) -> None:
+                       room_ids: Collection[str] = (), transaction_keys: Collection[TransactionKey] = ()
+                       ) -> None:
         """Reads, for a batch of input about to be processed, what each event
         will ask about itself (``children_of``, ``pending_redactions_of``) in
         two statements for all; kept up to date by this transaction's writes.
@@ -951,7 +971,8 @@ class RoomserverDatabase:
         as auth and prev events) are read in one more statement, so checking
         each event reads nothing more. On PostgreSQL, one statement reads all
         that and the rows of the rooms ``room_ids`` (what ``room_by_id`` then
-        answers in this transaction)."""
+        answers in this transaction) and the events the transactions
+        ``transaction_keys`` produced (what ``transaction_event`` answers)."""
         wanted = set(event_ids) - txn.local.prefetched
         if not wanted:
             return
@@ -959,7 +980,7 @@ class RoomserverDatabase:
         children: dict[str, list[int]] = {e: [] for e in wanted}
         waiting: dict[str, list[int]] = {e: [] for e in wanted}
         if txn.postgres:
-            await self._prefetch_postgres(txn, wanted, related_ids, room_ids, children, waiting)
+            await self._prefetch_postgres(txn, wanted, related_ids, room_ids, transaction_keys, children, waiting)
             return
         for chunk in _chunks(wanted):
             for named, by, kind in await _NAMED_BY_PREBUILT.rows(txn.conn, {"ids": chunk}):
@@ -971,16 +992,21 @@ class RoomserverDatabase:
         txn.local.absent_ids |= wanted - found.keys()
 
     async def _prefetch_postgres(self, txn: Txn, wanted: set[str], related_ids: Collection[str],
-                                 room_ids: Collection[str], children: dict[str, list[int]],
-                                 waiting: dict[str, list[int]]) -> None:
+                                 room_ids: Collection[str], transaction_keys: Collection[TransactionKey],
+                                 children: dict[str, list[int]], waiting: dict[str, list[int]]) -> None:
         local = txn.local
+        keys_wanted = [key for key in transaction_keys if key not in local.transactions]
         records_wanted = [e for e in wanted | set(related_ids)
                           if e not in local.record_nids and e not in local.absent_ids]
         rooms_wanted = [r for r in room_ids if r not in local.rooms]
         found = await _PREFETCH_PG.rows(txn.conn, {
             "named_ids": list(wanted), "event_ids": records_wanted, "room_ids": rooms_wanted,
-            "nid_count": len(wanted)})
-        named_rows, event_rows, room_rows, reserved = found[0]
+            "nid_count": len(wanted),
+            **{f"txn_{column}s": [key[i] for key in keys_wanted] for i, column in enumerate(KEY_COLUMNS)}})
+        named_rows, event_rows, room_rows, reserved, transaction_rows = found[0]
+        local.transactions.update(dict.fromkeys(keys_wanted))
+        for *key, event_id in transaction_rows:
+            local.transactions[(key[0], key[1], key[2], key[3], key[4])] = event_id
         # Popped from the end: the first event gets the lowest.
         txn.reserved_nids[:0] = sorted(reserved, reverse=True)
         for named, by, kind in named_rows:
@@ -994,6 +1020,31 @@ class RoomserverDatabase:
             record = _room_record_of_tuple(row)
             local.rooms[record.room_id] = _copy_room(record)
         local.absent_ids |= {e for e in wanted if e not in local.record_nids}
+
+    async def transaction_event(self, txn: Txn, key: TransactionKey) -> str | None:
+        """The event the transaction ``key`` produced, if any (read once per
+        write transaction; ``prefetch`` reads the batch's keys together on
+        PostgreSQL)."""
+        if key in txn.local.transactions:
+            return txn.local.transactions[key]
+        await txn.flush()
+        rows = await _TRANSACTION_OF.rows(txn.conn, dict(zip(KEY_COLUMNS, key, strict=True)))
+        event_id: str | None = rows[0][0] if rows else None
+        txn.local.transactions[key] = event_id
+        return event_id
+
+    def record_transaction(self, txn: Txn, key: TransactionKey, event_id: str) -> None:
+        """Records that the transaction ``key`` produced ``event_id`` (an
+        accepted event of this transaction), written with the event."""
+        txn.local.transactions[key] = event_id
+        txn.held_transactions.append({**dict(zip(KEY_COLUMNS, key, strict=True)), "event_id": event_id,
+                                      "added_ms": int(time.time() * 1000)})
+
+    async def forget_old_transactions(self, before_ms: int) -> int:
+        """Deletes the transactions recorded before ``before_ms``; answers how many."""
+        async with self.db.transaction() as conn:
+            result = await conn.execute(delete(transactions).where(transactions.c.added_ms < before_ms))
+        return int(result.rowcount or 0)
 
     def _note_children(self, txn: Txn, event_nid: int, prev_event_ids: Iterable[str]) -> None:
         for prev in prev_event_ids:

@@ -18,6 +18,9 @@ from common import errors
 from matrixlib.auth_rules import AuthError, check_auth_rules
 from matrixlib.events import CREATE, MEMBER, Event, EventFormatError, StateKey
 from matrixlib.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from matrixlib.signing import generate_signing_key
+from roomserver.internal.input.processor import transaction_key
+from roomserver.internal.perform_send import LocalEventSender
 
 
 @dataclass
@@ -49,6 +52,17 @@ class FakeRoomserver:
         self.query_calls = 0
         # alias -> (room ID, creator)
         self.aliases: dict[str, tuple[str, str]] = {}
+        # The event each local transaction produced (as the room server keeps them).
+        self.transactions: dict[tuple[str, str, str, str, str], str] = {}
+        self.send_calls = 0
+        self._signing_key = generate_signing_key("fake")
+
+    async def perform_send_event(self, req: pb.PerformSendEventRequest) -> pb.PerformSendEventResponse:
+        """The room server's own code, on this fake's state and input (any
+        sender's server counts as this one)."""
+        self.send_calls += 1
+        sender = LocalEventSender(self, self, req.sender.partition(":")[2], self._signing_key)
+        return await sender.perform_send_event(req)
 
     # -- input ------------------------------------------------------------------
 
@@ -81,6 +95,10 @@ class FakeRoomserver:
                                        reason=f"unknown room {room_id}")
         if event.event_id in room.events:
             return pb.InputEventResult(event_id=event.event_id, outcome=pb.INPUT_OUTCOME_DUPLICATE)
+        key = transaction_key(room_id, entry)
+        if key is not None and key in self.transactions:
+            return pb.InputEventResult(event_id=event.event_id, outcome=pb.INPUT_OUTCOME_DUPLICATE,
+                                       transaction_event_id=self.transactions[key])
         auth_state = {key: room.events[event_id] for key, event_id in room.state.items()}
         try:
             check_auth_rules(event, auth_state)
@@ -93,6 +111,8 @@ class FakeRoomserver:
             room.state[event.state_tuple] = event.event_id
         room.latest = [event.event_id]
         room.depth = max(room.depth, event.depth)
+        if key is not None:
+            self.transactions[key] = event.event_id
         return pb.InputEventResult(event_id=event.event_id, outcome=pb.INPUT_OUTCOME_ACCEPTED)
 
     # -- state queries ------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ from roomserver.storage.database import (
     RoomRecord,
     RoomserverDatabase,
     StateMap,
+    TransactionKey,
     Txn,
 )
 
@@ -91,6 +93,12 @@ OUTLIER = input_log_pb2.INPUT_KIND_OUTLIER
 OLD = input_log_pb2.INPUT_KIND_OLD
 
 AVATAR = "m.room.avatar"
+
+#: How long a client's transaction ID keeps answering its event: clients
+#: retry within seconds or minutes. Older ones are deleted about hourly,
+#: when output was sent.
+TRANSACTION_TTL_MS = 24 * 60 * 60 * 1000
+FORGET_TRANSACTIONS_EVERY_SECONDS = 3600.0
 
 #: Entries of at least this many outliers are stored in bulk.
 OUTLIER_BATCH_MIN = 8
@@ -131,6 +139,17 @@ def duplicate_reason(record: EventRecord) -> str:
     if record.is_soft_failed:
         return "already processed: soft-failed"
     return ""
+
+
+def transaction_key(room_id: str, input_event: input_log_pb2.InputRoomEvent) -> TransactionKey | None:
+    """The local client's transaction a NEW event was sent in, if any: the
+    room keeps one accepted event per transaction."""
+    if (input_event.kind or NEW) != NEW or not input_event.HasField("transaction_id"):
+        return None
+    txn = input_event.transaction_id
+    if not txn.transaction_id:
+        return None
+    return (room_id, txn.user_id, txn.device_id, txn.scope, txn.transaction_id)
 
 
 def _referenced_event_ids(inputs: Sequence[input_log_pb2.InputRoomEvent]) -> set[str]:
@@ -209,6 +228,7 @@ class InputProcessor:
         # deleted (see ``_send``).
         self._sent_unmarked: set[int] = set()
         self._forget_task: asyncio.Task[None] | None = None
+        self._transactions_forgotten_at = float("-inf")
 
     # -- entries ---------------------------------------------------------------
 
@@ -257,9 +277,12 @@ class InputProcessor:
             forgotten = await self._forget_sent(txn) if len(self._sent_unmarked) >= FORGET_WITH_INPUT_AT \
                 else set()
             inputs = [e for entry in entries if not isinstance(entry, str) for e in entry.events]
+            transaction_keys = {key for entry in entries if not isinstance(entry, str) for e in entry.events
+                                if (key := transaction_key(entry.room_id, e)) is not None}
             await self._db.prefetch(txn, [e.event.event_id for e in inputs if e.event.event_id],
                                     _referenced_event_ids(inputs) | self._extremity_ids(entries),
-                                    {entry.room_id for entry in entries if not isinstance(entry, str)})
+                                    {entry.room_id for entry in entries if not isinstance(entry, str)},
+                                    transaction_keys)
             for value, parsed in zip(values, entries, strict=True):
                 if isinstance(parsed, str):
                     logger.warning("input record skipped: %s", parsed)
@@ -558,6 +581,19 @@ class InputProcessor:
             result = pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE,
                                          reason=duplicate_reason(existing))
             return result, (None if existing.sent_to_output else _Unsent(existing.event_nid, room_id, None))
+        key = transaction_key(room_id, input_event)
+        if key is not None:
+            earlier = await self._db.transaction_event(txn, key)
+            if earlier is not None:
+                # A retransmission (a client's retry, the same request twice
+                # at once): the transaction's first accepted event stands.
+                return pb.InputEventResult(event_id=event.event_id, outcome=DUPLICATE,
+                                           reason=f"transaction {key[4]!r} already sent {earlier}",
+                                           transaction_event_id=earlier), None
+            result, unsent = await self._store_new(txn, event, input_event, kind, existing, known)
+            if result.outcome == ACCEPTED:
+                self._db.record_transaction(txn, key, event.event_id)
+            return result, unsent
         if existing is None and kind == OUTLIER and self._is_invite_from_elsewhere(event):
             room = await self._db.room_by_id(txn, event.room_id)
             if room is None or room.state_snapshot_nid is None or any(
@@ -1189,6 +1225,13 @@ class InputProcessor:
             await self.forget_sent()
         except Exception:
             logger.warning("could not forget sent output; the next input transaction will", exc_info=True)
+        now = time.monotonic()
+        if now - self._transactions_forgotten_at >= FORGET_TRANSACTIONS_EVERY_SECONDS:
+            self._transactions_forgotten_at = now
+            try:
+                await self._db.forget_old_transactions(int(time.time() * 1000) - TRANSACTION_TTL_MS)
+            except Exception:
+                logger.warning("could not delete old transaction IDs; will try again later", exc_info=True)
 
     async def forget_sent(self) -> None:
         """Deletes the outbox rows of output already appended and marks their

@@ -122,7 +122,9 @@ def _prefetch_pg() -> str:
     # Imported here: the other tables' modules are siblings of this one.
     from roomserver.storage.tables.redactions import pending_redactions
     from roomserver.storage.tables.rooms import rooms
+    from roomserver.storage.tables.transactions import KEY_COLUMNS, transactions
 
+    key_columns = ", ".join(f"t.{c}" for c in KEY_COLUMNS)
     event_columns = ", ".join(f"e.{c.name}" for c in events.columns)
     room_columns = ", ".join(f"r.{c.name}" for c in rooms.columns)
     return f"""
@@ -139,7 +141,10 @@ SELECT
                                 WHERE x.room_id = ANY($3::TEXT[]))),
     ARRAY(SELECT ROW({room_columns}) FROM {rooms.name} AS r WHERE r.room_id = ANY($3::TEXT[])),
     ARRAY(SELECT nextval(pg_get_serial_sequence('{events.name}', 'event_nid'))
-          FROM generate_series(1, $4::INTEGER))
+          FROM generate_series(1, $4::INTEGER)),
+    ARRAY(SELECT ROW({key_columns}, t.event_id) FROM {transactions.name} AS t
+          WHERE ({key_columns}) IN (SELECT * FROM unnest($5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[],
+                                                          $9::TEXT[])))
 """
 
 
@@ -151,14 +156,18 @@ SELECT
 #: event that forks the room, as concurrent sends do, reads next); the rows
 #: of the rooms ``$3`` (the rooms table's columns in order); ``$4`` new
 #: event NIDs, reserved for the batch's events (their rows are then written
-#: at the end, together: ``WRITE_HELD_PG``).
+#: at the end, together: ``WRITE_HELD_PG``); the rows of
+#: ``roomserver_transactions`` whose keys are ``$5``-``$9`` (the key's
+#: columns, an array each), as (key columns..., event ID).
 PREFETCH_PG = _prefetch_pg()
-PREFETCH_PG_NAMES = ("named_ids", "event_ids", "room_ids", "nid_count")
+PREFETCH_PG_NAMES = ("named_ids", "event_ids", "room_ids", "nid_count", "txn_room_ids", "txn_user_ids",
+                     "txn_device_ids", "txn_scopes", "txn_txn_ids")
 
 
 def _write_held_pg() -> str:
     from roomserver.storage.tables.outbox import output_outbox
     from roomserver.storage.tables.rooms import rooms
+    from roomserver.storage.tables.transactions import KEY_COLUMNS, transactions
 
     columns = ("event_nid", *NEW_EVENT_COLUMNS)
     types = ("BIGINT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BOOLEAN", "BOOLEAN", "BOOLEAN", "TEXT",
@@ -178,6 +187,10 @@ WITH new_events AS (
     SELECT o.room_nid, o.event_nid, o.payload
     FROM unnest($20::BIGINT[], $21::BIGINT[], $22::BYTEA[]) WITH ORDINALITY AS o(room_nid, event_nid, payload, n)
     ORDER BY o.n
+), transaction_rows AS (
+    INSERT INTO {transactions.name} ({", ".join(KEY_COLUMNS)}, event_id, added_ms)
+    SELECT * FROM unnest($29::TEXT[], $30::TEXT[], $31::TEXT[], $32::TEXT[], $33::TEXT[], $34::TEXT[],
+                         $35::BIGINT[])
 )
 UPDATE {rooms.name} AS r
 SET create_event_nid = u.create_event_nid, state_snapshot_nid = u.state_snapshot_nid,
@@ -197,10 +210,12 @@ WHERE r.room_nid = u.room_nid
 #: changed. Every part is arrays, any of them may be empty. Parameters: the
 #: events' columns (``event_nid``, NEW_EVENT_COLUMNS, ``event_json``: an array each),
 #: the prev edges (``prev_event_nids``, ``prev_event_ids``), the auth edges
-#: (``auth_event_nids``, ``auth_nids``), the outbox rows' columns, the rooms'.
+#: (``auth_event_nids``, ``auth_nids``), the outbox rows' columns, the rooms',
+#: the ``roomserver_transactions`` rows' (``txn_<column>s``).
 WRITE_HELD_PG = _write_held_pg()
 WRITE_HELD_PG_NAMES = (
     "event_nid", *NEW_EVENT_COLUMNS, "event_json", "prev_event_nids", "prev_event_ids",
     "auth_event_nids", "auth_nids", "outbox_room_nids", "outbox_event_nids", "outbox_payloads", "room_nids",
     "create_event_nids", "state_snapshot_nids", "forward_extremities", "last_sent_event_ids",
-    "last_stream_positions")
+    "last_stream_positions", "txn_room_ids", "txn_user_ids", "txn_device_ids", "txn_scopes", "txn_txn_ids",
+    "txn_event_ids", "txn_added_mss")

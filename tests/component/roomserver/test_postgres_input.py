@@ -75,10 +75,13 @@ async def test_a_message_is_two_statements(on_postgres: Running) -> None:
     assert len(writes) == 2, "\n".join(statements)
     assert writes[0].startswith("SELECT ARRAY(")
     assert writes[1].startswith("WITH new_events AS ( INSERT INTO roomserver_events")
-    # A batch of several: the same two (the rows of all written together).
+    # A batch of several: the same two (the rows of all written together,
+    # with their transaction IDs, which the first statement looked up).
     batch = [room.message(ALICE, f"batch {i}") for i in range(3)]
     with counting_statements(on_postgres) as statements:
-        assert await send(on_postgres, batch, transaction_id=(ALICE, "D", "b")) == [pb.INPUT_OUTCOME_ACCEPTED] * 3
+        response = await on_postgres.component.api.input_room_events(pb.InputRoomEventsRequest(
+            events=[input_event(e, transaction_id=(ALICE, "D", f"b{i}")) for i, e in enumerate(batch)], wait=True))
+        assert [r.outcome for r in response.results] == [pb.INPUT_OUTCOME_ACCEPTED] * 3
     writes = [s for s in statements if not s.startswith(("DELETE FROM roomserver_output_outbox",
                                                           "UPDATE roomserver_events SET sent_to_output"))]
     assert len(writes) == 2, "\n".join(statements)
@@ -149,3 +152,23 @@ async def test_unsent_output_is_sent_in_order_later(on_postgres: Running, monkey
             if o.HasField("new_room_event")]
     assert sent[-5:] == [m.event_id for m in messages]
     assert await processor.send_pending() == 0
+
+
+async def test_a_repeated_transaction_is_found_by_the_first_read(on_postgres: Running) -> None:
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
+    first = room.message(BOB, "once")
+    assert await send(on_postgres, [first], transaction_id=(BOB, "D", "t1")) == [pb.INPUT_OUTCOME_ACCEPTED]
+    retry = room.message(BOB, "once, built again")
+    with counting_statements(on_postgres) as statements:
+        response = await on_postgres.component.api.input_room_events(pb.InputRoomEventsRequest(
+            events=[input_event(retry, transaction_id=(BOB, "D", "t1"))], wait=True))
+    [result] = response.results
+    assert (result.outcome, result.transaction_event_id) == (pb.INPUT_OUTCOME_DUPLICATE, first.event_id)
+    # The prefetch answered it; nothing was written.
+    reads = [s for s in statements if not s.startswith(("DELETE FROM roomserver_output_outbox",
+                                                         "UPDATE roomserver_events SET sent_to_output"))]
+    assert len(reads) == 1 and reads[0].startswith("SELECT ARRAY("), "\n".join(statements)
+    found = await on_postgres.component.api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[retry.event_id]))
+    assert list(found.events) == []

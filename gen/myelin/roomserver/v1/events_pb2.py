@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!myelin/roomserver/v1/events.proto\x12\x14myelin.roomserver.v1\"A\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x14\n\x0croom_version\x18\x02 \x01(\t\x12\x10\n\x08pdu_json\x18\x03 \x01(\x0c\"6\n\rStateKeyTuple\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x11\n\tstate_key\x18\x02 \x01(\t\"K\n\rTransactionID\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!myelin/roomserver/v1/events.proto\x12\x14myelin.roomserver.v1\"A\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x14\n\x0croom_version\x18\x02 \x01(\t\x12\x10\n\x08pdu_json\x18\x03 \x01(\x0c\"6\n\rStateKeyTuple\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x11\n\tstate_key\x18\x02 \x01(\t\"Z\n\rTransactionID\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,5 +36,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATEKEYTUPLE']._serialized_start=126
   _globals['_STATEKEYTUPLE']._serialized_end=180
   _globals['_TRANSACTIONID']._serialized_start=182
-  _globals['_TRANSACTIONID']._serialized_end=257
+  _globals['_TRANSACTIONID']._serialized_end=272
 # @@protoc_insertion_point(module_scope)

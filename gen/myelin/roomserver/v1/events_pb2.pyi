@@ -80,7 +80,10 @@ Global___StateKeyTuple: _TypeAlias = StateKeyTuple  # noqa: Y015
 @_typing.final
 class TransactionID(_message.Message):
     """The sender's device and the client's transaction ID, so that readers can
-    echo `unsigned.transaction_id` to the device that sent the event.
+    echo `unsigned.transaction_id` to the device that sent the event. The room
+    server also keeps one event per transaction: a NEW event whose (room,
+    user, device, scope, transaction ID) already produced an accepted event is
+    not stored, and its answer names that event (see InputEventResult).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -88,19 +91,27 @@ class TransactionID(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     device_id: _builtins.str
     transaction_id: _builtins.str
+    scope: _builtins.str
+    """What the ID is unique within besides the device: the client API gives
+    the request's path ("send/<room>/<type>", "redact/<room>/<event>"), as a
+    retransmission is the same ID on the same path (spec: "Transaction
+    identifiers"). Empty when the device's IDs are unique anyway.
+    """
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
         device_id: _builtins.str = ...,
         transaction_id: _builtins.str = ...,
+        scope: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "transaction_id", b"transaction_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "scope", b"scope", "transaction_id", b"transaction_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

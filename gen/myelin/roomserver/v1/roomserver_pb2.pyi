@@ -98,10 +98,85 @@ class InputEventResult(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TRANSACTION_EVENT_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     outcome: Global___InputOutcome.ValueType
     reason: _builtins.str
     """Why the event was rejected or invalid, for the caller's error message."""
+    transaction_event_id: _builtins.str
+    """DUPLICATE because the event's transaction ID already produced an
+    accepted event: that event's ID (this one was not stored).
+    """
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        outcome: Global___InputOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        transaction_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "outcome", b"outcome", "reason", b"reason", "transaction_event_id", b"transaction_event_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputEventResult: _TypeAlias = InputEventResult  # noqa: Y015
+
+@_typing.final
+class PerformSendEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    STATE_KEY_FIELD_NUMBER: _builtins.int
+    CONTENT_JSON_FIELD_NUMBER: _builtins.int
+    REDACTS_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    sender: _builtins.str
+    event_type: _builtins.str
+    state_key: _builtins.str
+    """Set for a state event ("" is a state key)."""
+    content_json: _builtins.bytes
+    """The content, a JSON object."""
+    redacts: _builtins.str
+    """The event a redaction redacts."""
+    @_builtins.property
+    def transaction_id(self) -> _events_pb2.TransactionID: ...
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        state_key: _builtins.str | None = ...,
+        content_json: _builtins.bytes = ...,
+        redacts: _builtins.str = ...,
+        transaction_id: _events_pb2.TransactionID | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_state_key", b"_state_key", "state_key", b"state_key", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_state_key", b"_state_key", "content_json", b"content_json", "event_type", b"event_type", "redacts", b"redacts", "room_id", b"room_id", "sender", b"sender", "state_key", b"state_key", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__state_key: _TypeAlias = _typing.Literal["state_key"]  # noqa: Y015
+    _WhichOneofArgType__state_key: _TypeAlias = _typing.Literal["_state_key", b"_state_key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state_key) -> _WhichOneofReturnType__state_key | None: ...
+
+Global___PerformSendEventRequest: _TypeAlias = PerformSendEventRequest  # noqa: Y015
+
+@_typing.final
+class PerformSendEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The event built, or the one the transaction produced first."""
+    outcome: Global___InputOutcome.ValueType
+    reason: _builtins.str
     def __init__(
         self,
         *,
@@ -115,7 +190,7 @@ class InputEventResult(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___InputEventResult: _TypeAlias = InputEventResult  # noqa: Y015
+Global___PerformSendEventResponse: _TypeAlias = PerformSendEventResponse  # noqa: Y015
 
 @_typing.final
 class InputRoomEventsResponse(_message.Message):

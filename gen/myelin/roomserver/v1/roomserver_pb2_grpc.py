@@ -39,6 +39,11 @@ class RoomserverStub:
                 request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.InputRoomEventsRequest.SerializeToString,
                 response_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.InputRoomEventsResponse.FromString,
                 _registered_method=True)
+        self.PerformSendEvent = channel.unary_unary(
+                '/myelin.roomserver.v1.Roomserver/PerformSendEvent',
+                request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.PerformSendEventRequest.SerializeToString,
+                response_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.PerformSendEventResponse.FromString,
+                _registered_method=True)
         self.QueryLatestEventsAndState = channel.unary_unary(
                 '/myelin.roomserver.v1.Roomserver/QueryLatestEventsAndState',
                 request_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryLatestEventsAndStateRequest.SerializeToString,
@@ -122,6 +127,18 @@ class RoomserverServicer:
     def InputRoomEvents(self, request, context):
         """Appends the events to `roomserver.input` and answers once the room
         server has committed or rejected each of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerformSendEvent(self, request, context):
+        """Builds a local user's event on the room's current forward extremities
+        and state, signs it with this server's key and inputs it as
+        InputRoomEvents does: the writer needs no query first. NOT_FOUND when
+        the room is unknown; TOO_LARGE / BAD_JSON for an event that cannot be
+        built. With a transaction ID, a repeated request answers the event the
+        transaction produced first (outcome DUPLICATE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -233,6 +250,11 @@ def add_RoomserverServicer_to_server(servicer, server):
                     request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.InputRoomEventsRequest.FromString,
                     response_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.InputRoomEventsResponse.SerializeToString,
             ),
+            'PerformSendEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformSendEvent,
+                    request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.PerformSendEventRequest.FromString,
+                    response_serializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.PerformSendEventResponse.SerializeToString,
+            ),
             'QueryLatestEventsAndState': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryLatestEventsAndState,
                     request_deserializer=myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.QueryLatestEventsAndStateRequest.FromString,
@@ -336,6 +358,33 @@ class Roomserver:
             '/myelin.roomserver.v1.Roomserver/InputRoomEvents',
             myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.InputRoomEventsRequest.SerializeToString,
             myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.InputRoomEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformSendEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin.roomserver.v1.Roomserver/PerformSendEvent',
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.PerformSendEventRequest.SerializeToString,
+            myelin_dot_roomserver_dot_v1_dot_roomserver__pb2.PerformSendEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,14 @@ class RoomserverStub:
     """Appends the events to `roomserver.input` and answers once the room
     server has committed or rejected each of them.
     """
+    PerformSendEvent: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.PerformSendEventRequest, _roomserver_pb2.PerformSendEventResponse]
+    """Builds a local user's event on the room's current forward extremities
+    and state, signs it with this server's key and inputs it as
+    InputRoomEvents does: the writer needs no query first. NOT_FOUND when
+    the room is unknown; TOO_LARGE / BAD_JSON for an event that cannot be
+    built. With a transaction ID, a repeated request answers the event the
+    transaction produced first (outcome DUPLICATE).
+    """
     QueryLatestEventsAndState: _grpc.UnaryUnaryMultiCallable[_roomserver_pb2.QueryLatestEventsAndStateRequest, _roomserver_pb2.QueryLatestEventsAndStateResponse]
     """The forward extremities, the current state (or the asked-for part of
     it) and the depth a new event should have.
@@ -71,6 +79,14 @@ class RoomserverAsyncStub(RoomserverStub):
     InputRoomEvents: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.InputRoomEventsRequest, _roomserver_pb2.InputRoomEventsResponse]  # type: ignore[assignment]
     """Appends the events to `roomserver.input` and answers once the room
     server has committed or rejected each of them.
+    """
+    PerformSendEvent: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.PerformSendEventRequest, _roomserver_pb2.PerformSendEventResponse]  # type: ignore[assignment]
+    """Builds a local user's event on the room's current forward extremities
+    and state, signs it with this server's key and inputs it as
+    InputRoomEvents does: the writer needs no query first. NOT_FOUND when
+    the room is unknown; TOO_LARGE / BAD_JSON for an event that cannot be
+    built. With a transaction ID, a repeated request answers the event the
+    transaction produced first (outcome DUPLICATE).
     """
     QueryLatestEventsAndState: _aio.UnaryUnaryMultiCallable[_roomserver_pb2.QueryLatestEventsAndStateRequest, _roomserver_pb2.QueryLatestEventsAndStateResponse]  # type: ignore[assignment]
     """The forward extremities, the current state (or the asked-for part of
@@ -107,6 +123,20 @@ class RoomserverServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_roomserver_pb2.InputRoomEventsResponse, _abc.Awaitable[_roomserver_pb2.InputRoomEventsResponse]]:
         """Appends the events to `roomserver.input` and answers once the room
         server has committed or rejected each of them.
+        """
+
+    @_abc_1.abstractmethod
+    def PerformSendEvent(
+        self,
+        request: _roomserver_pb2.PerformSendEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_roomserver_pb2.PerformSendEventResponse, _abc.Awaitable[_roomserver_pb2.PerformSendEventResponse]]:
+        """Builds a local user's event on the room's current forward extremities
+        and state, signs it with this server's key and inputs it as
+        InputRoomEvents does: the writer needs no query first. NOT_FOUND when
+        the room is unknown; TOO_LARGE / BAD_JSON for an event that cannot be
+        built. With a transaction ID, a repeated request answers the event the
+        transaction produced first (outcome DUPLICATE).
         """
 
     @_abc_1.abstractmethod
