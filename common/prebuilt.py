@@ -252,24 +252,33 @@ class PostgresStatement:
         self.sql = sql
         self.names = tuple(names)
 
-    async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    async def rows(self, conn: AsyncConnection, params: Mapping[str, Any], *,
+                   alone: bool = False) -> list[tuple[Any, ...]]:
+        """The statement's rows. ``alone``: if no statement of ``conn``'s
+        transaction ran yet, the statement runs on its own, before the
+        transaction begins (no BEGIN round trip; COMMIT then has nothing to
+        do if no other statement follows). For a read whose rows need no
+        snapshot shared with the transaction's later statements (under READ
+        COMMITTED each statement has its own anyway), or for a write that is
+        the transaction's only one (a statement is atomic on its own)."""
         adapter = PrebuiltStatement._asyncpg_connection(conn)
         if adapter is None:
             raise ValueError(f"a PostgreSQL statement on {conn.dialect.name}/{conn.dialect.driver}")
-        return await _asyncpg_fetch(conn, adapter, self.sql, tuple(params[n] for n in self.names))
+        return await _asyncpg_fetch(conn, adapter, self.sql, tuple(params[n] for n in self.names), alone=alone)
 
     async def scalar(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any:
         found = await self.rows(conn, params)
         return found[0][0] if found else None
 
 
-async def _asyncpg_fetch(conn: AsyncConnection, adapter: Any, sql: str, values: tuple[Any, ...]
-                         ) -> list[tuple[Any, ...]]:
-    """``sql`` on the asyncpg connection under ``conn``, in its transaction."""
+async def _asyncpg_fetch(conn: AsyncConnection, adapter: Any, sql: str, values: tuple[Any, ...], *,
+                         alone: bool = False) -> list[tuple[Any, ...]]:
+    """``sql`` on the asyncpg connection under ``conn``, in its transaction
+    (``alone``: see ``PostgresStatement.rows``)."""
     _announce(conn.sync_connection, None, sql, values, executemany=False)
     async with adapter._execute_mutex:
         try:
-            if adapter._transaction is None:
+            if adapter._transaction is None and not alone:
                 # What SQLAlchemy's adapter does before its first statement.
                 await adapter._start_transaction()
             return [tuple(row) for row in await adapter._connection.fetch(sql, *values)]

@@ -329,7 +329,10 @@ class Txn:
             "last_stream_positions": [r.last_stream_position for r in changed]})
         params.update({f"txn_{column}s": [row[column] for row in held_transactions]
                        for column in (*KEY_COLUMNS, "event_id", "added_ms")})
-        await _WRITE_HELD_PG.rows(self.conn, params)
+        # The transaction's last statement: if it is also its only write (a
+        # message's batch, the rooms' rows in memory), it runs alone, with
+        # no BEGIN and no COMMIT (two round trips of the four).
+        await _WRITE_HELD_PG.rows(self.conn, params, alone=with_outbox)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -999,10 +1002,13 @@ class RoomserverDatabase:
         records_wanted = [e for e in wanted | set(related_ids)
                           if e not in local.record_nids and e not in local.absent_ids]
         rooms_wanted = [r for r in room_ids if r not in local.rooms]
+        # Before the transaction begins if it is the first statement (it
+        # reads nothing a later statement must see in the same snapshot).
         found = await _PREFETCH_PG.rows(txn.conn, {
             "named_ids": list(wanted), "event_ids": records_wanted, "room_ids": rooms_wanted,
             "nid_count": len(wanted),
-            **{f"txn_{column}s": [key[i] for key in keys_wanted] for i, column in enumerate(KEY_COLUMNS)}})
+            **{f"txn_{column}s": [key[i] for key in keys_wanted] for i, column in enumerate(KEY_COLUMNS)}},
+            alone=True)
         named_rows, event_rows, room_rows, reserved, transaction_rows = found[0]
         local.transactions.update(dict.fromkeys(keys_wanted))
         for *key, event_id in transaction_rows:

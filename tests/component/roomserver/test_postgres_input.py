@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 
 from common.log import Log
 from matrixlib.events import Event
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.postgres
 
 ALICE = "@alice:test"
 BOB = "@bob:test"
+CAROL = "@carol:test"
 
 
 @pytest.fixture
@@ -172,3 +175,32 @@ async def test_a_repeated_transaction_is_found_by_the_first_read(on_postgres: Ru
     assert len(reads) == 1 and reads[0].startswith("SELECT ARRAY("), "\n".join(statements)
     found = await on_postgres.component.api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[retry.event_id]))
     assert list(found.events) == []
+
+
+async def test_a_message_needs_no_begin_and_commit(on_postgres: Running) -> None:
+    """Its two statements run alone (the prefetch before the transaction
+    would begin, the held writes as its only write); an input that writes
+    more (a join's state) runs in a transaction that begins and commits."""
+    on_postgres.component.storage.sole_writer = True  # rooms' rows in memory, as the only writer
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    room.message(ALICE, "first")
+    assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
+    begun: list[str] = []
+    original = AsyncAdapt_asyncpg_connection._start_transaction
+
+    async def counted(self: AsyncAdapt_asyncpg_connection) -> None:
+        begun.append("BEGIN")
+        await original(self)  # type: ignore[no-untyped-call]
+
+    with mock.patch.object(AsyncAdapt_asyncpg_connection, "_start_transaction", counted):
+        message = room.message(BOB, "hello")
+        assert await send(on_postgres, [message], transaction_id=(BOB, "D", "t1")) == [pb.INPUT_OUTCOME_ACCEPTED]
+        assert begun == []
+        assert await send(on_postgres, [room.join(CAROL)]) == [pb.INPUT_OUTCOME_ACCEPTED]
+        assert begun, "a join's transaction began"
+    latest = await on_postgres.component.api.query_latest_events_and_state(
+        pb.QueryLatestEventsAndStateRequest(room_id=room.room_id))
+    assert list(latest.latest_event_ids) == [room.events[-1].event_id]
+    found = await on_postgres.component.api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[message.event_id]))
+    assert [e.event_id for e in found.events] == [message.event_id]
