@@ -3,18 +3,16 @@ PUT /rooms/{roomId}/redact/{eventId}/{txnId} and
 PUT /rooms/{roomId}/state/{eventType}[/{stateKey}].
 
 Spec: data/api/client-server/room_send.yaml, redaction.yaml,
-room_state.yaml. A send (or redaction) is idempotent per device and
-transaction ID: a retry answers the first event ID (clientapi_transactions).
-Every sent event carries the sender's TransactionID in its InputRoomEvent,
-so /sync can echo ``unsigned.transaction_id``.
+room_state.yaml. A send (or redaction) is one call to the room server
+(``PerformSendEvent``), which builds the event and keeps one event per device,
+path and transaction ID: a retry answers the first event ID. The sender's
+TransactionID goes with the event, so /sync can echo ``unsigned.transaction_id``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
 from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as rs_pb
 from myelin.userapi.v1 import userapi_pb2 as ua_pb
@@ -26,7 +24,7 @@ from clientapi.internal.aliases import check_canonical_alias
 from clientapi.internal.guests import guests_may_join, remove_guests
 from clientapi.internal.services import Services, check_input_outcome
 from clientapi.routing import client_route
-from common import errors
+from common import errors, json_codec
 from common.eventbuilder import MAX_PDU_BYTES, build_local_event
 from common.http import json_response, parse_json_body
 from matrixlib.events import CANONICAL_ALIAS, GUEST_ACCESS, REDACTION, Event
@@ -79,7 +77,7 @@ async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str,
             found = content.get("redacts")
             redacts = found if isinstance(found, str) else None
         request = rs_pb.PerformSendEventRequest(
-            room_id=room_id, sender=device.user_id, event_type=type, content_json=_json_bytes(content),
+            room_id=room_id, sender=device.user_id, event_type=type, content_json=json_codec.dumps(content),
             redacts=redacts or "", transaction_id=events_pb2.TransactionID(
                 user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id, scope=endpoint))
         try:
@@ -90,14 +88,6 @@ async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str,
         check_input_outcome(answer.outcome, answer.reason, answer.event_id)
         services.transaction_done(key, answer.event_id)
         return answer.event_id
-
-
-def _json_bytes(content: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(content)
-    except TypeError:
-        # An integer past 64 bits (the room server answers M_BAD_JSON).
-        return json.dumps(content, ensure_ascii=False).encode("utf-8")
 
 
 def add_routes(blueprint: Blueprint, services: Services) -> None:

@@ -15,11 +15,10 @@ new event, which is then not stored."""
 
 from __future__ import annotations
 
-import orjson
 from myelin.roomserver.v1 import events_pb2, input_log_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
 
-from common import errors
+from common import errors, json_codec
 from common.built_events import note_built
 from common.eventbuilder import build_local_event
 from matrixlib.signing import SigningKey
@@ -43,8 +42,8 @@ class LocalEventSender:
         if not req.event_type:
             raise errors.InvalidParam("no event type")
         try:
-            content = orjson.loads(req.content_json or b"{}")
-        except orjson.JSONDecodeError as e:
+            content = json_codec.loads(req.content_json or b"{}")
+        except ValueError as e:
             raise errors.NotJSON(f"the content is not JSON: {e}") from None
         if not isinstance(content, dict):
             raise errors.BadJSON("the content must be a JSON object")
