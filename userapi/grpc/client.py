@@ -57,8 +57,7 @@ class GrpcUserAPIClient:
         if cache is None:
             answer: pb.Device = await call_remote(self._stub.QueryAccessToken, req)
             return answer
-        if self._following is None and not self._closed:
-            self._following = asyncio.get_running_loop().create_task(self._follow_revocations(cache))
+        self._follow(cache)
         found = cache.get(req.access_token)
         if found is not None:
             return found
@@ -66,6 +65,11 @@ class GrpcUserAPIClient:
         device: pb.Device = await call_remote(self._stub.QueryAccessToken, req)
         cache.put(req.access_token, device, generation)
         return device
+
+    def _follow(self, cache: TokenCache) -> None:
+        """Starts following the revocation stream, once (answers are kept only meanwhile)."""
+        if self._following is None and not self._closed:
+            self._following = asyncio.get_running_loop().create_task(self._follow_revocations(cache))
 
     async def _follow_revocations(self, cache: TokenCache) -> None:
         """Keeps the revocation stream subscribed while this client lives."""
@@ -129,11 +133,32 @@ class GrpcUserAPIClient:
     # the change may have been made), before the stream's copy comes.
 
     async def perform_device_creation(self, req: pb.PerformDeviceCreationRequest) -> pb.Device:
+        generation = 0
+        if self.token_cache is not None:
+            self._follow(self.token_cache)
+            generation = self.token_cache.begin()
         try:
-            return await call_remote(self._stub.PerformDeviceCreation, req)
+            created: pb.Device = await call_remote(self._stub.PerformDeviceCreation, req)
         finally:
             if req.device_id:
                 self._revoked(req.user_id, [req.device_id])
+        if not req.device_id:
+            self._remember_created(created, generation)
+        return created
+
+    def _remember_created(self, created: pb.Device, generation: int) -> None:
+        """A new device's token is known here without asking: the client's
+        first request with it (the one after its login or registration)
+        then needs no lookup. Kept as a lookup's answer would be, on the
+        same terms (``TokenCache.put``): a token without expiry or refresh
+        token, and only if nothing was revoked while it was being created
+        (a logout of every device racing the login)."""
+        if self.token_cache is None or not created.access_token or created.expires_in_ms or created.refresh_token:
+            return
+        answer = pb.Device(user_id=created.user_id, device_id=created.device_id,
+                           display_name=created.display_name, last_seen_ts=created.last_seen_ts,
+                           last_seen_ip=created.last_seen_ip, is_guest=created.is_guest, cacheable=True)
+        self.token_cache.put(created.access_token, answer, generation)
 
     async def perform_device_deletion(
             self, req: pb.PerformDeviceDeletionRequest) -> pb.PerformDeviceDeletionResponse:

@@ -424,3 +424,42 @@ async def test_close_ends_the_stream_even_when_a_message_lands_with_the_cancella
         assert client.token_cache is not None and client.token_cache.get("token") is None
     finally:
         await channel.close()
+
+
+async def test_a_token_created_here_needs_no_lookup(fronts: Fronts) -> None:
+    await cached_by(fronts.one, (await login(fronts.one, "warm")).access_token)  # the stream is followed
+    before = fronts.api.lookups
+    created = await login(fronts.one, "newbie")
+    device = await whoami(fronts.one, created.access_token)
+    assert (device.user_id, device.device_id) == ("@newbie:test.myelin", created.device_id)
+    assert fronts.api.lookups == before
+    # Another front asks; a logout reaches this one as before.
+    await whoami(fronts.two, created.access_token)
+    assert fronts.api.lookups == before + 1
+    await fronts.two.perform_device_deletion(pb.PerformDeviceDeletionRequest(
+        user_id="@newbie:test.myelin", device_ids=[created.device_id]))
+    assert await refused(fronts.one, created.access_token)
+
+
+async def test_a_created_token_is_not_kept_across_a_revocation_or_with_a_refresh_token(fronts: Fronts) -> None:
+    await cached_by(fronts.one, (await login(fronts.one, "warm")).access_token)
+    create = fronts.one._stub.PerformDeviceCreation
+
+    async def revoked_meanwhile(req: pb.PerformDeviceCreationRequest) -> pb.Device:
+        answer: pb.Device = await create(req)
+        assert fronts.one.token_cache is not None
+        fronts.one.token_cache.revoke("@someone:else.example")  # a logout elsewhere lands mid-call
+        return answer
+
+    fronts.one._stub.PerformDeviceCreation = revoked_meanwhile  # type: ignore[method-assign]
+    try:
+        raced = await login(fronts.one, "raced")
+    finally:
+        fronts.one._stub.PerformDeviceCreation = create  # type: ignore[method-assign]
+    before = fronts.api.lookups
+    await whoami(fronts.one, raced.access_token)
+    assert fronts.api.lookups == before + 1
+    refreshable = await login(fronts.one, "refresher", refresh_token=True)
+    assert refreshable.refresh_token
+    await whoami(fronts.one, refreshable.access_token)
+    assert fronts.api.lookups == before + 2
