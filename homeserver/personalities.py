@@ -109,8 +109,11 @@ async def run_personality(config: Config, name: str) -> None:
             from userapi.grpc.client import GrpcUserAPIClient
 
             log = await _open_log(config, name, stack)
+            # Queries and the log relay's stream share one connection.
+            roomserver_channel = _channel(config, "roomserver")
+            stack.push_async_callback(roomserver_channel.close)  # after the sync API's close
             syncapi = await open_syncapi(config, log, GrpcUserAPIClient(_channel(config, "userapi")),
-                                         GrpcRoomserverClient(_channel(config, "roomserver")))
+                                         GrpcRoomserverClient(roomserver_channel))
             stack.push_async_callback(syncapi.close)
             sync_federation_channel = _optional_channel(config, "federationapi")
             if sync_federation_channel is not None:
@@ -118,9 +121,8 @@ async def run_personality(config: Config, name: str) -> None:
                 syncapi.room_reads.federation = GrpcFederationAPIClient(sync_federation_channel)
             tasks.create_task(syncapi.run(), name="syncapi")
             if isinstance(log, KafkaLog):
-                relay_channel = _channel(config, "roomserver")
-                stack.push_async_callback(relay_channel.close)
-                tasks.create_task(follow_relay(log, relay_channel, [ROOMSERVER_OUTPUT.name]), name="log relay")
+                tasks.create_task(follow_relay(log, roomserver_channel, [ROOMSERVER_OUTPUT.name]),
+                                  name="log relay")
             await syncapi.ready.wait()
             serving = await serve_app(make_app("myelin_syncapi", [syncapi.blueprint]),
                                       config.address_of(name).http)

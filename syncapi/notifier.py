@@ -59,9 +59,7 @@ class LastPositions:
         last = positions.get(user_id)
         if last is None:
             positions[user_id] = position  # added last: no move needed
-            if len(positions) > self._max_users:
-                _, forgotten = positions.popitem(last=False)
-                self.forgotten_upto = max(self.forgotten_upto, forgotten)
+            self._forget_beyond_limit()
         elif last < position:
             positions[user_id] = position
             positions.move_to_end(user_id)
@@ -84,10 +82,14 @@ class LastPositions:
                 positions[user_id] = position
                 move_to_end(user_id)
         if added:
-            # The least recently concerned go first (those raised just now are last).
-            while len(positions) > self._max_users:
-                _, forgotten = positions.popitem(last=False)
-                self.forgotten_upto = max(self.forgotten_upto, forgotten)
+            self._forget_beyond_limit()
+
+    def _forget_beyond_limit(self) -> None:
+        """The least recently concerned go first (those raised just now are last)."""
+        positions = self._positions
+        while len(positions) > self._max_users:
+            _, forgotten = positions.popitem(last=False)
+            self.forgotten_upto = max(self.forgotten_upto, forgotten)
 
     def may_have_missed(self, user_id: str, after: int) -> bool:
         """Whether a forgotten position after ``after`` may have been the user's."""

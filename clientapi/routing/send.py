@@ -11,6 +11,8 @@ TransactionID goes with the event, so /sync can echo ``unsigned.transaction_id``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from myelin.roomserver.v1 import events_pb2
@@ -37,21 +39,38 @@ def _content_of(request: Request) -> dict[str, Any]:
     return parse_json_body(request)
 
 
-async def _build(services: Services, *, room_id: str, sender: str, type: str, content: dict[str, Any],
-                 state_key: str | None, redacts: str | None = None) -> Event:
+def _check_room_id(room_id: str) -> None:
     if not room_id.startswith("!"):
         raise errors.InvalidParam(f"not a room ID: {room_id!r}")
+
+
+def _redacts_of(type: str, content: dict[str, Any], redacts: str | None) -> str | None:
+    """The event a redaction redacts: the path's, or (room versions 11 and
+    later) the content's."""
     if type == REDACTION and redacts is None:
         found = content.get("redacts")
-        redacts = found if isinstance(found, str) else None
+        return found if isinstance(found, str) else None
+    return redacts
+
+
+@contextmanager
+def _unknown_room_hidden(sender: str, room_id: str) -> Iterator[None]:
+    """An unknown room answers as one the sender is not in: outsiders are
+    not told which rooms exist."""
     try:
+        yield
+    except errors.NotFound:
+        raise errors.Forbidden(f"{sender} is not in room {room_id}") from None
+
+
+async def _build(services: Services, *, room_id: str, sender: str, type: str, content: dict[str, Any],
+                 state_key: str | None) -> Event:
+    _check_room_id(room_id)
+    with _unknown_room_hidden(sender, room_id):
         return await build_local_event(
             services.roomserver, room_id=room_id, type=type, sender=sender, content=content,
             state_key=state_key, server_name=services.server_name, signing_key=services.signing_key,
-            redacts=redacts)
-    except errors.NotFound:
-        # Do not tell outsiders which rooms exist.
-        raise errors.Forbidden(f"{sender} is not in room {room_id}") from None
+            redacts=_redacts_of(type, content, None))
 
 
 async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str, txn_id: str, room_id: str,
@@ -71,20 +90,13 @@ async def _send_once(services: Services, device: ua_pb.Device, *, endpoint: str,
         if recent is not None:
             return recent
         services.send_limiter.check(device.user_id)
-        if not room_id.startswith("!"):
-            raise errors.InvalidParam(f"not a room ID: {room_id!r}")
-        if type == REDACTION and redacts is None:
-            found = content.get("redacts")
-            redacts = found if isinstance(found, str) else None
+        _check_room_id(room_id)
         request = rs_pb.PerformSendEventRequest(
             room_id=room_id, sender=device.user_id, event_type=type, content_json=json_codec.dumps(content),
-            redacts=redacts or "", transaction_id=events_pb2.TransactionID(
+            redacts=_redacts_of(type, content, redacts) or "", transaction_id=events_pb2.TransactionID(
                 user_id=device.user_id, device_id=device.device_id, transaction_id=txn_id, scope=endpoint))
-        try:
+        with _unknown_room_hidden(device.user_id, room_id):
             answer = await services.roomserver.perform_send_event(request)
-        except errors.NotFound:
-            # Do not tell outsiders which rooms exist.
-            raise errors.Forbidden(f"{device.user_id} is not in room {room_id}") from None
         check_input_outcome(answer.outcome, answer.reason, answer.event_id)
         services.transaction_done(key, answer.event_id)
         return answer.event_id

@@ -1032,8 +1032,9 @@ class RoomserverDatabase:
         write transaction; ``prefetch`` reads the batch's keys together on
         PostgreSQL)."""
         if key in txn.local.transactions:
+            # Read already, or written by this transaction (its held rows
+            # need no flush: ``record_transaction`` noted them here).
             return txn.local.transactions[key]
-        await txn.flush()
         rows = await _TRANSACTION_OF.rows(txn.conn, dict(zip(KEY_COLUMNS, key, strict=True)))
         event_id: str | None = rows[0][0] if rows else None
         txn.local.transactions[key] = event_id

@@ -74,12 +74,11 @@ class StateEntry:
 
 # Built once and run without SQLAlchemy's per-statement machinery
 # (common/prebuilt.py): every state event (a join, a leave) runs these.
-_CURRENT_ENTRY = PrebuiltStatement(select(current_room_state).where(
-    current_room_state.c.room_id == bindparam("b_room_id"), current_room_state.c.type == bindparam("b_type"),
-    current_room_state.c.state_key == bindparam("b_state_key")))
-_DELETE_CURRENT_ENTRY = PrebuiltStatement(delete(current_room_state).where(
-    current_room_state.c.room_id == bindparam("b_room_id"), current_room_state.c.type == bindparam("b_type"),
-    current_room_state.c.state_key == bindparam("b_state_key")))
+_ENTRY_KEY = (current_room_state.c.room_id == bindparam("b_room_id"),
+              current_room_state.c.type == bindparam("b_type"),
+              current_room_state.c.state_key == bindparam("b_state_key"))
+_CURRENT_ENTRY = PrebuiltStatement(select(current_room_state).where(*_ENTRY_KEY))
+_DELETE_CURRENT_ENTRY = PrebuiltStatement(delete(current_room_state).where(*_ENTRY_KEY))
 _CURRENT_ENTRIES_BY_EVENT_IDS = PrebuiltStatement(
     select(current_room_state).select_from(current_room_state.join(events, and_(
         current_room_state.c.room_id == events.c.room_id, current_room_state.c.type == events.c.type,
