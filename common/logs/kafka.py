@@ -20,7 +20,9 @@ member given a ``max_delay`` (``set_max_delay``, see
 reaches that log's own members without a fetch (see ``KafkaConsumer``): a
 process that reads its own topic (the room server's input) neither waits
 for nor polls the broker for it. Records another process appended come the
-same way when it relays them (``common/logs/relay.py``; ``offer``).
+same way when it relays them (``common/logs/relay.py``; ``offer``). A
+partition whose records all come that way is not fetched at all while they
+do (``COVERED_CHECK_S``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,18 @@ MAX_LOCAL_BYTES = 64 * 1024 * 1024  # per member
 # requests) except for a sweep of SWEEP_S every idle wait: a record there
 # waits about as long as on a member that is idle.
 SWEEP_S = 0.05
+# A partition whose records lately all reached a member from memory (its own
+# log's appends, or relayed by the process that appended them) is covered:
+# a fetch of it brings only copies to drop, and each costs the broker and the
+# member CPU for every record (on Tansu about a tenth of a split deployment's
+# CPU per sent message). Covered partitions are left out of fetches. Every
+# COVERED_CHECK_S the member asks the broker where they end (ListOffsets; its
+# answer may wait behind a fetch the member has open) and fetches again one
+# that ends past its position, so a record memory did not bring (another
+# process's append, a relayed record lost) waits that long and a fetch wait
+# or two at most; a relay stream that ends uncovers its partitions at once
+# (``KafkaLog.relay_stopped``).
+COVERED_CHECK_S = 0.1
 
 
 class KafkaLog:
@@ -201,6 +215,13 @@ class KafkaLog:
         for member in self._consumers:
             member._offer_local(record)
 
+    def relay_stopped(self) -> None:
+        """Says that records another process relayed (``offer``) may stop
+        coming: this log's members fetch every partition again until memory
+        covers it anew."""
+        for member in self._consumers:
+            member._uncover(member._covered)
+
     def listen_appends(self, listener: Callable[[LogRecord], None]) -> Callable[[], None]:
         """Calls ``listener`` with every record appended through this log
         from now on, once acknowledged; answers the function that stops it."""
@@ -307,6 +328,13 @@ class KafkaConsumer:
         # fetcher's copies below it are dropped.
         self._local_end: dict[TopicPartition, int] = {}
         self.local_records = 0  # handed over from memory (for tests and measurements)
+        # Partitions left out of fetches: memory brings their records (see
+        # COVERED_CHECK_S); when the broker is next asked where they end.
+        self._covered: set[TopicPartition] = set()
+        self._next_covered_check = 0.0
+        self._covered_check: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._covered_check.set_result(None)
+        self.covered_checks = 0  # ListOffsets asked (for tests)
 
     def _set_fetch_wait(self, wait_ms: int) -> None:
         """The fetch wait of the consumer's next fetch requests. aiokafka
@@ -338,16 +366,19 @@ class KafkaConsumer:
             held[record.offset] = record
             self._local_bytes += size
             self._local_arrived.set()
+        else:
+            self._uncover([partition])  # this one comes by fetch
 
-    def _pause_quiet_topics(self, now: float) -> float:
-        """Pauses the quiet topics of an active member, or resumes them (a
-        sweep, or the member is idle: one long wait covers every topic).
-        Answers how long (seconds) until that should be looked at again.
-        aiokafka drops what it fetched for a partition it pauses; the
-        position stays, so the next sweep fetches it again."""
+    def _update_paused(self, now: float) -> float:
+        """Pauses the covered partitions, and the quiet topics of an active
+        member, or resumes them (a sweep, or the member is idle: one long
+        wait covers every topic). Answers how long (seconds) until that
+        should be looked at again. aiokafka drops what it fetched for a
+        partition it pauses; the position stays, so a later fetch brings it
+        again."""
         quiet: set[str] = set()
         recheck = self.idle_wait_ms / 1000
-        if now < self._active_until:
+        if len(self.topics) > 1 and now < self._active_until:
             quiet = {topic for topic in self.topics
                      if now - self._topic_records_at.get(topic, float("-inf")) >= QUIET_BEFORE_IDLE_S}
             if quiet == self.topics:
@@ -363,13 +394,61 @@ class KafkaConsumer:
                     recheck = self._sweep_started + self.idle_wait_ms / 1000 - now
         paused = self._consumer.paused()
         assigned = self._consumer.assignment()
-        to_pause = [tp for tp in assigned if tp.topic in quiet and tp not in paused]
-        to_resume = [tp for tp in paused if tp.topic not in quiet]
+        self._covered &= assigned
+        if self._covered and self._covered_check.done():
+            recheck = min(recheck, self._next_covered_check - now)
+        wanted = {tp for tp in assigned if tp.topic in quiet} | self._covered
+        to_pause = [tp for tp in wanted if tp not in paused]
+        to_resume = [tp for tp in paused if tp not in wanted]
         if to_pause:
             self._consumer.pause(*to_pause)
         if to_resume:
             self._consumer.resume(*to_resume)
         return max(0.001, recheck)
+
+    def _cover(self, partition: TopicPartition, now: float) -> None:
+        if not self._covered:
+            self._next_covered_check = now + COVERED_CHECK_S
+        self._covered.add(partition)
+
+    def _uncover(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetches ``partitions`` again, at once and with the short wait:
+        a record there may be waiting."""
+        uncovered = self._covered & set(partitions)
+        if uncovered:
+            self._covered -= uncovered
+            self._active_until = asyncio.get_running_loop().time() + QUIET_BEFORE_IDLE_S
+            self._set_fetch_wait(self.active_wait_ms)
+            self._local_arrived.set()  # a waiting fetch looks again
+
+    async def _check_covered(self, now: float) -> None:
+        """Fetches again the covered partitions that end past the member's
+        position (see COVERED_CHECK_S). The ends are those of when the broker
+        was asked, and the position only moves on, so a partition found
+        behind is behind."""
+        self._next_covered_check = now + COVERED_CHECK_S
+        partitions = sorted(self._covered & self._consumer.assignment())
+        if not partitions:
+            return
+        self.covered_checks += 1
+        try:
+            ends = await self._consumer.end_offsets(partitions)
+        except Exception:
+            logger.debug("ListOffsets failed: fetching every partition", exc_info=True)
+            self._uncover(partitions)
+            return
+        behind = []
+        for partition in partitions:
+            position = self._position(partition)
+            if position is None:
+                behind.append(partition)
+                continue
+            held = self._local.get(partition, {})
+            while position in held:  # here already, not yet taken
+                position += 1
+            if ends.get(partition, 0) > position:
+                behind.append(partition)
+        self._uncover(behind)
 
     def _forget_local(self, partitions: Iterable[TopicPartition]) -> None:
         """Drops what this member holds or handed over from memory for
@@ -380,6 +459,7 @@ class KafkaConsumer:
             if held:
                 self._local_bytes -= sum(len(r.key) + len(r.value) for r in held.values())
             self._local_end.pop(partition, None)
+            self._covered.discard(partition)
 
     def _position(self, partition: TopicPartition) -> int | None:
         """The member's position in ``partition`` (the next offset it
@@ -397,6 +477,7 @@ class KafkaConsumer:
         """The held records that follow on from the member's position, in
         offset order; the position moves past them."""
         taken: list[LogRecord] = []
+        now = asyncio.get_running_loop().time()
         for partition in list(self._local):
             held = self._local[partition]
             position = self._position(partition)
@@ -416,6 +497,7 @@ class KafkaConsumer:
             if position > start:
                 self._consumer.seek(partition, position)
                 self._local_end[partition] = position
+                self._cover(partition, now)
         self.local_records += len(taken)
         return taken
 
@@ -449,14 +531,16 @@ class KafkaConsumer:
         if self._unchecked:
             await self._check_positions()
         while True:
+            if self._covered and loop.time() >= self._next_covered_check and self._covered_check.done():
+                # Not awaited: aiokafka answers requests to a broker in order, so
+                # the answer may wait behind a fetch of other partitions.
+                self._covered_check = asyncio.ensure_future(self._check_covered(loop.time()))
             if self._local:
                 taken = self._take_local(max_records)
                 if taken:
                     return taken
             now = loop.time()
-            remaining = max(0.0, deadline - now)
-            if len(self.topics) > 1:
-                remaining = min(remaining, self._pause_quiet_topics(now))
+            remaining = min(max(0.0, deadline - now), self._update_paused(now))
             try:
                 batches = await self._getmany(int(remaining * 1000), max_records)
             except NoOffsetForPartitionError as exc:
@@ -532,6 +616,7 @@ class KafkaConsumer:
             return
         self._closed = True
         self._log._consumers.discard(self)
+        self._covered_check.cancel()
         coordinator = getattr(self._consumer, "_coordinator", None)
         generation = getattr(coordinator, "generation", None)
         member_id = getattr(coordinator, "member_id", None)

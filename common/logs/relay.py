@@ -10,6 +10,9 @@ offset, handed over through ``KafkaLog.offer``: a member takes it only when
 its own position reaches it, in order and once, and commits as usual, so
 nothing about delivery or durability changes; a record it is not ready for
 is left to the fetch. Losing the relay only brings back the fetch wait.
+While relayed records keep a partition's consumer at the log's end, it does
+not fetch that partition at all (``COVERED_CHECK_S`` in
+``common/logs/kafka.py``).
 """
 
 from __future__ import annotations
@@ -95,5 +98,6 @@ async def follow_relay(log: KafkaLog, channel: grpc.aio.Channel, topics: Sequenc
         finally:
             if call is not None:
                 call.cancel()
+            log.relay_stopped()
         await asyncio.sleep(delay)
         delay = min(delay * 2, FOLLOW_AGAIN_MAX_DELAY)

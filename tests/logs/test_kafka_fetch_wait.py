@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from aiokafka import TopicPartition
 
 from common.log import LogRecord, PollingConsumer
 from common.logs import KafkaLog
@@ -214,4 +215,61 @@ async def test_own_records_beyond_the_memory_bound_come_by_fetch(
         assert consumer.local_records == 1
         assert consumer._local_bytes == 0
     finally:
+        await consumer.close()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within the time allowed")
+
+
+async def test_a_partition_memory_covers_is_not_fetched_yet_others_records_still_come(
+    kafka_log: KafkaLog, other_process: KafkaLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka_module, "COVERED_CHECK_S", 0.2)
+    topic = f"covered-{uuid.uuid4().hex[:10]}"
+    consumer = await kafka_log.consumer(f"g-{uuid.uuid4().hex[:8]}", [topic])
+    partition = TopicPartition(topic, 0)
+    got: list[LogRecord] = []
+    paused_while_flowing: list[bool] = []
+
+    async def read() -> None:
+        while True:
+            got.extend(await consumer.fetch(timeout=0.5))
+            paused_while_flowing.append(partition in consumer._consumer.paused())
+
+    reader = asyncio.create_task(read())
+    try:
+        first = await kafka_log.append(topic, b"k", b"first")  # the first comes by fetch (no position yet)
+        await _until(lambda: first in got)
+        own = [await kafka_log.append(topic, b"k", b"%d" % i) for i in range(5)]
+        await _until(lambda: all(r in got for r in own))
+        # Every record since came from memory, and the partition is left out of fetches.
+        assert consumer.local_records >= 5
+        await asyncio.sleep(0.05)
+        assert partition in consumer._consumer.paused()
+        # A record memory never sees still comes: the check of where the
+        # partition ends finds it, and the partition is fetched again.
+        checks = consumer.covered_checks
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        foreign = await other_process.append(topic, b"k", b"from elsewhere")
+        mine = await kafka_log.append(topic, b"k", b"after it")  # held: it waits for the one before
+        await _until(lambda: mine in got)
+        assert loop.time() - started < 5.0
+        assert consumer.covered_checks > checks
+        assert got == [first, *own, foreign, mine]
+        assert list(await consumer.fetch(timeout=0.5)) == []
+        # Memory covers it again once own records follow on.
+        again = await kafka_log.append(topic, b"k", b"again")
+        await _until(lambda: again in got)
+        await asyncio.sleep(0.05)
+        assert partition in consumer._consumer.paused()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
         await consumer.close()

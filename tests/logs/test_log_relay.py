@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from aiokafka import TopicPartition
 
 from common.log import LogRecord
 from common.logs import KafkaLog
@@ -168,5 +169,33 @@ async def test_the_follower_follows_again_after_the_relay_restarts(processes: Pr
             assert await _fetch_until(consumer, 1, 10) == [appended]
             assert loop.time() - started < 2.0
             assert consumer.local_records == 1
+    finally:
+        await consumer.close()
+
+
+async def test_relayed_records_cover_a_partition_until_the_relay_stops(processes: Processes) -> None:
+    topic = f"relay-{uuid.uuid4().hex[:10]}"
+    await processes.appender.append(topic, b"k", b"before")
+    consumer = await _slow_fetching_member(processes.reader, topic)
+    partition = TopicPartition(topic, 0)
+    try:
+        assert len(await _fetch_until(consumer, 1, 10)) == 1
+        async with following(processes, [topic]):
+            await asyncio.sleep(0.2)
+            appended = [await processes.appender.append(topic, b"k", v) for v in (b"a", b"b")]
+            assert await _fetch_until(consumer, 2, 10) == appended
+            assert consumer.local_records == 2
+            await consumer.fetch(timeout=0.05)
+            assert partition in consumer._consumer.paused()  # nothing to fetch there
+            await processes.server.stop(None)
+            for _ in range(100):  # the stream's end reaches the follower
+                if not consumer._covered:
+                    break
+                await asyncio.sleep(0.01)
+            assert not consumer._covered
+            # Not relayed now: it comes by fetch.
+            after = await processes.appender.append(topic, b"k", b"after")
+            assert await _fetch_until(consumer, 1, 10) == [after]
+            assert partition not in consumer._consumer.paused()
     finally:
         await consumer.close()
