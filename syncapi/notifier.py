@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from syncapi.tokens import STREAM_NAMES, StreamToken
 
@@ -119,6 +119,9 @@ class Notifier:
         self._suffix = ":" + server_name
         self._streams = {name: _Stream() for name in STREAM_NAMES}
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        # Per waiting user, what their waiters asked to be told when news is
+        # being written (``news_coming``).
+        self._preparing: dict[str, set[Callable[[], None]]] = {}
         # Per local user, the last room-event position that changed their own
         # membership or invites (a subset of the room-event stream's news).
         self._membership_position = LastPositions()
@@ -154,14 +157,22 @@ class Notifier:
         waiters = self._waiters
         if not waiters:
             return
-        # Those waiting are usually far fewer than a large room's members.
-        if isinstance(user_ids, (set, frozenset)) and len(waiters) < len(user_ids):
-            waiting = [user_id for user_id in waiters if user_id in user_ids]
-        else:
-            waiting = [user_id for user_id in user_ids if user_id in waiters]
-        for user_id in waiting:
+        for user_id in _waiting(waiters, user_ids):
             for waiter in waiters[user_id]:
                 waiter.set()
+
+    def news_coming(self, user_ids: Iterable[str]) -> None:
+        """News concerning ``user_ids`` is being written (``on_new_data``
+        follows once it is committed): their waiting long polls may start
+        the part of their answer that is not read from this database (the
+        device's key counts, a call to the user API in the split
+        deployment), so that it is in by the time the answer is built."""
+        preparing = self._preparing
+        if not preparing:
+            return
+        for user_id in _waiting(preparing, user_ids):
+            for prepare in list(preparing[user_id]):
+                prepare()
 
     def memberships_changing(self, position: int, user_ids: Iterable[str]) -> None:
         """The write taking room-event ``position`` (not committed yet)
@@ -247,12 +258,18 @@ class Notifier:
             return None
         return False
 
-    async def wait_for_news(self, user_id: str, since: StreamToken | int, timeout: float) -> bool:
-        """Waits up to ``timeout`` seconds for news after ``since``; whether some came."""
+    async def wait_for_news(self, user_id: str, since: StreamToken | int, timeout: float, *,
+                            on_news_coming: Callable[[], None] | None = None) -> bool:
+        """Waits up to ``timeout`` seconds for news after ``since``; whether
+        some came. ``on_news_coming`` is called meanwhile whenever news for
+        the user is being written (``news_coming``); the news may still turn
+        out to be none of theirs."""
         if self.has_news(user_id, since) is not False:
             return True
         waiter = asyncio.Event()
         self._waiters.setdefault(user_id, set()).add(waiter)
+        if on_news_coming is not None:
+            self._preparing.setdefault(user_id, set()).add(on_news_coming)
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
@@ -274,3 +291,16 @@ class Notifier:
                 waiters.discard(waiter)
                 if not waiters:
                     del self._waiters[user_id]
+            preparing = self._preparing.get(user_id)
+            if preparing is not None and on_news_coming is not None:
+                preparing.discard(on_news_coming)
+                if not preparing:
+                    del self._preparing[user_id]
+
+
+def _waiting(waiting: Mapping[str, object], user_ids: Iterable[str]) -> list[str]:
+    """Those of ``user_ids`` in ``waiting``."""
+    # Those waiting are usually far fewer than a large room's members.
+    if isinstance(user_ids, (set, frozenset)) and len(waiting) < len(user_ids):
+        return [user_id for user_id in waiting if user_id in user_ids]
+    return [user_id for user_id in user_ids if user_id in waiting]

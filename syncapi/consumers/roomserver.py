@@ -110,6 +110,12 @@ class RoomserverOutputConsumer:
         goes through ``handle_record`` one by one. When the batch fails the
         runner hands the records over again one at a time (a single one is
         retried a few times first, as ``handle_record`` does)."""
+        # The records' key is their room: the waiting members may start on
+        # their answers while the records are written (the members are those
+        # known now; the wake-up below uses those after the records).
+        members = self._local_members.get(records[0].key.decode(errors="replace")) if records else None
+        if members:
+            self._notifier.news_coming(members)
         if len(records) > 1:
             await self._handle_batch(records)
             return

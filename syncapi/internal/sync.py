@@ -89,6 +89,9 @@ class SyncRequest:
     # poll has news), before it is: the caller can start what it adds to the
     # response afterwards (a query to another component) alongside.
     on_building: Callable[[], None] | None = None
+    # Called when news for a waiting long poll is being written (see
+    # ``Notifier.news_coming``): it may start those queries sooner still.
+    on_news_coming: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ class SyncHandler:
             since_token = StreamToken(*(min(since_token.position(name), current.position(name))
                                         for name in STREAM_NAMES))
         if since_token is not None and not request.full_state:
-            has_news = await self._notifier.wait_for_news(user_id, since_token, request.timeout_ms / 1000)
+            has_news = await self._notifier.wait_for_news(user_id, since_token, request.timeout_ms / 1000,
+                                                          on_news_coming=request.on_news_coming)
             if not has_news:
                 # Idle: nothing concerns this user, whatever the number of their rooms.
                 return _response(self._notifier.current_token(), {}, {}, {})

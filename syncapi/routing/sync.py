@@ -22,6 +22,9 @@ from userapi.api import AuthenticationAPI
 # Long polls are capped so that a client's timeout cannot hold a request forever.
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 PRESENCE_STATES = ("online", "offline", "unavailable")
+# Key counts asked for this long before the answer is built are asked for
+# again: the news that started them was not the answer's.
+KEY_COUNTS_FRESH_S = 0.1
 
 
 def parse_bool(request: Request, name: str) -> bool:
@@ -51,19 +54,32 @@ def register(blueprint: Blueprint, database: SyncDatabase, userapi: Authenticati
             raise errors.InvalidParam("set_presence must be online, offline or unavailable")
         sync_filter = await load_filter(database, requester.user_id, request.args.get("filter"))
         asked: list[asyncio.Task[ua_pb.OneTimeKeyCounts]] = []
+        asked_at = 0.0
 
         def ask_key_counts() -> None:
-            # Asked for as the answer is built, not after it (in the split
-            # deployment a call to the user API: its time then overlaps the
-            # answer's reads instead of adding to them).
-            if key_counts is not None and requester.device_id and not asked:
-                asked.append(start_key_counts(key_counts, requester))
+            # Asked for as the answer is built, not after it, or as the news
+            # that wakes a long poll is written (in the split deployment a
+            # call to the user API: its time then overlaps the answer's reads
+            # and writes instead of adding to them). Counts asked for longer
+            # ago (news that turned out to be none of this user's) are asked
+            # for again.
+            nonlocal asked_at
+            if key_counts is None or not requester.device_id:
+                return
+            now = asyncio.get_running_loop().time()
+            if asked:
+                if now - asked_at <= KEY_COUNTS_FRESH_S:
+                    return
+                forget_key_counts(asked.pop())
+            asked.append(start_key_counts(key_counts, requester))
+            asked_at = now
 
         sync_request = SyncRequest(requester=requester, since=since, full_state=full_state, filter=sync_filter,
                                    timeout_ms=timeout_ms, use_state_after=parse_bool(request, "use_state_after"),
                                    # An incremental answer's member events are read
                                    # again below (device_lists): kept as dicts.
-                                   serialised_events=since is None, on_building=ask_key_counts)
+                                   serialised_events=since is None, on_building=ask_key_counts,
+                                   on_news_coming=ask_key_counts)
         try:
             if presence is None:
                 body = await handler.sync(sync_request)

@@ -1,7 +1,9 @@
 """The device's one-time key counts (a call to the user API, in the split
 deployment over gRPC) are asked for as a /sync answer starts being built,
-so the call overlaps the answer's reads; a long poll that ends idle does not
-ask for them."""
+so the call overlaps the answer's reads, and for a woken long poll as soon as
+its news starts being written, so it overlaps the write too; a long poll that
+ends idle does not ask for them, and counts asked for news that was not the
+answer's are asked for again."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from myelin.userapi.v1 import userapi_pb2
 from syncapi.internal import device_lists
 from syncapi.internal.sync import _Builder
 from syncapi.routing import sync as sync_routes
-from syncapi.storage.database import Reader
+from syncapi.storage.database import Reader, SyncDatabase
 from tests.builders import TestRoom
 from tests.component.syncapi import conftest
 from tests.component.syncapi.conftest import ALICE, BOB, Env
@@ -116,4 +118,69 @@ async def test_an_idle_long_poll_does_not_ask_for_counts_and_failures_fail_as_be
         monkeypatch.setattr(_Builder, "build", broken)
         response = await env.get("/_matrix/client/v3/sync", token, since=since)
         assert response.status_code == 500
+        assert users.asked == ["DEV", "DEV"]
+
+
+async def test_a_woken_long_poll_asks_for_counts_as_its_news_is_written(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    async with keyed_env(tmp_path, monkeypatch) as (env, users):
+        room = TestRoom()
+        room.join(BOB)
+        await env.send_room(room)
+        token = env.token(BOB)
+        since = await env.next_batch(token)
+
+        order: list[str] = []
+        write = SyncDatabase.write_room_events_with_push
+        start = device_lists.start_key_counts
+
+        async def writing(self: SyncDatabase, *args: Any, **kwargs: Any) -> Any:
+            order.append("news written")
+            return await write(self, *args, **kwargs)
+
+        def starting(*args: Any) -> Any:
+            order.append("counts asked")
+            return start(*args)
+
+        monkeypatch.setattr(SyncDatabase, "write_room_events_with_push", writing)
+        monkeypatch.setattr(sync_routes, "start_key_counts", starting)
+        users.asked.clear()
+        poll = asyncio.create_task(env.sync(token, since=since, timeout=10000))
+        await asyncio.sleep(0.1)
+        assert users.asked == []
+        await env.send(room.message(ALICE, "news"))
+        body = await asyncio.wait_for(poll, 5)
+        assert body["rooms"]["join"][room.room_id]["timeline"]["events"]
+        assert body["device_one_time_keys_count"] == {"signed_curve25519": 7}
+        assert users.asked == ["DEV"]  # once: the answer's build used what was asked
+        assert order[:2] == ["counts asked", "news written"]
+
+
+async def test_counts_asked_for_news_that_was_not_the_answers_are_asked_for_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync_routes, "KEY_COUNTS_FRESH_S", 0.05)
+    async with keyed_env(tmp_path, monkeypatch) as (env, users):
+        room = TestRoom()
+        room.join(BOB)
+        await env.send_room(room)
+        token = env.token(BOB)
+        since = await env.next_batch(token)
+        users.asked.clear()
+        poll = asyncio.create_task(env.sync(token, since=since, timeout=10000))
+        await asyncio.sleep(0.1)
+        # An entry the sync API has already: written again as nothing, so
+        # nobody is woken, but its news was announced.
+        await env.append(env.new_room_event(room.events[-1]), room.room_id)
+        for _ in range(200):
+            if users.asked:
+                break
+            await asyncio.sleep(0.01)
+        assert users.asked == ["DEV"]
+        await asyncio.sleep(0.2)
+        assert not poll.done()
+        # Real news, later: the counts are those of now, asked for again.
+        await env.send(room.message(ALICE, "news"))
+        body = await asyncio.wait_for(poll, 5)
+        assert body["rooms"]["join"][room.room_id]["timeline"]["events"]
+        assert body["device_one_time_keys_count"] == {"signed_curve25519": 7}
         assert users.asked == ["DEV", "DEV"]
