@@ -179,7 +179,8 @@ def build(config: Config, database: Database, log: Log, server_name: str,
 
 async def open_roomserver(config: Config, log: Log, signing_key: SigningKey) -> Roomserver:
     url = database_url_for("roomserver", postgres_url=config.postgres_url or None, data_dir=config.data_dir)
-    database = await open_database(url, "roomserver")
+    # Its statements are lookups by key (see GENERIC_PLANS).
+    database = await open_database(url, "roomserver", generic_plans=True)
     return build(config, database, log, config.server_name, signing_key)
 
 

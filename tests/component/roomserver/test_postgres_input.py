@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 
 from common.log import Log
+from common.storage import open_database
 from matrixlib.events import Event
 from tests.builders import TestRoom, input_event
 from tests.component.roomserver.conftest import Running, make_config, read_output, start_roomserver
@@ -204,3 +205,23 @@ async def test_a_message_needs_no_begin_and_commit(on_postgres: Running) -> None
     assert list(latest.latest_event_ids) == [room.events[-1].event_id]
     found = await on_postgres.component.api.query_events_by_id(pb.QueryEventsByIDRequest(event_ids=[message.event_id]))
     assert [e.event_id for e in found.events] == [message.event_id]
+
+
+async def test_the_room_servers_sessions_plan_each_statement_once(on_postgres: Running,
+                                                                  fresh_postgres_database: str) -> None:
+    # Its statements are lookups by key (common.storage.GENERIC_PLANS): the
+    # batch's reads were planned anew at every execution otherwise.
+    async with on_postgres.component.database.connect() as conn:
+        assert (await conn.exec_driver_sql("SHOW plan_cache_mode")).scalar() == "force_generic_plan"
+    # Other components' sessions keep PostgreSQL's default.
+    other = await open_database(fresh_postgres_database, "syncapi")
+    try:
+        async with other.connect() as conn:
+            assert (await conn.exec_driver_sql("SHOW plan_cache_mode")).scalar() == "auto"
+    finally:
+        await other.close()
+    # And what it plans once still answers: a message goes in as before.
+    room = TestRoom("12", creator=ALICE)
+    room.join(BOB)
+    room.message(BOB, "hello")
+    assert set(await send(on_postgres, room.events)) == {pb.INPUT_OUTCOME_ACCEPTED}
