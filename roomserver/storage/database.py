@@ -102,6 +102,9 @@ SNAPSHOT_CACHE_ENTRIES = 20_000
 # recent events) stay in memory.
 ROOM_CACHE_SIZE = 5_000
 EVENT_HEAD_CACHE_SIZE = 10_000
+# Rooms whose answers to "is a user of this server joined?" stay in memory
+# (sole writer only; see ``server_joined``).
+SERVER_JOINED_CACHE_SIZE = 5_000
 
 # SQLite allows 32766 bound parameters per statement; stay well below.
 _CHUNK = 500
@@ -245,6 +248,9 @@ class Txn:
     # shared caches drop what the transaction may have changed.
     written_room_nids: set[int] = field(default_factory=set)
     redacted: bool = False
+    # Rooms (NIDs) whose membership rows this transaction wrote: True while
+    # it only made members join, False once it wrote anything else.
+    membership_writes: dict[int, bool] = field(default_factory=dict)
     # A write transaction sees the last commit (SQLite: it holds the write
     # lock from its start; PostgreSQL: each statement sees the last commit),
     # so the rooms' rows kept in memory are never newer than what it reads.
@@ -478,6 +484,11 @@ class RoomserverDatabase:
         self._sole_epoch = 0
         # Sole writer only: room rows as last committed, by room ID.
         self._rooms: LRUCache[str, RoomRecord] = LRUCache(ROOM_CACHE_SIZE)
+        # Sole writer only: room NID -> server name -> whether a user of it is
+        # joined, as last committed; and a count of the commits that wrote
+        # memberships (a read that overlapped one keeps nothing).
+        self._servers_joined: LRUCache[int, dict[str, bool]] = LRUCache(SERVER_JOINED_CACHE_SIZE)
+        self._membership_commits = 0
         self._room_id_of_nid: LRUCache[int, str] = LRUCache(ROOM_CACHE_SIZE)
         # Event NID -> (event ID, depth), which never change once committed.
         self._event_heads: LRUCache[int, tuple[str, int]] = LRUCache(EVENT_HEAD_CACHE_SIZE)
@@ -514,6 +525,7 @@ class RoomserverDatabase:
         self._sole_epoch += 1
         self._rooms.clear()
         self._room_id_of_nid.clear()
+        self._servers_joined.clear()
 
     # -- transactions --------------------------------------------------------
 
@@ -530,6 +542,7 @@ class RoomserverDatabase:
             # Maybe committed after all (an error past the commit): forget.
             if txn is not None:
                 self._drop_rooms(txn.written_room_nids)
+                self._note_membership_writes({room_nid: False for room_nid in txn.membership_writes})
                 if txn.redacted:
                     self._redaction_generation += 1
             raise
@@ -564,6 +577,50 @@ class RoomserverDatabase:
                     self._cache_room(record)
         if txn.redacted:
             self._redaction_generation += 1
+        self._note_membership_writes(txn.membership_writes)
+
+    def _note_membership_writes(self, writes: Mapping[int, bool]) -> None:
+        """Committed (or maybe committed) membership writes: a room's
+        remembered "no user of that server is joined" may be wrong after a
+        join, and any answer after anything else."""
+        if not writes:
+            return
+        self._membership_commits += 1
+        for room_nid, joins_only in writes.items():
+            known = self._servers_joined.get(room_nid)
+            if known is None:
+                continue
+            if joins_only:
+                for server_name in [s for s, joined in known.items() if not joined]:
+                    del known[server_name]
+            else:
+                self._servers_joined.discard(room_nid)
+
+    async def server_joined(self, room: RoomRecord, server_name: str, txn: Txn | None = None) -> bool:
+        """Whether a user of ``server_name`` is joined to the room; never in
+        a room without current state (a stub: a join there goes through
+        another server). Read in ``txn`` when given. A sole writer keeps the
+        answers in memory, kept up to date by its commits: every local join
+        in a room asks it."""
+        if room.state_snapshot_nid is None:
+            return False
+        if self.sole_writer:
+            known = self._servers_joined.get(room.room_nid)
+            if known is not None and server_name in known:
+                return known[server_name]
+        commits, epoch = self._membership_commits, self._sole_epoch
+        if txn is not None:
+            joined = await membership_t.select_server_joined(txn.conn, room.room_nid, server_name)
+        else:
+            async with self.reading() as reading:
+                joined = await membership_t.select_server_joined(reading.conn, room.room_nid, server_name)
+        if self.sole_writer and self._membership_commits == commits and self._sole_epoch == epoch:
+            known = self._servers_joined.get(room.room_nid)
+            if known is None:
+                known = {}
+                self._servers_joined.put(room.room_nid, known)
+            known[server_name] = joined
+        return joined
 
     def _cache_room(self, record: RoomRecord) -> None:
         self._rooms.put(record.room_id, _copy_room(record))
@@ -1194,6 +1251,7 @@ class RoomserverDatabase:
 
     async def set_membership(self, txn: Txn, room_nid: int, target_nid: int, membership_value: str,
                              event_nid: int) -> None:
+        _note_membership_write(txn, room_nid, membership_value == "join")
         await txn.conn.execute(self.db.upsert(
             membership, {"room_nid": room_nid, "target_nid": target_nid, "membership": membership_value,
                          "event_nid": event_nid}, ["room_nid", "target_nid"]))
@@ -1202,9 +1260,11 @@ class RoomserverDatabase:
         """Several at once: target NID -> (membership, event NID)."""
         values = [{"room_nid": room_nid, "target_nid": target, "membership": value, "event_nid": event_nid}
                   for target, (value, event_nid) in sorted(rows.items())]
+        _note_membership_write(txn, room_nid, all(value == "join" for value, _ in rows.values()))
         await membership_t.upsert_memberships(txn.conn, values)
 
     async def delete_memberships(self, txn: Txn, room_nid: int, target_nids: Collection[int]) -> None:
+        _note_membership_write(txn, room_nid, False)
         for chunk in _chunks(target_nids):
             await txn.conn.execute(delete(membership).where(membership.c.room_nid == room_nid,
                                                             membership.c.target_nid.in_(chunk)))
@@ -1351,3 +1411,7 @@ class RoomserverDatabase:
             query = query.where(input_failures.c.event_id.in_(list(event_ids)))
         rows = await txn.conn.execute(query.order_by(input_failures.c.failure_nid))
         return [(r.request_id, r.event_id, r.reason) for r in rows]
+
+
+def _note_membership_write(txn: Txn, room_nid: int, joins_only: bool) -> None:
+    txn.membership_writes[room_nid] = txn.membership_writes.get(room_nid, True) and joins_only

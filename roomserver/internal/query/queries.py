@@ -89,19 +89,17 @@ class Queries:
         known = self._latest_from_memory(req)
         if known is not None:
             if req.joined_server_name:
-                # Not kept in memory: any member event of the room changes it.
                 cached_room = self._db.cached_room(req.room_id)
                 if cached_room is not None:
-                    async with self._db.reading() as txn:
-                        known.server_joined = await self._server_joined(txn, cached_room, req.joined_server_name)
+                    known.server_joined = await self._db.server_joined(cached_room, req.joined_server_name)
             return known
         redactions = self._db.redaction_generation
         async with self._db.reading() as txn:
             room = await self._room(txn, req.room_id)
             if room is None:
                 return pb.QueryLatestEventsAndStateResponse(room_exists=False)
-            server_joined = bool(req.joined_server_name) and await self._server_joined(
-                txn, room, req.joined_server_name)
+            server_joined = bool(req.joined_server_name) and await self._db.server_joined(
+                room, req.joined_server_name, txn)
             state = await self._db.load_state(txn, room.state_snapshot_nid)
             state = await self._filter_state(txn, state, req.state_to_fetch)
             # The extremities' rows and the state events' rows in one statement
@@ -124,14 +122,6 @@ class Queries:
             depth=max((r.depth for r in extremities), default=0) + 1,
             server_joined=server_joined,
         )
-
-    @staticmethod
-    async def _server_joined(txn: Txn, room: RoomRecord, server_name: str) -> bool:
-        """Whether a user of ``server_name`` is joined to the room; never in
-        a room without current state (a stub: a join there goes through
-        another server)."""
-        return room.state_snapshot_nid is not None and \
-            await membership_t.select_server_joined(txn.conn, room.room_nid, server_name)
 
     def _latest_from_memory(
             self, req: pb.QueryLatestEventsAndStateRequest) -> pb.QueryLatestEventsAndStateResponse | None:

@@ -15,7 +15,7 @@ from sqlalchemy import event
 
 from matrixlib.events import CREATE, MEMBER, NAME, POWER_LEVELS, Event
 from roomserver.internal.query.queries import STATE_ANSWER_MAX_EVENTS, Queries
-from roomserver.storage.database import RoomserverDatabase
+from roomserver.storage.database import RoomRecord, RoomserverDatabase
 from tests.builders import TestRoom, input_event
 from tests.component.roomserver.conftest import Running
 
@@ -180,3 +180,66 @@ async def test_a_whole_big_state_is_not_kept(running: Running) -> None:
         again = await running.component.api.query_latest_events_and_state(everything)
     assert again == first
     assert statements, "a whole big state was kept in memory"
+
+
+async def test_whether_a_server_is_joined_is_answered_from_memory_and_follows_memberships(
+        running: Running) -> None:
+    component = running.component
+    reference = Queries(RoomserverDatabase(component.database))
+    room = TestRoom("10", creator=ALICE)
+    room.join(BOB)
+    await send(running, room.events)
+
+    async def joined(server_name: str, *, from_memory: bool) -> bool:
+        request = pb.QueryLatestEventsAndStateRequest(room_id=room.room_id, state_to_fetch=WANTED,
+                                                      joined_server_name=server_name)
+        with counting_statements(running) as statements:
+            answer = await component.api.query_latest_events_and_state(request)
+        assert answer.server_joined == (await reference.query_latest_events_and_state(request)).server_joined
+        if from_memory:
+            assert statements == [], "answered from the database"
+        return answer.server_joined
+
+    assert await joined("test", from_memory=False) is True
+    assert await joined("test", from_memory=True) is True  # every local join asks this
+    assert await joined("elsewhere", from_memory=False) is False
+    assert await joined("elsewhere", from_memory=True) is False
+    # A join of the other server's user: "not joined" is no longer known.
+    carol = "@carol:elsewhere"
+    room.join(carol)
+    await send(running, room.events[-1:])
+    assert await joined("elsewhere", from_memory=False) is True
+    assert await joined("test", from_memory=True) is True  # a join leaves "joined" as it was
+    # Its last user leaves: "joined" is no longer known either.
+    room.leave(carol)
+    await send(running, room.events[-1:])
+    assert await joined("elsewhere", from_memory=False) is False
+    # Local members leave one after the other: the last one's leave is seen.
+    room.leave(BOB)
+    await send(running, room.events[-1:])
+    assert await joined("test", from_memory=False) is True
+    room.leave(ALICE)
+    await send(running, room.events[-1:])
+    assert await joined("test", from_memory=False) is False
+
+
+async def test_a_room_server_sharing_its_database_asks_it_whether_a_server_is_joined(running: Running) -> None:
+    component = running.component
+    room = TestRoom("10", creator=ALICE)
+    await send(running, room.events)
+    request = pb.QueryLatestEventsAndStateRequest(room_id=room.room_id, state_to_fetch=WANTED,
+                                                  joined_server_name="test")
+    assert (await component.api.query_latest_events_and_state(request)).server_joined
+    component.storage.stop_sole_writing()
+    # Another instance makes the last local member leave, straight in the database.
+    async with component.database.transaction() as conn:
+        await conn.exec_driver_sql("UPDATE roomserver_membership SET membership = 'leave'")
+    assert not await component.storage.server_joined(
+        await _room_record(component.storage, room.room_id), "test")
+
+
+async def _room_record(storage: RoomserverDatabase, room_id: str) -> RoomRecord:
+    async with storage.reading() as txn:
+        record = await storage.room_by_id(txn, room_id)
+    assert record is not None
+    return record
