@@ -50,14 +50,19 @@ async def keyed_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
         yield env, env.users
 
 
+async def _bob_in_a_room(env: Env) -> tuple[TestRoom, str, str]:
+    """A room Bob is joined to, his token and a sync token after it."""
+    room = TestRoom()
+    room.join(BOB)
+    await env.send_room(room)
+    token = env.token(BOB)
+    return room, token, await env.next_batch(token)
+
+
 async def test_key_counts_are_asked_for_before_the_answer_reads(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     async with keyed_env(tmp_path, monkeypatch) as (env, users):
-        room = TestRoom()
-        room.join(BOB)
-        await env.send_room(room)
-        token = env.token(BOB)
-        since = await env.next_batch(token)
+        room, token, since = await _bob_in_a_room(env)
 
         order: list[str] = []
         news_read = Reader.joined_rooms_news_and_counts
@@ -90,11 +95,7 @@ async def test_key_counts_are_asked_for_before_the_answer_reads(tmp_path: Path,
 async def test_an_idle_long_poll_does_not_ask_for_counts_and_failures_fail_as_before(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with keyed_env(tmp_path, monkeypatch) as (env, users):
-        room = TestRoom()
-        room.join(BOB)
-        await env.send_room(room)
-        token = env.token(BOB)
-        since = await env.next_batch(token)
+        room, token, since = await _bob_in_a_room(env)
         users.asked.clear()
         body = await env.sync(token, since=since, timeout=50)
         assert body["rooms"]["join"] == {} and "device_one_time_keys_count" not in body
@@ -124,11 +125,7 @@ async def test_an_idle_long_poll_does_not_ask_for_counts_and_failures_fail_as_be
 async def test_a_woken_long_poll_asks_for_counts_as_its_news_is_written(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     async with keyed_env(tmp_path, monkeypatch) as (env, users):
-        room = TestRoom()
-        room.join(BOB)
-        await env.send_room(room)
-        token = env.token(BOB)
-        since = await env.next_batch(token)
+        room, token, since = await _bob_in_a_room(env)
 
         order: list[str] = []
         write = SyncDatabase.write_room_events_with_push
@@ -160,11 +157,7 @@ async def test_counts_asked_for_news_that_was_not_the_answers_are_asked_for_agai
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sync_routes, "KEY_COUNTS_FRESH_S", 0.05)
     async with keyed_env(tmp_path, monkeypatch) as (env, users):
-        room = TestRoom()
-        room.join(BOB)
-        await env.send_room(room)
-        token = env.token(BOB)
-        since = await env.next_batch(token)
+        room, token, since = await _bob_in_a_room(env)
         users.asked.clear()
         poll = asyncio.create_task(env.sync(token, since=since, timeout=10000))
         await asyncio.sleep(0.1)
