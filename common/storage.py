@@ -687,8 +687,9 @@ async def open_database(
     """Open ``component``'s database at ``url`` with its schema upgraded to head.
 
     Creates a missing SQLite file (and its directory) or, with ``create_database``, a missing
-    PostgreSQL database (whose sessions use ``GENERIC_PLANS`` if asked). Raises ``SchemaTooNewError`` when the database's revision is not one
-    in ``migrations_root/<component>`` (default: the repository's ``migrations/``). A schema
+    PostgreSQL database, whose sessions use ``GENERIC_PLANS`` with ``generic_plans``. Raises
+    ``SchemaTooNewError`` when the database's revision is not one in
+    ``migrations_root/<component>`` (default: the repository's ``migrations/``). A schema
     recorded with ``note_schema_at_head`` and still at those revisions is opened as it is.
     """
     _check_component_name(component)

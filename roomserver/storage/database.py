@@ -251,6 +251,9 @@ class Txn:
     # Rooms (NIDs) whose membership rows this transaction wrote: True while
     # it only made members join, False once it wrote anything else.
     membership_writes: dict[int, bool] = field(default_factory=dict)
+    # For a read: how many membership commits this process had published
+    # when it began (see ``RoomserverDatabase.server_joined``).
+    membership_commits_seen: int = 0
     # A write transaction sees the last commit (SQLite: it holds the write
     # lock from its start; PostgreSQL: each statement sees the last commit),
     # so the rooms' rows kept in memory are never newer than what it reads.
@@ -557,7 +560,7 @@ class RoomserverDatabase:
         generation = self.db.write_generation
         epoch = self._sole_epoch
         async with self.db.connect(autocommit=True) as conn:
-            txn = Txn(conn, postgres=self._postgres)
+            txn = Txn(conn, postgres=self._postgres, membership_commits_seen=self._membership_commits)
             yield txn
         self._publish(txn.local)
         if self.sole_writer and self.db.write_generation == generation and self._sole_epoch == epoch:
@@ -608,7 +611,10 @@ class RoomserverDatabase:
             known = self._servers_joined.get(room.room_nid)
             if known is not None and server_name in known:
                 return known[server_name]
-        commits, epoch = self._membership_commits, self._sole_epoch
+        # As of before the read's snapshot: a commit published since means the
+        # answer may be older than what is committed, and is not kept.
+        commits = txn.membership_commits_seen if txn is not None else self._membership_commits
+        epoch = self._sole_epoch
         if txn is not None:
             joined = await membership_t.select_server_joined(txn.conn, room.room_nid, server_name)
         else:

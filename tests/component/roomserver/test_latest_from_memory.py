@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from unittest import mock
 
 from myelin.roomserver.v1 import events_pb2
 from myelin.roomserver.v1 import roomserver_pb2 as pb
@@ -16,6 +17,7 @@ from sqlalchemy import event
 from matrixlib.events import CREATE, MEMBER, NAME, POWER_LEVELS, Event
 from roomserver.internal.query.queries import STATE_ANSWER_MAX_EVENTS, Queries
 from roomserver.storage.database import RoomRecord, RoomserverDatabase
+from roomserver.storage.tables import membership as membership_t
 from tests.builders import TestRoom, input_event
 from tests.component.roomserver.conftest import Running
 
@@ -243,3 +245,21 @@ async def _room_record(storage: RoomserverDatabase, room_id: str) -> RoomRecord:
         record = await storage.room_by_id(txn, room_id)
     assert record is not None
     return record
+
+
+async def test_an_answer_read_before_a_membership_commit_is_not_kept(running: Running) -> None:
+    storage = running.component.storage
+    room = TestRoom("10", creator=ALICE)
+    room.join(BOB)
+    await send(running, room.events)
+    async with storage.reading() as txn:
+        record = await storage.room_by_id(txn, room.room_id)  # the read's snapshot begins
+        assert record is not None
+        room.leave(BOB)
+        room.leave(ALICE)
+        await send(running, room.events[-2:])  # no local member any more
+        # What a read whose snapshot is from before the leaves answers (on
+        # SQLite a read keeps one snapshot): "joined", not to be kept.
+        with mock.patch.object(membership_t, "select_server_joined", mock.AsyncMock(return_value=True)):
+            assert await storage.server_joined(record, "test", txn) is True
+    assert await storage.server_joined(await _room_record(storage, room.room_id), "test") is False
