@@ -206,10 +206,8 @@ class Queries:
             room = await self._room(txn, req.room_id)
             if room is None:
                 return pb.QueryMembershipForUserResponse(room_exists=False)
-            # Not in a stub (no current state: a join there goes through another server).
-            server_joined = (bool(req.joined_server_name) and room.state_snapshot_nid is not None
-                             and await membership_t.select_server_joined(txn.conn, room.room_nid,
-                                                                         req.joined_server_name))
+            server_joined = bool(req.joined_server_name) and await self._db.server_joined(
+                room, req.joined_server_name, txn)
             row = await self._db.membership_of(txn, room.room_nid, req.user_id)
             if row is None:
                 return pb.QueryMembershipForUserResponse(room_exists=True, server_joined=server_joined)

@@ -59,25 +59,33 @@ async def _bob_in_a_room(env: Env) -> tuple[TestRoom, str, str]:
     return room, token, await env.next_batch(token)
 
 
+def _recording_counts_asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that gets "counts asked" whenever /sync asks for key counts;
+    a test adds what they are to come before or after."""
+    order: list[str] = []
+    start = device_lists.start_key_counts
+
+    def starting(*args: Any) -> Any:
+        order.append("counts asked")
+        return start(*args)
+
+    monkeypatch.setattr(sync_routes, "start_key_counts", starting)
+    return order
+
+
 async def test_key_counts_are_asked_for_before_the_answer_reads(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     async with keyed_env(tmp_path, monkeypatch) as (env, users):
         room, token, since = await _bob_in_a_room(env)
 
-        order: list[str] = []
+        order = _recording_counts_asked(monkeypatch)
         news_read = Reader.joined_rooms_news_and_counts
-        start = device_lists.start_key_counts
 
         async def recording(self: Reader, *args: object, **kwargs: object) -> object:
             order.append("news read")
             return await news_read(self, *args, **kwargs)  # type: ignore[arg-type]
 
-        def starting(*args: Any) -> Any:
-            order.append("counts asked")
-            return start(*args)
-
         monkeypatch.setattr(Reader, "joined_rooms_news_and_counts", recording)
-        monkeypatch.setattr(sync_routes, "start_key_counts", starting)
         users.asked.clear()
         users.delay = 0.05
         poll = asyncio.create_task(env.sync(token, since=since, timeout=10000))
@@ -127,20 +135,14 @@ async def test_a_woken_long_poll_asks_for_counts_as_its_news_is_written(tmp_path
     async with keyed_env(tmp_path, monkeypatch) as (env, users):
         room, token, since = await _bob_in_a_room(env)
 
-        order: list[str] = []
+        order = _recording_counts_asked(monkeypatch)
         write = SyncDatabase.write_room_events_with_push
-        start = device_lists.start_key_counts
 
         async def writing(self: SyncDatabase, *args: Any, **kwargs: Any) -> Any:
             order.append("news written")
             return await write(self, *args, **kwargs)
 
-        def starting(*args: Any) -> Any:
-            order.append("counts asked")
-            return start(*args)
-
         monkeypatch.setattr(SyncDatabase, "write_room_events_with_push", writing)
-        monkeypatch.setattr(sync_routes, "start_key_counts", starting)
         users.asked.clear()
         poll = asyncio.create_task(env.sync(token, since=since, timeout=10000))
         await asyncio.sleep(0.1)
